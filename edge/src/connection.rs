@@ -1,0 +1,246 @@
+//! One client connection, from accept to close: sniff the name (bounded by the sniffing limit and
+//! deadline), find the tenant in the table taken at accept, take one of the tenant's connection
+//! slots, connect to one of its routers (another endpoint on failure, nothing sent yet), write the
+//! PROXY v2 header and the sniffed bytes, then copy both ways until both sides are done.
+
+use crate::balance::pick_endpoint;
+use crate::config::EdgeLimits;
+use crate::metrics::{ClosedLabels, EdgeMetrics, GaugeGuard, ListenerLabels, SniffLabels};
+use crate::refuse::{refuse, Refusal};
+use crate::table::{listener_label, EdgeTable, PortEntry, TenantEntry};
+use arc_swap::ArcSwap;
+use bulkhead_crds::snapshot::EdgePort;
+use bulkhead_proxy_io::{copy_bidirectional_observed, encode_v2, CopyDirection, ProxyAddresses};
+use bulkhead_sniff::{read_client_hello, read_http_host, SniffError};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::time::{timeout, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// What every connection task shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The current routing table; a connection loads it once, at accept.
+    pub(crate) table: ArcSwap<EdgeTable>,
+    pub(crate) limits: EdgeLimits,
+    pub(crate) metrics: Arc<EdgeMetrics>,
+    pub(crate) proxy_protocol: bool,
+    /// Slots for connections still sniffing.
+    pub(crate) sniff_slots: Arc<Semaphore>,
+    /// Cancelled when the drain deadline passed: every connection ends at once.
+    pub(crate) force_close: CancellationToken,
+}
+
+/// Serves one accepted client connection on the listener of `port`.
+pub(crate) async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    port: EdgePort,
+    shared: Arc<Shared>,
+) {
+    let listener = listener_label(port);
+    let metrics = &shared.metrics;
+    let _open = GaugeGuard::new(&metrics.open_connections);
+    let table = shared.table.load_full();
+    let local = match client.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            tracing::debug!(%peer, listener, error = %e, "connection gone before it was served");
+            return;
+        }
+    };
+    // Latency of small TLS handshake flights matters more than segment count.
+    let _ = client.set_nodelay(true);
+
+    let Ok(sniff_slot) = shared.sniff_slots.clone().try_acquire_owned() else {
+        metrics.refuse(listener, "", "max_sniffing");
+        tracing::debug!(%peer, listener, "refused: too many connections still sniffing");
+        return;
+    };
+    let mut client = client;
+    let mut sniffed = Vec::new();
+    let sniffing = GaugeGuard::new(&metrics.sniffing);
+    let host = sniff(&mut client, &mut sniffed, port, &shared.limits).await;
+    drop(sniffing);
+    drop(sniff_slot);
+    let host = match host {
+        Ok(host) => {
+            sniff_outcome(metrics, listener, "ok");
+            host
+        }
+        Err(e) => {
+            sniff_outcome(metrics, listener, e.reason());
+            tracing::debug!(%peer, listener, reason = e.reason(), error = %e, "refused: sniffing failed");
+            if let Some(refusal) = Refusal::for_sniff_error(&e) {
+                refuse(client, port, refusal, shared.limits.linger_timeout).await;
+            }
+            return;
+        }
+    };
+    let Some(tenant) = table.lookup(host.as_deref()).cloned() else {
+        metrics
+            .unknown_hostnames
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
+        tracing::debug!(%peer, listener, host = host.as_deref().unwrap_or(""), "refused: no tenant owns the name");
+        refuse(
+            client,
+            port,
+            Refusal::UnknownHost,
+            shared.limits.linger_timeout,
+        )
+        .await;
+        return;
+    };
+    drop(table);
+    forward(client, peer, local, sniffed, &tenant, port, &shared).await;
+}
+
+/// Reads the routing name: the SNI on the TLS listener (`None` when the client sent none), the
+/// `Host` on the HTTP listener.
+async fn sniff(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    port: EdgePort,
+    limits: &EdgeLimits,
+) -> Result<Option<String>, SniffError> {
+    match port {
+        EdgePort::Https => read_client_hello(client, buf, limits.sniff_timeout)
+            .await
+            .map(|hello| hello.sni),
+        EdgePort::Http => read_http_host(client, buf, limits.sniff_timeout)
+            .await
+            .map(|head| Some(head.host)),
+    }
+}
+
+fn sniff_outcome(metrics: &EdgeMetrics, listener: &'static str, outcome: &'static str) {
+    metrics
+        .sniff
+        .get_or_create(&SniffLabels { listener, outcome })
+        .inc();
+}
+
+/// Forwards a sniffed connection to one of the tenant's routers.
+async fn forward(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    sniffed: Vec<u8>,
+    tenant: &TenantEntry,
+    port: EdgePort,
+    shared: &Shared,
+) {
+    let listener = listener_label(port);
+    let limits = &shared.limits;
+    let metrics = &shared.metrics;
+    let refused = |reason: &'static str| {
+        metrics.refuse(listener, &tenant.name, reason);
+        tracing::debug!(%peer, listener, tenant = %tenant.name, reason, "refused");
+    };
+    let Some(_tenant_slot) = tenant.try_acquire(limits.max_connections_per_tenant) else {
+        refused("tenant_limit");
+        refuse(client, port, Refusal::Unavailable, limits.linger_timeout).await;
+        return;
+    };
+    let entry = tenant.port(port);
+    if entry.endpoints.is_empty() {
+        refused("no_endpoint");
+        refuse(client, port, Refusal::Unavailable, limits.linger_timeout).await;
+        return;
+    }
+    let Some((mut upstream, index)) = connect(entry, limits, &tenant.name, listener).await else {
+        refused("connect_failed");
+        refuse(client, port, Refusal::Unavailable, limits.linger_timeout).await;
+        return;
+    };
+    let endpoint = &entry.endpoints[index];
+    let _endpoint_open = endpoint.open();
+    let _ = upstream.set_nodelay(true);
+
+    let mut head = if shared.proxy_protocol {
+        encode_v2(&ProxyAddresses {
+            source: peer,
+            destination: local,
+        })
+    } else {
+        Vec::new()
+    };
+    head.extend_from_slice(&sniffed);
+    let replayed = u64::try_from(sniffed.len()).unwrap_or(u64::MAX);
+    drop(sniffed);
+
+    let relay = async {
+        timeout(limits.idle_timeout, upstream.write_all(&head))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "router did not read"))??;
+        drop(head);
+        entry.bytes_to_router.inc_by(replayed);
+        copy_bidirectional_observed(&mut client, &mut upstream, limits.idle_timeout, |d, n| {
+            match d {
+                CopyDirection::ClientToServer => entry.bytes_to_router.inc_by(n),
+                CopyDirection::ServerToClient => entry.bytes_to_client.inc_by(n),
+            };
+        })
+        .await
+    };
+    let outcome = tokio::select! {
+        biased;
+        () = shared.force_close.cancelled() => "drained",
+        result = relay => match result {
+            Ok(_) => "ok",
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => "idle_timeout",
+            Err(e) => {
+                tracing::debug!(%peer, listener, tenant = %tenant.name, endpoint = %endpoint.addr, error = %e, "forwarded connection failed");
+                "error"
+            }
+        },
+    };
+    metrics
+        .closed
+        .get_or_create(&ClosedLabels {
+            listener,
+            tenant: tenant.name.clone(),
+            outcome,
+        })
+        .inc();
+}
+
+/// Connects to one of the port's endpoints (power of two choices), trying up to
+/// `limits.connect_attempts` distinct endpoints. Returns the stream and the endpoint's index.
+async fn connect(
+    entry: &PortEntry,
+    limits: &EdgeLimits,
+    tenant: &str,
+    listener: &'static str,
+) -> Option<(TcpStream, usize)> {
+    let loads: Vec<usize> = entry.endpoints.iter().map(|e| e.load()).collect();
+    let mut tried = vec![false; loads.len()];
+    for _ in 0..limits.connect_attempts.max(1) {
+        let index = pick_endpoint(&loads, &tried, &mut rand::rng())?;
+        tried[index] = true;
+        let endpoint = &entry.endpoints[index];
+        let started = Instant::now();
+        match timeout(limits.connect_timeout, TcpStream::connect(endpoint.addr)).await {
+            Ok(Ok(stream)) => {
+                entry
+                    .connect_duration
+                    .observe(started.elapsed().as_secs_f64());
+                return Some((stream, index));
+            }
+            Ok(Err(e)) => {
+                endpoint.connect_errors.inc();
+                tracing::debug!(tenant, listener, endpoint = %endpoint.addr, error = %e, "router endpoint unreachable");
+            }
+            Err(_) => {
+                endpoint.connect_errors.inc();
+                tracing::debug!(tenant, listener, endpoint = %endpoint.addr, "connecting to router endpoint timed out");
+            }
+        }
+    }
+    None
+}

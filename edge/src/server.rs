@@ -1,0 +1,243 @@
+//! The [`Edge`]: its two listeners, the snapshot loop that validates and swaps routing tables, and
+//! graceful shutdown (stop accepting, not ready, let connections finish until the drain deadline,
+//! then cut the rest).
+
+use crate::config::{EdgeConfig, ACCEPT_ERROR_BACKOFF};
+use crate::connection::{serve, Shared};
+use crate::metrics::EdgeMetrics;
+use crate::table::{listener_label, validate, EdgeTable, SharedCounters};
+use arc_swap::ArcSwap;
+use bulkhead_admin::ReadyFlag;
+use bulkhead_crds::snapshot::{EdgePort, EdgeSnapshot};
+use bulkhead_snapshot::Subscription;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the edge could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Any other I/O failure (e.g. an accept loop ended abnormally).
+    #[error("edge i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The edge tier: bound listeners, ready to [`Edge::run`].
+#[derive(Debug)]
+pub struct Edge {
+    config: EdgeConfig,
+    metrics: Arc<EdgeMetrics>,
+    ready: ReadyFlag,
+    https: TcpListener,
+    http: TcpListener,
+    https_addr: SocketAddr,
+    http_addr: SocketAddr,
+}
+
+impl Edge {
+    /// Binds both listeners (port 0 picks a free port). `ready` stays false until the first valid
+    /// snapshot is served.
+    pub async fn bind(
+        config: EdgeConfig,
+        metrics: Arc<EdgeMetrics>,
+        ready: ReadyFlag,
+    ) -> Result<Edge, EdgeError> {
+        let bind = |addr: SocketAddr| async move {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| EdgeError::Bind { addr, source })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| EdgeError::Bind { addr, source })?;
+            Ok::<_, EdgeError>((listener, local))
+        };
+        let (https, https_addr) = bind(config.https_listen).await?;
+        let (http, http_addr) = bind(config.http_listen).await?;
+        ready.set(false);
+        Ok(Edge {
+            config,
+            metrics,
+            ready,
+            https,
+            http,
+            https_addr,
+            http_addr,
+        })
+    }
+
+    /// The TLS listener's address.
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https_addr
+    }
+
+    /// The plain HTTP listener's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Serves until `shutdown` is cancelled: applies every snapshot from `snapshots` (acknowledging
+    /// each version: `Ok` once served, `Err(reason)` when refused and the previous one kept), and
+    /// forwards connections. On shutdown: stops accepting, sets ready false, lets open connections
+    /// finish for up to `drain_timeout`, then closes the rest. If the snapshot stream ends, the last
+    /// snapshot keeps serving.
+    pub async fn run(
+        self,
+        mut snapshots: Subscription<EdgeSnapshot>,
+        shutdown: CancellationToken,
+    ) -> Result<(), EdgeError> {
+        let Edge {
+            config,
+            metrics,
+            ready,
+            https,
+            http,
+            ..
+        } = self;
+        let limits = config.limits.clone();
+        let shared = Arc::new(Shared {
+            table: ArcSwap::from_pointee(EdgeTable::empty()),
+            sniff_slots: Arc::new(Semaphore::new(limits.max_sniffing)),
+            limits,
+            metrics,
+            proxy_protocol: config.proxy_protocol,
+            force_close: CancellationToken::new(),
+        });
+        let tracker = TaskTracker::new();
+        let connection_slots = Arc::new(Semaphore::new(shared.limits.max_connections));
+        let acceptors = [(https, EdgePort::Https), (http, EdgePort::Http)].map(|(l, port)| {
+            tokio::spawn(accept_loop(
+                l,
+                port,
+                shared.clone(),
+                tracker.clone(),
+                connection_slots.clone(),
+                shutdown.clone(),
+            ))
+        });
+
+        let mut counters = SharedCounters::default();
+        let mut subscribed = true;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = snapshots.next(), if subscribed => match next {
+                    Some(snapshot) => apply(&snapshot, &snapshots, &shared, &mut counters, &ready),
+                    None => {
+                        subscribed = false;
+                        tracing::warn!("edge snapshot stream ended; the last snapshot keeps serving");
+                    }
+                },
+            }
+        }
+
+        ready.set(false);
+        let mut result = Ok(());
+        for acceptor in acceptors {
+            if let Err(e) = acceptor.await {
+                result = Err(EdgeError::Io(io::Error::other(e)));
+            }
+        }
+        tracker.close();
+        tracing::info!(open = tracker.len(), "edge draining");
+        if tokio::time::timeout(shared.limits.drain_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = tracker.len(),
+                "drain timeout reached: closing the remaining connections"
+            );
+            shared.force_close.cancel();
+            tracker.wait().await;
+        }
+        tracing::info!("edge stopped");
+        result
+    }
+}
+
+/// Validates a snapshot and swaps it in, or refuses it and keeps the current one; acknowledges.
+fn apply(
+    snapshot: &EdgeSnapshot,
+    subscription: &Subscription<EdgeSnapshot>,
+    shared: &Shared,
+    counters: &mut SharedCounters,
+    ready: &ReadyFlag,
+) {
+    let version = snapshot.version;
+    if let Err(reason) = validate(snapshot) {
+        shared.metrics.snapshots_rejected.inc();
+        tracing::warn!(version, %reason, "edge snapshot refused; the previous one keeps serving");
+        subscription.ack(version, Err(reason));
+        return;
+    }
+    let table = EdgeTable::build(snapshot, &shared.metrics, counters);
+    shared.table.store(Arc::new(table));
+    shared
+        .metrics
+        .snapshot_version
+        .set(i64::try_from(version).unwrap_or(i64::MAX));
+    ready.set(true);
+    tracing::info!(
+        version,
+        hash = %snapshot.hash,
+        routes = snapshot.routes.len(),
+        tenants = snapshot.tenants.len(),
+        "edge snapshot applied"
+    );
+    subscription.ack(version, Ok(()));
+}
+
+/// Accepts on one listener until shutdown; a connection needs one of the `slots` (at most
+/// `max_connections` open, the rest wait in the kernel's backlog).
+async fn accept_loop(
+    listener: TcpListener,
+    port: EdgePort,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    slots: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    let label = listener_label(port);
+    loop {
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => return,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(listener = label, error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        tracker.spawn(async move {
+            let _slot = slot;
+            let force_close = shared.force_close.clone();
+            tokio::select! {
+                biased;
+                () = serve(stream, peer, port, shared) => {}
+                () = force_close.cancelled() => {}
+            }
+        });
+    }
+}

@@ -1,0 +1,349 @@
+//! The routing table built from one [`EdgeSnapshot`]: hostname → tenant → router endpoints, with
+//! the metric handles and load counters each connection needs. Immutable once built; a new snapshot
+//! builds a new table that is swapped in atomically. Load and per-tenant connection counters
+//! outlive a swap ([`SharedCounters`]), so limits and balancing see connections opened before it.
+
+use crate::metrics::{BytesLabels, EdgeMetrics, EndpointLabels, TenantLabels};
+use bulkhead_crds::snapshot::{EdgePort, EdgeSnapshot};
+use bulkhead_hostmatch::{HostPattern, HostTable};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// The metric label of a listener.
+pub(crate) fn listener_label(port: EdgePort) -> &'static str {
+    match port {
+        EdgePort::Https => "https",
+        EdgePort::Http => "http",
+    }
+}
+
+/// Checks a snapshot before it replaces the one being served: every route names a known tenant,
+/// every pattern parses, and no pattern appears twice.
+pub(crate) fn validate(snapshot: &EdgeSnapshot) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    for (i, route) in snapshot.routes.iter().enumerate() {
+        if !snapshot.tenants.contains_key(&route.tenant) {
+            return Err(format!(
+                "route {i} ({}): tenant {:?} is not in tenants",
+                route.hostname, route.tenant
+            ));
+        }
+        let pattern = HostPattern::parse(&route.hostname)
+            .map_err(|e| format!("route {i}: hostname {:?}: {e}", route.hostname))?;
+        if !seen.insert(pattern.clone()) {
+            return Err(format!(
+                "route {i}: hostname {pattern} is owned by more than one route"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Counters that survive snapshot swaps, keyed by what the snapshot names.
+#[derive(Debug, Default)]
+pub(crate) struct SharedCounters {
+    tenants: HashMap<String, Arc<AtomicUsize>>,
+    endpoints: HashMap<(String, EdgePort, SocketAddr), Arc<AtomicUsize>>,
+}
+
+/// The routing table of one snapshot version.
+#[derive(Debug, Default)]
+pub(crate) struct EdgeTable {
+    hosts: HostTable<Arc<TenantEntry>>,
+}
+
+impl EdgeTable {
+    /// A table that routes nothing (before the first snapshot).
+    pub(crate) fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Builds the table of a snapshot that passed [`validate`]; routes to unknown tenants or with
+    /// unparsable patterns are skipped (they cannot occur after validation).
+    pub(crate) fn build(
+        snapshot: &EdgeSnapshot,
+        metrics: &EdgeMetrics,
+        shared: &mut SharedCounters,
+    ) -> Self {
+        let mut entries: HashMap<&str, Arc<TenantEntry>> = HashMap::new();
+        for (name, endpoints) in &snapshot.tenants {
+            let connections = shared.tenants.entry(name.clone()).or_default().clone();
+            let mut port = |port: EdgePort| {
+                let addrs = endpoints.for_port(port);
+                PortEntry::new(name, port, addrs, metrics, &mut shared.endpoints)
+            };
+            let https = port(EdgePort::Https);
+            let http = port(EdgePort::Http);
+            entries.insert(
+                name,
+                Arc::new(TenantEntry {
+                    name: name.clone(),
+                    connections,
+                    https,
+                    http,
+                }),
+            );
+        }
+        // Forget the counters of tenants and endpoints that left; open connections keep theirs.
+        shared
+            .tenants
+            .retain(|name, _| snapshot.tenants.contains_key(name));
+        shared.endpoints.retain(|(name, port, addr), _| {
+            snapshot
+                .tenants
+                .get(name)
+                .is_some_and(|e| e.for_port(*port).contains(addr))
+        });
+        let mut hosts = HostTable::new();
+        for route in &snapshot.routes {
+            let (Ok(pattern), Some(entry)) = (
+                HostPattern::parse(&route.hostname),
+                entries.get(route.tenant.as_str()),
+            ) else {
+                continue;
+            };
+            hosts.insert(pattern, entry.clone());
+        }
+        Self { hosts }
+    }
+
+    /// The tenant owning a (normalised) name, or for `None` (a ClientHello without SNI) the tenant
+    /// owning `*`.
+    pub(crate) fn lookup(&self, host: Option<&str>) -> Option<&Arc<TenantEntry>> {
+        match host {
+            Some(host) => self.hosts.lookup(host),
+            None => self.hosts.get_pattern(&HostPattern::Any),
+        }
+    }
+}
+
+/// One tenant: its name, its open-connection count, its routers per edge port.
+#[derive(Debug)]
+pub(crate) struct TenantEntry {
+    pub(crate) name: String,
+    connections: Arc<AtomicUsize>,
+    https: PortEntry,
+    http: PortEntry,
+}
+
+impl TenantEntry {
+    /// The routers and metric handles for one edge port.
+    pub(crate) fn port(&self, port: EdgePort) -> &PortEntry {
+        match port {
+            EdgePort::Https => &self.https,
+            EdgePort::Http => &self.http,
+        }
+    }
+
+    /// Takes one of the tenant's `limit` connection slots, if one is free.
+    pub(crate) fn try_acquire(&self, limit: usize) -> Option<SlotGuard> {
+        let taken = self
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            });
+        taken.ok().map(|_| SlotGuard(self.connections.clone()))
+    }
+}
+
+/// A taken slot of a counter, released on drop.
+#[derive(Debug)]
+pub(crate) struct SlotGuard(Arc<AtomicUsize>);
+
+impl SlotGuard {
+    fn take(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A tenant's routers on one edge port, and the per-tenant metric handles of that port.
+#[derive(Debug)]
+pub(crate) struct PortEntry {
+    pub(crate) endpoints: Vec<EndpointEntry>,
+    pub(crate) bytes_to_router: Counter,
+    pub(crate) bytes_to_client: Counter,
+    pub(crate) connect_duration: Histogram,
+}
+
+impl PortEntry {
+    fn new(
+        tenant: &str,
+        port: EdgePort,
+        addrs: &[SocketAddr],
+        metrics: &EdgeMetrics,
+        shared: &mut HashMap<(String, EdgePort, SocketAddr), Arc<AtomicUsize>>,
+    ) -> Self {
+        let listener = listener_label(port);
+        let bytes = |direction| {
+            metrics.bytes.get_or_create_owned(&BytesLabels {
+                listener,
+                tenant: tenant.to_owned(),
+                direction,
+            })
+        };
+        let endpoints = addrs
+            .iter()
+            .map(|&addr| {
+                let labels = EndpointLabels {
+                    listener,
+                    tenant: tenant.to_owned(),
+                    endpoint: addr.to_string(),
+                };
+                EndpointEntry {
+                    addr,
+                    active: shared
+                        .entry((tenant.to_owned(), port, addr))
+                        .or_default()
+                        .clone(),
+                    active_gauge: metrics.connections_active.get_or_create_owned(&labels),
+                    connections: metrics.connections.get_or_create_owned(&labels),
+                    connect_errors: metrics.connect_errors.get_or_create_owned(&labels),
+                }
+            })
+            .collect();
+        Self {
+            endpoints,
+            bytes_to_router: bytes("client_to_router"),
+            bytes_to_client: bytes("router_to_client"),
+            connect_duration: metrics.connect_duration.get_or_create_owned(&TenantLabels {
+                listener,
+                tenant: tenant.to_owned(),
+            }),
+        }
+    }
+}
+
+/// One router endpoint: its address, its load (open connections through this edge) and metrics.
+#[derive(Debug)]
+pub(crate) struct EndpointEntry {
+    pub(crate) addr: SocketAddr,
+    active: Arc<AtomicUsize>,
+    active_gauge: Gauge,
+    pub(crate) connections: Counter,
+    pub(crate) connect_errors: Counter,
+}
+
+impl EndpointEntry {
+    /// Open connections to this endpoint (the load power-of-two-choices compares).
+    pub(crate) fn load(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Counts a connection to this endpoint as open until the guard drops.
+    pub(crate) fn open(&self) -> (SlotGuard, crate::metrics::GaugeGuard) {
+        self.connections.inc();
+        (
+            SlotGuard::take(&self.active),
+            crate::metrics::GaugeGuard::new(&self.active_gauge),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_crds::snapshot::{EdgeRoute, RouterEndpoints};
+    use prometheus_client::registry::Registry;
+
+    fn snapshot(routes: &[(&str, &str)], tenants: &[(&str, &[&str])]) -> EdgeSnapshot {
+        EdgeSnapshot {
+            version: 1,
+            hash: String::new(),
+            routes: routes
+                .iter()
+                .map(|(h, t)| EdgeRoute {
+                    hostname: (*h).into(),
+                    tenant: (*t).into(),
+                })
+                .collect(),
+            tenants: tenants
+                .iter()
+                .map(|(t, addrs)| {
+                    (
+                        (*t).to_string(),
+                        RouterEndpoints {
+                            https: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+                            http: vec![],
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn route_to_unknown_tenant_is_invalid() {
+        let s = snapshot(&[("a.example", "ghost")], &[("acme", &[])]);
+        assert!(validate(&s).unwrap_err().contains("ghost"));
+    }
+
+    #[test]
+    fn bad_pattern_and_duplicate_pattern_are_invalid() {
+        let s = snapshot(&[("a..example", "acme")], &[("acme", &[])]);
+        assert!(validate(&s).is_err());
+        let s = snapshot(
+            &[("A.example", "acme"), ("a.example", "globex")],
+            &[("acme", &[]), ("globex", &[])],
+        );
+        assert!(validate(&s).unwrap_err().contains("more than one"));
+    }
+
+    #[test]
+    fn lookup_prefers_exact_then_wildcard_and_no_sni_takes_any() {
+        let s = snapshot(
+            &[
+                ("a.example", "acme"),
+                ("*.example", "globex"),
+                ("*", "initech"),
+            ],
+            &[
+                ("acme", &["127.0.0.1:1"]),
+                ("globex", &[]),
+                ("initech", &[]),
+            ],
+        );
+        validate(&s).unwrap();
+        let metrics = EdgeMetrics::register(&mut Registry::default());
+        let t = EdgeTable::build(&s, &metrics, &mut SharedCounters::default());
+        let name = |h| t.lookup(h).map(|e| e.name.as_str());
+        assert_eq!(name(Some("a.example")), Some("acme"));
+        assert_eq!(name(Some("b.example")), Some("globex"));
+        assert_eq!(name(Some("other.test")), Some("initech"));
+        assert_eq!(name(None), Some("initech"));
+        let empty = EdgeTable::empty();
+        assert!(empty.lookup(Some("a.example")).is_none());
+        assert!(empty.lookup(None).is_none());
+    }
+
+    #[test]
+    fn tenant_slots_are_shared_across_tables_and_released_on_drop() {
+        let s = snapshot(&[("a.example", "acme")], &[("acme", &["127.0.0.1:1"])]);
+        let metrics = EdgeMetrics::register(&mut Registry::default());
+        let mut shared = SharedCounters::default();
+        let t1 = EdgeTable::build(&s, &metrics, &mut shared);
+        let t2 = EdgeTable::build(&s, &metrics, &mut shared);
+        let a = t1.lookup(Some("a.example")).unwrap().clone();
+        let b = t2.lookup(Some("a.example")).unwrap().clone();
+        let slot = a.try_acquire(1).unwrap();
+        assert!(
+            b.try_acquire(1).is_none(),
+            "the new table sees the old table's connection"
+        );
+        drop(slot);
+        assert!(b.try_acquire(1).is_some());
+        let (_load, _gauge) = a.port(EdgePort::Https).endpoints[0].open();
+        assert_eq!(b.port(EdgePort::Https).endpoints[0].load(), 1);
+    }
+}

@@ -1,0 +1,585 @@
+//! The edge over real sockets on 127.0.0.1: fake routers read the PROXY v2 header and echo.
+
+use bulkhead_admin::ReadyFlag;
+use bulkhead_crds::snapshot::{EdgeRoute, EdgeSnapshot, RouterEndpoints, Sealed};
+use bulkhead_edge::{Edge, EdgeConfig, EdgeError, EdgeLimits, EdgeMetrics};
+use bulkhead_proxy_io::{read_proxy_header, ProxyAddresses, ProxyHeader};
+use bulkhead_snapshot::{Ack, Publisher};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+const ALERT_DECODE_ERROR: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32];
+const ALERT_INTERNAL_ERROR: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50];
+
+/// A real ClientHello for `sni`, as rustls writes it.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).unwrap();
+    }
+    out
+}
+
+/// A stand-in for a tenant router: reads the PROXY header, reports it, echoes every byte after it.
+struct FakeRouter {
+    addr: SocketAddr,
+    seen: mpsc::UnboundedReceiver<ProxyHeader>,
+}
+
+async fn fake_router() -> FakeRouter {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, seen) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let header = read_proxy_header(&mut s, &mut buf, WAIT).await.unwrap();
+                let _ = tx.send(header);
+                let (mut r, mut w) = s.split();
+                w.write_all(&buf).await.unwrap();
+                tokio::io::copy(&mut r, &mut w).await.unwrap();
+                w.shutdown().await.unwrap();
+            });
+        }
+    });
+    FakeRouter { addr, seen }
+}
+
+/// A port with nothing listening.
+async fn dead_endpoint() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+struct Harness {
+    https: SocketAddr,
+    http: SocketAddr,
+    publisher: Publisher<EdgeSnapshot>,
+    acks: mpsc::Receiver<Ack>,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), EdgeError>>,
+    ready: ReadyFlag,
+    registry: Registry,
+    version: u64,
+}
+
+async fn start(limits: EdgeLimits) -> Harness {
+    let mut registry = Registry::default();
+    let metrics = EdgeMetrics::register(&mut registry);
+    let ready = ReadyFlag::new("edge");
+    let config = EdgeConfig {
+        https_listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        limits,
+        proxy_protocol: true,
+    };
+    let edge = Edge::bind(config, metrics, ready.clone()).await.unwrap();
+    let (https, http) = (edge.https_addr(), edge.http_addr());
+    assert_ne!(https.port(), 0);
+    let (publisher, acks) = Publisher::new();
+    let subscription = publisher.subscribe("edge/test");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(edge.run(subscription, shutdown.clone()));
+    Harness {
+        https,
+        http,
+        publisher,
+        acks,
+        shutdown,
+        task,
+        ready,
+        registry,
+        version: 0,
+    }
+}
+
+impl Harness {
+    /// Publishes a snapshot built from routes and tenants and waits for its acknowledgement.
+    async fn publish(
+        &mut self,
+        routes: &[(&str, &str)],
+        tenants: &[(&str, Vec<SocketAddr>, Vec<SocketAddr>)],
+    ) -> Result<(), String> {
+        self.version += 1;
+        let mut s = EdgeSnapshot {
+            version: self.version,
+            hash: String::new(),
+            routes: routes
+                .iter()
+                .map(|(h, t)| EdgeRoute {
+                    hostname: (*h).into(),
+                    tenant: (*t).into(),
+                })
+                .collect(),
+            tenants: tenants
+                .iter()
+                .map(|(t, https, http)| {
+                    (
+                        (*t).to_string(),
+                        RouterEndpoints {
+                            https: https.clone(),
+                            http: http.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        };
+        s.seal();
+        self.publisher.publish(s);
+        loop {
+            let ack = tokio::time::timeout(WAIT, self.acks.recv())
+                .await
+                .expect("edge acknowledges")
+                .expect("ack channel open");
+            if ack.version == self.version {
+                return ack.outcome;
+            }
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).unwrap();
+        out
+    }
+
+    /// Waits until the metrics text contains `line` (counters move right after the bytes do).
+    async fn metric_eventually(&self, line: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.metrics().contains(line) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "metric line {line:?} never appeared in:\n{}",
+                self.metrics()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("edge stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Sends a ClientHello for `sni` through the edge and checks it comes back unaltered.
+async fn tls_roundtrip(edge: SocketAddr, sni: &str) -> TcpStream {
+    let hello = client_hello(sni);
+    let mut c = TcpStream::connect(edge).await.unwrap();
+    c.write_all(&hello).await.unwrap();
+    let mut back = vec![0u8; hello.len()];
+    tokio::time::timeout(WAIT, c.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        back, hello,
+        "the router received the ClientHello byte for byte"
+    );
+    c
+}
+
+async fn read_all(c: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, c.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
+async fn recv(r: &mut FakeRouter) -> ProxyHeader {
+    tokio::time::timeout(WAIT, r.seen.recv())
+        .await
+        .expect("router got a connection")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sni_routes_to_the_owning_tenant_with_the_client_address_in_proxy_v2() {
+    let mut acme = fake_router().await;
+    let mut globex = fake_router().await;
+    let mut h = start(EdgeLimits::default()).await;
+    assert!(!h.ready.is_ready(), "not ready before a snapshot");
+    h.publish(
+        &[("a.example", "acme"), ("*.globex.example", "globex")],
+        &[
+            ("acme", vec![acme.addr], vec![]),
+            ("globex", vec![globex.addr], vec![]),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(h.ready.is_ready());
+
+    let mut c = tls_roundtrip(h.https, "A.Example").await;
+    assert_eq!(
+        recv(&mut acme).await,
+        ProxyHeader::Proxied(ProxyAddresses {
+            source: c.local_addr().unwrap(),
+            destination: h.https,
+        })
+    );
+    // After the ClientHello, bytes keep flowing untouched both ways.
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    c.write_all(&payload).await.unwrap();
+    c.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut c).await, payload);
+
+    let g = tls_roundtrip(h.https, "x.globex.example").await;
+    assert!(matches!(recv(&mut globex).await, ProxyHeader::Proxied(_)));
+    assert!(
+        acme.seen.try_recv().is_err(),
+        "acme saw only its own connection"
+    );
+    drop(g);
+    h.metric_eventually(r#"bulkhead_edge_sniff_total{listener="https",outcome="ok"} 2"#)
+        .await;
+    h.metric_eventually(&format!(
+        r#"bulkhead_edge_connections_total{{listener="https",tenant="acme",endpoint="{}"}} 1"#,
+        acme.addr
+    ))
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_sni_gets_the_unrecognized_name_alert() {
+    let acme = fake_router().await;
+    let mut h = start(EdgeLimits::default()).await;
+    h.publish(
+        &[("a.example", "acme")],
+        &[("acme", vec![acme.addr], vec![])],
+    )
+    .await
+    .unwrap();
+    let mut c = TcpStream::connect(h.https).await.unwrap();
+    c.write_all(&client_hello("b.example")).await.unwrap();
+    assert_eq!(read_all(&mut c).await, ALERT_UNRECOGNIZED_NAME);
+    h.metric_eventually(r#"bulkhead_edge_unknown_hostnames_total{listener="https"} 1"#)
+        .await;
+    assert!(
+        !h.metrics().contains("b.example"),
+        "client input never becomes a label"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_client_hello_gets_decode_error() {
+    let h = start(EdgeLimits::default()).await;
+    let mut c = TcpStream::connect(h.https).await.unwrap();
+    // A handshake record carrying a ServerHello.
+    c.write_all(&[0x16, 0x03, 0x01, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00])
+        .await
+        .unwrap();
+    assert_eq!(read_all(&mut c).await, ALERT_DECODE_ERROR);
+    h.metric_eventually(r#"bulkhead_edge_sniff_total{listener="https",outcome="malformed"} 1"#)
+        .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn http_host_routes_and_unknown_or_missing_host_is_answered() {
+    let mut acme = fake_router().await;
+    let mut h = start(EdgeLimits::default()).await;
+    h.publish(
+        &[("www.acme.example", "acme")],
+        &[("acme", vec![], vec![acme.addr])],
+    )
+    .await
+    .unwrap();
+
+    let request =
+        b"POST /x HTTP/1.1\r\nHost: WWW.acme.example:80\r\nContent-Length: 5\r\n\r\nhello";
+    let mut c = TcpStream::connect(h.http).await.unwrap();
+    c.write_all(request).await.unwrap();
+    c.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut c).await, request);
+    assert_eq!(
+        recv(&mut acme).await,
+        ProxyHeader::Proxied(ProxyAddresses {
+            source: c.local_addr().unwrap(),
+            destination: h.http,
+        })
+    );
+
+    let answer = |req: &'static [u8]| async move {
+        let mut c = TcpStream::connect(h.http).await.unwrap();
+        c.write_all(req).await.unwrap();
+        String::from_utf8(read_all(&mut c).await).unwrap()
+    };
+    let not_found = answer(b"GET / HTTP/1.1\r\nHost: other.example\r\n\r\n").await;
+    assert!(not_found.starts_with("HTTP/1.1 404 "), "{not_found}");
+    assert!(not_found.contains("Connection: close"));
+    let bad = answer(b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n").await;
+    assert!(bad.starts_with("HTTP/1.1 400 "), "{bad}");
+    let bad = answer(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
+    assert!(bad.starts_with("HTTP/1.1 400 "), "{bad}");
+    assert!(
+        acme.seen.try_recv().is_err(),
+        "refused requests never reach a router"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn snapshot_swap_keeps_established_connections_alive() {
+    let mut acme = fake_router().await;
+    let mut h = start(EdgeLimits::default()).await;
+    h.publish(
+        &[("a.example", "acme")],
+        &[("acme", vec![acme.addr], vec![])],
+    )
+    .await
+    .unwrap();
+    let mut c = tls_roundtrip(h.https, "a.example").await;
+    recv(&mut acme).await;
+
+    // The tenant loses the name: new connections are refused, the open one keeps working.
+    h.publish(&[], &[("acme", vec![acme.addr], vec![])])
+        .await
+        .unwrap();
+    let mut refused = TcpStream::connect(h.https).await.unwrap();
+    refused.write_all(&client_hello("a.example")).await.unwrap();
+    assert_eq!(read_all(&mut refused).await, ALERT_UNRECOGNIZED_NAME);
+
+    c.write_all(b"still here").await.unwrap();
+    let mut back = [0u8; 10];
+    c.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"still here");
+    c.shutdown().await.unwrap();
+    assert!(read_all(&mut c).await.is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_snapshot_is_refused_and_the_previous_one_keeps_serving() {
+    let mut acme = fake_router().await;
+    let mut h = start(EdgeLimits::default()).await;
+    h.publish(
+        &[("a.example", "acme")],
+        &[("acme", vec![acme.addr], vec![])],
+    )
+    .await
+    .unwrap();
+    let err = h
+        .publish(
+            &[("a.example", "ghost")],
+            &[("acme", vec![acme.addr], vec![])],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("ghost"), "{err}");
+    let err = h
+        .publish(
+            &[("a..example", "acme")],
+            &[("acme", vec![acme.addr], vec![])],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("a..example"), "{err}");
+    assert!(h.ready.is_ready());
+    drop(tls_roundtrip(h.https, "a.example").await);
+    recv(&mut acme).await;
+    h.metric_eventually("bulkhead_edge_snapshots_rejected_total 2")
+        .await;
+    h.metric_eventually("bulkhead_edge_snapshot_version 1")
+        .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_router_endpoint_is_skipped() {
+    let mut acme = fake_router().await;
+    let dead = dead_endpoint().await;
+    let mut h = start(EdgeLimits::default()).await;
+    h.publish(
+        &[("a.example", "acme")],
+        &[("acme", vec![dead, acme.addr], vec![])],
+    )
+    .await
+    .unwrap();
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        open.push(tls_roundtrip(h.https, "a.example").await);
+        recv(&mut acme).await;
+    }
+    drop(open);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn tenant_without_reachable_router_gets_internal_error() {
+    let dead = dead_endpoint().await;
+    let mut h = start(EdgeLimits::default()).await;
+    h.publish(&[("a.example", "acme")], &[("acme", vec![dead], vec![])])
+        .await
+        .unwrap();
+    let mut c = TcpStream::connect(h.https).await.unwrap();
+    c.write_all(&client_hello("a.example")).await.unwrap();
+    assert_eq!(read_all(&mut c).await, ALERT_INTERNAL_ERROR);
+    h.metric_eventually(
+        r#"bulkhead_edge_refused_total{listener="https",tenant="acme",reason="connect_failed"} 1"#,
+    )
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn tenant_connection_limit_refuses_only_that_tenant() {
+    let mut acme = fake_router().await;
+    let mut globex = fake_router().await;
+    let limits = EdgeLimits {
+        max_connections_per_tenant: 1,
+        ..EdgeLimits::default()
+    };
+    let mut h = start(limits).await;
+    h.publish(
+        &[("a.example", "acme"), ("g.example", "globex")],
+        &[
+            ("acme", vec![acme.addr], vec![]),
+            ("globex", vec![globex.addr], vec![]),
+        ],
+    )
+    .await
+    .unwrap();
+    let held = tls_roundtrip(h.https, "a.example").await;
+    recv(&mut acme).await;
+    let mut c = TcpStream::connect(h.https).await.unwrap();
+    c.write_all(&client_hello("a.example")).await.unwrap();
+    assert_eq!(read_all(&mut c).await, ALERT_INTERNAL_ERROR);
+    // Another tenant is not affected.
+    let other = tls_roundtrip(h.https, "g.example").await;
+    recv(&mut globex).await;
+    drop((held, other));
+    h.metric_eventually(
+        r#"bulkhead_edge_refused_total{listener="https",tenant="acme",reason="tenant_limit"} 1"#,
+    )
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_lets_open_connections_finish() {
+    let mut acme = fake_router().await;
+    let mut h = start(EdgeLimits::default()).await;
+    h.publish(
+        &[("a.example", "acme")],
+        &[("acme", vec![acme.addr], vec![])],
+    )
+    .await
+    .unwrap();
+    let mut c = tls_roundtrip(h.https, "a.example").await;
+    recv(&mut acme).await;
+    h.shutdown.cancel();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while h.ready.is_ready() {
+        assert!(tokio::time::Instant::now() < deadline, "ready turns false");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The draining edge still carries the open connection.
+    c.write_all(b"drain").await.unwrap();
+    let mut back = [0u8; 5];
+    c.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"drain");
+    assert!(!h.task.is_finished(), "run waits for open connections");
+    c.shutdown().await.unwrap();
+    assert!(read_all(&mut c).await.is_empty());
+    tokio::time::timeout(WAIT, h.task)
+        .await
+        .expect("edge stops once connections are done")
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(h.https).await.is_err(),
+        "the listener is closed"
+    );
+}
+
+#[tokio::test]
+async fn drain_timeout_cuts_connections_that_stay_open() {
+    let mut acme = fake_router().await;
+    let limits = EdgeLimits {
+        drain_timeout: Duration::from_millis(100),
+        ..EdgeLimits::default()
+    };
+    let mut h = start(limits).await;
+    h.publish(
+        &[("a.example", "acme")],
+        &[("acme", vec![acme.addr], vec![])],
+    )
+    .await
+    .unwrap();
+    let mut c = tls_roundtrip(h.https, "a.example").await;
+    recv(&mut acme).await;
+    h.shutdown.cancel();
+    tokio::time::timeout(WAIT, h.task)
+        .await
+        .expect("edge stops after the drain timeout")
+        .unwrap()
+        .unwrap();
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(WAIT, c.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(
+        end.is_err() || rest.is_empty(),
+        "the client sees its connection end"
+    );
+}
+
+#[tokio::test]
+async fn bytes_are_counted_per_tenant_and_direction() {
+    let mut acme = fake_router().await;
+    let mut h = start(EdgeLimits::default()).await;
+    h.publish(
+        &[("a.example", "acme")],
+        &[("acme", vec![acme.addr], vec![])],
+    )
+    .await
+    .unwrap();
+    let hello_len = client_hello("a.example").len();
+    let mut c = tls_roundtrip(h.https, "a.example").await;
+    recv(&mut acme).await;
+    c.write_all(&[7u8; 1000]).await.unwrap();
+    c.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut c).await.len(), 1000);
+    let total = hello_len + 1000;
+    h.metric_eventually(&format!(
+        r#"bulkhead_edge_bytes_total{{listener="https",tenant="acme",direction="client_to_router"}} {total}"#
+    ))
+    .await;
+    h.metric_eventually(&format!(
+        r#"bulkhead_edge_bytes_total{{listener="https",tenant="acme",direction="router_to_client"}} {total}"#
+    ))
+    .await;
+    h.metric_eventually(
+        r#"bulkhead_edge_closed_total{listener="https",tenant="acme",outcome="ok"} 1"#,
+    )
+    .await;
+    h.stop().await;
+}

@@ -1,0 +1,24 @@
+//! The Bulkhead control plane.
+//!
+//! * [`objects`]: the objects it reads (Tenant, Gateway API, Secrets, Services, EndpointSlices),
+//!   typed, parsed from multi-document YAML.
+//! * [`translator`]: a pure function from objects to the edge snapshot, one snapshot per tenant,
+//!   and the status of every object, following the Gateway API specification.
+//! * [`compiler`]: the translator run incrementally (only tenants whose inputs changed are
+//!   re-translated), with snapshot versions.
+//! * [`status`]: object statuses, marking Gateways `Programmed` once routers acknowledge, and
+//!   stamping condition transition times.
+//! * [`file_provider`]: standalone mode's source of objects: a directory of manifests, watched.
+#![forbid(unsafe_code)]
+
+pub mod compiler;
+pub mod file_provider;
+pub mod objects;
+pub mod status;
+pub mod translator;
+
+pub use compiler::{CompileOutput, Compiler};
+pub use file_provider::{FileProvider, LoadedState, ProviderError};
+pub use objects::{parse_documents, LoadError, Object, ObjectSet};
+pub use status::{apply_acks, ObjectStatus};
+pub use translator::{translate, TranslateInput, Translation};

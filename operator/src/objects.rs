@@ -1,0 +1,585 @@
+//! The objects the control plane reads, typed: parsing multi-document YAML into [`Object`]s and
+//! collecting them into an [`ObjectSet`].
+//!
+//! Accepted kinds and API versions (anything else is reported as a [`LoadError`] and skipped):
+//!
+//! | kind | apiVersion |
+//! |---|---|
+//! | `Tenant` | `bulkhead.dev/v1alpha1` |
+//! | `Namespace`, `Secret`, `Service` | `v1` |
+//! | `EndpointSlice` | `discovery.k8s.io/v1` |
+//! | `GatewayClass`, `Gateway`, `HTTPRoute`, `ReferenceGrant` | `gateway.networking.k8s.io/v1` or `v1beta1` |
+//! | `GRPCRoute` | `gateway.networking.k8s.io/v1` |
+//! | `TLSRoute` | `gateway.networking.k8s.io/v1`, `v1alpha3` or `v1alpha2` |
+//! | `TCPRoute` | `gateway.networking.k8s.io/v1alpha2` |
+//!
+//! A `v1` `List` document is unpacked into its `items`. A namespaced object without
+//! `metadata.namespace` lands in `default`, as `kubectl apply` would put it.
+
+use bulkhead_crds::Tenant;
+use gateway_api::experimental::tcproutes::TcpRoute;
+use gateway_api::experimental::tlsroutes::TlsRoute;
+use gateway_api::gatewayclasses::GatewayClass;
+use gateway_api::gateways::Gateway;
+use gateway_api::grpcroutes::GrpcRoute;
+use gateway_api::httproutes::HttpRoute;
+use gateway_api::referencegrants::ReferenceGrant;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Namespace given to namespaced objects that name none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// One typed object.
+#[derive(Debug, Clone)]
+pub enum Object {
+    /// `bulkhead.dev/v1alpha1` `Tenant`.
+    Tenant(Box<Tenant>),
+    /// `v1` `Namespace`.
+    Namespace(Box<Namespace>),
+    /// `GatewayClass`.
+    GatewayClass(Box<GatewayClass>),
+    /// `Gateway`.
+    Gateway(Box<Gateway>),
+    /// `HTTPRoute`.
+    HttpRoute(Box<HttpRoute>),
+    /// `GRPCRoute`.
+    GrpcRoute(Box<GrpcRoute>),
+    /// `TLSRoute`.
+    TlsRoute(Box<TlsRoute>),
+    /// `TCPRoute`.
+    TcpRoute(Box<TcpRoute>),
+    /// `ReferenceGrant`.
+    ReferenceGrant(Box<ReferenceGrant>),
+    /// `v1` `Secret`.
+    Secret(Box<Secret>),
+    /// `v1` `Service`.
+    Service(Box<Service>),
+    /// `discovery.k8s.io/v1` `EndpointSlice`.
+    EndpointSlice(Box<EndpointSlice>),
+}
+
+/// Identity of an object: kind, namespace (empty for cluster-scoped kinds) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// The object's kind (`HTTPRoute`, ...).
+    pub kind: &'static str,
+    /// Namespace, `""` for cluster-scoped objects.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+impl Object {
+    /// The object's metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Self::Tenant(o) => &o.metadata,
+            Self::Namespace(o) => &o.metadata,
+            Self::GatewayClass(o) => &o.metadata,
+            Self::Gateway(o) => &o.metadata,
+            Self::HttpRoute(o) => &o.metadata,
+            Self::GrpcRoute(o) => &o.metadata,
+            Self::TlsRoute(o) => &o.metadata,
+            Self::TcpRoute(o) => &o.metadata,
+            Self::ReferenceGrant(o) => &o.metadata,
+            Self::Secret(o) => &o.metadata,
+            Self::Service(o) => &o.metadata,
+            Self::EndpointSlice(o) => &o.metadata,
+        }
+    }
+
+    /// The Kubernetes kind (`HTTPRoute`, `Secret`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Tenant(_) => "Tenant",
+            Self::Namespace(_) => "Namespace",
+            Self::GatewayClass(_) => "GatewayClass",
+            Self::Gateway(_) => "Gateway",
+            Self::HttpRoute(_) => "HTTPRoute",
+            Self::GrpcRoute(_) => "GRPCRoute",
+            Self::TlsRoute(_) => "TLSRoute",
+            Self::TcpRoute(_) => "TCPRoute",
+            Self::ReferenceGrant(_) => "ReferenceGrant",
+            Self::Secret(_) => "Secret",
+            Self::Service(_) => "Service",
+            Self::EndpointSlice(_) => "EndpointSlice",
+        }
+    }
+
+    /// The object's identity.
+    pub fn key(&self) -> ObjectKey {
+        let meta = self.metadata();
+        ObjectKey {
+            kind: self.kind(),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Why a document was not loaded. `Display` gives one line naming the file, the object and the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// The file the document came from.
+    pub file: PathBuf,
+    /// 1-based position of the YAML document in the file (0: the file as a whole).
+    pub document: usize,
+    /// The document's `kind`, when it could be read.
+    pub kind: Option<String>,
+    /// `namespace/name` (or `name` for cluster-scoped kinds), when it could be read.
+    pub name: Option<String>,
+    /// Path of the offending field (`spec.listeners[0].port`), when known.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// Whether the file is not valid YAML at all (the file provider then keeps its previous objects).
+    pub syntax: bool,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.document > 0 {
+            write!(f, ": document {}", self.document)?;
+        }
+        match (&self.kind, &self.name) {
+            (Some(k), Some(n)) => write!(f, " ({k} {n})")?,
+            (Some(k), None) => write!(f, " ({k})")?,
+            (None, Some(n)) => write!(f, " ({n})")?,
+            (None, None) => {}
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Every object the translator reads, by kind, each list sorted by namespace then name, without
+/// duplicates (the first occurrence of a kind/namespace/name wins).
+#[derive(Debug, Clone, Default)]
+pub struct ObjectSet {
+    /// `Tenant`s (cluster-scoped).
+    pub tenants: Vec<Tenant>,
+    /// `Namespace`s (optional in standalone mode).
+    pub namespaces: Vec<Namespace>,
+    /// `GatewayClass`es (optional in standalone mode: `bulkhead` exists implicitly).
+    pub gateway_classes: Vec<GatewayClass>,
+    /// `Gateway`s.
+    pub gateways: Vec<Gateway>,
+    /// `HTTPRoute`s.
+    pub http_routes: Vec<HttpRoute>,
+    /// `GRPCRoute`s.
+    pub grpc_routes: Vec<GrpcRoute>,
+    /// `TLSRoute`s.
+    pub tls_routes: Vec<TlsRoute>,
+    /// `TCPRoute`s.
+    pub tcp_routes: Vec<TcpRoute>,
+    /// `ReferenceGrant`s.
+    pub reference_grants: Vec<ReferenceGrant>,
+    /// `Secret`s.
+    pub secrets: Vec<Secret>,
+    /// `Service`s.
+    pub services: Vec<Service>,
+    /// `EndpointSlice`s.
+    pub endpoint_slices: Vec<EndpointSlice>,
+}
+
+impl ObjectSet {
+    /// Collects objects; later duplicates of a kind/namespace/name are dropped.
+    pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Self {
+        let mut set = Self::default();
+        let mut seen = BTreeSet::new();
+        for object in objects {
+            if !seen.insert(object.key()) {
+                continue;
+            }
+            set.push(object);
+        }
+        set.sort();
+        set
+    }
+
+    fn push(&mut self, object: Object) {
+        match object {
+            Object::Tenant(o) => self.tenants.push(*o),
+            Object::Namespace(o) => self.namespaces.push(*o),
+            Object::GatewayClass(o) => self.gateway_classes.push(*o),
+            Object::Gateway(o) => self.gateways.push(*o),
+            Object::HttpRoute(o) => self.http_routes.push(*o),
+            Object::GrpcRoute(o) => self.grpc_routes.push(*o),
+            Object::TlsRoute(o) => self.tls_routes.push(*o),
+            Object::TcpRoute(o) => self.tcp_routes.push(*o),
+            Object::ReferenceGrant(o) => self.reference_grants.push(*o),
+            Object::Secret(o) => self.secrets.push(*o),
+            Object::Service(o) => self.services.push(*o),
+            Object::EndpointSlice(o) => self.endpoint_slices.push(*o),
+        }
+    }
+
+    fn sort(&mut self) {
+        fn key(m: &ObjectMeta) -> (String, String) {
+            (
+                m.namespace.clone().unwrap_or_default(),
+                m.name.clone().unwrap_or_default(),
+            )
+        }
+        self.tenants.sort_by_key(|o| key(&o.metadata));
+        self.namespaces.sort_by_key(|o| key(&o.metadata));
+        self.gateway_classes.sort_by_key(|o| key(&o.metadata));
+        self.gateways.sort_by_key(|o| key(&o.metadata));
+        self.http_routes.sort_by_key(|o| key(&o.metadata));
+        self.grpc_routes.sort_by_key(|o| key(&o.metadata));
+        self.tls_routes.sort_by_key(|o| key(&o.metadata));
+        self.tcp_routes.sort_by_key(|o| key(&o.metadata));
+        self.reference_grants.sort_by_key(|o| key(&o.metadata));
+        self.secrets.sort_by_key(|o| key(&o.metadata));
+        self.services.sort_by_key(|o| key(&o.metadata));
+        self.endpoint_slices.sort_by_key(|o| key(&o.metadata));
+    }
+
+    /// Number of objects in the set.
+    pub fn len(&self) -> usize {
+        self.tenants.len()
+            + self.namespaces.len()
+            + self.gateway_classes.len()
+            + self.gateways.len()
+            + self.http_routes.len()
+            + self.grpc_routes.len()
+            + self.tls_routes.len()
+            + self.tcp_routes.len()
+            + self.reference_grants.len()
+            + self.secrets.len()
+            + self.services.len()
+            + self.endpoint_slices.len()
+    }
+
+    /// Whether the set holds no object.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A kind this module reads: its accepted API versions and whether it lives in a namespace.
+struct KindSpec {
+    kind: &'static str,
+    api_versions: &'static [&'static str],
+    namespaced: bool,
+}
+
+const GATEWAY_V1: &[&str] = &[
+    "gateway.networking.k8s.io/v1",
+    "gateway.networking.k8s.io/v1beta1",
+];
+
+const KINDS: &[KindSpec] = &[
+    KindSpec {
+        kind: "Tenant",
+        api_versions: &["bulkhead.dev/v1alpha1"],
+        namespaced: false,
+    },
+    KindSpec {
+        kind: "Namespace",
+        api_versions: &["v1"],
+        namespaced: false,
+    },
+    KindSpec {
+        kind: "GatewayClass",
+        api_versions: GATEWAY_V1,
+        namespaced: false,
+    },
+    KindSpec {
+        kind: "Gateway",
+        api_versions: GATEWAY_V1,
+        namespaced: true,
+    },
+    KindSpec {
+        kind: "HTTPRoute",
+        api_versions: GATEWAY_V1,
+        namespaced: true,
+    },
+    KindSpec {
+        kind: "GRPCRoute",
+        api_versions: &["gateway.networking.k8s.io/v1"],
+        namespaced: true,
+    },
+    KindSpec {
+        kind: "TLSRoute",
+        api_versions: &[
+            "gateway.networking.k8s.io/v1",
+            "gateway.networking.k8s.io/v1alpha3",
+            "gateway.networking.k8s.io/v1alpha2",
+        ],
+        namespaced: true,
+    },
+    KindSpec {
+        kind: "TCPRoute",
+        api_versions: &["gateway.networking.k8s.io/v1alpha2"],
+        namespaced: true,
+    },
+    KindSpec {
+        kind: "ReferenceGrant",
+        api_versions: GATEWAY_V1,
+        namespaced: true,
+    },
+    KindSpec {
+        kind: "Secret",
+        api_versions: &["v1"],
+        namespaced: true,
+    },
+    KindSpec {
+        kind: "Service",
+        api_versions: &["v1"],
+        namespaced: true,
+    },
+    KindSpec {
+        kind: "EndpointSlice",
+        api_versions: &["discovery.k8s.io/v1"],
+        namespaced: true,
+    },
+];
+
+/// Parses a multi-document YAML text. Documents of unknown kinds and invalid objects are reported
+/// and skipped; the others are returned. A YAML syntax error ends the file (reported with
+/// [`LoadError::syntax`] set); the documents before it are returned.
+pub fn parse_documents(file: &Path, text: &str) -> (Vec<Object>, Vec<LoadError>) {
+    let (objects, errors) = parse_documents_positioned(file, text);
+    (objects.into_iter().map(|(_, o)| o).collect(), errors)
+}
+
+/// Like [`parse_documents`], with each object's 1-based document position.
+pub fn parse_documents_positioned(file: &Path, text: &str) -> (Vec<(usize, Object)>, Vec<LoadError>) {
+    let mut objects = Vec::new();
+    let mut errors = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let position = index + 1;
+        let error = |message: String| LoadError {
+            file: file.to_owned(),
+            document: position,
+            kind: None,
+            name: None,
+            field: None,
+            message,
+            syntax: false,
+        };
+        let yaml = match serde_yaml::Value::deserialize(document) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(LoadError {
+                    syntax: true,
+                    ..error(format!("invalid YAML: {e}"))
+                });
+                break;
+            }
+        };
+        if yaml.is_null() {
+            continue;
+        }
+        let json = match serde_json::to_value(&yaml) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(error(format!("unsupported YAML (keys must be strings): {e}")));
+                continue;
+            }
+        };
+        if is_list(&json) {
+            let items = match json.get("items") {
+                Some(Value::Array(items)) => items.clone(),
+                Some(Value::Null) | None => Vec::new(),
+                Some(_) => {
+                    errors.push(LoadError {
+                        field: Some("items".into()),
+                        ..error("a List's items must be a sequence".into())
+                    });
+                    continue;
+                }
+            };
+            for (i, item) in items.into_iter().enumerate() {
+                match parse_object(item) {
+                    Ok(o) => objects.push((position, o)),
+                    Err(mut e) => {
+                        e.field = Some(match e.field {
+                            Some(f) => format!("items[{i}].{f}"),
+                            None => format!("items[{i}]"),
+                        });
+                        errors.push(e.into_load_error(file, position));
+                    }
+                }
+            }
+            continue;
+        }
+        match parse_object(json) {
+            Ok(o) => objects.push((position, o)),
+            Err(e) => errors.push(e.into_load_error(file, position)),
+        }
+    }
+    (objects, errors)
+}
+
+fn is_list(json: &Value) -> bool {
+    json.get("apiVersion").and_then(Value::as_str) == Some("v1")
+        && json.get("kind").and_then(Value::as_str) == Some("List")
+}
+
+/// A document-level error before the file and position are known.
+struct ObjectError {
+    kind: Option<String>,
+    name: Option<String>,
+    field: Option<String>,
+    message: String,
+}
+
+impl ObjectError {
+    fn into_load_error(self, file: &Path, document: usize) -> LoadError {
+        LoadError {
+            file: file.to_owned(),
+            document,
+            kind: self.kind,
+            name: self.name,
+            field: self.field,
+            message: self.message,
+            syntax: false,
+        }
+    }
+}
+
+fn parse_object(mut json: Value) -> Result<Object, ObjectError> {
+    parse_object_inner(&mut json)
+}
+
+fn parse_object_inner(json: &mut Value) -> Result<Object, ObjectError> {
+    let kind = json.get("kind").and_then(Value::as_str).map(str::to_owned);
+    let api_version = json.get("apiVersion").and_then(Value::as_str).map(str::to_owned);
+    let base = |message: String| ObjectError {
+        kind: kind.clone(),
+        name: None,
+        field: None,
+        message,
+    };
+    if !json.is_object() {
+        return Err(base("a document must be a mapping with apiVersion, kind and metadata".into()));
+    }
+    let Some(kind_str) = kind.clone() else {
+        return Err(ObjectError {
+            field: Some("kind".into()),
+            ..base("kind is missing".into())
+        });
+    };
+    let Some(spec) = KINDS.iter().find(|k| k.kind == kind_str) else {
+        return Err(base(format!("unsupported kind {kind_str:?} (skipped)")));
+    };
+    let Some(api_version) = api_version else {
+        return Err(ObjectError {
+            field: Some("apiVersion".into()),
+            ..base("apiVersion is missing".into())
+        });
+    };
+    if !spec.api_versions.contains(&api_version.as_str()) {
+        return Err(ObjectError {
+            field: Some("apiVersion".into()),
+            ..base(format!(
+                "apiVersion {api_version:?} is not supported for {kind_str} (expected {})",
+                spec.api_versions.join(" or ")
+            ))
+        });
+    }
+    let name = normalise_metadata(json, spec.namespaced).map_err(|(field, message)| ObjectError {
+        field: Some(field),
+        ..base(message)
+    })?;
+    let with_name = |field: Option<String>, message: String| ObjectError {
+        kind: kind.clone(),
+        name: Some(name.clone()),
+        field,
+        message,
+    };
+    if let Some(map) = json.as_object_mut() {
+        map.remove("apiVersion");
+        map.remove("kind");
+        map.remove("status");
+        if kind_str == "TLSRoute" {
+            if let Some(Value::Object(spec)) = map.get_mut("spec") {
+                spec.entry("hostnames").or_insert_with(|| Value::Array(Vec::new()));
+            }
+        }
+    }
+    let value = std::mem::take(json);
+    let typed = match spec.kind {
+        "Tenant" => typed(value).map(|o| Object::Tenant(Box::new(o))),
+        "Namespace" => typed(value).map(|o| Object::Namespace(Box::new(o))),
+        "GatewayClass" => typed(value).map(|o| Object::GatewayClass(Box::new(o))),
+        "Gateway" => typed(value).map(|o| Object::Gateway(Box::new(o))),
+        "HTTPRoute" => typed(value).map(|o| Object::HttpRoute(Box::new(o))),
+        "GRPCRoute" => typed(value).map(|o| Object::GrpcRoute(Box::new(o))),
+        "TLSRoute" => typed(value).map(|o| Object::TlsRoute(Box::new(o))),
+        "TCPRoute" => typed(value).map(|o| Object::TcpRoute(Box::new(o))),
+        "ReferenceGrant" => typed(value).map(|o| Object::ReferenceGrant(Box::new(o))),
+        "Secret" => typed(value).map(|o| Object::Secret(Box::new(o))),
+        "Service" => typed(value).map(|o| Object::Service(Box::new(o))),
+        "EndpointSlice" => typed(value).map(|o| Object::EndpointSlice(Box::new(o))),
+        other => Err((None, format!("unsupported kind {other:?} (skipped)"))),
+    };
+    typed.map_err(|(field, message)| with_name(field, message))
+}
+
+/// Checks `metadata.name`, fills or clears `metadata.namespace`; returns `namespace/name` or `name`.
+fn normalise_metadata(json: &mut Value, namespaced: bool) -> Result<String, (String, String)> {
+    let Some(map) = json.as_object_mut() else {
+        return Err(("metadata".into(), "metadata is missing".into()));
+    };
+    let meta = map
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    let Some(meta) = meta.as_object_mut() else {
+        return Err(("metadata".into(), "metadata must be a mapping".into()));
+    };
+    let name = match meta.get("name") {
+        Some(Value::String(n)) if !n.is_empty() => n.clone(),
+        _ => return Err(("metadata.name".into(), "metadata.name is missing".into())),
+    };
+    if !namespaced {
+        meta.remove("namespace");
+        return Ok(name);
+    }
+    let namespace = match meta.get("namespace") {
+        Some(Value::String(ns)) if !ns.is_empty() => ns.clone(),
+        None | Some(Value::Null) => DEFAULT_NAMESPACE.to_owned(),
+        Some(Value::String(_)) => DEFAULT_NAMESPACE.to_owned(),
+        Some(_) => {
+            return Err((
+                "metadata.namespace".into(),
+                "metadata.namespace must be a string".into(),
+            ))
+        }
+    };
+    meta.insert("namespace".into(), Value::String(namespace.clone()));
+    Ok(format!("{namespace}/{name}"))
+}
+
+fn typed<T: DeserializeOwned>(value: Value) -> Result<T, (Option<String>, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != ".").then_some(path);
+        (field, e.into_inner().to_string())
+    })
+}

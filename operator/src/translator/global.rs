@@ -1,0 +1,284 @@
+//! The cluster-wide part of a translation, cheap and recomputed every time: which tenant is served
+//! and owns which hostnames, the Tenant and GatewayClass statuses, the statuses of `bulkhead`
+//! Gateways outside any tenant namespace, and the edge snapshot.
+
+use super::world::{age_key, name_of, ns_of, World};
+use crate::status::{condition, ObjectMeta, ObjectStatus, REASON_PENDING};
+use bulkhead_crds::snapshot::{EdgeRoute, EdgeSnapshot, RouterEndpoints, Sealed};
+use bulkhead_crds::{Tenant, TenantStatus, CONTROLLER_NAME};
+use bulkhead_hostmatch::HostPattern;
+use gateway_api::gatewayclasses::GatewayClassStatus;
+use gateway_api::gateways::GatewayStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One tenant, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TenantPlan {
+    /// The Tenant's name.
+    pub(crate) name: String,
+    /// Its namespace.
+    pub(crate) namespace: String,
+    /// The hostname patterns it owns (invalid and conflicting ones removed), sorted by text.
+    pub(crate) owned: Vec<HostPattern>,
+    /// Whether it is served (its namespace exists and no older Tenant claims that namespace).
+    pub(crate) active: bool,
+}
+
+impl TenantPlan {
+    /// The owned patterns as text, comma separated, for messages.
+    pub(crate) fn owned_list(&self) -> String {
+        if self.owned.is_empty() {
+            return "none".to_owned();
+        }
+        self.owned
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The global part of a translation.
+pub(crate) struct Global {
+    /// Every tenant, by name.
+    pub(crate) plans: BTreeMap<String, TenantPlan>,
+    /// Tenant, GatewayClass and orphan Gateway statuses.
+    pub(crate) statuses: Vec<ObjectStatus>,
+}
+
+/// Resolves tenants, hostname ownership and the cluster-wide statuses.
+pub(crate) fn resolve(world: &World<'_>) -> Global {
+    let mut tenants: Vec<&Tenant> = world.objects.tenants.iter().collect();
+    tenants.sort_by(|a, b| {
+        age_key(&a.metadata)
+            .cmp(&age_key(&b.metadata))
+            .then_with(|| name_of(&a.metadata).cmp(name_of(&b.metadata)))
+    });
+
+    let mut namespace_owner: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut hostname_owner: BTreeMap<HostPattern, &str> = BTreeMap::new();
+    let mut plans = BTreeMap::new();
+    let mut statuses = Vec::new();
+
+    for t in tenants {
+        let name = name_of(&t.metadata);
+        let ns = t.spec.namespace.as_str();
+        let generation = t.metadata.generation;
+        let mut problems: Vec<(&str, String)> = Vec::new();
+
+        let namespace_taken_by = namespace_owner.get(ns).copied();
+        let namespace_exists = world.existing_namespaces.contains(ns);
+        if let Some(owner) = namespace_taken_by {
+            problems.push((
+                "NamespaceConflict",
+                format!("namespace {ns:?} is already onboarded by the older Tenant {owner:?}; this Tenant is not served"),
+            ));
+        } else {
+            namespace_owner.insert(ns, name);
+            if !namespace_exists {
+                problems.push((
+                    "NamespaceNotFound",
+                    format!("namespace {ns:?} does not exist; this Tenant is not served until it does"),
+                ));
+            }
+        }
+
+        let mut owned = BTreeSet::new();
+        let mut invalid = Vec::new();
+        let mut conflicts = Vec::new();
+        if namespace_taken_by.is_none() {
+            for (i, raw) in t.spec.hostnames.iter().enumerate() {
+                match HostPattern::parse(raw) {
+                    Err(e) => invalid.push(format!("spec.hostnames[{i}] {raw:?} ({e})")),
+                    Ok(p) => match hostname_owner.get(&p) {
+                        Some(owner) if *owner != name => conflicts.push(format!(
+                            "spec.hostnames[{i}] {raw:?} (owned by the older Tenant {owner:?})"
+                        )),
+                        _ => {
+                            hostname_owner.insert(p.clone(), name);
+                            owned.insert(p);
+                        }
+                    },
+                }
+            }
+        }
+        if !invalid.is_empty() {
+            problems.push((
+                "InvalidHostname",
+                format!("invalid hostnames, not served: {}", invalid.join(", ")),
+            ));
+        }
+        if !conflicts.is_empty() {
+            problems.push((
+                "HostnameConflict",
+                format!("hostnames claimed by older tenants, not served: {}", conflicts.join(", ")),
+            ));
+        }
+
+        let active = namespace_taken_by.is_none() && namespace_exists;
+        let mut owned: Vec<HostPattern> = owned.into_iter().collect();
+        owned.sort_by_key(ToString::to_string);
+
+        let accepted = match problems.first() {
+            None => condition(
+                "Accepted",
+                true,
+                "Accepted",
+                format!("namespace {ns:?} is served"),
+                generation,
+            ),
+            Some((reason, _)) => condition(
+                "Accepted",
+                false,
+                reason,
+                problems
+                    .iter()
+                    .map(|(_, m)| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                generation,
+            ),
+        };
+        let ready = if active {
+            condition(
+                "Ready",
+                false,
+                REASON_PENDING,
+                "Waiting for the tenant's routers to acknowledge the current snapshot",
+                generation,
+            )
+        } else {
+            let reason = problems.first().map(|(r, _)| *r).unwrap_or("NotServed");
+            condition("Ready", false, reason, "The tenant is not served", generation)
+        };
+        let status = TenantStatus {
+            conditions: vec![accepted, ready],
+            observed_generation: generation,
+            hostnames: owned.iter().map(ToString::to_string).collect(),
+            acknowledged_version: None,
+        };
+        statuses.push(ObjectStatus {
+            api_version: "bulkhead.dev/v1alpha1".into(),
+            kind: "Tenant".into(),
+            metadata: ObjectMeta {
+                namespace: None,
+                name: name.to_owned(),
+            },
+            status: serde_json::to_value(status).unwrap_or_default(),
+            tenant: active.then(|| name.to_owned()),
+        });
+        plans.insert(
+            name.to_owned(),
+            TenantPlan {
+                name: name.to_owned(),
+                namespace: ns.to_owned(),
+                owned,
+                active,
+            },
+        );
+    }
+
+    statuses.extend(gateway_class_statuses(world));
+    statuses.extend(orphan_gateway_statuses(world, &plans));
+    Global { plans, statuses }
+}
+
+/// `Accepted=True` for every GatewayClass naming our controller.
+fn gateway_class_statuses(world: &World<'_>) -> Vec<ObjectStatus> {
+    world
+        .objects
+        .gateway_classes
+        .iter()
+        .filter(|c| c.spec.controller_name == CONTROLLER_NAME)
+        .map(|c| {
+            let status = GatewayClassStatus {
+                conditions: Some(vec![condition(
+                    "Accepted",
+                    true,
+                    "Accepted",
+                    "Bulkhead serves Gateways of this class",
+                    c.metadata.generation,
+                )]),
+                supported_features: None,
+            };
+            ObjectStatus {
+                api_version: "gateway.networking.k8s.io/v1".into(),
+                kind: "GatewayClass".into(),
+                metadata: ObjectMeta {
+                    namespace: None,
+                    name: name_of(&c.metadata).to_owned(),
+                },
+                status: serde_json::to_value(status).unwrap_or_default(),
+                tenant: None,
+            }
+        })
+        .collect()
+}
+
+/// Gateways of our class in a namespace no served tenant owns: not accepted.
+fn orphan_gateway_statuses(
+    world: &World<'_>,
+    plans: &BTreeMap<String, TenantPlan>,
+) -> Vec<ObjectStatus> {
+    let served: BTreeSet<&str> = plans
+        .values()
+        .filter(|p| p.active)
+        .map(|p| p.namespace.as_str())
+        .collect();
+    world
+        .objects
+        .gateways
+        .iter()
+        .filter(|g| world.is_ours(g) && !served.contains(ns_of(&g.metadata)))
+        .map(|g| {
+            let ns = ns_of(&g.metadata);
+            let generation = g.metadata.generation;
+            let message = format!(
+                "namespace {ns:?} is not the namespace of a served Tenant; ask the cluster admin to onboard it"
+            );
+            let conditions: Vec<Condition> = vec![
+                condition("Accepted", false, "NamespaceNotOnboarded", message.clone(), generation),
+                condition("Programmed", false, "NamespaceNotOnboarded", message, generation),
+            ];
+            let status = GatewayStatus {
+                conditions: Some(conditions),
+                ..Default::default()
+            };
+            ObjectStatus {
+                api_version: "gateway.networking.k8s.io/v1".into(),
+                kind: "Gateway".into(),
+                metadata: ObjectMeta {
+                    namespace: Some(ns.to_owned()),
+                    name: name_of(&g.metadata).to_owned(),
+                },
+                status: serde_json::to_value(status).unwrap_or_default(),
+                tenant: None,
+            }
+        })
+        .collect()
+}
+
+/// The edge snapshot (version 0, sealed): every owned pattern of every served tenant, and the
+/// router endpoints of every served tenant (empty when none are known yet).
+pub(crate) fn edge_snapshot(
+    plans: &BTreeMap<String, TenantPlan>,
+    router_endpoints: &BTreeMap<String, RouterEndpoints>,
+) -> EdgeSnapshot {
+    let mut snapshot = EdgeSnapshot::default();
+    for plan in plans.values().filter(|p| p.active) {
+        for p in &plan.owned {
+            snapshot.routes.push(EdgeRoute {
+                hostname: p.to_string(),
+                tenant: plan.name.clone(),
+            });
+        }
+        snapshot.tenants.insert(
+            plan.name.clone(),
+            router_endpoints.get(&plan.name).cloned().unwrap_or_default(),
+        );
+    }
+    snapshot.routes.sort();
+    snapshot.seal();
+    snapshot
+}

@@ -1,0 +1,404 @@
+//! Gateway listeners of one tenant: protocol and port mapping to the two edge ports, hostnames within
+//! the tenant's, allowed routes, certificates, and conflicts between listeners (every Gateway of a
+//! tenant is served by the same router, so two listeners with the same hostname on the same edge
+//! port conflict even when they belong to different Gateways; the oldest Gateway, then the first
+//! listener, wins).
+
+use super::global::TenantPlan;
+use super::refs::{resolve_certificate, CertificateRef, Problem};
+use super::world::{name_of, ns_of, RouteKind, World, GATEWAY_GROUP};
+use bulkhead_crds::snapshot::{Certificate, EdgePort};
+use bulkhead_hostmatch::HostPattern;
+use gateway_api::gateways::{
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
+    GatewayListenersAllowedRoutesNamespacesSelector, GatewayListenersTlsMode,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How a listener is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Plain HTTP, on the edge's HTTP port.
+    Http,
+    /// HTTPS (TLS terminated by the router), on the edge's TLS port.
+    HttpsTerminate,
+    /// TLS passthrough (TLSRoute), on the edge's TLS port.
+    TlsPassthrough,
+    /// Not served.
+    Unsupported,
+}
+
+impl Mode {
+    fn edge(self) -> Option<EdgePort> {
+        match self {
+            Self::Http => Some(EdgePort::Http),
+            Self::HttpsTerminate | Self::TlsPassthrough => Some(EdgePort::Https),
+            Self::Unsupported => None,
+        }
+    }
+
+    fn supported_kinds(self) -> &'static [RouteKind] {
+        match self {
+            Self::Http | Self::HttpsTerminate => &[RouteKind::Http, RouteKind::Grpc],
+            Self::TlsPassthrough => &[RouteKind::Tls],
+            Self::Unsupported => &[],
+        }
+    }
+}
+
+/// Which namespaces may attach routes.
+#[derive(Debug, Clone)]
+pub(crate) enum AllowedFrom {
+    Same,
+    All,
+    Selector(Option<GatewayListenersAllowedRoutesNamespacesSelector>),
+}
+
+/// A route that attached to a listener.
+pub(crate) type AttachedRoute = (RouteKind, String, String);
+
+/// One listener of one of the tenant's Gateways.
+#[derive(Debug, Clone)]
+pub(crate) struct Listener {
+    /// Index of the Gateway in the tenant's Gateway list.
+    pub(crate) gateway: usize,
+    pub(crate) gateway_name: String,
+    pub(crate) name: String,
+    /// The port as written (0 when out of range).
+    pub(crate) port: u16,
+    pub(crate) mode: Mode,
+    /// Hostname patterns served (the listener's hostname, or all of the tenant's when it has none).
+    pub(crate) patterns: Vec<HostPattern>,
+    /// `Some` when not accepted.
+    pub(crate) not_accepted: Option<Problem>,
+    /// Unresolved references (certificates, route kinds).
+    pub(crate) unresolved: Vec<Problem>,
+    /// `Some` when in conflict with an earlier listener.
+    pub(crate) conflicted: Option<Problem>,
+    /// Route kinds allowed to attach.
+    pub(crate) kinds: Vec<RouteKind>,
+    pub(crate) from: AllowedFrom,
+    /// Id of the certificate served (HTTPS only).
+    pub(crate) certificate: Option<String>,
+    /// Routes attached.
+    pub(crate) attached: BTreeSet<AttachedRoute>,
+}
+
+impl Listener {
+    /// The edge port this listener receives traffic from.
+    pub(crate) fn edge(&self) -> Option<EdgePort> {
+        self.mode.edge()
+    }
+
+    /// Accepted and not in conflict: routes may attach.
+    pub(crate) fn usable(&self) -> bool {
+        self.not_accepted.is_none() && self.conflicted.is_none()
+    }
+
+    /// Usable, and (for HTTPS) with a certificate: the router serves it.
+    pub(crate) fn serving(&self) -> bool {
+        self.usable() && (self.mode != Mode::HttpsTerminate || self.certificate.is_some())
+    }
+
+    /// Whether routes from namespace `route_ns` may attach (the Gateway lives in `gateway_ns`).
+    pub(crate) fn allows_namespace(&self, world: &World<'_>, gateway_ns: &str, route_ns: &str) -> bool {
+        match &self.from {
+            AllowedFrom::Same => gateway_ns == route_ns,
+            AllowedFrom::All => true,
+            AllowedFrom::Selector(None) => false,
+            AllowedFrom::Selector(Some(sel)) => selector_matches(sel, &world.namespace_labels(route_ns)),
+        }
+    }
+}
+
+/// Builds, validates and de-conflicts the listeners of the tenant's Gateways (given oldest first).
+/// Valid certificates are added to `certificates`.
+pub(crate) fn build(
+    world: &World<'_>,
+    plan: &TenantPlan,
+    gateways: &[&Gateway],
+    certificates: &mut BTreeMap<String, Certificate>,
+) -> Vec<Listener> {
+    let mut out = Vec::new();
+    for (gi, g) in gateways.iter().enumerate() {
+        for (li, l) in g.spec.listeners.iter().enumerate() {
+            out.push(listener(world, plan, gi, g, li, l, certificates));
+        }
+    }
+    resolve_conflicts(&mut out);
+    out
+}
+
+fn listener(
+    world: &World<'_>,
+    plan: &TenantPlan,
+    gi: usize,
+    g: &Gateway,
+    li: usize,
+    l: &GatewayListeners,
+    certificates: &mut BTreeMap<String, Certificate>,
+) -> Listener {
+    let field = format!("spec.listeners[{li}]");
+    let port = u16::try_from(l.port).ok().filter(|p| *p != 0);
+    let tls_mode = l.tls.as_ref().and_then(|t| t.mode.clone());
+    let mut not_accepted = None;
+    let mode = match (l.protocol.as_str(), tls_mode) {
+        ("HTTP", _) => Mode::Http,
+        ("HTTPS", None | Some(GatewayListenersTlsMode::Terminate)) => Mode::HttpsTerminate,
+        ("HTTPS", Some(GatewayListenersTlsMode::Passthrough)) => {
+            not_accepted = Some(Problem::new(
+                "UnsupportedProtocol",
+                format!("{field}.tls.mode: HTTPS listeners terminate TLS; use protocol TLS for Passthrough"),
+            ));
+            Mode::Unsupported
+        }
+        ("TLS", Some(GatewayListenersTlsMode::Passthrough)) => Mode::TlsPassthrough,
+        ("TLS", _) => {
+            not_accepted = Some(Problem::new(
+                "UnsupportedProtocol",
+                format!("{field}.tls.mode: TLS listeners with mode Terminate are not supported; use HTTPS, or TLS with mode Passthrough"),
+            ));
+            Mode::Unsupported
+        }
+        (other, _) => {
+            not_accepted = Some(Problem::new(
+                "UnsupportedProtocol",
+                format!("{field}.protocol: {other:?} is not supported (HTTP, HTTPS and TLS are)"),
+            ));
+            Mode::Unsupported
+        }
+    };
+    if port.is_none() && not_accepted.is_none() {
+        not_accepted = Some(Problem::new(
+            "PortUnavailable",
+            format!("{field}.port: {} is not a valid port", l.port),
+        ));
+    }
+
+    let patterns = match l.hostname.as_deref() {
+        None => {
+            if plan.owned.is_empty() && not_accepted.is_none() {
+                not_accepted = Some(Problem::new(
+                    "HostnameNotPermitted",
+                    format!("{field}: tenant {:?} owns no hostnames", plan.name),
+                ));
+            }
+            plan.owned.clone()
+        }
+        Some(raw) => match HostPattern::parse(raw) {
+            Err(e) => {
+                not_accepted.get_or_insert_with(|| {
+                    Problem::new("InvalidHostname", format!("{field}.hostname {raw:?}: {e}"))
+                });
+                Vec::new()
+            }
+            Ok(p) => {
+                if !plan.owned.iter().any(|o| p.is_subset_of(o)) {
+                    not_accepted.get_or_insert_with(|| {
+                        Problem::new(
+                            "HostnameNotPermitted",
+                            format!(
+                                "{field}.hostname {raw:?} is outside the hostnames of tenant {:?} ({})",
+                                plan.name,
+                                plan.owned_list()
+                            ),
+                        )
+                    });
+                }
+                vec![p]
+            }
+        },
+    };
+
+    let mut unresolved = Vec::new();
+    let supported = mode.supported_kinds();
+    let allowed = l.allowed_routes.as_ref();
+    let kinds = match allowed.and_then(|a| a.kinds.as_ref()) {
+        None => supported.to_vec(),
+        Some(list) => {
+            let mut kinds = Vec::new();
+            for (ki, k) in list.iter().enumerate() {
+                let group_ok = k.group.as_deref().is_none_or(|g| g == GATEWAY_GROUP);
+                match supported.iter().find(|s| s.as_str() == k.kind) {
+                    Some(kind) if group_ok => kinds.push(*kind),
+                    _ => unresolved.push(Problem::new(
+                        "InvalidRouteKinds",
+                        format!(
+                            "{field}.allowedRoutes.kinds[{ki}]: {} is not supported on this listener",
+                            k.kind
+                        ),
+                    )),
+                }
+            }
+            kinds
+        }
+    };
+    let from = match allowed
+        .and_then(|a| a.namespaces.as_ref())
+        .and_then(|n| n.from.clone().map(|f| (f, n.selector.clone())))
+    {
+        None | Some((GatewayListenersAllowedRoutesNamespacesFrom::Same, _)) => AllowedFrom::Same,
+        Some((GatewayListenersAllowedRoutesNamespacesFrom::All, _)) => AllowedFrom::All,
+        Some((GatewayListenersAllowedRoutesNamespacesFrom::Selector, sel)) => AllowedFrom::Selector(sel),
+    };
+
+    let mut certificate = None;
+    if mode == Mode::HttpsTerminate {
+        let refs = l
+            .tls
+            .as_ref()
+            .and_then(|t| t.certificate_refs.as_deref())
+            .unwrap_or_default();
+        if refs.is_empty() {
+            unresolved.push(Problem::new(
+                "InvalidCertificateRef",
+                format!("{field}.tls.certificateRefs: an HTTPS listener needs a certificate"),
+            ));
+        }
+        for (ci, c) in refs.iter().enumerate() {
+            let r = CertificateRef {
+                group: c.group.as_deref(),
+                kind: c.kind.as_deref(),
+                namespace: c.namespace.as_deref(),
+                name: &c.name,
+            };
+            let cfield = format!("{field}.tls.certificateRefs[{ci}]");
+            match resolve_certificate(world, ns_of(&g.metadata), &r, &cfield) {
+                Ok((id, cert)) => {
+                    if certificate.is_none() {
+                        certificates.insert(id.clone(), cert);
+                        certificate = Some(id);
+                    }
+                }
+                Err(p) => unresolved.push(p),
+            }
+        }
+    }
+
+    Listener {
+        gateway: gi,
+        gateway_name: name_of(&g.metadata).to_owned(),
+        name: l.name.clone(),
+        port: port.unwrap_or(0),
+        mode,
+        patterns,
+        not_accepted,
+        unresolved,
+        conflicted: None,
+        kinds,
+        from,
+        certificate,
+        attached: BTreeSet::new(),
+    }
+}
+
+/// Marks a listener conflicted when one of its patterns is already served on its edge port by an
+/// earlier accepted listener.
+fn resolve_conflicts(listeners: &mut [Listener]) {
+    let mut claimed: BTreeMap<(EdgePort, HostPattern), usize> = BTreeMap::new();
+    for i in 0..listeners.len() {
+        let Some(edge) = listeners[i].edge() else {
+            continue;
+        };
+        if listeners[i].not_accepted.is_some() {
+            continue;
+        }
+        let clash = listeners[i]
+            .patterns
+            .iter()
+            .find_map(|p| claimed.get(&(edge, p.clone())).map(|owner| (p.clone(), *owner)));
+        match clash {
+            Some((p, owner)) => {
+                let o = &listeners[owner];
+                let reason = if o.mode == listeners[i].mode {
+                    "HostnameConflict"
+                } else {
+                    "ProtocolConflict"
+                };
+                let message = format!(
+                    "hostname {p} on the {} edge port is already served by listener {:?} of Gateway {:?} (all Gateways of a tenant share its router)",
+                    edge_name(edge),
+                    o.name,
+                    o.gateway_name
+                );
+                listeners[i].conflicted = Some(Problem::new(reason, message));
+            }
+            None => {
+                for p in &listeners[i].patterns {
+                    claimed.insert((edge, p.clone()), i);
+                }
+            }
+        }
+    }
+}
+
+/// `https` or `http`, for messages.
+pub(crate) fn edge_name(edge: EdgePort) -> &'static str {
+    match edge {
+        EdgePort::Https => "https",
+        EdgePort::Http => "http",
+    }
+}
+
+/// Kubernetes label selector semantics (`matchLabels` and `matchExpressions`, all must hold).
+fn selector_matches(
+    sel: &GatewayListenersAllowedRoutesNamespacesSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    let labels_ok = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        let value = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway_api::gateways::GatewayListenersAllowedRoutesNamespacesSelectorMatchExpressions as Expr;
+
+    #[test]
+    fn selector_follows_kubernetes_semantics() {
+        let labels = BTreeMap::from([
+            ("team".to_owned(), "web".to_owned()),
+            (super::super::world::NAMESPACE_NAME_LABEL.to_owned(), "web".to_owned()),
+        ]);
+        let sel = |labels: Option<BTreeMap<String, String>>, exprs: Vec<Expr>| {
+            GatewayListenersAllowedRoutesNamespacesSelector {
+                match_labels: labels,
+                match_expressions: Some(exprs),
+            }
+        };
+        let expr = |key: &str, op: &str, values: &[&str]| Expr {
+            key: key.into(),
+            operator: op.into(),
+            values: Some(values.iter().map(|s| s.to_string()).collect()),
+        };
+        assert!(selector_matches(&sel(None, vec![]), &labels), "empty selector matches all");
+        assert!(selector_matches(
+            &sel(Some(BTreeMap::from([("team".into(), "web".into())])), vec![]),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &sel(Some(BTreeMap::from([("team".into(), "db".into())])), vec![]),
+            &labels
+        ));
+        assert!(selector_matches(&sel(None, vec![expr("team", "In", &["web", "api"])]), &labels));
+        assert!(!selector_matches(&sel(None, vec![expr("team", "NotIn", &["web"])]), &labels));
+        assert!(selector_matches(&sel(None, vec![expr("tier", "DoesNotExist", &[])]), &labels));
+        assert!(!selector_matches(&sel(None, vec![expr("tier", "Exists", &[])]), &labels));
+        assert!(!selector_matches(&sel(None, vec![expr("team", "Bogus", &[])]), &labels));
+    }
+}

@@ -1,0 +1,253 @@
+//! References out of a Gateway or a route: backend Services (resolved to EndpointSlice addresses
+//! through the Service port, as Kubernetes does) and certificate Secrets (validated the way the
+//! tenant router will load them), with ReferenceGrant checks for cross-namespace references.
+
+use super::model::BackendRefModel;
+use super::world::{RouteKind, World, GATEWAY_GROUP};
+use bulkhead_crds::snapshot::{Backend, BackendProtocol, Certificate};
+use k8s_openapi::api::core::v1::{Secret, ServicePort};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+/// Secret type of a TLS certificate.
+pub(crate) const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+/// `appProtocol` values that mean HTTP/2 over cleartext.
+const H2C_APP_PROTOCOLS: &[&str] = &["kubernetes.io/h2c", "grpc"];
+
+/// A failed reference: a Gateway API reason and a message naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Problem {
+    pub(crate) reason: &'static str,
+    pub(crate) message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where a backend reference comes from.
+pub(crate) struct BackendSource<'r> {
+    pub(crate) kind: RouteKind,
+    pub(crate) namespace: &'r str,
+    /// Field path of the reference, for messages (`spec.rules[0].backendRefs[1]`).
+    pub(crate) field: String,
+}
+
+/// Resolves a backend reference to its id and endpoints.
+///
+/// Backend ids are `namespace/service:port`; when the route kind needs another protocol than the
+/// Service port declares (`appProtocol` `kubernetes.io/h2c` or `grpc` mean h2c, anything else
+/// HTTP/1.1), the protocol is appended (`/h2c`, `/tcp`, `/http1`) so one id never names two protocols.
+pub(crate) fn resolve_backend(
+    world: &World<'_>,
+    source: &BackendSource<'_>,
+    r: &BackendRefModel,
+) -> Result<(String, Backend), Problem> {
+    let field = &source.field;
+    let group = r.group.as_deref().unwrap_or_default();
+    let kind = r.kind.as_deref().unwrap_or("Service");
+    if !group.is_empty() || kind != "Service" {
+        return Err(Problem::new(
+            "InvalidKind",
+            format!("{field}: {group:?}/{kind} is not supported; only core Services are"),
+        ));
+    }
+    let ns = r.namespace.as_deref().unwrap_or(source.namespace);
+    let name = r.name.as_str();
+    if ns != source.namespace
+        && !world.grant_permits(
+            (GATEWAY_GROUP, source.kind.as_str(), source.namespace),
+            ("", "Service", ns, name),
+        )
+    {
+        return Err(Problem::new(
+            "RefNotPermitted",
+            format!(
+                "{field}: Service {ns}/{name} is in another namespace and no ReferenceGrant in {ns:?} allows {} from {:?} to use it",
+                source.kind.as_str(),
+                source.namespace
+            ),
+        ));
+    }
+    let Some(service) = world.service(ns, name) else {
+        return Err(Problem::new(
+            "BackendNotFound",
+            format!("{field}: Service {ns}/{name} does not exist"),
+        ));
+    };
+    let Some(port) = r.port else {
+        return Err(Problem::new(
+            "BackendNotFound",
+            format!("{field}: port is required for a Service backend"),
+        ));
+    };
+    let ports = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default();
+    let Some(service_port) = ports.iter().find(|p| p.port == port) else {
+        return Err(Problem::new(
+            "BackendNotFound",
+            format!("{field}: Service {ns}/{name} has no port {port}"),
+        ));
+    };
+    let natural = natural_protocol(service_port);
+    let protocol = match source.kind {
+        RouteKind::Http => natural,
+        RouteKind::Grpc => BackendProtocol::H2c,
+        RouteKind::Tls | RouteKind::Tcp => BackendProtocol::Tcp,
+    };
+    let mut id = format!("{ns}/{name}:{port}");
+    if protocol != natural {
+        id.push('/');
+        id.push_str(protocol_suffix(protocol));
+    }
+    let endpoints = endpoints(world, ns, name, service_port);
+    Ok((id, Backend { protocol, endpoints }))
+}
+
+fn natural_protocol(port: &ServicePort) -> BackendProtocol {
+    match port.app_protocol.as_deref() {
+        Some(p) if H2C_APP_PROTOCOLS.contains(&p) => BackendProtocol::H2c,
+        _ => BackendProtocol::Http1,
+    }
+}
+
+fn protocol_suffix(p: BackendProtocol) -> &'static str {
+    match p {
+        BackendProtocol::Http1 => "http1",
+        BackendProtocol::H2c => "h2c",
+        BackendProtocol::Tcp => "tcp",
+    }
+}
+
+/// Ready addresses of the Service port: every EndpointSlice labelled with the Service, its port named
+/// like the Service port (both unnamed for a single-port Service), endpoints not marked not-ready.
+fn endpoints(world: &World<'_>, ns: &str, service: &str, port: &ServicePort) -> Vec<SocketAddr> {
+    let want = port.name.as_deref().unwrap_or_default();
+    let mut out = BTreeSet::new();
+    for slice in world.slices_for(ns, service) {
+        if slice.address_type == "FQDN" {
+            continue;
+        }
+        let Some(slice_port) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref().unwrap_or_default() == want)
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for e in &slice.endpoints {
+            if e.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            for a in &e.addresses {
+                if let Ok(ip) = a.parse::<IpAddr>() {
+                    out.insert(SocketAddr::new(ip, slice_port));
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// A listener's certificate reference (group, kind, namespace, name).
+pub(crate) struct CertificateRef<'r> {
+    pub(crate) group: Option<&'r str>,
+    pub(crate) kind: Option<&'r str>,
+    pub(crate) namespace: Option<&'r str>,
+    pub(crate) name: &'r str,
+}
+
+/// Resolves a certificate reference of a Gateway in `gateway_ns` to its id (`namespace/name`) and PEM.
+pub(crate) fn resolve_certificate(
+    world: &World<'_>,
+    gateway_ns: &str,
+    r: &CertificateRef<'_>,
+    field: &str,
+) -> Result<(String, Certificate), Problem> {
+    let group = r.group.unwrap_or_default();
+    let kind = r.kind.unwrap_or("Secret");
+    if !group.is_empty() || kind != "Secret" {
+        return Err(Problem::new(
+            "InvalidCertificateRef",
+            format!("{field}: {group:?}/{kind} is not supported; only core Secrets are"),
+        ));
+    }
+    let ns = r.namespace.unwrap_or(gateway_ns);
+    let name = r.name;
+    if ns != gateway_ns
+        && !world.grant_permits(
+            (GATEWAY_GROUP, "Gateway", gateway_ns),
+            ("", "Secret", ns, name),
+        )
+    {
+        return Err(Problem::new(
+            "RefNotPermitted",
+            format!(
+                "{field}: Secret {ns}/{name} is in another namespace and no ReferenceGrant in {ns:?} allows Gateways from {gateway_ns:?} to use it"
+            ),
+        ));
+    }
+    let Some(secret) = world.secret(ns, name) else {
+        return Err(Problem::new(
+            "InvalidCertificateRef",
+            format!("{field}: Secret {ns}/{name} does not exist"),
+        ));
+    };
+    let certificate = certificate_of(secret)
+        .map_err(|m| Problem::new("InvalidCertificateRef", format!("{field}: Secret {ns}/{name}: {m}")))?;
+    Ok((format!("{ns}/{name}"), certificate))
+}
+
+/// Reads and validates `tls.crt` / `tls.key` of a `kubernetes.io/tls` Secret (`data` or `stringData`).
+fn certificate_of(secret: &Secret) -> Result<Certificate, String> {
+    let type_ = secret.type_.as_deref().unwrap_or("Opaque");
+    if type_ != TLS_SECRET_TYPE {
+        return Err(format!("type is {type_:?}, not {TLS_SECRET_TYPE:?}"));
+    }
+    let field = |key: &str| -> Result<String, String> {
+        if let Some(v) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
+            return Ok(v.clone());
+        }
+        match secret.data.as_ref().and_then(|d| d.get(key)) {
+            Some(bytes) => {
+                String::from_utf8(bytes.0.clone()).map_err(|_| format!("{key} is not UTF-8 PEM"))
+            }
+            None => Err(format!("{key} is missing")),
+        }
+    };
+    let cert_pem = field("tls.crt")?;
+    let key_pem = field("tls.key")?;
+    validate_pem(&cert_pem, &key_pem)?;
+    Ok(Certificate { cert_pem, key_pem })
+}
+
+/// Checks what the tenant router checks when it loads a certificate: a PEM chain with at least one
+/// certificate, a PEM private key, a key type rustls (ring) can sign with, and a key that belongs to
+/// the leaf certificate.
+pub(crate) fn validate_pem(cert_pem: &str, key_pem: &str) -> Result<(), String> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.crt: {e}"))?;
+    if chain.is_empty() {
+        return Err("tls.crt holds no CERTIFICATE PEM block".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("tls.key holds no usable PRIVATE KEY PEM block: {e}"))?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|e| format!("tls.crt and tls.key do not form a usable certificate: {e}"))?;
+    Ok(())
+}

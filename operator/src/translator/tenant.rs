@@ -1,0 +1,684 @@
+//! The translation of one tenant: its Gateways' listeners, the routes attached to them (from its
+//! namespace or, where a listener allows it, from others), its [`TenantSnapshot`], its Gateways'
+//! statuses and its part of the routes' statuses.
+
+use super::global::TenantPlan;
+use super::listeners::{self, edge_name, Listener, Mode};
+use super::model::{ParentRefModel, RouteModel};
+use super::refs::Problem;
+use super::routes::{self, precedence, CompiledRoute};
+use super::world::{RouteKind, World, GATEWAY_GROUP};
+use crate::status::{condition, ObjectMeta, ObjectStatus, REASON_PENDING};
+use bulkhead_crds::snapshot::{
+    EdgePort, ListenerRef, PassthroughRoute, RouteEntry, RouteRef, Sealed, TenantSnapshot,
+    TlsTerminate, VirtualHost,
+};
+use bulkhead_crds::CONTROLLER_NAME;
+use bulkhead_hostmatch::{intersect, HostPattern};
+use gateway_api::gateways::{
+    Gateway, GatewayStatus, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
+};
+use gateway_api::httproutes::{HttpRouteStatusParents, HttpRouteStatusParentsParentRef};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One tenant's translation.
+#[derive(Debug, Clone)]
+pub(crate) struct TenantOutput {
+    /// The snapshot, version 0, sealed.
+    pub(crate) snapshot: TenantSnapshot,
+    /// Statuses of the tenant's Gateways.
+    pub(crate) gateway_statuses: Vec<ObjectStatus>,
+    /// `status.parents[]` entries for parentRefs naming the tenant's Gateways.
+    pub(crate) route_parents: Vec<RouteParentFragment>,
+}
+
+/// One `status.parents[]` entry of a route.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RouteParentFragment {
+    pub(crate) kind: RouteKind,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    /// Index of the parentRef in the route's spec.
+    pub(crate) index: usize,
+    pub(crate) status: Value,
+}
+
+/// Sort key of a route entry inside a virtual host: the Gateway API precedence of the hostname the
+/// route matched (exact names first, then longer wildcards), then of the match (see
+/// [`precedence`]), then the oldest route, namespace, name, kind, rule and match order.
+type EntryKey = (
+    std::cmp::Reverse<(u8, usize)>,
+    (u8, std::cmp::Reverse<usize>, bool, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>),
+    (bool, Option<Time>),
+    String,
+    String,
+    RouteKind,
+    usize,
+    usize,
+);
+
+/// The entries routes contribute under one hostname pattern of one listener.
+struct VhostBuild {
+    pattern: HostPattern,
+    /// The listener serving this pattern.
+    owner: usize,
+    listener_port: u16,
+    /// Entries with their key, the host rank left at its lowest (filled when virtual hosts merge).
+    entries: Vec<(EntryKey, RouteEntry)>,
+    routes: BTreeSet<(RouteKind, String, String)>,
+}
+
+/// Translates one served tenant.
+pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
+    let ns = plan.namespace.as_str();
+    let gateways: Vec<&Gateway> = world
+        .gateways_in(ns)
+        .iter()
+        .copied()
+        .filter(|g| world.is_ours(g))
+        .collect();
+    let mut snapshot = TenantSnapshot {
+        tenant: plan.name.clone(),
+        namespace: plan.namespace.clone(),
+        hostnames: plan.owned.iter().map(ToString::to_string).collect(),
+        ..Default::default()
+    };
+    let mut listeners = listeners::build(world, plan, &gateways, &mut snapshot.certificates);
+
+    let mut vhosts: BTreeMap<(EdgePort, String), VhostBuild> = BTreeMap::new();
+    let mut passthrough: BTreeMap<String, PassthroughRoute> = BTreeMap::new();
+    let mut route_parents = Vec::new();
+
+    for robj in world.routes_into(ns) {
+        let route = match RouteModel::read(*robj) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(kind = robj.kind().as_str(), error = %e, "route skipped: unreadable spec");
+                continue;
+            }
+        };
+        let targets: Vec<(usize, &ParentRefModel, usize)> = route
+            .parent_refs
+            .iter()
+            .enumerate()
+            .filter_map(|(k, p)| target_gateway(p, &route, ns, &gateways).map(|gi| (k, p, gi)))
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let compiled = routes::compile(world, &route);
+        let mut used = false;
+        for (k, parent, gi) in targets {
+            let accepted = match attach(world, plan, &mut listeners, gi, ns, &route, &compiled, parent) {
+                Err(p) => Err(p),
+                Ok((attachments, notes)) => {
+                    if route.kind == RouteKind::Tls {
+                        add_passthrough(&mut passthrough, &route, &compiled, &attachments, &listeners, notes)
+                    } else {
+                        add_entries(&mut vhosts, &route, &compiled, &attachments, &listeners);
+                        Ok(notes)
+                    }
+                }
+            };
+            used |= accepted.is_ok();
+            route_parents.push(RouteParentFragment {
+                kind: route.kind,
+                namespace: route.namespace.to_owned(),
+                name: route.name.to_owned(),
+                index: k,
+                status: parent_status(parent, &route, &compiled, accepted),
+            });
+        }
+        if used {
+            snapshot.backends.extend(compiled.backends);
+        }
+    }
+
+    for l in listeners.iter().filter(|l| l.serving() && l.mode == Mode::HttpsTerminate) {
+        if let Some(cert) = &l.certificate {
+            for p in &l.patterns {
+                snapshot.https.terminate.push(TlsTerminate {
+                    hostname: p.to_string(),
+                    certificate: cert.clone(),
+                    listener: ListenerRef {
+                        namespace: plan.namespace.clone(),
+                        gateway: l.gateway_name.clone(),
+                        listener: l.name.clone(),
+                        port: l.port,
+                    },
+                });
+            }
+        }
+    }
+    snapshot.https.terminate.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    snapshot.https.passthrough = passthrough.into_values().collect();
+    for l_index in 0..listeners.len() {
+        let l = &listeners[l_index];
+        let Some(edge) = l.edge() else { continue };
+        if !l.serving() || l.mode == Mode::TlsPassthrough {
+            continue;
+        }
+        // Every listener hostname gets a virtual host, so that a request for it never falls back
+        // to a less specific listener's routes (it gets 404 when no route is attached).
+        for p in &l.patterns {
+            vhosts
+                .entry((edge, p.to_string()))
+                .or_insert_with(|| VhostBuild::new(p.clone(), l_index, l.port));
+        }
+    }
+    for (edge, vhost) in merge_vhosts(&vhosts) {
+        match edge {
+            EdgePort::Https => snapshot.https.virtual_hosts.push(vhost),
+            EdgePort::Http => snapshot.http.virtual_hosts.push(vhost),
+        }
+    }
+    // Keep only certificates a terminate entry uses.
+    let used: BTreeSet<String> = snapshot.https.terminate.iter().map(|t| t.certificate.clone()).collect();
+    snapshot.certificates.retain(|id, _| used.contains(id));
+    snapshot.seal();
+
+    let gateway_statuses = gateways
+        .iter()
+        .enumerate()
+        .map(|(gi, g)| gateway_status(plan, gi, g, &listeners))
+        .collect();
+    TenantOutput {
+        snapshot,
+        gateway_statuses,
+        route_parents,
+    }
+}
+
+/// Index of the tenant Gateway a parentRef names, if it names one.
+fn target_gateway(p: &ParentRefModel, route: &RouteModel<'_>, ns: &str, gateways: &[&Gateway]) -> Option<usize> {
+    let group_ok = p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP;
+    let kind_ok = p.kind.as_deref().unwrap_or("Gateway") == "Gateway";
+    let pns = p.namespace.as_deref().unwrap_or(route.namespace);
+    if !group_ok || !kind_ok || pns != ns {
+        return None;
+    }
+    gateways
+        .iter()
+        .position(|g| g.metadata.name.as_deref() == Some(p.name.as_str()))
+}
+
+/// (listener index, hostname pattern) pairs a route serves through one parentRef.
+type Attachments = Vec<(usize, HostPattern)>;
+
+/// Attaches a route to the listeners a parentRef selects; returns the attachments and notes about
+/// hostnames that are not served, or why the route is not accepted for this parent.
+#[allow(clippy::too_many_arguments)]
+fn attach(
+    world: &World<'_>,
+    plan: &TenantPlan,
+    listeners: &mut [Listener],
+    gi: usize,
+    gateway_ns: &str,
+    route: &RouteModel<'_>,
+    compiled: &CompiledRoute,
+    parent: &ParentRefModel,
+) -> Result<(Attachments, Vec<String>), Problem> {
+    if let Some(p) = &compiled.invalid {
+        return Err(p.clone());
+    }
+    let candidates: Vec<usize> = (0..listeners.len())
+        .filter(|&i| {
+            let l = &listeners[i];
+            l.gateway == gi
+                && parent.section_name.as_deref().is_none_or(|s| s == l.name)
+                && parent.port.is_none_or(|p| i32::from(l.port) == p)
+        })
+        .collect();
+    if candidates.is_empty() {
+        let what = match (&parent.section_name, parent.port) {
+            (Some(s), Some(p)) => format!("named {s:?} on port {p}"),
+            (Some(s), None) => format!("named {s:?}"),
+            (None, Some(p)) => format!("on port {p}"),
+            (None, None) => "at all".to_owned(),
+        };
+        return Err(Problem::new(
+            "NoMatchingParent",
+            format!("Gateway {:?} has no listener {what}", parent.name),
+        ));
+    }
+    let usable: Vec<usize> = candidates.iter().copied().filter(|&i| listeners[i].usable()).collect();
+    if usable.is_empty() {
+        let why: Vec<String> = candidates
+            .iter()
+            .map(|&i| {
+                let l = &listeners[i];
+                let reason = l
+                    .not_accepted
+                    .as_ref()
+                    .or(l.conflicted.as_ref())
+                    .map(|p| p.message.clone())
+                    .unwrap_or_default();
+                format!("listener {:?}: {reason}", l.name)
+            })
+            .collect();
+        return Err(Problem::new(
+            "NotAllowedByListeners",
+            format!("no usable listener: {}", why.join("; ")),
+        ));
+    }
+    let allowed: Vec<usize> = usable
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let l = &listeners[i];
+            l.kinds.contains(&route.kind) && l.allows_namespace(world, gateway_ns, route.namespace)
+        })
+        .collect();
+    if allowed.is_empty() {
+        return Err(Problem::new(
+            "NotAllowedByListeners",
+            format!(
+                "no listener of Gateway {:?} allows {} from namespace {:?}",
+                parent.name,
+                route.kind.as_str(),
+                route.namespace
+            ),
+        ));
+    }
+
+    let mut attachments = Vec::new();
+    let mut matched_hostnames = BTreeSet::new();
+    let mut attached_any = false;
+    let mut covered = Vec::new();
+    for &li in &allowed {
+        let mut patterns: Vec<HostPattern> = Vec::new();
+        if compiled.hostnames.is_empty() {
+            patterns.extend(listeners[li].patterns.iter().cloned());
+        } else {
+            for (hi, h) in &compiled.hostnames {
+                for lp in &listeners[li].patterns {
+                    if let Some(x) = intersect(h, lp) {
+                        matched_hostnames.insert(*hi);
+                        if !patterns.contains(&x) {
+                            patterns.push(x);
+                        }
+                    }
+                }
+            }
+        }
+        if patterns.is_empty() {
+            continue;
+        }
+        attached_any = true;
+        listeners[li].attached.insert((
+            route.kind,
+            route.namespace.to_owned(),
+            route.name.to_owned(),
+        ));
+        for p in patterns {
+            // A request goes to the listener with the most specific matching hostname: a route
+            // hostname inside a more specific listener's hostname is served by that listener only.
+            match owner(listeners, li, &p) {
+                Some(o) if o == li => attachments.push((li, p)),
+                Some(o) => covered.push(format!(
+                    "hostname {p} belongs to the more specific listener {:?}",
+                    listeners[o].name
+                )),
+                None => {}
+            }
+        }
+    }
+
+    let outside = |h: &HostPattern| !plan.owned.iter().any(|o| intersect(h, o).is_some());
+    let notes: Vec<String> = compiled
+        .hostnames
+        .iter()
+        .filter(|(hi, _)| !matched_hostnames.contains(hi))
+        .map(|(hi, h)| {
+            if outside(h) {
+                format!(
+                    "spec.hostnames[{hi}] \"{h}\" is outside the hostnames of tenant {:?} ({})",
+                    plan.name,
+                    plan.owned_list()
+                )
+            } else {
+                format!("spec.hostnames[{hi}] \"{h}\" matches no listener hostname")
+            }
+        })
+        .chain(covered)
+        .collect();
+    if !attached_any {
+        let listener_patterns: BTreeSet<String> = allowed
+            .iter()
+            .flat_map(|&i| listeners[i].patterns.iter().map(ToString::to_string))
+            .collect();
+        let mut message = notes.join("; ");
+        if message.is_empty() {
+            message = "no route hostname matches a listener hostname".into();
+        }
+        message.push_str(&format!(
+            " (listener hostnames: {})",
+            listener_patterns.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+        return Err(Problem::new("NoMatchingListenerHostname", message));
+    }
+    Ok((attachments, notes))
+}
+
+/// The usable listener that serves pattern `p` on `listeners[via]`'s edge port: the one whose
+/// hostname contains `p` most specifically.
+fn owner(listeners: &[Listener], via: usize, p: &HostPattern) -> Option<usize> {
+    let edge = listeners[via].edge()?;
+    let mut best: Option<(usize, (u8, usize))> = None;
+    for (i, l) in listeners.iter().enumerate() {
+        if !l.usable() || l.edge() != Some(edge) {
+            continue;
+        }
+        for q in &l.patterns {
+            if p.is_subset_of(q) && best.is_none_or(|(_, s)| q.specificity() > s) {
+                best = Some((i, q.specificity()));
+            }
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+impl VhostBuild {
+    fn new(pattern: HostPattern, owner: usize, listener_port: u16) -> Self {
+        Self {
+            pattern,
+            owner,
+            listener_port,
+            entries: Vec::new(),
+            routes: BTreeSet::new(),
+        }
+    }
+}
+
+fn add_entries(
+    vhosts: &mut BTreeMap<(EdgePort, String), VhostBuild>,
+    route: &RouteModel<'_>,
+    compiled: &CompiledRoute,
+    attachments: &Attachments,
+    listeners: &[Listener],
+) {
+    let route_key = (route.kind, route.namespace.to_owned(), route.name.to_owned());
+    for (li, p) in attachments {
+        let l = &listeners[*li];
+        let Some(edge) = l.edge() else { continue };
+        if !l.serving() {
+            continue;
+        }
+        let build = vhosts
+            .entry((edge, p.to_string()))
+            .or_insert_with(|| VhostBuild::new(p.clone(), *li, l.port));
+        if !build.routes.insert(route_key.clone()) {
+            continue;
+        }
+        for rule in &compiled.rules {
+            for (j, m) in rule.matches.iter().enumerate() {
+                let key: EntryKey = (
+                    std::cmp::Reverse((0, 0)),
+                    precedence(m),
+                    (route.created.is_none(), route.created.cloned()),
+                    route.namespace.to_owned(),
+                    route.name.to_owned(),
+                    route.kind,
+                    rule.index,
+                    j,
+                );
+                build.entries.push((
+                    key,
+                    RouteEntry {
+                        route: RouteRef {
+                            kind: route.kind.as_str().to_owned(),
+                            namespace: route.namespace.to_owned(),
+                            name: route.name.to_owned(),
+                            rule: rule.index,
+                        },
+                        matches: m.clone(),
+                        filters: rule.filters.clone(),
+                        backends: rule.backends.clone(),
+                        timeouts: rule.timeouts.clone(),
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// The final virtual hosts. A request is served by the most specific virtual host matching its
+/// host, so each virtual host also carries the entries of the less specific patterns of the same
+/// listener that contain it, after its own: the Gateway API gives precedence to the route with the
+/// most specific matching hostname, then to the match, and a request that matches none of the
+/// specific route's rules falls through to the wildcard routes.
+fn merge_vhosts(vhosts: &BTreeMap<(EdgePort, String), VhostBuild>) -> Vec<(EdgePort, VirtualHost)> {
+    let mut out = Vec::new();
+    for ((edge, hostname), build) in vhosts {
+        let mut entries: Vec<(EntryKey, &RouteEntry)> = Vec::new();
+        for ((other_edge, _), other) in vhosts {
+            if other_edge != edge || other.owner != build.owner || !build.pattern.is_subset_of(&other.pattern) {
+                continue;
+            }
+            let rank = std::cmp::Reverse(other.pattern.specificity());
+            for (key, entry) in &other.entries {
+                let mut key = key.clone();
+                key.0 = rank;
+                entries.push((key, entry));
+            }
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        // The same rule and match reached through two hostnames: keep the most specific.
+        let mut seen = BTreeSet::new();
+        entries.retain(|(k, _)| seen.insert((k.3.clone(), k.4.clone(), k.5, k.6, k.7)));
+        out.push((
+            *edge,
+            VirtualHost {
+                hostname: hostname.clone(),
+                listener_port: build.listener_port,
+                routes: entries.into_iter().map(|(_, e)| e.clone()).collect(),
+            },
+        ));
+    }
+    out
+}
+
+/// Adds a TLSRoute's passthrough entries; a hostname already taken by an older TLSRoute stays with it.
+fn add_passthrough(
+    passthrough: &mut BTreeMap<String, PassthroughRoute>,
+    route: &RouteModel<'_>,
+    compiled: &CompiledRoute,
+    attachments: &Attachments,
+    listeners: &[Listener],
+    mut notes: Vec<String>,
+) -> Result<Vec<String>, Problem> {
+    let mut added = 0;
+    let mut taken = Vec::new();
+    for (li, p) in attachments {
+        if !listeners[*li].serving() {
+            continue;
+        }
+        let key = p.to_string();
+        match passthrough.get(&key) {
+            Some(existing) if existing.route.namespace != route.namespace || existing.route.name != route.name => {
+                taken.push(format!(
+                    "hostname {key} is already passed through to the older TLSRoute {}/{}",
+                    existing.route.namespace, existing.route.name
+                ));
+            }
+            Some(_) => added += 1,
+            None => {
+                passthrough.insert(
+                    key.clone(),
+                    PassthroughRoute {
+                        hostname: key,
+                        route: RouteRef {
+                            kind: route.kind.as_str().to_owned(),
+                            namespace: route.namespace.to_owned(),
+                            name: route.name.to_owned(),
+                            rule: 0,
+                        },
+                        backends: compiled.l4_backends.clone(),
+                    },
+                );
+                added += 1;
+            }
+        }
+    }
+    if added == 0 && !taken.is_empty() {
+        return Err(Problem::new("HostnameConflict", taken.join("; ")));
+    }
+    notes.extend(taken);
+    Ok(notes)
+}
+
+fn parent_status(
+    parent: &ParentRefModel,
+    route: &RouteModel<'_>,
+    compiled: &CompiledRoute,
+    accepted: Result<Vec<String>, Problem>,
+) -> Value {
+    let generation = route.generation;
+    let accepted = match accepted {
+        Ok(notes) if notes.is_empty() => condition("Accepted", true, "Accepted", "Route is accepted", generation),
+        Ok(notes) => condition(
+            "Accepted",
+            true,
+            "Accepted",
+            format!("Route is accepted; not served: {}", notes.join("; ")),
+            generation,
+        ),
+        Err(p) => condition("Accepted", false, p.reason, p.message, generation),
+    };
+    let resolved = match compiled.unresolved.first() {
+        None => condition(
+            "ResolvedRefs",
+            true,
+            "ResolvedRefs",
+            "All references are resolved",
+            generation,
+        ),
+        Some(first) => condition(
+            "ResolvedRefs",
+            false,
+            first.reason,
+            compiled
+                .unresolved
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            generation,
+        ),
+    };
+    let status = HttpRouteStatusParents {
+        conditions: vec![accepted, resolved],
+        controller_name: CONTROLLER_NAME.to_owned(),
+        parent_ref: HttpRouteStatusParentsParentRef {
+            group: parent.group.clone(),
+            kind: parent.kind.clone(),
+            name: parent.name.clone(),
+            namespace: parent.namespace.clone(),
+            port: parent.port,
+            section_name: parent.section_name.clone(),
+        },
+    };
+    serde_json::to_value(status).unwrap_or_default()
+}
+
+fn gateway_status(plan: &TenantPlan, gi: usize, g: &Gateway, listeners: &[Listener]) -> ObjectStatus {
+    let generation = g.metadata.generation;
+    let mine: Vec<&Listener> = listeners.iter().filter(|l| l.gateway == gi).collect();
+    let invalid: Vec<&str> = mine
+        .iter()
+        .filter(|l| !l.usable())
+        .map(|l| l.name.as_str())
+        .collect();
+    let accepted = if invalid.is_empty() {
+        condition("Accepted", true, "Accepted", "Gateway is accepted", generation)
+    } else {
+        let message = format!("invalid listeners: {}", invalid.join(", "));
+        condition("Accepted", invalid.len() < mine.len(), "ListenersNotValid", message, generation)
+    };
+    let programmed = if mine.iter().any(|l| l.serving()) {
+        condition(
+            "Programmed",
+            false,
+            REASON_PENDING,
+            "Waiting for the tenant's routers to acknowledge the snapshot",
+            generation,
+        )
+    } else {
+        condition("Programmed", false, "Invalid", "No listener can be served", generation)
+    };
+    let status = GatewayStatus {
+        conditions: Some(vec![accepted, programmed]),
+        listeners: Some(mine.iter().map(|l| listener_status(l, generation)).collect()),
+        ..Default::default()
+    };
+    ObjectStatus {
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "Gateway".into(),
+        metadata: ObjectMeta {
+            namespace: Some(plan.namespace.clone()),
+            name: g.metadata.name.clone().unwrap_or_default(),
+        },
+        status: serde_json::to_value(status).unwrap_or_default(),
+        tenant: Some(plan.name.clone()),
+    }
+}
+
+fn listener_status(l: &Listener, generation: Option<i64>) -> GatewayStatusListeners {
+    let accepted = match &l.not_accepted {
+        None => condition("Accepted", true, "Accepted", "Listener is accepted", generation),
+        Some(p) => condition("Accepted", false, p.reason, p.message.clone(), generation),
+    };
+    let resolved = match l.unresolved.first() {
+        None => condition("ResolvedRefs", true, "ResolvedRefs", "All references are resolved", generation),
+        Some(first) => condition(
+            "ResolvedRefs",
+            false,
+            first.reason,
+            l.unresolved
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            generation,
+        ),
+    };
+    let programmed = if l.serving() {
+        let edge = l.edge().map(edge_name).unwrap_or_default();
+        condition(
+            "Programmed",
+            false,
+            REASON_PENDING,
+            format!("Served on the {edge} edge port once the tenant's routers acknowledge the snapshot"),
+            generation,
+        )
+    } else {
+        let why = l
+            .not_accepted
+            .as_ref()
+            .or(l.conflicted.as_ref())
+            .map(|p| p.message.clone())
+            .unwrap_or_else(|| "no valid certificate".into());
+        condition("Programmed", false, "Invalid", format!("Listener is not served: {why}"), generation)
+    };
+    let conflicted = match &l.conflicted {
+        None => condition("Conflicted", false, "NoConflicts", "No conflicts", generation),
+        Some(p) => condition("Conflicted", true, p.reason, p.message.clone(), generation),
+    };
+    let conditions: Vec<Condition> = vec![accepted, resolved, programmed, conflicted];
+    GatewayStatusListeners {
+        attached_routes: i32::try_from(l.attached.len()).unwrap_or(i32::MAX),
+        conditions,
+        name: l.name.clone(),
+        supported_kinds: Some(
+            l.kinds
+                .iter()
+                .map(|k| GatewayStatusListenersSupportedKinds {
+                    group: Some(GATEWAY_GROUP.to_owned()),
+                    kind: k.as_str().to_owned(),
+                })
+                .collect(),
+        ),
+    }
+}

@@ -1,0 +1,313 @@
+//! `bulkhead bench-candidate`: plugs one tier into the load harness in `shared/bench`.
+//!
+//! The harness describes routes in a small text file (`$BENCH_ROUTES`, replaced atomically on every
+//! change) instead of Gateway API objects. This adapter turns that file into the same snapshots the
+//! operator compiles and feeds them to a real edge or tenant router through the same subscription
+//! interface, so what is measured is the production data path, minus the control plane:
+//!
+//! * edge: `<sni-host> <tls-backend host:port>` → one tenant per host, PROXY protocol off (the harness's
+//!   TLS backends are plain nginx);
+//! * router: `<host> <path-prefix> <http-backend host:port> <cert.crt> <key.key>` → one tenant owning
+//!   `*`, a certificate per host (default certificate for unknown SNI), longest prefix first.
+
+use anyhow::Context;
+use bulkhead_admin::Readiness;
+use bulkhead_crds::snapshot::{
+    Backend, BackendProtocol, Certificate, EdgeRoute, EdgeSnapshot, HttpMatch, ListenerRef,
+    PathMatch, RouteEntry, RouteRef, RouterEndpoints, Sealed, TenantSnapshot, TlsTerminate,
+    VirtualHost, WeightedBackend,
+};
+use bulkhead_edge::{Edge, EdgeConfig, EdgeMetrics};
+use bulkhead_router::{Router, RouterConfig, RouterMetrics};
+use bulkhead_snapshot::Publisher;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// How often the routes file is checked for a replacement.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// The tenant name the router role serves.
+const BENCH_TENANT: &str = "bench";
+
+/// Runs the role named by `$BENCH_ROLE` until SIGTERM.
+pub async fn run() -> anyhow::Result<()> {
+    let role = env("BENCH_ROLE")?;
+    let listen: SocketAddr = env("BENCH_LISTEN")?.parse().context("BENCH_LISTEN")?;
+    let routes = PathBuf::from(env("BENCH_ROUTES")?);
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+        }
+        stop.cancel();
+    });
+    match role.as_str() {
+        "edge" => run_edge(listen, routes, shutdown).await,
+        "router" => run_router(listen, routes, shutdown).await,
+        other => anyhow::bail!("BENCH_ROLE must be edge or router, not {other:?}"),
+    }
+}
+
+fn env(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set"))
+}
+
+async fn run_edge(
+    listen: SocketAddr,
+    routes: PathBuf,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = EdgeMetrics::register(&mut registry);
+    let readiness = Readiness::new();
+    let mut config = EdgeConfig {
+        https_listen: listen,
+        http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..EdgeConfig::default()
+    };
+    config.proxy_protocol = false;
+    let edge = Edge::bind(config, metrics, readiness.flag("edge")).await?;
+    let (publisher, _acks) = Publisher::new();
+    let subscription = publisher.subscribe("edge/bench");
+    let task = tokio::spawn(edge.run(subscription, shutdown.clone()));
+    watch_routes(&routes, &shutdown, |text, version| {
+        let mut snapshot = edge_snapshot(text)?;
+        snapshot.version = version;
+        snapshot.seal();
+        publisher.publish(snapshot);
+        Ok(())
+    })
+    .await;
+    task.await.context("edge task")??;
+    Ok(())
+}
+
+async fn run_router(
+    listen: SocketAddr,
+    routes: PathBuf,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = RouterMetrics::register(&mut registry);
+    let readiness = Readiness::new();
+    let mut config = RouterConfig::new(BENCH_TENANT, listen, SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.expect_proxy = false;
+    if let Some(secs) = std::env::var("BENCH_DRAIN_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        config.limits.drain_timeout = Duration::from_secs(secs);
+    }
+    let router = Router::bind(config, metrics, readiness.flag("router")).await?;
+    let (publisher, _acks) = Publisher::new();
+    let subscription = publisher.subscribe("router/bench");
+    let task = tokio::spawn(router.run(subscription, shutdown.clone()));
+    let default_cert = match (
+        std::env::var("BENCH_DEFAULT_CERT"),
+        std::env::var("BENCH_DEFAULT_KEY"),
+    ) {
+        (Ok(c), Ok(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+        _ => None,
+    };
+    watch_routes(&routes, &shutdown, |text, version| {
+        let mut snapshot = router_snapshot(text, default_cert.as_ref())?;
+        snapshot.version = version;
+        snapshot.seal();
+        publisher.publish(snapshot);
+        Ok(())
+    })
+    .await;
+    task.await.context("router task")??;
+    Ok(())
+}
+
+/// Publishes the routes file now and whenever it is replaced, until `shutdown`.
+async fn watch_routes(
+    path: &Path,
+    shutdown: &CancellationToken,
+    mut publish: impl FnMut(&str, u64) -> anyhow::Result<()>,
+) {
+    let mut seen: Option<(SystemTime, u64, u64)> = None;
+    let mut version = 0;
+    loop {
+        let stamp = tokio::fs::metadata(path).await.ok().and_then(|m| {
+            use std::os::unix::fs::MetadataExt;
+            Some((m.modified().ok()?, m.ino(), m.len()))
+        });
+        if stamp.is_some() && stamp != seen {
+            seen = stamp;
+            match tokio::fs::read_to_string(path).await {
+                Ok(text) => {
+                    version += 1;
+                    if let Err(e) = publish(&text, version) {
+                        tracing::error!(error = %e, "routes file rejected");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the routes file"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+    }
+}
+
+fn lines(text: &str) -> impl Iterator<Item = Vec<&str>> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_whitespace().collect())
+}
+
+/// `<sni-host> <backend>` lines → one tenant per host whose "router" is the TLS backend.
+fn edge_snapshot(text: &str) -> anyhow::Result<EdgeSnapshot> {
+    let mut snapshot = EdgeSnapshot::default();
+    for (i, fields) in lines(text).enumerate() {
+        let [host, backend, ..] = fields[..] else {
+            anyhow::bail!("edge route line {} needs <sni-host> <backend>", i + 1);
+        };
+        let addr: SocketAddr = backend
+            .parse()
+            .with_context(|| format!("backend {backend}"))?;
+        let tenant = format!("t{i}");
+        snapshot.routes.push(EdgeRoute {
+            hostname: host.to_ascii_lowercase(),
+            tenant: tenant.clone(),
+        });
+        snapshot.tenants.insert(
+            tenant,
+            RouterEndpoints {
+                https: vec![addr],
+                http: vec![],
+            },
+        );
+    }
+    Ok(snapshot)
+}
+
+/// `<host> <prefix> <backend> <crt> <key>` lines → one tenant snapshot.
+fn router_snapshot(
+    text: &str,
+    default_cert: Option<&(PathBuf, PathBuf)>,
+) -> anyhow::Result<TenantSnapshot> {
+    let mut snapshot = TenantSnapshot {
+        tenant: BENCH_TENANT.into(),
+        namespace: BENCH_TENANT.into(),
+        hostnames: vec!["*".into()],
+        ..TenantSnapshot::default()
+    };
+    let listener = ListenerRef {
+        namespace: BENCH_TENANT.into(),
+        gateway: "bench".into(),
+        listener: "https".into(),
+        port: 443,
+    };
+    let mut load_cert = |crt: &Path, key: &Path| -> anyhow::Result<String> {
+        let id = crt.display().to_string();
+        if !snapshot.certificates.contains_key(&id) {
+            let cert_pem =
+                std::fs::read_to_string(crt).with_context(|| format!("{}", crt.display()))?;
+            let key_pem =
+                std::fs::read_to_string(key).with_context(|| format!("{}", key.display()))?;
+            snapshot
+                .certificates
+                .insert(id.clone(), Certificate { cert_pem, key_pem });
+        }
+        Ok(id)
+    };
+    let mut terminate: BTreeMap<String, String> = BTreeMap::new();
+    if let Some((crt, key)) = default_cert {
+        terminate.insert("*".into(), load_cert(crt, key)?);
+    }
+    let mut vhosts: BTreeMap<String, Vec<RouteEntry>> = BTreeMap::new();
+    let mut backends: BTreeMap<String, Backend> = BTreeMap::new();
+    for (i, fields) in lines(text).enumerate() {
+        let [host, prefix, backend, crt, key, ..] = fields[..] else {
+            anyhow::bail!(
+                "router route line {} needs <host> <prefix> <backend> <crt> <key>",
+                i + 1
+            );
+        };
+        let host = host.to_ascii_lowercase();
+        let addr: SocketAddr = backend
+            .parse()
+            .with_context(|| format!("backend {backend}"))?;
+        let cert = load_cert(Path::new(crt), Path::new(key))?;
+        terminate.insert(host.clone(), cert);
+        backends
+            .entry(backend.to_owned())
+            .or_insert_with(|| Backend {
+                protocol: BackendProtocol::Http1,
+                endpoints: vec![addr],
+            });
+        vhosts.entry(host).or_default().push(RouteEntry {
+            route: RouteRef {
+                kind: "HTTPRoute".into(),
+                namespace: BENCH_TENANT.into(),
+                name: format!("line{}", i + 1),
+                rule: 0,
+            },
+            matches: HttpMatch {
+                path: Some(PathMatch::PathPrefix(prefix.to_owned())),
+                ..HttpMatch::default()
+            },
+            filters: vec![],
+            backends: vec![WeightedBackend {
+                backend: Some(backend.to_owned()),
+                weight: 1,
+                filters: vec![],
+            }],
+            timeouts: Default::default(),
+        });
+    }
+    snapshot.backends = backends;
+    snapshot.https.terminate = terminate
+        .into_iter()
+        .map(|(hostname, certificate)| TlsTerminate {
+            hostname,
+            certificate,
+            listener: listener.clone(),
+        })
+        .collect();
+    snapshot.https.virtual_hosts = vhosts
+        .into_iter()
+        .map(|(hostname, mut routes)| {
+            routes.sort_by_key(|r| match &r.matches.path {
+                Some(PathMatch::PathPrefix(p)) => std::cmp::Reverse(p.len()),
+                _ => std::cmp::Reverse(0),
+            });
+            VirtualHost {
+                hostname,
+                listener_port: 443,
+                routes,
+            }
+        })
+        .collect();
+    Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edge_routes_become_one_tenant_per_host() {
+        let s = edge_snapshot(
+            "# c\na.tenant1.example 127.0.0.1:18443\nB.tenant2.example 127.0.0.1:18444\n",
+        )
+        .unwrap();
+        assert_eq!(s.routes.len(), 2);
+        assert_eq!(s.routes[1].hostname, "b.tenant2.example");
+        assert_eq!(
+            s.tenants["t1"].https,
+            vec!["127.0.0.1:18444".parse().unwrap()]
+        );
+        assert!(edge_snapshot("lonely-host\n").is_err());
+    }
+}

@@ -1,0 +1,346 @@
+//! Body types, and the response body wrapper that enforces the route's deadline, counts bytes and
+//! writes the access log line and request metrics when the response ends (cleanly or not).
+//!
+//! An error from the upstream body is passed on to hyper, which aborts the client response (HTTP/1:
+//! the connection closes before the last chunk; HTTP/2: the stream is reset), so a truncated upstream
+//! response can never look complete to the client.
+
+use crate::balance::OutstandingGuard;
+use crate::metrics::{
+    RequestLabels, RouteLabels, RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
+};
+use bytes::Bytes;
+use http::Method;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+use tokio::time::Sleep;
+
+/// A boxed error, as bodies and clients report them.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type requests and responses are forwarded with.
+pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// An empty body.
+pub(crate) fn empty() -> ProxyBody {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A body holding `text`.
+pub(crate) fn full(text: impl Into<Bytes>) -> ProxyBody {
+    Full::new(text.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// Boxes any body whose errors convert to [`BoxError`].
+pub(crate) fn boxed<B>(body: B) -> ProxyBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// How a response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Not finished when dropped (the client went away).
+    Cancelled,
+    /// The last byte was sent.
+    Complete,
+    /// The route's deadline passed while streaming.
+    Timeout,
+    /// The upstream body failed.
+    UpstreamError,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Cancelled => "cancelled",
+            Self::Complete => "complete",
+            Self::Timeout => "timeout",
+            Self::UpstreamError => "upstream_error",
+        }
+    }
+}
+
+/// What the access log and the metrics say about one request.
+#[derive(Debug)]
+pub(crate) struct RequestRecord {
+    pub(crate) metrics: Arc<RouterMetrics>,
+    pub(crate) tenant: Arc<str>,
+    pub(crate) route: Arc<str>,
+    pub(crate) backend: Arc<str>,
+    pub(crate) status: u16,
+    pub(crate) method: Method,
+    pub(crate) host: String,
+    pub(crate) path: String,
+    pub(crate) request_id: String,
+    pub(crate) start: Instant,
+    /// Keeps the endpoint's in-flight count up until the response ends.
+    pub(crate) guard: Option<OutstandingGuard>,
+}
+
+impl RequestRecord {
+    fn finish(self, bytes: u64, outcome: Outcome) {
+        let elapsed = self.start.elapsed();
+        tracing::info!(
+            target: "access",
+            tenant = %self.tenant,
+            route = %self.route,
+            backend = %self.backend,
+            status = self.status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            bytes,
+            method = %self.method,
+            host = %self.host,
+            path = %self.path,
+            request_id = %self.request_id,
+            outcome = outcome.as_str(),
+        );
+        let route = RouteLabels {
+            tenant: Arc::clone(&self.tenant),
+            route: Arc::clone(&self.route),
+        };
+        self.metrics
+            .request_duration
+            .get_or_create(&route)
+            .observe(elapsed.as_secs_f64());
+        self.metrics
+            .response_bytes
+            .get_or_create(&route)
+            .inc_by(bytes);
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                tenant: Arc::clone(&self.tenant),
+                route: Arc::clone(&self.route),
+                backend: Arc::clone(&self.backend),
+                code: self.status,
+            })
+            .inc();
+        let kind = match outcome {
+            Outcome::Timeout => Some(UpstreamErrorKind::Timeout),
+            Outcome::UpstreamError => Some(UpstreamErrorKind::Protocol),
+            Outcome::Cancelled | Outcome::Complete => None,
+        };
+        if let Some(kind) = kind {
+            self.metrics
+                .upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    tenant: self.tenant,
+                    backend: self.backend,
+                    kind,
+                })
+                .inc();
+        }
+    }
+}
+
+pin_project! {
+    /// A response body that enforces a deadline, counts bytes and logs the request when it ends.
+    pub(crate) struct ObservedBody {
+        #[pin]
+        inner: ProxyBody,
+        #[pin]
+        deadline: Option<Sleep>,
+        bytes: u64,
+        outcome: Outcome,
+        record: Option<RequestRecord>,
+    }
+
+    impl PinnedDrop for ObservedBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(record) = this.record.take() {
+                record.finish(*this.bytes, *this.outcome);
+            }
+        }
+    }
+}
+
+impl ObservedBody {
+    /// Wraps `inner`; the request is logged when the body ends or is dropped.
+    pub(crate) fn new(inner: ProxyBody, deadline: Option<Instant>, record: RequestRecord) -> Self {
+        let outcome = if inner.is_end_stream() {
+            Outcome::Complete
+        } else {
+            Outcome::Cancelled
+        };
+        Self {
+            inner,
+            deadline: deadline.map(|d| tokio::time::sleep_until(d.into())),
+            bytes: 0,
+            outcome,
+            record: Some(record),
+        }
+    }
+}
+
+impl std::fmt::Debug for ObservedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObservedBody")
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+/// The error a response body ends with when the route's deadline passes mid-stream.
+#[derive(Debug, thiserror::Error)]
+#[error("route deadline passed while streaming the response")]
+pub(crate) struct DeadlineExceeded;
+
+impl Body for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        if *this.outcome != Outcome::Cancelled {
+            return Poll::Ready(None);
+        }
+        if let Some(deadline) = this.deadline.as_mut().as_pin_mut() {
+            if deadline.poll(cx).is_ready() {
+                *this.outcome = Outcome::Timeout;
+                return Poll::Ready(Some(Err(Box::new(DeadlineExceeded))));
+            }
+        }
+        match ready!(this.inner.poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes += data.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                *this.outcome = Outcome::UpstreamError;
+                Poll::Ready(Some(Err(e)))
+            }
+            None => {
+                *this.outcome = Outcome::Complete;
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.outcome != Outcome::Cancelled || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Frames a mirror copy may lag behind the forwarded request before the copy is abandoned.
+pub const MIRROR_BODY_BUFFER_FRAMES: usize = 64;
+
+pin_project! {
+    /// The forwarded request body, copying each data frame to a mirror.
+    struct TeeBody {
+        #[pin]
+        inner: ProxyBody,
+        copy: Option<tokio::sync::mpsc::Sender<Bytes>>,
+        aborted: Arc<std::sync::atomic::AtomicBool>,
+    }
+}
+
+impl Body for TeeBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(copy), Some(data)) = (this.copy.as_ref(), f.data_ref()) {
+                    if copy.try_send(data.clone()).is_err() {
+                        // The mirror is too slow (or gone): its copy ends as an error, never short.
+                        this.aborted
+                            .store(true, std::sync::atomic::Ordering::Release);
+                        *this.copy = None;
+                    }
+                }
+            }
+            Some(Err(_)) => {
+                this.aborted
+                    .store(true, std::sync::atomic::Ordering::Release);
+                *this.copy = None;
+            }
+            None => *this.copy = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The mirror's copy of a request body.
+struct MirrorBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    aborted: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Why a mirrored body ended early.
+#[derive(Debug, thiserror::Error)]
+#[error("mirrored request body abandoned (mirror too slow or client body failed)")]
+pub(crate) struct MirrorAbandoned;
+
+impl Body for MirrorBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match ready!(self.rx.poll_recv(cx)) {
+            Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            None if self.aborted.load(std::sync::atomic::Ordering::Acquire) => {
+                Poll::Ready(Some(Err(Box::new(MirrorAbandoned))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+/// Splits a request body into the forwarded body and a bounded copy for a mirror. The forwarded
+/// body never waits for the mirror: a copy that falls [`MIRROR_BODY_BUFFER_FRAMES`] behind ends with
+/// an error (so the mirror never sees a silently truncated body).
+pub(crate) fn tee(body: ProxyBody) -> (ProxyBody, ProxyBody) {
+    let (tx, rx) = tokio::sync::mpsc::channel(MIRROR_BODY_BUFFER_FRAMES);
+    let aborted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let main = TeeBody {
+        inner: body,
+        copy: Some(tx),
+        aborted: Arc::clone(&aborted),
+    };
+    (
+        main.boxed_unsync(),
+        MirrorBody { rx, aborted }.boxed_unsync(),
+    )
+}

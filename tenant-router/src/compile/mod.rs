@@ -1,0 +1,368 @@
+//! Compiling a [`TenantSnapshot`] into the immutable [`CompiledConfig`] a connection serves from.
+//!
+//! Compilation validates everything up front (PEM, regular expressions, header names, backend
+//! references, hostnames) so that serving never fails on configuration: a snapshot either compiles
+//! whole or is refused with a [`CompileError`] naming the route and field at fault.
+
+pub(crate) mod filters;
+pub(crate) mod matcher;
+pub(crate) mod tls;
+
+use crate::balance::{CompiledBackend, EndpointRegistry, Weighted};
+use crate::error::CompileError;
+use bulkhead_crds::snapshot::{
+    PathMatch, RouteEntry, RouteRef, TenantSnapshot, Timeouts, VirtualHost, WeightedBackend,
+};
+use bulkhead_hostmatch::{HostPattern, HostTable};
+use filters::{compile_filters, CompiledFilter};
+use matcher::{CompiledMatch, PathCondition};
+use rustls::crypto::CryptoProvider;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything one snapshot version means to the data plane; never changed after it is built.
+#[derive(Debug)]
+pub(crate) struct CompiledConfig {
+    /// The snapshot version.
+    pub(crate) version: u64,
+    /// The snapshot content hash.
+    pub(crate) hash: String,
+    /// Hostnames the tenant owns; a request for another name gets 421.
+    pub(crate) owned: HostTable<()>,
+    /// SNI → terminate or passthrough.
+    pub(crate) sni: HostTable<SniTarget>,
+    /// TLS server configuration, when something is terminated.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// Virtual hosts inside terminated TLS.
+    pub(crate) https_vhosts: HostTable<Arc<CompiledVhost>>,
+    /// Virtual hosts on the plain HTTP listener.
+    pub(crate) http_vhosts: HostTable<Arc<CompiledVhost>>,
+}
+
+/// What an SNI leads to.
+#[derive(Debug)]
+pub(crate) enum SniTarget {
+    /// Terminate TLS with the certificate for `pattern`; requests must be for names it covers.
+    Terminate { pattern: HostPattern },
+    /// Forward the raw TLS stream.
+    Passthrough(Arc<CompiledPassthrough>),
+}
+
+/// A TLSRoute.
+#[derive(Debug)]
+pub(crate) struct CompiledPassthrough {
+    /// `kind namespace/name rule N`, for logs and metrics.
+    pub(crate) label: Arc<str>,
+    /// Weighted backends (`None` = invalid reference: the connection is closed).
+    pub(crate) backends: Weighted<Option<Arc<CompiledBackend>>>,
+}
+
+/// One virtual host.
+#[derive(Debug)]
+pub(crate) struct CompiledVhost {
+    /// The Gateway listener's port (for redirects).
+    pub(crate) listener_port: u16,
+    /// Routes, first match wins.
+    pub(crate) routes: Vec<CompiledRoute>,
+}
+
+/// One route entry.
+#[derive(Debug)]
+pub(crate) struct CompiledRoute {
+    /// `kind namespace/name rule N`, for logs and metrics.
+    pub(crate) label: Arc<str>,
+    pub(crate) matcher: CompiledMatch,
+    pub(crate) filters: Vec<CompiledFilter>,
+    pub(crate) backends: Weighted<CompiledWeightedBackend>,
+    /// Whole-request deadline.
+    pub(crate) request_timeout: Option<Duration>,
+    /// Per-attempt backend deadline.
+    pub(crate) backend_timeout: Option<Duration>,
+}
+
+impl CompiledRoute {
+    /// The matched path prefix (no trailing slash), when the match is a PathPrefix.
+    pub(crate) fn matched_prefix(&self) -> Option<&str> {
+        match &self.matcher.path {
+            Some(PathCondition::Prefix(p)) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// A weighted backend of a rule.
+#[derive(Debug)]
+pub(crate) struct CompiledWeightedBackend {
+    /// `None` when the reference is invalid: requests that pick it get 500.
+    pub(crate) backend: Option<Arc<CompiledBackend>>,
+    /// Filters applied only when this backend is picked.
+    pub(crate) filters: Vec<CompiledFilter>,
+}
+
+/// A label naming a route rule: `HTTPRoute acme/web rule 0`.
+pub(crate) fn route_label(r: &RouteRef) -> String {
+    format!("{} {}/{} rule {}", r.kind, r.namespace, r.name, r.rule)
+}
+
+/// Compiles a snapshot for `tenant`.
+pub(crate) fn compile(
+    snapshot: &TenantSnapshot,
+    tenant: &str,
+    provider: &Arc<CryptoProvider>,
+    registry: &EndpointRegistry,
+) -> Result<CompiledConfig, CompileError> {
+    if snapshot.tenant != tenant {
+        return Err(CompileError::WrongTenant {
+            expected: tenant.to_owned(),
+            found: snapshot.tenant.clone(),
+        });
+    }
+    let mut owned = HostTable::new();
+    for (i, h) in snapshot.hostnames.iter().enumerate() {
+        owned.insert(pattern(h, &format!("hostnames[{i}]"))?, ());
+    }
+
+    let backends: BTreeMap<String, Arc<CompiledBackend>> = snapshot
+        .backends
+        .iter()
+        .map(|(id, b)| {
+            let backend = CompiledBackend {
+                id: Arc::from(id.as_str()),
+                protocol: b.protocol,
+                endpoints: b.endpoints.iter().map(|a| registry.get(*a)).collect(),
+            };
+            (id.clone(), Arc::new(backend))
+        })
+        .collect();
+
+    let mut sni = HostTable::new();
+    let mut certs = HostTable::new();
+    let mut parsed = BTreeMap::new();
+    for (i, t) in snapshot.https.terminate.iter().enumerate() {
+        let field = format!("https.terminate[{i}]");
+        let p = pattern(&t.hostname, &field)?;
+        let key = match parsed.get(&t.certificate) {
+            Some(k) => Arc::clone(k),
+            None => {
+                let pem = snapshot.certificates.get(&t.certificate).ok_or_else(|| {
+                    CompileError::DanglingCertificate {
+                        field: field.clone(),
+                        id: t.certificate.clone(),
+                    }
+                })?;
+                let k = tls::certified_key(&t.certificate, pem, provider)?;
+                parsed.insert(t.certificate.clone(), Arc::clone(&k));
+                k
+            }
+        };
+        if certs.insert(p.clone(), key).is_some() {
+            return Err(duplicate(&field, &t.hostname));
+        }
+        sni.insert(p.clone(), SniTarget::Terminate { pattern: p });
+    }
+    for (i, pt) in snapshot.https.passthrough.iter().enumerate() {
+        let field = format!("https.passthrough[{i}]");
+        let p = pattern(&pt.hostname, &field)?;
+        let label = route_label(&pt.route);
+        let entries = pt
+            .backends
+            .iter()
+            .map(|wb| Ok((wb.weight, resolve_backend(wb, &label, &backends)?)))
+            .collect::<Result<Vec<_>, CompileError>>()?;
+        let target = CompiledPassthrough {
+            label: Arc::from(label),
+            backends: Weighted::new(entries),
+        };
+        if sni
+            .insert(p, SniTarget::Passthrough(Arc::new(target)))
+            .is_some()
+        {
+            return Err(duplicate(&field, &pt.hostname));
+        }
+    }
+    let tls = if certs.is_empty() {
+        None
+    } else {
+        Some(tls::server_config(
+            tls::SniResolver::new(certs),
+            Arc::clone(provider),
+        )?)
+    };
+
+    Ok(CompiledConfig {
+        version: snapshot.version,
+        hash: snapshot.hash.clone(),
+        owned,
+        sni,
+        tls,
+        https_vhosts: vhosts(&snapshot.https.virtual_hosts, "https", &backends)?,
+        http_vhosts: vhosts(&snapshot.http.virtual_hosts, "http", &backends)?,
+    })
+}
+
+fn pattern(raw: &str, field: &str) -> Result<HostPattern, CompileError> {
+    HostPattern::parse(raw).map_err(|e| CompileError::Hostname {
+        field: field.to_owned(),
+        value: raw.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn duplicate(field: &str, value: &str) -> CompileError {
+    CompileError::DuplicateHostname {
+        field: field.to_owned(),
+        value: value.to_owned(),
+    }
+}
+
+fn resolve_backend(
+    wb: &WeightedBackend,
+    route: &str,
+    backends: &BTreeMap<String, Arc<CompiledBackend>>,
+) -> Result<Option<Arc<CompiledBackend>>, CompileError> {
+    match &wb.backend {
+        None => Ok(None),
+        Some(id) => {
+            backends
+                .get(id)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| CompileError::DanglingBackend {
+                    route: route.to_owned(),
+                    id: id.clone(),
+                })
+        }
+    }
+}
+
+fn vhosts(
+    list: &[VirtualHost],
+    port: &str,
+    backends: &BTreeMap<String, Arc<CompiledBackend>>,
+) -> Result<HostTable<Arc<CompiledVhost>>, CompileError> {
+    let mut table = HostTable::new();
+    for (i, vh) in list.iter().enumerate() {
+        let field = format!("{port}.virtual_hosts[{i}]");
+        let p = pattern(&vh.hostname, &field)?;
+        let routes = vh
+            .routes
+            .iter()
+            .map(|r| compile_route(r, backends))
+            .collect::<Result<Vec<_>, _>>()?;
+        let compiled = CompiledVhost {
+            listener_port: vh.listener_port,
+            routes,
+        };
+        if table.insert(p, Arc::new(compiled)).is_some() {
+            return Err(duplicate(&field, &vh.hostname));
+        }
+    }
+    Ok(table)
+}
+
+fn compile_route(
+    r: &RouteEntry,
+    backends: &BTreeMap<String, Arc<CompiledBackend>>,
+) -> Result<CompiledRoute, CompileError> {
+    let label = route_label(&r.route);
+    let has_prefix = matches!(r.matches.path, Some(PathMatch::PathPrefix(_)));
+    let matcher = CompiledMatch::compile(&r.matches, &label)?;
+    let filters = compile_filters(&r.filters, &label, "filters", has_prefix, backends)?;
+    let weighted = r
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, wb)| {
+            let backend = resolve_backend(wb, &label, backends)?;
+            let field = format!("backends[{i}].filters");
+            let filters = compile_filters(&wb.filters, &label, &field, has_prefix, backends)?;
+            Ok((wb.weight, CompiledWeightedBackend { backend, filters }))
+        })
+        .collect::<Result<Vec<_>, CompileError>>()?;
+    let Timeouts {
+        request_ms,
+        backend_request_ms,
+    } = r.timeouts;
+    Ok(CompiledRoute {
+        label: Arc::from(label),
+        matcher,
+        filters,
+        backends: Weighted::new(weighted),
+        request_timeout: request_ms.filter(|ms| *ms > 0).map(Duration::from_millis),
+        backend_timeout: backend_request_ms
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_crds::snapshot::{ListenerRef, TlsTerminate};
+
+    fn compile_err(s: &TenantSnapshot) -> String {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        match compile(s, "acme", &provider, &EndpointRegistry::default()) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn snapshot() -> TenantSnapshot {
+        TenantSnapshot {
+            tenant: "acme".into(),
+            namespace: "acme".into(),
+            version: 1,
+            hostnames: vec!["*.acme.test".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn empty_snapshot_compiles() {
+        assert_eq!(compile_err(&snapshot()), "");
+    }
+
+    #[test]
+    fn dangling_certificate_names_the_field() {
+        let mut s = snapshot();
+        s.https.terminate.push(TlsTerminate {
+            hostname: "a.acme.test".into(),
+            certificate: "acme/missing".into(),
+            listener: ListenerRef {
+                namespace: "acme".into(),
+                gateway: "gw".into(),
+                listener: "https".into(),
+                port: 443,
+            },
+        });
+        let e = compile_err(&s);
+        assert!(
+            e.contains("https.terminate[0]") && e.contains("acme/missing"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_virtual_host_and_bad_hostname_are_refused() {
+        let mut s = snapshot();
+        let vh = VirtualHost {
+            hostname: "a.acme.test".into(),
+            listener_port: 80,
+            routes: vec![],
+        };
+        s.http.virtual_hosts = vec![vh.clone(), vh];
+        assert!(compile_err(&s).contains("http.virtual_hosts[1]"));
+        let mut s = snapshot();
+        s.hostnames = vec!["a.*.test".into()];
+        assert!(compile_err(&s).contains("hostnames[0]"));
+    }
+
+    #[test]
+    fn wrong_tenant_is_refused() {
+        let mut s = snapshot();
+        s.tenant = "globex".into();
+        assert!(compile_err(&s).contains("globex"));
+    }
+}

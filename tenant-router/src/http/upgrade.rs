@@ -1,0 +1,33 @@
+//! HTTP/1.1 protocol upgrades (WebSocket): once the backend answered 101, the client's and the
+//! backend's connections are joined and bytes are copied both ways until either side closes or the
+//! idle deadline passes.
+
+use super::Shared;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+/// Joins the two upgraded connections in a background task that shutdown drains like a connection.
+pub(crate) fn bridge(shared: &Shared, client: OnUpgrade, upstream: OnUpgrade) {
+    let idle = shared.limits.upgrade_idle_timeout;
+    let stop = shared.hard_stop.clone();
+    shared.tasks.spawn(async move {
+        let (client, upstream) = tokio::join!(client, upstream);
+        let (client, upstream) = match (client, upstream) {
+            (Ok(c), Ok(u)) => (c, u),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(error = %e, "protocol upgrade failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        tokio::select! {
+            result = bulkhead_proxy_io::copy_bidirectional(&mut client, &mut upstream, idle) => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                }
+            }
+            () = stop.cancelled() => {}
+        }
+    });
+}

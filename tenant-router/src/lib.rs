@@ -1,0 +1,33 @@
+//! Tier 2 of Bulkhead: the tenant router.
+//!
+//! One [`Router`] serves one tenant. Its TLS listener reads the PROXY v2 header the edge wrote, sniffs
+//! the ClientHello again and, by SNI, either forwards the raw TLS stream to a TLSRoute backend or
+//! terminates TLS (rustls, certificate chosen by SNI) and routes HTTP/1.1 and HTTP/2 requests with
+//! Gateway API semantics: host ownership (421), virtual host and first matching route (404), filters,
+//! weighted backends, power-of-two-choices endpoints, pooled upstream connections. Its plain HTTP
+//! listener routes by `Host` the same way.
+//!
+//! Configuration arrives as [`TenantSnapshot`](bulkhead_crds::snapshot::TenantSnapshot)s; each is
+//! compiled into an immutable configuration and swapped in atomically, or refused (and acknowledged
+//! with the reason) while the previous one keeps serving. A connection keeps the configuration it
+//! was accepted with.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod balance;
+mod body;
+mod compile;
+mod error;
+mod http;
+mod limits;
+mod listener;
+mod metrics;
+mod router;
+mod upstream;
+
+pub use compile::filters::DEFAULT_REDIRECT_STATUS;
+pub use compile::matcher::MAX_REGEX_SIZE;
+pub use error::{CompileError, RouterError};
+pub use limits::*;
+pub use metrics::RouterMetrics;
+pub use router::{Router, RouterConfig};

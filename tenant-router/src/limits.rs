@@ -1,0 +1,117 @@
+//! Every limit and timeout of a tenant router, in one reviewed place.
+//!
+//! The defaults are named constants so that a reader can see them without running the code; the
+//! embedding binary may override any field of [`RouterLimits`].
+
+use std::time::Duration;
+
+/// How long a connection may take to send its PROXY v2 header.
+pub const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a TLS handshake may take once the ClientHello was read.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a complete HTTP/1 request head.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest HTTP/1 read buffer (bounds the request head), 64 KiB.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Most header fields in one HTTP/1 request.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Most concurrent HTTP/2 streams per client connection.
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Most HTTP/2 streams reset by the client before they were accepted (rapid-reset defence).
+pub const DEFAULT_H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Most HTTP/2 streams the router may reset because of client errors before closing the connection.
+pub const DEFAULT_H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
+/// Largest decoded HTTP/2 header list, 64 KiB.
+pub const DEFAULT_H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+/// Interval of HTTP/2 keep-alive pings to idle clients.
+pub const DEFAULT_H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a keep-alive ping may stay unanswered before the connection is closed.
+pub const DEFAULT_H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long connecting to a backend endpoint may take (then 503, or the next endpoint for passthrough).
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an idle pooled upstream connection is kept.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Most idle pooled HTTP/1 connections per backend endpoint.
+pub const DEFAULT_UPSTREAM_MAX_IDLE_PER_ENDPOINT: usize = 64;
+/// A passthrough (raw TLS) connection with no byte in either direction for this long is closed.
+pub const DEFAULT_PASSTHROUGH_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// An upgraded (WebSocket) connection with no byte in either direction for this long is closed.
+pub const DEFAULT_UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long open connections may finish their work after shutdown was requested.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most client connections served at once per listener; further clients wait in the accept backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// How many endpoints a passthrough connection tries before giving up (nothing is sent before).
+pub const DEFAULT_PASSTHROUGH_CONNECT_ATTEMPTS: usize = 3;
+
+/// Limits and timeouts of one tenant router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterLimits {
+    /// See [`DEFAULT_PROXY_HEADER_TIMEOUT`].
+    pub proxy_header_timeout: Duration,
+    /// How long reading the ClientHello may take (default [`bulkhead_sniff::DEFAULT_SNIFF_TIMEOUT`]).
+    pub sniff_timeout: Duration,
+    /// See [`DEFAULT_TLS_HANDSHAKE_TIMEOUT`].
+    pub tls_handshake_timeout: Duration,
+    /// See [`DEFAULT_HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+    /// See [`DEFAULT_MAX_HEADER_BYTES`] (hyper needs at least 8 KiB).
+    pub max_header_bytes: usize,
+    /// See [`DEFAULT_MAX_HEADERS`].
+    pub max_headers: usize,
+    /// See [`DEFAULT_H2_MAX_CONCURRENT_STREAMS`].
+    pub h2_max_concurrent_streams: u32,
+    /// See [`DEFAULT_H2_MAX_PENDING_ACCEPT_RESET_STREAMS`].
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// See [`DEFAULT_H2_MAX_LOCAL_ERROR_RESET_STREAMS`].
+    pub h2_max_local_error_reset_streams: usize,
+    /// See [`DEFAULT_H2_MAX_HEADER_LIST_SIZE`].
+    pub h2_max_header_list_size: u32,
+    /// See [`DEFAULT_H2_KEEP_ALIVE_INTERVAL`].
+    pub h2_keep_alive_interval: Duration,
+    /// See [`DEFAULT_H2_KEEP_ALIVE_TIMEOUT`].
+    pub h2_keep_alive_timeout: Duration,
+    /// See [`DEFAULT_UPSTREAM_CONNECT_TIMEOUT`].
+    pub upstream_connect_timeout: Duration,
+    /// See [`DEFAULT_UPSTREAM_IDLE_TIMEOUT`].
+    pub upstream_idle_timeout: Duration,
+    /// See [`DEFAULT_UPSTREAM_MAX_IDLE_PER_ENDPOINT`].
+    pub upstream_max_idle_per_endpoint: usize,
+    /// See [`DEFAULT_PASSTHROUGH_IDLE_TIMEOUT`].
+    pub passthrough_idle_timeout: Duration,
+    /// See [`DEFAULT_UPGRADE_IDLE_TIMEOUT`].
+    pub upgrade_idle_timeout: Duration,
+    /// See [`DEFAULT_DRAIN_TIMEOUT`].
+    pub drain_timeout: Duration,
+    /// See [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// See [`DEFAULT_PASSTHROUGH_CONNECT_ATTEMPTS`].
+    pub passthrough_connect_attempts: usize,
+}
+
+impl Default for RouterLimits {
+    fn default() -> Self {
+        Self {
+            proxy_header_timeout: DEFAULT_PROXY_HEADER_TIMEOUT,
+            sniff_timeout: bulkhead_sniff::DEFAULT_SNIFF_TIMEOUT,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            h2_max_pending_accept_reset_streams: DEFAULT_H2_MAX_PENDING_ACCEPT_RESET_STREAMS,
+            h2_max_local_error_reset_streams: DEFAULT_H2_MAX_LOCAL_ERROR_RESET_STREAMS,
+            h2_max_header_list_size: DEFAULT_H2_MAX_HEADER_LIST_SIZE,
+            h2_keep_alive_interval: DEFAULT_H2_KEEP_ALIVE_INTERVAL,
+            h2_keep_alive_timeout: DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
+            upstream_connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
+            upstream_idle_timeout: DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+            upstream_max_idle_per_endpoint: DEFAULT_UPSTREAM_MAX_IDLE_PER_ENDPOINT,
+            passthrough_idle_timeout: DEFAULT_PASSTHROUGH_IDLE_TIMEOUT,
+            upgrade_idle_timeout: DEFAULT_UPGRADE_IDLE_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            passthrough_connect_attempts: DEFAULT_PASSTHROUGH_CONNECT_ATTEMPTS,
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! The two listeners of a router and what happens to one connection on each.
+//!
+//! * TLS listener: PROXY v2 header (client address) → ClientHello sniffed and kept → SNI lookup:
+//!   passthrough (raw copy to a TLSRoute backend, TLS untouched), terminate (rustls over the replayed
+//!   bytes, ALPN h2 / http/1.1, then HTTP), or an `unrecognized_name` alert and close.
+//! * HTTP listener: PROXY v2 header → HTTP/1.1 (or HTTP/2 prior knowledge) over the replayed bytes.
+//!
+//! A connection loads the configuration once, when it is accepted, and keeps it to the end.
+
+use crate::compile::{CompiledConfig, CompiledPassthrough, SniTarget};
+use crate::http::{serve_request, ConnContext, Entry, Shared};
+use crate::metrics::{
+    ConnectionLabels, ConnectionOutcome, ListenerLabel, ListenerLabels, RouteLabels,
+};
+use arc_swap::ArcSwapOption;
+use bulkhead_hostmatch::HostPattern;
+use bulkhead_proxy_io::{copy_bidirectional_observed, read_proxy_header, ProxyHeader, Rewind};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// hyper refuses an HTTP/1 read buffer smaller than this.
+const MIN_H1_BUF_SIZE: usize = 8 * 1024;
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// Initial capacity of the buffer that keeps the PROXY header payload and the ClientHello.
+const INITIAL_SNIFF_BUFFER: usize = 4 * 1024;
+/// A fatal TLS `unrecognized_name` alert record (TLS 1.2 record version, level 2, description 112).
+const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
+/// The HTTP server settings of a router, built once from its limits.
+#[derive(Debug)]
+pub(crate) struct HttpServers {
+    /// HTTP/1.1 or HTTP/2 by preface (plain listener, TLS without ALPN).
+    auto: auto::Builder<TokioExecutor>,
+    /// ALPN `http/1.1`.
+    h1: auto::Builder<TokioExecutor>,
+    /// ALPN `h2`.
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl HttpServers {
+    pub(crate) fn new(limits: &crate::RouterLimits) -> Self {
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(MIN_H1_BUF_SIZE))
+            .max_headers(limits.max_headers)
+            .keep_alive(true);
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
+            .max_header_list_size(limits.h2_max_header_list_size)
+            .keep_alive_interval(limits.h2_keep_alive_interval)
+            .keep_alive_timeout(limits.h2_keep_alive_timeout);
+        Self {
+            h1: b.clone().http1_only(),
+            h2: b.clone().http2_only(),
+            auto: b,
+        }
+    }
+}
+
+/// State shared by the accept loops of one router.
+#[derive(Debug)]
+pub(crate) struct ListenerState {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) current: ArcSwapOption<CompiledConfig>,
+    pub(crate) servers: HttpServers,
+    pub(crate) expect_proxy: bool,
+    /// Cancelled when shutdown starts: stop accepting, drain open connections.
+    pub(crate) drain: CancellationToken,
+}
+
+/// Counts a connection as open until dropped.
+struct OpenConnection {
+    shared: Arc<Shared>,
+    listener: ListenerLabel,
+}
+
+impl OpenConnection {
+    fn new(shared: &Arc<Shared>, listener: ListenerLabel) -> Self {
+        shared
+            .metrics
+            .open_connections
+            .get_or_create(&Self::labels(shared, listener))
+            .inc();
+        Self {
+            shared: Arc::clone(shared),
+            listener,
+        }
+    }
+
+    fn labels(shared: &Shared, listener: ListenerLabel) -> ListenerLabels {
+        ListenerLabels {
+            tenant: Arc::clone(&shared.tenant),
+            listener,
+        }
+    }
+
+    fn outcome(&self, outcome: ConnectionOutcome) {
+        self.shared
+            .metrics
+            .connections
+            .get_or_create(&ConnectionLabels {
+                tenant: Arc::clone(&self.shared.tenant),
+                listener: self.listener,
+                outcome,
+            })
+            .inc();
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.shared
+            .metrics
+            .open_connections
+            .get_or_create(&Self::labels(&self.shared, self.listener))
+            .dec();
+    }
+}
+
+/// Accepts connections until the drain starts; each one runs as a task of `tracker`.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    kind: ListenerLabel,
+    state: Arc<ListenerState>,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(state.shared.limits.max_connections.max(1)));
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => p,
+            () = state.drain.cancelled() => break,
+        };
+        let Ok(permit) = permit else { break };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(tenant = %state.shared.tenant, error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = state.drain.cancelled() => break,
+        };
+        let Some(config) = state.current.load_full() else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        tracker.spawn(async move {
+            let open = OpenConnection::new(&state.shared, kind);
+            let serve = async {
+                match kind {
+                    ListenerLabel::Https => {
+                        serve_tls_connection(&state, config, stream, peer).await
+                    }
+                    ListenerLabel::Http => {
+                        serve_plain_connection(&state, config, stream, peer).await
+                    }
+                }
+            };
+            tokio::select! {
+                outcome = serve => open.outcome(outcome),
+                () = state.shared.hard_stop.cancelled() => {}
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Reads the PROXY header when one is expected; the client address, or `None` to close.
+async fn client_address(
+    state: &ListenerState,
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    peer: SocketAddr,
+) -> Option<SocketAddr> {
+    if !state.expect_proxy {
+        return Some(peer);
+    }
+    match read_proxy_header(stream, buf, state.shared.limits.proxy_header_timeout).await {
+        Ok(ProxyHeader::Proxied(addrs)) => Some(addrs.source),
+        Ok(ProxyHeader::Local) => Some(peer),
+        Err(e) => {
+            tracing::debug!(tenant = %state.shared.tenant, %peer, error = %e, "bad PROXY header");
+            None
+        }
+    }
+}
+
+async fn serve_tls_connection(
+    state: &ListenerState,
+    config: Arc<CompiledConfig>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> ConnectionOutcome {
+    let mut buf = Vec::with_capacity(INITIAL_SNIFF_BUFFER);
+    let Some(client) = client_address(state, &mut stream, &mut buf, peer).await else {
+        return ConnectionOutcome::ProxyHeaderError;
+    };
+    let limits = &state.shared.limits;
+    let hello = match bulkhead_sniff::read_client_hello(&mut stream, &mut buf, limits.sniff_timeout)
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::debug!(tenant = %state.shared.tenant, %client, reason = e.reason(), "no usable ClientHello");
+            return ConnectionOutcome::SniffError;
+        }
+    };
+    let target = match hello.sni.as_deref() {
+        Some(name) => config.sni.lookup(name),
+        None => config.sni.get_pattern(&HostPattern::Any),
+    };
+    match target {
+        None => {
+            tracing::debug!(tenant = %state.shared.tenant, %client, sni = ?hello.sni, "SNI not served");
+            let _ = stream.write_all(&UNRECOGNIZED_NAME_ALERT).await;
+            let _ = stream.shutdown().await;
+            ConnectionOutcome::UnknownSni
+        }
+        Some(SniTarget::Passthrough(route)) => {
+            passthrough(state, Arc::clone(route), stream, buf, client).await
+        }
+        Some(SniTarget::Terminate { pattern }) => {
+            let pattern = pattern.clone();
+            terminate(state, config, stream, buf, client, pattern).await
+        }
+    }
+}
+
+async fn terminate(
+    state: &ListenerState,
+    config: Arc<CompiledConfig>,
+    stream: TcpStream,
+    buf: Vec<u8>,
+    client: SocketAddr,
+    cert_pattern: HostPattern,
+) -> ConnectionOutcome {
+    let Some(tls) = config.tls.clone() else {
+        return ConnectionOutcome::HandshakeError;
+    };
+    let accept = TlsAcceptor::from(tls).accept(Rewind::new(buf, stream));
+    let tls = match tokio::time::timeout(state.shared.limits.tls_handshake_timeout, accept).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(tenant = %state.shared.tenant, %client, error = %e, "TLS handshake failed");
+            return ConnectionOutcome::HandshakeError;
+        }
+        Err(_) => {
+            tracing::debug!(tenant = %state.shared.tenant, %client, "TLS handshake timed out");
+            return ConnectionOutcome::HandshakeError;
+        }
+    };
+    let server = match tls.get_ref().1.alpn_protocol() {
+        Some(b"h2") => &state.servers.h2,
+        Some(b"http/1.1") => &state.servers.h1,
+        _ => &state.servers.auto,
+    };
+    let ctx = ConnContext {
+        shared: Arc::clone(&state.shared),
+        config,
+        entry: Entry::Tls { cert_pattern },
+        client,
+    };
+    serve_http(state, server, TokioIo::new(tls), ctx).await;
+    ConnectionOutcome::Terminated
+}
+
+async fn serve_plain_connection(
+    state: &ListenerState,
+    config: Arc<CompiledConfig>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> ConnectionOutcome {
+    let mut buf = Vec::with_capacity(INITIAL_SNIFF_BUFFER);
+    let Some(client) = client_address(state, &mut stream, &mut buf, peer).await else {
+        return ConnectionOutcome::ProxyHeaderError;
+    };
+    let ctx = ConnContext {
+        shared: Arc::clone(&state.shared),
+        config,
+        entry: Entry::Plain,
+        client,
+    };
+    serve_http(
+        state,
+        &state.servers.auto,
+        TokioIo::new(Rewind::new(buf, stream)),
+        ctx,
+    )
+    .await;
+    ConnectionOutcome::Http
+}
+
+/// Serves HTTP on one connection; on drain, finishes in-flight requests (hyper graceful shutdown)
+/// until the hard stop.
+async fn serve_http<I>(
+    state: &ListenerState,
+    server: &auto::Builder<TokioExecutor>,
+    io: I,
+    ctx: ConnContext,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let ctx = Arc::new(ctx);
+    let service = service_fn(move |req| serve_request(Arc::clone(&ctx), req));
+    let conn = server.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = state.drain.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = conn.as_mut() => r,
+                () = state.shared.hard_stop.cancelled() => Ok(()),
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(tenant = %state.shared.tenant, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+async fn passthrough(
+    state: &ListenerState,
+    route: Arc<CompiledPassthrough>,
+    mut client_stream: TcpStream,
+    buf: Vec<u8>,
+    client: SocketAddr,
+) -> ConnectionOutcome {
+    let limits = &state.shared.limits;
+    let mut connected = None;
+    let mut failed = Vec::new();
+    for _ in 0..limits.passthrough_connect_attempts.max(1) {
+        let Some(Some(backend)) = route.backends.pick() else {
+            break;
+        };
+        let Some(endpoint) = backend.pick_endpoint_avoiding(&failed) else {
+            continue;
+        };
+        match tokio::time::timeout(
+            limits.upstream_connect_timeout,
+            TcpStream::connect(endpoint.addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => {
+                connected = Some((s, endpoint.start()));
+                break;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(route = %route.label, endpoint = %endpoint.addr, error = %e, "passthrough connect failed");
+            }
+            Err(_) => {
+                tracing::debug!(route = %route.label, endpoint = %endpoint.addr, "passthrough connect timed out");
+            }
+        }
+        failed.push(endpoint.addr);
+    }
+    let Some((mut upstream, _in_flight)) = connected else {
+        tracing::debug!(route = %route.label, %client, "no passthrough backend reachable");
+        return ConnectionOutcome::UpstreamError;
+    };
+    let _ = upstream.set_nodelay(true);
+    if let Err(e) = upstream.write_all(&buf).await {
+        tracing::debug!(route = %route.label, error = %e, "passthrough replay failed");
+        return ConnectionOutcome::UpstreamError;
+    }
+    let counter = state
+        .shared
+        .metrics
+        .passthrough_bytes
+        .get_or_create_owned(&RouteLabels {
+            tenant: Arc::clone(&state.shared.tenant),
+            route: Arc::clone(&route.label),
+        });
+    counter.inc_by(buf.len() as u64);
+    let copy = copy_bidirectional_observed(
+        &mut client_stream,
+        &mut upstream,
+        limits.passthrough_idle_timeout,
+        |_, n| {
+            counter.inc_by(n);
+        },
+    );
+    tokio::select! {
+        r = copy => if let Err(e) = r {
+            tracing::debug!(route = %route.label, error = %e, "passthrough copy ended with an error");
+        },
+        () = state.shared.hard_stop.cancelled() => {}
+    }
+    ConnectionOutcome::Passthrough
+}

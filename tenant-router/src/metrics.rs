@@ -1,0 +1,236 @@
+//! Prometheus metrics shared by every router of a process. Every series carries the `tenant` label;
+//! `route` and `backend` labels come from the snapshot only (never from a request), so cardinality is
+//! bounded by configuration.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// Smallest request-duration bucket, in seconds (1 ms).
+const DURATION_BUCKET_START: f64 = 0.001;
+/// Number of request-duration buckets (doubling from 1 ms up to about 65 s).
+const DURATION_BUCKETS: u16 = 17;
+
+/// Which listener a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ListenerLabel {
+    /// The TLS listener.
+    Https,
+    /// The plain HTTP listener.
+    Http,
+}
+
+/// How a connection was handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ConnectionOutcome {
+    /// TLS terminated and HTTP served.
+    Terminated,
+    /// Raw TLS forwarded.
+    Passthrough,
+    /// Plain HTTP served.
+    Http,
+    /// No PROXY header or an invalid one.
+    ProxyHeaderError,
+    /// No ClientHello or an invalid one.
+    SniffError,
+    /// An SNI this tenant does not serve.
+    UnknownSni,
+    /// The TLS handshake failed.
+    HandshakeError,
+    /// No passthrough backend could be reached.
+    UpstreamError,
+}
+
+/// Why an upstream request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum UpstreamErrorKind {
+    /// Connecting failed (503).
+    Connect,
+    /// A deadline passed (504, or an aborted response).
+    Timeout,
+    /// The backend broke the exchange (502, or an aborted response).
+    Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) route: Arc<str>,
+    pub(crate) backend: Arc<str>,
+    pub(crate) code: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RouteLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) route: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct ConnectionLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) listener: ListenerLabel,
+    pub(crate) outcome: ConnectionOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct ListenerLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) listener: ListenerLabel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct UpstreamErrorLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) backend: Arc<str>,
+    pub(crate) kind: UpstreamErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct SnapshotLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) outcome: SnapshotOutcome,
+}
+
+/// Whether a snapshot was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum SnapshotOutcome {
+    /// Compiled and swapped in.
+    Applied,
+    /// Refused; the previous configuration keeps serving.
+    Rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct TenantLabels {
+    pub(crate) tenant: Arc<str>,
+}
+
+/// Encodes unit-like enums as snake_case label values.
+macro_rules! snake_case_labels {
+    ($($ty:ident { $($variant:ident => $text:literal),+ $(,)? })+) => {$(
+        impl $ty {
+            /// The label value.
+            pub(crate) fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+
+snake_case_labels! {
+    ListenerLabel { Https => "https", Http => "http" }
+    ConnectionOutcome {
+        Terminated => "terminated",
+        Passthrough => "passthrough",
+        Http => "http",
+        ProxyHeaderError => "proxy_header_error",
+        SniffError => "sniff_error",
+        UnknownSni => "unknown_sni",
+        HandshakeError => "handshake_error",
+        UpstreamError => "upstream_error",
+    }
+    UpstreamErrorKind { Connect => "connect", Timeout => "timeout", Protocol => "protocol" }
+    SnapshotOutcome { Applied => "applied", Rejected => "rejected" }
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(
+        DURATION_BUCKET_START,
+        2.0,
+        DURATION_BUCKETS,
+    ))
+}
+
+/// The router metrics of one process (shared by all its routers, told apart by the `tenant` label).
+#[derive(Debug)]
+pub struct RouterMetrics {
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    pub(crate) request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub(crate) response_bytes: Family<RouteLabels, Counter>,
+    pub(crate) connections: Family<ConnectionLabels, Counter>,
+    pub(crate) open_connections: Family<ListenerLabels, Gauge>,
+    pub(crate) upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub(crate) passthrough_bytes: Family<RouteLabels, Counter>,
+    pub(crate) snapshots: Family<SnapshotLabels, Counter>,
+    pub(crate) snapshot_version: Family<TenantLabels, Gauge>,
+}
+
+impl RouterMetrics {
+    /// Creates the metrics and registers them (prefix `bulkhead_router_`).
+    pub fn register(registry: &mut Registry) -> Arc<RouterMetrics> {
+        let m = Self::unregistered();
+        let r = registry.sub_registry_with_prefix("bulkhead_router");
+        r.register(
+            "requests",
+            "HTTP requests answered, by route, backend and status code",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time from request head to the last response byte",
+            m.request_duration.clone(),
+        );
+        r.register(
+            "response_body_bytes",
+            "Response body bytes sent to clients",
+            m.response_bytes.clone(),
+        );
+        r.register(
+            "connections",
+            "Client connections accepted, by outcome",
+            m.connections.clone(),
+        );
+        r.register(
+            "open_connections",
+            "Client connections currently open",
+            m.open_connections.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Failed upstream exchanges, by kind",
+            m.upstream_errors.clone(),
+        );
+        r.register(
+            "passthrough_bytes",
+            "Bytes copied in both directions on TLS passthrough connections",
+            m.passthrough_bytes.clone(),
+        );
+        r.register(
+            "snapshots",
+            "Snapshots received, by outcome",
+            m.snapshots.clone(),
+        );
+        r.register(
+            "snapshot_version",
+            "Version of the snapshot being served",
+            m.snapshot_version.clone(),
+        );
+        Arc::new(m)
+    }
+
+    /// Metrics that no registry exports (tests, or a router whose metrics are not wanted).
+    pub fn unregistered() -> RouterMetrics {
+        RouterMetrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(duration_histogram),
+            response_bytes: Family::default(),
+            connections: Family::default(),
+            open_connections: Family::default(),
+            upstream_errors: Family::default(),
+            passthrough_bytes: Family::default(),
+            snapshots: Family::default(),
+            snapshot_version: Family::default(),
+        }
+    }
+}

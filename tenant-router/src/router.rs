@@ -1,0 +1,268 @@
+//! [`Router`]: one tenant's router — binds its two listeners, applies snapshots as they arrive
+//! (compile, then swap atomically; refuse and keep the previous one when invalid) and drains on
+//! shutdown.
+
+use crate::balance::EndpointRegistry;
+use crate::compile::{compile, CompiledConfig};
+use crate::error::RouterError;
+use crate::http::Shared;
+use crate::limits::RouterLimits;
+use crate::listener::{accept_loop, HttpServers, ListenerState};
+use crate::metrics::{ListenerLabel, RouterMetrics, SnapshotLabels, SnapshotOutcome, TenantLabels};
+use crate::upstream::Upstreams;
+use arc_swap::ArcSwapOption;
+use bulkhead_admin::ReadyFlag;
+use bulkhead_crds::snapshot::{BackendProtocol, TenantSnapshot};
+use bulkhead_snapshot::Subscription;
+use rustls::crypto::CryptoProvider;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Where and how one tenant router listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterConfig {
+    /// The tenant served; snapshots for another tenant are refused.
+    pub tenant: String,
+    /// The TLS listener (terminate and passthrough, routed by SNI).
+    pub https_listen: SocketAddr,
+    /// The plain HTTP listener.
+    pub http_listen: SocketAddr,
+    /// Whether every connection starts with a PROXY protocol header (v2 from the edge; v1 accepted);
+    /// true behind the edge.
+    pub expect_proxy: bool,
+    /// Limits and timeouts.
+    pub limits: RouterLimits,
+}
+
+impl RouterConfig {
+    /// A configuration with default limits that expects PROXY headers.
+    pub fn new(
+        tenant: impl Into<String>,
+        https_listen: SocketAddr,
+        http_listen: SocketAddr,
+    ) -> Self {
+        Self {
+            tenant: tenant.into(),
+            https_listen,
+            http_listen,
+            expect_proxy: true,
+            limits: RouterLimits::default(),
+        }
+    }
+}
+
+/// One tenant's router, bound and ready to [`run`](Router::run).
+#[derive(Debug)]
+pub struct Router {
+    config: RouterConfig,
+    https: TcpListener,
+    http: TcpListener,
+    https_addr: SocketAddr,
+    http_addr: SocketAddr,
+    metrics: Arc<RouterMetrics>,
+    ready: ReadyFlag,
+}
+
+impl Router {
+    /// Binds both listeners (port 0 picks a free port; see [`Router::https_addr`]).
+    pub async fn bind(
+        config: RouterConfig,
+        metrics: Arc<RouterMetrics>,
+        ready: ReadyFlag,
+    ) -> Result<Router, RouterError> {
+        if config.tenant.is_empty() {
+            return Err(RouterError::Config("tenant name is empty".into()));
+        }
+        let https = bind(config.https_listen).await?;
+        let http = bind(config.http_listen).await?;
+        let https_addr = local_addr(&https, config.https_listen)?;
+        let http_addr = local_addr(&http, config.http_listen)?;
+        Ok(Router {
+            config,
+            https,
+            http,
+            https_addr,
+            http_addr,
+            metrics,
+            ready,
+        })
+    }
+
+    /// The bound TLS listener address.
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https_addr
+    }
+
+    /// The bound plain HTTP listener address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Serves until `shutdown` is cancelled. Connections are accepted once the first valid snapshot
+    /// arrived (earlier ones wait in the backlog). Each snapshot is compiled and swapped in, or
+    /// refused with the reason, and acknowledged either way. On shutdown: stop accepting, mark not
+    /// ready, let open connections finish for up to the drain timeout, then drop the rest.
+    pub async fn run(
+        self,
+        mut snapshots: Subscription<TenantSnapshot>,
+        shutdown: CancellationToken,
+    ) -> Result<(), RouterError> {
+        let Router {
+            config,
+            https,
+            http,
+            metrics,
+            ready,
+            ..
+        } = self;
+        let tenant: Arc<str> = Arc::from(config.tenant.as_str());
+        let tracker = TaskTracker::new();
+        let shared = Arc::new(Shared {
+            tenant: Arc::clone(&tenant),
+            metrics,
+            upstreams: Upstreams::new(&config.limits),
+            limits: config.limits.clone(),
+            hard_stop: CancellationToken::new(),
+            tasks: tracker.clone(),
+        });
+        let state = Arc::new(ListenerState {
+            shared: Arc::clone(&shared),
+            current: ArcSwapOption::empty(),
+            servers: HttpServers::new(&config.limits),
+            expect_proxy: config.expect_proxy,
+            drain: shutdown.clone(),
+        });
+        let applier = SnapshotApplier {
+            tenant: config.tenant.clone(),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            registry: EndpointRegistry::default(),
+        };
+        let mut listeners = Some((https, http));
+        let mut stream_open = true;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = snapshots.next(), if stream_open => match next {
+                    None => {
+                        tracing::warn!(tenant = %tenant, "snapshot stream ended; serving the last configuration");
+                        stream_open = false;
+                    }
+                    Some(snapshot) => {
+                        let outcome = applier.apply(&state, &snapshot);
+                        if outcome.is_ok() {
+                            ready.set(true);
+                        }
+                        snapshots.ack(snapshot.version, outcome);
+                        if state.current.load().is_some() {
+                            if let Some((https, http)) = listeners.take() {
+                                tracker.spawn(accept_loop(https, ListenerLabel::Https, Arc::clone(&state), tracker.clone()));
+                                tracker.spawn(accept_loop(http, ListenerLabel::Http, Arc::clone(&state), tracker.clone()));
+                            }
+                        }
+                    }
+                },
+            }
+        }
+        ready.set(false);
+        tracing::info!(tenant = %tenant, "router draining");
+        tracker.close();
+        if tokio::time::timeout(config.limits.drain_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(tenant = %tenant, open = tracker.len(), "drain timeout passed; closing remaining connections");
+        }
+        shared.hard_stop.cancel();
+        tracker.wait().await;
+        tracing::info!(tenant = %tenant, "router stopped");
+        Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, RouterError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RouterError::Bind { addr, source })
+}
+
+fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, RouterError> {
+    l.local_addr()
+        .map_err(|source| RouterError::Bind { addr, source })
+}
+
+/// Turns snapshots into served configurations.
+struct SnapshotApplier {
+    tenant: String,
+    provider: Arc<CryptoProvider>,
+    registry: EndpointRegistry,
+}
+
+impl SnapshotApplier {
+    /// Compiles and swaps in `snapshot`, or explains why not (the previous configuration stays).
+    fn apply(&self, state: &ListenerState, snapshot: &TenantSnapshot) -> Result<(), String> {
+        let metrics = &state.shared.metrics;
+        let tenant = &state.shared.tenant;
+        if let Some(current) = state.current.load().as_ref() {
+            if current.version == snapshot.version
+                && !snapshot.hash.is_empty()
+                && current.hash == snapshot.hash
+            {
+                return Ok(());
+            }
+        }
+        let count = |outcome| {
+            metrics
+                .snapshots
+                .get_or_create(&SnapshotLabels {
+                    tenant: Arc::clone(tenant),
+                    outcome,
+                })
+                .inc();
+        };
+        match compile(snapshot, &self.tenant, &self.provider, &self.registry) {
+            Ok(compiled) => {
+                let live = h2_endpoints(&compiled);
+                state.current.store(Some(Arc::new(compiled)));
+                self.registry.prune();
+                state.shared.upstreams.retain_h2(&live);
+                count(SnapshotOutcome::Applied);
+                metrics
+                    .snapshot_version
+                    .get_or_create(&TenantLabels {
+                        tenant: Arc::clone(tenant),
+                    })
+                    .set(i64::try_from(snapshot.version).unwrap_or(i64::MAX));
+                tracing::info!(tenant = %tenant, version = snapshot.version, hash = %snapshot.hash, "snapshot applied");
+                Ok(())
+            }
+            Err(e) => {
+                count(SnapshotOutcome::Rejected);
+                tracing::warn!(tenant = %tenant, version = snapshot.version, error = %e, "snapshot refused; previous configuration kept");
+                Err(e.to_string())
+            }
+        }
+    }
+}
+
+/// Every HTTP/2 endpoint a configuration can send to (route backends and mirrors).
+fn h2_endpoints(config: &CompiledConfig) -> HashSet<SocketAddr> {
+    let mut out = HashSet::new();
+    for table in [&config.https_vhosts, &config.http_vhosts] {
+        for (_, vhost) in table.iter() {
+            for route in &vhost.routes {
+                for wb in route.backends.iter() {
+                    if let Some(b) = &wb.backend {
+                        if b.protocol == BackendProtocol::H2c {
+                            out.extend(b.endpoints.iter().map(|e| e.addr));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,159 @@
+//! Snapshot swaps: open connections keep their configuration, invalid snapshots are refused with a
+//! reason while the previous configuration keeps serving, shutdown drains.
+
+use crate::support::*;
+use bulkhead_crds::snapshot::{BackendProtocol, PathMatch, TenantSnapshot};
+use http::StatusCode;
+use std::time::Duration;
+
+fn snapshot(
+    pki: &Pki,
+    version: u64,
+    backend_id: &str,
+    addr: std::net::SocketAddr,
+) -> TenantSnapshot {
+    let mut s = base_snapshot(pki, version);
+    s.backends
+        .insert(backend_id.into(), backend(BackendProtocol::Http1, &[addr]));
+    s.https.virtual_hosts = vec![vhost(
+        "a.acme.test",
+        443,
+        vec![route(
+            "web",
+            prefix("/"),
+            vec![weighted(Some(backend_id), 1)],
+        )],
+    )];
+    s
+}
+
+#[tokio::test]
+async fn swap_keeps_open_connections_and_invalid_snapshots_are_refused() {
+    let pki = Pki::new();
+    let v1 = EchoBackend::start("v1").await;
+    let v2 = EchoBackend::start("v2").await;
+    let mut router = TestRouter::start(snapshot(&pki, 1, "acme/v1:80", v1.addr)).await;
+    assert!(router.ready.is_ready());
+
+    let mut old = h1_tls(&pki, &router, "a.acme.test").await;
+    assert_eq!(old.get("a.acme.test", "/").await.backend(), "v1");
+
+    router
+        .publish(snapshot(&pki, 2, "acme/v2:80", v2.addr))
+        .await
+        .expect("v2 accepted");
+    assert_eq!(
+        old.get("a.acme.test", "/").await.backend(),
+        "v1",
+        "open connection keeps its configuration"
+    );
+    let mut fresh = h2_tls(&pki, &router, "a.acme.test").await;
+    assert_eq!(
+        fresh.get("a.acme.test", "/").await.backend(),
+        "v2",
+        "new connections get the new one"
+    );
+
+    let mut bad_regex = snapshot(&pki, 3, "acme/v1:80", v1.addr);
+    bad_regex.https.virtual_hosts[0].routes[0].matches.path =
+        Some(PathMatch::RegularExpression("(unclosed".into()));
+    let err = router
+        .publish(bad_regex)
+        .await
+        .expect_err("bad regex refused");
+    assert!(
+        err.contains("HTTPRoute acme/web rule 0") && err.contains("match.path"),
+        "{err}"
+    );
+
+    let mut bad_pem = snapshot(&pki, 4, "acme/v1:80", v1.addr);
+    bad_pem.certificates.get_mut("acme/exact").unwrap().cert_pem =
+        "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n".into();
+    let err = router.publish(bad_pem).await.expect_err("bad PEM refused");
+    assert!(err.contains("acme/exact"), "{err}");
+
+    let mut dangling = snapshot(&pki, 5, "acme/v1:80", v1.addr);
+    dangling.https.virtual_hosts[0].routes[0].backends = vec![weighted(Some("acme/missing:80"), 1)];
+    let err = router
+        .publish(dangling)
+        .await
+        .expect_err("dangling backend refused");
+    assert!(err.contains("acme/missing:80"), "{err}");
+
+    let mut other_tenant = snapshot(&pki, 6, "acme/v1:80", v1.addr);
+    other_tenant.tenant = "globex".into();
+    assert!(router.publish(other_tenant).await.is_err());
+
+    assert!(
+        router.ready.is_ready(),
+        "still serving the last good snapshot"
+    );
+    let mut after = h1_tls(&pki, &router, "a.acme.test").await;
+    assert_eq!(
+        after.get("a.acme.test", "/").await.backend(),
+        "v2",
+        "v2 still served after refusals"
+    );
+    assert_eq!(fresh.get("a.acme.test", "/").await.status, StatusCode::OK);
+
+    let served = r#"bulkhead_router_requests_total{tenant="acme",route="HTTPRoute acme/web rule 0",backend="acme/v2:80",code="200"} 3"#;
+    assert!(
+        eventually(|| router.metrics_text().contains(served)).await,
+        "{}",
+        router.metrics_text()
+    );
+    let text = router.metrics_text();
+    assert!(
+        text.contains(r#"bulkhead_router_snapshots_total{tenant="acme",outcome="rejected"} 4"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"bulkhead_router_snapshot_version{tenant="acme"} 2"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_marks_not_ready() {
+    let pki = Pki::new();
+    let v1 = EchoBackend::start("v1").await;
+    let mut router = TestRouter::start(snapshot(&pki, 1, "acme/v1:80", v1.addr)).await;
+    let mut idle = h1_tls(&pki, &router, "a.acme.test").await;
+    assert_eq!(idle.get("a.acme.test", "/").await.status, StatusCode::OK);
+    router.shutdown.cancel();
+    let task = router.task.take().unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("router stops")
+        .unwrap();
+    assert!(result.is_ok());
+    assert!(!router.ready.is_ready());
+    assert!(
+        tokio::net::TcpStream::connect(router.https).await.is_err(),
+        "listener closed"
+    );
+}
+
+#[tokio::test]
+async fn in_flight_request_finishes_during_drain() {
+    let pki = Pki::new();
+    let v1 = EchoBackend::start("v1").await;
+    let mut router = TestRouter::start(snapshot(&pki, 1, "acme/v1:80", v1.addr)).await;
+    let mut c = h2_tls(&pki, &router, "a.acme.test").await;
+    let req = c
+        .request("GET", "a.acme.test", "/delay")
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let in_flight = tokio::spawn(async move { read_reply(c.send(req).await.unwrap()).await });
+    assert!(eventually(|| v1.seen.lock().unwrap().contains(&"GET /delay".to_owned())).await);
+    router.shutdown.cancel();
+    let reply = in_flight.await.unwrap();
+    assert_eq!(
+        (reply.status, reply.backend().as_str()),
+        (StatusCode::OK, "v1")
+    );
+    let task = router.task.take().unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .is_ok());
+}

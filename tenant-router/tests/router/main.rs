@@ -1,0 +1,9 @@
+//! Tenant router behaviour over real loopback sockets: PROXY v2, rustls, hyper clients and backends.
+
+mod backend_faults;
+mod config_swap;
+mod filters;
+mod limits;
+mod passthrough;
+mod routing;
+mod support;
