@@ -11,9 +11,10 @@ use bulkhead_crds::snapshot::{EdgeSnapshot, RouterEndpoints, TenantSnapshot};
 use bulkhead_edge::{Edge, EdgeConfig, EdgeMetrics};
 use bulkhead_operator::compiler::Compiler;
 use bulkhead_operator::file_provider::{FileProvider, LoadedState};
-use bulkhead_operator::status::{apply_acks, ObjectStatus};
+use bulkhead_operator::status::{apply_acks, stamp_transitions, ObjectStatus};
 use bulkhead_router::{Router, RouterConfig, RouterMetrics};
 use bulkhead_snapshot::{Ack, Publisher};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -87,7 +88,10 @@ impl LoopMetrics {
 /// What `/status` shows: compiled statuses, file errors and data-plane acknowledgements.
 #[derive(Default)]
 struct StatusView {
-    statuses: Vec<ObjectStatus>,
+    /// Statuses as compiled (Programmed still pending).
+    compiled: Vec<ObjectStatus>,
+    /// What `/status` serves: `compiled` with acknowledgements applied and transition times stamped.
+    rendered: Vec<ObjectStatus>,
     load_errors: Vec<String>,
     /// Tenant → version published.
     published: BTreeMap<String, u64>,
@@ -96,8 +100,10 @@ struct StatusView {
 }
 
 impl StatusView {
-    fn document(&self) -> serde_json::Value {
-        let mut statuses = self.statuses.clone();
+    /// Recomputes `rendered` after statuses or acknowledgements changed, keeping each condition's
+    /// `lastTransitionTime` while its status stays the same.
+    fn refresh(&mut self) {
+        let mut statuses = self.compiled.clone();
         let served: BTreeMap<String, bool> = self
             .published
             .iter()
@@ -107,6 +113,12 @@ impl StatusView {
             })
             .collect();
         apply_acks(&mut statuses, &served);
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        stamp_transitions(&mut statuses, &self.rendered, &now);
+        self.rendered = statuses;
+    }
+
+    fn document(&self) -> serde_json::Value {
         let rejections: Vec<serde_json::Value> = self
             .acked
             .iter()
@@ -116,7 +128,7 @@ impl StatusView {
             })
             .collect();
         serde_json::json!({
-            "items": statuses,
+            "items": self.rendered,
             "errors": self.load_errors,
             "rejections": rejections,
         })
@@ -274,6 +286,7 @@ impl ControlLoop {
                 view.acked.entry(component).or_insert((0, None)).1 = Some(reason);
             }
         }
+        view.refresh();
     }
 
     async fn apply(&mut self, state: &LoadedState) {
@@ -286,6 +299,12 @@ impl ControlLoop {
             .collect();
         let out = self.compiler.compile(&state.objects, &endpoints);
         self.metrics.compiles.inc();
+        tracing::debug!(
+            generation = state.generation,
+            recomputed = ?out.recomputed,
+            statuses = out.statuses.len(),
+            "manifests compiled"
+        );
         if let Some(edge) = out.edge {
             tracing::info!(version = edge.version, hash = %edge.hash, routes = edge.routes.len(), "edge snapshot published");
             self.edge_publisher.publish(edge);
@@ -306,8 +325,9 @@ impl ControlLoop {
             view.published.remove(&tenant);
             view.acked.remove(&tenant);
         }
-        view.statuses = out.statuses;
+        view.compiled = out.statuses;
         view.load_errors = state.errors.iter().map(ToString::to_string).collect();
+        view.refresh();
         self.metrics
             .load_errors
             .set(i64::try_from(state.errors.len()).unwrap_or(i64::MAX));

@@ -131,6 +131,20 @@ async fn unknown_names_are_refused_at_the_edge() {
     );
 }
 
+fn futures_status(bh: &Standalone) -> String {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(bh.status()).to_string()
+        })
+        .join()
+        .unwrap_or_default()
+    })
+}
+
 #[tokio::test]
 async fn a_hostname_outside_the_tenants_grant_is_not_served() {
     let t = two_tenants().await;
@@ -145,7 +159,12 @@ async fn a_hostname_outside_the_tenants_grant_is_not_served() {
         text.contains("\"Accepted\"").then_some(s)
     })
     .await
-    .unwrap_or_else(|| panic!("no status for acme/steal; log:\n{}", t.bh.log()));
+    .unwrap_or_else(|| {
+        panic!(
+            "no status for acme/steal; status: {}",
+            futures_status(&t.bh)
+        )
+    });
     let accepted = status["parents"][0]["conditions"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["type"] == "Accepted"))

@@ -127,7 +127,10 @@ impl fmt::Debug for TenantSnapshot {
             .field("hash", &self.hash)
             .field("https", &self.https)
             .field("http", &self.http)
-            .field("certificates", &self.certificates.keys().collect::<Vec<_>>())
+            .field(
+                "certificates",
+                &self.certificates.keys().collect::<Vec<_>>(),
+            )
             .field("backends", &self.backends)
             .finish()
     }

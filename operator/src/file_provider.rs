@@ -11,7 +11,8 @@
 //! its last good version, and the error is reported; an object that is valid YAML but not a valid
 //! object is reported and skipped, the rest of the file is used; a deleted file drops its objects.
 //! When two documents define the same kind/namespace/name, the first (in path order) wins and the
-//! other is reported.
+//! other is reported. A file that suddenly reads empty is looked at again one debounce period later
+//! before its objects are dropped, since writers that truncate and then write are common.
 //!
 //! Everything runs on a dedicated thread (`bulkhead-manifests`) and notify's own thread: the async
 //! runtime is never blocked, and no runtime is needed at all.
@@ -19,7 +20,7 @@
 use crate::objects::{parse_documents_positioned, LoadError, Object, ObjectKey, ObjectSet};
 use notify::{EventKind, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -97,18 +98,19 @@ impl FileProvider {
             return Err(ProviderError::NotADirectory(dir));
         }
         let (events_tx, events_rx) = mpsc::channel::<()>();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            Ok(event) if is_change(&event.kind) => {
-                // The receiver is gone only when the provider thread stopped.
-                let _ = events_tx.send(());
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "manifest watcher error"),
-        })
-        .map_err(|source| ProviderError::Watch {
-            path: dir.clone(),
-            source,
-        })?;
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+                Ok(event) if is_change(&event.kind) => {
+                    // The receiver is gone only when the provider thread stopped.
+                    let _ = events_tx.send(());
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "manifest watcher error"),
+            })
+            .map_err(|source| ProviderError::Watch {
+                path: dir.clone(),
+                source,
+            })?;
         watcher
             .watch(&dir, RecursiveMode::Recursive)
             .map_err(|source| ProviderError::Watch {
@@ -153,7 +155,9 @@ impl FileProvider {
 /// Whether a notify event may mean a manifest changed (opening or reading a file does not).
 fn is_change(kind: &EventKind) -> bool {
     match kind {
-        EventKind::Access(notify::event::AccessKind::Close(notify::event::AccessMode::Write)) => true,
+        EventKind::Access(notify::event::AccessKind::Close(notify::event::AccessMode::Write)) => {
+            true
+        }
         EventKind::Access(_) => false,
         _ => true,
     }
@@ -168,16 +172,19 @@ fn watch_loop(
 ) {
     // Keeps the watcher alive as long as this thread runs.
     let _watcher = watcher;
+    let mut recheck = false;
     loop {
-        match events.recv_timeout(CLOSED_POLL) {
-            Ok(()) => {}
-            Err(RecvTimeoutError::Timeout) => {
-                if tx.is_closed() {
-                    return;
+        if !recheck {
+            match events.recv_timeout(CLOSED_POLL) {
+                Ok(()) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    continue;
                 }
-                continue;
+                Err(RecvTimeoutError::Disconnected) => return,
             }
-            Err(RecvTimeoutError::Disconnected) => return,
         }
         let first = Instant::now();
         let limit = debounce.saturating_mul(MAX_DEBOUNCE_PERIODS);
@@ -194,6 +201,7 @@ fn watch_loop(
                 return;
             }
         }
+        recheck = loader.needs_recheck();
     }
 }
 
@@ -223,6 +231,9 @@ pub(crate) struct Loader {
     files: BTreeMap<PathBuf, FileEntry>,
     walk_errors: Vec<LoadError>,
     generation: u64,
+    /// Files that were just found empty after holding objects: probably truncated by a writer
+    /// that has not written yet, so they keep their objects until the next look.
+    suspect_empty: BTreeSet<PathBuf>,
 }
 
 impl Loader {
@@ -232,7 +243,13 @@ impl Loader {
             files: BTreeMap::new(),
             walk_errors: Vec::new(),
             generation: 0,
+            suspect_empty: BTreeSet::new(),
         }
+    }
+
+    /// Whether a file must be looked at again after a debounce period even without an event.
+    pub(crate) fn needs_recheck(&self) -> bool {
+        !self.suspect_empty.is_empty()
     }
 
     /// Rescans; returns the new state when something changed (always when `force`).
@@ -248,8 +265,18 @@ impl Loader {
 
         let mut changed = self.walk_errors != walk_errors;
         let mut files = BTreeMap::new();
+        let mut suspect_empty = BTreeSet::new();
         for path in paths {
             let old = self.files.get(&path);
+            let just_emptied = old.is_some_and(|o| !o.objects.is_empty())
+                && std::fs::metadata(&path).is_ok_and(|m| m.len() == 0);
+            if just_emptied && !self.suspect_empty.contains(&path) {
+                if let Some(o) = old {
+                    files.insert(path.clone(), o.clone());
+                }
+                suspect_empty.insert(path);
+                continue;
+            }
             let entry = load_file(&path, old);
             if old.is_none_or(|o| o.digest != entry.digest) {
                 changed = true;
@@ -259,6 +286,7 @@ impl Loader {
         if self.files.keys().any(|k| !files.contains_key(k)) {
             changed = true;
         }
+        self.suspect_empty = suspect_empty;
         if !changed && !force {
             return None;
         }
@@ -322,7 +350,14 @@ fn load_file(path: &Path, old: Option<&FileEntry>) -> FileEntry {
     }
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
-        Err(_) => return kept(path, old, digest, vec![file_error(path, "not UTF-8 text".into())]),
+        Err(_) => {
+            return kept(
+                path,
+                old,
+                digest,
+                vec![file_error(path, "not UTF-8 text".into())],
+            )
+        }
     };
     let (objects, errors) = parse_documents_positioned(path, &text);
     if errors.iter().any(|e| e.syntax) {
@@ -331,7 +366,8 @@ fn load_file(path: &Path, old: Option<&FileEntry>) -> FileEntry {
                 .into_iter()
                 .map(|mut e| {
                     if e.syntax {
-                        e.message.push_str(" (the file's previous objects are kept)");
+                        e.message
+                            .push_str(" (the file's previous objects are kept)");
                     }
                     e
                 })
@@ -350,10 +386,16 @@ fn load_file(path: &Path, old: Option<&FileEntry>) -> FileEntry {
     }
 }
 
-fn kept(path: &Path, old: Option<&FileEntry>, digest: [u8; 32], mut errors: Vec<LoadError>) -> FileEntry {
+fn kept(
+    path: &Path,
+    old: Option<&FileEntry>,
+    digest: [u8; 32],
+    mut errors: Vec<LoadError>,
+) -> FileEntry {
     if old.is_some() {
         for e in &mut errors {
-            e.message.push_str(" (the file's previous objects are kept)");
+            e.message
+                .push_str(" (the file's previous objects are kept)");
         }
     }
     tracing::debug!(file = %path.display(), "keeping last good objects");
@@ -406,7 +448,10 @@ fn scan(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, errors: &mut Vec<LoadE
         };
         if meta.is_dir() {
             if depth + 1 >= MAX_DIR_DEPTH {
-                errors.push(file_error(&path, format!("deeper than {MAX_DIR_DEPTH} levels; skipped")));
+                errors.push(file_error(
+                    &path,
+                    format!("deeper than {MAX_DIR_DEPTH} levels; skipped"),
+                ));
             } else {
                 scan(&path, depth + 1, out, errors);
             }
@@ -472,8 +517,14 @@ mod tests {
         assert_eq!(names(&second), vec!["a", "b"], "last good objects kept");
         assert_eq!(second.errors.len(), 1);
         assert!(second.errors[0].syntax);
-        assert!(second.errors[0].to_string().contains("routes.yaml"), "{}", second.errors[0]);
-        assert!(second.errors[0].message.contains("previous objects are kept"));
+        assert!(
+            second.errors[0].to_string().contains("routes.yaml"),
+            "{}",
+            second.errors[0]
+        );
+        assert!(second.errors[0]
+            .message
+            .contains("previous objects are kept"));
 
         assert!(loader.reload(false).is_none(), "nothing changed since");
 
@@ -497,7 +548,11 @@ mod tests {
     fn invalid_object_is_skipped_and_the_rest_of_the_file_used() {
         let dir = tempfile::tempdir().unwrap();
         let bad = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: web, namespace: acme}\nspec:\n  gatewayClassName: bulkhead\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: eighty\n";
-        fs::write(dir.path().join("all.yaml"), format!("{}---\n{bad}---\n{}", route("a"), route("b"))).unwrap();
+        fs::write(
+            dir.path().join("all.yaml"),
+            format!("{}---\n{bad}---\n{}", route("a"), route("b")),
+        )
+        .unwrap();
         let state = FileProvider::load_once(dir.path()).unwrap();
         assert_eq!(names(&state), vec!["a", "b"]);
         assert!(state.objects.gateways.is_empty());
@@ -519,6 +574,26 @@ mod tests {
         assert_eq!(state.errors.len(), 1);
         assert!(state.errors[0].file.ends_with("b.yaml"));
         assert!(state.errors[0].message.contains("duplicate"));
+    }
+
+    #[test]
+    fn a_file_found_empty_keeps_its_objects_until_the_next_look() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routes.yaml");
+        fs::write(&file, route("a")).unwrap();
+        let mut loader = Loader::new(dir.path().to_owned());
+        loader.reload(true).unwrap();
+
+        fs::write(&file, "").unwrap();
+        assert!(
+            loader.reload(false).is_none(),
+            "a truncated file is not trusted at once"
+        );
+        assert!(loader.needs_recheck());
+
+        let emptied = loader.reload(false).expect("still empty: taken as meant");
+        assert!(names(&emptied).is_empty());
+        assert!(!loader.needs_recheck());
     }
 
     #[test]
@@ -576,9 +651,17 @@ mod tests {
         fs::write(dir.path().join("team/nested/b.yaml"), route("b")).unwrap();
         wait_for(&mut rx, |s| names(s) == vec!["a2", "b"]).await;
 
-        fs::write(dir.path().join("a.yaml"), "::: not yaml [").unwrap();
+        fs::write(
+            dir.path().join("a.yaml"),
+            "kind: HTTPRoute\nmetadata: [unclosed\n",
+        )
+        .unwrap();
         let s = wait_for(&mut rx, |s| !s.errors.is_empty()).await;
-        assert_eq!(names(&s), vec!["a2", "b"], "broken file keeps its last good objects");
+        assert_eq!(
+            names(&s),
+            vec!["a2", "b"],
+            "broken file keeps its last good objects"
+        );
 
         fs::remove_file(dir.path().join("a.yaml")).unwrap();
         let s = wait_for(&mut rx, |s| names(s) == vec!["b"]).await;

@@ -368,7 +368,10 @@ pub fn parse_documents(file: &Path, text: &str) -> (Vec<Object>, Vec<LoadError>)
 }
 
 /// Like [`parse_documents`], with each object's 1-based document position.
-pub fn parse_documents_positioned(file: &Path, text: &str) -> (Vec<(usize, Object)>, Vec<LoadError>) {
+pub fn parse_documents_positioned(
+    file: &Path,
+    text: &str,
+) -> (Vec<(usize, Object)>, Vec<LoadError>) {
     let mut objects = Vec::new();
     let mut errors = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -398,7 +401,9 @@ pub fn parse_documents_positioned(file: &Path, text: &str) -> (Vec<(usize, Objec
         let json = match serde_json::to_value(&yaml) {
             Ok(v) => v,
             Err(e) => {
-                errors.push(error(format!("unsupported YAML (keys must be strings): {e}")));
+                errors.push(error(format!(
+                    "unsupported YAML (keys must be strings): {e}"
+                )));
                 continue;
             }
         };
@@ -469,7 +474,10 @@ fn parse_object(mut json: Value) -> Result<Object, ObjectError> {
 
 fn parse_object_inner(json: &mut Value) -> Result<Object, ObjectError> {
     let kind = json.get("kind").and_then(Value::as_str).map(str::to_owned);
-    let api_version = json.get("apiVersion").and_then(Value::as_str).map(str::to_owned);
+    let api_version = json
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let base = |message: String| ObjectError {
         kind: kind.clone(),
         name: None,
@@ -477,7 +485,9 @@ fn parse_object_inner(json: &mut Value) -> Result<Object, ObjectError> {
         message,
     };
     if !json.is_object() {
-        return Err(base("a document must be a mapping with apiVersion, kind and metadata".into()));
+        return Err(base(
+            "a document must be a mapping with apiVersion, kind and metadata".into(),
+        ));
     }
     let Some(kind_str) = kind.clone() else {
         return Err(ObjectError {
@@ -503,10 +513,11 @@ fn parse_object_inner(json: &mut Value) -> Result<Object, ObjectError> {
             ))
         });
     }
-    let name = normalise_metadata(json, spec.namespaced).map_err(|(field, message)| ObjectError {
-        field: Some(field),
-        ..base(message)
-    })?;
+    let name =
+        normalise_metadata(json, spec.namespaced).map_err(|(field, message)| ObjectError {
+            field: Some(field),
+            ..base(message)
+        })?;
     let with_name = |field: Option<String>, message: String| ObjectError {
         kind: kind.clone(),
         name: Some(name.clone()),
@@ -519,7 +530,8 @@ fn parse_object_inner(json: &mut Value) -> Result<Object, ObjectError> {
         map.remove("status");
         if kind_str == "TLSRoute" {
             if let Some(Value::Object(spec)) = map.get_mut("spec") {
-                spec.entry("hostnames").or_insert_with(|| Value::Array(Vec::new()));
+                spec.entry("hostnames")
+                    .or_insert_with(|| Value::Array(Vec::new()));
             }
         }
     }
@@ -563,8 +575,7 @@ fn normalise_metadata(json: &mut Value, namespaced: bool) -> Result<String, (Str
     }
     let namespace = match meta.get("namespace") {
         Some(Value::String(ns)) if !ns.is_empty() => ns.clone(),
-        None | Some(Value::Null) => DEFAULT_NAMESPACE.to_owned(),
-        Some(Value::String(_)) => DEFAULT_NAMESPACE.to_owned(),
+        None | Some(Value::Null) | Some(Value::String(_)) => DEFAULT_NAMESPACE.to_owned(),
         Some(_) => {
             return Err((
                 "metadata.namespace".into(),
@@ -582,4 +593,110 @@ fn typed<T: DeserializeOwned>(value: Value) -> Result<T, (Option<String>, String
         let field = (path != ".").then_some(path);
         (field, e.into_inner().to_string())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Vec<Object>, Vec<LoadError>) {
+        parse_documents(Path::new("m.yaml"), text)
+    }
+
+    #[test]
+    fn multi_document_yaml_gives_typed_objects_with_default_namespace() {
+        let (objects, errors) = parse(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n---\n---\n\
+             apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {name: acme, namespace: ignored}\n\
+             spec: {namespace: acme, hostnames: [\"a.test\"]}\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let keys: Vec<String> = objects.iter().map(|o| o.key().to_string()).collect();
+        assert_eq!(keys, vec!["Service default/web", "Tenant acme"]);
+    }
+
+    #[test]
+    fn unknown_kinds_and_wrong_versions_are_reported_and_skipped() {
+        let (objects, errors) = parse(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n---\n\
+             apiVersion: gateway.networking.k8s.io/v2\nkind: Gateway\nmetadata: {name: g}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {namespace: a}\n---\n\
+             apiVersion: v1\nkind: Namespace\nmetadata: {name: ok}\n",
+        );
+        assert_eq!(objects.len(), 1);
+        assert_eq!(errors.len(), 3);
+        assert_eq!(errors[0].document, 1);
+        assert!(errors[0].message.contains("unsupported kind"));
+        assert_eq!(errors[1].field.as_deref(), Some("apiVersion"));
+        assert_eq!(errors[2].field.as_deref(), Some("metadata.name"));
+        assert!(errors.iter().all(|e| !e.syntax));
+    }
+
+    #[test]
+    fn a_type_error_names_the_field_in_one_line() {
+        let (objects, errors) = parse(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: acme}\n\
+             spec:\n  rules:\n  - backendRefs: [{name: a, port: eighty}]\n",
+        );
+        assert!(objects.is_empty());
+        let e = &errors[0];
+        assert_eq!(
+            e.field.as_deref(),
+            Some("spec.rules[0].backendRefs[0].port")
+        );
+        let line = e.to_string();
+        assert!(!line.contains('\n'));
+        assert!(
+            line.starts_with(
+                "m.yaml: document 1 (HTTPRoute acme/r): field spec.rules[0].backendRefs[0].port: "
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_stops_the_file_and_is_flagged() {
+        let (objects, errors) = parse(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nkind: [unclosed\n---\n\
+             apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n",
+        );
+        assert_eq!(objects.len(), 1);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].syntax);
+    }
+
+    #[test]
+    fn lists_are_unpacked_and_old_tlsroutes_without_hostnames_load() {
+        let (objects, errors) = parse(
+            "apiVersion: v1\nkind: List\nitems:\n\
+             - apiVersion: v1\n  kind: Namespace\n  metadata: {name: a}\n\
+             - apiVersion: gateway.networking.k8s.io/v1alpha2\n  kind: TLSRoute\n  metadata: {name: t, namespace: a}\n  \
+               spec: {rules: [{backendRefs: [{name: db, port: 5432}]}]}\n\
+             - apiVersion: v1\n  kind: Secret\n  metadata: {}\n",
+        );
+        assert_eq!(objects.len(), 2, "{errors:?}");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field.as_deref(), Some("items[2].metadata.name"));
+        let set = ObjectSet::from_objects(objects);
+        assert_eq!(set.tls_routes.len(), 1);
+        assert!(set.tls_routes[0].spec.hostnames.is_empty());
+    }
+
+    #[test]
+    fn object_set_keeps_the_first_duplicate_and_sorts() {
+        let (objects, _) = parse(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n---\n\
+             apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {first: \"yes\"}}\n---\n\
+             apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+        );
+        let set = ObjectSet::from_objects(objects);
+        let names: Vec<_> = set
+            .namespaces
+            .iter()
+            .map(|n| n.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, vec!["a", "b"]);
+        assert!(set.namespaces[0].metadata.labels.is_some());
+        assert_eq!(set.len(), 2);
+    }
 }

@@ -180,10 +180,7 @@ fn visit_conditions(status: &mut Value, prefix: &str, f: &mut dyn FnMut(&str, &m
     for (section, id_key) in [("listeners", "name"), ("parents", "parentRef")] {
         if let Some(Value::Array(items)) = status.get_mut(section) {
             for item in items {
-                let id = item
-                    .get(id_key)
-                    .map(|v| v.to_string())
-                    .unwrap_or_default();
+                let id = item.get(id_key).map(|v| v.to_string()).unwrap_or_default();
                 let path = format!("{prefix}|{section}|{id}");
                 visit_list(item.get_mut("conditions"), &path, f);
             }
@@ -249,12 +246,22 @@ mod tests {
         apply_acks(&mut statuses, &acked);
         let acme = &statuses[0].status;
         assert_eq!(cond(&acme["conditions"], "Programmed")["status"], "True");
-        assert_eq!(cond(&acme["conditions"], "Programmed")["reason"], "Programmed");
+        assert_eq!(
+            cond(&acme["conditions"], "Programmed")["reason"],
+            "Programmed"
+        );
         let l = &acme["listeners"][0]["conditions"];
         assert_eq!(cond(l, "Programmed")["status"], "True");
-        assert_eq!(cond(l, "ResolvedRefs")["status"], "False", "other conditions untouched");
+        assert_eq!(
+            cond(l, "ResolvedRefs")["status"],
+            "False",
+            "other conditions untouched"
+        );
         let globex = &statuses[1].status;
-        assert_eq!(cond(&globex["conditions"], "Programmed")["reason"], REASON_PENDING);
+        assert_eq!(
+            cond(&globex["conditions"], "Programmed")["reason"],
+            REASON_PENDING
+        );
     }
 
     #[test]
@@ -271,11 +278,23 @@ mod tests {
         apply_acks(&mut current, &BTreeMap::from([("acme".to_owned(), true)]));
         stamp_transitions(&mut current, &previous, &now);
         let c = &current[0].status["conditions"];
-        assert_eq!(cond(c, "Accepted")["lastTransitionTime"], "2024-01-01T00:00:00Z");
-        assert_eq!(cond(c, "Programmed")["lastTransitionTime"], "2025-06-01T12:00:00Z");
+        assert_eq!(
+            cond(c, "Accepted")["lastTransitionTime"],
+            "2024-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            cond(c, "Programmed")["lastTransitionTime"],
+            "2025-06-01T12:00:00Z"
+        );
         let l = &current[0].status["listeners"][0]["conditions"];
-        assert_eq!(cond(l, "ResolvedRefs")["lastTransitionTime"], "2024-01-01T00:00:00Z");
-        assert_eq!(cond(l, "Programmed")["lastTransitionTime"], "2025-06-01T12:00:00Z");
+        assert_eq!(
+            cond(l, "ResolvedRefs")["lastTransitionTime"],
+            "2024-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            cond(l, "Programmed")["lastTransitionTime"],
+            "2025-06-01T12:00:00Z"
+        );
     }
 
     #[test]

@@ -8,5 +8,5 @@
 mod ready;
 mod server;
 
-pub use ready::{ReadyFlag, Readiness};
+pub use ready::{Readiness, ReadyFlag};
 pub use server::{AdminError, AdminServer, AdminState, StatusFn};

@@ -95,7 +95,10 @@ impl AdminServer {
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_READ_TIMEOUT)
                     .max_buf_size(MAX_HEAD_BYTES);
-                if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+                if let Err(e) = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
                     tracing::debug!(error = %e, "admin connection ended with an error");
                 }
             });
@@ -149,11 +152,17 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     with_type(status, "text/plain; charset=utf-8", body)
 }
 
-fn with_type(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+fn with_type(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     resp
 }
 
@@ -164,9 +173,11 @@ mod tests {
 
     async fn get(addr: SocketAddr, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
@@ -185,14 +196,19 @@ mod tests {
             registry: Arc::new(registry),
             status: Some(Arc::new(|| serde_json::json!({"items": []}))),
         };
-        let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), state).await.unwrap();
+        let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), state)
+            .await
+            .unwrap();
         let addr = server.local_addr();
         let token = CancellationToken::new();
         tokio::spawn(server.run(token.clone()));
 
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
         let r = get(addr, "/readyz").await;
-        assert!(r.starts_with("HTTP/1.1 503") && r.contains("router/acme"), "{r}");
+        assert!(
+            r.starts_with("HTTP/1.1 503") && r.contains("router/acme"),
+            "{r}"
+        );
         flag.set(true);
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
         let m = get(addr, "/metrics").await;

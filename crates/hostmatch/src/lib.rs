@@ -65,7 +65,10 @@ pub fn normalize_host(raw: &str) -> Result<String, HostError> {
             out.push(c.to_ascii_lowercase());
         }
     }
-    if out.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+    if out
+        .split('.')
+        .all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err(HostError::IpAddress);
     }
     Ok(out)
@@ -326,7 +329,10 @@ mod tests {
 
     #[test]
     fn normalize_strips_port_trailing_dot_and_case() {
-        assert_eq!(normalize_host("WWW.Example.COM.:8443").unwrap(), "www.example.com");
+        assert_eq!(
+            normalize_host("WWW.Example.COM.:8443").unwrap(),
+            "www.example.com"
+        );
         assert_eq!(normalize_host("a.b").unwrap(), "a.b");
     }
 
@@ -361,9 +367,15 @@ mod tests {
 
     #[test]
     fn intersection_keeps_the_more_specific_pattern() {
-        assert_eq!(intersect(&p("*.example.com"), &p("a.example.com")), Some(p("a.example.com")));
+        assert_eq!(
+            intersect(&p("*.example.com"), &p("a.example.com")),
+            Some(p("a.example.com"))
+        );
         assert_eq!(intersect(&p("*"), &p("*.x.com")), Some(p("*.x.com")));
-        assert_eq!(intersect(&p("*.example.com"), &p("*.a.example.com")), Some(p("*.a.example.com")));
+        assert_eq!(
+            intersect(&p("*.example.com"), &p("*.a.example.com")),
+            Some(p("*.a.example.com"))
+        );
         assert_eq!(intersect(&p("a.example.com"), &p("b.example.com")), None);
         assert_eq!(intersect(&p("*.example.com"), &p("example.com")), None);
     }
@@ -382,7 +394,10 @@ mod tests {
         assert_eq!(t.lookup("y.a.example.com"), Some(&2));
         assert_eq!(t.lookup("a.example.com"), Some(&1));
         assert_eq!(t.lookup("example.com"), Some(&0));
-        assert_eq!(t.lookup_with_pattern("other.org").map(|x| x.0), Some(MatchKind::Any));
+        assert_eq!(
+            t.lookup_with_pattern("other.org").map(|x| x.0),
+            Some(MatchKind::Any)
+        );
         assert_eq!(t.len(), 4);
     }
 

@@ -180,7 +180,10 @@ mod tests {
     fn snapshot_and_keepalive_round_trip() {
         let (wire, frames) = encode_all(&[b"{\"version\":1}".to_vec(), vec![], b"{}".to_vec()]);
         assert_eq!(&wire[..4], &[0, 0, 0, 13]);
-        assert_eq!(decode_chunked(&wire, usize::MAX, MAX_FRAME_LEN), (frames, None));
+        assert_eq!(
+            decode_chunked(&wire, usize::MAX, MAX_FRAME_LEN),
+            (frames, None)
+        );
     }
 
     #[test]
@@ -193,7 +196,10 @@ mod tests {
         );
         decoder.push(&[b'x'; 17]);
         assert_eq!(decoder.buffered(), 0);
-        assert!(decoder.next_frame().is_err(), "a failed decoder stays failed");
+        assert!(
+            decoder.next_frame().is_err(),
+            "a failed decoder stays failed"
+        );
     }
 
     #[test]
@@ -202,7 +208,10 @@ mod tests {
         decoder.push(&u32::MAX.to_be_bytes());
         assert!(matches!(
             decoder.next_frame(),
-            Err(FrameError::TooLarge { max: MAX_FRAME_LEN, .. })
+            Err(FrameError::TooLarge {
+                max: MAX_FRAME_LEN,
+                ..
+            })
         ));
         assert_eq!(
             checked_len(MAX_FRAME_LEN + 1),

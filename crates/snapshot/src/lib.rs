@@ -136,7 +136,10 @@ mod tests {
         assert_eq!(*s.next().await.unwrap(), 3);
         s.ack(3, Ok(()));
         let a = acks.recv().await.unwrap();
-        assert_eq!((a.subscriber.as_str(), a.version, a.outcome), ("router/t/0", 3, Ok(())));
+        assert_eq!(
+            (a.subscriber.as_str(), a.version, a.outcome),
+            ("router/t/0", 3, Ok(()))
+        );
     }
 
     #[tokio::test]
@@ -154,6 +157,9 @@ mod tests {
         let (p, mut acks) = Publisher::<u8>::new();
         let s = p.subscribe("x");
         s.ack(7, Err("bad regex in acme/web rule 0".into()));
-        assert_eq!(acks.recv().await.unwrap().outcome, Err("bad regex in acme/web rule 0".into()));
+        assert_eq!(
+            acks.recv().await.unwrap().outcome,
+            Err("bad regex in acme/web rule 0".into())
+        );
     }
 }

@@ -18,7 +18,13 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
 /// Metadata fields that can change a translation.
-const METADATA_KEYS: [&str; 5] = ["name", "namespace", "labels", "creationTimestamp", "generation"];
+const METADATA_KEYS: [&str; 5] = [
+    "name",
+    "namespace",
+    "labels",
+    "creationTimestamp",
+    "generation",
+];
 
 /// Hex SHA-256 over the tenant's inputs.
 pub(crate) fn fingerprint(world: &World<'_>, plan: &TenantPlan) -> String {
@@ -41,15 +47,42 @@ pub(crate) fn fingerprint(world: &World<'_>, plan: &TenantPlan) -> String {
         .iter()
         .filter(|n| n.metadata.name.as_deref() == Some(ns))
         .for_each(|x| feed(&stripped(x)));
-    o.gateways.iter().filter(|x| in_ns(&x.metadata)).for_each(|x| feed(&stripped(x)));
-    o.http_routes.iter().filter(|x| in_ns(&x.metadata)).for_each(|x| feed(&stripped(x)));
-    o.grpc_routes.iter().filter(|x| in_ns(&x.metadata)).for_each(|x| feed(&stripped(x)));
-    o.tls_routes.iter().filter(|x| in_ns(&x.metadata)).for_each(|x| feed(&stripped(x)));
-    o.tcp_routes.iter().filter(|x| in_ns(&x.metadata)).for_each(|x| feed(&stripped(x)));
-    o.reference_grants.iter().filter(|x| in_ns(&x.metadata)).for_each(|x| feed(&stripped(x)));
-    o.secrets.iter().filter(|x| in_ns(&x.metadata)).for_each(|x| feed(&stripped(x)));
-    o.services.iter().filter(|x| in_ns(&x.metadata)).for_each(|x| feed(&stripped(x)));
-    o.endpoint_slices.iter().filter(|x| in_ns(&x.metadata)).for_each(|x| feed(&stripped(x)));
+    o.gateways
+        .iter()
+        .filter(|x| in_ns(&x.metadata))
+        .for_each(|x| feed(&stripped(x)));
+    o.http_routes
+        .iter()
+        .filter(|x| in_ns(&x.metadata))
+        .for_each(|x| feed(&stripped(x)));
+    o.grpc_routes
+        .iter()
+        .filter(|x| in_ns(&x.metadata))
+        .for_each(|x| feed(&stripped(x)));
+    o.tls_routes
+        .iter()
+        .filter(|x| in_ns(&x.metadata))
+        .for_each(|x| feed(&stripped(x)));
+    o.tcp_routes
+        .iter()
+        .filter(|x| in_ns(&x.metadata))
+        .for_each(|x| feed(&stripped(x)));
+    o.reference_grants
+        .iter()
+        .filter(|x| in_ns(&x.metadata))
+        .for_each(|x| feed(&stripped(x)));
+    o.secrets
+        .iter()
+        .filter(|x| in_ns(&x.metadata))
+        .for_each(|x| feed(&stripped(x)));
+    o.services
+        .iter()
+        .filter(|x| in_ns(&x.metadata))
+        .for_each(|x| feed(&stripped(x)));
+    o.endpoint_slices
+        .iter()
+        .filter(|x| in_ns(&x.metadata))
+        .for_each(|x| feed(&stripped(x)));
 
     // (kind, namespace, name) of objects outside the namespace that are referred to.
     let mut refs: BTreeSet<(&'static str, String, String)> = BTreeSet::new();
@@ -57,7 +90,9 @@ pub(crate) fn fingerprint(world: &World<'_>, plan: &TenantPlan) -> String {
     for r in world.routes_into(ns) {
         let rns = ns_of(r.meta());
         if rns != ns {
-            feed(&json!({"kind": r.kind().as_str(), "metadata": trimmed_metadata(r.meta()), "spec": r.spec_json()}));
+            feed(
+                &json!({"kind": r.kind().as_str(), "metadata": trimmed_metadata(r.meta()), "spec": r.spec_json()}),
+            );
             foreign_route_namespaces.insert(rns.to_owned());
         }
         collect_refs(&r.spec_json(), rns, &mut refs);
@@ -74,7 +109,12 @@ pub(crate) fn fingerprint(world: &World<'_>, plan: &TenantPlan) -> String {
         grant_namespaces.insert(rns.clone());
         match *kind {
             "Service" => {
-                feed(&world.service(rns, name).map(stripped).unwrap_or(Value::Null));
+                feed(
+                    &world
+                        .service(rns, name)
+                        .map(stripped)
+                        .unwrap_or(Value::Null),
+                );
                 for s in world.slices_for(rns, name) {
                     feed(&stripped(*s));
                 }
@@ -95,11 +135,7 @@ pub(crate) fn fingerprint(world: &World<'_>, plan: &TenantPlan) -> String {
 
 /// Collects backend references (`backendRefs[]`, `backendRef`) and certificate references
 /// (`certificateRefs[]`) anywhere in a spec, resolving an absent namespace to `default_ns`.
-fn collect_refs(
-    v: &Value,
-    default_ns: &str,
-    out: &mut BTreeSet<(&'static str, String, String)>,
-) {
+fn collect_refs(v: &Value, default_ns: &str, out: &mut BTreeSet<(&'static str, String, String)>) {
     match v {
         Value::Object(map) => {
             for (k, child) in map {

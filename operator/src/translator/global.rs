@@ -79,7 +79,9 @@ pub(crate) fn resolve(world: &World<'_>) -> Global {
             if !namespace_exists {
                 problems.push((
                     "NamespaceNotFound",
-                    format!("namespace {ns:?} does not exist; this Tenant is not served until it does"),
+                    format!(
+                        "namespace {ns:?} does not exist; this Tenant is not served until it does"
+                    ),
                 ));
             }
         }
@@ -112,7 +114,10 @@ pub(crate) fn resolve(world: &World<'_>) -> Global {
         if !conflicts.is_empty() {
             problems.push((
                 "HostnameConflict",
-                format!("hostnames claimed by older tenants, not served: {}", conflicts.join(", ")),
+                format!(
+                    "hostnames claimed by older tenants, not served: {}",
+                    conflicts.join(", ")
+                ),
             ));
         }
 
@@ -150,7 +155,13 @@ pub(crate) fn resolve(world: &World<'_>) -> Global {
             )
         } else {
             let reason = problems.first().map(|(r, _)| *r).unwrap_or("NotServed");
-            condition("Ready", false, reason, "The tenant is not served", generation)
+            condition(
+                "Ready",
+                false,
+                reason,
+                "The tenant is not served",
+                generation,
+            )
         };
         let status = TenantStatus {
             conditions: vec![accepted, ready],
@@ -275,7 +286,10 @@ pub(crate) fn edge_snapshot(
         }
         snapshot.tenants.insert(
             plan.name.clone(),
-            router_endpoints.get(&plan.name).cloned().unwrap_or_default(),
+            router_endpoints
+                .get(&plan.name)
+                .cloned()
+                .unwrap_or_default(),
         );
     }
     snapshot.routes.sort();

@@ -101,12 +101,19 @@ impl Listener {
     }
 
     /// Whether routes from namespace `route_ns` may attach (the Gateway lives in `gateway_ns`).
-    pub(crate) fn allows_namespace(&self, world: &World<'_>, gateway_ns: &str, route_ns: &str) -> bool {
+    pub(crate) fn allows_namespace(
+        &self,
+        world: &World<'_>,
+        gateway_ns: &str,
+        route_ns: &str,
+    ) -> bool {
         match &self.from {
             AllowedFrom::Same => gateway_ns == route_ns,
             AllowedFrom::All => true,
             AllowedFrom::Selector(None) => false,
-            AllowedFrom::Selector(Some(sel)) => selector_matches(sel, &world.namespace_labels(route_ns)),
+            AllowedFrom::Selector(Some(sel)) => {
+                selector_matches(sel, &world.namespace_labels(route_ns))
+            }
         }
     }
 }
@@ -239,7 +246,9 @@ fn listener(
     {
         None | Some((GatewayListenersAllowedRoutesNamespacesFrom::Same, _)) => AllowedFrom::Same,
         Some((GatewayListenersAllowedRoutesNamespacesFrom::All, _)) => AllowedFrom::All,
-        Some((GatewayListenersAllowedRoutesNamespacesFrom::Selector, sel)) => AllowedFrom::Selector(sel),
+        Some((GatewayListenersAllowedRoutesNamespacesFrom::Selector, sel)) => {
+            AllowedFrom::Selector(sel)
+        }
     };
 
     let mut certificate = None;
@@ -303,10 +312,11 @@ fn resolve_conflicts(listeners: &mut [Listener]) {
         if listeners[i].not_accepted.is_some() {
             continue;
         }
-        let clash = listeners[i]
-            .patterns
-            .iter()
-            .find_map(|p| claimed.get(&(edge, p.clone())).map(|owner| (p.clone(), *owner)));
+        let clash = listeners[i].patterns.iter().find_map(|p| {
+            claimed
+                .get(&(edge, p.clone()))
+                .map(|owner| (p.clone(), *owner))
+        });
         match clash {
             Some((p, owner)) => {
                 let o = &listeners[owner];
@@ -373,7 +383,10 @@ mod tests {
     fn selector_follows_kubernetes_semantics() {
         let labels = BTreeMap::from([
             ("team".to_owned(), "web".to_owned()),
-            (super::super::world::NAMESPACE_NAME_LABEL.to_owned(), "web".to_owned()),
+            (
+                super::super::world::NAMESPACE_NAME_LABEL.to_owned(),
+                "web".to_owned(),
+            ),
         ]);
         let sel = |labels: Option<BTreeMap<String, String>>, exprs: Vec<Expr>| {
             GatewayListenersAllowedRoutesNamespacesSelector {
@@ -386,19 +399,40 @@ mod tests {
             operator: op.into(),
             values: Some(values.iter().map(|s| s.to_string()).collect()),
         };
-        assert!(selector_matches(&sel(None, vec![]), &labels), "empty selector matches all");
+        assert!(
+            selector_matches(&sel(None, vec![]), &labels),
+            "empty selector matches all"
+        );
         assert!(selector_matches(
-            &sel(Some(BTreeMap::from([("team".into(), "web".into())])), vec![]),
+            &sel(
+                Some(BTreeMap::from([("team".into(), "web".into())])),
+                vec![]
+            ),
             &labels
         ));
         assert!(!selector_matches(
             &sel(Some(BTreeMap::from([("team".into(), "db".into())])), vec![]),
             &labels
         ));
-        assert!(selector_matches(&sel(None, vec![expr("team", "In", &["web", "api"])]), &labels));
-        assert!(!selector_matches(&sel(None, vec![expr("team", "NotIn", &["web"])]), &labels));
-        assert!(selector_matches(&sel(None, vec![expr("tier", "DoesNotExist", &[])]), &labels));
-        assert!(!selector_matches(&sel(None, vec![expr("tier", "Exists", &[])]), &labels));
-        assert!(!selector_matches(&sel(None, vec![expr("team", "Bogus", &[])]), &labels));
+        assert!(selector_matches(
+            &sel(None, vec![expr("team", "In", &["web", "api"])]),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &sel(None, vec![expr("team", "NotIn", &["web"])]),
+            &labels
+        ));
+        assert!(selector_matches(
+            &sel(None, vec![expr("tier", "DoesNotExist", &[])]),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &sel(None, vec![expr("tier", "Exists", &[])]),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &sel(None, vec![expr("team", "Bogus", &[])]),
+            &labels
+        ));
     }
 }

@@ -23,7 +23,9 @@
 //! **Gateways.** Gateways whose class is `bulkhead` (implicit unless a GatewayClass object of that
 //! name says otherwise) or any GatewayClass naming `bulkhead.dev/gateway-controller` are ours; others
 //! get no status from us. Ours outside a served tenant's namespace are `Accepted=False`
-//! (`NamespaceNotOnboarded`). Listener protocol decides the edge port: `HTTP` → HTTP side; `HTTPS`
+//! (`NamespaceNotOnboarded`). A route gets a `status.parents[]` entry only for parentRefs naming one
+//! of our Gateways in a served tenant's namespace (a parentRef to a Gateway that does not exist, or
+//! to one outside every tenant, might belong to another controller, so it is left alone). Listener protocol decides the edge port: `HTTP` → HTTP side; `HTTPS`
 //! (TLS mode `Terminate`) and `TLS` (mode `Passthrough`) → TLS side, whatever the port number (the
 //! port is kept for redirects); `TLS`/`Terminate`, `TCP`, `UDP` → `Accepted=False`/
 //! `UnsupportedProtocol`. A listener hostname must lie within one of the tenant's patterns, else

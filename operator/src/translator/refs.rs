@@ -56,7 +56,9 @@ pub(crate) fn resolve_backend(
     if !group.is_empty() || kind != "Service" {
         return Err(Problem::new(
             "InvalidKind",
-            format!("{field}: {group:?}/{kind} is not supported; only core Services are"),
+            format!(
+                "{field}: kind {kind} of group {group:?} is not supported; only core Services are"
+            ),
         ));
     }
     let ns = r.namespace.as_deref().unwrap_or(source.namespace);
@@ -111,7 +113,13 @@ pub(crate) fn resolve_backend(
         id.push_str(protocol_suffix(protocol));
     }
     let endpoints = endpoints(world, ns, name, service_port);
-    Ok((id, Backend { protocol, endpoints }))
+    Ok((
+        id,
+        Backend {
+            protocol,
+            endpoints,
+        },
+    ))
 }
 
 fn natural_protocol(port: &ServicePort) -> BackendProtocol {
@@ -182,7 +190,9 @@ pub(crate) fn resolve_certificate(
     if !group.is_empty() || kind != "Secret" {
         return Err(Problem::new(
             "InvalidCertificateRef",
-            format!("{field}: {group:?}/{kind} is not supported; only core Secrets are"),
+            format!(
+                "{field}: kind {kind} of group {group:?} is not supported; only core Secrets are"
+            ),
         ));
     }
     let ns = r.namespace.unwrap_or(gateway_ns);
@@ -206,8 +216,12 @@ pub(crate) fn resolve_certificate(
             format!("{field}: Secret {ns}/{name} does not exist"),
         ));
     };
-    let certificate = certificate_of(secret)
-        .map_err(|m| Problem::new("InvalidCertificateRef", format!("{field}: Secret {ns}/{name}: {m}")))?;
+    let certificate = certificate_of(secret).map_err(|m| {
+        Problem::new(
+            "InvalidCertificateRef",
+            format!("{field}: Secret {ns}/{name}: {m}"),
+        )
+    })?;
     Ok((format!("{ns}/{name}"), certificate))
 }
 

@@ -196,17 +196,25 @@ impl Compiler<'_, '_, '_> {
         let mut redirect_or_rewrite = None;
         for (fi, f) in list.iter().enumerate() {
             let field = format!("{field}[{fi}]");
-            let missing = |what: &str| unsupported(format!("{field}.{what} is required for type {}", f.type_));
+            let missing = |what: &str| {
+                unsupported(format!("{field}.{what} is required for type {}", f.type_))
+            };
             match f.type_.as_str() {
                 "RequestHeaderModifier" => {
-                    let m = f.request_header_modifier.as_ref().ok_or_else(|| missing("requestHeaderModifier"))?;
+                    let m = f
+                        .request_header_modifier
+                        .as_ref()
+                        .ok_or_else(|| missing("requestHeaderModifier"))?;
                     out.push(HttpFilter::RequestHeaderModifier(header_modifier(
                         m,
                         &format!("{field}.requestHeaderModifier"),
                     )?));
                 }
                 "ResponseHeaderModifier" => {
-                    let m = f.response_header_modifier.as_ref().ok_or_else(|| missing("responseHeaderModifier"))?;
+                    let m = f
+                        .response_header_modifier
+                        .as_ref()
+                        .ok_or_else(|| missing("responseHeaderModifier"))?;
                     out.push(HttpFilter::ResponseHeaderModifier(header_modifier(
                         m,
                         &format!("{field}.responseHeaderModifier"),
@@ -220,14 +228,20 @@ impl Compiler<'_, '_, '_> {
                         )));
                     }
                     if f.type_ == "RequestRedirect" {
-                        let r = f.request_redirect.as_ref().ok_or_else(|| missing("requestRedirect"))?;
+                        let r = f
+                            .request_redirect
+                            .as_ref()
+                            .ok_or_else(|| missing("requestRedirect"))?;
                         out.push(HttpFilter::RequestRedirect(redirect(
                             r,
                             &format!("{field}.requestRedirect"),
                             all_prefix,
                         )?));
                     } else {
-                        let r = f.url_rewrite.as_ref().ok_or_else(|| missing("urlRewrite"))?;
+                        let r = f
+                            .url_rewrite
+                            .as_ref()
+                            .ok_or_else(|| missing("urlRewrite"))?;
                         let ffield = format!("{field}.urlRewrite");
                         let hostname = r
                             .hostname
@@ -243,10 +257,15 @@ impl Compiler<'_, '_, '_> {
                     }
                 }
                 "RequestMirror" => {
-                    let m = f.request_mirror.as_ref().ok_or_else(|| missing("requestMirror"))?;
+                    let m = f
+                        .request_mirror
+                        .as_ref()
+                        .ok_or_else(|| missing("requestMirror"))?;
                     let mfield = format!("{field}.requestMirror");
                     let percent = mirror_percent(m.percent, m.fraction.as_ref(), &mfield)?;
-                    if let Some(backend) = self.resolve(&m.backend_ref, &format!("{mfield}.backendRef")) {
+                    if let Some(backend) =
+                        self.resolve(&m.backend_ref, &format!("{mfield}.backendRef"))
+                    {
                         out.push(HttpFilter::RequestMirror(Mirror { backend, percent }));
                     }
                 }
@@ -287,13 +306,14 @@ fn mirror_percent(
 }
 
 fn header_modifier(m: &HeaderModifierModel, field: &str) -> Result<HeaderModifier, Problem> {
-    let pair = |kind: &str, i: usize, nv: &super::model::NameValue| -> Result<(String, String), Problem> {
-        let name = header_name(&nv.name, &format!("{field}.{kind}[{i}].name"))?;
-        http::HeaderValue::from_str(&nv.value).map_err(|e| {
-            unsupported(format!("{field}.{kind}[{i}].value {:?}: {e}", nv.value))
-        })?;
-        Ok((name, nv.value.clone()))
-    };
+    let pair =
+        |kind: &str, i: usize, nv: &super::model::NameValue| -> Result<(String, String), Problem> {
+            let name = header_name(&nv.name, &format!("{field}.{kind}[{i}].name"))?;
+            http::HeaderValue::from_str(&nv.value).map_err(|e| {
+                unsupported(format!("{field}.{kind}[{i}].value {:?}: {e}", nv.value))
+            })?;
+            Ok((name, nv.value.clone()))
+        };
     Ok(HeaderModifier {
         set: m
             .set
@@ -357,7 +377,9 @@ fn redirect(
         .transpose()?;
     let status_code = match r.status_code {
         None => DEFAULT_REDIRECT_STATUS,
-        Some(c) if REDIRECT_STATUSES.contains(&c) => u16::try_from(c).unwrap_or(DEFAULT_REDIRECT_STATUS),
+        Some(c) if REDIRECT_STATUSES.contains(&c) => {
+            u16::try_from(c).unwrap_or(DEFAULT_REDIRECT_STATUS)
+        }
         Some(c) => {
             return Err(unsupported(format!(
                 "{field}.statusCode: {c} is not a redirect status"
@@ -378,11 +400,17 @@ fn redirect(
     })
 }
 
-fn path_modifier(p: &PathModifierModel, field: &str, all_prefix: bool) -> Result<PathModifier, Problem> {
+fn path_modifier(
+    p: &PathModifierModel,
+    field: &str,
+    all_prefix: bool,
+) -> Result<PathModifier, Problem> {
     match p.type_.as_str() {
         "ReplaceFullPath" => {
             let v = p.replace_full_path.as_deref().ok_or_else(|| {
-                unsupported(format!("{field}.replaceFullPath is required for type ReplaceFullPath"))
+                unsupported(format!(
+                    "{field}.replaceFullPath is required for type ReplaceFullPath"
+                ))
             })?;
             check_path(v, &format!("{field}.replaceFullPath"))?;
             Ok(PathModifier::ReplaceFullPath(v.to_owned()))
@@ -401,7 +429,9 @@ fn path_modifier(p: &PathModifierModel, field: &str, all_prefix: bool) -> Result
             }
             Ok(PathModifier::ReplacePrefixMatch(v.to_owned()))
         }
-        other => Err(unsupported(format!("{field}.type: {other:?} is not supported"))),
+        other => Err(unsupported(format!(
+            "{field}.type: {other:?} is not supported"
+        ))),
     }
 }
 
@@ -431,12 +461,24 @@ fn check_regex(re: &str, field: &str) -> Result<(), Problem> {
         .build()
         .map(|_| ())
         .map_err(|e| {
-            let first = e.to_string().lines().last().unwrap_or_default().trim().to_owned();
-            unsupported(format!("{field} {re:?} is not a valid regular expression: {first}"))
+            let first = e
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            unsupported(format!(
+                "{field} {re:?} is not a valid regular expression: {first}"
+            ))
         })
 }
 
-fn value_matches(list: &[ValueMatchModel], field: &str, headers: bool) -> Result<Vec<ValueMatch>, Problem> {
+fn value_matches(
+    list: &[ValueMatchModel],
+    field: &str,
+    headers: bool,
+) -> Result<Vec<ValueMatch>, Problem> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for (i, m) in list.iter().enumerate() {
@@ -500,7 +542,11 @@ fn http_matches(list: &[HttpMatchModel], field: &str) -> Result<Vec<HttpMatch>, 
                     check_regex(value, &vfield)?;
                     PathMatch::RegularExpression(value.to_owned())
                 }
-                other => return Err(unsupported(format!("{f}.path.type: {other:?} is not supported"))),
+                other => {
+                    return Err(unsupported(format!(
+                        "{f}.path.type: {other:?} is not supported"
+                    )))
+                }
             };
             Ok(HttpMatch {
                 path: Some(path),
@@ -574,7 +620,9 @@ fn grpc_path(m: &super::model::GrpcMethodModel, field: &str) -> Result<Option<Pa
             check_regex(&re, field)?;
             Ok(Some(PathMatch::RegularExpression(re)))
         }
-        other => Err(unsupported(format!("{field}.type: {other:?} is not supported"))),
+        other => Err(unsupported(format!(
+            "{field}.type: {other:?} is not supported"
+        ))),
     }
 }
 
@@ -610,7 +658,15 @@ fn timeouts(t: Option<&TimeoutsModel>, field: &str) -> Result<Timeouts, Problem>
 /// Exact path, then PathPrefix, then RegularExpression, then no path condition (longer values first
 /// within each); then a method match; then more header matches; then more query parameter matches.
 /// Ties are broken by the caller (oldest route, namespace/name, rule order, match order).
-pub(crate) fn precedence(m: &HttpMatch) -> (u8, std::cmp::Reverse<usize>, bool, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>) {
+pub(crate) fn precedence(
+    m: &HttpMatch,
+) -> (
+    u8,
+    std::cmp::Reverse<usize>,
+    bool,
+    std::cmp::Reverse<usize>,
+    std::cmp::Reverse<usize>,
+) {
     let (rank, len) = match &m.path {
         Some(PathMatch::Exact(v)) => (0, v.len()),
         Some(PathMatch::PathPrefix(v)) => (1, v.trim_end_matches('/').len()),
@@ -625,7 +681,6 @@ pub(crate) fn precedence(m: &HttpMatch) -> (u8, std::cmp::Reverse<usize>, bool, 
         std::cmp::Reverse(m.query_params.len()),
     )
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -691,7 +746,11 @@ mod tests {
         assert!(check_regex("/api/v[0-9]+", "f").is_ok());
         let err = check_regex("/api/(unclosed", "spec.rules[0].matches[0].path.value").unwrap_err();
         assert_eq!(err.reason, UNSUPPORTED);
-        assert!(err.message.contains("spec.rules[0].matches[0].path.value"), "{}", err.message);
+        assert!(
+            err.message.contains("spec.rules[0].matches[0].path.value"),
+            "{}",
+            err.message
+        );
         assert!(check_regex(&"a".repeat(MAX_REGEX_LEN + 1), "f").is_err());
     }
 

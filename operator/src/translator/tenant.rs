@@ -50,7 +50,13 @@ pub(crate) struct RouteParentFragment {
 /// [`precedence`]), then the oldest route, namespace, name, kind, rule and match order.
 type EntryKey = (
     std::cmp::Reverse<(u8, usize)>,
-    (u8, std::cmp::Reverse<usize>, bool, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>),
+    (
+        u8,
+        std::cmp::Reverse<usize>,
+        bool,
+        std::cmp::Reverse<usize>,
+        std::cmp::Reverse<usize>,
+    ),
     (bool, Option<Time>),
     String,
     String,
@@ -111,11 +117,27 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
         let compiled = routes::compile(world, &route);
         let mut used = false;
         for (k, parent, gi) in targets {
-            let accepted = match attach(world, plan, &mut listeners, gi, ns, &route, &compiled, parent) {
+            let accepted = match attach(
+                world,
+                plan,
+                &mut listeners,
+                gi,
+                ns,
+                &route,
+                &compiled,
+                parent,
+            ) {
                 Err(p) => Err(p),
                 Ok((attachments, notes)) => {
                     if route.kind == RouteKind::Tls {
-                        add_passthrough(&mut passthrough, &route, &compiled, &attachments, &listeners, notes)
+                        add_passthrough(
+                            &mut passthrough,
+                            &route,
+                            &compiled,
+                            &attachments,
+                            &listeners,
+                            notes,
+                        )
                     } else {
                         add_entries(&mut vhosts, &route, &compiled, &attachments, &listeners);
                         Ok(notes)
@@ -136,7 +158,10 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
         }
     }
 
-    for l in listeners.iter().filter(|l| l.serving() && l.mode == Mode::HttpsTerminate) {
+    for l in listeners
+        .iter()
+        .filter(|l| l.serving() && l.mode == Mode::HttpsTerminate)
+    {
         if let Some(cert) = &l.certificate {
             for p in &l.patterns {
                 snapshot.https.terminate.push(TlsTerminate {
@@ -152,10 +177,12 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
             }
         }
     }
-    snapshot.https.terminate.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    snapshot
+        .https
+        .terminate
+        .sort_by(|a, b| a.hostname.cmp(&b.hostname));
     snapshot.https.passthrough = passthrough.into_values().collect();
-    for l_index in 0..listeners.len() {
-        let l = &listeners[l_index];
+    for (l_index, l) in listeners.iter().enumerate() {
         let Some(edge) = l.edge() else { continue };
         if !l.serving() || l.mode == Mode::TlsPassthrough {
             continue;
@@ -175,7 +202,12 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
         }
     }
     // Keep only certificates a terminate entry uses.
-    let used: BTreeSet<String> = snapshot.https.terminate.iter().map(|t| t.certificate.clone()).collect();
+    let used: BTreeSet<String> = snapshot
+        .https
+        .terminate
+        .iter()
+        .map(|t| t.certificate.clone())
+        .collect();
     snapshot.certificates.retain(|id, _| used.contains(id));
     snapshot.seal();
 
@@ -192,7 +224,12 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
 }
 
 /// Index of the tenant Gateway a parentRef names, if it names one.
-fn target_gateway(p: &ParentRefModel, route: &RouteModel<'_>, ns: &str, gateways: &[&Gateway]) -> Option<usize> {
+fn target_gateway(
+    p: &ParentRefModel,
+    route: &RouteModel<'_>,
+    ns: &str,
+    gateways: &[&Gateway],
+) -> Option<usize> {
     let group_ok = p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP;
     let kind_ok = p.kind.as_deref().unwrap_or("Gateway") == "Gateway";
     let pns = p.namespace.as_deref().unwrap_or(route.namespace);
@@ -243,7 +280,11 @@ fn attach(
             format!("Gateway {:?} has no listener {what}", parent.name),
         ));
     }
-    let usable: Vec<usize> = candidates.iter().copied().filter(|&i| listeners[i].usable()).collect();
+    let usable: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|&i| listeners[i].usable())
+        .collect();
     if usable.is_empty() {
         let why: Vec<String> = candidates
             .iter()
@@ -272,15 +313,22 @@ fn attach(
         })
         .collect();
     if allowed.is_empty() {
-        return Err(Problem::new(
-            "NotAllowedByListeners",
+        let kind_ok = usable
+            .iter()
+            .any(|&i| listeners[i].kinds.contains(&route.kind));
+        let message = if kind_ok {
             format!(
-                "no listener of Gateway {:?} allows {} from namespace {:?}",
+                "no listener of Gateway {:?} allows routes from namespace {:?}",
+                parent.name, route.namespace
+            )
+        } else {
+            format!(
+                "no listener of Gateway {:?} accepts the kind {}",
                 parent.name,
-                route.kind.as_str(),
-                route.namespace
-            ),
-        ));
+                route.kind.as_str()
+            )
+        };
+        return Err(Problem::new("NotAllowedByListeners", message));
     }
 
     let mut attachments = Vec::new();
@@ -399,7 +447,11 @@ fn add_entries(
     attachments: &Attachments,
     listeners: &[Listener],
 ) {
-    let route_key = (route.kind, route.namespace.to_owned(), route.name.to_owned());
+    let route_key = (
+        route.kind,
+        route.namespace.to_owned(),
+        route.name.to_owned(),
+    );
     for (li, p) in attachments {
         let l = &listeners[*li];
         let Some(edge) = l.edge() else { continue };
@@ -454,7 +506,10 @@ fn merge_vhosts(vhosts: &BTreeMap<(EdgePort, String), VhostBuild>) -> Vec<(EdgeP
     for ((edge, hostname), build) in vhosts {
         let mut entries: Vec<(EntryKey, &RouteEntry)> = Vec::new();
         for ((other_edge, _), other) in vhosts {
-            if other_edge != edge || other.owner != build.owner || !build.pattern.is_subset_of(&other.pattern) {
+            if other_edge != edge
+                || other.owner != build.owner
+                || !build.pattern.is_subset_of(&other.pattern)
+            {
                 continue;
             }
             let rank = std::cmp::Reverse(other.pattern.specificity());
@@ -497,7 +552,10 @@ fn add_passthrough(
         }
         let key = p.to_string();
         match passthrough.get(&key) {
-            Some(existing) if existing.route.namespace != route.namespace || existing.route.name != route.name => {
+            Some(existing)
+                if existing.route.namespace != route.namespace
+                    || existing.route.name != route.name =>
+            {
                 taken.push(format!(
                     "hostname {key} is already passed through to the older TLSRoute {}/{}",
                     existing.route.namespace, existing.route.name
@@ -537,7 +595,13 @@ fn parent_status(
 ) -> Value {
     let generation = route.generation;
     let accepted = match accepted {
-        Ok(notes) if notes.is_empty() => condition("Accepted", true, "Accepted", "Route is accepted", generation),
+        Ok(notes) if notes.is_empty() => condition(
+            "Accepted",
+            true,
+            "Accepted",
+            "Route is accepted",
+            generation,
+        ),
         Ok(notes) => condition(
             "Accepted",
             true,
@@ -583,7 +647,12 @@ fn parent_status(
     serde_json::to_value(status).unwrap_or_default()
 }
 
-fn gateway_status(plan: &TenantPlan, gi: usize, g: &Gateway, listeners: &[Listener]) -> ObjectStatus {
+fn gateway_status(
+    plan: &TenantPlan,
+    gi: usize,
+    g: &Gateway,
+    listeners: &[Listener],
+) -> ObjectStatus {
     let generation = g.metadata.generation;
     let mine: Vec<&Listener> = listeners.iter().filter(|l| l.gateway == gi).collect();
     let invalid: Vec<&str> = mine
@@ -592,10 +661,22 @@ fn gateway_status(plan: &TenantPlan, gi: usize, g: &Gateway, listeners: &[Listen
         .map(|l| l.name.as_str())
         .collect();
     let accepted = if invalid.is_empty() {
-        condition("Accepted", true, "Accepted", "Gateway is accepted", generation)
+        condition(
+            "Accepted",
+            true,
+            "Accepted",
+            "Gateway is accepted",
+            generation,
+        )
     } else {
         let message = format!("invalid listeners: {}", invalid.join(", "));
-        condition("Accepted", invalid.len() < mine.len(), "ListenersNotValid", message, generation)
+        condition(
+            "Accepted",
+            invalid.len() < mine.len(),
+            "ListenersNotValid",
+            message,
+            generation,
+        )
     };
     let programmed = if mine.iter().any(|l| l.serving()) {
         condition(
@@ -606,11 +687,21 @@ fn gateway_status(plan: &TenantPlan, gi: usize, g: &Gateway, listeners: &[Listen
             generation,
         )
     } else {
-        condition("Programmed", false, "Invalid", "No listener can be served", generation)
+        condition(
+            "Programmed",
+            false,
+            "Invalid",
+            "No listener can be served",
+            generation,
+        )
     };
     let status = GatewayStatus {
         conditions: Some(vec![accepted, programmed]),
-        listeners: Some(mine.iter().map(|l| listener_status(l, generation)).collect()),
+        listeners: Some(
+            mine.iter()
+                .map(|l| listener_status(l, generation))
+                .collect(),
+        ),
         ..Default::default()
     };
     ObjectStatus {
@@ -627,11 +718,23 @@ fn gateway_status(plan: &TenantPlan, gi: usize, g: &Gateway, listeners: &[Listen
 
 fn listener_status(l: &Listener, generation: Option<i64>) -> GatewayStatusListeners {
     let accepted = match &l.not_accepted {
-        None => condition("Accepted", true, "Accepted", "Listener is accepted", generation),
+        None => condition(
+            "Accepted",
+            true,
+            "Accepted",
+            "Listener is accepted",
+            generation,
+        ),
         Some(p) => condition("Accepted", false, p.reason, p.message.clone(), generation),
     };
     let resolved = match l.unresolved.first() {
-        None => condition("ResolvedRefs", true, "ResolvedRefs", "All references are resolved", generation),
+        None => condition(
+            "ResolvedRefs",
+            true,
+            "ResolvedRefs",
+            "All references are resolved",
+            generation,
+        ),
         Some(first) => condition(
             "ResolvedRefs",
             false,
@@ -650,7 +753,9 @@ fn listener_status(l: &Listener, generation: Option<i64>) -> GatewayStatusListen
             "Programmed",
             false,
             REASON_PENDING,
-            format!("Served on the {edge} edge port once the tenant's routers acknowledge the snapshot"),
+            format!(
+                "Served on the {edge} edge port once the tenant's routers acknowledge the snapshot"
+            ),
             generation,
         )
     } else {
@@ -660,10 +765,22 @@ fn listener_status(l: &Listener, generation: Option<i64>) -> GatewayStatusListen
             .or(l.conflicted.as_ref())
             .map(|p| p.message.clone())
             .unwrap_or_else(|| "no valid certificate".into());
-        condition("Programmed", false, "Invalid", format!("Listener is not served: {why}"), generation)
+        condition(
+            "Programmed",
+            false,
+            "Invalid",
+            format!("Listener is not served: {why}"),
+            generation,
+        )
     };
     let conflicted = match &l.conflicted {
-        None => condition("Conflicted", false, "NoConflicts", "No conflicts", generation),
+        None => condition(
+            "Conflicted",
+            false,
+            "NoConflicts",
+            "No conflicts",
+            generation,
+        ),
         Some(p) => condition("Conflicted", true, p.reason, p.message.clone(), generation),
     };
     let conditions: Vec<Condition> = vec![accepted, resolved, programmed, conflicted];

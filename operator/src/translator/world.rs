@@ -35,7 +35,10 @@ pub(crate) fn name_of(meta: &ObjectMeta) -> &str {
 
 /// Sort key "oldest first, then by name": objects without a creation timestamp come last.
 pub(crate) fn age_key(meta: &ObjectMeta) -> (bool, Option<&Time>) {
-    (meta.creation_timestamp.is_none(), meta.creation_timestamp.as_ref())
+    (
+        meta.creation_timestamp.is_none(),
+        meta.creation_timestamp.as_ref(),
+    )
 }
 
 /// The four route kinds.
@@ -114,7 +117,11 @@ impl<'a> RouteObject<'a> {
                     .parent_refs
                     .iter()
                     .flatten()
-                    .map(|p| p.namespace.clone().unwrap_or_else(|| ns_of(&$r.metadata).to_owned()))
+                    .map(|p| {
+                        p.namespace
+                            .clone()
+                            .unwrap_or_else(|| ns_of(&$r.metadata).to_owned())
+                    })
                     .collect()
             };
         }
@@ -167,10 +174,16 @@ impl<'a> World<'a> {
         objects.grpc_routes.iter().for_each(|o| note(&o.metadata));
         objects.tls_routes.iter().for_each(|o| note(&o.metadata));
         objects.tcp_routes.iter().for_each(|o| note(&o.metadata));
-        objects.reference_grants.iter().for_each(|o| note(&o.metadata));
+        objects
+            .reference_grants
+            .iter()
+            .for_each(|o| note(&o.metadata));
         objects.secrets.iter().for_each(|o| note(&o.metadata));
         objects.services.iter().for_each(|o| note(&o.metadata));
-        objects.endpoint_slices.iter().for_each(|o| note(&o.metadata));
+        objects
+            .endpoint_slices
+            .iter()
+            .for_each(|o| note(&o.metadata));
 
         let mut our_classes: BTreeSet<String> = objects
             .gateway_classes
@@ -202,7 +215,12 @@ impl<'a> World<'a> {
         }
         let mut slices: ByName<'a, Vec<&'a EndpointSlice>> = BTreeMap::new();
         for s in &objects.endpoint_slices {
-            if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+            if let Some(svc) = s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            {
                 slices
                     .entry(ns_of(&s.metadata))
                     .or_default()
@@ -291,7 +309,10 @@ impl<'a> World<'a> {
 
     /// Every route with a parentRef into `ns`, oldest first (then namespace, name, kind).
     pub(crate) fn routes_into(&self, ns: &str) -> &[RouteObject<'a>] {
-        self.routes_into.get(ns).map(Vec::as_slice).unwrap_or_default()
+        self.routes_into
+            .get(ns)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// Whether Bulkhead serves this Gateway's class.
@@ -327,7 +348,9 @@ impl<'a> World<'a> {
                 && g.spec.to.iter().any(|t| {
                     t.group == to_group
                         && t.kind == to_kind
-                        && t.name.as_deref().is_none_or(|n| n.is_empty() || n == to_name)
+                        && t.name
+                            .as_deref()
+                            .is_none_or(|n| n.is_empty() || n == to_name)
                 })
         })
     }

@@ -1,0 +1,93 @@
+//! TLS configuration of both ends: rustls with the ring provider, ALPN `h2`, certificates from PEM.
+
+use rustls::crypto::ring::default_provider;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
+
+/// The only application protocol spoken: HTTP/2.
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// Why a TLS configuration cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The PEM input holds no certificate.
+    #[error("no certificate found in the PEM input")]
+    NoCertificate,
+    /// The PEM input holds no usable private key.
+    #[error("no private key found in the PEM input: {0}")]
+    NoPrivateKey(String),
+    /// A PEM section could not be read.
+    #[error("invalid PEM: {0}")]
+    Pem(String),
+    /// rustls refused the certificates or key.
+    #[error("TLS configuration refused: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The server's TLS configuration from a PEM certificate chain (leaf first) and its PEM private key.
+pub fn server_tls_config(
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = certificates(cert_chain_pem)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| TlsError::NoPrivateKey(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client TLS configuration trusting exactly the CA certificates in `ca_pem`.
+pub fn client_tls_config(ca_pem: &[u8]) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(ca_pem)? {
+        roots.add(cert)?;
+    }
+    let mut config = ClientConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate);
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_or_garbage_pem_is_a_typed_error() {
+        assert!(matches!(
+            client_tls_config(b""),
+            Err(TlsError::NoCertificate)
+        ));
+        assert!(matches!(
+            client_tls_config(b"not pem"),
+            Err(TlsError::NoCertificate)
+        ));
+        let cert = rcgen::generate_simple_self_signed(vec!["x.test".into()]).unwrap();
+        let pem = cert.cert.pem();
+        assert!(client_tls_config(pem.as_bytes()).is_ok());
+        assert!(matches!(
+            server_tls_config(pem.as_bytes(), b""),
+            Err(TlsError::NoPrivateKey(_))
+        ));
+        let key = cert.signing_key.serialize_pem();
+        assert!(server_tls_config(pem.as_bytes(), key.as_bytes()).is_ok());
+    }
+}
