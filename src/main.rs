@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod cluster;
 mod demo;
 mod pki;
 mod quickstart;
@@ -48,10 +49,10 @@ enum Command {
     /// Run one tier under the load harness in shared/bench (reads the BENCH_* environment).
     #[command(hide = true)]
     BenchCandidate,
-    /// Run the edge tier (needs the operator's snapshot service: not available yet).
-    Edge,
-    /// Run a tenant router (needs the operator's snapshot service: not available yet).
-    Router,
+    /// Run the edge tier, fed by the operator's snapshot service.
+    Edge(cluster::EdgeArgs),
+    /// Run one tenant router, fed by the operator's snapshot service.
+    Router(cluster::RouterArgs),
     /// Run the control plane on Kubernetes (not available yet).
     Operator,
     /// Print the CRD YAML.
@@ -87,8 +88,10 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             }
-            Command::Edge | Command::Router | Command::Operator => anyhow::bail!(
-                "cluster mode needs the operator's snapshot service, which is not built yet; \
+            Command::Edge(args) => cluster::run_edge(args).await,
+            Command::Router(args) => cluster::run_router(args).await,
+            Command::Operator => anyhow::bail!(
+                "the Kubernetes operator is not built yet; \
                  use `bulkhead standalone` to run every tier in one process"
             ),
         }

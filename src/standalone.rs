@@ -421,6 +421,13 @@ fn forward_acks(component: String, mut acks: mpsc::Receiver<Ack>, to: mpsc::Send
     });
 }
 
+/// A token cancelled on SIGTERM or Ctrl-C.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    spawn_signal_handler(token.clone());
+    token
+}
+
 fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
         wait_for_signal().await;

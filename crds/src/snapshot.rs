@@ -148,6 +148,11 @@ pub struct TlsPort {
     /// Virtual hosts for HTTP requests inside terminated TLS, routed by `Host` / `:authority`.
     #[serde(default)]
     pub virtual_hosts: Vec<VirtualHost>,
+    /// SNI pattern → certificate and backends, for TLS listeners with mode `Terminate` and a
+    /// TCPRoute (or TLSRoute) attached: the router terminates TLS and copies the plaintext to a
+    /// backend. Never in `terminate` or `passthrough` too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub terminate_tcp: Vec<TlsTerminateTcp>,
 }
 
 /// A certificate served for an SNI pattern.
@@ -159,6 +164,22 @@ pub struct TlsTerminate {
     pub certificate: String,
     /// The Gateway listener this comes from.
     pub listener: ListenerRef,
+}
+
+/// TLS terminated by the router, then plain TCP to a backend (a TLS `Terminate` listener with a
+/// TCPRoute or TLSRoute).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsTerminateTcp {
+    /// Normalised SNI pattern (`*` = a client without SNI or any name).
+    pub hostname: String,
+    /// The certificate id in [`TenantSnapshot::certificates`].
+    pub certificate: String,
+    /// The Gateway listener this comes from.
+    pub listener: ListenerRef,
+    /// The route object this comes from.
+    pub route: RouteRef,
+    /// Weighted backends (protocol [`BackendProtocol::Tcp`]).
+    pub backends: Vec<WeightedBackend>,
 }
 
 /// A TLSRoute: the raw TLS stream goes to a backend untouched.

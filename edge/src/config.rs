@@ -1,5 +1,6 @@
 //! The edge's configuration: where it listens, and every limit and timeout in one reviewed place.
 
+use crate::cidr::Cidr;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ pub const DEFAULT_CONNECT_ATTEMPTS: usize = 3;
 pub const DEFAULT_LINGER_TIMEOUT: Duration = Duration::from_secs(1);
 /// After a refusal, most client bytes drained before closing.
 pub const LINGER_MAX_BYTES: usize = 64 * 1024;
+/// How often refusals are summed up in one info log line (only when there were any).
+pub const REFUSAL_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (e.g. out of file descriptors) before accepting again.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -84,6 +87,11 @@ pub struct EdgeConfig {
     /// Whether to send a PROXY v2 header to routers (default true; off only for plain TLS backends,
     /// e.g. in benchmarks).
     pub proxy_protocol: bool,
+    /// Peers (upstream load balancers) that must start each connection with a PROXY v1 or v2
+    /// header; the client address it declares is the one forwarded to routers. Empty (the
+    /// default): no peer may send one. A peer in these networks without a valid header, and a
+    /// peer outside them with one, is refused.
+    pub accept_proxy_from: Vec<Cidr>,
 }
 
 impl Default for EdgeConfig {
@@ -93,6 +101,7 @@ impl Default for EdgeConfig {
             http_listen: DEFAULT_HTTP_LISTEN,
             limits: EdgeLimits::default(),
             proxy_protocol: true,
+            accept_proxy_from: Vec::new(),
         }
     }
 }

@@ -1,13 +1,16 @@
-//! One client connection, from accept to close: sniff the name (bounded by the sniffing limit and
-//! deadline), find the tenant in the table taken at accept, take one of the tenant's connection
+//! One client connection, from accept to close: read a trusted load balancer's PROXY header and
+//! sniff the name (both bounded by the sniffing limit and one deadline), find the tenant in the table taken at accept, take one of the tenant's connection
 //! slots, connect to one of its routers (another endpoint on failure, nothing sent yet), write the
 //! PROXY v2 header and the sniffed bytes, then copy both ways until both sides are done.
 
 use crate::balance::pick_endpoint;
+use crate::cidr::Cidr;
 use crate::config::EdgeLimits;
 use crate::metrics::{ClosedLabels, EdgeMetrics, GaugeGuard, ListenerLabels, SniffLabels};
+use crate::refusals::RefusalTally;
 use crate::refuse::{refuse, Refusal};
 use crate::table::{listener_label, EdgeTable, PortEntry, TenantEntry};
+use crate::upstream_proxy::{client_addresses, looks_like_proxy_header};
 use arc_swap::ArcSwap;
 use bulkhead_crds::snapshot::EdgePort;
 use bulkhead_proxy_io::{copy_bidirectional_observed, encode_v2, CopyDirection, ProxyAddresses};
@@ -15,6 +18,7 @@ use bulkhead_sniff::{read_client_hello, read_http_host, SniffError};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -29,6 +33,10 @@ pub(crate) struct Shared {
     pub(crate) limits: EdgeLimits,
     pub(crate) metrics: Arc<EdgeMetrics>,
     pub(crate) proxy_protocol: bool,
+    /// Peers that must send a PROXY header (upstream load balancers); empty: none may.
+    pub(crate) accept_proxy_from: Vec<Cidr>,
+    /// Refusals since the last summary line.
+    pub(crate) refusals: RefusalTally,
     /// Slots for connections still sniffing.
     pub(crate) sniff_slots: Arc<Semaphore>,
     /// Cancelled when the drain deadline passed: every connection ends at once.
@@ -58,22 +66,53 @@ pub(crate) async fn serve(
 
     let Ok(sniff_slot) = shared.sniff_slots.clone().try_acquire_owned() else {
         metrics.refuse(listener, "", "max_sniffing");
+        shared.refusals.note("max_sniffing");
         tracing::debug!(%peer, listener, "refused: too many connections still sniffing");
         return;
     };
     let mut client = client;
     let mut sniffed = Vec::new();
     let sniffing = GaugeGuard::new(&metrics.sniffing);
-    let host = sniff(&mut client, &mut sniffed, port, &shared.limits).await;
+    let started = Instant::now();
+    let timeout = shared.limits.sniff_timeout;
+    let addrs = client_addresses(
+        &mut client,
+        &mut sniffed,
+        peer,
+        local,
+        &shared.accept_proxy_from,
+        timeout,
+    )
+    .await;
+    let addrs = match addrs {
+        Ok(addrs) => addrs,
+        Err(reason) => {
+            metrics.refuse(listener, "", reason);
+            shared.refusals.note(reason);
+            tracing::debug!(%peer, listener, reason, "refused: no valid PROXY header from a trusted load balancer");
+            return;
+        }
+    };
+    let remaining = timeout.saturating_sub(started.elapsed());
+    let host = sniff(&mut client, &mut sniffed, port, remaining).await;
     drop(sniffing);
     drop(sniff_slot);
+    let peer = addrs.source;
     let host = match host {
         Ok(host) => {
             sniff_outcome(metrics, listener, "ok");
             host
         }
+        Err(e) if looks_like_proxy_header(&sniffed) => {
+            sniff_outcome(metrics, listener, e.reason());
+            metrics.refuse(listener, "", "untrusted_proxy_header");
+            shared.refusals.note("untrusted_proxy_header");
+            tracing::debug!(%peer, listener, "refused: PROXY header from a peer that is not a trusted load balancer");
+            return;
+        }
         Err(e) => {
             sniff_outcome(metrics, listener, e.reason());
+            shared.refusals.note(e.reason());
             tracing::debug!(%peer, listener, reason = e.reason(), error = %e, "refused: sniffing failed");
             if let Some(refusal) = Refusal::for_sniff_error(&e) {
                 refuse(client, port, refusal, shared.limits.linger_timeout).await;
@@ -86,6 +125,7 @@ pub(crate) async fn serve(
             .unknown_hostnames
             .get_or_create(&ListenerLabels { listener })
             .inc();
+        shared.refusals.note("unknown_host");
         tracing::debug!(%peer, listener, host = host.as_deref().unwrap_or(""), "refused: no tenant owns the name");
         refuse(
             client,
@@ -97,22 +137,22 @@ pub(crate) async fn serve(
         return;
     };
     drop(table);
-    forward(client, peer, local, sniffed, &tenant, port, &shared).await;
+    forward(client, addrs, sniffed, &tenant, port, &shared).await;
 }
 
-/// Reads the routing name: the SNI on the TLS listener (`None` when the client sent none), the
-/// `Host` on the HTTP listener.
+/// Reads the routing name within `timeout`: the SNI on the TLS listener (`None` when the client
+/// sent none), the `Host` on the HTTP listener. `buf` may already hold the stream's first bytes.
 async fn sniff(
     client: &mut TcpStream,
     buf: &mut Vec<u8>,
     port: EdgePort,
-    limits: &EdgeLimits,
+    timeout: Duration,
 ) -> Result<Option<String>, SniffError> {
     match port {
-        EdgePort::Https => read_client_hello(client, buf, limits.sniff_timeout)
+        EdgePort::Https => read_client_hello(client, buf, timeout)
             .await
             .map(|hello| hello.sni),
-        EdgePort::Http => read_http_host(client, buf, limits.sniff_timeout)
+        EdgePort::Http => read_http_host(client, buf, timeout)
             .await
             .map(|head| Some(head.host)),
     }
@@ -125,11 +165,10 @@ fn sniff_outcome(metrics: &EdgeMetrics, listener: &'static str, outcome: &'stati
         .inc();
 }
 
-/// Forwards a sniffed connection to one of the tenant's routers.
+/// Forwards a sniffed connection to one of the tenant's routers; `addrs` go in the PROXY header.
 async fn forward(
     mut client: TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
+    addrs: ProxyAddresses,
     sniffed: Vec<u8>,
     tenant: &TenantEntry,
     port: EdgePort,
@@ -138,8 +177,10 @@ async fn forward(
     let listener = listener_label(port);
     let limits = &shared.limits;
     let metrics = &shared.metrics;
+    let peer = addrs.source;
     let refused = |reason: &'static str| {
         metrics.refuse(listener, &tenant.name, reason);
+        shared.refusals.note(reason);
         tracing::debug!(%peer, listener, tenant = %tenant.name, reason, "refused");
     };
     let Some(_tenant_slot) = tenant.try_acquire(limits.max_connections_per_tenant) else {
@@ -163,10 +204,7 @@ async fn forward(
     let _ = upstream.set_nodelay(true);
 
     let mut head = if shared.proxy_protocol {
-        encode_v2(&ProxyAddresses {
-            source: peer,
-            destination: local,
-        })
+        encode_v2(&addrs)
     } else {
         Vec::new()
     };

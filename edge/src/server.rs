@@ -2,9 +2,10 @@
 //! graceful shutdown (stop accepting, not ready, let connections finish until the drain deadline,
 //! then cut the rest).
 
-use crate::config::{EdgeConfig, ACCEPT_ERROR_BACKOFF};
+use crate::config::{EdgeConfig, ACCEPT_ERROR_BACKOFF, REFUSAL_SUMMARY_INTERVAL};
 use crate::connection::{serve, Shared};
 use crate::metrics::EdgeMetrics;
+use crate::refusals::RefusalTally;
 use crate::table::{listener_label, validate, EdgeTable, SharedCounters};
 use arc_swap::ArcSwap;
 use bulkhead_admin::ReadyFlag;
@@ -112,6 +113,8 @@ impl Edge {
             limits,
             metrics,
             proxy_protocol: config.proxy_protocol,
+            accept_proxy_from: config.accept_proxy_from.clone(),
+            refusals: RefusalTally::default(),
             force_close: CancellationToken::new(),
         });
         let tracker = TaskTracker::new();
@@ -129,9 +132,12 @@ impl Edge {
 
         let mut counters = SharedCounters::default();
         let mut subscribed = true;
+        let mut summary = tokio::time::interval(REFUSAL_SUMMARY_INTERVAL);
+        summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                _ = summary.tick() => shared.refusals.log_summary(),
                 next = snapshots.next(), if subscribed => match next {
                     Some(snapshot) => apply(&snapshot, &snapshots, &shared, &mut counters, &ready),
                     None => {
@@ -162,6 +168,7 @@ impl Edge {
             shared.force_close.cancel();
             tracker.wait().await;
         }
+        shared.refusals.log_summary();
         tracing::info!("edge stopped");
         result
     }

@@ -3,7 +3,7 @@
 use bulkhead_admin::ReadyFlag;
 use bulkhead_crds::snapshot::{EdgeRoute, EdgeSnapshot, RouterEndpoints, Sealed};
 use bulkhead_edge::{Edge, EdgeConfig, EdgeError, EdgeLimits, EdgeMetrics};
-use bulkhead_proxy_io::{read_proxy_header, ProxyAddresses, ProxyHeader};
+use bulkhead_proxy_io::{encode_v2, read_proxy_header, ProxyAddresses, ProxyHeader};
 use bulkhead_snapshot::{Ack, Publisher};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
@@ -83,14 +83,22 @@ struct Harness {
 }
 
 async fn start(limits: EdgeLimits) -> Harness {
+    start_with(EdgeConfig {
+        limits,
+        ..EdgeConfig::default()
+    })
+    .await
+}
+
+/// Starts an edge with `config`, listening on ephemeral loopback ports whatever it says.
+async fn start_with(config: EdgeConfig) -> Harness {
     let mut registry = Registry::default();
     let metrics = EdgeMetrics::register(&mut registry);
     let ready = ReadyFlag::new("edge");
     let config = EdgeConfig {
         https_listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
-        limits,
-        proxy_protocol: true,
+        ..config
     };
     let edge = Edge::bind(config, metrics, ready.clone()).await.unwrap();
     let (https, http) = (edge.https_addr(), edge.http_addr());
@@ -582,4 +590,130 @@ async fn bytes_are_counted_per_tenant_and_direction() {
     )
     .await;
     h.stop().await;
+}
+
+// ---- PROXY headers from an upstream load balancer ---------------------------------------------
+
+/// Reads until the edge closes the connection (FIN or reset) and returns what came before.
+async fn closed_without_answer(c: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    match tokio::time::timeout(WAIT, c.read_to_end(&mut out)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        Err(_) => panic!("the edge kept the connection open"),
+    }
+    out
+}
+
+fn trusting(cidrs: &[&str]) -> EdgeConfig {
+    EdgeConfig {
+        accept_proxy_from: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        ..EdgeConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_load_balancer_declares_the_client_in_v2_or_v1() {
+    let mut acme = fake_router().await;
+    let mut h = start_with(trusting(&["10.0.0.0/8", "127.0.0.0/8"])).await;
+    h.publish(
+        &[("a.example", "acme")],
+        &[("acme", vec![acme.addr], vec![acme.addr])],
+    )
+    .await
+    .unwrap();
+    let declared = ProxyAddresses {
+        source: "203.0.113.7:40000".parse().unwrap(),
+        destination: "198.51.100.1:443".parse().unwrap(),
+    };
+
+    // v2 on the TLS listener: the header is consumed, the hello replayed, the client declared.
+    let hello = client_hello("a.example");
+    let mut c = TcpStream::connect(h.https).await.unwrap();
+    let mut first = encode_v2(&declared);
+    first.extend_from_slice(&hello);
+    c.write_all(&first).await.unwrap();
+    let mut back = vec![0u8; hello.len()];
+    tokio::time::timeout(WAIT, c.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        back, hello,
+        "the router gets the hello without the LB's header"
+    );
+    assert_eq!(recv(&mut acme).await, ProxyHeader::Proxied(declared));
+    drop(c);
+
+    // v1 on the HTTP listener, trickled in two pieces across the header boundary.
+    let line = b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 443\r\n";
+    let request = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
+    let mut c = TcpStream::connect(h.http).await.unwrap();
+    c.write_all(&line[..20]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c.write_all(&[&line[20..], &request[..]].concat())
+        .await
+        .unwrap();
+    c.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut c).await, request);
+    assert_eq!(recv(&mut acme).await, ProxyHeader::Proxied(declared));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_trusted_source_without_a_header_is_refused() {
+    let mut acme = fake_router().await;
+    let mut h = start_with(trusting(&["127.0.0.1"])).await;
+    h.publish(
+        &[("a.example", "acme")],
+        &[("acme", vec![acme.addr], vec![acme.addr])],
+    )
+    .await
+    .unwrap();
+    let mut c = TcpStream::connect(h.https).await.unwrap();
+    c.write_all(&client_hello("a.example")).await.unwrap();
+    assert!(closed_without_answer(&mut c).await.is_empty());
+    h.metric_eventually(
+        r#"bulkhead_edge_refused_total{listener="https",tenant="",reason="proxy_header_missing"} 1"#,
+    )
+    .await;
+    assert!(acme.seen.try_recv().is_err(), "nothing was forwarded");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_header_from_an_untrusted_source_is_refused() {
+    for config in [trusting(&["10.0.0.0/8", "::1/128"]), EdgeConfig::default()] {
+        let mut acme = fake_router().await;
+        let mut h = start_with(config).await;
+        h.publish(
+            &[("a.example", "acme")],
+            &[("acme", vec![acme.addr], vec![acme.addr])],
+        )
+        .await
+        .unwrap();
+        let spoofed = ProxyAddresses {
+            source: "10.9.9.9:1234".parse().unwrap(),
+            destination: "198.51.100.1:443".parse().unwrap(),
+        };
+        let mut first = encode_v2(&spoofed);
+        first.extend_from_slice(&client_hello("a.example"));
+        let mut c = TcpStream::connect(h.https).await.unwrap();
+        c.write_all(&first).await.unwrap();
+        assert!(closed_without_answer(&mut c).await.is_empty());
+
+        let mut c = TcpStream::connect(h.http).await.unwrap();
+        c.write_all(b"PROXY TCP4 10.9.9.9 198.51.100.1 1234 80\r\nGET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+            .await
+            .unwrap();
+        closed_without_answer(&mut c).await;
+        for listener in ["https", "http"] {
+            h.metric_eventually(&format!(
+                r#"bulkhead_edge_refused_total{{listener="{listener}",tenant="",reason="untrusted_proxy_header"}} 1"#
+            ))
+            .await;
+        }
+        assert!(acme.seen.try_recv().is_err(), "nothing was forwarded");
+        h.stop().await;
+    }
 }

@@ -8,12 +8,17 @@
 //!   re-translated), with snapshot versions.
 //! * [`status`]: object statuses, marking Gateways `Programmed` once routers acknowledge, and
 //!   stamping condition transition times.
+//! * [`children`]: the objects applied for each Tenant (router Deployment, Service, PDB,
+//!   NetworkPolicy, ServiceAccount, bootstrap Secret), typed and pure.
+//! * [`rbac`]: the one list of API calls the operator makes, and the RBAC rendered from it.
 //! * [`file_provider`]: standalone mode's source of objects: a directory of manifests, watched.
 #![forbid(unsafe_code)]
 
+pub mod children;
 pub mod compiler;
 pub mod file_provider;
 pub mod objects;
+pub mod rbac;
 pub mod status;
 pub mod translator;
 

@@ -2,11 +2,13 @@
 //!
 //! * TLS listener: PROXY v2 header (client address) → ClientHello sniffed and kept → SNI lookup:
 //!   passthrough (raw copy to a TLSRoute backend, TLS untouched), terminate (rustls over the replayed
-//!   bytes, ALPN h2 / http/1.1, then HTTP), or an `unrecognized_name` alert and close.
+//!   bytes, ALPN h2 / http/1.1, then HTTP), terminate-TCP (rustls without ALPN, then the plaintext
+//!   copied to a TCPRoute / TLSRoute backend), or an `unrecognized_name` alert and close.
 //! * HTTP listener: PROXY v2 header → HTTP/1.1 (or HTTP/2 prior knowledge) over the replayed bytes.
 //!
 //! A connection loads the configuration once, when it is accepted, and keeps it to the end.
 
+use crate::balance::OutstandingGuard;
 use crate::compile::{CompiledConfig, CompiledPassthrough, SniTarget};
 use crate::http::{serve_request, ConnContext, Entry, Shared};
 use crate::metrics::{
@@ -21,9 +23,10 @@ use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -238,11 +241,58 @@ async fn serve_tls_connection(
         Some(SniTarget::Passthrough(route)) => {
             passthrough(state, Arc::clone(route), stream, buf, client).await
         }
-        Some(SniTarget::Terminate { pattern }) => {
-            let pattern = pattern.clone();
-            terminate(state, config, stream, buf, client, pattern).await
+        Some(SniTarget::Terminate { certificate }) => {
+            let certificate = Arc::clone(certificate);
+            terminate(state, config, stream, buf, client, certificate).await
+        }
+        Some(SniTarget::TerminateTcp(route)) => {
+            let route = Arc::clone(route);
+            terminate_tcp(state, &config, route, stream, buf, client).await
         }
     }
+}
+
+/// The rustls handshake over the replayed ClientHello, with the handshake deadline.
+async fn handshake(
+    state: &ListenerState,
+    config: Option<Arc<rustls::ServerConfig>>,
+    stream: TcpStream,
+    buf: Vec<u8>,
+    client: SocketAddr,
+) -> Option<TlsStream<Rewind<TcpStream>>> {
+    let accept = TlsAcceptor::from(config?).accept(Rewind::new(buf, stream));
+    match tokio::time::timeout(state.shared.limits.tls_handshake_timeout, accept).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::debug!(tenant = %state.shared.tenant, %client, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(tenant = %state.shared.tenant, %client, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// TLS terminated in front of a TCP backend: handshake (no ALPN), then the plaintext is copied to
+/// a backend endpoint, both ways, with half-close and the passthrough idle deadline.
+async fn terminate_tcp(
+    state: &ListenerState,
+    config: &CompiledConfig,
+    route: Arc<CompiledPassthrough>,
+    stream: TcpStream,
+    buf: Vec<u8>,
+    client: SocketAddr,
+) -> ConnectionOutcome {
+    let Some(mut tls) = handshake(state, config.tcp_tls.clone(), stream, buf, client).await else {
+        return ConnectionOutcome::HandshakeError;
+    };
+    let Some((mut upstream, _in_flight)) = connect_l4(state, &route, client).await else {
+        let _ = tls.shutdown().await;
+        return ConnectionOutcome::UpstreamError;
+    };
+    copy_l4(state, &route, &mut tls, &mut upstream, 0).await;
+    ConnectionOutcome::TerminatedTcp
 }
 
 async fn terminate(
@@ -251,22 +301,10 @@ async fn terminate(
     stream: TcpStream,
     buf: Vec<u8>,
     client: SocketAddr,
-    cert_pattern: HostPattern,
+    certificate: Arc<str>,
 ) -> ConnectionOutcome {
-    let Some(tls) = config.tls.clone() else {
+    let Some(tls) = handshake(state, config.tls.clone(), stream, buf, client).await else {
         return ConnectionOutcome::HandshakeError;
-    };
-    let accept = TlsAcceptor::from(tls).accept(Rewind::new(buf, stream));
-    let tls = match tokio::time::timeout(state.shared.limits.tls_handshake_timeout, accept).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(tenant = %state.shared.tenant, %client, error = %e, "TLS handshake failed");
-            return ConnectionOutcome::HandshakeError;
-        }
-        Err(_) => {
-            tracing::debug!(tenant = %state.shared.tenant, %client, "TLS handshake timed out");
-            return ConnectionOutcome::HandshakeError;
-        }
     };
     let server = match tls.get_ref().1.alpn_protocol() {
         Some(b"h2") => &state.servers.h2,
@@ -276,7 +314,7 @@ async fn terminate(
     let ctx = ConnContext {
         shared: Arc::clone(&state.shared),
         config,
-        entry: Entry::Tls { cert_pattern },
+        entry: Entry::Tls { certificate },
         client,
     };
     serve_http(state, server, TokioIo::new(tls), ctx).await;
@@ -345,8 +383,32 @@ async fn passthrough(
     buf: Vec<u8>,
     client: SocketAddr,
 ) -> ConnectionOutcome {
+    let Some((mut upstream, _in_flight)) = connect_l4(state, &route, client).await else {
+        return ConnectionOutcome::UpstreamError;
+    };
+    if let Err(e) = upstream.write_all(&buf).await {
+        tracing::debug!(route = %route.label, error = %e, "passthrough replay failed");
+        return ConnectionOutcome::UpstreamError;
+    }
+    copy_l4(
+        state,
+        &route,
+        &mut client_stream,
+        &mut upstream,
+        buf.len() as u64,
+    )
+    .await;
+    ConnectionOutcome::Passthrough
+}
+
+/// Connects to an endpoint of a TLSRoute's or TCPRoute's weighted backends, trying other endpoints
+/// on failure (nothing has been sent yet).
+async fn connect_l4(
+    state: &ListenerState,
+    route: &CompiledPassthrough,
+    client: SocketAddr,
+) -> Option<(TcpStream, OutstandingGuard)> {
     let limits = &state.shared.limits;
-    let mut connected = None;
     let mut failed = Vec::new();
     for _ in 0..limits.passthrough_connect_attempts.max(1) {
         let Some(Some(backend)) = route.backends.pick() else {
@@ -362,27 +424,33 @@ async fn passthrough(
         .await
         {
             Ok(Ok(s)) => {
-                connected = Some((s, endpoint.start()));
-                break;
+                let _ = s.set_nodelay(true);
+                return Some((s, endpoint.start()));
             }
             Ok(Err(e)) => {
-                tracing::debug!(route = %route.label, endpoint = %endpoint.addr, error = %e, "passthrough connect failed");
+                tracing::debug!(route = %route.label, endpoint = %endpoint.addr, error = %e, "backend connect failed");
             }
             Err(_) => {
-                tracing::debug!(route = %route.label, endpoint = %endpoint.addr, "passthrough connect timed out");
+                tracing::debug!(route = %route.label, endpoint = %endpoint.addr, "backend connect timed out");
             }
         }
         failed.push(endpoint.addr);
     }
-    let Some((mut upstream, _in_flight)) = connected else {
-        tracing::debug!(route = %route.label, %client, "no passthrough backend reachable");
-        return ConnectionOutcome::UpstreamError;
-    };
-    let _ = upstream.set_nodelay(true);
-    if let Err(e) = upstream.write_all(&buf).await {
-        tracing::debug!(route = %route.label, error = %e, "passthrough replay failed");
-        return ConnectionOutcome::UpstreamError;
-    }
+    tracing::debug!(route = %route.label, %client, "no backend reachable");
+    None
+}
+
+/// Copies both ways between the client side and the backend until both halves close, the idle
+/// deadline passes or the hard stop; `already` bytes were sent before and are counted too.
+async fn copy_l4<C>(
+    state: &ListenerState,
+    route: &CompiledPassthrough,
+    client_side: &mut C,
+    upstream: &mut TcpStream,
+    already: u64,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
     let counter = state
         .shared
         .metrics
@@ -391,20 +459,19 @@ async fn passthrough(
             tenant: Arc::clone(&state.shared.tenant),
             route: Arc::clone(&route.label),
         });
-    counter.inc_by(buf.len() as u64);
+    counter.inc_by(already);
     let copy = copy_bidirectional_observed(
-        &mut client_stream,
-        &mut upstream,
-        limits.passthrough_idle_timeout,
+        client_side,
+        upstream,
+        state.shared.limits.passthrough_idle_timeout,
         |_, n| {
             counter.inc_by(n);
         },
     );
     tokio::select! {
         r = copy => if let Err(e) = r {
-            tracing::debug!(route = %route.label, error = %e, "passthrough copy ended with an error");
+            tracing::debug!(route = %route.label, error = %e, "stream copy ended with an error");
         },
         () = state.shared.hard_stop.cancelled() => {}
     }
-    ConnectionOutcome::Passthrough
 }

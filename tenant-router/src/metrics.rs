@@ -32,6 +32,8 @@ pub(crate) enum ConnectionOutcome {
     Terminated,
     /// Raw TLS forwarded.
     Passthrough,
+    /// TLS terminated and the plaintext copied to a TCP backend.
+    TerminatedTcp,
     /// Plain HTTP served.
     Http,
     /// No PROXY header or an invalid one.
@@ -133,6 +135,7 @@ snake_case_labels! {
     ConnectionOutcome {
         Terminated => "terminated",
         Passthrough => "passthrough",
+        TerminatedTcp => "terminated_tcp",
         Http => "http",
         ProxyHeaderError => "proxy_header_error",
         SniffError => "sniff_error",
@@ -203,7 +206,7 @@ impl RouterMetrics {
         );
         r.register(
             "passthrough_bytes",
-            "Bytes copied in both directions on TLS passthrough connections",
+            "Bytes copied in both directions on TLS passthrough and TLS-terminated TCP connections",
             m.passthrough_bytes.clone(),
         );
         r.register(

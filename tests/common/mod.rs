@@ -420,3 +420,302 @@ impl KeepAlive {
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 }
+
+// ---- Gateway API conformance helpers (tests/gateway_api_*.rs) ------------------------------------
+
+/// An HTTP answer: status, headers and body.
+pub type Answer = (u16, http::HeaderMap, String);
+
+/// Sends one HTTP/1.1 request with a method, a Host and extra headers over `stream`.
+async fn send_request_over<S>(
+    stream: S,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    send_on(&mut sender, method, host, path, headers).await
+}
+
+/// Sends one request on an open HTTP/1.1 connection.
+async fn send_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String> {
+    sender
+        .ready()
+        .await
+        .map_err(|e| format!("connection closed: {e}"))?;
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// One plain HTTP/1.1 request with `method`, Host `host` and extra `headers`, on a new connection.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    send_request_over(stream, method, host, path, headers).await
+}
+
+/// Opens one TLS connection with SNI `sni` and sends a GET for each `(host, path)` on it, in order;
+/// stops at the first transport error (the answers so far are returned with it).
+pub async fn https_gets_on_one_connection(
+    addr: SocketAddr,
+    sni: &str,
+    ca_pem: &str,
+    requests: &[(&str, &str)],
+) -> (Vec<Answer>, Option<String>) {
+    let tls = match tls_connect(addr, sni, ca_pem, &[b"http/1.1"]).await {
+        Ok(t) => t,
+        Err(e) => return (Vec::new(), Some(e)),
+    };
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
+        Ok(x) => x,
+        Err(e) => return (Vec::new(), Some(e.to_string())),
+    };
+    tokio::spawn(conn);
+    let mut answers = Vec::new();
+    for (host, path) in requests {
+        match send_on(&mut sender, "GET", host, path, &[]).await {
+            Ok(a) => answers.push(a),
+            Err(e) => return (answers, Some(e)),
+        }
+    }
+    (answers, None)
+}
+
+/// Every value of header `name` the demo backend echoed (`header NAME: VALUE` lines), in order.
+pub fn echoed_header(body: &str, name: &str) -> Vec<String> {
+    let prefix = format!("header {}: ", name.to_ascii_lowercase());
+    body.lines()
+        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+        .collect()
+}
+
+/// The condition `kind` of the first `status.parents[]` entry of a route status, or `Null`.
+pub fn parent_condition(status: &serde_json::Value, kind: &str) -> serde_json::Value {
+    status["parents"][0]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .cloned()
+        .unwrap_or_default()
+}
+
+// ---- raw TLS clients (edge sniffing tests) ----------------------------------------------------
+
+/// The TLS alert record the edge sends for an SNI no tenant owns (fatal `unrecognized_name`).
+pub const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+/// The TLS alert record the edge sends for a ClientHello that does not parse (fatal `decode_error`).
+pub const ALERT_DECODE_ERROR: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32];
+
+/// A rustls client configuration trusting `ca_pem` and offering `alpn`.
+pub fn tls_client_config(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let mut reader = std::io::BufReader::new(ca_pem.as_bytes());
+    for cert in rustls_pemfile_certs(&mut reader) {
+        roots.add(cert).expect("add CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A client connection to `server_name` (a DNS name sends SNI, an IP address sends none) and the
+/// ClientHello records it wants to send first, taken out so a test can deliver them its own way.
+pub fn first_flight(
+    config: Arc<rustls::ClientConfig>,
+    server_name: &str,
+) -> (rustls::ClientConnection, Vec<u8>) {
+    let name = ServerName::try_from(server_name.to_owned()).expect("server name");
+    let mut conn = rustls::ClientConnection::new(config, name).expect("client connection");
+    let mut flight = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut flight).expect("write to a Vec");
+    }
+    (conn, flight)
+}
+
+/// Re-frames one TLS record (`flight` must be exactly one handshake record) into `parts` records
+/// carrying the same handshake bytes, with the same content type and record version.
+pub fn split_into_records(flight: &[u8], parts: usize) -> Vec<u8> {
+    assert!(flight.len() > 5 && flight[0] == 0x16, "a handshake record");
+    let len = usize::from(u16::from_be_bytes([flight[3], flight[4]]));
+    assert_eq!(flight.len(), 5 + len, "the flight is exactly one record");
+    let payload = &flight[5..];
+    let chunk = payload.len().div_ceil(parts);
+    let mut out = Vec::new();
+    for piece in payload.chunks(chunk) {
+        out.extend_from_slice(&flight[..3]);
+        let n = u16::try_from(piece.len()).expect("record fits");
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(piece);
+    }
+    out
+}
+
+/// Blocking: connects to `addr`, lets `send_hello` deliver the first flight of `conn` however it
+/// likes, then completes the handshake and sends `GET path` with Host `host` and
+/// `Connection: close`. Returns the whole response (head and body) as text.
+pub fn https_get_with_hello(
+    addr: SocketAddr,
+    conn: rustls::ClientConnection,
+    send_hello: impl FnOnce(&mut std::net::TcpStream) -> std::io::Result<()>,
+    host: &str,
+    path: &str,
+) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(SETTLE))
+        .map_err(|e| e.to_string())?;
+    send_hello(&mut sock).map_err(|e| format!("sending the hello: {e}"))?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("handshake or request: {e}"))?;
+    tls.flush().map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tls.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&chunk[..n]),
+            // A peer that closes without close_notify after a complete answer.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {
+                break
+            }
+            Err(e) => return Err(format!("reading the response: {e}")),
+        }
+    }
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// Writes `bytes` one per TCP segment (Nagle off, a pause after each), spreading them over at
+/// most `budget` in total.
+pub fn write_bytewise(
+    sock: &mut std::net::TcpStream,
+    bytes: &[u8],
+    budget: Duration,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    sock.set_nodelay(true)?;
+    let pause = (budget / u32::try_from(bytes.len().max(1)).unwrap_or(u32::MAX))
+        .min(Duration::from_millis(2));
+    for b in bytes {
+        sock.write_all(std::slice::from_ref(b))?;
+        sock.flush()?;
+        std::thread::sleep(pause);
+    }
+    Ok(())
+}
+
+/// How a raw connection ended when read to its end.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The peer closed (FIN) after sending these bytes.
+    Closed(Vec<u8>),
+    /// The peer reset the connection after these bytes.
+    Reset(Vec<u8>),
+    /// Still open after the wait, with these bytes received.
+    Open(Vec<u8>),
+}
+
+impl Ending {
+    /// The bytes received, however it ended.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Ending::Closed(b) | Ending::Reset(b) | Ending::Open(b) => b,
+        }
+    }
+}
+
+/// Reads `stream` until the peer closes or resets it, or `wait` passes.
+pub async fn read_to_close(stream: &mut TcpStream, wait: Duration) -> Ending {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) => return true,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(_) => return false,
+            }
+        }
+    };
+    match tokio::time::timeout(wait, read).await {
+        Ok(true) => Ending::Closed(got),
+        Ok(false) => Ending::Reset(got),
+        Err(_) => Ending::Open(got),
+    }
+}
+
+/// A Gateway with a TLS passthrough listener for `hostname` on 443, a TLSRoute to Service `svc`
+/// port 443, and the Service with an EndpointSlice pointing at `backend`.
+pub fn tls_passthrough_yaml(ns: &str, hostname: &str, svc: &str, backend: SocketAddr) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  namespace: {ns}\n  name: gw\nspec:\n  gatewayClassName: bulkhead\n  listeners:\n  - name: tls\n    protocol: TLS\n    port: 443\n    hostname: \"{hostname}\"\n    tls:\n      mode: Passthrough\n---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TLSRoute\nmetadata:\n  namespace: {ns}\n  name: {svc}\nspec:\n  parentRefs:\n  - name: gw\n  hostnames: [\"{hostname}\"]\n  rules:\n  - backendRefs:\n    - name: {svc}\n      port: 443\n---\napiVersion: v1\nkind: Service\nmetadata:\n  namespace: {ns}\n  name: {svc}\nspec:\n  ports:\n  - name: tls\n    port: 443\n    targetPort: 8443\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  namespace: {ns}\n  name: {svc}-1\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- name: tls\n  port: {}\nendpoints:\n- addresses: [\"{}\"]\n",
+        backend.port(),
+        backend.ip()
+    )
+}
+
+/// A rustls server configuration serving `leaf` (for TLS backends behind passthrough routes).
+pub fn tls_server_config(leaf: &pki::LeafCert) -> Arc<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::PrivateKeyDer;
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("leaf certificate PEM");
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("leaf key PEM");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("certificate and key match");
+    Arc::new(config)
+}

@@ -302,6 +302,9 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Link<T> {
         }
     }
 
+    /// Posts pending acknowledgements in order. One the server cannot take now (5xx) stays first in
+    /// line and is tried again at the next event of the stream (a frame, at least every keep-alive
+    /// interval, or a new acknowledgement), without dropping the stream.
     async fn flush_acks(&mut self, conn: &mut Connection) -> Result<(), SessionError> {
         while let Some(ack) = self.pending.front() {
             let message = AckMessage::from_ack(self.stream.clone(), ack);
@@ -311,6 +314,10 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Link<T> {
                 }
                 AckDelivery::Refused(status) => {
                     tracing::warn!(stream = %self.stream, version = message.version, %status, "acknowledgement refused by the server; dropped")
+                }
+                AckDelivery::Retry(status) => {
+                    tracing::debug!(stream = %self.stream, version = message.version, %status, "acknowledgement not taken; retried with the next frame");
+                    return Ok(());
                 }
             }
             self.pending.pop_front();

@@ -79,6 +79,8 @@ pub(crate) enum AckDelivery {
     Delivered,
     /// Refused for good (4xx): sending it again would not help.
     Refused(StatusCode),
+    /// Not taken now (5xx, e.g. the operator's queue is full): send it again later.
+    Retry(StatusCode),
 }
 
 /// Aborts the HTTP/2 connection task when the session ends.
@@ -157,7 +159,7 @@ impl Connection {
         } else if status.is_client_error() {
             Ok(AckDelivery::Refused(status))
         } else {
-            Err(SessionError::Status(status))
+            Ok(AckDelivery::Retry(status))
         }
     }
 

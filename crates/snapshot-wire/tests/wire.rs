@@ -636,3 +636,32 @@ async fn invalid_configuration_is_reported_up_front() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn acknowledgement_the_operator_cannot_take_is_kept_without_dropping_the_stream() {
+    let pki = pki();
+    let (server, acks) = new_server();
+    drop(acks); // the operator is not reading acknowledgements: every one is answered 503
+    server
+        .publish(&acme(), &tenant_snapshot("acme", 1))
+        .unwrap();
+    let running = serve_on(&server, &pki, "127.0.0.1:0".parse().unwrap()).await;
+    let client = Client::new(&pki, running.addr, ACME_TOKEN, "router/acme/0");
+    let (mut sub, driver) = client.subscribe::<TenantSnapshot>(acme()).await;
+    assert_eq!(next(&mut sub).await.version, 1);
+    sub.ack(1, Ok(()));
+    patiently("the refused acknowledgement", async {
+        while server.stats().acks_dropped == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    server
+        .publish(&acme(), &tenant_snapshot("acme", 2))
+        .unwrap();
+    assert_eq!(next(&mut sub).await.version, 2);
+    let status = driver.status().borrow().clone();
+    assert!(status.connected && status.failures == 0, "{status:?}");
+    assert_eq!(server.subscribers(&acme()), 1);
+    running.stop().await;
+}

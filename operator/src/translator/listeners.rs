@@ -24,6 +24,9 @@ pub(crate) enum Mode {
     HttpsTerminate,
     /// TLS passthrough (TLSRoute), on the edge's TLS port.
     TlsPassthrough,
+    /// TLS terminated by the router, then plain TCP to a backend (TCPRoute or TLSRoute), on the
+    /// edge's TLS port.
+    TlsTerminate,
     /// Not served.
     Unsupported,
 }
@@ -32,15 +35,23 @@ impl Mode {
     fn edge(self) -> Option<EdgePort> {
         match self {
             Self::Http => Some(EdgePort::Http),
-            Self::HttpsTerminate | Self::TlsPassthrough => Some(EdgePort::Https),
+            Self::HttpsTerminate | Self::TlsPassthrough | Self::TlsTerminate => {
+                Some(EdgePort::Https)
+            }
             Self::Unsupported => None,
         }
+    }
+
+    /// Whether the router terminates TLS for this listener (it needs a certificate).
+    pub(crate) fn terminates(self) -> bool {
+        matches!(self, Self::HttpsTerminate | Self::TlsTerminate)
     }
 
     fn supported_kinds(self) -> &'static [RouteKind] {
         match self {
             Self::Http | Self::HttpsTerminate => &[RouteKind::Http, RouteKind::Grpc],
             Self::TlsPassthrough => &[RouteKind::Tls],
+            Self::TlsTerminate => &[RouteKind::Tcp, RouteKind::Tls],
             Self::Unsupported => &[],
         }
     }
@@ -95,9 +106,9 @@ impl Listener {
         self.not_accepted.is_none() && self.conflicted.is_none()
     }
 
-    /// Usable, and (for HTTPS) with a certificate: the router serves it.
+    /// Usable, and (when the router terminates TLS) with a certificate: the router serves it.
     pub(crate) fn serving(&self) -> bool {
-        self.usable() && (self.mode != Mode::HttpsTerminate || self.certificate.is_some())
+        self.usable() && (!self.mode.terminates() || self.certificate.is_some())
     }
 
     /// Whether routes from namespace `route_ns` may attach (the Gateway lives in `gateway_ns`).
@@ -160,10 +171,11 @@ fn listener(
             Mode::Unsupported
         }
         ("TLS", Some(GatewayListenersTlsMode::Passthrough)) => Mode::TlsPassthrough,
-        ("TLS", _) => {
+        ("TLS", None | Some(GatewayListenersTlsMode::Terminate)) => Mode::TlsTerminate,
+        ("TCP", _) => {
             not_accepted = Some(Problem::new(
                 "UnsupportedProtocol",
-                format!("{field}.tls.mode: TLS listeners with mode Terminate are not supported; use HTTPS, or TLS with mode Passthrough"),
+                format!("{field}.protocol: TCP listeners are not supported: the edge tells tenants apart by TLS SNI or HTTP Host, which plain TCP does not carry; use protocol TLS with mode Terminate (TCPRoute) or Passthrough (TLSRoute)"),
             ));
             Mode::Unsupported
         }
@@ -252,7 +264,7 @@ fn listener(
     };
 
     let mut certificate = None;
-    if mode == Mode::HttpsTerminate {
+    if mode.terminates() {
         let refs = l
             .tls
             .as_ref()
@@ -261,7 +273,14 @@ fn listener(
         if refs.is_empty() {
             unresolved.push(Problem::new(
                 "InvalidCertificateRef",
-                format!("{field}.tls.certificateRefs: an HTTPS listener needs a certificate"),
+                format!(
+                    "{field}.tls.certificateRefs: {} needs a certificate",
+                    if mode == Mode::HttpsTerminate {
+                        "an HTTPS listener"
+                    } else {
+                        "a TLS listener with mode Terminate"
+                    }
+                ),
             ));
         }
         for (ci, c) in refs.iter().enumerate() {

@@ -26,11 +26,11 @@
 //! (`NamespaceNotOnboarded`). A route gets a `status.parents[]` entry only for parentRefs naming one
 //! of our Gateways in a served tenant's namespace (a parentRef to a Gateway that does not exist, or
 //! to one outside every tenant, might belong to another controller, so it is left alone). Listener protocol decides the edge port: `HTTP` → HTTP side; `HTTPS`
-//! (TLS mode `Terminate`) and `TLS` (mode `Passthrough`) → TLS side, whatever the port number (the
-//! port is kept for redirects); `TLS`/`Terminate`, `TCP`, `UDP` → `Accepted=False`/
-//! `UnsupportedProtocol`. A listener hostname must lie within one of the tenant's patterns, else
+//! (TLS mode `Terminate`), `TLS` mode `Passthrough` and `TLS` mode `Terminate` → TLS side, whatever
+//! the port number (the port is kept for redirects); `TCP` (the edge cannot tell plain TCP
+//! connections apart), `UDP` and `HTTPS`/`Passthrough` → `Accepted=False`/`UnsupportedProtocol`. A listener hostname must lie within one of the tenant's patterns, else
 //! `Accepted=False`/`HostnameNotPermitted`; no hostname means all of the tenant's patterns. An HTTPS
-//! listener serves the first valid `certificateRef` (a `kubernetes.io/tls` Secret whose `tls.crt` and
+//! or `TLS`/`Terminate` listener serves the first valid `certificateRef` (a `kubernetes.io/tls` Secret whose `tls.crt` and
 //! `tls.key` load in rustls exactly as the router will load them; another namespace needs a
 //! ReferenceGrant); invalid references give `ResolvedRefs=False` (`InvalidCertificateRef`,
 //! `RefNotPermitted`), and a listener without a valid certificate is not programmed. All Gateways of
@@ -47,9 +47,10 @@
 //! tenant's, route hostnames outside the tenant's are never served. A request goes to the listener
 //! with the most specific hostname, so a route hostname inside a more specific listener's hostname is
 //! served through that listener only. Each rule × match becomes a [`RouteEntry`] of the virtual host
-//! (edge port, pattern), sorted by Gateway API precedence: Exact path, then PathPrefix (longest
-//! first), then RegularExpression (implementation-specific: after the others, longest first); then a
-//! method match; then more header matches; then more query matches; then the oldest route; then
+//! (edge port, pattern), sorted by Gateway API precedence: Exact path, then RegularExpression
+//! (implementation-specific: as in Envoy Gateway, before prefixes, so that a `PathPrefix: /`
+//! fallback does not shadow it; longest first; GRPCRoutes keep theirs after prefixes), then
+//! PathPrefix (longest first); then a method match; then more header matches; then more query matches; then the oldest route; then
 //! `namespace/name`; then rule and match order. A value the data plane cannot serve (invalid regular
 //! expression, header name, path, duration; `ExtensionRef`/`CORS` filters) makes the route
 //! `Accepted=False`/`UnsupportedValue` naming the field, and it is skipped; other routes are
@@ -58,11 +59,17 @@
 //! unresolved one becomes `WeightedBackend { backend: None }`, answered with 500 for its share.
 //! Endpoints are the ready addresses of the EndpointSlices labelled `kubernetes.io/service-name`,
 //! at the slice port named like the Service port. GRPCRoutes become path matches on
-//! `/service/method` with h2c backends. TLSRoutes attach to TLS passthrough listeners only; a
-//! hostname already passed through by an older TLSRoute stays with it. [`RouteEntry`]s with no
+//! `/service/method` with h2c backends. TLSRoutes attach to TLS passthrough listeners (raw copy,
+//! [`PassthroughRoute`]); TCPRoutes and TLSRoutes attach to `TLS`/`Terminate` listeners (the router
+//! terminates TLS with the listener's certificate and copies the plaintext to the backend,
+//! [`TlsTerminateTcp`]; a TCPRoute has no hostnames, so it takes the listener's). A hostname
+//! already taken by an older TLSRoute or TCPRoute stays with it (`HostnameConflict` when nothing is
+//! left). [`RouteEntry`]s with no
 //! `backendRefs` at all keep an empty backend list.
 //!
 //! [`RouteEntry`]: bulkhead_crds::snapshot::RouteEntry
+//! [`PassthroughRoute`]: bulkhead_crds::snapshot::PassthroughRoute
+//! [`TlsTerminateTcp`]: bulkhead_crds::snapshot::TlsTerminateTcp
 
 pub(crate) mod fingerprint;
 pub(crate) mod global;

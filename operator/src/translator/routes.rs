@@ -9,7 +9,7 @@ use super::model::{
     PathModifierModel, RouteModel, RuleMatches, TimeoutsModel, ValueMatchModel,
 };
 use super::refs::{resolve_backend, BackendSource, Problem};
-use super::world::World;
+use super::world::{RouteKind, World};
 use bulkhead_crds::snapshot::{
     Backend, HeaderModifier, HttpFilter, HttpMatch, MatchType, Mirror, PathMatch, PathModifier,
     Redirect, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
@@ -655,11 +655,16 @@ fn timeouts(t: Option<&TimeoutsModel>, field: &str) -> Result<Timeouts, Problem>
 }
 
 /// Sort key of a route entry inside a virtual host, by Gateway API precedence (smaller first):
-/// Exact path, then PathPrefix, then RegularExpression, then no path condition (longer values first
-/// within each); then a method match; then more header matches; then more query parameter matches.
-/// Ties are broken by the caller (oldest route, namespace/name, rule order, match order).
+/// Exact path, then RegularExpression, then PathPrefix, then no path condition (longer values first
+/// within each; the regular expression's place is implementation-specific and follows Envoy
+/// Gateway, so that a `PathPrefix: /` fallback does not shadow every regular expression); then a
+/// method match; then more header matches; then more query parameter matches. GRPCRoutes keep
+/// regular expressions after prefixes: their method-only matches are regular expressions and the
+/// GRPCRoute rules rank a matching service above a matching method. Ties are broken by the caller
+/// (oldest route, namespace/name, rule order, match order).
 pub(crate) fn precedence(
     m: &HttpMatch,
+    kind: RouteKind,
 ) -> (
     u8,
     std::cmp::Reverse<usize>,
@@ -669,9 +674,10 @@ pub(crate) fn precedence(
 ) {
     let (rank, len) = match &m.path {
         Some(PathMatch::Exact(v)) => (0, v.len()),
-        Some(PathMatch::PathPrefix(v)) => (1, v.trim_end_matches('/').len()),
-        Some(PathMatch::RegularExpression(v)) => (2, v.len()),
-        None => (3, 0),
+        Some(PathMatch::RegularExpression(v)) if kind == RouteKind::Http => (1, v.len()),
+        Some(PathMatch::PathPrefix(v)) => (2, v.trim_end_matches('/').len()),
+        Some(PathMatch::RegularExpression(v)) => (3, v.len()),
+        None => (4, 0),
     };
     (
         rank,
@@ -687,18 +693,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exact_beats_longer_prefix_and_prefix_beats_regex() {
+    fn exact_beats_regex_and_regex_beats_prefix_in_http_routes() {
         let m = |p: PathMatch| HttpMatch {
             path: Some(p),
             ..Default::default()
         };
-        let exact = precedence(&m(PathMatch::Exact("/a".into())));
-        let long_prefix = precedence(&m(PathMatch::PathPrefix("/a/b/c".into())));
-        let short_prefix = precedence(&m(PathMatch::PathPrefix("/a".into())));
-        let regex = precedence(&m(PathMatch::RegularExpression("/a/.*/c/d/e".into())));
-        assert!(exact < long_prefix);
+        let p = |p: PathMatch| precedence(&m(p), RouteKind::Http);
+        let exact = p(PathMatch::Exact("/a".into()));
+        let regex = p(PathMatch::RegularExpression("/a/.*/c/d/e".into()));
+        let long_prefix = p(PathMatch::PathPrefix("/a/b/c".into()));
+        let short_prefix = p(PathMatch::PathPrefix("/a".into()));
+        let catch_all = p(PathMatch::PathPrefix("/".into()));
+        assert!(exact < regex);
+        assert!(
+            regex < long_prefix,
+            "a regular expression must not hide behind a prefix"
+        );
         assert!(long_prefix < short_prefix);
-        assert!(short_prefix < regex);
+        assert!(short_prefix < catch_all);
+        assert!(catch_all < precedence(&HttpMatch::default(), RouteKind::Http));
+    }
+
+    #[test]
+    fn grpc_service_prefix_beats_method_only_regex() {
+        let m = |p: PathMatch| HttpMatch {
+            path: Some(p),
+            ..Default::default()
+        };
+        let service = precedence(&m(PathMatch::PathPrefix("/svc".into())), RouteKind::Grpc);
+        let method = precedence(
+            &m(PathMatch::RegularExpression("/[^/]+/Say".into())),
+            RouteKind::Grpc,
+        );
+        assert!(service < method);
     }
 
     #[test]
@@ -708,8 +735,8 @@ mod tests {
             method: Some("GET".into()),
             ..Default::default()
         };
-        let a = precedence(&m("/foo/"));
-        let b = precedence(&m("/foo"));
+        let a = precedence(&m("/foo/"), RouteKind::Http);
+        let b = precedence(&m("/foo"), RouteKind::Http);
         assert_eq!(a, b);
     }
 
@@ -736,9 +763,10 @@ mod tests {
             query_params: vec![header],
             ..base.clone()
         };
-        assert!(precedence(&with_method) < precedence(&with_headers));
-        assert!(precedence(&with_headers) < precedence(&with_query));
-        assert!(precedence(&with_query) < precedence(&base));
+        let p = |m: &HttpMatch| precedence(m, RouteKind::Http);
+        assert!(p(&with_method) < p(&with_headers));
+        assert!(p(&with_headers) < p(&with_query));
+        assert!(p(&with_query) < p(&base));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::world::{RouteKind, World, GATEWAY_GROUP};
 use crate::status::{condition, ObjectMeta, ObjectStatus, REASON_PENDING};
 use bulkhead_crds::snapshot::{
     EdgePort, ListenerRef, PassthroughRoute, RouteEntry, RouteRef, Sealed, TenantSnapshot,
-    TlsTerminate, VirtualHost,
+    TlsTerminate, TlsTerminateTcp, VirtualHost, WeightedBackend,
 };
 use bulkhead_crds::CONTROLLER_NAME;
 use bulkhead_hostmatch::{intersect, HostPattern};
@@ -94,7 +94,7 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
     let mut listeners = listeners::build(world, plan, &gateways, &mut snapshot.certificates);
 
     let mut vhosts: BTreeMap<(EdgePort, String), VhostBuild> = BTreeMap::new();
-    let mut passthrough: BTreeMap<String, PassthroughRoute> = BTreeMap::new();
+    let mut l4: BTreeMap<String, L4Route> = BTreeMap::new();
     let mut route_parents = Vec::new();
 
     for robj in world.routes_into(ns) {
@@ -129,9 +129,10 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
             ) {
                 Err(p) => Err(p),
                 Ok((attachments, notes)) => {
-                    if route.kind == RouteKind::Tls {
-                        add_passthrough(
-                            &mut passthrough,
+                    if matches!(route.kind, RouteKind::Tls | RouteKind::Tcp) {
+                        add_l4(
+                            &mut l4,
+                            plan,
                             &route,
                             &compiled,
                             &attachments,
@@ -167,12 +168,7 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
                 snapshot.https.terminate.push(TlsTerminate {
                     hostname: p.to_string(),
                     certificate: cert.clone(),
-                    listener: ListenerRef {
-                        namespace: plan.namespace.clone(),
-                        gateway: l.gateway_name.clone(),
-                        listener: l.name.clone(),
-                        port: l.port,
-                    },
+                    listener: listener_ref(plan, l),
                 });
             }
         }
@@ -181,10 +177,25 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
         .https
         .terminate
         .sort_by(|a, b| a.hostname.cmp(&b.hostname));
-    snapshot.https.passthrough = passthrough.into_values().collect();
+    for (hostname, r) in l4 {
+        match r.terminate {
+            None => snapshot.https.passthrough.push(PassthroughRoute {
+                hostname,
+                route: r.route,
+                backends: r.backends,
+            }),
+            Some((certificate, listener)) => snapshot.https.terminate_tcp.push(TlsTerminateTcp {
+                hostname,
+                certificate,
+                listener,
+                route: r.route,
+                backends: r.backends,
+            }),
+        }
+    }
     for (l_index, l) in listeners.iter().enumerate() {
         let Some(edge) = l.edge() else { continue };
-        if !l.serving() || l.mode == Mode::TlsPassthrough {
+        if !l.serving() || !matches!(l.mode, Mode::Http | Mode::HttpsTerminate) {
             continue;
         }
         // Every listener hostname gets a virtual host, so that a request for it never falls back
@@ -207,6 +218,13 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
         .terminate
         .iter()
         .map(|t| t.certificate.clone())
+        .chain(
+            snapshot
+                .https
+                .terminate_tcp
+                .iter()
+                .map(|t| t.certificate.clone()),
+        )
         .collect();
     snapshot.certificates.retain(|id, _| used.contains(id));
     snapshot.seal();
@@ -468,7 +486,7 @@ fn add_entries(
             for (j, m) in rule.matches.iter().enumerate() {
                 let key: EntryKey = (
                     std::cmp::Reverse((0, 0)),
-                    precedence(m),
+                    precedence(m, route.kind),
                     (route.created.is_none(), route.created.cloned()),
                     route.namespace.to_owned(),
                     route.name.to_owned(),
@@ -535,9 +553,30 @@ fn merge_vhosts(vhosts: &BTreeMap<(EdgePort, String), VhostBuild>) -> Vec<(EdgeP
     out
 }
 
-/// Adds a TLSRoute's passthrough entries; a hostname already taken by an older TLSRoute stays with it.
-fn add_passthrough(
-    passthrough: &mut BTreeMap<String, PassthroughRoute>,
+/// The Gateway listener `l` of the tenant, as the snapshot names it.
+fn listener_ref(plan: &TenantPlan, l: &Listener) -> ListenerRef {
+    ListenerRef {
+        namespace: plan.namespace.clone(),
+        gateway: l.gateway_name.clone(),
+        listener: l.name.clone(),
+        port: l.port,
+    }
+}
+
+/// A TLSRoute or TCPRoute served under one SNI pattern: passed through untouched, or (on a TLS
+/// `Terminate` listener) terminated with the listener's certificate and copied as plain TCP.
+struct L4Route {
+    route: RouteRef,
+    backends: Vec<WeightedBackend>,
+    /// Certificate id and listener, when the router terminates TLS.
+    terminate: Option<(String, ListenerRef)>,
+}
+
+/// Adds a TLSRoute's or TCPRoute's entries; a hostname already taken by an older route stays with
+/// it.
+fn add_l4(
+    l4: &mut BTreeMap<String, L4Route>,
+    plan: &TenantPlan,
     route: &RouteModel<'_>,
     compiled: &CompiledRoute,
     attachments: &Attachments,
@@ -547,26 +586,36 @@ fn add_passthrough(
     let mut added = 0;
     let mut taken = Vec::new();
     for (li, p) in attachments {
-        if !listeners[*li].serving() {
+        let l = &listeners[*li];
+        if !l.serving() {
             continue;
         }
+        let terminate = match (l.mode, &l.certificate) {
+            (Mode::TlsTerminate, Some(cert)) => Some((cert.clone(), listener_ref(plan, l))),
+            _ => None,
+        };
         let key = p.to_string();
-        match passthrough.get(&key) {
+        match l4.get(&key) {
             Some(existing)
-                if existing.route.namespace != route.namespace
+                if existing.route.kind != route.kind.as_str()
+                    || existing.route.namespace != route.namespace
                     || existing.route.name != route.name =>
             {
+                let verb = if existing.terminate.is_some() {
+                    "served by"
+                } else {
+                    "passed through to"
+                };
                 taken.push(format!(
-                    "hostname {key} is already passed through to the older TLSRoute {}/{}",
-                    existing.route.namespace, existing.route.name
+                    "hostname {key} is already {verb} the older {} {}/{}",
+                    existing.route.kind, existing.route.namespace, existing.route.name
                 ));
             }
             Some(_) => added += 1,
             None => {
-                passthrough.insert(
-                    key.clone(),
-                    PassthroughRoute {
-                        hostname: key,
+                l4.insert(
+                    key,
+                    L4Route {
                         route: RouteRef {
                             kind: route.kind.as_str().to_owned(),
                             namespace: route.namespace.to_owned(),
@@ -574,6 +623,7 @@ fn add_passthrough(
                             rule: 0,
                         },
                         backends: compiled.l4_backends.clone(),
+                        terminate,
                     },
                 );
                 added += 1;

@@ -32,8 +32,10 @@ pub(crate) struct CompiledConfig {
     pub(crate) owned: HostTable<()>,
     /// SNI → terminate or passthrough.
     pub(crate) sni: HostTable<SniTarget>,
-    /// TLS server configuration, when something is terminated.
+    /// TLS server configuration, when HTTPS is terminated.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS server configuration (no ALPN) for TLS terminated in front of a TCP backend.
+    pub(crate) tcp_tls: Option<Arc<rustls::ServerConfig>>,
     /// Virtual hosts inside terminated TLS.
     pub(crate) https_vhosts: HostTable<Arc<CompiledVhost>>,
     /// Virtual hosts on the plain HTTP listener.
@@ -43,13 +45,18 @@ pub(crate) struct CompiledConfig {
 /// What an SNI leads to.
 #[derive(Debug)]
 pub(crate) enum SniTarget {
-    /// Terminate TLS with the certificate for `pattern`; requests must be for names it covers.
-    Terminate { pattern: HostPattern },
+    /// Terminate TLS with the certificate `certificate` (the snapshot's certificate id).
+    Terminate {
+        /// The certificate id, compared per request to detect misdirected requests (GEP-3567).
+        certificate: Arc<str>,
+    },
     /// Forward the raw TLS stream.
     Passthrough(Arc<CompiledPassthrough>),
+    /// Terminate TLS (with [`CompiledConfig::tcp_tls`]) and forward the plaintext.
+    TerminateTcp(Arc<CompiledPassthrough>),
 }
 
-/// A TLSRoute.
+/// A TLSRoute or TCPRoute: where a raw (passthrough) or decrypted (terminate) stream goes.
 #[derive(Debug)]
 pub(crate) struct CompiledPassthrough {
     /// `kind namespace/name rule N`, for logs and metrics.
@@ -159,21 +166,17 @@ pub(crate) fn compile(
         if certs.insert(p.clone(), key).is_some() {
             return Err(duplicate(&field, &t.hostname));
         }
-        sni.insert(p.clone(), SniTarget::Terminate { pattern: p });
+        sni.insert(
+            p,
+            SniTarget::Terminate {
+                certificate: Arc::from(t.certificate.as_str()),
+            },
+        );
     }
     for (i, pt) in snapshot.https.passthrough.iter().enumerate() {
         let field = format!("https.passthrough[{i}]");
         let p = pattern(&pt.hostname, &field)?;
-        let label = route_label(&pt.route);
-        let entries = pt
-            .backends
-            .iter()
-            .map(|wb| Ok((wb.weight, resolve_backend(wb, &label, &backends)?)))
-            .collect::<Result<Vec<_>, CompileError>>()?;
-        let target = CompiledPassthrough {
-            label: Arc::from(label),
-            backends: Weighted::new(entries),
-        };
+        let target = l4_target(&pt.route, &pt.backends, &backends)?;
         if sni
             .insert(p, SniTarget::Passthrough(Arc::new(target)))
             .is_some()
@@ -181,14 +184,42 @@ pub(crate) fn compile(
             return Err(duplicate(&field, &pt.hostname));
         }
     }
-    let tls = if certs.is_empty() {
-        None
-    } else {
-        Some(tls::server_config(
-            tls::SniResolver::new(certs),
-            Arc::clone(provider),
-        )?)
+    let mut tcp_certs = HostTable::new();
+    for (i, t) in snapshot.https.terminate_tcp.iter().enumerate() {
+        let field = format!("https.terminate_tcp[{i}]");
+        let p = pattern(&t.hostname, &field)?;
+        let key = match parsed.get(&t.certificate) {
+            Some(k) => Arc::clone(k),
+            None => {
+                let pem = snapshot.certificates.get(&t.certificate).ok_or_else(|| {
+                    CompileError::DanglingCertificate {
+                        field: field.clone(),
+                        id: t.certificate.clone(),
+                    }
+                })?;
+                let k = tls::certified_key(&t.certificate, pem, provider)?;
+                parsed.insert(t.certificate.clone(), Arc::clone(&k));
+                k
+            }
+        };
+        let target = l4_target(&t.route, &t.backends, &backends)?;
+        if sni
+            .insert(p.clone(), SniTarget::TerminateTcp(Arc::new(target)))
+            .is_some()
+        {
+            return Err(duplicate(&field, &t.hostname));
+        }
+        tcp_certs.insert(p, key);
+    }
+    let server = |certs: HostTable<_>, alpn: &[&[u8]]| {
+        if certs.is_empty() {
+            Ok(None)
+        } else {
+            tls::server_config(tls::SniResolver::new(certs), Arc::clone(provider), alpn).map(Some)
+        }
     };
+    let tls = server(certs, &tls::ALPN_PROTOCOLS)?;
+    let tcp_tls = server(tcp_certs, &[])?;
 
     Ok(CompiledConfig {
         version: snapshot.version,
@@ -196,8 +227,26 @@ pub(crate) fn compile(
         owned,
         sni,
         tls,
+        tcp_tls,
         https_vhosts: vhosts(&snapshot.https.virtual_hosts, "https", &backends)?,
         http_vhosts: vhosts(&snapshot.http.virtual_hosts, "http", &backends)?,
+    })
+}
+
+/// The weighted backends of a TLSRoute or TCPRoute.
+fn l4_target(
+    route: &RouteRef,
+    list: &[WeightedBackend],
+    backends: &BTreeMap<String, Arc<CompiledBackend>>,
+) -> Result<CompiledPassthrough, CompileError> {
+    let label = route_label(route);
+    let entries = list
+        .iter()
+        .map(|wb| Ok((wb.weight, resolve_backend(wb, &label, backends)?)))
+        .collect::<Result<Vec<_>, CompileError>>()?;
+    Ok(CompiledPassthrough {
+        label: Arc::from(label),
+        backends: Weighted::new(entries),
     })
 }
 
@@ -357,6 +406,35 @@ mod tests {
         let mut s = snapshot();
         s.hostnames = vec!["a.*.test".into()];
         assert!(compile_err(&s).contains("hostnames[0]"));
+    }
+
+    #[test]
+    fn terminate_tcp_dangling_certificate_names_the_field() {
+        let mut s = snapshot();
+        s.https
+            .terminate_tcp
+            .push(bulkhead_crds::snapshot::TlsTerminateTcp {
+                hostname: "db.acme.test".into(),
+                certificate: "acme/missing".into(),
+                listener: ListenerRef {
+                    namespace: "acme".into(),
+                    gateway: "gw".into(),
+                    listener: "db".into(),
+                    port: 5433,
+                },
+                route: RouteRef {
+                    kind: "TCPRoute".into(),
+                    namespace: "acme".into(),
+                    name: "db".into(),
+                    rule: 0,
+                },
+                backends: vec![],
+            });
+        let e = compile_err(&s);
+        assert!(
+            e.contains("https.terminate_tcp[0]") && e.contains("acme/missing"),
+            "{e}"
+        );
     }
 
     #[test]

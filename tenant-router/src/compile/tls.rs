@@ -60,10 +60,12 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// A rustls server configuration (ring provider, TLS 1.2 and 1.3, ALPN h2 and http/1.1).
+/// A rustls server configuration (ring provider, TLS 1.2 and 1.3) offering the `alpn` protocols
+/// ([`ALPN_PROTOCOLS`] for HTTP; none for TLS-terminated TCP, whose clients may offer anything).
 pub(crate) fn server_config(
     resolver: SniResolver,
     provider: Arc<CryptoProvider>,
+    alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, CompileError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -73,6 +75,6 @@ pub(crate) fn server_config(
         })?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }

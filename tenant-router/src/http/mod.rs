@@ -13,12 +13,12 @@ use crate::compile::filters::{
     CompiledFilter, CompiledHeaderModifier, CompiledRedirect, CompiledRewrite, RedirectInput,
 };
 use crate::compile::matcher::RequestFacts;
-use crate::compile::{CompiledConfig, CompiledRoute, CompiledVhost};
+use crate::compile::{CompiledConfig, CompiledRoute, CompiledVhost, SniTarget};
 use crate::limits::RouterLimits;
 use crate::metrics::{RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels};
 use crate::upstream::{UpstreamError, Upstreams};
 use bulkhead_crds::snapshot::BackendProtocol;
-use bulkhead_hostmatch::{normalize_host, HostPattern};
+use bulkhead_hostmatch::{normalize_host, MatchKind};
 use http::header::{CONTENT_TYPE, HOST, LOCATION};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -48,7 +48,10 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone)]
 pub(crate) enum Entry {
     /// Through terminated TLS; requests must be for names the certificate's pattern covers.
-    Tls { cert_pattern: HostPattern },
+    Tls {
+        /// The certificate the connection's SNI selected.
+        certificate: Arc<str>,
+    },
     /// Through the plain HTTP listener.
     Plain,
 }
@@ -165,6 +168,18 @@ impl<'a> FilterPlan<'a> {
     }
 }
 
+/// GEP-3567: a request on a terminated TLS connection is misdirected (421) when its host is served,
+/// by a hostname-specific listener, with a different certificate than the one the SNI selected, or
+/// is a passthrough / TCP name. A host only the `*` catch-all serves is not misdirected: it goes on
+/// to virtual host selection (and 404 when no route serves it).
+fn is_misdirected(config: &CompiledConfig, certificate: &Arc<str>, host: &str) -> bool {
+    match config.sni.lookup_with_pattern(host) {
+        None | Some((MatchKind::Any, _)) => false,
+        Some((_, SniTarget::Terminate { certificate: other })) => other != certificate,
+        Some((_, SniTarget::Passthrough(_) | SniTarget::TerminateTcp(_))) => true,
+    }
+}
+
 type Forwarded = (Response<ProxyBody>, Option<Instant>);
 
 async fn route_and_forward(
@@ -181,8 +196,8 @@ async fn route_and_forward(
     if ctx.config.owned.lookup(&host).is_none() {
         return Err(local_response(StatusCode::MISDIRECTED_REQUEST));
     }
-    if let Entry::Tls { cert_pattern } = &ctx.entry {
-        if !cert_pattern.matches(&host) {
+    if let Entry::Tls { certificate } = &ctx.entry {
+        if is_misdirected(&ctx.config, certificate, &host) {
             return Err(local_response(StatusCode::MISDIRECTED_REQUEST));
         }
     }

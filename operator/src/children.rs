@@ -1,0 +1,1119 @@
+//! The objects the operator server-side applies for one `Tenant`: a pure function from the Tenant,
+//! the operator's settings and the tenant's last snapshot to typed Kubernetes objects.
+//!
+//! In the tenant's namespace (`spec.namespace`), all named after [`ROUTER_NAME`] unless noted:
+//! - a `ServiceAccount` whose token is never mounted: the router holds no Kubernetes credentials;
+//! - the router `Deployment` (replicas from the Tenant, default
+//!   [`DEFAULT_ROUTER_REPLICAS`]): non-root, read-only root filesystem, no capabilities, seccomp
+//!   `RuntimeDefault`, resource requests, `/readyz` and `/healthz` probes on the admin port, and a
+//!   projected service-account token for [`SNAPSHOT_AUDIENCE`] only, which the operator's snapshot
+//!   API checks by TokenReview;
+//! - a `Service` (ports `https` 8443, `http` 8080, `admin` 9901);
+//! - a `PodDisruptionBudget` (at most one router down at a time);
+//! - a `NetworkPolicy` admitting the edge's pods on 8443/8080 and the metrics scraper on 9901 only;
+//! - the `ConfigMap` [`OPERATOR_CA_CONFIG_MAP`] with the certificate the router trusts for the
+//!   snapshot API (public data, so a ConfigMap);
+//! - the `Secret` [`BOOTSTRAP_SECRET_NAME`] with the last snapshot (see [`Children::bootstrap`] for
+//!   why a Secret and not the ConfigMap the issue first named).
+//!
+//! Every object is labelled `app.kubernetes.io/{name,instance,managed-by,part-of}` and owned by
+//! the Tenant (`controller: true`): the Tenant is cluster-scoped, so owning namespaced objects in any
+//! namespace is allowed, and deleting the Tenant garbage-collects all of them. `blockOwnerDeletion`
+//! is not set, so the operator needs no permission on `tenants/finalizers`.
+//!
+//! Invalid input is a [`ChildError`], whose [`ChildError::reason`] becomes the Tenant's condition.
+
+use bulkhead_crds::snapshot::TenantSnapshot;
+use bulkhead_crds::tenant::DEFAULT_ROUTER_REPLICAS;
+use bulkhead_crds::Tenant;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
+    ServiceAccount, ServiceAccountTokenProjection, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::ByteString;
+use kube::Resource;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Name of the router's ServiceAccount, Deployment, Service, PodDisruptionBudget and
+/// NetworkPolicy; also its pods' `app.kubernetes.io/name` label. The snapshot API's TokenReview
+/// authenticator maps `system:serviceaccount:<namespace>:bulkhead-router` to the tenant.
+pub const ROUTER_NAME: &str = "bulkhead-router";
+/// Name of the Secret holding the tenant's last snapshot.
+pub const BOOTSTRAP_SECRET_NAME: &str = "bulkhead-router-bootstrap";
+/// Key of the snapshot (JSON) in [`BOOTSTRAP_SECRET_NAME`].
+pub const BOOTSTRAP_KEY: &str = "snapshot.json";
+/// Name of the ConfigMap holding the snapshot API's CA certificate.
+pub const OPERATOR_CA_CONFIG_MAP: &str = "bulkhead-operator-ca";
+/// Key of the CA certificate (PEM) in [`OPERATOR_CA_CONFIG_MAP`].
+pub const OPERATOR_CA_KEY: &str = "ca.crt";
+/// The audience of the routers' projected tokens; the snapshot API accepts no other.
+pub const SNAPSHOT_AUDIENCE: &str = "bulkhead.dev/snapshots";
+/// Lifetime of a projected token (the kubelet renews it at 80 %).
+pub const TOKEN_EXPIRATION_SECONDS: i64 = 3600;
+/// The `app.kubernetes.io/managed-by` value of every child.
+pub const MANAGED_BY: &str = "bulkhead-operator";
+/// The namespace of the edge and the operator.
+pub const SYSTEM_NAMESPACE: &str = "bulkhead-system";
+/// The `app.kubernetes.io/name` label of the edge's pods.
+pub const EDGE_NAME: &str = "bulkhead-edge";
+/// The namespace whose pods scrape metrics, by default (`kubernetes.io/metadata.name`).
+pub const DEFAULT_METRICS_NAMESPACE: &str = "monitoring";
+
+/// The router's TLS port (traffic from the edge's 443).
+pub const HTTPS_PORT: i32 = 8443;
+/// The router's plain HTTP port (traffic from the edge's 80).
+pub const HTTP_PORT: i32 = 8080;
+/// The router's admin port: `/healthz`, `/readyz`, `/metrics`.
+pub const ADMIN_PORT: i32 = 9901;
+/// The unprivileged user and group every Bulkhead container runs as (distroless `nonroot`).
+pub const RUN_AS_ID: i64 = 65532;
+/// How long a stopping router may drain its connections.
+pub const TERMINATION_GRACE_SECONDS: i64 = 60;
+/// Kubernetes refuses Secrets larger than 1 MiB; a bigger snapshot gets no bootstrap copy.
+pub const MAX_BOOTSTRAP_BYTES: usize = 1024 * 1024;
+/// Longest namespace name (an RFC 1123 label) and longest label value.
+const MAX_LABEL_LEN: usize = 63;
+
+/// Where the router finds the projected token.
+pub const TOKEN_DIR: &str = "/var/run/secrets/bulkhead";
+/// Where the router finds the operator's CA certificate.
+pub const CA_DIR: &str = "/var/run/bulkhead/ca";
+/// Where the router finds its bootstrap snapshot.
+pub const BOOTSTRAP_DIR: &str = "/var/run/bulkhead/bootstrap";
+
+/// Default CPU request of a router container.
+const DEFAULT_CPU_REQUEST: &str = "100m";
+/// Default memory request of a router container.
+const DEFAULT_MEMORY_REQUEST: &str = "128Mi";
+/// Default memory limit of a router container (no CPU limit: throttling a proxy adds latency).
+const DEFAULT_MEMORY_LIMIT: &str = "512Mi";
+
+/// Namespaces no tenant may own: the system namespaces of Kubernetes and of Bulkhead.
+const RESERVED_NAMESPACE_PREFIX: &str = "kube-";
+
+/// The operator's side of the children: what is the same for every tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildSettings {
+    /// The `bulkhead` image the routers run (the operator's own image).
+    pub image: String,
+    /// `imagePullPolicy` of the router containers (cluster default when `None`).
+    pub image_pull_policy: Option<String>,
+    /// The snapshot API's URL as routers reach it (`https://…`).
+    pub operator_url: String,
+    /// The PEM certificate routers trust for the snapshot API.
+    pub operator_ca_pem: String,
+    /// The namespace of the edge and the operator; no tenant may own it.
+    pub system_namespace: String,
+    /// The namespaces allowed to scrape the routers' admin port; `None` admits nobody.
+    pub metrics_scraper_namespaces: Option<LabelSelector>,
+    /// Resources of the router container.
+    pub resources: ResourceRequirements,
+}
+
+impl ChildSettings {
+    /// Settings with the defaults: system namespace [`SYSTEM_NAMESPACE`], metrics scraped from
+    /// the [`DEFAULT_METRICS_NAMESPACE`] namespace, requests of 100m CPU and 128Mi memory, a
+    /// 512Mi memory limit.
+    pub fn new(
+        image: impl Into<String>,
+        operator_url: impl Into<String>,
+        operator_ca_pem: impl Into<String>,
+    ) -> Self {
+        Self {
+            image: image.into(),
+            image_pull_policy: None,
+            operator_url: operator_url.into(),
+            operator_ca_pem: operator_ca_pem.into(),
+            system_namespace: SYSTEM_NAMESPACE.to_owned(),
+            metrics_scraper_namespaces: Some(namespace_selector(DEFAULT_METRICS_NAMESPACE)),
+            resources: ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".to_owned(), Quantity(DEFAULT_CPU_REQUEST.to_owned())),
+                    (
+                        "memory".to_owned(),
+                        Quantity(DEFAULT_MEMORY_REQUEST.to_owned()),
+                    ),
+                ])),
+                limits: Some(BTreeMap::from([(
+                    "memory".to_owned(),
+                    Quantity(DEFAULT_MEMORY_LIMIT.to_owned()),
+                )])),
+                ..ResourceRequirements::default()
+            },
+        }
+    }
+}
+
+/// Why a Tenant's children cannot be rendered. Each becomes the Tenant's `Ready=False` condition.
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    /// `spec.namespace` is not a valid namespace name.
+    #[error("spec.namespace {namespace:?} is not a valid namespace name: {reason}")]
+    InvalidNamespace {
+        /// The namespace.
+        namespace: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `spec.namespace` is a system namespace.
+    #[error("spec.namespace {namespace:?} is reserved for the system")]
+    ReservedNamespace {
+        /// The namespace.
+        namespace: String,
+    },
+    /// The Tenant's name cannot be a label value (at most 63 characters).
+    #[error("tenant name {name:?} cannot be used as a label value: {reason}")]
+    InvalidTenantName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The Tenant has no name or uid (it was not read from the API server), so nothing can be
+    /// owned by it.
+    #[error("tenant {name:?} has no uid: children need an owner read from the API server")]
+    MissingOwnerIdentity {
+        /// The name, if any.
+        name: String,
+    },
+    /// `spec.replicas` is negative.
+    #[error("spec.replicas must not be negative, got {replicas}")]
+    NegativeReplicas {
+        /// The value.
+        replicas: i32,
+    },
+    /// The bootstrap snapshot is another tenant's or another namespace's.
+    #[error(
+        "bootstrap snapshot is for tenant {found_tenant:?} in {found_namespace:?}, not this tenant"
+    )]
+    BootstrapMismatch {
+        /// The snapshot's tenant.
+        found_tenant: String,
+        /// The snapshot's namespace.
+        found_namespace: String,
+    },
+    /// The bootstrap snapshot does not fit in a Secret.
+    #[error(
+        "bootstrap snapshot is {len} bytes, more than the {max} a Secret may hold",
+        max = MAX_BOOTSTRAP_BYTES
+    )]
+    BootstrapTooLarge {
+        /// Its length in JSON.
+        len: usize,
+    },
+    /// The bootstrap snapshot could not be serialised.
+    #[error("bootstrap snapshot cannot be serialised: {0}")]
+    BootstrapEncoding(#[from] serde_json::Error),
+    /// An operator setting is unusable (a deployment error, not the tenant's).
+    #[error("operator setting {field} is invalid: {reason}")]
+    InvalidSettings {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl ChildError {
+    /// The condition reason (CamelCase) for the Tenant's status.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidNamespace { .. } => "InvalidNamespace",
+            Self::ReservedNamespace { .. } => "ReservedNamespace",
+            Self::InvalidTenantName { .. } => "InvalidTenantName",
+            Self::MissingOwnerIdentity { .. } => "MissingOwnerIdentity",
+            Self::NegativeReplicas { .. } => "InvalidReplicas",
+            Self::BootstrapMismatch { .. } => "BootstrapMismatch",
+            Self::BootstrapTooLarge { .. } => "BootstrapTooLarge",
+            Self::BootstrapEncoding(_) => "BootstrapEncoding",
+            Self::InvalidSettings { .. } => "InvalidOperatorSettings",
+        }
+    }
+}
+
+/// Everything the operator applies for one Tenant, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Children {
+    /// The router's identity; its token is never automounted.
+    pub service_account: ServiceAccount,
+    /// The snapshot API's CA certificate.
+    pub operator_ca: ConfigMap,
+    /// The tenant's last snapshot, `None` when no snapshot was given: the operator then leaves
+    /// an existing bootstrap Secret as it is (the volume is optional, so routers start without).
+    ///
+    /// A `Secret`, not a `ConfigMap`: the snapshot holds the tenant's TLS private keys, and keys
+    /// must never sit in ConfigMaps (readable by every `view` role, never encrypted at rest, shown
+    /// by `kubectl describe`). Secrets get the RBAC, audit and encryption-at-rest treatment keys
+    /// need; the tenant already owns these keys, so storing them in its own namespace discloses
+    /// nothing new.
+    pub bootstrap: Option<Secret>,
+    /// The routers.
+    pub deployment: Deployment,
+    /// The routers' Service.
+    pub service: Service,
+    /// At most one router down at a time.
+    pub pod_disruption_budget: PodDisruptionBudget,
+    /// Admits the edge and the metrics scraper only.
+    pub network_policy: NetworkPolicy,
+}
+
+impl Children {
+    /// Every child as JSON, in apply order (identity and configuration before the pods).
+    pub fn to_values(&self) -> Result<Vec<serde_json::Value>, serde_json::Error> {
+        let mut out = vec![
+            serde_json::to_value(&self.service_account)?,
+            serde_json::to_value(&self.operator_ca)?,
+        ];
+        if let Some(secret) = &self.bootstrap {
+            out.push(serde_json::to_value(secret)?);
+        }
+        out.push(serde_json::to_value(&self.deployment)?);
+        out.push(serde_json::to_value(&self.service)?);
+        out.push(serde_json::to_value(&self.pod_disruption_budget)?);
+        out.push(serde_json::to_value(&self.network_policy)?);
+        Ok(out)
+    }
+
+    /// Every child as multi-document YAML, in apply order.
+    pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
+        fn doc<T: Serialize>(out: &mut String, value: &T) -> Result<(), serde_yaml::Error> {
+            out.push_str("---\n");
+            out.push_str(&serde_yaml::to_string(value)?);
+            Ok(())
+        }
+        let mut out = String::new();
+        doc(&mut out, &self.service_account)?;
+        doc(&mut out, &self.operator_ca)?;
+        if let Some(secret) = &self.bootstrap {
+            doc(&mut out, secret)?;
+        }
+        doc(&mut out, &self.deployment)?;
+        doc(&mut out, &self.service)?;
+        doc(&mut out, &self.pod_disruption_budget)?;
+        doc(&mut out, &self.network_policy)?;
+        Ok(out)
+    }
+}
+
+/// Renders the children of `tenant`. Pure: the same input gives the same objects.
+pub fn render_children(
+    tenant: &Tenant,
+    settings: &ChildSettings,
+    bootstrap: Option<&TenantSnapshot>,
+) -> Result<Children, ChildError> {
+    validate_settings(settings)?;
+    let name = tenant.metadata.name.clone().unwrap_or_default();
+    let owner = tenant
+        .controller_owner_ref(&())
+        .ok_or_else(|| ChildError::MissingOwnerIdentity { name: name.clone() })?;
+    validate_label_value(&name).map_err(|reason| ChildError::InvalidTenantName {
+        name: name.clone(),
+        reason,
+    })?;
+    let namespace = tenant.spec.namespace.as_str();
+    validate_namespace(namespace, settings)?;
+    let replicas = tenant.spec.replicas.unwrap_or(DEFAULT_ROUTER_REPLICAS);
+    if replicas < 0 {
+        return Err(ChildError::NegativeReplicas { replicas });
+    }
+    let ctx = Ctx {
+        tenant: &name,
+        namespace,
+        owner,
+        settings,
+    };
+    let bootstrap = bootstrap
+        .map(|snapshot| bootstrap_secret(&ctx, snapshot))
+        .transpose()?;
+    Ok(Children {
+        service_account: ServiceAccount {
+            metadata: ctx.meta(ROUTER_NAME),
+            automount_service_account_token: Some(false),
+            ..ServiceAccount::default()
+        },
+        operator_ca: ConfigMap {
+            metadata: ctx.meta(OPERATOR_CA_CONFIG_MAP),
+            data: Some(BTreeMap::from([(
+                OPERATOR_CA_KEY.to_owned(),
+                settings.operator_ca_pem.clone(),
+            )])),
+            ..ConfigMap::default()
+        },
+        bootstrap,
+        deployment: deployment(&ctx, replicas),
+        service: service(&ctx),
+        pod_disruption_budget: PodDisruptionBudget {
+            metadata: ctx.meta(ROUTER_NAME),
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(1)),
+                selector: Some(ctx.selector()),
+                unhealthy_pod_eviction_policy: Some("AlwaysAllow".to_owned()),
+                ..PodDisruptionBudgetSpec::default()
+            }),
+            ..PodDisruptionBudget::default()
+        },
+        network_policy: network_policy(&ctx),
+    })
+}
+
+/// What every child of one tenant shares.
+struct Ctx<'a> {
+    tenant: &'a str,
+    namespace: &'a str,
+    owner: OwnerReference,
+    settings: &'a ChildSettings,
+}
+
+impl Ctx<'_> {
+    /// The labels that select this tenant's router pods.
+    fn selector_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("app.kubernetes.io/name".to_owned(), ROUTER_NAME.to_owned()),
+            (
+                "app.kubernetes.io/instance".to_owned(),
+                self.tenant.to_owned(),
+            ),
+        ])
+    }
+
+    /// Every label of every child.
+    fn labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.selector_labels();
+        labels.insert(
+            "app.kubernetes.io/managed-by".to_owned(),
+            MANAGED_BY.to_owned(),
+        );
+        labels.insert(
+            "app.kubernetes.io/part-of".to_owned(),
+            "bulkhead".to_owned(),
+        );
+        labels
+    }
+
+    fn selector(&self) -> LabelSelector {
+        LabelSelector {
+            match_labels: Some(self.selector_labels()),
+            ..LabelSelector::default()
+        }
+    }
+
+    fn meta(&self, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(self.namespace.to_owned()),
+            labels: Some(self.labels()),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+fn validate_settings(settings: &ChildSettings) -> Result<(), ChildError> {
+    let invalid = |field, reason| Err(ChildError::InvalidSettings { field, reason });
+    if settings.image.trim().is_empty() {
+        return invalid("image", "empty");
+    }
+    if !settings.operator_url.starts_with("https://") {
+        return invalid("operator_url", "must be an https:// URL");
+    }
+    if !settings
+        .operator_ca_pem
+        .contains("-----BEGIN CERTIFICATE-----")
+    {
+        return invalid("operator_ca_pem", "not a PEM certificate");
+    }
+    if validate_dns_label(&settings.system_namespace).is_err() {
+        return invalid("system_namespace", "not a valid namespace name");
+    }
+    Ok(())
+}
+
+fn validate_namespace(namespace: &str, settings: &ChildSettings) -> Result<(), ChildError> {
+    validate_dns_label(namespace).map_err(|reason| ChildError::InvalidNamespace {
+        namespace: namespace.to_owned(),
+        reason,
+    })?;
+    if namespace == settings.system_namespace || namespace.starts_with(RESERVED_NAMESPACE_PREFIX) {
+        return Err(ChildError::ReservedNamespace {
+            namespace: namespace.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// An RFC 1123 label, as namespace names are: at most 63 lowercase letters, digits and `-`,
+/// starting and ending with a letter or digit.
+fn validate_dns_label(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        return Err("empty");
+    }
+    if value.len() > MAX_LABEL_LEN {
+        return Err("longer than 63 characters");
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("only lowercase letters, digits and '-' are allowed");
+    }
+    if value.starts_with('-') || value.ends_with('-') {
+        return Err("must start and end with a letter or digit");
+    }
+    Ok(())
+}
+
+/// A label value: at most 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter
+/// or digit.
+fn validate_label_value(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        return Err("empty");
+    }
+    if value.len() > MAX_LABEL_LEN {
+        return Err("longer than 63 characters");
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err("only letters, digits, '-', '_' and '.' are allowed");
+    }
+    let edge_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+    if !edge_ok(value.bytes().next()) || !edge_ok(value.bytes().last()) {
+        return Err("must start and end with a letter or digit");
+    }
+    Ok(())
+}
+
+fn bootstrap_secret(ctx: &Ctx<'_>, snapshot: &TenantSnapshot) -> Result<Secret, ChildError> {
+    if snapshot.tenant != ctx.tenant || snapshot.namespace != ctx.namespace {
+        return Err(ChildError::BootstrapMismatch {
+            found_tenant: snapshot.tenant.clone(),
+            found_namespace: snapshot.namespace.clone(),
+        });
+    }
+    let json = serde_json::to_vec(snapshot)?;
+    if json.len() > MAX_BOOTSTRAP_BYTES {
+        return Err(ChildError::BootstrapTooLarge { len: json.len() });
+    }
+    Ok(Secret {
+        metadata: ctx.meta(BOOTSTRAP_SECRET_NAME),
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(
+            BOOTSTRAP_KEY.to_owned(),
+            ByteString(json),
+        )])),
+        ..Secret::default()
+    })
+}
+
+/// The container-level security context of every Bulkhead container.
+pub fn hardened_security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_ID),
+        run_as_group: Some(RUN_AS_ID),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..SecurityContext::default()
+    }
+}
+
+/// The pod-level security context of every Bulkhead pod (`fsGroup` makes mounted tokens and
+/// keys readable by the unprivileged user).
+pub fn hardened_pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_ID),
+        run_as_group: Some(RUN_AS_ID),
+        fs_group: Some(RUN_AS_ID),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        ..SeccompProfile::default()
+    }
+}
+
+/// The router's command line: the contract `bulkhead router` implements.
+fn router_args(ctx: &Ctx<'_>) -> Vec<String> {
+    [
+        "router",
+        "--tenant",
+        ctx.tenant,
+        "--https-listen",
+        &format!("0.0.0.0:{HTTPS_PORT}"),
+        "--http-listen",
+        &format!("0.0.0.0:{HTTP_PORT}"),
+        "--admin-listen",
+        &format!("0.0.0.0:{ADMIN_PORT}"),
+        "--operator-url",
+        &ctx.settings.operator_url,
+        "--operator-ca",
+        &format!("{CA_DIR}/{OPERATOR_CA_KEY}"),
+        "--token-file",
+        &format!("{TOKEN_DIR}/token"),
+        "--bootstrap",
+        &format!("{BOOTSTRAP_DIR}/{BOOTSTRAP_KEY}"),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+fn http_probe(path: &str, period_seconds: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("admin".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(3),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: port,
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }
+}
+
+fn read_only_mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// Files readable by owner and `fsGroup` only.
+const SECRET_FILE_MODE: i32 = 0o440;
+
+fn volumes() -> Vec<Volume> {
+    vec![
+        Volume {
+            name: "bulkhead-token".to_owned(),
+            projected: Some(ProjectedVolumeSource {
+                default_mode: Some(SECRET_FILE_MODE),
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some(SNAPSHOT_AUDIENCE.to_owned()),
+                        expiration_seconds: Some(TOKEN_EXPIRATION_SECONDS),
+                        path: "token".to_owned(),
+                    }),
+                    ..VolumeProjection::default()
+                }]),
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "operator-ca".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: OPERATOR_CA_CONFIG_MAP.to_owned(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "bootstrap".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(BOOTSTRAP_SECRET_NAME.to_owned()),
+                default_mode: Some(SECRET_FILE_MODE),
+                optional: Some(true),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ]
+}
+
+fn deployment(ctx: &Ctx<'_>, replicas: i32) -> Deployment {
+    let settings = ctx.settings;
+    let container = Container {
+        name: "router".to_owned(),
+        image: Some(settings.image.clone()),
+        image_pull_policy: settings.image_pull_policy.clone(),
+        args: Some(router_args(ctx)),
+        env: Some(vec![EnvVar {
+            name: "BULKHEAD_LOG_FORMAT".to_owned(),
+            value: Some("json".to_owned()),
+            ..EnvVar::default()
+        }]),
+        ports: Some(vec![
+            container_port("https", HTTPS_PORT),
+            container_port("http", HTTP_PORT),
+            container_port("admin", ADMIN_PORT),
+        ]),
+        readiness_probe: Some(http_probe("/readyz", 5)),
+        liveness_probe: Some(http_probe("/healthz", 10)),
+        resources: Some(settings.resources.clone()),
+        security_context: Some(hardened_security_context()),
+        volume_mounts: Some(vec![
+            read_only_mount("bulkhead-token", TOKEN_DIR),
+            read_only_mount("operator-ca", CA_DIR),
+            read_only_mount("bootstrap", BOOTSTRAP_DIR),
+        ]),
+        ..Container::default()
+    };
+    let spread = |topology_key: &str| TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: topology_key.to_owned(),
+        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+        label_selector: Some(ctx.selector()),
+        ..TopologySpreadConstraint::default()
+    };
+    Deployment {
+        metadata: ctx.meta(ROUTER_NAME),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: ctx.selector(),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(ctx.labels()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(ROUTER_NAME.to_owned()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(hardened_pod_security_context()),
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+                    topology_spread_constraints: Some(vec![
+                        spread("kubernetes.io/hostname"),
+                        spread("topology.kubernetes.io/zone"),
+                    ]),
+                    containers: vec![container],
+                    volumes: Some(volumes()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+fn service(ctx: &Ctx<'_>) -> Service {
+    let port = |name: &str, number: i32| ServicePort {
+        name: Some(name.to_owned()),
+        port: number,
+        target_port: Some(IntOrString::String(name.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        ..ServicePort::default()
+    };
+    Service {
+        metadata: ctx.meta(ROUTER_NAME),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(ctx.selector_labels()),
+            ports: Some(vec![
+                port("https", HTTPS_PORT),
+                port("http", HTTP_PORT),
+                port("admin", ADMIN_PORT),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Selects a namespace by its immutable `kubernetes.io/metadata.name` label.
+pub fn namespace_selector(namespace: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_owned(),
+            namespace.to_owned(),
+        )])),
+        ..LabelSelector::default()
+    }
+}
+
+fn tcp_port(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".to_owned()),
+        ..NetworkPolicyPort::default()
+    }
+}
+
+/// Ingress only: the edge's pods (namespace and pod selector in one peer, so both must match) on
+/// the traffic ports, the metrics scraper on the admin port. Egress stays open: routers reach
+/// backends in any namespace a ReferenceGrant allows, the snapshot API and DNS.
+fn network_policy(ctx: &Ctx<'_>) -> NetworkPolicy {
+    let edge = NetworkPolicyIngressRule {
+        from: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(namespace_selector(&ctx.settings.system_namespace)),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/name".to_owned(),
+                    EDGE_NAME.to_owned(),
+                )])),
+                ..LabelSelector::default()
+            }),
+            ..NetworkPolicyPeer::default()
+        }]),
+        ports: Some(vec![tcp_port(HTTPS_PORT), tcp_port(HTTP_PORT)]),
+    };
+    let mut ingress = vec![edge];
+    if let Some(scraper) = &ctx.settings.metrics_scraper_namespaces {
+        ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(scraper.clone()),
+                ..NetworkPolicyPeer::default()
+            }]),
+            ports: Some(vec![tcp_port(ADMIN_PORT)]),
+        });
+    }
+    NetworkPolicy {
+        metadata: ctx.meta(ROUTER_NAME),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(ctx.selector()),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(ingress),
+            ..NetworkPolicySpec::default()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_crds::TenantSpec;
+
+    const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    fn settings() -> ChildSettings {
+        ChildSettings::new(
+            "ghcr.io/bulkhead/bulkhead:test",
+            "https://bulkhead-operator.bulkhead-system.svc:8443",
+            CA,
+        )
+    }
+
+    fn tenant(name: &str, namespace: &str, replicas: Option<i32>) -> Tenant {
+        let mut t = Tenant::new(
+            name,
+            TenantSpec {
+                namespace: namespace.to_owned(),
+                hostnames: vec!["*.example.com".to_owned()],
+                replicas,
+            },
+        );
+        t.metadata.uid = Some("0b5c2f4e-0000-4000-8000-000000000001".to_owned());
+        t
+    }
+
+    fn snapshot(tenant: &str, namespace: &str) -> TenantSnapshot {
+        TenantSnapshot {
+            tenant: tenant.to_owned(),
+            namespace: namespace.to_owned(),
+            version: 7,
+            ..TenantSnapshot::default()
+        }
+    }
+
+    fn render(t: &Tenant) -> Children {
+        render_children(t, &settings(), None).expect("renders")
+    }
+
+    fn pod_spec(children: &Children) -> &PodSpec {
+        children
+            .deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec")
+    }
+
+    #[test]
+    fn router_container_is_hardened() {
+        let children = render(&tenant("acme", "acme", None));
+        let pod = pod_spec(&children);
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.service_account_name.as_deref(), Some(ROUTER_NAME));
+        let psc = pod.security_context.as_ref().expect("pod security context");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(65532));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        assert_eq!(pod.containers.len(), 1);
+        let c = &pod.containers[0];
+        let sc = c
+            .security_context
+            .as_ref()
+            .expect("container security context");
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.run_as_user, Some(65532));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.privileged, Some(false));
+        let caps = sc.capabilities.as_ref().expect("capabilities");
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        assert!(caps.add.is_none());
+        assert_eq!(
+            sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        let requests = c
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .expect("requests");
+        assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
+    }
+
+    #[test]
+    fn probes_use_the_admin_port() {
+        let children = render(&tenant("acme", "acme", None));
+        let c = &pod_spec(&children).containers[0];
+        let get = |p: &Option<Probe>| {
+            p.as_ref()
+                .and_then(|p| p.http_get.clone())
+                .expect("http probe")
+        };
+        let ready = get(&c.readiness_probe);
+        assert_eq!(ready.path.as_deref(), Some("/readyz"));
+        assert_eq!(ready.port, IntOrString::String("admin".to_owned()));
+        assert_eq!(get(&c.liveness_probe).path.as_deref(), Some("/healthz"));
+        let admin = c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("admin"))
+            .expect("admin port");
+        assert_eq!(admin.container_port, ADMIN_PORT);
+    }
+
+    #[test]
+    fn token_is_projected_for_the_snapshot_audience_only() {
+        let children = render(&tenant("acme", "acme", None));
+        let pod = pod_spec(&children);
+        let projections: Vec<_> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.projected.as_ref())
+            .flat_map(|p| p.sources.iter().flatten())
+            .filter_map(|s| s.service_account_token.as_ref())
+            .collect();
+        assert_eq!(projections.len(), 1);
+        assert_eq!(projections[0].audience.as_deref(), Some(SNAPSHOT_AUDIENCE));
+        assert_eq!(projections[0].expiration_seconds, Some(3600));
+        let args = pod.containers[0].args.clone().unwrap_or_default();
+        let token_flag = args.iter().position(|a| a == "--token-file").expect("flag");
+        assert_eq!(args[token_flag + 1], "/var/run/secrets/bulkhead/token");
+    }
+
+    #[test]
+    fn router_args_are_the_contract() {
+        let children = render(&tenant("acme", "team-a", None));
+        let args = pod_spec(&children).containers[0]
+            .args
+            .clone()
+            .unwrap_or_default();
+        assert_eq!(
+            args.join(" "),
+            "router --tenant acme --https-listen 0.0.0.0:8443 --http-listen 0.0.0.0:8080 \
+             --admin-listen 0.0.0.0:9901 \
+             --operator-url https://bulkhead-operator.bulkhead-system.svc:8443 \
+             --operator-ca /var/run/bulkhead/ca/ca.crt \
+             --token-file /var/run/secrets/bulkhead/token \
+             --bootstrap /var/run/bulkhead/bootstrap/snapshot.json"
+        );
+    }
+
+    #[test]
+    fn replicas_default_to_two_and_follow_the_tenant() {
+        let replicas = |c: &Children| c.deployment.spec.as_ref().and_then(|s| s.replicas);
+        assert_eq!(replicas(&render(&tenant("a", "a", None))), Some(2));
+        assert_eq!(replicas(&render(&tenant("a", "a", Some(5)))), Some(5));
+        assert_eq!(replicas(&render(&tenant("a", "a", Some(0)))), Some(0));
+    }
+
+    #[test]
+    fn negative_replicas_are_refused() {
+        let err = render_children(&tenant("a", "a", Some(-1)), &settings(), None).unwrap_err();
+        assert!(matches!(err, ChildError::NegativeReplicas { replicas: -1 }));
+        assert_eq!(err.reason(), "InvalidReplicas");
+    }
+
+    #[test]
+    fn bad_and_reserved_namespaces_are_refused() {
+        for bad in ["", "Team", "team_a", "-team", "team-", &"a".repeat(64)] {
+            let err = render_children(&tenant("a", bad, None), &settings(), None).unwrap_err();
+            assert!(
+                matches!(err, ChildError::InvalidNamespace { .. }),
+                "{bad:?}: {err}"
+            );
+        }
+        for reserved in ["bulkhead-system", "kube-system", "kube-public"] {
+            let err = render_children(&tenant("a", reserved, None), &settings(), None).unwrap_err();
+            assert!(
+                matches!(err, ChildError::ReservedNamespace { .. }),
+                "{reserved}"
+            );
+        }
+        assert!(render_children(&tenant("a", "a-1", None), &settings(), None).is_ok());
+    }
+
+    #[test]
+    fn tenant_names_must_fit_a_label_value() {
+        let long = "a".repeat(64);
+        let err = render_children(&tenant(&long, "a", None), &settings(), None).unwrap_err();
+        assert!(matches!(err, ChildError::InvalidTenantName { .. }));
+    }
+
+    #[test]
+    fn a_tenant_without_uid_owns_nothing() {
+        let mut t = tenant("a", "a", None);
+        t.metadata.uid = None;
+        let err = render_children(&t, &settings(), None).unwrap_err();
+        assert!(matches!(err, ChildError::MissingOwnerIdentity { .. }));
+    }
+
+    #[test]
+    fn every_child_is_labelled_and_owned_by_the_tenant() {
+        let t = tenant("acme", "team-a", None);
+        let snap = snapshot("acme", "team-a");
+        let children = render_children(&t, &settings(), Some(&snap)).expect("renders");
+        let values = children.to_values().expect("json");
+        assert_eq!(values.len(), 7);
+        for v in values {
+            let meta = &v["metadata"];
+            assert_eq!(meta["namespace"], "team-a", "{v}");
+            assert_eq!(meta["labels"]["app.kubernetes.io/instance"], "acme");
+            assert_eq!(meta["labels"]["app.kubernetes.io/name"], ROUTER_NAME);
+            assert_eq!(meta["labels"]["app.kubernetes.io/managed-by"], MANAGED_BY);
+            let owners = meta["ownerReferences"].as_array().expect("owners");
+            assert_eq!(owners.len(), 1);
+            assert_eq!(owners[0]["kind"], "Tenant");
+            assert_eq!(owners[0]["apiVersion"], "bulkhead.dev/v1alpha1");
+            assert_eq!(owners[0]["name"], "acme");
+            assert_eq!(owners[0]["uid"], "0b5c2f4e-0000-4000-8000-000000000001");
+            assert_eq!(owners[0]["controller"], true);
+        }
+    }
+
+    #[test]
+    fn bootstrap_is_a_secret_holding_the_snapshot_json() {
+        let t = tenant("acme", "team-a", None);
+        let snap = snapshot("acme", "team-a");
+        let children = render_children(&t, &settings(), Some(&snap)).expect("renders");
+        let secret = children.bootstrap.expect("bootstrap secret");
+        assert_eq!(secret.metadata.name.as_deref(), Some(BOOTSTRAP_SECRET_NAME));
+        let bytes = &secret.data.as_ref().expect("data")[BOOTSTRAP_KEY].0;
+        let back: TenantSnapshot = serde_json::from_slice(bytes).expect("snapshot json");
+        assert_eq!(back, snap);
+        assert!(render(&t).bootstrap.is_none());
+    }
+
+    #[test]
+    fn bootstrap_of_another_tenant_is_refused() {
+        let t = tenant("acme", "team-a", None);
+        let err = render_children(&t, &settings(), Some(&snapshot("other", "team-a"))).unwrap_err();
+        assert!(matches!(err, ChildError::BootstrapMismatch { .. }));
+        let err = render_children(&t, &settings(), Some(&snapshot("acme", "team-b"))).unwrap_err();
+        assert!(matches!(err, ChildError::BootstrapMismatch { .. }));
+    }
+
+    #[test]
+    fn oversized_bootstrap_is_refused() {
+        let t = tenant("acme", "team-a", None);
+        let mut snap = snapshot("acme", "team-a");
+        snap.hostnames = vec!["x".repeat(MAX_BOOTSTRAP_BYTES)];
+        let err = render_children(&t, &settings(), Some(&snap)).unwrap_err();
+        assert!(matches!(err, ChildError::BootstrapTooLarge { .. }));
+    }
+
+    #[test]
+    fn network_policy_admits_only_edge_and_scraper() {
+        let children = render(&tenant("acme", "team-a", None));
+        let spec = children.network_policy.spec.expect("spec");
+        assert_eq!(spec.policy_types, Some(vec!["Ingress".to_owned()]));
+        let rules = spec.ingress.expect("ingress rules");
+        assert_eq!(rules.len(), 2);
+        let ports = |r: &NetworkPolicyIngressRule| -> Vec<IntOrString> {
+            r.ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.port.clone())
+                .collect()
+        };
+        assert_eq!(
+            ports(&rules[0]),
+            vec![IntOrString::Int(8443), IntOrString::Int(8080)]
+        );
+        let edge = &rules[0].from.as_ref().expect("peers")[0];
+        assert_eq!(
+            edge.namespace_selector,
+            Some(namespace_selector("bulkhead-system"))
+        );
+        assert!(edge.pod_selector.is_some());
+        assert!(edge.ip_block.is_none());
+        assert_eq!(ports(&rules[1]), vec![IntOrString::Int(9901)]);
+
+        let mut no_scraper = settings();
+        no_scraper.metrics_scraper_namespaces = None;
+        let children =
+            render_children(&tenant("acme", "team-a", None), &no_scraper, None).expect("renders");
+        let rules = children.network_policy.spec.and_then(|s| s.ingress);
+        assert_eq!(rules.map(|r| r.len()), Some(1));
+    }
+
+    #[test]
+    fn unusable_settings_are_reported() {
+        let t = tenant("acme", "team-a", None);
+        let mut s = settings();
+        s.operator_url = "http://operator:8443".to_owned();
+        assert!(matches!(
+            render_children(&t, &s, None),
+            Err(ChildError::InvalidSettings {
+                field: "operator_url",
+                ..
+            })
+        ));
+        let mut s = settings();
+        s.operator_ca_pem = String::new();
+        assert!(render_children(&t, &s, None).is_err());
+    }
+}
