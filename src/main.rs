@@ -5,6 +5,7 @@
 mod bench;
 mod cluster;
 mod demo;
+mod operator_cmd;
 mod pki;
 mod quickstart;
 mod standalone;
@@ -53,8 +54,8 @@ enum Command {
     Edge(cluster::EdgeArgs),
     /// Run one tenant router, fed by the operator's snapshot service.
     Router(cluster::RouterArgs),
-    /// Run the control plane on Kubernetes (not available yet).
-    Operator,
+    /// Run the control plane on Kubernetes (watchers, snapshot API, tenant routers, statuses).
+    Operator(operator_cmd::OperatorArgs),
     /// Print the CRD YAML.
     Crds {
         /// Write to this file instead of standard output.
@@ -66,11 +67,19 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .worker_threads(worker_threads())
-        .build()
-        .context("cannot start the async runtime")?;
+    let workers = worker_threads();
+    // One worker: a current-thread runtime does the same work without cross-thread hand-offs.
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .worker_threads(workers)
+            .build()
+    }
+    .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
             Command::Standalone(args) => standalone::run(args).await,
@@ -90,10 +99,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Edge(args) => cluster::run_edge(args).await,
             Command::Router(args) => cluster::run_router(args).await,
-            Command::Operator => anyhow::bail!(
-                "the Kubernetes operator is not built yet; \
-                 use `bulkhead standalone` to run every tier in one process"
-            ),
+            Command::Operator(args) => operator_cmd::run(args).await,
         }
     })
 }

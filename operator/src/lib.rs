@@ -12,11 +12,14 @@
 //!   NetworkPolicy, ServiceAccount, bootstrap Secret), typed and pure.
 //! * [`rbac`]: the one list of API calls the operator makes, and the RBAC rendered from it.
 //! * [`file_provider`]: standalone mode's source of objects: a directory of manifests, watched.
+//! * [`kube`]: the Kubernetes provider: watchers, the control loop, onboarding (children applied
+//!   per Tenant), statuses written back, and the snapshot API's `TokenReview` authenticator.
 #![forbid(unsafe_code)]
 
 pub mod children;
 pub mod compiler;
 pub mod file_provider;
+pub mod kube;
 pub mod objects;
 pub mod rbac;
 pub mod status;

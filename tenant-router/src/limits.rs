@@ -32,7 +32,7 @@ pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle pooled upstream connection is kept.
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Most idle pooled HTTP/1 connections per backend endpoint.
-pub const DEFAULT_UPSTREAM_MAX_IDLE_PER_ENDPOINT: usize = 64;
+pub const DEFAULT_UPSTREAM_MAX_IDLE_PER_ENDPOINT: usize = 128;
 /// A passthrough (raw TLS) connection with no byte in either direction for this long is closed.
 pub const DEFAULT_PASSTHROUGH_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// An upgraded (WebSocket) connection with no byte in either direction for this long is closed.

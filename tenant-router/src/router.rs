@@ -36,6 +36,9 @@ pub struct RouterConfig {
     pub expect_proxy: bool,
     /// Limits and timeouts.
     pub limits: RouterLimits,
+    /// Whether TLS clients may resume sessions (TLS 1.3 tickets, 1.2 session ids); default true.
+    /// Off only to measure full handshakes against peers configured the same way.
+    pub tls_resumption: bool,
 }
 
 impl RouterConfig {
@@ -51,6 +54,7 @@ impl RouterConfig {
             http_listen,
             expect_proxy: true,
             limits: RouterLimits::default(),
+            tls_resumption: true,
         }
     }
 }
@@ -140,6 +144,7 @@ impl Router {
             tenant: config.tenant.clone(),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             registry: EndpointRegistry::default(),
+            tls_resumption: config.tls_resumption,
         };
         let mut listeners = Some((https, http));
         let mut stream_open = true;
@@ -199,6 +204,7 @@ struct SnapshotApplier {
     tenant: String,
     provider: Arc<CryptoProvider>,
     registry: EndpointRegistry,
+    tls_resumption: bool,
 }
 
 impl SnapshotApplier {
@@ -223,7 +229,13 @@ impl SnapshotApplier {
                 })
                 .inc();
         };
-        match compile(snapshot, &self.tenant, &self.provider, &self.registry) {
+        match compile(
+            snapshot,
+            &self.tenant,
+            &self.provider,
+            &self.registry,
+            self.tls_resumption,
+        ) {
             Ok(compiled) => {
                 let live = h2_endpoints(&compiled);
                 state.current.store(Some(Arc::new(compiled)));

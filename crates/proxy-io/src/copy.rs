@@ -2,7 +2,8 @@
 //! dropped or reordered), half-close propagated per direction (EOF read on one side → FIN written to
 //! the other, while the other direction keeps flowing), and an idle deadline over both directions.
 //!
-//! Memory: one [`COPY_BUFFER_SIZE`] buffer per direction.
+//! Memory: one buffer per direction, [`COPY_BUFFER_SIZE`] at first, growing to
+//! [`MAX_COPY_BUFFER_SIZE`] while reads keep filling it.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -14,6 +15,9 @@ use tokio::time::Instant;
 
 /// Bytes buffered per direction.
 pub const COPY_BUFFER_SIZE: usize = 8 * 1024;
+/// Largest buffer one direction grows to: a read that fills the buffer doubles it, up to this size,
+/// so bulk transfers make few large syscalls while idle and interactive connections stay small.
+pub const MAX_COPY_BUFFER_SIZE: usize = 64 * 1024;
 
 /// Bytes moved in each direction. `a` is the client side, `b` the server side.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -148,6 +152,10 @@ impl Pump {
         }
         loop {
             if self.pos == self.cap && !self.read_done {
+                if self.cap == self.buf.len() && self.buf.len() < MAX_COPY_BUFFER_SIZE {
+                    // The last read filled the buffer: this is a bulk flow, read more per call.
+                    self.buf = vec![0; self.buf.len() * 2].into_boxed_slice();
+                }
                 self.pos = 0;
                 self.cap = 0;
                 let mut read_buf = ReadBuf::new(&mut self.buf);

@@ -13,6 +13,7 @@ mod rewind;
 
 pub use copy::{
     copy_bidirectional, copy_bidirectional_observed, CopyDirection, CopyStats, COPY_BUFFER_SIZE,
+    MAX_COPY_BUFFER_SIZE,
 };
 pub use proxy::{
     encode_v2, parse_proxy_header, read_proxy_header, ProxyAddresses, ProxyError, ProxyHeader,

@@ -118,6 +118,7 @@ pub(crate) fn compile(
     tenant: &str,
     provider: &Arc<CryptoProvider>,
     registry: &EndpointRegistry,
+    tls_resumption: bool,
 ) -> Result<CompiledConfig, CompileError> {
     if snapshot.tenant != tenant {
         return Err(CompileError::WrongTenant {
@@ -215,7 +216,13 @@ pub(crate) fn compile(
         if certs.is_empty() {
             Ok(None)
         } else {
-            tls::server_config(tls::SniResolver::new(certs), Arc::clone(provider), alpn).map(Some)
+            tls::server_config(
+                tls::SniResolver::new(certs),
+                Arc::clone(provider),
+                alpn,
+                tls_resumption,
+            )
+            .map(Some)
         }
     };
     let tls = server(certs, &tls::ALPN_PROTOCOLS)?;
@@ -352,7 +359,7 @@ mod tests {
 
     fn compile_err(s: &TenantSnapshot) -> String {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        match compile(s, "acme", &provider, &EndpointRegistry::default()) {
+        match compile(s, "acme", &provider, &EndpointRegistry::default(), true) {
             Ok(_) => String::new(),
             Err(e) => e.to_string(),
         }

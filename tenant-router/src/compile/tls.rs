@@ -66,6 +66,7 @@ pub(crate) fn server_config(
     resolver: SniResolver,
     provider: Arc<CryptoProvider>,
     alpn: &[&[u8]],
+    resumption: bool,
 ) -> Result<Arc<rustls::ServerConfig>, CompileError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -76,5 +77,35 @@ pub(crate) fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    if !resumption {
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(resumption: bool) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        server_config(
+            SniResolver::new(HostTable::new()),
+            provider,
+            &ALPN_PROTOCOLS,
+            resumption,
+        )
+        .expect("config")
+    }
+
+    #[test]
+    fn resumption_can_be_turned_off_for_full_handshake_measurements() {
+        let on = config(true);
+        assert!(on.send_tls13_tickets > 0);
+        assert!(on.session_storage.can_cache());
+        let off = config(false);
+        assert_eq!(off.send_tls13_tickets, 0);
+        assert!(!off.session_storage.can_cache());
+    }
 }

@@ -1,0 +1,756 @@
+//! The operator's control loop: watcher events → [`ObjectStore`] → (once every initial list is
+//! in, debounced) [`Compiler`] → snapshots published on the [`SnapshotServer`] (edge and tenant
+//! streams) → statuses handed to the status task, Tenants handed to the onboarding task, the
+//! [`TenantDirectory`] of the snapshot API's authenticator refreshed.
+//!
+//! Router acknowledgements mark Gateways `Programmed` and Tenants `Ready`
+//! ([`crate::status::apply_acks`]), set `Tenant.status.acknowledgedVersion`, and promote the
+//! acknowledged snapshot to the tenant's bootstrap Secret: a bootstrap snapshot is always one a
+//! router accepted.
+//!
+//! [`run`] wires everything: watchers, this loop, the status task and the onboarding task.
+
+use super::auth::TenantDirectory;
+use super::onboarding::{run_onboarding, Desired, DesiredTenant, Onboarding};
+use super::status_writer::StatusWriter;
+use super::store::{router_endpoints, Debounce, ObjectStore, StoreEvent};
+use super::watch::{spawn_watchers, EVENT_QUEUE, WATCHED_KINDS};
+use crate::children::ChildSettings;
+use crate::compiler::Compiler;
+use crate::objects::ObjectSet;
+use crate::status::{apply_acks, stamp_transitions, ObjectStatus};
+use ::kube::Client;
+use bulkhead_crds::snapshot::TenantSnapshot;
+use bulkhead_crds::{Tenant, CONTROLLER_NAME};
+use bulkhead_snapshot::Ack;
+use bulkhead_snapshot_wire::{AckReceiver, Authenticator, SnapshotServer, StreamName};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How long the status task waits before retrying statuses it could not write.
+pub const STATUS_RETRY_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Statuses as they should be in the cluster.
+pub type Statuses = Arc<Vec<ObjectStatus>>;
+
+/// The control loop's state; see the module documentation.
+pub struct ControlLoop<A: Authenticator> {
+    store: ObjectStore,
+    compiler: Compiler,
+    server: SnapshotServer<A>,
+    directory: TenantDirectory,
+    debounce: Debounce,
+    /// Tenant → version published.
+    published: BTreeMap<String, u64>,
+    /// Tenant → newest version a router acknowledged as served.
+    acked: BTreeMap<String, u64>,
+    /// Tenant → the newest acknowledged snapshot (its bootstrap).
+    bootstrap: BTreeMap<String, Arc<TenantSnapshot>>,
+    /// The Tenants of the last compilation.
+    tenants: Vec<Tenant>,
+    /// Route status entries of other controllers, carried along in our writes.
+    foreign: ForeignParents,
+    compiled: Vec<ObjectStatus>,
+    rendered: Statuses,
+    compiles: u64,
+    desired: watch::Sender<Desired>,
+    statuses: watch::Sender<Statuses>,
+    ready: watch::Sender<bool>,
+}
+
+impl<A: Authenticator> std::fmt::Debug for ControlLoop<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlLoop")
+            .field("compiles", &self.compiles)
+            .field("published", &self.published)
+            .field("acked", &self.acked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Authenticator> ControlLoop<A> {
+    /// A loop over an empty store of [`WATCHED_KINDS`]. It sends the Tenants to onboard on
+    /// `desired`, the statuses to write on `statuses`, and `true` on `ready` after the first
+    /// compilation.
+    pub fn new(
+        server: SnapshotServer<A>,
+        directory: TenantDirectory,
+        desired: watch::Sender<Desired>,
+        statuses: watch::Sender<Statuses>,
+        ready: watch::Sender<bool>,
+    ) -> Self {
+        Self {
+            store: ObjectStore::new(WATCHED_KINDS),
+            compiler: Compiler::new(),
+            server,
+            directory,
+            debounce: Debounce::default(),
+            published: BTreeMap::new(),
+            acked: BTreeMap::new(),
+            bootstrap: BTreeMap::new(),
+            tenants: Vec::new(),
+            foreign: ForeignParents::new(),
+            compiled: Vec::new(),
+            rendered: Arc::new(Vec::new()),
+            compiles: 0,
+            desired,
+            statuses,
+            ready,
+        }
+    }
+
+    /// Runs until `shutdown` or until every watcher is gone.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<StoreEvent>,
+        mut acks: AckReceiver,
+        shutdown: CancellationToken,
+    ) {
+        let mut acks_open = true;
+        let mut announced_sync = false;
+        loop {
+            let due = self.due();
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                event = events.recv() => match event {
+                    Some(event) => self.on_event(event, Instant::now()),
+                    None => {
+                        tracing::error!("every watcher stopped; the control loop ends");
+                        break;
+                    }
+                },
+                ack = acks.recv(), if acks_open => match ack {
+                    Some((stream, ack)) => self.on_ack(stream, ack),
+                    None => acks_open = false,
+                },
+                () = sleep_until(due), if due.is_some() => {
+                    if !announced_sync {
+                        announced_sync = true;
+                        tracing::info!(objects = self.store.len(), "initial lists complete");
+                    }
+                    self.compile();
+                }
+            }
+        }
+    }
+
+    /// Applies one watcher event to the store (and starts or extends the debounce).
+    pub fn on_event(&mut self, event: StoreEvent, now: Instant) {
+        if self.store.apply(event) {
+            self.debounce.touch(now);
+        }
+    }
+
+    /// When the next compilation is due: `None` while nothing changed or while some kind has not
+    /// finished its initial list.
+    pub fn due(&self) -> Option<Instant> {
+        if self.store.is_synced() {
+            self.debounce.deadline()
+        } else {
+            None
+        }
+    }
+
+    /// Compiles the store, publishes what changed, and hands statuses and Tenants on.
+    pub fn compile(&mut self) {
+        self.debounce.clear();
+        let objects = self.store.object_set();
+        let endpoints = router_endpoints(&objects);
+        let out = self.compiler.compile(&objects, &endpoints);
+        self.compiles += 1;
+        tracing::debug!(recomputed = ?out.recomputed, statuses = out.statuses.len(), "compiled");
+        if let Some(edge) = &out.edge {
+            match self.server.publish(&StreamName::Edge, edge) {
+                Ok(()) => {
+                    tracing::info!(
+                        version = edge.version,
+                        routes = edge.routes.len(),
+                        "edge snapshot published"
+                    );
+                }
+                Err(e) => tracing::error!(error = %e, "cannot publish the edge snapshot"),
+            }
+        }
+        for snapshot in &out.changed {
+            let published = StreamName::tenant(snapshot.tenant.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|stream| {
+                    self.server
+                        .publish(&stream, snapshot)
+                        .map_err(|e| e.to_string())
+                });
+            match published {
+                Ok(()) => {
+                    tracing::info!(tenant = %snapshot.tenant, version = snapshot.version, "tenant snapshot published");
+                    self.published
+                        .insert(snapshot.tenant.clone(), snapshot.version);
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %snapshot.tenant, error = %e, "cannot publish the tenant snapshot");
+                }
+            }
+        }
+        for tenant in &out.removed {
+            if let Ok(stream) = StreamName::tenant(tenant.clone()) {
+                self.server.remove_stream(&stream);
+            }
+            self.published.remove(tenant);
+            self.acked.remove(tenant);
+            self.bootstrap.remove(tenant);
+        }
+        self.directory.replace(
+            self.compiler
+                .tenants()
+                .map(|s| (s.namespace.clone(), s.tenant.clone()))
+                .collect(),
+        );
+        self.foreign = foreign_parents(&objects);
+        self.tenants = objects.tenants;
+        self.compiled = out.statuses;
+        self.push_desired();
+        self.refresh_statuses();
+        self.ready.send_replace(true);
+    }
+
+    /// Records a router's or the edge's acknowledgement.
+    pub fn on_ack(&mut self, stream: StreamName, ack: Ack) {
+        let StreamName::Tenant(tenant) = stream else {
+            match ack.outcome {
+                Ok(()) => {
+                    tracing::debug!(subscriber = %ack.subscriber, version = ack.version, "edge snapshot acknowledged")
+                }
+                Err(reason) => {
+                    tracing::warn!(subscriber = %ack.subscriber, version = ack.version, %reason, "edge snapshot rejected")
+                }
+            }
+            return;
+        };
+        if let Err(reason) = &ack.outcome {
+            tracing::warn!(%tenant, subscriber = %ack.subscriber, version = ack.version, %reason, "tenant snapshot rejected; the router keeps the previous one");
+            return;
+        }
+        if !self.published.contains_key(&tenant) {
+            return;
+        }
+        let newest = self.acked.entry(tenant.clone()).or_insert(0);
+        if ack.version <= *newest {
+            return;
+        }
+        *newest = ack.version;
+        if let Some(current) = self.compiler.tenant(&tenant) {
+            if current.version <= ack.version {
+                self.bootstrap
+                    .insert(tenant.clone(), Arc::new(current.clone()));
+                self.push_desired();
+            }
+        }
+        self.refresh_statuses();
+    }
+
+    fn push_desired(&self) {
+        let desired = desired_tenants(
+            &self.tenants,
+            |name| self.compiler.tenant(name).is_some(),
+            &self.bootstrap,
+        );
+        self.desired.send_replace(desired);
+    }
+
+    fn refresh_statuses(&mut self) {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let mut rendered = render_statuses(
+            &self.compiled,
+            &self.published,
+            &self.acked,
+            &self.rendered,
+            &now,
+        );
+        merge_foreign_parents(&mut rendered, &self.foreign);
+        self.rendered = Arc::new(rendered);
+        self.statuses.send_replace(Arc::clone(&self.rendered));
+    }
+
+    /// Tenant → version published (for tests and metrics).
+    pub fn published(&self) -> &BTreeMap<String, u64> {
+        &self.published
+    }
+
+    /// Number of compilations so far.
+    pub fn compiles(&self) -> u64 {
+        self.compiles
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Route `status.parents` entries written by other controllers, by (kind, namespace, name).
+pub type ForeignParents = BTreeMap<(String, String, String), Vec<serde_json::Value>>;
+
+/// The entries of every route's `status.parents` whose `controllerName` is not Bulkhead's.
+/// `parents` is an atomic list for server-side apply: writing only ours would delete theirs.
+pub fn foreign_parents(objects: &ObjectSet) -> ForeignParents {
+    fn collect<S: serde::Serialize>(
+        out: &mut ForeignParents,
+        kind: &'static str,
+        meta: &ObjectMeta,
+        status: Option<&S>,
+    ) {
+        let Some(status) = status.and_then(|s| serde_json::to_value(s).ok()) else {
+            return;
+        };
+        let theirs: Vec<serde_json::Value> = status["parents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["controllerName"] != CONTROLLER_NAME)
+            .cloned()
+            .collect();
+        if !theirs.is_empty() {
+            let key = (
+                kind.to_owned(),
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            );
+            out.insert(key, theirs);
+        }
+    }
+    let mut out = ForeignParents::new();
+    for r in &objects.http_routes {
+        collect(&mut out, "HTTPRoute", &r.metadata, r.status.as_ref());
+    }
+    for r in &objects.grpc_routes {
+        collect(&mut out, "GRPCRoute", &r.metadata, r.status.as_ref());
+    }
+    for r in &objects.tls_routes {
+        collect(&mut out, "TLSRoute", &r.metadata, r.status.as_ref());
+    }
+    for r in &objects.tcp_routes {
+        collect(&mut out, "TCPRoute", &r.metadata, r.status.as_ref());
+    }
+    out
+}
+
+/// Appends other controllers' entries to the `parents` of the route statuses we write.
+pub fn merge_foreign_parents(statuses: &mut [ObjectStatus], foreign: &ForeignParents) {
+    for s in statuses.iter_mut() {
+        let key = (
+            s.kind.clone(),
+            s.metadata.namespace.clone().unwrap_or_default(),
+            s.metadata.name.clone(),
+        );
+        let Some(theirs) = foreign.get(&key) else {
+            continue;
+        };
+        if let Some(serde_json::Value::Array(parents)) = s.status.get_mut("parents") {
+            parents.extend(theirs.iter().cloned());
+        }
+    }
+}
+
+/// The Tenants to onboard: those served (`served(name)`), each with its bootstrap snapshot.
+pub fn desired_tenants(
+    tenants: &[Tenant],
+    served: impl Fn(&str) -> bool,
+    bootstrap: &BTreeMap<String, Arc<TenantSnapshot>>,
+) -> Desired {
+    tenants
+        .iter()
+        .filter_map(|t| {
+            let name = t.metadata.name.clone()?;
+            served(&name).then(|| {
+                let desired = DesiredTenant {
+                    tenant: Arc::new(t.clone()),
+                    bootstrap: bootstrap.get(&name).cloned(),
+                };
+                (name, desired)
+            })
+        })
+        .collect()
+}
+
+/// The statuses to write: `compiled` with acknowledgements applied (a tenant is served when a
+/// router acknowledged its published version), `acknowledgedVersion` set on Tenants, and
+/// transition times carried over from `previous`.
+pub fn render_statuses(
+    compiled: &[ObjectStatus],
+    published: &BTreeMap<String, u64>,
+    acked: &BTreeMap<String, u64>,
+    previous: &[ObjectStatus],
+    now: &Time,
+) -> Vec<ObjectStatus> {
+    let mut statuses = compiled.to_vec();
+    let served: BTreeMap<String, bool> = published
+        .iter()
+        .map(|(t, v)| (t.clone(), acked.get(t).is_some_and(|a| a >= v)))
+        .collect();
+    apply_acks(&mut statuses, &served);
+    for s in statuses.iter_mut().filter(|s| s.kind == "Tenant") {
+        let version = s.tenant.as_ref().and_then(|t| acked.get(t));
+        if let (Some(v), Some(map)) = (version, s.status.as_object_mut()) {
+            map.insert("acknowledgedVersion".into(), serde_json::json!(v));
+        }
+    }
+    stamp_transitions(&mut statuses, previous, now);
+    statuses
+}
+
+/// Writes the newest statuses whenever they change, retrying failures every
+/// [`STATUS_RETRY_INTERVAL`], until `shutdown`.
+pub async fn run_status_writer(
+    writer: Arc<StatusWriter>,
+    mut statuses: watch::Receiver<Statuses>,
+    shutdown: CancellationToken,
+) {
+    let mut retry = false;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = statuses.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(STATUS_RETRY_INTERVAL), if retry => {}
+        }
+        let current = statuses.borrow_and_update().clone();
+        let report = tokio::select! {
+            () = shutdown.cancelled() => return,
+            report = writer.sync(&current) => report,
+        };
+        if report.written > 0 || report.failed > 0 {
+            tracing::debug!(
+                written = report.written,
+                failed = report.failed,
+                "statuses written"
+            );
+        }
+        retry = report.failed > 0;
+    }
+}
+
+/// What the Kubernetes side of the operator needs.
+#[derive(Clone)]
+pub struct OperatorConfig {
+    /// The API client (in-cluster credentials).
+    pub client: Client,
+    /// Settings of the Tenants' children.
+    pub settings: ChildSettings,
+    /// The directory the snapshot API's authenticator reads.
+    pub directory: TenantDirectory,
+}
+
+/// Runs watchers, the control loop, the status task and the onboarding task until `shutdown`.
+/// `ready` becomes `true` after the first compilation (every initial list is in and the first
+/// snapshots are published).
+pub async fn run<A: Authenticator>(
+    config: OperatorConfig,
+    server: SnapshotServer<A>,
+    acks: AckReceiver,
+    ready: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let mut watchers = spawn_watchers(&config.client, &event_tx);
+    drop(event_tx);
+    let writer = Arc::new(StatusWriter::new(config.client.clone()));
+    let (desired_tx, desired_rx) = watch::channel(Desired::new());
+    let (status_tx, status_rx) = watch::channel(Statuses::default());
+    let onboarding = Onboarding::new(config.client.clone(), config.settings, Arc::clone(&writer));
+    let onboarding_task = tokio::spawn(run_onboarding(onboarding, desired_rx, shutdown.clone()));
+    let status_task = tokio::spawn(run_status_writer(writer, status_rx, shutdown.clone()));
+    ControlLoop::new(server, config.directory, desired_tx, status_tx, ready)
+        .run(event_rx, acks, shutdown.clone())
+        .await;
+    shutdown.cancel();
+    watchers.shutdown().await;
+    for task in [onboarding_task, status_task] {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "operator task failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::{parse_documents, Object};
+    use bulkhead_snapshot_wire::{Identity, StaticTokens};
+    use std::path::Path;
+
+    const WORLD: &str = r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {name: acme, uid: "0b5c2f4e-0000-4000-8000-000000000001", generation: 1}
+spec: {namespace: team-a, hostnames: ["*.acme.test"]}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {name: ghost, uid: "0b5c2f4e-0000-4000-8000-000000000002"}
+spec: {namespace: nowhere, hostnames: ["ghost.test"]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: team-a, generation: 1}
+spec:
+  gatewayClassName: bulkhead
+  listeners: [{name: http, protocol: HTTP, port: 80, hostname: www.acme.test}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: app, namespace: team-a}
+spec:
+  parentRefs: [{name: web}]
+  rules: [{backendRefs: [{name: app, port: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: app, namespace: team-a}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: bulkhead-router-x, namespace: team-a, labels: {kubernetes.io/service-name: bulkhead-router}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: ["10.0.0.7"]}]
+"#;
+
+    struct Harness {
+        control: ControlLoop<StaticTokens>,
+        directory: TenantDirectory,
+        desired: watch::Receiver<Desired>,
+        statuses: watch::Receiver<Statuses>,
+        ready: watch::Receiver<bool>,
+    }
+
+    fn harness() -> Harness {
+        let (server, _acks) = SnapshotServer::new(StaticTokens::new().with("t", Identity::Edge));
+        let directory = TenantDirectory::new();
+        let (desired_tx, desired) = watch::channel(Desired::new());
+        let (status_tx, statuses) = watch::channel(Statuses::default());
+        let (ready_tx, ready) = watch::channel(false);
+        Harness {
+            control: ControlLoop::new(server, directory.clone(), desired_tx, status_tx, ready_tx),
+            directory,
+            desired,
+            statuses,
+            ready,
+        }
+    }
+
+    fn world() -> Vec<Object> {
+        let (objects, errors) = parse_documents(Path::new("w.yaml"), WORLD);
+        assert!(errors.is_empty(), "{errors:?}");
+        objects
+    }
+
+    /// Lists every kind: the world's objects as initial lists.
+    fn list_everything(control: &mut ControlLoop<StaticTokens>, now: Instant) {
+        let objects = world();
+        for &kind in WATCHED_KINDS {
+            control.on_event(StoreEvent::Init(kind), now);
+            for o in objects.iter().filter(|o| o.kind() == kind) {
+                control.on_event(StoreEvent::InitApply(o.clone()), now);
+            }
+            control.on_event(StoreEvent::InitDone(kind), now);
+        }
+    }
+
+    fn status<'a>(statuses: &'a [ObjectStatus], kind: &str, name: &str) -> &'a ObjectStatus {
+        statuses
+            .iter()
+            .find(|s| s.kind == kind && s.metadata.name == name)
+            .expect("status present")
+    }
+
+    fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> &'a serde_json::Value {
+        status["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+            .expect("condition present")
+    }
+
+    #[tokio::test]
+    async fn nothing_compiles_before_every_initial_list_is_done() {
+        let mut h = harness();
+        let now = Instant::now();
+        let objects = world();
+        for &kind in &WATCHED_KINDS[..WATCHED_KINDS.len() - 1] {
+            h.control.on_event(StoreEvent::Init(kind), now);
+            for o in objects.iter().filter(|o| o.kind() == kind) {
+                h.control.on_event(StoreEvent::InitApply(o.clone()), now);
+            }
+            h.control.on_event(StoreEvent::InitDone(kind), now);
+        }
+        assert_eq!(h.control.due(), None, "EndpointSlices not listed yet");
+        assert!(!h.directory.is_loaded());
+        let last = WATCHED_KINDS[WATCHED_KINDS.len() - 1];
+        h.control.on_event(StoreEvent::Init(last), now);
+        h.control.on_event(StoreEvent::InitDone(last), now);
+        let due = h.control.due().expect("due once synced");
+        assert!(due <= now + Debounce::MAX_DELAY);
+        assert!(!*h.ready.borrow());
+    }
+
+    #[tokio::test]
+    async fn a_compile_publishes_fills_the_directory_and_hands_on_statuses() {
+        let mut h = harness();
+        list_everything(&mut h.control, Instant::now());
+        h.control.compile();
+        assert!(*h.ready.borrow());
+        assert_eq!(h.control.published().get("acme"), Some(&1));
+        assert!(!h.control.published().contains_key("ghost"), "not served");
+        assert_eq!(h.directory.tenant_of("team-a").as_deref(), Some("acme"));
+        assert_eq!(h.directory.tenant_of("nowhere"), None);
+
+        let desired = h.desired.borrow().clone();
+        assert_eq!(desired.keys().collect::<Vec<_>>(), vec!["acme"]);
+        assert!(
+            desired["acme"].bootstrap.is_none(),
+            "no snapshot is acknowledged yet"
+        );
+
+        let statuses = h.statuses.borrow().clone();
+        let gateway = status(&statuses, "Gateway", "web");
+        assert_eq!(condition(&gateway.status, "Programmed")["status"], "False");
+        let acme = status(&statuses, "Tenant", "acme");
+        assert_eq!(condition(&acme.status, "Ready")["status"], "False");
+        assert_ne!(
+            condition(&acme.status, "Ready")["lastTransitionTime"],
+            "1970-01-01T00:00:00Z",
+            "transition times are stamped"
+        );
+        assert_eq!(h.control.due(), None, "the burst is consumed");
+    }
+
+    #[tokio::test]
+    async fn an_acknowledgement_programs_the_gateway_and_promotes_the_bootstrap() {
+        let mut h = harness();
+        list_everything(&mut h.control, Instant::now());
+        h.control.compile();
+        let stream = StreamName::tenant("acme").expect("stream");
+        h.control.on_ack(
+            stream.clone(),
+            Ack {
+                subscriber: "router/acme/0".into(),
+                version: 1,
+                outcome: Ok(()),
+            },
+        );
+        let statuses = h.statuses.borrow().clone();
+        let gateway = status(&statuses, "Gateway", "web");
+        assert_eq!(condition(&gateway.status, "Programmed")["status"], "True");
+        let acme = status(&statuses, "Tenant", "acme");
+        assert_eq!(condition(&acme.status, "Ready")["status"], "True");
+        assert_eq!(acme.status["acknowledgedVersion"], 1);
+        let desired = h.desired.borrow().clone();
+        let bootstrap = desired["acme"].bootstrap.as_ref().expect("bootstrap");
+        assert_eq!(bootstrap.version, 1);
+        assert_eq!(bootstrap.tenant, "acme");
+
+        // A rejection changes nothing.
+        h.control.on_ack(
+            stream,
+            Ack {
+                subscriber: "router/acme/1".into(),
+                version: 2,
+                outcome: Err("bad".into()),
+            },
+        );
+        let again = h.statuses.borrow().clone();
+        assert_eq!(*again, *statuses);
+    }
+
+    #[tokio::test]
+    async fn deleting_the_tenant_removes_its_stream_and_directory_entry() {
+        let mut h = harness();
+        let now = Instant::now();
+        list_everything(&mut h.control, now);
+        h.control.compile();
+        let acme = world()
+            .into_iter()
+            .find(|o| o.kind() == "Tenant")
+            .expect("tenant");
+        h.control.on_event(StoreEvent::Delete(acme), now);
+        assert!(h.control.due().is_some());
+        h.control.compile();
+        assert!(h.control.published().is_empty());
+        assert_eq!(h.directory.tenant_of("team-a"), None);
+        assert!(h.desired.borrow().is_empty());
+    }
+
+    #[tokio::test]
+    async fn other_controllers_route_parents_are_kept_in_our_writes() {
+        let mut h = harness();
+        let now = Instant::now();
+        let objects = world();
+        for &kind in WATCHED_KINDS {
+            h.control.on_event(StoreEvent::Init(kind), now);
+            for o in objects.iter().filter(|o| o.kind() == kind) {
+                let mut o = o.clone();
+                if let Object::HttpRoute(route) = &mut o {
+                    route.status = Some(
+                        serde_json::from_value(serde_json::json!({"parents": [
+                            {"parentRef": {"name": "other"}, "controllerName": "example.com/other",
+                             "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                                             "message": "theirs", "lastTransitionTime": "2020-01-01T00:00:00Z"}]},
+                            {"parentRef": {"name": "web"}, "controllerName": CONTROLLER_NAME,
+                             "conditions": []}
+                        ]}))
+                        .expect("route status"),
+                    );
+                }
+                h.control.on_event(StoreEvent::InitApply(o), now);
+            }
+            h.control.on_event(StoreEvent::InitDone(kind), now);
+        }
+        h.control.compile();
+        let statuses = h.statuses.borrow().clone();
+        let route = status(&statuses, "HTTPRoute", "app");
+        let parents = route.status["parents"].as_array().expect("parents");
+        let controllers: Vec<&str> = parents
+            .iter()
+            .filter_map(|p| p["controllerName"].as_str())
+            .collect();
+        assert_eq!(controllers, vec![CONTROLLER_NAME, "example.com/other"]);
+        assert_eq!(
+            parents[1]["conditions"][0]["lastTransitionTime"], "2020-01-01T00:00:00Z",
+            "their conditions are carried as they are"
+        );
+    }
+
+    #[test]
+    fn desired_tenants_are_the_served_ones_with_their_bootstrap() {
+        let tenants: Vec<Tenant> = world()
+            .into_iter()
+            .filter_map(|o| match o {
+                Object::Tenant(t) => Some(*t),
+                _ => None,
+            })
+            .collect();
+        let snap = Arc::new(TenantSnapshot {
+            tenant: "acme".into(),
+            namespace: "team-a".into(),
+            version: 4,
+            ..TenantSnapshot::default()
+        });
+        let bootstrap = BTreeMap::from([("acme".to_owned(), snap)]);
+        let desired = desired_tenants(&tenants, |n| n == "acme", &bootstrap);
+        assert_eq!(desired.len(), 1);
+        assert_eq!(
+            desired["acme"].bootstrap.as_ref().map(|s| s.version),
+            Some(4)
+        );
+        assert!(desired_tenants(&tenants, |_| false, &bootstrap).is_empty());
+    }
+}

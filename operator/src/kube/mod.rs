@@ -1,0 +1,35 @@
+//! The Kubernetes provider: the operator's side that talks to the API server (kube-rs).
+//!
+//! * [`watch`]: one watcher per kind the translator reads, metadata stripped before caching.
+//! * [`store`]: the cache those watchers fill, the initial-list gate, router endpoints, debounce.
+//! * [`control`]: the control loop (store → compiler → snapshot server → statuses, onboarding)
+//!   and [`run`], which wires everything.
+//! * [`status_writer`]: statuses written by server-side apply, only when they changed.
+//! * [`onboarding`]: each served Tenant's children server-side applied, with backoff.
+//! * [`auth`]: the snapshot API's `TokenReview` authenticator.
+//! * [`leader`]: leader election by a `Lease` in the operator's namespace.
+
+pub mod auth;
+pub mod control;
+pub mod leader;
+pub mod onboarding;
+pub mod status_writer;
+pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod watch;
+
+pub use ::kube::Client;
+pub use auth::{TenantDirectory, TokenReviewAuth};
+pub use control::{run, OperatorConfig};
+
+/// The field manager of every server-side apply the operator makes (children and statuses).
+pub const FIELD_MANAGER: &str = "bulkhead-operator";
+
+/// The API client from the environment (the pod's service account in a cluster, else the
+/// kubeconfig), its TLS on rustls with the ring provider.
+pub async fn default_client() -> Result<Client, ::kube::Error> {
+    // Fails only when a provider is already installed, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::try_default().await
+}

@@ -1,0 +1,584 @@
+//! Onboarding: for every served Tenant, server-side apply its children
+//! ([`crate::children::render_children`]) into `spec.namespace`, in order, with the field manager
+//! [`FIELD_MANAGER`] (forced: the operator owns these objects).
+//!
+//! Deleting a Tenant needs no finalizer: every child is owned by it, and the garbage collector
+//! removes them. A Tenant whose children cannot be rendered ([`ChildError`]) or whose namespace
+//! is missing gets `Accepted=False` with the reason in its status, not a crash loop; the
+//! [`run_onboarding`] driver retries failed tenants with exponential backoff and re-applies
+//! everything every [`RESYNC_INTERVAL`] (undoing manual edits of children).
+
+use super::status_writer::{OnboardingFailure, StatusWriter};
+use super::FIELD_MANAGER;
+use crate::children::{render_children, ChildError, ChildSettings, Children};
+use ::kube::api::{Api, Patch, PatchParams};
+use ::kube::{Client, Resource, ResourceExt};
+use bulkhead_crds::snapshot::TenantSnapshot;
+use bulkhead_crds::Tenant;
+use k8s_openapi::NamespaceResourceScope;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// First retry delay of a failed tenant; doubles per failure.
+pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// Longest retry delay.
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+/// Every tenant's children are applied again this often, changed or not.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(600);
+/// Condition reason when the tenant's namespace does not exist.
+pub const REASON_NAMESPACE_NOT_FOUND: &str = "NamespaceNotFound";
+/// Condition reason when the API server refused a child.
+pub const REASON_APPLY_FAILED: &str = "ChildApplyFailed";
+
+/// A child could not be applied.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot apply {kind} {namespace}/{name}: {source}")]
+pub struct ApplyError {
+    /// The child's kind.
+    pub kind: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The API error.
+    #[source]
+    pub source: ::kube::Error,
+}
+
+impl ApplyError {
+    /// Whether the API server answered 404 (the namespace does not exist).
+    pub fn is_not_found(&self) -> bool {
+        matches!(&self.source, ::kube::Error::Api(s) if s.code == 404)
+    }
+}
+
+/// Why a reconciliation must be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum OnboardError {
+    /// A child was refused.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The Tenant's status could not be written.
+    #[error("cannot write the Tenant status: {0}")]
+    Status(#[source] ::kube::Error),
+}
+
+/// The result of a reconciliation that needs no immediate retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every child is applied.
+    Applied,
+    /// The Tenant cannot be onboarded as it is; its status says why.
+    Refused(OnboardingFailure),
+}
+
+/// The onboarding reconciler.
+#[derive(Clone)]
+pub struct Onboarding {
+    client: Client,
+    settings: Arc<ChildSettings>,
+    status: Arc<StatusWriter>,
+}
+
+impl std::fmt::Debug for Onboarding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Onboarding")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Onboarding {
+    /// A reconciler applying with `client`, rendering with `settings`, reporting through `status`.
+    pub fn new(client: Client, settings: ChildSettings, status: Arc<StatusWriter>) -> Self {
+        Self {
+            client,
+            settings: Arc::new(settings),
+            status,
+        }
+    }
+
+    /// Applies only the bootstrap Secret of `tenant`: when nothing but its snapshot changed since
+    /// the last successful [`Self::reconcile`]. Falls back to a full reconciliation when the
+    /// children cannot be rendered.
+    pub async fn refresh_bootstrap(
+        &self,
+        tenant: &Tenant,
+        bootstrap: &TenantSnapshot,
+    ) -> Result<Outcome, OnboardError> {
+        match render_children(tenant, &self.settings, Some(bootstrap)) {
+            Ok(Children {
+                bootstrap: Some(secret),
+                ..
+            }) => {
+                apply(&self.client, &tenant.spec.namespace, &secret).await?;
+                Ok(Outcome::Applied)
+            }
+            _ => self.reconcile(tenant, Some(bootstrap)).await,
+        }
+    }
+
+    /// Applies the children of `tenant` (with `bootstrap` as its bootstrap snapshot), or records
+    /// why it cannot in its status.
+    pub async fn reconcile(
+        &self,
+        tenant: &Tenant,
+        bootstrap: Option<&TenantSnapshot>,
+    ) -> Result<Outcome, OnboardError> {
+        let name = tenant.name_any();
+        let children = match render_children(tenant, &self.settings, bootstrap) {
+            Ok(children) => children,
+            Err(e) => {
+                tracing::warn!(tenant = %name, error = %e, "tenant cannot be onboarded");
+                return self.refuse(&name, &e).await;
+            }
+        };
+        match apply_children(&self.client, &tenant.spec.namespace, &children).await {
+            Ok(()) => {
+                tracing::debug!(tenant = %name, "children applied");
+                if self.status.set_failure(&name, None) {
+                    self.status
+                        .write_tenant(&name)
+                        .await
+                        .map_err(OnboardError::Status)?;
+                }
+                Ok(Outcome::Applied)
+            }
+            Err(e) if e.is_not_found() => {
+                let failure = OnboardingFailure {
+                    reason: REASON_NAMESPACE_NOT_FOUND.into(),
+                    message: format!("namespace {:?} does not exist: {e}", tenant.spec.namespace),
+                };
+                self.record(&name, failure.clone()).await?;
+                Ok(Outcome::Refused(failure))
+            }
+            Err(e) => {
+                let failure = OnboardingFailure {
+                    reason: REASON_APPLY_FAILED.into(),
+                    message: e.to_string(),
+                };
+                if let Err(status) = self.record(&name, failure).await {
+                    tracing::warn!(tenant = %name, error = %status, "cannot record the failure");
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn refuse(&self, tenant: &str, e: &ChildError) -> Result<Outcome, OnboardError> {
+        let failure = OnboardingFailure {
+            reason: e.reason().into(),
+            message: e.to_string(),
+        };
+        self.record(tenant, failure.clone()).await?;
+        Ok(Outcome::Refused(failure))
+    }
+
+    async fn record(&self, tenant: &str, failure: OnboardingFailure) -> Result<(), OnboardError> {
+        self.status.set_failure(tenant, Some(failure));
+        self.status
+            .write_tenant(tenant)
+            .await
+            .map_err(OnboardError::Status)
+    }
+}
+
+/// Server-side applies every child, in order (identity and configuration before the pods).
+pub async fn apply_children(
+    client: &Client,
+    namespace: &str,
+    children: &Children,
+) -> Result<(), ApplyError> {
+    apply(client, namespace, &children.service_account).await?;
+    apply(client, namespace, &children.operator_ca).await?;
+    if let Some(secret) = &children.bootstrap {
+        apply(client, namespace, secret).await?;
+    }
+    apply(client, namespace, &children.deployment).await?;
+    apply(client, namespace, &children.service).await?;
+    apply(client, namespace, &children.pod_disruption_budget).await?;
+    apply(client, namespace, &children.network_policy).await?;
+    Ok(())
+}
+
+async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<(), ApplyError>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&name, &params, &Patch::Apply(object))
+        .await
+        .map(|_| ())
+        .map_err(|source| ApplyError {
+            kind: K::kind(&()).into_owned(),
+            namespace: namespace.to_owned(),
+            name,
+            source,
+        })
+}
+
+/// What the control loop wants onboarded: every served Tenant and its current snapshot.
+pub type Desired = BTreeMap<String, DesiredTenant>;
+
+/// One served Tenant and the snapshot its bootstrap Secret should hold.
+#[derive(Debug, Clone)]
+pub struct DesiredTenant {
+    /// The Tenant as last seen.
+    pub tenant: Arc<Tenant>,
+    /// Its current snapshot, if compiled.
+    pub bootstrap: Option<Arc<TenantSnapshot>>,
+}
+
+impl DesiredTenant {
+    /// What a successful reconciliation covered: the Tenant's identity and spec generation, and
+    /// the snapshot version (status writes, which bump the resource version, are not changes).
+    fn fingerprint(&self) -> Fingerprint {
+        (
+            self.tenant.metadata.uid.clone(),
+            self.tenant.metadata.generation,
+            self.bootstrap.as_ref().map(|s| s.version),
+        )
+    }
+}
+
+/// The delay before retry number `failures` (1-based).
+pub fn retry_delay(failures: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(failures.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    RETRY_INITIAL.saturating_mul(factor).min(RETRY_MAX)
+}
+
+type Fingerprint = (Option<String>, Option<i64>, Option<u64>);
+
+struct Retry {
+    fingerprint: Fingerprint,
+    failures: u32,
+    at: Instant,
+}
+
+/// Reconciles the desired tenants until `shutdown`: each tenant when it (or its snapshot)
+/// changes, failed ones with backoff, all of them every [`RESYNC_INTERVAL`].
+pub async fn run_onboarding(
+    onboarding: Onboarding,
+    mut desired: watch::Receiver<Desired>,
+    shutdown: CancellationToken,
+) {
+    let mut done: HashMap<String, Fingerprint> = HashMap::new();
+    let mut retries: HashMap<String, Retry> = HashMap::new();
+    let mut resync_at = Instant::now() + RESYNC_INTERVAL;
+    loop {
+        let wanted = desired.borrow_and_update().clone();
+        let now = Instant::now();
+        if now >= resync_at {
+            done.clear();
+            resync_at = now + RESYNC_INTERVAL;
+        }
+        done.retain(|t, _| wanted.contains_key(t));
+        retries.retain(|t, _| wanted.contains_key(t));
+        for (name, d) in &wanted {
+            let fp = d.fingerprint();
+            if done.get(name) == Some(&fp) {
+                continue;
+            }
+            if let Some(r) = retries.get(name) {
+                if r.fingerprint == fp && r.at > now {
+                    continue;
+                }
+            }
+            let only_snapshot_changed = done
+                .get(name)
+                .is_some_and(|old| old.0 == fp.0 && old.1 == fp.1);
+            let work = async {
+                match (&d.bootstrap, only_snapshot_changed) {
+                    (Some(snapshot), true) => {
+                        onboarding.refresh_bootstrap(&d.tenant, snapshot).await
+                    }
+                    _ => {
+                        onboarding
+                            .reconcile(&d.tenant, d.bootstrap.as_deref())
+                            .await
+                    }
+                }
+            };
+            let result = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = work => r,
+            };
+            match &result {
+                Ok(Outcome::Applied) => {
+                    done.insert(name.clone(), fp);
+                    retries.remove(name);
+                }
+                Ok(Outcome::Refused(_)) | Err(_) => {
+                    if let Err(e) = &result {
+                        tracing::warn!(tenant = %name, error = %e, "onboarding failed; retrying with backoff");
+                    }
+                    let failures = retries
+                        .get(name)
+                        .filter(|r| r.fingerprint == fp)
+                        .map_or(1, |r| r.failures.saturating_add(1));
+                    retries.insert(
+                        name.clone(),
+                        Retry {
+                            fingerprint: fp,
+                            failures,
+                            at: Instant::now() + retry_delay(failures),
+                        },
+                    );
+                }
+            }
+        }
+        let wake = retries
+            .values()
+            .map(|r| r.at)
+            .min()
+            .map_or(resync_at, |at| at.min(resync_at));
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = desired.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep_until(wake) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::testing::{failure, json_body, query_param, respond_json, MockApi};
+    use crate::rbac::{allows, Scope};
+    use bulkhead_crds::TenantSpec;
+
+    const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    fn settings() -> ChildSettings {
+        ChildSettings::new(
+            "ghcr.io/bulkhead/bulkhead:test",
+            "https://bulkhead-operator.bulkhead-system.svc:8443",
+            CA,
+        )
+    }
+
+    fn tenant(namespace: &str, replicas: Option<i32>) -> Tenant {
+        let mut t = Tenant::new(
+            "acme",
+            TenantSpec {
+                namespace: namespace.to_owned(),
+                hostnames: vec!["*.acme.test".to_owned()],
+                replicas,
+            },
+        );
+        t.metadata.uid = Some("0b5c2f4e-0000-4000-8000-000000000001".to_owned());
+        t.metadata.generation = Some(4);
+        t
+    }
+
+    fn onboarding() -> (Onboarding, MockApi) {
+        let (client, mock) = MockApi::pair();
+        let status = Arc::new(StatusWriter::new(client.clone()));
+        (Onboarding::new(client, settings(), status), mock)
+    }
+
+    /// (API group, resource) of a request path such as `/apis/apps/v1/namespaces/x/deployments/y`.
+    fn group_and_resource(path: &str) -> (String, String) {
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match parts.as_slice() {
+            ["api", _v, "namespaces", _ns, resource, ..] => (String::new(), (*resource).into()),
+            ["apis", group, _v, "namespaces", _ns, resource, ..] => {
+                ((*group).into(), (*resource).into())
+            }
+            ["apis", group, _v, resource, _name, "status"] => {
+                ((*group).into(), format!("{resource}/status"))
+            }
+            _ => panic!("unexpected path {path}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn children_are_applied_in_order_with_server_side_apply() {
+        let (onboarding, mut mock) = onboarding();
+        let t = tenant("team-a", None);
+        let snapshot = TenantSnapshot {
+            tenant: "acme".into(),
+            namespace: "team-a".into(),
+            version: 3,
+            ..TenantSnapshot::default()
+        };
+        let serve = async {
+            let mut seen = Vec::new();
+            for _ in 0..7 {
+                let (request, send) = mock.next_request().await;
+                assert_eq!(request.method(), http::Method::PATCH);
+                let path = request.uri().path().to_owned();
+                assert!(path.contains("/namespaces/team-a/"), "{path}");
+                assert_eq!(
+                    query_param(&request, "fieldManager").as_deref(),
+                    Some(FIELD_MANAGER)
+                );
+                assert_eq!(query_param(&request, "force").as_deref(), Some("true"));
+                let (group, resource) = group_and_resource(&path);
+                assert!(
+                    allows(&group, &resource, "patch", Scope::Cluster),
+                    "RBAC grants patch on {group}/{resource}"
+                );
+                let body = json_body(request).await;
+                assert!(path.ends_with(&format!(
+                    "/{}",
+                    body["metadata"]["name"].as_str().expect("name")
+                )));
+                seen.push(body["kind"].as_str().expect("kind").to_owned());
+                respond_json(send, 200, &body);
+            }
+            seen
+        };
+        let (result, seen) = tokio::join!(onboarding.reconcile(&t, Some(&snapshot)), serve);
+        assert_eq!(result.expect("reconciled"), Outcome::Applied);
+        assert_eq!(
+            seen,
+            vec![
+                "ServiceAccount",
+                "ConfigMap",
+                "Secret",
+                "Deployment",
+                "Service",
+                "PodDisruptionBudget",
+                "NetworkPolicy"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_child_error_becomes_the_tenant_status_reason() {
+        let (onboarding, mut mock) = onboarding();
+        let t = tenant("team-a", Some(-1));
+        let serve = async {
+            let (request, send) = mock.next_request().await;
+            assert_eq!(request.method(), http::Method::PATCH);
+            assert_eq!(
+                request.uri().path(),
+                "/apis/bulkhead.dev/v1alpha1/tenants/acme/status"
+            );
+            assert!(allows(
+                "bulkhead.dev",
+                "tenants/status",
+                "patch",
+                Scope::Cluster
+            ));
+            assert_eq!(
+                query_param(&request, "fieldManager").as_deref(),
+                Some(FIELD_MANAGER)
+            );
+            let body = json_body(request).await;
+            assert_eq!(body["kind"], "Tenant");
+            let accepted = &body["status"]["conditions"][0];
+            assert_eq!(accepted["type"], "Accepted");
+            assert_eq!(accepted["status"], "False");
+            assert_eq!(accepted["reason"], "InvalidReplicas");
+            let mut answer = body.clone();
+            answer["metadata"] = serde_json::json!({"name": "acme"});
+            respond_json(send, 200, &answer);
+        };
+        let (result, ()) = tokio::join!(onboarding.reconcile(&t, None), serve);
+        match result.expect("no retry error") {
+            Outcome::Refused(f) => assert_eq!(f.reason, "InvalidReplicas"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_namespace_is_reported_not_retried_as_an_error() {
+        let (onboarding, mut mock) = onboarding();
+        let t = tenant("team-gone", None);
+        let serve = async {
+            let (request, send) = mock.next_request().await;
+            assert!(request.uri().path().contains("/serviceaccounts/"));
+            respond_json(
+                send,
+                404,
+                &failure(404, "NotFound", "namespaces \"team-gone\" not found"),
+            );
+            let (request, send) = mock.next_request().await;
+            assert!(request.uri().path().ends_with("/tenants/acme/status"));
+            let body = json_body(request).await;
+            assert_eq!(
+                body["status"]["conditions"][0]["reason"],
+                REASON_NAMESPACE_NOT_FOUND
+            );
+            let mut answer = body.clone();
+            answer["metadata"] = serde_json::json!({"name": "acme"});
+            respond_json(send, 200, &answer);
+        };
+        let (result, ()) = tokio::join!(onboarding.reconcile(&t, None), serve);
+        assert!(
+            matches!(result, Ok(Outcome::Refused(f)) if f.reason == REASON_NAMESPACE_NOT_FOUND)
+        );
+    }
+
+    #[tokio::test]
+    async fn other_api_errors_are_retried() {
+        let (onboarding, mut mock) = onboarding();
+        let t = tenant("team-a", None);
+        let serve = async {
+            let (_, send) = mock.next_request().await;
+            respond_json(send, 500, &failure(500, "InternalError", "boom"));
+            let (request, send) = mock.next_request().await;
+            let body = json_body(request).await;
+            assert_eq!(
+                body["status"]["conditions"][0]["reason"],
+                REASON_APPLY_FAILED
+            );
+            let mut answer = body.clone();
+            answer["metadata"] = serde_json::json!({"name": "acme"});
+            respond_json(send, 200, &answer);
+        };
+        let (result, ()) = tokio::join!(onboarding.reconcile(&t, None), serve);
+        assert!(matches!(result, Err(OnboardError::Apply(_))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_new_snapshot_alone_rewrites_only_the_bootstrap_secret() {
+        let (onboarding, mut mock) = onboarding();
+        let t = tenant("team-a", None);
+        let snapshot = TenantSnapshot {
+            tenant: "acme".into(),
+            namespace: "team-a".into(),
+            version: 9,
+            ..TenantSnapshot::default()
+        };
+        let serve = async {
+            let (request, send) = mock.next_request().await;
+            assert_eq!(request.method(), http::Method::PATCH);
+            assert_eq!(
+                request.uri().path(),
+                "/api/v1/namespaces/team-a/secrets/bulkhead-router-bootstrap"
+            );
+            let body = json_body(request).await;
+            assert_eq!(body["kind"], "Secret");
+            respond_json(send, 200, &body);
+        };
+        let (result, ()) = tokio::join!(onboarding.refresh_bootstrap(&t, &snapshot), serve);
+        assert_eq!(result.expect("applied"), Outcome::Applied);
+    }
+
+    #[test]
+    fn retry_delays_double_up_to_the_cap() {
+        assert_eq!(retry_delay(1), RETRY_INITIAL);
+        assert_eq!(retry_delay(2), RETRY_INITIAL * 2);
+        assert_eq!(retry_delay(4), RETRY_INITIAL * 8);
+        assert_eq!(retry_delay(40), RETRY_MAX);
+        assert_eq!(retry_delay(u32::MAX), RETRY_MAX);
+    }
+}

@@ -1,0 +1,398 @@
+//! Watchers: one kube-rs `watcher` per kind the translator reads, with the default backoff,
+//! metadata stripped ([`strip_metadata`]) before anything is cached, feeding [`StoreEvent`]s to
+//! the control loop over one bounded channel (a slow control loop slows the watchers down rather
+//! than growing memory).
+//!
+//! Secrets are watched with the field selector `type=kubernetes.io/tls` (the only Secrets a
+//! listener may reference). A Gateway API kind whose CRD is not installed (the initial list answers
+//! 404, e.g. the experimental `TCPRoute`) counts as listed and empty, so it does not hold back the
+//! first compilation; the watcher keeps retrying and picks the kind up once the CRD appears.
+
+use super::store::{strip_metadata, StoreEvent};
+use crate::objects::Object;
+use ::kube::api::Api;
+use ::kube::runtime::watcher::{self, watcher};
+use ::kube::runtime::WatchStreamExt;
+use ::kube::{Client, Resource};
+use bulkhead_crds::Tenant;
+use futures::StreamExt;
+use gateway_api::experimental::tcproutes::TcpRoute;
+use gateway_api::experimental::tlsroutes::TlsRoute;
+use gateway_api::gatewayclasses::GatewayClass;
+use gateway_api::gateways::Gateway;
+use gateway_api::grpcroutes::GrpcRoute;
+use gateway_api::httproutes::HttpRoute;
+use gateway_api::referencegrants::ReferenceGrant;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// Every kind watched, as [`Object::kind`] names it: the store waits for all of them.
+pub const WATCHED_KINDS: &[&str] = &[
+    "Tenant",
+    "Namespace",
+    "GatewayClass",
+    "Gateway",
+    "HTTPRoute",
+    "GRPCRoute",
+    "TLSRoute",
+    "TCPRoute",
+    "ReferenceGrant",
+    "Secret",
+    "Service",
+    "EndpointSlice",
+];
+
+/// Capacity of the channel from the watchers to the control loop.
+pub const EVENT_QUEUE: usize = 1024;
+
+/// The field selector of watched Secrets.
+pub const TLS_SECRET_SELECTOR: &str = "type=kubernetes.io/tls";
+
+/// Starts one watcher per kind of [`WATCHED_KINDS`]; they run until `events` is closed.
+pub fn spawn_watchers(client: &Client, events: &mpsc::Sender<StoreEvent>) -> JoinSet<()> {
+    let all = watcher::Config::default();
+    let mut set = JoinSet::new();
+    let c = client.clone();
+    spawn_kind::<Tenant>(
+        &mut set,
+        Api::all(c.clone()),
+        all.clone(),
+        "Tenant",
+        |o| Object::Tenant(Box::new(o)),
+        events,
+    );
+    spawn_kind::<Namespace>(
+        &mut set,
+        Api::all(c.clone()),
+        all.clone(),
+        "Namespace",
+        |o| Object::Namespace(Box::new(o)),
+        events,
+    );
+    spawn_kind::<GatewayClass>(
+        &mut set,
+        Api::all(c.clone()),
+        all.clone(),
+        "GatewayClass",
+        |o| Object::GatewayClass(Box::new(o)),
+        events,
+    );
+    spawn_kind::<Gateway>(
+        &mut set,
+        Api::all(c.clone()),
+        all.clone(),
+        "Gateway",
+        |o| Object::Gateway(Box::new(o)),
+        events,
+    );
+    spawn_kind::<HttpRoute>(
+        &mut set,
+        Api::all(c.clone()),
+        all.clone(),
+        "HTTPRoute",
+        |o| Object::HttpRoute(Box::new(o)),
+        events,
+    );
+    spawn_kind::<GrpcRoute>(
+        &mut set,
+        Api::all(c.clone()),
+        all.clone(),
+        "GRPCRoute",
+        |o| Object::GrpcRoute(Box::new(o)),
+        events,
+    );
+    spawn_kind::<TlsRoute>(
+        &mut set,
+        Api::all(c.clone()),
+        all.clone(),
+        "TLSRoute",
+        |o| Object::TlsRoute(Box::new(o)),
+        events,
+    );
+    spawn_kind::<TcpRoute>(
+        &mut set,
+        Api::all(c.clone()),
+        all.clone(),
+        "TCPRoute",
+        |o| Object::TcpRoute(Box::new(o)),
+        events,
+    );
+    spawn_kind::<ReferenceGrant>(
+        &mut set,
+        Api::all(c.clone()),
+        all.clone(),
+        "ReferenceGrant",
+        |o| Object::ReferenceGrant(Box::new(o)),
+        events,
+    );
+    spawn_kind::<Secret>(
+        &mut set,
+        Api::all(c.clone()),
+        all.clone().fields(TLS_SECRET_SELECTOR),
+        "Secret",
+        |o| Object::Secret(Box::new(o)),
+        events,
+    );
+    spawn_kind::<Service>(
+        &mut set,
+        Api::all(c.clone()),
+        all.clone(),
+        "Service",
+        |o| Object::Service(Box::new(o)),
+        events,
+    );
+    spawn_kind::<EndpointSlice>(
+        &mut set,
+        Api::all(c),
+        all,
+        "EndpointSlice",
+        |o| Object::EndpointSlice(Box::new(o)),
+        events,
+    );
+    set
+}
+
+/// Whether a watcher error says the kind is not served (its CRD is not installed).
+fn kind_not_served(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::InitialListFailed(::kube::Error::Api(s)) if s.code == 404)
+}
+
+/// Turns a watcher event into a store event.
+pub fn store_event<K>(
+    kind: &'static str,
+    event: watcher::Event<K>,
+    wrap: fn(K) -> Object,
+) -> StoreEvent
+where
+    K: Resource,
+{
+    match event.modify(|o| strip_metadata(o.meta_mut())) {
+        watcher::Event::Init => StoreEvent::Init(kind),
+        watcher::Event::InitApply(o) => StoreEvent::InitApply(wrap(o)),
+        watcher::Event::InitDone => StoreEvent::InitDone(kind),
+        watcher::Event::Apply(o) => StoreEvent::Apply(wrap(o)),
+        watcher::Event::Delete(o) => StoreEvent::Delete(wrap(o)),
+    }
+}
+
+fn spawn_kind<K>(
+    set: &mut JoinSet<()>,
+    api: Api<K>,
+    config: watcher::Config,
+    kind: &'static str,
+    wrap: fn(K) -> Object,
+    events: &mpsc::Sender<StoreEvent>,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let events = events.clone();
+    set.spawn(async move {
+        let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
+        let mut listed = false;
+        while let Some(item) = stream.next().await {
+            let event = match item {
+                Ok(event) => event,
+                Err(e) if !listed && kind_not_served(&e) => {
+                    tracing::warn!(kind, "kind not served by the API server (CRD not installed?); treating it as empty");
+                    listed = true;
+                    for synthetic in [StoreEvent::Init(kind), StoreEvent::InitDone(kind)] {
+                        if events.send(synthetic).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Err(e) if kind_not_served(&e) => {
+                    tracing::debug!(kind, "kind still not served; retrying with backoff");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+                    continue;
+                }
+            };
+            if matches!(event, watcher::Event::InitDone) {
+                listed = true;
+            }
+            if events.send(store_event(kind, event, wrap)).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn watcher_events_become_stripped_store_events() {
+        let service = Service {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("a".into()),
+                annotations: Some(BTreeMap::from([(
+                    "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
+                    "{}".to_owned(),
+                )])),
+                managed_fields: Some(vec![Default::default()]),
+                ..ObjectMeta::default()
+            },
+            ..Service::default()
+        };
+        let wrap: fn(Service) -> Object = |o| Object::Service(Box::new(o));
+        match store_event("Service", watcher::Event::Apply(service.clone()), wrap) {
+            StoreEvent::Apply(Object::Service(s)) => {
+                assert!(s.metadata.annotations.is_none());
+                assert!(s.metadata.managed_fields.is_none());
+                assert_eq!(s.metadata.name.as_deref(), Some("web"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            store_event("Service", watcher::Event::<Service>::Init, wrap),
+            StoreEvent::Init("Service")
+        ));
+        assert!(matches!(
+            store_event("Service", watcher::Event::<Service>::InitDone, wrap),
+            StoreEvent::InitDone("Service")
+        ));
+        assert!(matches!(
+            store_event("Service", watcher::Event::InitApply(service.clone()), wrap),
+            StoreEvent::InitApply(Object::Service(_))
+        ));
+        assert!(matches!(
+            store_event("Service", watcher::Event::Delete(service), wrap),
+            StoreEvent::Delete(Object::Service(_))
+        ));
+    }
+
+    use crate::kube::testing::{failure, query_param, respond_json, MockApi};
+
+    fn tcp_route_watch(client: ::kube::Client) -> (JoinSet<()>, mpsc::Receiver<StoreEvent>) {
+        let (tx, rx) = mpsc::channel(16);
+        let mut set = JoinSet::new();
+        spawn_kind::<TcpRoute>(
+            &mut set,
+            Api::all(client),
+            watcher::Config::default(),
+            "TCPRoute",
+            |o| Object::TcpRoute(Box::new(o)),
+            &tx,
+        );
+        (set, rx)
+    }
+
+    #[tokio::test]
+    async fn an_initial_list_becomes_init_apply_done() {
+        let (client, mut mock) = MockApi::pair();
+        let (mut set, mut rx) = tcp_route_watch(client);
+        let (request, send) = mock.next_request().await;
+        assert_eq!(request.method(), http::Method::GET);
+        assert_eq!(
+            request.uri().path(),
+            "/apis/gateway.networking.k8s.io/v1alpha2/tcproutes"
+        );
+        assert!(query_param(&request, "watch").is_none(), "a list first");
+        respond_json(
+            send,
+            200,
+            &serde_json::json!({
+                "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+                "kind": "TCPRouteList",
+                "metadata": {"resourceVersion": "7"},
+                "items": [{
+                    "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+                    "kind": "TCPRoute",
+                    "metadata": {"name": "db", "namespace": "team-a", "resourceVersion": "6",
+                                 "managedFields": [{"manager": "kubectl"}]},
+                    "spec": {"rules": [{"backendRefs": [{"name": "db", "port": 5432}]}]}
+                }]
+            }),
+        );
+        assert!(matches!(
+            rx.recv().await,
+            Some(StoreEvent::Init("TCPRoute"))
+        ));
+        match rx.recv().await {
+            Some(StoreEvent::InitApply(Object::TcpRoute(r))) => {
+                assert_eq!(r.metadata.name.as_deref(), Some("db"));
+                assert!(r.metadata.managed_fields.is_none(), "stripped");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            rx.recv().await,
+            Some(StoreEvent::InitDone("TCPRoute"))
+        ));
+        set.abort_all();
+    }
+
+    #[tokio::test]
+    async fn a_kind_without_its_crd_counts_as_listed_and_empty() {
+        let (client, mut mock) = MockApi::pair();
+        let (mut set, mut rx) = tcp_route_watch(client);
+        let (_, send) = mock.next_request().await;
+        respond_json(
+            send,
+            404,
+            &failure(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        );
+        // The watcher announces its list (`Init`) before making it; the synthetic list follows.
+        loop {
+            match rx.recv().await {
+                Some(StoreEvent::Init("TCPRoute")) => {}
+                Some(StoreEvent::InitDone("TCPRoute")) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        set.abort_all();
+    }
+
+    #[test]
+    fn rbac_grants_list_and_watch_on_every_watched_kind() {
+        use crate::rbac::{allows, Scope};
+        let gw = "gateway.networking.k8s.io";
+        let resources = [
+            ("bulkhead.dev", "tenants"),
+            ("", "namespaces"),
+            (gw, "gatewayclasses"),
+            (gw, "gateways"),
+            (gw, "httproutes"),
+            (gw, "grpcroutes"),
+            (gw, "tlsroutes"),
+            (gw, "tcproutes"),
+            (gw, "referencegrants"),
+            ("", "secrets"),
+            ("", "services"),
+            ("discovery.k8s.io", "endpointslices"),
+        ];
+        assert_eq!(resources.len(), WATCHED_KINDS.len());
+        for (group, resource) in resources {
+            for verb in ["list", "watch"] {
+                assert!(
+                    allows(group, resource, verb, Scope::Cluster),
+                    "{verb} {group}/{resource}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn watched_kinds_are_the_object_kinds() {
+        let mut kinds = WATCHED_KINDS.to_vec();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), 12);
+    }
+}
