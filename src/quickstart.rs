@@ -13,8 +13,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-/// The quickstart's tenants: (tenant, demo backend address its EndpointSlice names).
-const DEMO_TENANTS: &[(&str, &str)] = &[("acme", "127.0.0.1:38081"), ("globex", "127.0.0.1:38082")];
+/// The quickstart's tenants: (tenant, demo backend address its EndpointSlice names). The ports sit
+/// below Linux's ephemeral range (32768–60999) so that no outgoing connection can hold them.
+const DEMO_TENANTS: &[(&str, &str)] = &[("acme", "127.0.0.1:28081"), ("globex", "127.0.0.1:28082")];
 /// How long to wait for every component to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -107,6 +107,29 @@ pub(crate) struct CompiledWeightedBackend {
     pub(crate) filters: Vec<CompiledFilter>,
 }
 
+/// The certificate `id`, parsed once however many hostnames and listeners use it.
+fn cached_key(
+    parsed: &mut BTreeMap<String, Arc<rustls::sign::CertifiedKey>>,
+    snapshot: &TenantSnapshot,
+    provider: &Arc<CryptoProvider>,
+    id: &str,
+    field: &str,
+) -> Result<Arc<rustls::sign::CertifiedKey>, CompileError> {
+    if let Some(k) = parsed.get(id) {
+        return Ok(Arc::clone(k));
+    }
+    let pem = snapshot
+        .certificates
+        .get(id)
+        .ok_or_else(|| CompileError::DanglingCertificate {
+            field: field.to_owned(),
+            id: id.to_owned(),
+        })?;
+    let k = tls::certified_key(id, pem, provider)?;
+    parsed.insert(id.to_owned(), Arc::clone(&k));
+    Ok(k)
+}
+
 /// A label naming a route rule: `HTTPRoute acme/web rule 0`.
 pub(crate) fn route_label(r: &RouteRef) -> String {
     format!("{} {}/{} rule {}", r.kind, r.namespace, r.name, r.rule)
@@ -150,20 +173,7 @@ pub(crate) fn compile(
     for (i, t) in snapshot.https.terminate.iter().enumerate() {
         let field = format!("https.terminate[{i}]");
         let p = pattern(&t.hostname, &field)?;
-        let key = match parsed.get(&t.certificate) {
-            Some(k) => Arc::clone(k),
-            None => {
-                let pem = snapshot.certificates.get(&t.certificate).ok_or_else(|| {
-                    CompileError::DanglingCertificate {
-                        field: field.clone(),
-                        id: t.certificate.clone(),
-                    }
-                })?;
-                let k = tls::certified_key(&t.certificate, pem, provider)?;
-                parsed.insert(t.certificate.clone(), Arc::clone(&k));
-                k
-            }
-        };
+        let key = cached_key(&mut parsed, snapshot, provider, &t.certificate, &field)?;
         if certs.insert(p.clone(), key).is_some() {
             return Err(duplicate(&field, &t.hostname));
         }
@@ -189,20 +199,7 @@ pub(crate) fn compile(
     for (i, t) in snapshot.https.terminate_tcp.iter().enumerate() {
         let field = format!("https.terminate_tcp[{i}]");
         let p = pattern(&t.hostname, &field)?;
-        let key = match parsed.get(&t.certificate) {
-            Some(k) => Arc::clone(k),
-            None => {
-                let pem = snapshot.certificates.get(&t.certificate).ok_or_else(|| {
-                    CompileError::DanglingCertificate {
-                        field: field.clone(),
-                        id: t.certificate.clone(),
-                    }
-                })?;
-                let k = tls::certified_key(&t.certificate, pem, provider)?;
-                parsed.insert(t.certificate.clone(), Arc::clone(&k));
-                k
-            }
-        };
+        let key = cached_key(&mut parsed, snapshot, provider, &t.certificate, &field)?;
         let target = l4_target(&t.route, &t.backends, &backends)?;
         if sni
             .insert(p.clone(), SniTarget::TerminateTcp(Arc::new(target)))
