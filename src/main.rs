@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_operator;
 mod cluster;
 mod demo;
 mod operator_cmd;
@@ -50,6 +51,10 @@ enum Command {
     /// Run one tier under the load harness in shared/bench (reads the BENCH_* environment).
     #[command(hide = true)]
     BenchCandidate,
+    /// Measure the control plane at scale: a synthetic cluster through the real control loop and
+    /// snapshot server (a benchmark; see BENCHMARKS.md).
+    #[command(hide = true)]
+    BenchOperator(bench_operator::ScaleArgs),
     /// Run the edge tier, fed by the operator's snapshot service.
     Edge(cluster::EdgeArgs),
     /// Run one tenant router, fed by the operator's snapshot service.
@@ -85,6 +90,7 @@ fn main() -> anyhow::Result<()> {
             Command::Standalone(args) => standalone::run(args).await,
             Command::Quickstart(args) => quickstart::run(args).await,
             Command::BenchCandidate => bench::run().await,
+            Command::BenchOperator(args) => bench_operator::run(args).await,
             Command::DemoBackend { listen, name } => demo::serve_forever(listen, name).await,
             Command::Crds { out } => {
                 let yaml = bulkhead_crds::crd_yaml().context("cannot render the CRDs")?;

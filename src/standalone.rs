@@ -316,7 +316,7 @@ impl ControlLoop {
                 Some(r) => {
                     tracing::info!(tenant, version = snapshot.version, hash = %snapshot.hash, "tenant snapshot published");
                     view.published.insert(tenant, snapshot.version);
-                    r.publisher.publish(snapshot);
+                    r.publisher.publish_shared(snapshot);
                 }
                 None => tracing::warn!(tenant, "snapshot for a tenant without a router"),
             }

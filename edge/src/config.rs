@@ -26,6 +26,11 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_TENANT: usize = 10_000;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many router endpoints a connection tries before it is refused (nothing is sent before).
 pub const DEFAULT_CONNECT_ATTEMPTS: usize = 3;
+/// How long a router endpoint whose connect failed is skipped (while another endpoint of the tenant
+/// is not): the first time; each further consecutive failure doubles it.
+pub const DEFAULT_FAILING_MARK_BASE: Duration = Duration::from_secs(5);
+/// The longest a failing router endpoint is skipped, however often it failed.
+pub const DEFAULT_FAILING_MARK_MAX: Duration = Duration::from_secs(60);
 /// After a refusal, how long the client's unread bytes are drained so the answer is not lost to a
 /// TCP reset.
 pub const DEFAULT_LINGER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -57,6 +62,10 @@ pub struct EdgeLimits {
     pub connect_attempts: usize,
     /// See [`DEFAULT_LINGER_TIMEOUT`].
     pub linger_timeout: Duration,
+    /// See [`DEFAULT_FAILING_MARK_BASE`].
+    pub failing_mark_base: Duration,
+    /// See [`DEFAULT_FAILING_MARK_MAX`].
+    pub failing_mark_max: Duration,
 }
 
 impl Default for EdgeLimits {
@@ -71,6 +80,8 @@ impl Default for EdgeLimits {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             connect_attempts: DEFAULT_CONNECT_ATTEMPTS,
             linger_timeout: DEFAULT_LINGER_TIMEOUT,
+            failing_mark_base: DEFAULT_FAILING_MARK_BASE,
+            failing_mark_max: DEFAULT_FAILING_MARK_MAX,
         }
     }
 }

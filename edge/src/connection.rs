@@ -257,9 +257,15 @@ async fn connect(
     listener: &'static str,
 ) -> Option<(TcpStream, usize)> {
     let loads: Vec<usize> = entry.endpoints.iter().map(|e| e.load()).collect();
+    let now = std::time::Instant::now();
+    let failing: Vec<bool> = entry
+        .endpoints
+        .iter()
+        .map(|e| e.health.is_skipped(now))
+        .collect();
     let mut tried = vec![false; loads.len()];
     for _ in 0..limits.connect_attempts.max(1) {
-        let index = pick_endpoint(&loads, &tried, &mut rand::rng())?;
+        let index = pick_endpoint(&loads, &tried, &failing, &mut rand::rng())?;
         tried[index] = true;
         let endpoint = &entry.endpoints[index];
         let started = Instant::now();
@@ -268,17 +274,21 @@ async fn connect(
                 entry
                     .connect_duration
                     .observe(started.elapsed().as_secs_f64());
+                endpoint.health.connect_succeeded();
                 return Some((stream, index));
             }
             Ok(Err(e)) => {
-                endpoint.connect_errors.inc();
                 tracing::debug!(tenant, listener, endpoint = %endpoint.addr, error = %e, "router endpoint unreachable");
             }
             Err(_) => {
-                endpoint.connect_errors.inc();
                 tracing::debug!(tenant, listener, endpoint = %endpoint.addr, "connecting to router endpoint timed out");
             }
         }
+        endpoint.connect_errors.inc();
+        let backoff = endpoint
+            .health
+            .connect_failed(std::time::Instant::now(), limits);
+        tracing::debug!(tenant, listener, endpoint = %endpoint.addr, seconds = backoff.as_secs(), "router endpoint marked failing");
     }
     None
 }

@@ -9,7 +9,8 @@
 //! * `connection`: one connection from accept to close; `upstream_proxy`: the PROXY header of a
 //!   trusted load balancer; `refuse`: alerts and short HTTP answers; `refusals`: the periodic
 //!   summary of refusals in the log.
-//! * `balance`: power of two choices among a tenant's routers.
+//! * `balance`: power of two choices among a tenant's routers; `health`: endpoints whose connect
+//!   failed are marked failing and skipped for a doubling backoff.
 //! * [`metrics`]: [`EdgeMetrics`], labels bounded by the snapshot.
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ mod balance;
 pub mod cidr;
 pub mod config;
 mod connection;
+mod health;
 pub mod metrics;
 mod refusals;
 mod refuse;

@@ -73,6 +73,7 @@ pub struct EdgeMetrics {
     pub(crate) connections_active: Family<EndpointLabels, Gauge>,
     pub(crate) connections: Family<EndpointLabels, Counter>,
     pub(crate) connect_errors: Family<EndpointLabels, Counter>,
+    pub(crate) endpoints_failing: Family<TenantLabels, Gauge>,
     pub(crate) connect_duration: Family<TenantLabels, Histogram, fn() -> Histogram>,
     pub(crate) bytes: Family<BytesLabels, Counter>,
     pub(crate) refused: Family<RefusedLabels, Counter>,
@@ -104,6 +105,12 @@ impl EdgeMetrics {
             "connect_errors",
             "Failed connection attempts to a router endpoint (refused or timed out)",
             m.connect_errors.clone(),
+        );
+        r.register(
+            "router_endpoints_failing",
+            "Router endpoints whose last connection attempt failed, by listener and tenant (skipped \
+             while another endpoint is not, for a backoff that doubles per failure)",
+            m.endpoints_failing.clone(),
         );
         r.register(
             "connect_duration_seconds",
@@ -163,6 +170,7 @@ impl EdgeMetrics {
             connections_active: Family::default(),
             connections: Family::default(),
             connect_errors: Family::default(),
+            endpoints_failing: Family::default(),
             connect_duration: Family::new_with_constructor(connect_histogram),
             bytes: Family::default(),
             refused: Family::default(),

@@ -1,8 +1,10 @@
 //! The routing table built from one [`EdgeSnapshot`]: hostname → tenant → router endpoints, with
 //! the metric handles and load counters each connection needs. Immutable once built; a new snapshot
 //! builds a new table that is swapped in atomically. Load and per-tenant connection counters
-//! outlive a swap ([`SharedCounters`]), so limits and balancing see connections opened before it.
+//! outlive a swap ([`SharedCounters`]), so limits and balancing see connections opened before it;
+//! so do failure marks ([`EndpointHealth`]).
 
+use crate::health::EndpointHealth;
 use crate::metrics::{BytesLabels, EdgeMetrics, EndpointLabels, TenantLabels};
 use bulkhead_crds::snapshot::{EdgePort, EdgeSnapshot};
 use bulkhead_hostmatch::{HostPattern, HostTable};
@@ -48,8 +50,12 @@ pub(crate) fn validate(snapshot: &EdgeSnapshot) -> Result<(), String> {
 #[derive(Debug, Default)]
 pub(crate) struct SharedCounters {
     tenants: HashMap<String, Arc<AtomicUsize>>,
-    endpoints: HashMap<(String, EdgePort, SocketAddr), Arc<AtomicUsize>>,
+    endpoints: HashMap<EndpointKey, Arc<AtomicUsize>>,
+    health: HashMap<EndpointKey, Arc<EndpointHealth>>,
 }
+
+/// Tenant, edge port and address of a router endpoint.
+type EndpointKey = (String, EdgePort, SocketAddr);
 
 /// The routing table of one snapshot version.
 #[derive(Debug, Default)]
@@ -75,7 +81,7 @@ impl EdgeTable {
             let connections = shared.tenants.entry(name.clone()).or_default().clone();
             let mut port = |port: EdgePort| {
                 let addrs = endpoints.for_port(port);
-                PortEntry::new(name, port, addrs, metrics, &mut shared.endpoints)
+                PortEntry::new(name, port, addrs, metrics, shared)
             };
             let https = port(EdgePort::Https);
             let http = port(EdgePort::Http);
@@ -93,12 +99,14 @@ impl EdgeTable {
         shared
             .tenants
             .retain(|name, _| snapshot.tenants.contains_key(name));
-        shared.endpoints.retain(|(name, port, addr), _| {
+        let named = |(name, port, addr): &EndpointKey| {
             snapshot
                 .tenants
                 .get(name)
                 .is_some_and(|e| e.for_port(*port).contains(addr))
-        });
+        };
+        shared.endpoints.retain(|key, _| named(key));
+        shared.health.retain(|key, _| named(key));
         let mut hosts = HostTable::new();
         for route in &snapshot.routes {
             let (Ok(pattern), Some(entry)) = (
@@ -183,9 +191,15 @@ impl PortEntry {
         port: EdgePort,
         addrs: &[SocketAddr],
         metrics: &EdgeMetrics,
-        shared: &mut HashMap<(String, EdgePort, SocketAddr), Arc<AtomicUsize>>,
+        shared: &mut SharedCounters,
     ) -> Self {
         let listener = listener_label(port);
+        let failing = metrics
+            .endpoints_failing
+            .get_or_create_owned(&TenantLabels {
+                listener,
+                tenant: tenant.to_owned(),
+            });
         let bytes = |direction| {
             metrics.bytes.get_or_create_owned(&BytesLabels {
                 listener,
@@ -201,12 +215,15 @@ impl PortEntry {
                     tenant: tenant.to_owned(),
                     endpoint: addr.to_string(),
                 };
+                let key = (tenant.to_owned(), port, addr);
                 EndpointEntry {
                     addr,
-                    active: shared
-                        .entry((tenant.to_owned(), port, addr))
-                        .or_default()
+                    health: shared
+                        .health
+                        .entry(key.clone())
+                        .or_insert_with(|| Arc::new(EndpointHealth::new(failing.clone())))
                         .clone(),
+                    active: shared.endpoints.entry(key).or_default().clone(),
                     active_gauge: metrics.connections_active.get_or_create_owned(&labels),
                     connections: metrics.connections.get_or_create_owned(&labels),
                     connect_errors: metrics.connect_errors.get_or_create_owned(&labels),
@@ -229,6 +246,8 @@ impl PortEntry {
 #[derive(Debug)]
 pub(crate) struct EndpointEntry {
     pub(crate) addr: SocketAddr,
+    /// Whether its connects fail (shared across snapshot swaps).
+    pub(crate) health: Arc<EndpointHealth>,
     active: Arc<AtomicUsize>,
     active_gauge: Gauge,
     pub(crate) connections: Counter,

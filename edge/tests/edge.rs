@@ -170,6 +170,11 @@ impl Harness {
         out
     }
 
+    /// Whether the metrics text has exactly this line.
+    fn has_line(&self, line: &str) -> bool {
+        self.metrics().lines().any(|l| l == line)
+    }
+
     /// Waits until the metrics text contains `line` (counters move right after the bytes do).
     async fn metric_eventually(&self, line: &str) {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -437,6 +442,66 @@ async fn unreachable_router_endpoint_is_skipped() {
         recv(&mut acme).await;
     }
     drop(open);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn refused_router_endpoint_is_marked_failing_and_skipped() {
+    let mut acme = fake_router().await;
+    let dead = dead_endpoint().await;
+    // A backoff that outlasts the test: "skipped" never depends on timing.
+    let limits = EdgeLimits {
+        failing_mark_base: Duration::from_secs(3600),
+        failing_mark_max: Duration::from_secs(3600),
+        ..EdgeLimits::default()
+    };
+    let mut h = start(limits).await;
+    h.publish(
+        &[("a.example", "acme")],
+        &[("acme", vec![dead, acme.addr], vec![])],
+    )
+    .await
+    .unwrap();
+    let failing = r#"bulkhead_edge_router_endpoints_failing{listener="https",tenant="acme"}"#;
+    let errors = format!(
+        r#"bulkhead_edge_connect_errors_total{{listener="https",tenant="acme",endpoint="{dead}"}} 1"#
+    );
+    let mut open = Vec::new();
+    // P2C picks the dead endpoint first half the time; 200 misses in a row are 2^-200 unlikely.
+    for _ in 0..200 {
+        if h.has_line(&format!("{failing} 1")) {
+            break;
+        }
+        open.push(tls_roundtrip(h.https, "a.example").await);
+        recv(&mut acme).await;
+    }
+    assert!(h.has_line(&format!("{failing} 1")), "{}", h.metrics());
+    assert!(h.has_line(&errors), "one failed connect marks it");
+    for _ in 0..16 {
+        open.push(tls_roundtrip(h.https, "a.example").await);
+        recv(&mut acme).await;
+    }
+    assert!(h.has_line(&errors), "the marked endpoint was skipped");
+
+    // Only marked endpoints left: they are still tried.
+    h.publish(&[("a.example", "acme")], &[("acme", vec![dead], vec![])])
+        .await
+        .unwrap();
+    let mut c = TcpStream::connect(h.https).await.unwrap();
+    c.write_all(&client_hello("a.example")).await.unwrap();
+    assert_eq!(read_all(&mut c).await, ALERT_INTERNAL_ERROR);
+    h.metric_eventually(&errors.replace("} 1", "} 2")).await;
+
+    // An endpoint that leaves the snapshot leaves the gauge.
+    h.publish(
+        &[("a.example", "acme")],
+        &[("acme", vec![acme.addr], vec![])],
+    )
+    .await
+    .unwrap();
+    drop(open);
+    drop(c);
+    h.metric_eventually(&format!("{failing} 0")).await;
     h.stop().await;
 }
 

@@ -6,10 +6,12 @@
 //!   and the status of every object, following the Gateway API specification.
 //! * [`compiler`]: the translator run incrementally (only tenants whose inputs changed are
 //!   re-translated), with snapshot versions.
+//! * [`index`]: every object, indexed by kind, namespace and name for incremental compilation.
 //! * [`status`]: object statuses, marking Gateways `Programmed` once routers acknowledge, and
 //!   stamping condition transition times.
 //! * [`children`]: the objects applied for each Tenant (router Deployment, Service, PDB,
 //!   NetworkPolicy, ServiceAccount, bootstrap Secret), typed and pure.
+//! * [`metrics`]: the control plane's Prometheus metrics.
 //! * [`rbac`]: the one list of API calls the operator makes, and the RBAC rendered from it.
 //! * [`file_provider`]: standalone mode's source of objects: a directory of manifests, watched.
 //! * [`kube`]: the Kubernetes provider: watchers, the control loop, onboarding (children applied
@@ -19,7 +21,9 @@
 pub mod children;
 pub mod compiler;
 pub mod file_provider;
+pub mod index;
 pub mod kube;
+pub mod metrics;
 pub mod objects;
 pub mod rbac;
 pub mod status;

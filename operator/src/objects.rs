@@ -258,6 +258,68 @@ impl ObjectSet {
         self.endpoint_slices.sort_by_key(|o| key(&o.metadata));
     }
 
+    /// Every object of the set, by kind.
+    pub fn into_objects(self) -> impl Iterator<Item = Object> {
+        self.tenants
+            .into_iter()
+            .map(|o| Object::Tenant(Box::new(o)))
+            .chain(
+                self.namespaces
+                    .into_iter()
+                    .map(|o| Object::Namespace(Box::new(o))),
+            )
+            .chain(
+                self.gateway_classes
+                    .into_iter()
+                    .map(|o| Object::GatewayClass(Box::new(o))),
+            )
+            .chain(
+                self.gateways
+                    .into_iter()
+                    .map(|o| Object::Gateway(Box::new(o))),
+            )
+            .chain(
+                self.http_routes
+                    .into_iter()
+                    .map(|o| Object::HttpRoute(Box::new(o))),
+            )
+            .chain(
+                self.grpc_routes
+                    .into_iter()
+                    .map(|o| Object::GrpcRoute(Box::new(o))),
+            )
+            .chain(
+                self.tls_routes
+                    .into_iter()
+                    .map(|o| Object::TlsRoute(Box::new(o))),
+            )
+            .chain(
+                self.tcp_routes
+                    .into_iter()
+                    .map(|o| Object::TcpRoute(Box::new(o))),
+            )
+            .chain(
+                self.reference_grants
+                    .into_iter()
+                    .map(|o| Object::ReferenceGrant(Box::new(o))),
+            )
+            .chain(
+                self.secrets
+                    .into_iter()
+                    .map(|o| Object::Secret(Box::new(o))),
+            )
+            .chain(
+                self.services
+                    .into_iter()
+                    .map(|o| Object::Service(Box::new(o))),
+            )
+            .chain(
+                self.endpoint_slices
+                    .into_iter()
+                    .map(|o| Object::EndpointSlice(Box::new(o))),
+            )
+    }
+
     /// Number of objects in the set.
     pub fn len(&self) -> usize {
         self.tenants.len()
@@ -465,6 +527,30 @@ impl ObjectError {
             message: self.message,
             syntax: false,
         }
+    }
+}
+
+impl Object {
+    /// One object from its JSON form (as the API server or `kubectl get -o json` gives it), with
+    /// the same checks as [`parse_documents`]; the error names the kind, object and field.
+    pub fn from_json(json: Value) -> Result<Self, String> {
+        parse_object(json).map_err(|e| {
+            let mut out = String::new();
+            if let Some(kind) = &e.kind {
+                out.push_str(kind);
+                out.push(' ');
+            }
+            if let Some(name) = &e.name {
+                out.push_str(name);
+                out.push(' ');
+            }
+            if let Some(field) = &e.field {
+                out.push_str(field);
+                out.push_str(": ");
+            }
+            out.push_str(&e.message);
+            out
+        })
     }
 }
 

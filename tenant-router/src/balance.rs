@@ -1,22 +1,30 @@
 //! Load balancing: a weighted random choice among a rule's backends, then power-of-two-choices on
-//! outstanding requests among the chosen backend's endpoints.
+//! outstanding requests among the chosen backend's endpoints that are not ejected (see
+//! [`crate::outlier`]).
 //!
-//! Endpoint load counters ([`EndpointState`]) outlive snapshot swaps: an [`EndpointRegistry`] hands the
-//! same counter to every configuration that names the same address, so a swap never forgets the load.
+//! Endpoint state ([`EndpointState`]: load counter and outlier bookkeeping) outlives snapshot swaps:
+//! an [`EndpointRegistry`] hands the same state to every configuration that names the same backend
+//! and address, so a swap forgets neither the load nor an ejection; an endpoint no configuration
+//! names any more is dropped with its state.
 
+use crate::metrics::{BackendLabels, RouterMetrics};
+use crate::outlier::{Health, OutlierPolicy, OutlierState};
 use bulkhead_crds::snapshot::BackendProtocol;
 use rand::Rng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Instant;
 
-/// One backend endpoint and the number of requests in flight to it.
+/// One backend endpoint: the number of requests in flight to it and its outlier state.
 #[derive(Debug)]
 pub(crate) struct EndpointState {
     /// The endpoint's address.
     pub(crate) addr: SocketAddr,
     outstanding: AtomicUsize,
+    /// Consecutive failures and ejection.
+    pub(crate) outlier: OutlierState,
 }
 
 impl EndpointState {
@@ -42,33 +50,82 @@ impl Drop for OutstandingGuard {
     }
 }
 
-/// Hands out one shared [`EndpointState`] per address, for as long as any configuration uses it.
-#[derive(Debug, Default)]
+type EndpointKey = (Arc<str>, SocketAddr);
+
+/// Hands out one shared [`EndpointState`] per backend and address, for as long as any
+/// configuration uses it.
+#[derive(Debug)]
 pub(crate) struct EndpointRegistry {
-    states: Mutex<HashMap<SocketAddr, Weak<EndpointState>>>,
+    tenant: Arc<str>,
+    metrics: Arc<RouterMetrics>,
+    epoch: Instant,
+    states: Mutex<HashMap<EndpointKey, Weak<EndpointState>>>,
 }
 
 impl EndpointRegistry {
-    /// The state for `addr`, shared with every live configuration that names it.
-    pub(crate) fn get(&self, addr: SocketAddr) -> Arc<EndpointState> {
+    /// An empty registry whose endpoints report to `metrics` under `tenant`.
+    pub(crate) fn new(tenant: Arc<str>, metrics: Arc<RouterMetrics>) -> Self {
+        Self {
+            tenant,
+            metrics,
+            epoch: Instant::now(),
+            states: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The state for `addr` of `backend`, shared with every live configuration that names it.
+    pub(crate) fn get(&self, backend: &Arc<str>, addr: SocketAddr) -> Arc<EndpointState> {
         let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(state) = states.get(&addr).and_then(Weak::upgrade) {
+        let key = (Arc::clone(backend), addr);
+        if let Some(state) = states.get(&key).and_then(Weak::upgrade) {
             return state;
         }
+        let labels = BackendLabels {
+            tenant: Arc::clone(&self.tenant),
+            backend: Arc::clone(backend),
+        };
         let state = Arc::new(EndpointState {
             addr,
             outstanding: AtomicUsize::new(0),
+            outlier: OutlierState::new(
+                self.epoch,
+                self.metrics.outlier_ejected.get_or_create_owned(&labels),
+                self.metrics.outlier_ejections.get_or_create_owned(&labels),
+            ),
         });
-        states.insert(addr, Arc::downgrade(&state));
+        states.insert(key, Arc::downgrade(&state));
         state
     }
 
-    /// Forgets addresses no configuration uses any more.
+    /// Forgets endpoints no configuration uses any more.
     pub(crate) fn prune(&self) {
         self.states
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|_, w| w.strong_count() > 0);
+    }
+
+    /// Lifts ended ejections from the books and lets healthy endpoints' ejection multipliers decay;
+    /// returns how many endpoints came back.
+    pub(crate) fn sweep(&self, now: Instant, policy: &OutlierPolicy) -> usize {
+        let live: Vec<Arc<EndpointState>> = self
+            .states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        live.iter()
+            .filter(|e| e.outlier.sweep(now, policy))
+            .inspect(|e| tracing::info!(tenant = %self.tenant, endpoint = %e.addr, "endpoint back in load balancing"))
+            .count()
+    }
+}
+
+#[cfg(test)]
+impl Default for EndpointRegistry {
+    fn default() -> Self {
+        Self::new(Arc::from("test"), Arc::new(RouterMetrics::unregistered()))
     }
 }
 
@@ -81,45 +138,128 @@ pub(crate) struct CompiledBackend {
     pub(crate) protocol: BackendProtocol,
     /// Its endpoints (possibly none: then 503).
     pub(crate) endpoints: Vec<Arc<EndpointState>>,
+    /// Held while deciding an ejection, so that concurrent ejections respect the cap.
+    ejecting: Mutex<()>,
 }
 
 impl CompiledBackend {
-    /// Power of two choices: the less loaded of two random endpoints.
-    pub(crate) fn pick_endpoint(&self) -> Option<&Arc<EndpointState>> {
-        pick_p2c(&self.endpoints, &mut rand::rng())
+    /// A backend with the given endpoints.
+    pub(crate) fn new(
+        id: Arc<str>,
+        protocol: BackendProtocol,
+        endpoints: Vec<Arc<EndpointState>>,
+    ) -> Self {
+        Self {
+            id,
+            protocol,
+            endpoints,
+            ejecting: Mutex::new(()),
+        }
     }
 
-    /// Like [`CompiledBackend::pick_endpoint`], but never one of `avoid` (endpoints that already failed).
+    /// Power of two choices among endpoints in service: the less loaded of two random ones (when
+    /// every endpoint is ejected, the one whose ejection ends first).
+    pub(crate) fn pick_endpoint(&self) -> Option<&Arc<EndpointState>> {
+        self.pick_endpoint_avoiding(&[])
+    }
+
+    /// Like [`CompiledBackend::pick_endpoint`], but never one of `avoid` (endpoints that already
+    /// failed); `None` when every endpoint is to be avoided.
     pub(crate) fn pick_endpoint_avoiding(
         &self,
         avoid: &[SocketAddr],
     ) -> Option<&Arc<EndpointState>> {
-        match self.pick_endpoint() {
-            Some(e) if !avoid.contains(&e.addr) => Some(e),
-            _ => self.endpoints.iter().find(|e| !avoid.contains(&e.addr)),
+        pick(&self.endpoints, avoid, Instant::now(), &mut rand::rng())
+    }
+
+    /// Records what an exchange with `endpoint` (one of this backend's) showed, ejecting it when
+    /// its consecutive failures reach the threshold and the backend's cap allows.
+    pub(crate) fn observe(
+        &self,
+        endpoint: &EndpointState,
+        health: Health,
+        policy: &OutlierPolicy,
+        now: Instant,
+    ) {
+        let outlier = &endpoint.outlier;
+        match health {
+            Health::Success => outlier.record_success(),
+            Health::GatewayFailure => {
+                if !outlier.record_failure(policy) || outlier.is_ejected(now) {
+                    return;
+                }
+                let _deciding = self.ejecting.lock().unwrap_or_else(PoisonError::into_inner);
+                let ejected = self
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.outlier.is_ejected(now))
+                    .count();
+                if policy.may_eject(ejected, self.endpoints.len()) {
+                    let time = outlier.eject(now, policy);
+                    tracing::info!(backend = %self.id, endpoint = %endpoint.addr, seconds = time.as_secs(), "endpoint ejected after consecutive failures");
+                }
+            }
         }
     }
 }
 
-fn pick_p2c<'a, R: Rng>(
+/// Two distinct random indices below `n` (at least 2).
+fn two_indices<R: Rng>(n: usize, rng: &mut R) -> (usize, usize) {
+    let a = rng.random_range(0..n);
+    let mut b = rng.random_range(0..n - 1);
+    if b >= a {
+        b += 1;
+    }
+    (a, b)
+}
+
+/// The less loaded of two endpoints (the first on a tie).
+fn less_loaded<'a>(a: &'a Arc<EndpointState>, b: &'a Arc<EndpointState>) -> &'a Arc<EndpointState> {
+    if b.outstanding() < a.outstanding() {
+        b
+    } else {
+        a
+    }
+}
+
+/// P2C among the endpoints not avoided and not ejected at `now`; when none is left, the
+/// least-bad avoidable one: not avoided, ejection ending first.
+fn pick<'a, R: Rng>(
     endpoints: &'a [Arc<EndpointState>],
+    avoid: &[SocketAddr],
+    now: Instant,
     rng: &mut R,
 ) -> Option<&'a Arc<EndpointState>> {
+    let usable = |e: &EndpointState| !avoid.contains(&e.addr) && !e.outlier.is_ejected(now);
+    // Fast path: two random endpoints, without allocating, when at least one is usable.
     match endpoints.len() {
-        0 => None,
-        1 => endpoints.first(),
-        n => {
-            let a = rng.random_range(0..n);
-            let mut b = rng.random_range(0..n - 1);
-            if b >= a {
-                b += 1;
+        0 => return None,
+        1 => {
+            if usable(&endpoints[0]) {
+                return endpoints.first();
             }
+        }
+        n => {
+            let (a, b) = two_indices(n, rng);
             let (ea, eb) = (&endpoints[a], &endpoints[b]);
-            Some(if eb.outstanding() < ea.outstanding() {
-                eb
-            } else {
-                ea
-            })
+            match (usable(ea), usable(eb)) {
+                (true, true) => return Some(less_loaded(ea, eb)),
+                (true, false) => return Some(ea),
+                (false, true) => return Some(eb),
+                (false, false) => {}
+            }
+        }
+    }
+    let candidates: Vec<&Arc<EndpointState>> = endpoints.iter().filter(|e| usable(e)).collect();
+    match candidates.len() {
+        0 => endpoints
+            .iter()
+            .filter(|e| !avoid.contains(&e.addr))
+            .min_by_key(|e| (e.outlier.ejected_until(), e.outstanding())),
+        1 => candidates.first().copied(),
+        n => {
+            let (a, b) = two_indices(n, rng);
+            Some(less_loaded(candidates[a], candidates[b]))
         }
     }
 }
@@ -202,16 +342,36 @@ mod tests {
         assert!((800..1200).contains(&counts[0]), "{counts:?}");
     }
 
+    fn backend_with(reg: &EndpointRegistry, ports: &[u16]) -> CompiledBackend {
+        let id: Arc<str> = Arc::from("acme/web:80");
+        let endpoints = ports.iter().map(|p| reg.get(&id, addr(*p))).collect();
+        CompiledBackend::new(id, BackendProtocol::Http1, endpoints)
+    }
+
+    fn policy() -> OutlierPolicy {
+        OutlierPolicy::from_limits(&crate::limits::RouterLimits::default())
+    }
+
+    /// Reports `n` gateway failures of endpoint `i` at `now`.
+    fn fail(b: &CompiledBackend, i: usize, n: u32, now: Instant) {
+        for _ in 0..n {
+            b.observe(&b.endpoints[i], Health::GatewayFailure, &policy(), now);
+        }
+    }
+
     #[test]
     fn p2c_prefers_the_less_loaded_endpoint() {
         let reg = EndpointRegistry::default();
-        let busy = reg.get(addr(1));
-        let idle = reg.get(addr(2));
+        let b = backend_with(&reg, &[1, 2]);
+        let (busy, idle) = (&b.endpoints[0], &b.endpoints[1]);
         let _g: Vec<_> = (0..5).map(|_| busy.start()).collect();
-        let eps = vec![busy.clone(), idle.clone()];
         let mut rng = StdRng::seed_from_u64(3);
+        let now = Instant::now();
         for _ in 0..100 {
-            assert_eq!(pick_p2c(&eps, &mut rng).map(|e| e.addr), Some(addr(2)));
+            assert_eq!(
+                pick(&b.endpoints, &[], now, &mut rng).map(|e| e.addr),
+                Some(idle.addr)
+            );
         }
         drop(_g);
         assert_eq!(busy.outstanding(), 0);
@@ -220,16 +380,129 @@ mod tests {
     #[test]
     fn registry_shares_state_while_alive_and_prunes_after() {
         let reg = EndpointRegistry::default();
-        let a = reg.get(addr(9));
+        let web: Arc<str> = Arc::from("acme/web:80");
+        let a = reg.get(&web, addr(9));
         let _g = a.start();
         assert_eq!(
-            reg.get(addr(9)).outstanding(),
+            reg.get(&web, addr(9)).outstanding(),
             1,
-            "same counter for the same address"
+            "same counter for the same backend and address"
         );
+        let other = reg.get(&Arc::from("acme/other:80"), addr(9));
+        assert_eq!(other.outstanding(), 0, "another backend has its own state");
+        drop(other);
         drop(_g);
         drop(a);
         reg.prune();
         assert!(reg.states.lock().map(|m| m.is_empty()).unwrap_or(false));
+    }
+
+    #[test]
+    fn failing_endpoint_is_ejected_and_skipped() {
+        let reg = EndpointRegistry::default();
+        let b = backend_with(&reg, &[1, 2, 3, 4]);
+        let now = Instant::now();
+        fail(&b, 0, 4, now);
+        b.observe(&b.endpoints[0], Health::Success, &policy(), now);
+        fail(&b, 0, 4, now);
+        assert!(
+            !b.endpoints[0].outlier.is_ejected(now),
+            "a success reset the count"
+        );
+        fail(&b, 0, 1, now);
+        assert!(b.endpoints[0].outlier.is_ejected(now));
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..200 {
+            let e = pick(&b.endpoints, &[], now, &mut rng).map(|e| e.addr);
+            assert_ne!(e, Some(addr(1)), "ejected endpoint chosen");
+        }
+        let later = now + policy().base_ejection_time;
+        let seen: std::collections::HashSet<_> = (0..200)
+            .filter_map(|_| pick(&b.endpoints, &[], later, &mut rng).map(|e| e.addr))
+            .collect();
+        assert!(seen.contains(&addr(1)), "back once the ejection ended");
+    }
+
+    #[test]
+    fn cap_keeps_half_of_the_endpoints_and_never_the_last() {
+        let reg = EndpointRegistry::default();
+        let now = Instant::now();
+        let b = backend_with(&reg, &[1, 2, 3, 4]);
+        for i in 0..4 {
+            fail(&b, i, 5, now);
+        }
+        let ejected = b
+            .endpoints
+            .iter()
+            .filter(|e| e.outlier.is_ejected(now))
+            .count();
+        assert_eq!(ejected, 2);
+        let lone = backend_with(&EndpointRegistry::default(), &[7]);
+        fail(&lone, 0, 50, now);
+        assert!(!lone.endpoints[0].outlier.is_ejected(now));
+        assert_eq!(lone.pick_endpoint().map(|e| e.addr), Some(addr(7)));
+    }
+
+    #[test]
+    fn all_ejected_falls_back_to_the_ejection_ending_first() {
+        let reg = EndpointRegistry::default();
+        let now = Instant::now();
+        let b = backend_with(&reg, &[1, 2, 3]);
+        let p = policy();
+        // Ejected directly (as if by a larger backend of an earlier snapshot): 20 s, then 10 s.
+        b.endpoints[0].outlier.eject(now, &p);
+        b.endpoints[0].outlier.sweep(now + p.base_ejection_time, &p);
+        b.endpoints[0].outlier.eject(now, &p);
+        b.endpoints[1].outlier.eject(now, &p);
+        let mut rng = StdRng::seed_from_u64(9);
+        let avoid = [addr(3)];
+        for _ in 0..50 {
+            let e = pick(&b.endpoints, &avoid, now, &mut rng).map(|e| e.addr);
+            assert_eq!(e, Some(addr(2)), "least bad of the ejected ones");
+        }
+        assert!(pick(&b.endpoints, &[addr(1), addr(2), addr(3)], now, &mut rng).is_none());
+    }
+
+    #[test]
+    fn ejection_survives_a_new_configuration_and_removal_clears_the_gauge() {
+        let metrics = Arc::new(RouterMetrics::unregistered());
+        let reg = EndpointRegistry::new(Arc::from("acme"), Arc::clone(&metrics));
+        let now = Instant::now();
+        let old = backend_with(&reg, &[1, 2]);
+        fail(&old, 0, 5, now);
+        let labels = BackendLabels {
+            tenant: Arc::from("acme"),
+            backend: Arc::from("acme/web:80"),
+        };
+        let gauge = metrics.outlier_ejected.get_or_create_owned(&labels);
+        assert_eq!(gauge.get(), 1);
+        let kept = backend_with(&reg, &[1, 3]);
+        drop(old);
+        reg.prune();
+        assert!(
+            kept.endpoints[0].outlier.is_ejected(now),
+            "same backend and address"
+        );
+        assert_eq!(gauge.get(), 1);
+        let gone = backend_with(&reg, &[3]);
+        drop(kept);
+        reg.prune();
+        assert_eq!(gauge.get(), 0, "the ejected endpoint was removed");
+        assert!(!gone.endpoints[0].outlier.is_ejected(now));
+        assert_eq!(
+            metrics.outlier_ejections.get_or_create_owned(&labels).get(),
+            1
+        );
+    }
+
+    #[test]
+    fn sweep_returns_ended_ejections() {
+        let reg = EndpointRegistry::default();
+        let now = Instant::now();
+        let b = backend_with(&reg, &[1, 2]);
+        fail(&b, 1, 5, now);
+        assert_eq!(reg.sweep(now, &policy()), 0);
+        assert_eq!(reg.sweep(now + policy().base_ejection_time, &policy()), 1);
+        assert_eq!(reg.sweep(now + policy().base_ejection_time, &policy()), 0);
     }
 }

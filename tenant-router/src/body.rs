@@ -344,3 +344,120 @@ pub(crate) fn tee(body: ProxyBody) -> (ProxyBody, ProxyBody) {
         MirrorBody { rx, aborted }.boxed_unsync(),
     )
 }
+
+/// A request body lent to one upstream attempt, and taken back when that attempt failed without
+/// reading any of it (so the request can be sent elsewhere, body and all).
+///
+/// The body stays in a shared slot until the upstream client first polls it; its size hint and
+/// end-of-stream flag are answered from a copy taken beforehand, so that framing decisions (which
+/// hyper makes before it polls) do not move it.
+pub(crate) struct LentBody {
+    slot: Arc<std::sync::Mutex<Option<ProxyBody>>>,
+    taken: Option<ProxyBody>,
+    hint: SizeHint,
+    end: bool,
+}
+
+/// The lender's side of a [`LentBody`].
+pub(crate) struct BodyLoan {
+    slot: Arc<std::sync::Mutex<Option<ProxyBody>>>,
+}
+
+/// Why a lent body yields an error: it was taken back while the failed attempt still held it.
+#[derive(Debug, thiserror::Error)]
+#[error("request body was taken back for another attempt")]
+pub(crate) struct BodyTakenBack;
+
+/// Lends `body` to one attempt: the body to send, and the loan to [`BodyLoan::take_back`] it.
+pub(crate) fn lend(body: ProxyBody) -> (ProxyBody, BodyLoan) {
+    let hint = body.size_hint();
+    let end = body.is_end_stream();
+    let slot = Arc::new(std::sync::Mutex::new(Some(body)));
+    let lent = LentBody {
+        slot: Arc::clone(&slot),
+        taken: None,
+        hint,
+        end,
+    };
+    (lent.boxed_unsync(), BodyLoan { slot })
+}
+
+impl BodyLoan {
+    /// The body, if the attempt never started reading it.
+    pub(crate) fn take_back(self) -> Option<ProxyBody> {
+        self.slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl Body for LentBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.taken.is_none() {
+            this.taken = this
+                .slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if this.taken.is_none() {
+                return Poll::Ready(Some(Err(Box::new(BodyTakenBack))));
+            }
+        }
+        match this.taken.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(Some(Err(Box::new(BodyTakenBack)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.taken {
+            Some(body) => body.is_end_stream(),
+            None => self.end,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.taken {
+            Some(body) => body.size_hint(),
+            None => self.hint,
+        }
+    }
+}
+
+#[cfg(test)]
+mod lend_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unread_body_comes_back_whole() {
+        let (lent, loan) = lend(full("hello"));
+        assert_eq!(lent.size_hint().exact(), Some(5));
+        drop(lent);
+        let back = loan.take_back().expect("never read");
+        let bytes = back.collect().await.map(|c| c.to_bytes()).ok();
+        assert_eq!(bytes.as_deref(), Some(&b"hello"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_read_body_stays_with_the_attempt() {
+        let (lent, loan) = lend(full("hello"));
+        let bytes = lent.collect().await.map(|c| c.to_bytes()).ok();
+        assert_eq!(bytes.as_deref(), Some(&b"hello"[..]));
+        assert!(loan.take_back().is_none());
+    }
+
+    #[tokio::test]
+    async fn taking_back_first_makes_the_attempt_fail() {
+        let (lent, loan) = lend(full("hello"));
+        assert!(loan.take_back().is_some());
+        assert!(lent.collect().await.is_err(), "never a silently empty body");
+    }
+}

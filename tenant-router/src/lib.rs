@@ -5,7 +5,10 @@
 //! terminates TLS (rustls, certificate chosen by SNI) and routes HTTP/1.1 and HTTP/2 requests with
 //! Gateway API semantics: host ownership (421), virtual host and first matching route (404), filters,
 //! weighted backends, power-of-two-choices endpoints, pooled upstream connections. Its plain HTTP
-//! listener routes by `Host` the same way.
+//! listener routes by `Host` the same way. Endpoints that fail consecutively are ejected from load
+//! balancing for a while (passive outlier detection), and a request whose connection failed is sent
+//! to another endpoint when that is safe (nothing was sent, or an idempotent request without a
+//! body); see [`RouterLimits::max_retries`] and [`DEFAULT_OUTLIER_CONSECUTIVE_FAILURES`].
 //!
 //! Configuration arrives as [`TenantSnapshot`](bulkhead_crds::snapshot::TenantSnapshot)s; each is
 //! compiled into an immutable configuration and swapped in atomically, or refused (and acknowledged
@@ -22,6 +25,7 @@ mod http;
 mod limits;
 mod listener;
 mod metrics;
+mod outlier;
 mod router;
 mod upstream;
 

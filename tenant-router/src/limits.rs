@@ -43,6 +43,23 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// How many endpoints a passthrough connection tries before giving up (nothing is sent before).
 pub const DEFAULT_PASSTHROUGH_CONNECT_ATTEMPTS: usize = 3;
+/// How many times an HTTP request may be sent again, to another endpoint when there is one, after
+/// its connection failed (see [`RouterLimits::max_retries`]).
+pub const DEFAULT_MAX_RETRIES: usize = 2;
+/// Consecutive gateway failures (connect failures, broken connections, 502/503/504 answers) after
+/// which an endpoint is ejected from load balancing; 0 turns outlier detection off.
+pub const DEFAULT_OUTLIER_CONSECUTIVE_FAILURES: u32 = 5;
+/// How long the first ejection of an endpoint lasts; the n-th lasts n times as long.
+pub const DEFAULT_OUTLIER_BASE_EJECTION_TIME: Duration = Duration::from_secs(10);
+/// The longest an ejection lasts, however often the endpoint was ejected before.
+pub const DEFAULT_OUTLIER_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
+/// The largest share of a backend's endpoints that may be ejected at once, in percent (at least one
+/// endpoint always stays selectable).
+pub const DEFAULT_OUTLIER_MAX_EJECTION_PERCENT: u8 = 50;
+/// How often ended ejections are lifted from the books (the ejected-endpoints gauge) and the
+/// ejection multiplier of healthy endpoints decays. Selection itself needs no sweep: an ejection
+/// ends at its deadline.
+pub const OUTLIER_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Limits and timeouts of one tenant router.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +104,19 @@ pub struct RouterLimits {
     pub max_connections: usize,
     /// See [`DEFAULT_PASSTHROUGH_CONNECT_ATTEMPTS`].
     pub passthrough_connect_attempts: usize,
+    /// See [`DEFAULT_MAX_RETRIES`]. A request is retried only when nothing of it reached the
+    /// endpoint (any method), or when it is idempotent, has no body and its connection failed
+    /// before a response head arrived; never after a response head, and always within the route's
+    /// request timeout. 0 turns retries off.
+    pub max_retries: usize,
+    /// See [`DEFAULT_OUTLIER_CONSECUTIVE_FAILURES`].
+    pub outlier_consecutive_failures: u32,
+    /// See [`DEFAULT_OUTLIER_BASE_EJECTION_TIME`].
+    pub outlier_base_ejection_time: Duration,
+    /// See [`DEFAULT_OUTLIER_MAX_EJECTION_TIME`].
+    pub outlier_max_ejection_time: Duration,
+    /// See [`DEFAULT_OUTLIER_MAX_EJECTION_PERCENT`] (values above 100 count as 100).
+    pub outlier_max_ejection_percent: u8,
 }
 
 impl Default for RouterLimits {
@@ -112,6 +142,11 @@ impl Default for RouterLimits {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             passthrough_connect_attempts: DEFAULT_PASSTHROUGH_CONNECT_ATTEMPTS,
+            max_retries: DEFAULT_MAX_RETRIES,
+            outlier_consecutive_failures: DEFAULT_OUTLIER_CONSECUTIVE_FAILURES,
+            outlier_base_ejection_time: DEFAULT_OUTLIER_BASE_EJECTION_TIME,
+            outlier_max_ejection_time: DEFAULT_OUTLIER_MAX_EJECTION_TIME,
+            outlier_max_ejection_percent: DEFAULT_OUTLIER_MAX_EJECTION_PERCENT,
         }
     }
 }

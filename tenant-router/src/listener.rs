@@ -14,6 +14,7 @@ use crate::http::{serve_request, ConnContext, Entry, Shared};
 use crate::metrics::{
     ConnectionLabels, ConnectionOutcome, ListenerLabel, ListenerLabels, RouteLabels,
 };
+use crate::outlier::Health;
 use arc_swap::ArcSwapOption;
 use bulkhead_hostmatch::HostPattern;
 use bulkhead_proxy_io::{copy_bidirectional_observed, read_proxy_header, ProxyHeader, Rewind};
@@ -22,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -425,6 +426,12 @@ async fn connect_l4(
         {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
+                backend.observe(
+                    endpoint,
+                    Health::Success,
+                    &state.shared.outlier,
+                    Instant::now(),
+                );
                 return Some((s, endpoint.start()));
             }
             Ok(Err(e)) => {
@@ -434,6 +441,12 @@ async fn connect_l4(
                 tracing::debug!(route = %route.label, endpoint = %endpoint.addr, "backend connect timed out");
             }
         }
+        backend.observe(
+            endpoint,
+            Health::GatewayFailure,
+            &state.shared.outlier,
+            Instant::now(),
+        );
         failed.push(endpoint.addr);
     }
     tracing::debug!(route = %route.label, %client, "no backend reachable");

@@ -94,6 +94,28 @@ pub(crate) struct UpstreamErrorLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct BackendLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) backend: Arc<str>,
+}
+
+/// Why a request was sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum RetryReason {
+    /// Nothing of the request reached the endpoint (connect failure, connection closed first).
+    NotSent,
+    /// The connection broke before a response head; the request was idempotent and had no body.
+    ConnectionFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RetryLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) backend: Arc<str>,
+    pub(crate) reason: RetryReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct SnapshotLabels {
     pub(crate) tenant: Arc<str>,
     pub(crate) outcome: SnapshotOutcome,
@@ -145,6 +167,7 @@ snake_case_labels! {
     }
     UpstreamErrorKind { Connect => "connect", Timeout => "timeout", Protocol => "protocol" }
     SnapshotOutcome { Applied => "applied", Rejected => "rejected" }
+    RetryReason { NotSent => "not_sent", ConnectionFailed => "connection_failed" }
 }
 
 fn duration_histogram() -> Histogram {
@@ -167,6 +190,9 @@ pub struct RouterMetrics {
     pub(crate) passthrough_bytes: Family<RouteLabels, Counter>,
     pub(crate) snapshots: Family<SnapshotLabels, Counter>,
     pub(crate) snapshot_version: Family<TenantLabels, Gauge>,
+    pub(crate) upstream_retries: Family<RetryLabels, Counter>,
+    pub(crate) outlier_ejections: Family<BackendLabels, Counter>,
+    pub(crate) outlier_ejected: Family<BackendLabels, Gauge>,
 }
 
 impl RouterMetrics {
@@ -219,6 +245,21 @@ impl RouterMetrics {
             "Version of the snapshot being served",
             m.snapshot_version.clone(),
         );
+        r.register(
+            "upstream_retries",
+            "Upstream requests sent again after a connection failure, by backend and reason",
+            m.upstream_retries.clone(),
+        );
+        r.register(
+            "outlier_ejections",
+            "Endpoints ejected from load balancing after consecutive gateway failures, by backend",
+            m.outlier_ejections.clone(),
+        );
+        r.register(
+            "outlier_ejected_endpoints",
+            "Endpoints currently ejected from load balancing, by backend",
+            m.outlier_ejected.clone(),
+        );
         Arc::new(m)
     }
 
@@ -234,6 +275,9 @@ impl RouterMetrics {
             passthrough_bytes: Family::default(),
             snapshots: Family::default(),
             snapshot_version: Family::default(),
+            upstream_retries: Family::default(),
+            outlier_ejections: Family::default(),
+            outlier_ejected: Family::default(),
         }
     }
 }

@@ -6,9 +6,10 @@ use crate::balance::EndpointRegistry;
 use crate::compile::{compile, CompiledConfig};
 use crate::error::RouterError;
 use crate::http::Shared;
-use crate::limits::RouterLimits;
+use crate::limits::{RouterLimits, OUTLIER_SWEEP_INTERVAL};
 use crate::listener::{accept_loop, HttpServers, ListenerState};
 use crate::metrics::{ListenerLabel, RouterMetrics, SnapshotLabels, SnapshotOutcome, TenantLabels};
+use crate::outlier::OutlierPolicy;
 use crate::upstream::Upstreams;
 use arc_swap::ArcSwapOption;
 use bulkhead_admin::ReadyFlag;
@@ -18,7 +19,9 @@ use rustls::crypto::CryptoProvider;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::net::TcpListener;
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -129,6 +132,7 @@ impl Router {
             tenant: Arc::clone(&tenant),
             metrics,
             upstreams: Upstreams::new(&config.limits),
+            outlier: OutlierPolicy::from_limits(&config.limits),
             limits: config.limits.clone(),
             hard_stop: CancellationToken::new(),
             tasks: tracker.clone(),
@@ -143,14 +147,19 @@ impl Router {
         let applier = SnapshotApplier {
             tenant: config.tenant.clone(),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
-            registry: EndpointRegistry::default(),
+            registry: EndpointRegistry::new(Arc::clone(&tenant), Arc::clone(&shared.metrics)),
             tls_resumption: config.tls_resumption,
         };
         let mut listeners = Some((https, http));
         let mut stream_open = true;
+        let mut sweep = tokio::time::interval(OUTLIER_SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                _ = sweep.tick() => {
+                    applier.registry.sweep(Instant::now(), &shared.outlier);
+                }
                 next = snapshots.next(), if stream_open => match next {
                     None => {
                         tracing::warn!(tenant = %tenant, "snapshot stream ended; serving the last configuration");

@@ -18,15 +18,84 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-/// Why an upstream exchange failed before a response head arrived.
+/// Why an upstream exchange failed before a response head arrived. The variants say how much of
+/// the request may have reached the endpoint, which decides whether it may be sent again.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
-    /// The endpoint could not be reached (answered 503).
+    /// The endpoint could not be reached; nothing was sent (answered 503).
     #[error("connect to backend failed: {0}")]
     Connect(BoxError),
-    /// The backend broke the exchange (answered 502).
+    /// A connection was open but closed before the request was written; nothing was sent
+    /// (answered 502).
+    #[error("backend connection closed before the request was sent: {0}")]
+    Unsent(BoxError),
+    /// The connection broke (closed, reset) after the request was at least partly written and
+    /// before a response head arrived (answered 502).
+    #[error("backend connection failed: {0}")]
+    Broken(BoxError),
+    /// The backend broke the exchange otherwise, e.g. with an invalid response head (answered 502).
     #[error("backend exchange failed: {0}")]
     Protocol(BoxError),
+}
+
+impl UpstreamError {
+    /// Whether no byte of the request reached the endpoint (any request may be sent again).
+    pub(crate) fn nothing_sent(&self) -> bool {
+        matches!(self, Self::Connect(_) | Self::Unsent(_))
+    }
+
+    /// Whether the connection itself failed (an idempotent request without a body may be sent
+    /// again).
+    pub(crate) fn connection_failed(&self) -> bool {
+        !matches!(self, Self::Protocol(_))
+    }
+
+    /// Classifies an error of hyper-util's pooled HTTP/1 client. It retries a request by itself
+    /// when a reused pooled connection closed before the request was written; what it returns is a
+    /// connect failure, a fresh connection that closed first (hyper's `is_canceled`: the request
+    /// was handed back unsent), or a failure after the request was started.
+    fn from_h1(e: hyper_util::client::legacy::Error) -> Self {
+        if e.is_connect() {
+            return Self::Connect(Box::new(e));
+        }
+        let canceled = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<hyper::Error>())
+            .is_some_and(hyper::Error::is_canceled);
+        if canceled {
+            Self::Unsent(Box::new(e))
+        } else if is_connection_error(&e) {
+            Self::Broken(Box::new(e))
+        } else {
+            Self::Protocol(Box::new(e))
+        }
+    }
+
+    /// Classifies an error of a started HTTP/2 exchange.
+    fn from_sent(e: hyper::Error) -> Self {
+        if is_connection_error(&e) {
+            Self::Broken(Box::new(e))
+        } else {
+            Self::Protocol(Box::new(e))
+        }
+    }
+}
+
+/// Whether `e` or one of its sources says the connection failed: hyper's "closed before the message
+/// completed", "connection closed" or "canceled", or any I/O error.
+fn is_connection_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+                return true;
+            }
+        }
+        if err.is::<std::io::Error>() {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }
 
 /// The router's upstream clients.
@@ -72,13 +141,7 @@ impl Upstreams {
         match protocol {
             BackendProtocol::H2c => self.h2.send(endpoint, req).await,
             BackendProtocol::Http1 | BackendProtocol::Tcp => {
-                self.h1.request(req).await.map_err(|e| {
-                    if e.is_connect() {
-                        UpstreamError::Connect(Box::new(e))
-                    } else {
-                        UpstreamError::Protocol(Box::new(e))
-                    }
-                })
+                self.h1.request(req).await.map_err(UpstreamError::from_h1)
             }
         }
     }
@@ -123,10 +186,13 @@ impl H2Pool {
             .ready()
             .await
             .map_err(|e| UpstreamError::Connect(Box::new(e)))?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| UpstreamError::Protocol(Box::new(e)))
+        sender.try_send_request(req).await.map_err(|mut e| {
+            if e.take_message().is_some() {
+                UpstreamError::Unsent(Box::new(e.into_error()))
+            } else {
+                UpstreamError::from_sent(e.into_error())
+            }
+        })
     }
 
     async fn connect(

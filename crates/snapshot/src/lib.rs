@@ -41,7 +41,12 @@ impl<T> Publisher<T> {
 
     /// Publishes a complete snapshot; subscribers that have not read the previous one skip it.
     pub fn publish(&self, snapshot: T) {
-        self.tx.send_replace(Some(Arc::new(snapshot)));
+        self.publish_shared(Arc::new(snapshot));
+    }
+
+    /// Publishes a complete snapshot the caller also keeps.
+    pub fn publish_shared(&self, snapshot: Arc<T>) {
+        self.tx.send_replace(Some(snapshot));
     }
 
     /// The snapshot most recently published.

@@ -13,11 +13,12 @@
 use super::auth::TenantDirectory;
 use super::onboarding::{run_onboarding, Desired, DesiredTenant, Onboarding};
 use super::status_writer::StatusWriter;
-use super::store::{router_endpoints, Debounce, ObjectStore, StoreEvent};
+use super::store::{Debounce, ObjectStore, StoreEvent};
 use super::watch::{spawn_watchers, EVENT_QUEUE, WATCHED_KINDS};
 use crate::children::ChildSettings;
-use crate::compiler::Compiler;
-use crate::objects::ObjectSet;
+use crate::compiler::{Compiler, Endpoints, Partition};
+use crate::index::{ObjectIndex, ROUTE_KINDS};
+use crate::metrics::OperatorMetrics;
 use crate::status::{apply_acks, stamp_transitions, ObjectStatus};
 use ::kube::Client;
 use bulkhead_crds::snapshot::TenantSnapshot;
@@ -32,11 +33,18 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// How often the connected-client gauges are refreshed.
+pub const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How long the status task waits before retrying statuses it could not write.
 pub const STATUS_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Statuses as they should be in the cluster.
-pub type Statuses = Arc<Vec<ObjectStatus>>;
+/// Statuses as they should be in the cluster, by partition (see [`crate::compiler`]).
+pub type Statuses = Arc<BTreeMap<String, Partition>>;
+
+/// Longest one compilation round translates before it lets events and acknowledgements in;
+/// tenants left over are translated by the next round, right after.
+pub const COMPILE_BUDGET: Duration = Duration::from_millis(50);
 
 /// The control loop's state; see the module documentation.
 pub struct ControlLoop<A: Authenticator> {
@@ -51,16 +59,23 @@ pub struct ControlLoop<A: Authenticator> {
     acked: BTreeMap<String, u64>,
     /// Tenant → the newest acknowledged snapshot (its bootstrap).
     bootstrap: BTreeMap<String, Arc<TenantSnapshot>>,
-    /// The Tenants of the last compilation.
-    tenants: Vec<Tenant>,
-    /// Route status entries of other controllers, carried along in our writes.
-    foreign: ForeignParents,
-    compiled: Vec<ObjectStatus>,
-    rendered: Statuses,
+    /// The Tenants, by name (refreshed on cluster-wide changes).
+    tenants: BTreeMap<String, Arc<Tenant>>,
+    /// Statuses as rendered (acknowledgements applied, times stamped), by partition.
+    rendered: BTreeMap<String, Partition>,
     compiles: u64,
+    /// Dirty tenants are waiting in the compiler's queue: compile again right away.
+    backlog: bool,
+    /// Tenant → object changes seen since its last translation.
+    depth: BTreeMap<String, usize>,
+    /// Tenant → when its oldest change not yet published arrived.
+    first_change: BTreeMap<String, Instant>,
+    /// Tenant → (version published, when its oldest change arrived), until acknowledged.
+    awaiting: BTreeMap<String, (u64, Instant)>,
     desired: watch::Sender<Desired>,
     statuses: watch::Sender<Statuses>,
     ready: watch::Sender<bool>,
+    metrics: OperatorMetrics,
 }
 
 impl<A: Authenticator> std::fmt::Debug for ControlLoop<A> {
@@ -93,15 +108,29 @@ impl<A: Authenticator> ControlLoop<A> {
             published: BTreeMap::new(),
             acked: BTreeMap::new(),
             bootstrap: BTreeMap::new(),
-            tenants: Vec::new(),
-            foreign: ForeignParents::new(),
-            compiled: Vec::new(),
-            rendered: Arc::new(Vec::new()),
+            tenants: BTreeMap::new(),
+            rendered: BTreeMap::new(),
             compiles: 0,
+            backlog: false,
+            depth: BTreeMap::new(),
+            first_change: BTreeMap::new(),
+            awaiting: BTreeMap::new(),
             desired,
             statuses,
             ready,
+            metrics: OperatorMetrics::new(),
         }
+    }
+
+    /// Uses `metrics` (registered by the caller) instead of private ones.
+    pub fn with_metrics(mut self, metrics: OperatorMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The loop's metrics.
+    pub fn metrics(&self) -> OperatorMetrics {
+        self.metrics.clone()
     }
 
     /// Runs until `shutdown` or until every watcher is gone.
@@ -113,10 +142,13 @@ impl<A: Authenticator> ControlLoop<A> {
     ) {
         let mut acks_open = true;
         let mut announced_sync = false;
+        let mut gauges = tokio::time::interval(GAUGE_INTERVAL);
+        gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let due = self.due();
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                _ = gauges.tick() => self.update_gauges(),
                 event = events.recv() => match event {
                     Some(event) => self.on_event(event, Instant::now()),
                     None => {
@@ -141,29 +173,71 @@ impl<A: Authenticator> ControlLoop<A> {
 
     /// Applies one watcher event to the store (and starts or extends the debounce).
     pub fn on_event(&mut self, event: StoreEvent, now: Instant) {
+        let namespace = match &event {
+            StoreEvent::Apply(o) | StoreEvent::Delete(o) => o.metadata().namespace.clone(),
+            _ => None,
+        };
         if self.store.apply(event) {
             self.debounce.touch(now);
+            if let Some(tenant) = namespace
+                .as_deref()
+                .and_then(|ns| self.compiler.tenant_of_namespace(ns))
+            {
+                let depth = self.depth.entry(tenant.to_owned()).or_insert(0);
+                *depth += 1;
+                self.metrics.set_queue_depth(tenant, *depth);
+                self.first_change.entry(tenant.to_owned()).or_insert(now);
+            }
+            self.metrics.queue_depth_total.set(
+                i64::try_from(self.store.pending_changes().events + self.compiler.queued())
+                    .unwrap_or(i64::MAX),
+            );
         }
     }
 
     /// When the next compilation is due: `None` while nothing changed or while some kind has not
     /// finished its initial list.
     pub fn due(&self) -> Option<Instant> {
-        if self.store.is_synced() {
-            self.debounce.deadline()
-        } else {
+        if !self.store.is_synced() {
             None
+        } else if self.backlog {
+            Some(self.debounce.deadline().unwrap_or_else(Instant::now))
+        } else {
+            self.debounce.deadline()
         }
+    }
+
+    fn update_gauges(&self) {
+        let stats = self.server.stats();
+        let (mut edges, mut routers) = (0, 0);
+        for (stream, n) in &stats.subscribers {
+            match stream {
+                StreamName::Edge => edges += n,
+                StreamName::Tenant(_) => routers += n,
+            }
+        }
+        self.metrics.set_connected(edges, routers);
     }
 
     /// Compiles the store, publishes what changed, and hands statuses and Tenants on.
     pub fn compile(&mut self) {
+        let started = std::time::Instant::now();
         self.debounce.clear();
-        let objects = self.store.object_set();
-        let endpoints = router_endpoints(&objects);
-        let out = self.compiler.compile(&objects, &endpoints);
+        let changes = self.store.take_changes();
+        let out = self.compiler.update(
+            self.store.index(),
+            &changes,
+            Endpoints::FromIndex,
+            Some(COMPILE_BUDGET),
+        );
+        self.backlog = out.deferred > 0;
         self.compiles += 1;
-        tracing::debug!(recomputed = ?out.recomputed, statuses = out.statuses.len(), "compiled");
+        tracing::debug!(
+            recomputed = out.recomputed.len(),
+            deferred = out.deferred,
+            partitions = out.partitions.len(),
+            "compiled"
+        );
         if let Some(edge) = &out.edge {
             match self.server.publish(&StreamName::Edge, edge) {
                 Ok(()) => {
@@ -173,7 +247,10 @@ impl<A: Authenticator> ControlLoop<A> {
                         "edge snapshot published"
                     );
                 }
-                Err(e) => tracing::error!(error = %e, "cannot publish the edge snapshot"),
+                Err(e) => {
+                    self.metrics.error("publish");
+                    tracing::error!(error = %e, "cannot publish the edge snapshot");
+                }
             }
         }
         for snapshot in &out.changed {
@@ -181,16 +258,29 @@ impl<A: Authenticator> ControlLoop<A> {
                 .map_err(|e| e.to_string())
                 .and_then(|stream| {
                     self.server
-                        .publish(&stream, snapshot)
+                        .publish(&stream, snapshot.as_ref())
                         .map_err(|e| e.to_string())
                 });
             match published {
                 Ok(()) => {
-                    tracing::info!(tenant = %snapshot.tenant, version = snapshot.version, "tenant snapshot published");
+                    tracing::debug!(tenant = %snapshot.tenant, version = snapshot.version, "tenant snapshot published");
+                    self.metrics
+                        .snapshots_published
+                        .get_or_create(&crate::metrics::KindLabel { kind: "router" })
+                        .inc();
                     self.published
                         .insert(snapshot.tenant.clone(), snapshot.version);
+                    if let Some(since) = self.first_change.remove(&snapshot.tenant) {
+                        let since = self
+                            .awaiting
+                            .get(&snapshot.tenant)
+                            .map_or(since, |(_, t)| (*t).min(since));
+                        self.awaiting
+                            .insert(snapshot.tenant.clone(), (snapshot.version, since));
+                    }
                 }
                 Err(e) => {
+                    self.metrics.error("publish");
                     tracing::error!(tenant = %snapshot.tenant, error = %e, "cannot publish the tenant snapshot");
                 }
             }
@@ -203,22 +293,74 @@ impl<A: Authenticator> ControlLoop<A> {
             self.acked.remove(tenant);
             self.bootstrap.remove(tenant);
         }
-        self.directory.replace(
-            self.compiler
-                .tenants()
-                .map(|s| (s.namespace.clone(), s.tenant.clone()))
-                .collect(),
-        );
-        self.foreign = foreign_parents(&objects);
-        self.tenants = objects.tenants;
-        self.compiled = out.statuses;
-        self.push_desired();
-        self.refresh_statuses();
-        self.ready.send_replace(true);
+        let served_set_changed = changes.all
+            || changes.cluster
+            || !out.removed.is_empty()
+            || out.changed.iter().any(|s| s.version == 1);
+        if served_set_changed {
+            self.directory.replace(
+                self.compiler
+                    .tenants()
+                    .map(|s| (s.namespace.clone(), s.tenant.clone()))
+                    .collect(),
+            );
+        }
+        if changes.all || changes.cluster {
+            self.tenants = self
+                .store
+                .index()
+                .of_kind("Tenant")
+                .filter_map(|o| match o {
+                    crate::objects::Object::Tenant(t) => {
+                        Some((t.metadata.name.clone()?, Arc::new((**t).clone())))
+                    }
+                    _ => None,
+                })
+                .collect();
+        }
+        if served_set_changed || !out.changed.is_empty() {
+            self.push_desired();
+        }
+        // Queue bookkeeping: what is no longer queued has been translated.
+        let compiler = &self.compiler;
+        let metrics = &self.metrics;
+        self.depth.retain(|tenant, _| {
+            let queued = compiler.is_queued(tenant);
+            if !queued {
+                metrics.set_queue_depth(tenant, 0);
+            }
+            queued
+        });
+        self.first_change
+            .retain(|tenant, _| compiler.is_queued(tenant));
+        self.metrics
+            .queue_depth_total
+            .set(i64::try_from(self.compiler.queued()).unwrap_or(i64::MAX));
+
+        self.refresh_statuses(out.partitions);
+        self.metrics
+            .record_compile(started.elapsed(), out.recomputed.len());
+        if !self.backlog {
+            // Ready once every tenant of the first compilation is translated and published.
+            self.ready.send_replace(true);
+        }
     }
 
     /// Records a router's or the edge's acknowledgement.
     pub fn on_ack(&mut self, stream: StreamName, ack: Ack) {
+        let kind = match stream {
+            StreamName::Edge => "edge",
+            StreamName::Tenant(_) => "router",
+        };
+        let outcome = if ack.outcome.is_ok() {
+            "accepted"
+        } else {
+            "rejected"
+        };
+        self.metrics
+            .acks
+            .get_or_create(&crate::metrics::AckLabel { kind, outcome })
+            .inc();
         let StreamName::Tenant(tenant) = stream else {
             match ack.outcome {
                 Ok(()) => {
@@ -242,37 +384,67 @@ impl<A: Authenticator> ControlLoop<A> {
             return;
         }
         *newest = ack.version;
-        if let Some(current) = self.compiler.tenant(&tenant) {
+        if let Some((version, since)) = self.awaiting.get(&tenant).copied() {
+            if ack.version >= version {
+                self.metrics
+                    .change_to_ack
+                    .observe(since.elapsed().as_secs_f64());
+                self.awaiting.remove(&tenant);
+            }
+        }
+        if let Some(current) = self.compiler.tenant_shared(&tenant) {
             if current.version <= ack.version {
-                self.bootstrap
-                    .insert(tenant.clone(), Arc::new(current.clone()));
+                self.bootstrap.insert(tenant.clone(), current);
                 self.push_desired();
             }
         }
-        self.refresh_statuses();
+        self.rerender(&tenant);
     }
 
     fn push_desired(&self) {
         let desired = desired_tenants(
-            &self.tenants,
+            self.tenants.values(),
             |name| self.compiler.tenant(name).is_some(),
             &self.bootstrap,
         );
         self.desired.send_replace(desired);
     }
 
-    fn refresh_statuses(&mut self) {
+    /// Renders the compiled partitions given (`None`: the partition is gone) and hands every
+    /// partition to the status task.
+    fn refresh_statuses(&mut self, partitions: BTreeMap<String, Option<Partition>>) {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let mut rendered = render_statuses(
-            &self.compiled,
-            &self.published,
-            &self.acked,
-            &self.rendered,
-            &now,
-        );
-        merge_foreign_parents(&mut rendered, &self.foreign);
-        self.rendered = Arc::new(rendered);
-        self.statuses.send_replace(Arc::clone(&self.rendered));
+        for (name, compiled) in partitions {
+            match compiled {
+                Some(c) => self.render_partition(name, c.to_vec(), &now),
+                None => {
+                    self.rendered.remove(&name);
+                }
+            }
+        }
+        self.statuses.send_replace(Arc::new(self.rendered.clone()));
+    }
+
+    /// Renders a tenant's partition again after an acknowledgement and hands every partition to
+    /// the status task.
+    fn rerender(&mut self, name: &str) {
+        let Some(previous) = self.rendered.get(name).cloned() else {
+            return;
+        };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        self.render_partition(name.to_owned(), ours_only(&previous), &now);
+        self.statuses.send_replace(Arc::new(self.rendered.clone()));
+    }
+
+    /// Acknowledgements, transition times (from the partition as rendered before) and other
+    /// controllers' route entries applied to `base`, kept as the partition `name`.
+    fn render_partition(&mut self, name: String, base: Vec<ObjectStatus>, now: &Time) {
+        let previous = self.rendered.get(&name).cloned();
+        let previous = previous.as_deref().map(Vec::as_slice).unwrap_or(&[]);
+        let mut rendered = render_statuses(&base, &self.published, &self.acked, previous, now);
+        let foreign = foreign_parents(&rendered, self.store.index());
+        merge_foreign_parents(&mut rendered, &foreign);
+        self.rendered.insert(name, Arc::new(rendered));
     }
 
     /// Tenant → version published (for tests and metrics).
@@ -296,12 +468,13 @@ async fn sleep_until(due: Option<Instant>) {
 /// Route `status.parents` entries written by other controllers, by (kind, namespace, name).
 pub type ForeignParents = BTreeMap<(String, String, String), Vec<serde_json::Value>>;
 
-/// The entries of every route's `status.parents` whose `controllerName` is not Bulkhead's.
-/// `parents` is an atomic list for server-side apply: writing only ours would delete theirs.
-pub fn foreign_parents(objects: &ObjectSet) -> ForeignParents {
+/// The entries of the `status.parents` of the routes listed in `statuses` whose `controllerName`
+/// is not Bulkhead's, read from the cached routes. `parents` is an atomic list for server-side
+/// apply: writing only ours would delete theirs.
+pub fn foreign_parents(statuses: &[ObjectStatus], index: &ObjectIndex) -> ForeignParents {
     fn collect<S: serde::Serialize>(
         out: &mut ForeignParents,
-        kind: &'static str,
+        kind: &str,
         meta: &ObjectMeta,
         status: Option<&S>,
     ) {
@@ -324,18 +497,37 @@ pub fn foreign_parents(objects: &ObjectSet) -> ForeignParents {
             out.insert(key, theirs);
         }
     }
+    use crate::objects::Object;
     let mut out = ForeignParents::new();
-    for r in &objects.http_routes {
-        collect(&mut out, "HTTPRoute", &r.metadata, r.status.as_ref());
+    for s in statuses
+        .iter()
+        .filter(|s| ROUTE_KINDS.contains(&s.kind.as_str()))
+    {
+        let ns = s.metadata.namespace.as_deref().unwrap_or_default();
+        let Some(kind) = ROUTE_KINDS.iter().find(|k| **k == s.kind) else {
+            continue;
+        };
+        match index.get(kind, ns, &s.metadata.name) {
+            Some(Object::HttpRoute(r)) => collect(&mut out, kind, &r.metadata, r.status.as_ref()),
+            Some(Object::GrpcRoute(r)) => collect(&mut out, kind, &r.metadata, r.status.as_ref()),
+            Some(Object::TlsRoute(r)) => collect(&mut out, kind, &r.metadata, r.status.as_ref()),
+            Some(Object::TcpRoute(r)) => collect(&mut out, kind, &r.metadata, r.status.as_ref()),
+            _ => {}
+        }
     }
-    for r in &objects.grpc_routes {
-        collect(&mut out, "GRPCRoute", &r.metadata, r.status.as_ref());
-    }
-    for r in &objects.tls_routes {
-        collect(&mut out, "TLSRoute", &r.metadata, r.status.as_ref());
-    }
-    for r in &objects.tcp_routes {
-        collect(&mut out, "TCPRoute", &r.metadata, r.status.as_ref());
+    out
+}
+
+/// `statuses` without other controllers' route entries (as compiled).
+fn ours_only(statuses: &[ObjectStatus]) -> Vec<ObjectStatus> {
+    let mut out = statuses.to_vec();
+    for s in out
+        .iter_mut()
+        .filter(|s| ROUTE_KINDS.contains(&s.kind.as_str()))
+    {
+        if let Some(serde_json::Value::Array(parents)) = s.status.get_mut("parents") {
+            parents.retain(|p| p["controllerName"] == CONTROLLER_NAME);
+        }
     }
     out
 }
@@ -358,18 +550,18 @@ pub fn merge_foreign_parents(statuses: &mut [ObjectStatus], foreign: &ForeignPar
 }
 
 /// The Tenants to onboard: those served (`served(name)`), each with its bootstrap snapshot.
-pub fn desired_tenants(
-    tenants: &[Tenant],
+pub fn desired_tenants<'a>(
+    tenants: impl IntoIterator<Item = &'a Arc<Tenant>>,
     served: impl Fn(&str) -> bool,
     bootstrap: &BTreeMap<String, Arc<TenantSnapshot>>,
 ) -> Desired {
     tenants
-        .iter()
+        .into_iter()
         .filter_map(|t| {
             let name = t.metadata.name.clone()?;
             served(&name).then(|| {
                 let desired = DesiredTenant {
-                    tenant: Arc::new(t.clone()),
+                    tenant: Arc::clone(t),
                     bootstrap: bootstrap.get(&name).cloned(),
                 };
                 (name, desired)
@@ -421,7 +613,7 @@ pub async fn run_status_writer(
         let current = statuses.borrow_and_update().clone();
         let report = tokio::select! {
             () = shutdown.cancelled() => return,
-            report = writer.sync(&current) => report,
+            report = writer.sync_partitions(&current) => report,
         };
         if report.written > 0 || report.failed > 0 {
             tracing::debug!(
@@ -566,9 +758,10 @@ endpoints: [{addresses: ["10.0.0.7"]}]
         }
     }
 
-    fn status<'a>(statuses: &'a [ObjectStatus], kind: &str, name: &str) -> &'a ObjectStatus {
+    fn status<'a>(statuses: &'a Statuses, kind: &str, name: &str) -> &'a ObjectStatus {
         statuses
-            .iter()
+            .values()
+            .flat_map(|p| p.iter())
             .find(|s| s.kind == kind && s.metadata.name == name)
             .expect("status present")
     }
@@ -731,10 +924,10 @@ endpoints: [{addresses: ["10.0.0.7"]}]
 
     #[test]
     fn desired_tenants_are_the_served_ones_with_their_bootstrap() {
-        let tenants: Vec<Tenant> = world()
+        let tenants: Vec<Arc<Tenant>> = world()
             .into_iter()
             .filter_map(|o| match o {
-                Object::Tenant(t) => Some(*t),
+                Object::Tenant(t) => Some(Arc::new(*t)),
                 _ => None,
             })
             .collect();

@@ -8,13 +8,14 @@
 //! [`StatusWriter`], so they never undo each other's writes.
 
 use super::FIELD_MANAGER;
+use crate::compiler::Partition;
 use crate::status::{ObjectMeta, ObjectStatus, FALSE};
 use ::kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use ::kube::Client;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Which object a status belongs to: apiVersion, kind, namespace (`""` if cluster-scoped), name.
 pub type StatusKey = (String, String, String, String);
@@ -101,13 +102,54 @@ pub fn overlay_onboarding(
     }
 }
 
+/// What was written for one object: Tenant statuses whole (onboarding failures are overlaid on
+/// them), others as a digest, so the writer does not hold a second copy of every status.
+#[derive(Debug, Clone, PartialEq)]
+enum Written {
+    Whole(Value),
+    Digest(u64),
+}
+
+impl Written {
+    fn digest(v: &Value) -> u64 {
+        use std::hash::{DefaultHasher, Hasher};
+        let mut h = DefaultHasher::new();
+        h.write(&serde_json::to_vec(v).unwrap_or_default());
+        h.finish()
+    }
+
+    fn of(kind: &str, v: &Value) -> Self {
+        if kind == "Tenant" {
+            Self::Whole(v.clone())
+        } else {
+            Self::Digest(Self::digest(v))
+        }
+    }
+
+    fn matches(&self, v: &Value) -> bool {
+        match self {
+            Self::Whole(w) => w == v,
+            Self::Digest(d) => *d == Self::digest(v),
+        }
+    }
+
+    fn value(&self) -> Option<&Value> {
+        match self {
+            Self::Whole(w) => Some(w),
+            Self::Digest(_) => None,
+        }
+    }
+}
+
 /// Writes statuses, remembering what it wrote. Shared (`Arc`) by the status task and the
 /// onboarding reconciler.
 pub struct StatusWriter {
     client: Client,
-    written: Mutex<HashMap<StatusKey, Value>>,
+    written: Mutex<HashMap<StatusKey, Written>>,
     failures: Mutex<BTreeMap<String, OnboardingFailure>>,
     compiled_tenants: Mutex<BTreeMap<String, ObjectStatus>>,
+    /// The partitions last synced without failure (compared by pointer).
+    synced: Mutex<BTreeMap<String, Partition>>,
 }
 
 impl std::fmt::Debug for StatusWriter {
@@ -133,6 +175,7 @@ impl StatusWriter {
             written: Mutex::new(HashMap::new()),
             failures: Mutex::new(BTreeMap::new()),
             compiled_tenants: Mutex::new(BTreeMap::new()),
+            synced: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -161,10 +204,15 @@ impl StatusWriter {
                 let mut s = s.clone();
                 if s.kind == "Tenant" {
                     if let Some(f) = failures.get(&s.metadata.name) {
-                        overlay_onboarding(&mut s.status, f, written.get(&key), now);
+                        overlay_onboarding(
+                            &mut s.status,
+                            f,
+                            written.get(&key).and_then(Written::value),
+                            now,
+                        );
                     }
                 }
-                (written.get(&key) != Some(&s.status)).then_some(s)
+                (!written.get(&key).is_some_and(|w| w.matches(&s.status))).then_some(s)
             })
             .collect()
     }
@@ -202,6 +250,70 @@ impl StatusWriter {
                 }
             }
         }
+        report
+    }
+
+    /// Writes the statuses of the partitions that changed since the last call (compared by
+    /// pointer, so an unchanged partition costs nothing): every status of such a partition that
+    /// differs from what was written, forgetting objects no longer listed. A partition with a
+    /// failed write is retried whole by the next call.
+    pub async fn sync_partitions(&self, current: &BTreeMap<String, Partition>) -> SyncReport {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let mut report = SyncReport::default();
+        let previous =
+            std::mem::take(&mut *self.synced.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut synced = BTreeMap::new();
+        let mut stale: HashSet<StatusKey> = HashSet::new();
+        for (name, old) in &previous {
+            match current.get(name) {
+                Some(new) if Arc::ptr_eq(new, old) => {
+                    synced.insert(name.clone(), Arc::clone(new));
+                }
+                _ => stale.extend(old.iter().map(status_key)),
+            }
+        }
+        let changed: Vec<(&String, &Partition)> = current
+            .iter()
+            .filter(|(name, _)| !synced.contains_key(*name))
+            .collect();
+        {
+            let mut tenants = self
+                .compiled_tenants
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (_, partition) in &changed {
+                for s in partition.iter() {
+                    stale.remove(&status_key(s));
+                    if s.kind == "Tenant" {
+                        tenants.insert(s.metadata.name.clone(), s.clone());
+                    }
+                }
+            }
+            let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+            for key in &stale {
+                written.remove(key);
+                if key.1 == "Tenant" {
+                    tenants.remove(&key.3);
+                }
+            }
+        }
+        for (name, partition) in changed {
+            let mut ok = true;
+            for s in self.pending(partition, &now) {
+                match self.write(&s).await {
+                    Ok(()) => report.written += 1,
+                    Err(e) => {
+                        ok = false;
+                        report.failed += 1;
+                        tracing::warn!(kind = %s.kind, namespace = ?s.metadata.namespace, name = %s.metadata.name, error = %e, "cannot write status");
+                    }
+                }
+            }
+            if ok {
+                synced.insert(name.clone(), Arc::clone(partition));
+            }
+        }
+        *self.synced.lock().unwrap_or_else(PoisonError::into_inner) = synced;
         report
     }
 
@@ -254,7 +366,7 @@ impl StatusWriter {
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         match result {
             Ok(_) => {
-                written.insert(key, s.status.clone());
+                written.insert(key, Written::of(&s.kind, &s.status));
                 Ok(())
             }
             Err(e) => {

@@ -14,6 +14,7 @@
 //! - [`Debounce`] decides when a burst of events is over.
 
 use crate::children::ROUTER_NAME;
+use crate::index::{Changes, ObjectIndex};
 use crate::objects::{Object, ObjectSet};
 use bulkhead_crds::snapshot::RouterEndpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -47,27 +48,19 @@ pub enum StoreEvent {
     Delete(Object),
 }
 
-type Key = (String, String);
-
 #[derive(Debug, Default)]
 struct KindState {
-    objects: BTreeMap<Key, Object>,
-    relisting: Option<BTreeMap<Key, Object>>,
+    relisting: Option<Vec<Object>>,
     synced: bool,
 }
 
-/// Every watched object, by kind (see the module documentation).
+/// Every watched object, indexed (see the module documentation), and the changes not yet
+/// compiled.
 #[derive(Debug)]
 pub struct ObjectStore {
     kinds: BTreeMap<&'static str, KindState>,
-}
-
-fn key(object: &Object) -> Key {
-    let meta = object.metadata();
-    (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
+    index: ObjectIndex,
+    changes: Changes,
 }
 
 impl ObjectStore {
@@ -76,49 +69,56 @@ impl ObjectStore {
     pub fn new(kinds: &[&'static str]) -> Self {
         Self {
             kinds: kinds.iter().map(|k| (*k, KindState::default())).collect(),
+            index: ObjectIndex::new(),
+            changes: Changes::default(),
         }
     }
 
     /// Applies one event; returns whether the visible objects may have changed.
     pub fn apply(&mut self, event: StoreEvent) -> bool {
+        let before = self.changes.events;
         match event {
             StoreEvent::Init(kind) => {
                 if let Some(state) = self.kinds.get_mut(kind) {
-                    state.relisting = Some(BTreeMap::new());
+                    state.relisting = Some(Vec::new());
                 }
-                false
             }
             StoreEvent::InitApply(object) => {
                 if let Some(state) = self.kinds.get_mut(object.kind()) {
-                    let k = key(&object);
-                    state
-                        .relisting
-                        .get_or_insert_with(BTreeMap::new)
-                        .insert(k, object);
+                    state.relisting.get_or_insert_with(Vec::new).push(object);
                 }
-                false
             }
-            StoreEvent::InitDone(kind) => match self.kinds.get_mut(kind) {
-                Some(state) => {
-                    state.objects = state.relisting.take().unwrap_or_default();
+            StoreEvent::InitDone(kind) => {
+                if let Some(state) = self.kinds.get_mut(kind) {
+                    let objects = state.relisting.take().unwrap_or_default();
+                    let first = !state.synced;
                     state.synced = true;
-                    true
+                    self.index.replace_kind(kind, objects, &mut self.changes);
+                    if first {
+                        // A kind's first list can matter even when empty (nothing was gated).
+                        self.changes.events += 1;
+                    }
                 }
-                None => false,
-            },
-            StoreEvent::Apply(object) => match self.kinds.get_mut(object.kind()) {
-                Some(state) => {
-                    let k = key(&object);
-                    state.objects.insert(k, object);
-                    true
+            }
+            StoreEvent::Apply(object) => {
+                if self.kinds.contains_key(object.kind()) {
+                    self.index.upsert(object, &mut self.changes);
                 }
-                None => false,
-            },
-            StoreEvent::Delete(object) => match self.kinds.get_mut(object.kind()) {
-                Some(state) => state.objects.remove(&key(&object)).is_some(),
-                None => false,
-            },
+            }
+            StoreEvent::Delete(object) => {
+                let kind = object.kind();
+                if self.kinds.contains_key(kind) {
+                    let meta = object.metadata();
+                    self.index.remove(
+                        kind,
+                        meta.namespace.as_deref().unwrap_or_default(),
+                        meta.name.as_deref().unwrap_or_default(),
+                        &mut self.changes,
+                    );
+                }
+            }
         }
+        self.changes.events != before
     }
 
     /// Whether every kind finished its initial list.
@@ -137,20 +137,35 @@ impl ObjectStore {
 
     /// Number of cached objects.
     pub fn len(&self) -> usize {
-        self.kinds.values().map(|s| s.objects.len()).sum()
+        self.index.len()
     }
 
     /// Whether no object is cached.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.index.is_empty()
     }
 
-    /// The compiler's input: every cached object.
+    /// The cached objects.
+    pub fn index(&self) -> &ObjectIndex {
+        &self.index
+    }
+
+    /// The changes since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// The changes not yet taken.
+    pub fn pending_changes(&self) -> &Changes {
+        &self.changes
+    }
+
+    /// The compiler's input as one set: every cached object (a full copy; for tests and tools).
     pub fn object_set(&self) -> ObjectSet {
         ObjectSet::from_objects(
-            self.kinds
-                .values()
-                .flat_map(|s| s.objects.values().cloned()),
+            crate::index::ALL_KINDS
+                .into_iter()
+                .flat_map(|k| self.index.of_kind(k).cloned()),
         )
     }
 }
@@ -243,9 +258,9 @@ pub struct Debounce {
 
 impl Debounce {
     /// Quiet time that ends a burst.
-    pub const QUIET: Duration = Duration::from_millis(50);
+    pub const QUIET: Duration = Duration::from_millis(5);
     /// Longest a change waits for its compilation.
-    pub const MAX_DELAY: Duration = Duration::from_millis(500);
+    pub const MAX_DELAY: Duration = Duration::from_millis(30);
 
     /// Records a change at `now`.
     pub fn touch(&mut self, now: Instant) {
@@ -466,12 +481,10 @@ endpoints: [{addresses: ["10.9.9.9"]}]
         assert_eq!(d.deadline(), None);
         d.touch(t0);
         assert_eq!(d.deadline(), Some(t0 + Debounce::QUIET));
-        d.touch(t0 + Duration::from_millis(30));
-        assert_eq!(
-            d.deadline(),
-            Some(t0 + Duration::from_millis(30) + Debounce::QUIET)
-        );
-        d.touch(t0 + Duration::from_millis(480));
+        let early = Debounce::QUIET / 2;
+        d.touch(t0 + early);
+        assert_eq!(d.deadline(), Some(t0 + early + Debounce::QUIET));
+        d.touch(t0 + Debounce::MAX_DELAY - Debounce::QUIET / 2);
         assert_eq!(d.deadline(), Some(t0 + Debounce::MAX_DELAY));
         d.clear();
         assert_eq!(d.deadline(), None);

@@ -31,20 +31,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 /// Every kind watched, as [`Object::kind`] names it: the store waits for all of them.
-pub const WATCHED_KINDS: &[&str] = &[
-    "Tenant",
-    "Namespace",
-    "GatewayClass",
-    "Gateway",
-    "HTTPRoute",
-    "GRPCRoute",
-    "TLSRoute",
-    "TCPRoute",
-    "ReferenceGrant",
-    "Secret",
-    "Service",
-    "EndpointSlice",
-];
+pub const WATCHED_KINDS: &[&str] = &crate::index::ALL_KINDS;
 
 /// Capacity of the channel from the watchers to the control loop.
 pub const EVENT_QUEUE: usize = 1024;

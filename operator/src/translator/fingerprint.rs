@@ -135,7 +135,11 @@ pub(crate) fn fingerprint(world: &World<'_>, plan: &TenantPlan) -> String {
 
 /// Collects backend references (`backendRefs[]`, `backendRef`) and certificate references
 /// (`certificateRefs[]`) anywhere in a spec, resolving an absent namespace to `default_ns`.
-fn collect_refs(v: &Value, default_ns: &str, out: &mut BTreeSet<(&'static str, String, String)>) {
+pub(crate) fn collect_refs(
+    v: &Value,
+    default_ns: &str,
+    out: &mut BTreeSet<(&'static str, String, String)>,
+) {
     match v {
         Value::Object(map) => {
             for (k, child) in map {

@@ -110,7 +110,7 @@ impl<'a> RouteObject<'a> {
     }
 
     /// The namespaces of the parents this route names (the route's own when a parentRef has none).
-    fn parent_namespaces(self) -> BTreeSet<String> {
+    pub(crate) fn parent_namespaces(self) -> BTreeSet<String> {
         macro_rules! collect {
             ($r:expr) => {
                 $r.spec
@@ -156,17 +156,13 @@ pub(crate) struct World<'a> {
 
 impl<'a> World<'a> {
     pub(crate) fn new(objects: &'a ObjectSet) -> Self {
-        let mut existing_namespaces: BTreeSet<&str> = BTreeSet::new();
-        let mut namespace_labels = BTreeMap::new();
+        let mut existing: BTreeSet<&str> = BTreeSet::new();
         for n in &objects.namespaces {
-            existing_namespaces.insert(name_of(&n.metadata));
-            if let Some(labels) = &n.metadata.labels {
-                namespace_labels.insert(name_of(&n.metadata), labels);
-            }
+            existing.insert(name_of(&n.metadata));
         }
         let mut note = |m: &'a ObjectMeta| {
             if !ns_of(m).is_empty() {
-                existing_namespaces.insert(ns_of(m));
+                existing.insert(ns_of(m));
             }
         };
         objects.gateways.iter().for_each(|o| note(&o.metadata));
@@ -184,6 +180,21 @@ impl<'a> World<'a> {
             .endpoint_slices
             .iter()
             .for_each(|o| note(&o.metadata));
+        Self::with_existing(objects, existing)
+    }
+
+    /// Indexes over a part of the cluster (see [`crate::index`]); `existing` is the set of
+    /// namespaces that exist in the whole cluster (only the cluster-wide part reads it).
+    pub(crate) fn with_existing(
+        objects: &'a ObjectSet,
+        existing_namespaces: BTreeSet<&'a str>,
+    ) -> Self {
+        let mut namespace_labels = BTreeMap::new();
+        for n in &objects.namespaces {
+            if let Some(labels) = &n.metadata.labels {
+                namespace_labels.insert(name_of(&n.metadata), labels);
+            }
+        }
 
         let mut our_classes: BTreeSet<String> = objects
             .gateway_classes

@@ -157,13 +157,13 @@ pub(crate) fn compile(
     let backends: BTreeMap<String, Arc<CompiledBackend>> = snapshot
         .backends
         .iter()
-        .map(|(id, b)| {
-            let backend = CompiledBackend {
-                id: Arc::from(id.as_str()),
-                protocol: b.protocol,
-                endpoints: b.endpoints.iter().map(|a| registry.get(*a)).collect(),
-            };
-            (id.clone(), Arc::new(backend))
+        .map(|(key, b)| {
+            let id: Arc<str> = Arc::from(key.as_str());
+            let endpoints = b.endpoints.iter().map(|a| registry.get(&id, *a)).collect();
+            (
+                key.clone(),
+                Arc::new(CompiledBackend::new(id, b.protocol, endpoints)),
+            )
         })
         .collect();
 

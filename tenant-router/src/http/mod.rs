@@ -15,13 +15,17 @@ use crate::compile::filters::{
 use crate::compile::matcher::RequestFacts;
 use crate::compile::{CompiledConfig, CompiledRoute, CompiledVhost, SniTarget};
 use crate::limits::RouterLimits;
-use crate::metrics::{RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels};
+use crate::metrics::{
+    RetryLabels, RetryReason, RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
+};
+use crate::outlier::{Health, OutlierPolicy};
 use crate::upstream::{UpstreamError, Upstreams};
 use bulkhead_crds::snapshot::BackendProtocol;
 use bulkhead_hostmatch::{normalize_host, MatchKind};
 use http::header::{CONTENT_TYPE, HOST, LOCATION};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::convert::Infallible;
@@ -38,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<RouterMetrics>,
     pub(crate) upstreams: Upstreams,
     pub(crate) limits: RouterLimits,
+    /// Outlier detection settings (from the limits).
+    pub(crate) outlier: OutlierPolicy,
     /// Cancelled when the drain timeout has passed: every remaining connection is dropped.
     pub(crate) hard_stop: CancellationToken,
     /// Background work that shutdown waits for (connections, upgraded streams).
@@ -244,7 +250,7 @@ async fn route_and_forward(
         .as_ref()
         .ok_or_else(|| plan.finish(local_response(StatusCode::INTERNAL_SERVER_ERROR)))?;
     record.backend = Arc::clone(&backend.id);
-    let endpoint = backend
+    let first = backend
         .pick_endpoint()
         .ok_or_else(|| plan.finish(local_response(StatusCode::SERVICE_UNAVAILABLE)))?;
 
@@ -287,7 +293,7 @@ async fn route_and_forward(
         BackendProtocol::Http1 | BackendProtocol::Tcp => {
             parts.headers.insert(HOST, upstream_host);
             parts.version = Version::HTTP_11;
-            endpoint.addr.to_string()
+            first.addr.to_string()
         }
     };
     parts.uri = absolute_uri(&uri_authority, &path_and_query)
@@ -301,30 +307,15 @@ async fn route_and_forward(
         request_body = forwarded;
         mirror_request(ctx, &parts, &host_authority, copy, mirror);
     }
-    let upstream_req = Request::from_parts(parts, request_body);
-
-    let now = Instant::now();
-    let deadline = match (route.request_timeout, route.backend_timeout) {
-        (None, None) => None,
-        (r, b) => {
-            let r = r.map(|t| start + t);
-            let b = b.map(|t| now + t);
-            r.into_iter().chain(b).min()
-        }
+    let outgoing = Outgoing {
+        head: parts,
+        body: request_body,
+        path_and_query,
     };
-    record.guard = Some(endpoint.start());
-    let result = send_with_deadline(
-        &ctx.shared.upstreams,
-        backend,
-        endpoint,
-        upstream_req,
-        deadline,
-    )
-    .await;
-    let mut resp = match result {
-        Ok(resp) => resp,
+    let result = forward_with_retries(ctx, backend, route, first, outgoing, record, start).await;
+    let (mut resp, deadline) = match result {
+        Ok(forwarded) => forwarded,
         Err(kind) => {
-            count_upstream_error(ctx, backend, kind);
             let status = match kind {
                 UpstreamErrorKind::Connect => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -359,26 +350,177 @@ fn absolute_uri(authority: &str, path_and_query: &str) -> Result<Uri, http::Erro
         .build()
 }
 
+/// A request ready to forward but for the endpoint it goes to.
+struct Outgoing {
+    /// The head, with an absolute URI for the first endpoint.
+    head: http::request::Parts,
+    body: ProxyBody,
+    /// The URI's path and query (for the URI of another endpoint).
+    path_and_query: String,
+}
+
+/// Methods whose requests may be sent twice (RFC 9110 section 9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
+}
+
+/// A copy of a request head (for a possible second attempt).
+fn copy_head(head: &http::request::Parts) -> http::request::Parts {
+    let (mut copy, ()) = Request::new(()).into_parts();
+    copy.method = head.method.clone();
+    copy.uri = head.uri.clone();
+    copy.version = head.version;
+    copy.headers = head.headers.clone();
+    copy.extensions = head.extensions.clone();
+    copy
+}
+
+/// Sends the request to `first`, and again to other endpoints (the same one only when there is no
+/// other) while the failure allows it: nothing of the request reached the endpoint, or the request
+/// is idempotent, has no body and its connection failed before a response head. At most
+/// [`RouterLimits::max_retries`] more attempts, all within the route's request timeout; each
+/// attempt has the backend request timeout. Every attempt's outcome feeds outlier detection.
+/// Returns the response and the deadline its body must meet.
+async fn forward_with_retries(
+    ctx: &ConnContext,
+    backend: &CompiledBackend,
+    route: &CompiledRoute,
+    first: &Arc<EndpointState>,
+    outgoing: Outgoing,
+    record: &mut RequestRecord,
+    start: Instant,
+) -> Result<(Response<Incoming>, Option<Instant>), UpstreamErrorKind> {
+    let shared = &ctx.shared;
+    let max_retries = shared.limits.max_retries;
+    let Outgoing {
+        mut head,
+        mut body,
+        path_and_query,
+    } = outgoing;
+    let idempotent = is_idempotent(&head.method);
+    let bodiless = body.is_end_stream() || body.size_hint().exact() == Some(0);
+    let request_deadline = route.request_timeout.map(|t| start + t);
+    let mut endpoint = Arc::clone(first);
+    let mut tried = Vec::new();
+    let mut retries = 0;
+    loop {
+        let attempt_deadline = match route.backend_timeout.map(|t| Instant::now() + t) {
+            Some(b) => Some(request_deadline.map_or(b, |r| r.min(b))),
+            None => request_deadline,
+        };
+        let again = (retries < max_retries).then(|| copy_head(&head));
+        let (sent_body, loan) = if again.is_some() {
+            let (lent, loan) = body::lend(body);
+            (lent, Some(loan))
+        } else {
+            (body, None)
+        };
+        record.guard = Some(endpoint.start());
+        let result = send_with_deadline(
+            &shared.upstreams,
+            backend,
+            &endpoint,
+            Request::from_parts(head, sent_body),
+            attempt_deadline,
+        )
+        .await;
+        let error = match result {
+            Ok(resp) => {
+                let health = Health::of_status(resp.status());
+                backend.observe(&endpoint, health, &shared.outlier, Instant::now());
+                return Ok((resp, attempt_deadline));
+            }
+            Err(SendFailure::Timeout) => {
+                count_upstream_error(ctx, backend, UpstreamErrorKind::Timeout);
+                return Err(UpstreamErrorKind::Timeout);
+            }
+            Err(SendFailure::Upstream(error)) => error,
+        };
+        backend.observe(
+            &endpoint,
+            Health::GatewayFailure,
+            &shared.outlier,
+            Instant::now(),
+        );
+        let kind = match error {
+            UpstreamError::Connect(_) => UpstreamErrorKind::Connect,
+            _ => UpstreamErrorKind::Protocol,
+        };
+        count_upstream_error(ctx, backend, kind);
+        let reason = if error.nothing_sent() {
+            RetryReason::NotSent
+        } else if error.connection_failed() && idempotent && bodiless {
+            RetryReason::ConnectionFailed
+        } else {
+            return Err(kind);
+        };
+        let (Some(next_head), Some(loan)) = (again, loan) else {
+            return Err(kind);
+        };
+        let Some(next_body) = loan.take_back().or_else(|| bodiless.then(body::empty)) else {
+            return Err(kind);
+        };
+        tried.push(endpoint.addr);
+        let next = backend
+            .pick_endpoint_avoiding(&tried)
+            .or_else(|| backend.pick_endpoint())
+            .map(Arc::clone)
+            .unwrap_or(endpoint);
+        head = next_head;
+        if backend.protocol != BackendProtocol::H2c {
+            // An address and an already validated path always make a valid URI.
+            head.uri = absolute_uri(&next.addr.to_string(), &path_and_query)
+                .map_err(|_| UpstreamErrorKind::Protocol)?;
+        }
+        tracing::debug!(backend = %backend.id, from = ?tried.last(), to = %next.addr, ?reason, "retrying upstream request");
+        shared
+            .metrics
+            .upstream_retries
+            .get_or_create(&RetryLabels {
+                tenant: Arc::clone(&shared.tenant),
+                backend: Arc::clone(&backend.id),
+                reason,
+            })
+            .inc();
+        endpoint = next;
+        body = next_body;
+        retries += 1;
+    }
+}
+
+/// Why one attempt got no response head.
+enum SendFailure {
+    /// The attempt's deadline passed.
+    Timeout,
+    /// The upstream exchange failed.
+    Upstream(UpstreamError),
+}
+
 async fn send_with_deadline(
     upstreams: &Upstreams,
     backend: &CompiledBackend,
     endpoint: &EndpointState,
     req: Request<ProxyBody>,
     deadline: Option<Instant>,
-) -> Result<Response<Incoming>, UpstreamErrorKind> {
+) -> Result<Response<Incoming>, SendFailure> {
     let send = upstreams.send(backend.protocol, endpoint.addr, req);
     let result = match deadline {
         Some(d) => tokio::time::timeout_at(d.into(), send)
             .await
-            .map_err(|_| UpstreamErrorKind::Timeout)?,
+            .map_err(|_| SendFailure::Timeout)?,
         None => send.await,
     };
     result.map_err(|e| {
         tracing::debug!(backend = %backend.id, endpoint = %endpoint.addr, error = %e, "upstream request failed");
-        match e {
-            UpstreamError::Connect(_) => UpstreamErrorKind::Connect,
-            UpstreamError::Protocol(_) => UpstreamErrorKind::Protocol,
-        }
+        SendFailure::Upstream(e)
     })
 }
 
@@ -470,10 +612,16 @@ fn mirror_request(
     tokio::spawn(async move {
         let _guard = endpoint.start();
         let exchange = async {
-            let resp = shared
+            let sent = shared
                 .upstreams
                 .send(backend.protocol, endpoint.addr, copy)
-                .await?;
+                .await;
+            let health = match &sent {
+                Ok(resp) => Health::of_status(resp.status()),
+                Err(_) => Health::GatewayFailure,
+            };
+            backend.observe(&endpoint, health, &shared.outlier, Instant::now());
+            let resp = sent?;
             // Read and discard the answer so the pooled connection can be reused.
             let mut body = resp.into_body();
             while let Some(frame) = body.frame().await {

@@ -5,5 +5,6 @@ mod config_swap;
 mod filters;
 mod limits;
 mod passthrough;
+mod resilience;
 mod routing;
 mod support;

@@ -457,6 +457,21 @@ impl TestRouter {
         out
     }
 
+    /// The value of the series `name` whose labels include every `labels` pair; `None` when no
+    /// such series was exported.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = self.metrics_text();
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .find(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
     /// Publishes a snapshot and returns its acknowledgement.
     pub async fn publish(&mut self, snapshot: TenantSnapshot) -> Result<(), String> {
         let version = snapshot.version;

@@ -1,0 +1,321 @@
+//! Upstream resilience: retries after connection failures (never of a request that may have been
+//! acted on) and passive ejection of failing endpoints, over real loopback sockets.
+
+use crate::support::*;
+use bulkhead_crds::snapshot::{BackendProtocol, TenantSnapshot};
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::Full;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+const HOST: &str = "a.acme.test";
+const WEB: &str = "acme/web:80";
+/// An ejection that outlasts any test run, so that "is ejected" never depends on timing.
+const LONG_EJECTION: Duration = Duration::from_secs(3600);
+/// Requests a test sends at most while waiting for a random choice to hit a given endpoint; the
+/// chance that P2C misses one of two endpoints this many times is 2^-200.
+const MAX_TRIES: usize = 200;
+/// Requests per batch in the tests that count outcomes.
+const BATCH: usize = 24;
+
+/// A backend that reads a request head and closes the connection without answering.
+struct Hangup {
+    addr: SocketAddr,
+    heads: Arc<AtomicUsize>,
+}
+
+impl Hangup {
+    async fn start() -> Hangup {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&heads);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let count = Arc::clone(&count);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Hangup { addr, heads }
+    }
+
+    fn heads(&self) -> usize {
+        self.heads.load(Ordering::SeqCst)
+    }
+}
+
+/// A snapshot whose plain listener sends every path of `a.acme.test` to the backend `WEB` with
+/// `endpoints`, plus `extra` backends routed by prefix (`/<name>` to `acme/<name>:80`).
+fn snapshot_for(
+    version: u64,
+    endpoints: &[SocketAddr],
+    extra: &[(&str, &[SocketAddr])],
+) -> TenantSnapshot {
+    let pki = Pki::new();
+    let mut s = base_snapshot(&pki, version);
+    s.backends
+        .insert(WEB.into(), backend(BackendProtocol::Http1, endpoints));
+    let mut routes = Vec::new();
+    for (name, eps) in extra {
+        let id = format!("acme/{name}:80");
+        s.backends
+            .insert(id.clone(), backend(BackendProtocol::Http1, eps));
+        routes.push(route(
+            name,
+            prefix(&format!("/{name}")),
+            vec![weighted(Some(&id), 1)],
+        ));
+    }
+    routes.push(route("web", prefix("/"), vec![weighted(Some(WEB), 1)]));
+    s.http.virtual_hosts = vec![vhost(HOST, 80, routes)];
+    s
+}
+
+/// A router serving [`snapshot_for`] whose ejections outlast the test.
+async fn router_for(
+    endpoints: &[SocketAddr],
+    extra: &[(&str, &[SocketAddr])],
+    consecutive_failures: u32,
+) -> TestRouter {
+    TestRouter::start_custom(snapshot_for(1, endpoints, extra), |c| {
+        c.limits.outlier_consecutive_failures = consecutive_failures;
+        c.limits.outlier_base_ejection_time = LONG_EJECTION;
+        c.limits.outlier_max_ejection_time = LONG_EJECTION;
+    })
+    .await
+}
+
+fn web_labels(backend: &str) -> [(&'static str, &str); 2] {
+    [("tenant", TENANT), ("backend", backend)]
+}
+
+async fn send(c: &mut Client, method: &str, path: &str, body: &'static [u8]) -> Reply {
+    let req = c
+        .request(method, HOST, path)
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap();
+    read_reply(c.send(req).await.unwrap()).await
+}
+
+#[tokio::test]
+async fn refusing_endpoint_is_retried_around_and_ejected() {
+    let web = EchoBackend::start("web").await;
+    let refusing = closed_port().await;
+    let router = router_for(&[web.addr, refusing], &[], 5).await;
+    let mut c = h1_plain(&router).await;
+    let ejections =
+        |r: &TestRouter| r.metric("bulkhead_router_outlier_ejections_total", &web_labels(WEB));
+    let mut sent = 0;
+    while ejections(&router).is_none_or(|v| v < 1.0) {
+        assert!(
+            sent < MAX_TRIES,
+            "never ejected:\n{}",
+            router.metrics_text()
+        );
+        let r = send(&mut c, "GET", "/", b"").await;
+        assert_eq!(r.status, StatusCode::OK, "request {sent} failed");
+        assert_eq!(r.backend(), "web");
+        sent += 1;
+    }
+    let retries = router
+        .metric(
+            "bulkhead_router_upstream_retries_total",
+            &[("backend", WEB), ("reason", "not_sent")],
+        )
+        .unwrap_or(0.0);
+    assert_eq!(retries, 5.0, "each of the 5 failures was retried");
+    assert_eq!(
+        router.metric(
+            "bulkhead_router_outlier_ejected_endpoints",
+            &web_labels(WEB)
+        ),
+        Some(1.0)
+    );
+    let connect_errors = |r: &TestRouter| {
+        r.metric(
+            "bulkhead_router_upstream_errors_total",
+            &[("backend", WEB), ("kind", "connect")],
+        )
+    };
+    let before = connect_errors(&router);
+    for _ in 0..BATCH {
+        assert_eq!(send(&mut c, "GET", "/", b"").await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        connect_errors(&router),
+        before,
+        "the ejected endpoint is not tried"
+    );
+
+    // A new configuration naming the same endpoints keeps the ejection...
+    let other = EchoBackend::start("other").await;
+    let mut router = router;
+    let v2 = snapshot_for(2, &[web.addr, refusing], &[("other", &[other.addr])]);
+    router.publish(v2).await.expect("v2 accepted");
+    drop(c); // a connection serves the configuration it started with
+    let mut c = h1_plain(&router).await;
+    for _ in 0..BATCH {
+        assert_eq!(send(&mut c, "GET", "/", b"").await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        connect_errors(&router),
+        before,
+        "still ejected after the swap"
+    );
+    let gauge = |r: &TestRouter| {
+        r.metric(
+            "bulkhead_router_outlier_ejected_endpoints",
+            &web_labels(WEB),
+        )
+    };
+    assert_eq!(gauge(&router), Some(1.0));
+    // ...and one without the endpoint forgets it.
+    let v3 = snapshot_for(3, &[web.addr], &[]);
+    router.publish(v3).await.expect("v3 accepted");
+    drop(c);
+    assert!(
+        eventually(|| gauge(&router) == Some(0.0)).await,
+        "the removed endpoint left the gauge:\n{}",
+        router.metrics_text()
+    );
+}
+
+#[tokio::test]
+async fn request_with_a_body_is_resent_whole_when_the_connect_failed() {
+    let web = EchoBackend::start("web").await;
+    let router = router_for(&[web.addr, closed_port().await], &[], 0).await;
+    let mut c = h1_plain(&router).await;
+    for i in 0..BATCH {
+        let r = send(&mut c, "POST", "/", b"hello world").await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}");
+        assert_eq!(r.json()["body_len"], 11, "request {i}");
+    }
+    let retries = router.metric(
+        "bulkhead_router_upstream_retries_total",
+        &[("backend", WEB), ("reason", "not_sent")],
+    );
+    assert!(retries.is_some_and(|v| v >= 1.0), "{retries:?}");
+    assert_eq!(
+        router.metric("bulkhead_router_outlier_ejections_total", &web_labels(WEB)),
+        Some(0.0),
+        "detection is off in this test"
+    );
+}
+
+#[tokio::test]
+async fn get_is_retried_when_the_connection_closes_without_an_answer() {
+    let web = EchoBackend::start("web").await;
+    let hangup = Hangup::start().await;
+    let router = router_for(&[web.addr, hangup.addr], &[], 0).await;
+    let mut c = h1_plain(&router).await;
+    let mut sent = 0;
+    while hangup.heads() == 0 || sent < BATCH {
+        assert!(sent < MAX_TRIES, "the hang-up endpoint was never chosen");
+        let r = send(&mut c, "GET", "/", b"").await;
+        assert_eq!(r.status, StatusCode::OK, "request {sent}");
+        assert_eq!(r.backend(), "web");
+        sent += 1;
+    }
+    let retries = router.metric(
+        "bulkhead_router_upstream_retries_total",
+        &[("backend", WEB), ("reason", "connection_failed")],
+    );
+    assert_eq!(retries, Some(hangup.heads() as f64));
+}
+
+#[tokio::test]
+async fn request_with_a_body_is_not_retried_once_sent() {
+    let web = EchoBackend::start("web").await;
+    let hangup = Hangup::start().await;
+    let router = router_for(&[web.addr, hangup.addr], &[], 0).await;
+    let mut c = h1_plain(&router).await;
+    let mut bad_gateway = 0;
+    let mut sent = 0;
+    while hangup.heads() == 0 || sent < BATCH {
+        assert!(sent < MAX_TRIES, "the hang-up endpoint was never chosen");
+        // POST is not idempotent; PUT is, but its body may have been consumed.
+        let method = if sent % 2 == 0 { "POST" } else { "PUT" };
+        let r = send(&mut c, method, "/", b"payload").await;
+        match r.status {
+            StatusCode::OK => assert_eq!(r.backend(), "web"),
+            StatusCode::BAD_GATEWAY => bad_gateway += 1,
+            other => panic!("request {sent}: {other}"),
+        }
+        sent += 1;
+    }
+    assert_eq!(
+        bad_gateway,
+        hangup.heads(),
+        "every request the hang-up endpoint got failed"
+    );
+    assert_eq!(
+        router.metric(
+            "bulkhead_router_upstream_retries_total",
+            &[("backend", WEB)]
+        ),
+        None,
+        "nothing was retried"
+    );
+}
+
+#[tokio::test]
+async fn ejection_never_removes_the_last_endpoint() {
+    let both_down = [closed_port().await, closed_port().await];
+    let lone = [closed_port().await];
+    let web = EchoBackend::start("web").await;
+    let router = router_for(&[web.addr], &[("down", &both_down), ("lone", &lone)], 5).await;
+    let mut c = h1_plain(&router).await;
+    for path in ["/down", "/lone"] {
+        for i in 0..BATCH {
+            let r = send(&mut c, "GET", path, b"").await;
+            assert_eq!(
+                r.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{path} request {i}"
+            );
+        }
+    }
+    let down = web_labels("acme/down:80");
+    assert_eq!(
+        router.metric("bulkhead_router_outlier_ejections_total", &down),
+        Some(1.0),
+        "one of two endpoints ejected, never both"
+    );
+    assert_eq!(
+        router.metric("bulkhead_router_outlier_ejected_endpoints", &down),
+        Some(1.0)
+    );
+    let lone = web_labels("acme/lone:80");
+    assert_eq!(
+        router
+            .metric("bulkhead_router_outlier_ejections_total", &lone)
+            .unwrap_or(0.0),
+        0.0,
+        "a lone endpoint is never ejected"
+    );
+    let lone_errors = router.metric(
+        "bulkhead_router_upstream_errors_total",
+        &[("backend", "acme/lone:80"), ("kind", "connect")],
+    );
+    assert_eq!(
+        lone_errors,
+        Some((BATCH * 3) as f64),
+        "every request tried the lone endpoint three times (two retries)"
+    );
+    assert_eq!(send(&mut c, "GET", "/", b"").await.status, StatusCode::OK);
+}
