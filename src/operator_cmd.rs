@@ -2,17 +2,19 @@
 //! TLS Secrets, Services and EndpointSlices; serves snapshots over TLS to the edge and the routers
 //! (authenticated by `TokenReview`); applies one tenant router per Tenant; writes statuses.
 //!
-//! Only the leader (a `coordination.k8s.io` Lease in the operator's namespace) serves snapshots
-//! and writes to the cluster. A standby replica reports ready (so a rolling update can start the
-//! new pod before stopping the old one) but does not listen for snapshots; clients retry. The
-//! leader becomes ready after its first compilation, gives the Lease up on shutdown, and exits
-//! with an error if it loses the Lease, so Kubernetes restarts it as a candidate.
+//! Every replica watches and compiles, so a standby holds the compiled state and takes over at
+//! once; the leader (a `coordination.k8s.io` Lease in the operator's namespace) serves snapshot
+//! streams (acknowledgements must reach the replica that writes statuses) and writes to the
+//! cluster: statuses, children, events. A replica becomes ready after its first full compilation;
+//! the leader gives the Lease up on shutdown and exits with an error if it loses the Lease, so
+//! Kubernetes restarts it as a candidate.
 
 use anyhow::Context;
 use bulkhead_admin::{AdminServer, AdminState, Readiness};
 use bulkhead_operator::children::ChildSettings;
 use bulkhead_operator::kube::leader::LeaderElector;
 use bulkhead_operator::kube::{self as provider, OperatorConfig, TenantDirectory, TokenReviewAuth};
+use bulkhead_operator::metrics::OperatorMetrics;
 use bulkhead_snapshot_wire::{server_tls_config, SnapshotServer};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
@@ -74,11 +76,14 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
 
     let readiness = Readiness::new();
     let flag = readiness.flag("operator");
+    let metrics = OperatorMetrics::new();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
     let admin = AdminServer::bind(
         args.admin_listen,
         AdminState {
             readiness,
-            registry: Arc::new(Registry::default()),
+            registry: Arc::new(registry),
             status: None,
         },
     )
@@ -90,40 +95,64 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("operator-{}", std::process::id()));
-    let elector = LeaderElector::new(client.clone(), &args.namespace, identity.clone());
-    tracing::info!(%identity, "waiting to lead");
-    flag.set(true);
-    if !elector.acquire(&shutdown).await {
-        return Ok(());
-    }
-    flag.set(false);
-    let elector = Arc::new(elector);
+
+    // Leader election runs beside the rest: every replica watches, compiles and serves
+    // snapshots; only the leader writes (statuses, children, events).
+    let elector = Arc::new(LeaderElector::new(
+        client.clone(),
+        &args.namespace,
+        identity.clone(),
+    ));
+    let (leading_tx, leading) = watch::channel(false);
     let lost = CancellationToken::new();
-    {
+    let election = {
         let shutdown = shutdown.clone();
         let lost = lost.clone();
         let elector = Arc::clone(&elector);
+        let identity = identity.clone();
         tokio::spawn(async move {
+            tracing::info!(%identity, "waiting to lead");
+            if !elector.acquire(&shutdown).await {
+                return false;
+            }
+            tracing::info!(%identity, "leading: writing statuses, children and events");
+            leading_tx.send_replace(true);
             if !elector.hold(&shutdown).await {
                 tracing::error!("leadership lost: stopping");
                 lost.cancel();
                 shutdown.cancel();
             }
-        });
-    }
+            true
+        })
+    };
 
     let directory = TenantDirectory::new();
     let auth = TokenReviewAuth::new(client.clone(), directory.clone(), args.namespace.clone());
     let (server, acks) = SnapshotServer::new(auth);
-    let listener = TcpListener::bind(args.snapshot_listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.snapshot_listen))?;
     let serving = {
         let server = server.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move { server.serve(listener, tls, stop.cancelled_owned()).await })
+        let mut leading = leading.clone();
+        let addr = args.snapshot_listen;
+        tokio::spawn(async move {
+            // Acknowledgements must reach the replica that writes statuses: only the leader
+            // listens. Standbys compile all the same, so a takeover serves at once.
+            let led = tokio::select! {
+                () = stop.cancelled() => false,
+                r = leading.wait_for(|l| *l) => r.is_ok(),
+            };
+            if !led {
+                return Ok(());
+            }
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            tracing::info!(snapshots = %addr, "serving snapshots");
+            server.serve(listener, tls, stop.cancelled_owned()).await;
+            anyhow::Ok(())
+        })
     };
-    tracing::info!(snapshots = %args.snapshot_listen, admin = %args.admin_listen, "operator leading");
+    tracing::info!(admin = %args.admin_listen, "operator started");
 
     let (ready_tx, mut ready_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -136,18 +165,24 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             client,
             settings,
             directory,
+            metrics,
+            identity,
         },
         server,
         acks,
         ready_tx,
+        leading,
         shutdown.clone(),
     )
     .await;
     shutdown.cancel();
-    serving.await.context("snapshot server task failed")?;
+    serving.await.context("snapshot server task failed")??;
+    let led = election.await.context("leader election task failed")?;
     anyhow::ensure!(!lost.is_cancelled(), "leadership lost");
-    if let Err(e) = elector.release().await {
-        tracing::warn!(error = %e, "cannot release the leader Lease; it expires by itself");
+    if led {
+        if let Err(e) = elector.release().await {
+            tracing::warn!(error = %e, "cannot release the leader Lease; it expires by itself");
+        }
     }
     Ok(())
 }

@@ -85,6 +85,7 @@ struct TenantState {
 
 /// A status kept as compact JSON text (a `serde_json::Value` tree costs several times more), with
 /// the rest of its record; the value is parsed again only when a partition is rebuilt.
+#[derive(Debug, Clone, PartialEq)]
 struct Packed<T> {
     record: T,
     json: Box<str>,
@@ -104,6 +105,44 @@ fn pack_fragment(mut f: RouteParentFragment) -> Packed<RouteParentFragment> {
         .into_boxed_str();
     f.status = Value::Null;
     Packed { record: f, json }
+}
+
+/// A status partition as kept between rounds (rendered, written): each status packed as compact
+/// JSON, unpacked only when the partition is rendered or written again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PackedPartition(Vec<Packed<ObjectStatus>>);
+
+impl PackedPartition {
+    /// Packs statuses.
+    pub fn pack(statuses: Vec<ObjectStatus>) -> Self {
+        Self(statuses.into_iter().map(pack_status).collect())
+    }
+
+    /// The statuses, unpacked.
+    pub fn unpack(&self) -> Vec<ObjectStatus> {
+        self.0
+            .iter()
+            .map(|p| ObjectStatus {
+                status: unpack(&p.json),
+                ..p.record.clone()
+            })
+            .collect()
+    }
+
+    /// The statuses without their `status` values (for their identity: kind, namespace, name).
+    pub fn records(&self) -> impl Iterator<Item = &ObjectStatus> {
+        self.0.iter().map(|p| &p.record)
+    }
+
+    /// Number of statuses.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the partition holds no status.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 fn unpack(json: &str) -> Value {
@@ -523,11 +562,8 @@ impl Compiler {
         let content_hash = snapshot.hash.clone();
         let old = self.tenants.remove(&plan.name);
         let unchanged = old.as_ref().is_some_and(|o| o.content_hash == content_hash);
-        match &old {
-            Some(old) => self.forget(&plan.name, old, affected),
-            None => {
-                affected.insert(CLUSTER_PARTITION.to_owned());
-            }
+        if let Some(old) = &old {
+            self.forget(&plan.name, old, affected);
         }
         let published = match old {
             Some(o) if unchanged => o.published,
@@ -640,7 +676,7 @@ impl Compiler {
             statuses.extend(
                 self.tenant_statuses
                     .iter()
-                    .filter(|(t, _)| !self.tenants.contains_key(*t))
+                    .filter(|(t, _)| !self.plans.get(*t).is_some_and(|p| p.active))
                     .map(|(_, s)| s.clone()),
             );
             for key in self.contributors.keys() {

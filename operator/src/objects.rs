@@ -531,6 +531,38 @@ impl ObjectError {
 }
 
 impl Object {
+    /// Drops the parts of `status` nobody reads back, before the object is cached: statuses the
+    /// operator writes itself (Tenant, GatewayClass, Gateway, Namespace and Service statuses, and
+    /// Bulkhead's own `status.parents[]` entries of routes). Other controllers' route entries are
+    /// kept: they are carried along in our writes.
+    pub fn strip_owned_status(&mut self) {
+        use bulkhead_crds::CONTROLLER_NAME;
+        macro_rules! ours_out {
+            ($r:expr) => {
+                if let Some(status) = $r.status.as_mut() {
+                    status
+                        .parents
+                        .retain(|p| p.controller_name != CONTROLLER_NAME);
+                    if status.parents.is_empty() {
+                        $r.status = None;
+                    }
+                }
+            };
+        }
+        match self {
+            Self::Tenant(o) => o.status = None,
+            Self::Namespace(o) => o.status = None,
+            Self::GatewayClass(o) => o.status = None,
+            Self::Gateway(o) => o.status = None,
+            Self::Service(o) => o.status = None,
+            Self::HttpRoute(r) => ours_out!(r),
+            Self::GrpcRoute(r) => ours_out!(r),
+            Self::TlsRoute(r) => ours_out!(r),
+            Self::TcpRoute(r) => ours_out!(r),
+            Self::ReferenceGrant(_) | Self::Secret(_) | Self::EndpointSlice(_) => {}
+        }
+    }
+
     /// One object from its JSON form (as the API server or `kubectl get -o json` gives it), with
     /// the same checks as [`parse_documents`]; the error names the kind, object and field.
     pub fn from_json(json: Value) -> Result<Self, String> {

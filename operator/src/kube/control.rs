@@ -11,12 +11,13 @@
 //! [`run`] wires everything: watchers, this loop, the status task and the onboarding task.
 
 use super::auth::TenantDirectory;
+use super::events::{run_events, Notice, NOTICE_QUEUE};
 use super::onboarding::{run_onboarding, Desired, DesiredTenant, Onboarding};
 use super::status_writer::StatusWriter;
 use super::store::{Debounce, ObjectStore, StoreEvent};
 use super::watch::{spawn_watchers, EVENT_QUEUE, WATCHED_KINDS};
 use crate::children::ChildSettings;
-use crate::compiler::{Compiler, Endpoints, Partition};
+use crate::compiler::{Compiler, Endpoints, PackedPartition, Partition};
 use crate::index::{ObjectIndex, ROUTE_KINDS};
 use crate::metrics::OperatorMetrics;
 use crate::status::{apply_acks, stamp_transitions, ObjectStatus};
@@ -40,7 +41,7 @@ pub const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 pub const STATUS_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Statuses as they should be in the cluster, by partition (see [`crate::compiler`]).
-pub type Statuses = Arc<BTreeMap<String, Partition>>;
+pub type Statuses = Arc<BTreeMap<String, Arc<PackedPartition>>>;
 
 /// Longest one compilation round translates before it lets events and acknowledgements in;
 /// tenants left over are translated by the next round, right after.
@@ -62,7 +63,7 @@ pub struct ControlLoop<A: Authenticator> {
     /// The Tenants, by name (refreshed on cluster-wide changes).
     tenants: BTreeMap<String, Arc<Tenant>>,
     /// Statuses as rendered (acknowledgements applied, times stamped), by partition.
-    rendered: BTreeMap<String, Partition>,
+    rendered: BTreeMap<String, Arc<PackedPartition>>,
     compiles: u64,
     /// Dirty tenants are waiting in the compiler's queue: compile again right away.
     backlog: bool,
@@ -76,6 +77,7 @@ pub struct ControlLoop<A: Authenticator> {
     statuses: watch::Sender<Statuses>,
     ready: watch::Sender<bool>,
     metrics: OperatorMetrics,
+    notices: Option<mpsc::Sender<Notice>>,
 }
 
 impl<A: Authenticator> std::fmt::Debug for ControlLoop<A> {
@@ -119,6 +121,21 @@ impl<A: Authenticator> ControlLoop<A> {
             statuses,
             ready,
             metrics: OperatorMetrics::new(),
+            notices: None,
+        }
+    }
+
+    /// Sends what deserves a Kubernetes event (snapshot rejections) to `notices`.
+    pub fn with_notices(mut self, notices: mpsc::Sender<Notice>) -> Self {
+        self.notices = Some(notices);
+        self
+    }
+
+    fn notify(&self, notice: Notice) {
+        if let Some(tx) = &self.notices {
+            if tx.try_send(notice).is_err() {
+                tracing::debug!("event queue full or closed; notice dropped");
+            }
         }
     }
 
@@ -318,7 +335,7 @@ impl<A: Authenticator> ControlLoop<A> {
                 })
                 .collect();
         }
-        if served_set_changed || !out.changed.is_empty() {
+        if served_set_changed {
             self.push_desired();
         }
         // Queue bookkeeping: what is no longer queued has been translated.
@@ -367,13 +384,28 @@ impl<A: Authenticator> ControlLoop<A> {
                     tracing::debug!(subscriber = %ack.subscriber, version = ack.version, "edge snapshot acknowledged")
                 }
                 Err(reason) => {
-                    tracing::warn!(subscriber = %ack.subscriber, version = ack.version, %reason, "edge snapshot rejected")
+                    tracing::warn!(subscriber = %ack.subscriber, version = ack.version, %reason, "edge snapshot rejected");
+                    self.notify(Notice::EdgeSnapshotRejected {
+                        subscriber: ack.subscriber.clone(),
+                        version: ack.version,
+                        reason: reason.clone(),
+                    });
                 }
             }
             return;
         };
         if let Err(reason) = &ack.outcome {
             tracing::warn!(%tenant, subscriber = %ack.subscriber, version = ack.version, %reason, "tenant snapshot rejected; the router keeps the previous one");
+            self.notify(Notice::TenantSnapshotRejected {
+                uid: self
+                    .tenants
+                    .get(&tenant)
+                    .and_then(|t| t.metadata.uid.clone()),
+                tenant,
+                subscriber: ack.subscriber.clone(),
+                version: ack.version,
+                reason: reason.clone(),
+            });
             return;
         }
         if !self.published.contains_key(&tenant) {
@@ -432,19 +464,23 @@ impl<A: Authenticator> ControlLoop<A> {
             return;
         };
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        self.render_partition(name.to_owned(), ours_only(&previous), &now);
+        self.render_partition(name.to_owned(), ours_only(&previous.unpack()), &now);
         self.statuses.send_replace(Arc::new(self.rendered.clone()));
     }
 
     /// Acknowledgements, transition times (from the partition as rendered before) and other
     /// controllers' route entries applied to `base`, kept as the partition `name`.
     fn render_partition(&mut self, name: String, base: Vec<ObjectStatus>, now: &Time) {
-        let previous = self.rendered.get(&name).cloned();
-        let previous = previous.as_deref().map(Vec::as_slice).unwrap_or(&[]);
-        let mut rendered = render_statuses(&base, &self.published, &self.acked, previous, now);
+        let previous = self
+            .rendered
+            .get(&name)
+            .map(|p| p.unpack())
+            .unwrap_or_default();
+        let mut rendered = render_statuses(&base, &self.published, &self.acked, &previous, now);
         let foreign = foreign_parents(&rendered, self.store.index());
         merge_foreign_parents(&mut rendered, &foreign);
-        self.rendered.insert(name, Arc::new(rendered));
+        self.rendered
+            .insert(name, Arc::new(PackedPartition::pack(rendered)));
     }
 
     /// Tenant → version published (for tests and metrics).
@@ -635,16 +671,30 @@ pub struct OperatorConfig {
     pub settings: ChildSettings,
     /// The directory the snapshot API's authenticator reads.
     pub directory: TenantDirectory,
+    /// The control plane's metrics (registered by the caller).
+    pub metrics: OperatorMetrics,
+    /// This replica's name (the `reportingInstance` of its events).
+    pub identity: String,
 }
 
-/// Runs watchers, the control loop, the status task and the onboarding task until `shutdown`.
-/// `ready` becomes `true` after the first compilation (every initial list is in and the first
-/// snapshots are published).
+/// Waits until this replica leads; `false` when `shutdown` comes first.
+async fn until_leading(leading: &mut watch::Receiver<bool>, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        r = leading.wait_for(|l| *l) => r.is_ok(),
+    }
+}
+
+/// Runs watchers and the control loop (every replica compiles and serves snapshots), and, while
+/// `leading` says this replica holds the Lease, the writers: statuses, onboarding and events.
+/// Runs until `shutdown`. `ready` becomes `true` after the first full compilation (every initial
+/// list is in and every tenant's first snapshot is published).
 pub async fn run<A: Authenticator>(
     config: OperatorConfig,
     server: SnapshotServer<A>,
     acks: AckReceiver,
     ready: watch::Sender<bool>,
+    leading: watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) {
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
@@ -652,16 +702,43 @@ pub async fn run<A: Authenticator>(
     drop(event_tx);
     let writer = Arc::new(StatusWriter::new(config.client.clone()));
     let (desired_tx, desired_rx) = watch::channel(Desired::new());
-    let (status_tx, status_rx) = watch::channel(Statuses::default());
+    let (status_tx, mut status_rx) = watch::channel(Statuses::default());
+    let (notice_tx, notice_rx) = mpsc::channel(NOTICE_QUEUE);
+    let system_namespace = config.settings.system_namespace.clone();
     let onboarding = Onboarding::new(config.client.clone(), config.settings, Arc::clone(&writer));
-    let onboarding_task = tokio::spawn(run_onboarding(onboarding, desired_rx, shutdown.clone()));
-    let status_task = tokio::spawn(run_status_writer(writer, status_rx, shutdown.clone()));
+    let onboarding_task = {
+        let (mut leading, shutdown) = (leading.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if until_leading(&mut leading, &shutdown).await {
+                run_onboarding(onboarding, desired_rx, shutdown).await;
+            }
+        })
+    };
+    let status_task = {
+        let (mut leading, shutdown) = (leading.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if until_leading(&mut leading, &shutdown).await {
+                status_rx.mark_changed();
+                run_status_writer(writer, status_rx, shutdown).await;
+            }
+        })
+    };
+    let events_task = tokio::spawn(run_events(
+        config.client.clone(),
+        Some(config.identity.clone()),
+        system_namespace,
+        notice_rx,
+        leading,
+        shutdown.clone(),
+    ));
     ControlLoop::new(server, config.directory, desired_tx, status_tx, ready)
+        .with_metrics(config.metrics)
+        .with_notices(notice_tx)
         .run(event_rx, acks, shutdown.clone())
         .await;
     shutdown.cancel();
     watchers.shutdown().await;
-    for task in [onboarding_task, status_task] {
+    for task in [onboarding_task, status_task, events_task] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "operator task failed");
         }
@@ -758,10 +835,10 @@ endpoints: [{addresses: ["10.0.0.7"]}]
         }
     }
 
-    fn status<'a>(statuses: &'a Statuses, kind: &str, name: &str) -> &'a ObjectStatus {
+    fn status(statuses: &Statuses, kind: &str, name: &str) -> ObjectStatus {
         statuses
             .values()
-            .flat_map(|p| p.iter())
+            .flat_map(|p| p.unpack())
             .find(|s| s.kind == kind && s.metadata.name == name)
             .expect("status present")
     }
@@ -862,6 +939,54 @@ endpoints: [{addresses: ["10.0.0.7"]}]
         );
         let again = h.statuses.borrow().clone();
         assert_eq!(*again, *statuses);
+    }
+
+    #[tokio::test]
+    async fn rejections_become_notices_for_events_and_are_counted() {
+        let mut h = harness();
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut control = std::mem::replace(&mut h.control, harness().control).with_notices(tx);
+        list_everything(&mut control, Instant::now());
+        control.compile();
+        control.on_ack(
+            StreamName::tenant("acme").expect("stream"),
+            Ack {
+                subscriber: "router/acme/1".into(),
+                version: 1,
+                outcome: Err("certificate does not load".into()),
+            },
+        );
+        control.on_ack(
+            StreamName::Edge,
+            Ack {
+                subscriber: "edge/0".into(),
+                version: 1,
+                outcome: Err("bad edge".into()),
+            },
+        );
+        assert_eq!(
+            rx.try_recv().expect("tenant notice"),
+            Notice::TenantSnapshotRejected {
+                tenant: "acme".into(),
+                uid: Some("0b5c2f4e-0000-4000-8000-000000000001".into()),
+                subscriber: "router/acme/1".into(),
+                version: 1,
+                reason: "certificate does not load".into(),
+            }
+        );
+        assert!(matches!(
+            rx.try_recv().expect("edge notice"),
+            Notice::EdgeSnapshotRejected { version: 1, .. }
+        ));
+        let rejected = control
+            .metrics()
+            .acks
+            .get_or_create(&crate::metrics::AckLabel {
+                kind: "router",
+                outcome: "rejected",
+            })
+            .get();
+        assert_eq!(rejected, 1);
     }
 
     #[tokio::test]

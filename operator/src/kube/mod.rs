@@ -6,11 +6,13 @@
 //!   and [`run`], which wires everything.
 //! * [`status_writer`]: statuses written by server-side apply, only when they changed.
 //! * [`onboarding`]: each served Tenant's children server-side applied, with backoff.
+//! * [`events`]: Kubernetes Events for snapshot rejections.
 //! * [`auth`]: the snapshot API's `TokenReview` authenticator.
 //! * [`leader`]: leader election by a `Lease` in the operator's namespace.
 
 pub mod auth;
 pub mod control;
+pub mod events;
 pub mod leader;
 pub mod onboarding;
 pub mod status_writer;

@@ -8,7 +8,7 @@
 //! [`StatusWriter`], so they never undo each other's writes.
 
 use super::FIELD_MANAGER;
-use crate::compiler::Partition;
+use crate::compiler::PackedPartition;
 use crate::status::{ObjectMeta, ObjectStatus, FALSE};
 use ::kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use ::kube::Client;
@@ -149,7 +149,7 @@ pub struct StatusWriter {
     failures: Mutex<BTreeMap<String, OnboardingFailure>>,
     compiled_tenants: Mutex<BTreeMap<String, ObjectStatus>>,
     /// The partitions last synced without failure (compared by pointer).
-    synced: Mutex<BTreeMap<String, Partition>>,
+    synced: Mutex<BTreeMap<String, Arc<PackedPartition>>>,
 }
 
 impl std::fmt::Debug for StatusWriter {
@@ -257,7 +257,10 @@ impl StatusWriter {
     /// pointer, so an unchanged partition costs nothing): every status of such a partition that
     /// differs from what was written, forgetting objects no longer listed. A partition with a
     /// failed write is retried whole by the next call.
-    pub async fn sync_partitions(&self, current: &BTreeMap<String, Partition>) -> SyncReport {
+    pub async fn sync_partitions(
+        &self,
+        current: &BTreeMap<String, Arc<PackedPartition>>,
+    ) -> SyncReport {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let mut report = SyncReport::default();
         let previous =
@@ -269,20 +272,21 @@ impl StatusWriter {
                 Some(new) if Arc::ptr_eq(new, old) => {
                     synced.insert(name.clone(), Arc::clone(new));
                 }
-                _ => stale.extend(old.iter().map(status_key)),
+                _ => stale.extend(old.records().map(status_key)),
             }
         }
-        let changed: Vec<(&String, &Partition)> = current
+        let changed: Vec<(&String, &Arc<PackedPartition>, Vec<ObjectStatus>)> = current
             .iter()
             .filter(|(name, _)| !synced.contains_key(*name))
+            .map(|(name, p)| (name, p, p.unpack()))
             .collect();
         {
             let mut tenants = self
                 .compiled_tenants
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            for (_, partition) in &changed {
-                for s in partition.iter() {
+            for (_, _, statuses) in &changed {
+                for s in statuses {
                     stale.remove(&status_key(s));
                     if s.kind == "Tenant" {
                         tenants.insert(s.metadata.name.clone(), s.clone());
@@ -297,9 +301,9 @@ impl StatusWriter {
                 }
             }
         }
-        for (name, partition) in changed {
+        for (name, partition, statuses) in changed {
             let mut ok = true;
-            for s in self.pending(partition, &now) {
+            for s in self.pending(&statuses, &now) {
                 match self.write(&s).await {
                     Ok(()) => report.written += 1,
                     Err(e) => {

@@ -1,5 +1,6 @@
 //! Watchers: one kube-rs `watcher` per kind the translator reads, with the default backoff,
-//! metadata stripped ([`strip_metadata`]) before anything is cached, feeding [`StoreEvent`]s to
+//! metadata stripped ([`strip_metadata`]) and statuses we write ourselves dropped
+//! ([`Object::strip_owned_status`]) before anything is cached, feeding [`StoreEvent`]s to
 //! the control loop over one bounded channel (a slow control loop slows the watchers down rather
 //! than growing memory).
 //!
@@ -157,12 +158,17 @@ pub fn store_event<K>(
 where
     K: Resource,
 {
+    let cached = |o: K| {
+        let mut o = wrap(o);
+        o.strip_owned_status();
+        o
+    };
     match event.modify(|o| strip_metadata(o.meta_mut())) {
         watcher::Event::Init => StoreEvent::Init(kind),
-        watcher::Event::InitApply(o) => StoreEvent::InitApply(wrap(o)),
+        watcher::Event::InitApply(o) => StoreEvent::InitApply(cached(o)),
         watcher::Event::InitDone => StoreEvent::InitDone(kind),
-        watcher::Event::Apply(o) => StoreEvent::Apply(wrap(o)),
-        watcher::Event::Delete(o) => StoreEvent::Delete(wrap(o)),
+        watcher::Event::Apply(o) => StoreEvent::Apply(cached(o)),
+        watcher::Event::Delete(o) => StoreEvent::Delete(cached(o)),
     }
 }
 
@@ -258,6 +264,42 @@ mod tests {
             store_event("Service", watcher::Event::Delete(service), wrap),
             StoreEvent::Delete(Object::Service(_))
         ));
+    }
+
+    #[test]
+    fn our_route_status_entries_are_not_cached_but_other_controllers_are() {
+        let route: HttpRoute = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "app", "namespace": "a"},
+            "spec": {"parentRefs": [{"name": "web"}]},
+            "status": {"parents": [
+                {"parentRef": {"name": "web"}, "controllerName": bulkhead_crds::CONTROLLER_NAME,
+                 "conditions": []},
+                {"parentRef": {"name": "other"}, "controllerName": "example.com/other",
+                 "conditions": []}
+            ]}
+        }))
+        .expect("route");
+        let wrap: fn(HttpRoute) -> Object = |o| Object::HttpRoute(Box::new(o));
+        let StoreEvent::Apply(Object::HttpRoute(cached)) =
+            store_event("HTTPRoute", watcher::Event::Apply(route.clone()), wrap)
+        else {
+            panic!("not an HTTPRoute apply");
+        };
+        let parents = &cached.status.as_ref().expect("status kept").parents;
+        assert_eq!(parents.len(), 1);
+        assert_eq!(parents[0].controller_name, "example.com/other");
+
+        let mut only_ours = route;
+        if let Some(status) = only_ours.status.as_mut() {
+            status.parents.truncate(1);
+        }
+        let StoreEvent::Apply(Object::HttpRoute(cached)) =
+            store_event("HTTPRoute", watcher::Event::Apply(only_ours), wrap)
+        else {
+            panic!("not an HTTPRoute apply");
+        };
+        assert!(cached.status.is_none(), "nothing left to cache");
     }
 
     use crate::kube::testing::{failure, query_param, respond_json, MockApi};
