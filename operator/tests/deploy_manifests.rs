@@ -795,6 +795,7 @@ fn registered_metrics() -> BTreeSet<String> {
     for (file, prefix) in [
         ("edge/src/metrics.rs", "bulkhead_edge_"),
         ("tenant-router/src/metrics.rs", "bulkhead_router_"),
+        ("operator/src/metrics.rs", "bulkhead_operator_"),
     ] {
         let text = std::fs::read_to_string(repo_root().join(file)).expect("metrics source");
         for cap in register.captures_iter(&text) {
@@ -820,7 +821,7 @@ fn dashboard_uses_only_real_metric_names() {
         known.contains("bulkhead_edge_connections_total"),
         "{known:?}"
     );
-    let metric = regex::Regex::new(r"bulkhead_(edge|router)_[a-z_]+").expect("regex");
+    let metric = regex::Regex::new(r"bulkhead_(edge|router|operator)_[a-z_]+").expect("regex");
     let mut exprs = 0;
     let mut used = BTreeSet::new();
     for panel in dashboard["panels"].as_array().expect("panels") {
@@ -841,6 +842,7 @@ fn dashboard_uses_only_real_metric_names() {
     assert!(exprs >= 10, "the dashboard has real panels");
     assert!(used.iter().any(|m| m.starts_with("bulkhead_edge_")));
     assert!(used.iter().any(|m| m.starts_with("bulkhead_router_")));
+    assert!(used.iter().any(|m| m.starts_with("bulkhead_operator_")));
 }
 
 #[test]

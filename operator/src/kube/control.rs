@@ -102,7 +102,7 @@ impl<A: Authenticator> ControlLoop<A> {
         ready: watch::Sender<bool>,
     ) -> Self {
         Self {
-            store: ObjectStore::new(WATCHED_KINDS),
+            store: ObjectStore::new(WATCHED_KINDS).with_parking(),
             compiler: Compiler::new(),
             server,
             directory,

@@ -7,6 +7,10 @@
 //! - [`ObjectStore::is_synced`] is the gate before the first compilation: every watched kind has
 //!   finished its initial list. Compiling earlier would publish snapshots missing routes or
 //!   certificates and flap statuses.
+//! - With [`ObjectStore::with_parking`] (the operator), Secrets, Services and EndpointSlices
+//!   outside every admitted namespace (a Tenant's namespace, or one holding a ReferenceGrant) are
+//!   dropped from the index early and parked as compact JSON: churn in the rest of the cluster
+//!   costs no compilation; they are indexed when their namespace is admitted.
 //! - [`strip_metadata`] drops what the translator never reads (`managedFields`, annotations
 //!   outside `bulkhead.dev/`) before an object is cached.
 //! - [`router_endpoints`] finds each served tenant's router addresses (for the edge snapshot) in
@@ -19,7 +23,7 @@ use crate::objects::{Object, ObjectSet};
 use bulkhead_crds::snapshot::RouterEndpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -61,7 +65,17 @@ pub struct ObjectStore {
     kinds: BTreeMap<&'static str, KindState>,
     index: ObjectIndex,
     changes: Changes,
+    /// Namespaces whose [`PARKED_KINDS`] objects are indexed (`None`: all of them).
+    admitted: Option<BTreeSet<String>>,
+    /// Namespace → (kind, name) → compact JSON of objects of [`PARKED_KINDS`] outside admitted
+    /// namespaces: kept, but neither indexed nor compiled.
+    parked: HashMap<String, BTreeMap<(&'static str, String), Box<str>>>,
 }
+
+/// Kinds parked outside admitted namespaces: the bulk of a cluster (every namespace has
+/// Services and EndpointSlices, and they churn) that no tenant can use until its namespace is
+/// onboarded or grants access with a ReferenceGrant.
+pub const PARKED_KINDS: [&str; 3] = ["Secret", "Service", "EndpointSlice"];
 
 impl ObjectStore {
     /// A store for the given kinds (as [`Object::kind`] names them); events of other kinds are
@@ -71,7 +85,101 @@ impl ObjectStore {
             kinds: kinds.iter().map(|k| (*k, KindState::default())).collect(),
             index: ObjectIndex::new(),
             changes: Changes::default(),
+            admitted: None,
+            parked: HashMap::new(),
         }
+    }
+
+    /// Parks Secrets, Services and EndpointSlices outside admitted namespaces (a Tenant's
+    /// namespace, or one holding a ReferenceGrant) instead of indexing them: churn there costs no
+    /// compilation, and they are kept as compact JSON. They are indexed when their namespace is
+    /// admitted.
+    pub fn with_parking(mut self) -> Self {
+        self.admitted = Some(BTreeSet::new());
+        self
+    }
+
+    fn is_parked_kind(kind: &str) -> bool {
+        PARKED_KINDS.contains(&kind)
+    }
+
+    /// Whether objects of `kind` in `ns` go to the parking instead of the index.
+    fn parks(&self, kind: &str, ns: &str) -> bool {
+        Self::is_parked_kind(kind) && self.admitted.as_ref().is_some_and(|a| !a.contains(ns))
+    }
+
+    fn park(&mut self, object: &Object) {
+        let meta = object.metadata();
+        let ns = meta.namespace.clone().unwrap_or_default();
+        let name = meta.name.clone().unwrap_or_default();
+        let json = match object {
+            Object::Secret(o) => serde_json::to_string(o),
+            Object::Service(o) => serde_json::to_string(o),
+            Object::EndpointSlice(o) => serde_json::to_string(o),
+            _ => return,
+        };
+        match json {
+            Ok(json) => {
+                self.parked
+                    .entry(ns)
+                    .or_default()
+                    .insert((object.kind(), name), json.into_boxed_str());
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot park an object; it is dropped"),
+        }
+    }
+
+    fn unpark(&mut self, kind: &'static str, ns: &str, name: &str) {
+        if let Some(names) = self.parked.get_mut(ns) {
+            names.remove(&(kind, name.to_owned()));
+            if names.is_empty() {
+                self.parked.remove(ns);
+            }
+        }
+    }
+
+    /// Recomputes the admitted namespaces after a Tenant or ReferenceGrant change and indexes
+    /// what was parked in newly admitted ones.
+    fn readmit(&mut self) {
+        let Some(old) = &self.admitted else {
+            return;
+        };
+        let mut admitted: BTreeSet<String> = self
+            .index
+            .of_kind("Tenant")
+            .filter_map(|o| match o {
+                Object::Tenant(t) => Some(t.spec.namespace.clone()),
+                _ => None,
+            })
+            .collect();
+        admitted.extend(
+            self.index
+                .of_kind("ReferenceGrant")
+                .filter_map(|o| o.metadata().namespace.clone()),
+        );
+        let newly: Vec<String> = admitted.difference(old).cloned().collect();
+        self.admitted = Some(admitted);
+        for ns in newly {
+            let Some(names) = self.parked.remove(&ns) else {
+                continue;
+            };
+            for json in names.into_values() {
+                let object = serde_json::from_str(&json)
+                    .map_err(|e| e.to_string())
+                    .and_then(Object::from_json);
+                match object {
+                    Ok(o) => self.index.upsert(o, &mut self.changes),
+                    Err(e) => {
+                        tracing::warn!(namespace = %ns, error = %e, "cannot index a parked object")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Objects parked (for tests and metrics).
+    pub fn parked(&self) -> usize {
+        self.parked.values().map(BTreeMap::len).sum()
     }
 
     /// Applies one event; returns whether the visible objects may have changed.
@@ -93,28 +201,51 @@ impl ObjectStore {
                     let objects = state.relisting.take().unwrap_or_default();
                     let first = !state.synced;
                     state.synced = true;
-                    self.index.replace_kind(kind, objects, &mut self.changes);
+                    let (indexed, parked): (Vec<Object>, Vec<Object>) =
+                        objects.into_iter().partition(|o| {
+                            !self.parks(kind, o.metadata().namespace.as_deref().unwrap_or_default())
+                        });
+                    if Self::is_parked_kind(kind) {
+                        for names in self.parked.values_mut() {
+                            names.retain(|(k, _), _| *k != kind);
+                        }
+                        self.parked.retain(|_, names| !names.is_empty());
+                        for o in &parked {
+                            self.park(o);
+                        }
+                    }
+                    self.index.replace_kind(kind, indexed, &mut self.changes);
                     if first {
                         // A kind's first list can matter even when empty (nothing was gated).
                         self.changes.events += 1;
                     }
+                    if matches!(kind, "Tenant" | "ReferenceGrant") {
+                        self.readmit();
+                    }
                 }
             }
             StoreEvent::Apply(object) => {
-                if self.kinds.contains_key(object.kind()) {
-                    self.index.upsert(object, &mut self.changes);
+                let kind = object.kind();
+                if self.kinds.contains_key(kind) {
+                    let ns = object.metadata().namespace.clone().unwrap_or_default();
+                    if self.parks(kind, &ns) {
+                        self.park(&object);
+                    } else {
+                        self.index.upsert(object, &mut self.changes);
+                        if matches!(kind, "Tenant" | "ReferenceGrant") {
+                            self.readmit();
+                        }
+                    }
                 }
             }
             StoreEvent::Delete(object) => {
                 let kind = object.kind();
                 if self.kinds.contains_key(kind) {
                     let meta = object.metadata();
-                    self.index.remove(
-                        kind,
-                        meta.namespace.as_deref().unwrap_or_default(),
-                        meta.name.as_deref().unwrap_or_default(),
-                        &mut self.changes,
-                    );
+                    let ns = meta.namespace.as_deref().unwrap_or_default();
+                    let name = meta.name.as_deref().unwrap_or_default();
+                    self.unpark(kind, ns, name);
+                    self.index.remove(kind, ns, name, &mut self.changes);
                 }
             }
         }
@@ -488,5 +619,55 @@ endpoints: [{addresses: ["10.9.9.9"]}]
         assert_eq!(d.deadline(), Some(t0 + Debounce::MAX_DELAY));
         d.clear();
         assert_eq!(d.deadline(), None);
+    }
+
+    fn grant(ns: &str) -> Object {
+        one(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: g, namespace: {ns}}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: team-a}}]\n  to: [{{group: \"\", kind: Service}}]\n"
+        ))
+    }
+
+    fn list(store: &mut ObjectStore, kind: &'static str, objects: Vec<Object>) {
+        store.apply(StoreEvent::Init(kind));
+        for o in objects {
+            store.apply(StoreEvent::InitApply(o));
+        }
+        store.apply(StoreEvent::InitDone(kind));
+    }
+
+    #[test]
+    fn services_outside_admitted_namespaces_are_parked_until_admitted() {
+        let mut store = ObjectStore::new(&["Tenant", "ReferenceGrant", "Service"]).with_parking();
+        // Services listed before the Tenants: parked, then indexed when the Tenant list arrives.
+        list(
+            &mut store,
+            "Service",
+            vec![service("team-a", "web"), service("kube-system", "dns")],
+        );
+        assert!(service_names(&store).is_empty());
+        assert_eq!(store.parked(), 2);
+        list(&mut store, "Tenant", vec![tenant("acme", "team-a")]);
+        list(&mut store, "ReferenceGrant", vec![]);
+        assert_eq!(service_names(&store), ["web"]);
+        assert_eq!(store.parked(), 1);
+        let _ = store.take_changes();
+
+        // Churn in a parked namespace changes nothing the compiler sees.
+        assert!(!store.apply(StoreEvent::Apply(service("kube-system", "metrics"))));
+        assert!(store.take_changes().is_empty());
+        assert_eq!(store.parked(), 2);
+
+        // A ReferenceGrant admits its namespace: its parked objects are indexed.
+        assert!(store.apply(StoreEvent::Apply(grant("kube-system"))));
+        assert_eq!(service_names(&store), ["dns", "metrics", "web"]);
+        assert_eq!(store.parked(), 0);
+        let changes = store.take_changes();
+        assert!(changes.touched.contains_key("kube-system"), "{changes:?}");
+
+        // Deleting a parked object forgets it.
+        store.apply(StoreEvent::Apply(service("other", "x")));
+        assert_eq!(store.parked(), 1);
+        store.apply(StoreEvent::Delete(service("other", "x")));
+        assert_eq!(store.parked(), 0);
     }
 }
