@@ -86,28 +86,38 @@ fn main() -> anyhow::Result<()> {
     }
     .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        match cli.command {
-            Command::Standalone(args) => standalone::run(args).await,
-            Command::Quickstart(args) => quickstart::run(args).await,
-            Command::BenchCandidate => bench::run().await,
-            Command::BenchOperator(args) => bench_operator::run(args).await,
-            Command::DemoBackend { listen, name } => demo::serve_forever(listen, name).await,
-            Command::Crds { out } => {
-                let yaml = bulkhead_crds::crd_yaml().context("cannot render the CRDs")?;
-                match out {
-                    Some(path) => std::fs::write(&path, yaml)
-                        .with_context(|| format!("cannot write {}", path.display())),
-                    None => {
-                        print!("{yaml}");
-                        Ok(())
-                    }
+        let otel = telemetry::init_tracing()?;
+        let result = run(cli.command).await;
+        if let Some(otel) = otel {
+            otel.shutdown().await;
+        }
+        result
+    })
+}
+
+/// Runs one subcommand to its end.
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Standalone(args) => standalone::run(args).await,
+        Command::Quickstart(args) => quickstart::run(args).await,
+        Command::BenchCandidate => bench::run().await,
+        Command::BenchOperator(args) => bench_operator::run(args).await,
+        Command::DemoBackend { listen, name } => demo::serve_forever(listen, name).await,
+        Command::Crds { out } => {
+            let yaml = bulkhead_crds::crd_yaml().context("cannot render the CRDs")?;
+            match out {
+                Some(path) => std::fs::write(&path, yaml)
+                    .with_context(|| format!("cannot write {}", path.display())),
+                None => {
+                    print!("{yaml}");
+                    Ok(())
                 }
             }
-            Command::Edge(args) => cluster::run_edge(args).await,
-            Command::Router(args) => cluster::run_router(args).await,
-            Command::Operator(args) => operator_cmd::run(args).await,
         }
-    })
+        Command::Edge(args) => cluster::run_edge(args).await,
+        Command::Router(args) => cluster::run_router(args).await,
+        Command::Operator(args) => operator_cmd::run(args).await,
+    }
 }
 
 /// Worker threads: `BULKHEAD_WORKERS` if set (the benchmark harness sets 1), else one per core.

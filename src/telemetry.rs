@@ -1,6 +1,32 @@
-//! Logging set-up: `tracing` to standard error, filtered by `RUST_LOG` (default `info`).
+//! Logging and tracing set-up. Logs: `tracing` to standard error, filtered by `RUST_LOG` (default
+//! `info`). Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is
+//! set, the tenant routers' request spans are exported over OTLP/HTTP (protobuf) by a batch span
+//! processor on the async runtime, with the W3C trace context propagator; the service name is
+//! `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`), else `bulkhead`. The
+//! other standard `OTEL_*` variables (headers, timeout, sampler, batch sizes) apply as the
+//! OpenTelemetry SDK reads them. Unset, nothing of OpenTelemetry is initialised.
 
+use anyhow::Context;
+use opentelemetry::global;
+use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::runtime;
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
 use tracing_subscriber::EnvFilter;
+
+/// Environment variables any one of which turns on trace export (the OTLP exporter reads them).
+const OTLP_ENDPOINT_VARS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+];
+
+/// The service name when the environment names none.
+const DEFAULT_SERVICE_NAME: &str = "bulkhead";
+
+/// The prefix of the service name the SDK falls back to when the environment names none.
+const UNKNOWN_SERVICE: &str = "unknown_service";
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -20,5 +46,173 @@ pub fn init(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// OpenTelemetry trace export, running; [`Tracing::shutdown`] flushes it.
+#[derive(Debug)]
+pub struct Tracing {
+    provider: SdkTracerProvider,
+}
+
+/// Starts OTLP trace export and turns on the routers' request spans when an OTLP endpoint variable
+/// is set; `Ok(None)`, with nothing initialised, when none is. Must run inside the tokio runtime
+/// (the batch span processor is a task on it).
+pub fn init_tracing() -> anyhow::Result<Option<Tracing>> {
+    if !otlp_configured(|name| std::env::var(name).ok()) {
+        return Ok(None);
+    }
+    let provider = tracer_provider(None).context("cannot set up OTLP trace export")?;
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    global::set_tracer_provider(provider.clone());
+    bulkhead_router::enable_tracing();
+    tracing::info!("exporting OpenTelemetry traces over OTLP/HTTP");
+    Ok(Some(Tracing { provider }))
+}
+
+impl Tracing {
+    /// Exports the spans still buffered, then stops the exporter.
+    pub async fn shutdown(self) {
+        let provider = self.provider;
+        // The SDK blocks until the processor task (on this runtime) has exported: off the runtime.
+        match tokio::task::spawn_blocking(move || provider.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "OpenTelemetry trace export did not flush"),
+            Err(error) => tracing::warn!(%error, "OpenTelemetry shutdown task failed"),
+        }
+    }
+}
+
+/// Whether any OTLP endpoint variable is set to something non-empty (`get` reads one).
+fn otlp_configured(get: impl Fn(&str) -> Option<String>) -> bool {
+    OTLP_ENDPOINT_VARS
+        .iter()
+        .any(|name| get(name).is_some_and(|v| !v.trim().is_empty()))
+}
+
+/// The tracer provider: OTLP/HTTP protobuf export to `endpoint` (the full URL of the traces
+/// path) or, when `None`, to the endpoint the standard variables name; a batch span processor on
+/// the tokio runtime; the resource the environment describes, named `bulkhead` by default.
+fn tracer_provider(
+    endpoint: Option<&str>,
+) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    let mut exporter = SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary);
+    if let Some(endpoint) = endpoint {
+        exporter = exporter.with_endpoint(endpoint);
+    }
+    let processor = BatchSpanProcessor::builder(exporter.build()?, runtime::Tokio).build();
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(resource())
+        .build())
+}
+
+/// The resource from the environment (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`), with the
+/// service name `bulkhead` when they name none.
+fn resource() -> Resource {
+    let detected = Resource::builder().build();
+    let named = detected
+        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .is_some_and(|name| !name.as_str().starts_with(UNKNOWN_SERVICE));
+    if named {
+        detected
+    } else {
+        Resource::builder()
+            .with_service_name(DEFAULT_SERVICE_NAME)
+            .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use opentelemetry::trace::{Span, Tracer, TracerProvider};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message;
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+
+    /// Starts an OTLP/HTTP receiver on loopback that keeps every decoded `POST /v1/traces`.
+    async fn receiver() -> (String, Arc<Mutex<Vec<ExportTraceServiceRequest>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let store = Arc::clone(&kept);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let store = Arc::clone(&store);
+                let service = service_fn(move |req: hyper::Request<Incoming>| {
+                    let store = Arc::clone(&store);
+                    async move {
+                        let path_ok = req.method() == "POST" && req.uri().path() == "/v1/traces";
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let mut resp = hyper::Response::new(Full::<Bytes>::default());
+                        match ExportTraceServiceRequest::decode(body) {
+                            Ok(export) if path_ok => store.lock().unwrap().push(export),
+                            _ => *resp.status_mut() = hyper::StatusCode::BAD_REQUEST,
+                        }
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        (url, kept)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spans_are_exported_as_otlp_protobuf_and_flushed_on_shutdown() {
+        let (url, kept) = receiver().await;
+        let provider = tracer_provider(Some(&url)).unwrap();
+        let mut span = provider.tracer("test").start("flushed-span");
+        span.end();
+        // The batch interval is seconds away: only the shutdown flush can have exported it.
+        Tracing { provider }.shutdown().await;
+        let exports = kept.lock().unwrap();
+        let resource = exports
+            .iter()
+            .flat_map(|e| &e.resource_spans)
+            .find(|r| {
+                r.scope_spans
+                    .iter()
+                    .flat_map(|s| &s.spans)
+                    .any(|s| s.name == "flushed-span")
+            })
+            .expect("span exported on shutdown");
+        let service = resource
+            .resource
+            .as_ref()
+            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| v.value.clone());
+        let expected = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
+        assert_eq!(service, Some(Value::StringValue(expected)));
+    }
+
+    #[test]
+    fn export_is_on_only_with_an_endpoint() {
+        assert!(!otlp_configured(|_| None));
+        assert!(!otlp_configured(|_| Some("  ".into())));
+        assert!(otlp_configured(|name| {
+            (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "http://collector:4318".into())
+        }));
+        assert!(otlp_configured(|name| {
+            (name == "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .then(|| "http://collector:4318/v1/traces".into())
+        }));
     }
 }

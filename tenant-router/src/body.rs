@@ -9,6 +9,7 @@ use crate::balance::OutstandingGuard;
 use crate::metrics::{
     RequestLabels, RouteLabels, RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
 };
+use crate::otel::{Completion, RequestSpan};
 use bytes::Bytes;
 use http::Method;
 use http_body::{Body, Frame, SizeHint};
@@ -90,11 +91,23 @@ pub(crate) struct RequestRecord {
     pub(crate) start: Instant,
     /// Keeps the endpoint's in-flight count up until the response ends.
     pub(crate) guard: Option<OutstandingGuard>,
+    /// The request's OpenTelemetry span (only while tracing is on).
+    pub(crate) span: Option<RequestSpan>,
 }
 
 impl RequestRecord {
-    fn finish(self, bytes: u64, outcome: Outcome) {
+    fn finish(mut self, bytes: u64, outcome: Outcome) {
         let elapsed = self.start.elapsed();
+        if let Some(span) = self.span.take() {
+            span.finish(&Completion {
+                status: self.status,
+                route: &self.route,
+                backend: &self.backend,
+                request_id: &self.request_id,
+                failure: matches!(outcome, Outcome::Timeout | Outcome::UpstreamError)
+                    .then(|| outcome.as_str()),
+            });
+        }
         tracing::info!(
             target: "access",
             tenant = %self.tenant,

@@ -14,6 +14,10 @@
 //! compiled into an immutable configuration and swapped in atomically, or refused (and acknowledged
 //! with the reason) while the previous one keeps serving. A connection keeps the configuration it
 //! was accepted with.
+//!
+//! With [`enable_tracing`] (the `bulkhead` binary calls it when `OTEL_EXPORTER_OTLP_ENDPOINT` is set),
+//! every request gets an OpenTelemetry server span whose parent is the client's `traceparent`, and
+//! the backend request carries a `traceparent` naming that span.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -25,6 +29,7 @@ mod http;
 mod limits;
 mod listener;
 mod metrics;
+mod otel;
 mod outlier;
 mod router;
 mod upstream;
@@ -34,4 +39,5 @@ pub use compile::matcher::MAX_REGEX_SIZE;
 pub use error::{CompileError, RouterError};
 pub use limits::*;
 pub use metrics::RouterMetrics;
+pub use otel::{enable_tracing, tracing_enabled, TRACER_NAME};
 pub use router::{Router, RouterConfig};

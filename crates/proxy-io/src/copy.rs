@@ -2,8 +2,10 @@
 //! dropped or reordered), half-close propagated per direction (EOF read on one side → FIN written to
 //! the other, while the other direction keeps flowing), and an idle deadline over both directions.
 //!
-//! Memory: one buffer per direction, [`COPY_BUFFER_SIZE`] at first, growing to
-//! [`MAX_COPY_BUFFER_SIZE`] while reads keep filling it.
+//! Memory: one buffer per direction, [`COPY_BUFFER_SIZE`] at first (small, because most
+//! forwarded connections sit idle: WebSockets, keep-alive, gRPC streams), doubling up to
+//! [`MAX_COPY_BUFFER_SIZE`] while reads keep filling it (a bulk flow reaches 64 KiB reads after
+//! six full reads).
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -13,8 +15,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// Bytes buffered per direction.
-pub const COPY_BUFFER_SIZE: usize = 8 * 1024;
+/// Bytes buffered per direction at first.
+pub const COPY_BUFFER_SIZE: usize = 1024;
 /// Largest buffer one direction grows to: a read that fills the buffer doubles it, up to this size,
 /// so bulk transfers make few large syscalls while idle and interactive connections stay small.
 pub const MAX_COPY_BUFFER_SIZE: usize = 64 * 1024;

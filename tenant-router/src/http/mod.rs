@@ -18,6 +18,7 @@ use crate::limits::RouterLimits;
 use crate::metrics::{
     RetryLabels, RetryReason, RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
 };
+use crate::otel::{Arrival, RequestSpan};
 use crate::outlier::{Health, OutlierPolicy};
 use crate::upstream::{UpstreamError, Upstreams};
 use bulkhead_crds::snapshot::BackendProtocol;
@@ -101,7 +102,17 @@ pub(crate) async fn serve_request(
         request_id: String::new(),
         start,
         guard: None,
+        span: None,
     };
+    record.span = RequestSpan::start(
+        &req,
+        &Arrival {
+            tenant: &ctx.shared.tenant,
+            scheme: ctx.scheme(),
+            client: ctx.client,
+            host: &record.host,
+        },
+    );
     let (response, deadline) = match route_and_forward(&ctx, req, &mut record, start).await {
         Ok(forwarded) => forwarded,
         Err(local) => (local, None),
@@ -283,6 +294,9 @@ async fn route_and_forward(
         ctx.scheme(),
         original_host.as_ref(),
     );
+    if let Some(span) = &record.span {
+        span.inject(&mut parts.headers);
+    }
     let host_authority = upstream_host.to_str().unwrap_or_default().to_owned();
     let uri_authority = match backend.protocol {
         BackendProtocol::H2c => {
