@@ -34,6 +34,11 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// Annotation set on a cached route (never written to the cluster) whose `status.parents` holds
+/// an entry of Bulkhead's: if no Gateway of ours accepts the route any more, the entry must be
+/// removed.
+pub const HAS_OUR_PARENTS_ANNOTATION: &str = "bulkhead.dev/has-status-parents";
+
 /// Namespace given to namespaced objects that name none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
@@ -533,16 +538,24 @@ impl ObjectError {
 impl Object {
     /// Drops the parts of `status` nobody reads back, before the object is cached: statuses the
     /// operator writes itself (Tenant, GatewayClass, Gateway, Namespace and Service statuses, and
-    /// Bulkhead's own `status.parents[]` entries of routes). Other controllers' route entries are
-    /// kept: they are carried along in our writes.
+    /// Bulkhead's own `status.parents[]` entries of routes, leaving the cache-only annotation
+    /// [`HAS_OUR_PARENTS_ANNOTATION`] to say they were there). Other controllers' route entries
+    /// are kept: they are carried along in our writes.
     pub fn strip_owned_status(&mut self) {
         use bulkhead_crds::CONTROLLER_NAME;
         macro_rules! ours_out {
             ($r:expr) => {
                 if let Some(status) = $r.status.as_mut() {
+                    let before = status.parents.len();
                     status
                         .parents
                         .retain(|p| p.controller_name != CONTROLLER_NAME);
+                    if status.parents.len() != before {
+                        $r.metadata
+                            .annotations
+                            .get_or_insert_with(Default::default)
+                            .insert(HAS_OUR_PARENTS_ANNOTATION.to_owned(), "true".to_owned());
+                    }
                     if status.parents.is_empty() {
                         $r.status = None;
                     }

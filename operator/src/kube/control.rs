@@ -17,7 +17,7 @@ use super::status_writer::StatusWriter;
 use super::store::{Debounce, ObjectStore, StoreEvent};
 use super::watch::{spawn_watchers, EVENT_QUEUE, WATCHED_KINDS};
 use crate::children::ChildSettings;
-use crate::compiler::{Compiler, Endpoints, PackedPartition, Partition};
+use crate::compiler::{Compiler, Endpoints, PackedPartition, Partition, CLUSTER_PARTITION};
 use crate::index::{ObjectIndex, ROUTE_KINDS};
 use crate::metrics::OperatorMetrics;
 use crate::status::{apply_acks, stamp_transitions, ObjectStatus};
@@ -477,6 +477,21 @@ impl<A: Authenticator> ControlLoop<A> {
             .map(|p| p.unpack())
             .unwrap_or_default();
         let mut rendered = render_statuses(&base, &self.published, &self.acked, &previous, now);
+        let index = self.store.index();
+        let detached = if name == CLUSTER_PARTITION {
+            let compiler = &self.compiler;
+            let namespaces: std::collections::BTreeSet<&str> = ROUTE_KINDS
+                .iter()
+                .flat_map(|k| index.of_kind(k))
+                .filter_map(|r| r.metadata().namespace.as_deref())
+                .filter(|ns| compiler.tenant_of_namespace(ns).is_none())
+                .collect();
+            detached_routes(namespaces.into_iter(), &rendered, index)
+        } else {
+            let ns = self.compiler.tenant(&name).map(|t| t.namespace.clone());
+            detached_routes(ns.as_deref().into_iter(), &rendered, index)
+        };
+        rendered.extend(detached);
         let foreign = foreign_parents(&rendered, self.store.index());
         merge_foreign_parents(&mut rendered, &foreign);
         self.rendered
@@ -549,6 +564,58 @@ pub fn foreign_parents(statuses: &[ObjectStatus], index: &ObjectIndex) -> Foreig
             Some(Object::TlsRoute(r)) => collect(&mut out, kind, &r.metadata, r.status.as_ref()),
             Some(Object::TcpRoute(r)) => collect(&mut out, kind, &r.metadata, r.status.as_ref()),
             _ => {}
+        }
+    }
+    out
+}
+
+/// Routes in `namespaces` whose status in the cluster still holds an entry of ours (see
+/// [`crate::objects::HAS_OUR_PARENTS_ANNOTATION`]) although no Gateway of ours lists them in
+/// `current` any more: each gets a status without entries of ours, so the stale ones are removed
+/// (other controllers' entries are merged in after).
+fn detached_routes<'a>(
+    namespaces: impl Iterator<Item = &'a str>,
+    current: &[ObjectStatus],
+    index: &ObjectIndex,
+) -> Vec<ObjectStatus> {
+    let listed: std::collections::BTreeSet<(&str, Option<&str>, &str)> = current
+        .iter()
+        .map(|s| {
+            (
+                s.kind.as_str(),
+                s.metadata.namespace.as_deref(),
+                s.metadata.name.as_str(),
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    for ns in namespaces {
+        for kind in ROUTE_KINDS {
+            for route in index.in_namespace(kind, ns) {
+                let meta = route.metadata();
+                let marked = meta
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(crate::objects::HAS_OUR_PARENTS_ANNOTATION));
+                let name = meta.name.as_deref().unwrap_or_default();
+                if !marked || listed.contains(&(kind, Some(ns), name)) {
+                    continue;
+                }
+                let version = match route {
+                    crate::objects::Object::TcpRoute(_) => "gateway.networking.k8s.io/v1alpha2",
+                    _ => "gateway.networking.k8s.io/v1",
+                };
+                out.push(ObjectStatus {
+                    api_version: version.to_owned(),
+                    kind: kind.to_owned(),
+                    metadata: crate::status::ObjectMeta {
+                        namespace: Some(ns.to_owned()),
+                        name: name.to_owned(),
+                    },
+                    status: serde_json::json!({ "parents": [] }),
+                    tenant: None,
+                });
+            }
         }
     }
     out
@@ -939,6 +1006,52 @@ endpoints: [{addresses: ["10.0.0.7"]}]
         );
         let again = h.statuses.borrow().clone();
         assert_eq!(*again, *statuses);
+    }
+
+    #[tokio::test]
+    async fn a_route_detached_from_our_gateways_gets_its_stale_entries_removed() {
+        let mut h = harness();
+        let now = Instant::now();
+        list_everything(&mut h.control, now);
+        h.control.compile();
+        let route = status(&h.statuses.borrow().clone(), "HTTPRoute", "app");
+        assert_eq!(route.status["parents"].as_array().map(Vec::len), Some(1));
+
+        // The route now names another Gateway; the cluster still shows our entry (and another
+        // controller's), as the watcher delivers it.
+        let route: gateway_api::httproutes::HttpRoute = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "app", "namespace": "team-a"},
+            "spec": {"parentRefs": [{"name": "elsewhere"}]},
+            "status": {"parents": [
+                {"parentRef": {"name": "web"}, "controllerName": CONTROLLER_NAME, "conditions": []},
+                {"parentRef": {"name": "elsewhere"}, "controllerName": "example.com/other",
+                 "conditions": []}
+            ]}
+        }))
+        .expect("route");
+        let mut detached = Object::HttpRoute(Box::new(route));
+        detached.strip_owned_status();
+        h.control.on_event(StoreEvent::Apply(detached), now);
+        h.control.compile();
+        let route = status(&h.statuses.borrow().clone(), "HTTPRoute", "app");
+        let parents = route.status["parents"].as_array().expect("parents");
+        assert_eq!(parents.len(), 1, "ours removed: {parents:?}");
+        assert_eq!(parents[0]["controllerName"], "example.com/other");
+
+        // A route that never had an entry of ours gets no status from us.
+        let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: stranger, namespace: team-a}\nspec:\n  parentRefs: [{name: elsewhere}]\n";
+        let mut stranger = parse_documents(Path::new("s.yaml"), yaml).0.remove(0);
+        stranger.strip_owned_status();
+        h.control.on_event(StoreEvent::Apply(stranger), now);
+        h.control.compile();
+        let listed = h
+            .statuses
+            .borrow()
+            .values()
+            .flat_map(|p| p.unpack())
+            .any(|s| s.metadata.name == "stranger");
+        assert!(!listed);
     }
 
     #[tokio::test]

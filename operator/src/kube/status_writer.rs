@@ -373,6 +373,12 @@ impl StatusWriter {
                 written.insert(key, Written::of(&s.kind, &s.status));
                 Ok(())
             }
+            // The object is gone: there is nothing to write, and retrying cannot help.
+            Err(::kube::Error::Api(e)) if e.code == 404 => {
+                written.remove(&key);
+                tracing::debug!(kind = %s.kind, name = %s.metadata.name, "object gone; status not written");
+                Ok(())
+            }
             Err(e) => {
                 written.remove(&key);
                 Err(e)
