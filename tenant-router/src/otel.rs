@@ -7,7 +7,7 @@
 //! request to the backend (and its mirrors) then carries a `traceparent` naming the router's span.
 //! The span ends with the response body, so it covers streaming too.
 
-use http::{HeaderMap, Method, Request, Version};
+use http::{HeaderMap, HeaderName, Method, Request, Version};
 use opentelemetry::global::{self, BoxedSpan, BoxedTracer};
 use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
@@ -17,6 +17,9 @@ use std::sync::OnceLock;
 
 /// Instrumentation scope name of the router's spans.
 pub const TRACER_NAME: &str = "bulkhead-router";
+
+/// The W3C `tracestate` header.
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The tracer, once tracing is on.
 static TRACER: OnceLock<BoxedTracer> = OnceLock::new();
@@ -115,6 +118,10 @@ impl RequestSpan {
     pub(crate) fn inject(&self, headers: &mut HeaderMap) {
         let cx = Context::new().with_remote_span_context(self.span.span_context().clone());
         global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
+        // The propagator writes `tracestate` even when the trace has none: send none then.
+        if headers.get(TRACESTATE).is_some_and(|v| v.is_empty()) {
+            headers.remove(TRACESTATE);
+        }
     }
 
     /// Records how the request ended and ends the span. A 5xx status or a failed body marks the

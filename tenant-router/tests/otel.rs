@@ -186,6 +186,7 @@ async fn request_span_is_exported_as_child_of_the_client_and_parent_of_the_backe
     let req = c
         .request("GET", HOST, "/items/7")
         .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN_ID}-01"))
+        .header("tracestate", "congo=t61rcWkgMzE")
         .header("user-agent", "otel-test")
         .body(Full::default())
         .unwrap();
@@ -199,6 +200,11 @@ async fn request_span_is_exported_as_child_of_the_client_and_parent_of_the_backe
     assert_ne!(
         router_span_id, CLIENT_SPAN_ID,
         "the router's span is the parent"
+    );
+    assert_eq!(
+        r.seen_header("tracestate").as_deref(),
+        Some("congo=t61rcWkgMzE"),
+        "the client's trace state goes on"
     );
 
     let span = receiver
@@ -239,6 +245,7 @@ async fn request_span_is_exported_as_child_of_the_client_and_parent_of_the_backe
         .expect("backend got traceparent");
     let (trace_id, span_id) = traceparent(&seen);
     assert_ne!(trace_id, TRACE_ID);
+    assert_eq!(r.seen_header("tracestate"), None, "no empty trace state");
     let root = receiver
         .span(&provider, |s| hex(&s.trace_id) == trace_id)
         .await;

@@ -32,6 +32,10 @@ pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
 /// Every tenant's children are applied again this often, changed or not.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(600);
+/// Shortest time between two bootstrap Secret writes of one tenant when only its snapshot changed:
+/// a tenant changing routes many times per second costs the API server one write per interval
+/// (the newest snapshot wins), never one per change.
+pub const BOOTSTRAP_MIN_INTERVAL: Duration = Duration::from_secs(10);
 /// Condition reason when the tenant's namespace does not exist.
 pub const REASON_NAMESPACE_NOT_FOUND: &str = "NamespaceNotFound";
 /// Condition reason when the API server refused a child.
@@ -279,6 +283,8 @@ pub async fn run_onboarding(
 ) {
     let mut done: HashMap<String, Fingerprint> = HashMap::new();
     let mut retries: HashMap<String, Retry> = HashMap::new();
+    // Tenant → when its bootstrap Secret may be written again.
+    let mut bootstrap_after: HashMap<String, Instant> = HashMap::new();
     let mut resync_at = Instant::now() + RESYNC_INTERVAL;
     loop {
         let wanted = desired.borrow_and_update().clone();
@@ -289,6 +295,8 @@ pub async fn run_onboarding(
         }
         done.retain(|t, _| wanted.contains_key(t));
         retries.retain(|t, _| wanted.contains_key(t));
+        bootstrap_after.retain(|t, at| wanted.contains_key(t) && *at > now);
+        let mut deferred: Option<Instant> = None;
         for (name, d) in &wanted {
             let fp = d.fingerprint();
             if done.get(name) == Some(&fp) {
@@ -302,6 +310,12 @@ pub async fn run_onboarding(
             let only_snapshot_changed = done
                 .get(name)
                 .is_some_and(|old| old.0 == fp.0 && old.1 == fp.1);
+            if only_snapshot_changed {
+                if let Some(at) = bootstrap_after.get(name) {
+                    deferred = Some(deferred.map_or(*at, |d| d.min(*at)));
+                    continue;
+                }
+            }
             let work = async {
                 match (&d.bootstrap, only_snapshot_changed) {
                     (Some(snapshot), true) => {
@@ -322,6 +336,10 @@ pub async fn run_onboarding(
                 Ok(Outcome::Applied) => {
                     done.insert(name.clone(), fp);
                     retries.remove(name);
+                    if d.bootstrap.is_some() {
+                        bootstrap_after
+                            .insert(name.clone(), Instant::now() + BOOTSTRAP_MIN_INTERVAL);
+                    }
                 }
                 Ok(Outcome::Refused(_)) | Err(_) => {
                     if let Err(e) = &result {
@@ -345,6 +363,7 @@ pub async fn run_onboarding(
         let wake = retries
             .values()
             .map(|r| r.at)
+            .chain(deferred)
             .min()
             .map_or(resync_at, |at| at.min(resync_at));
         tokio::select! {
@@ -571,6 +590,62 @@ mod tests {
         };
         let (result, ()) = tokio::join!(onboarding.refresh_bootstrap(&t, &snapshot), serve);
         assert_eq!(result.expect("applied"), Outcome::Applied);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bootstrap_writes_of_a_busy_tenant_are_spaced_and_the_newest_wins() {
+        let (onboarding, mut mock) = onboarding();
+        let t = Arc::new(tenant("team-a", None));
+        let desired_at = |version: u64| -> Desired {
+            let snapshot = TenantSnapshot {
+                tenant: "acme".into(),
+                namespace: "team-a".into(),
+                version,
+                ..TenantSnapshot::default()
+            };
+            BTreeMap::from([(
+                "acme".to_owned(),
+                DesiredTenant {
+                    tenant: Arc::clone(&t),
+                    bootstrap: Some(Arc::new(snapshot)),
+                },
+            )])
+        };
+        let (tx, rx) = watch::channel(desired_at(1));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run_onboarding(onboarding, rx, shutdown.clone()));
+        // The first reconciliation applies the 7 children.
+        for _ in 0..7 {
+            let (request, send) = mock.next_request().await;
+            let body = json_body(request).await;
+            respond_json(send, 200, &body);
+        }
+        let started = Instant::now();
+        // Three new snapshots in quick succession: one bootstrap write, of the newest, and not
+        // before the interval is over.
+        for v in 2..=4 {
+            tx.send_replace(desired_at(v));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (request, send) = mock.next_request().await;
+        assert!(
+            Instant::now() >= started + BOOTSTRAP_MIN_INTERVAL,
+            "written after {:?}",
+            Instant::now() - started
+        );
+        assert!(request
+            .uri()
+            .path()
+            .ends_with("/secrets/bulkhead-router-bootstrap"));
+        let body = json_body(request).await;
+        respond_json(send, 200, &body);
+        let secret: k8s_openapi::api::core::v1::Secret =
+            serde_json::from_value(body).expect("a Secret");
+        let bytes = &secret.data.as_ref().expect("data")[crate::children::BOOTSTRAP_KEY].0;
+        let written: TenantSnapshot = serde_json::from_slice(bytes).expect("snapshot JSON");
+        assert_eq!(written.version, 4, "the newest snapshot, once");
+        shutdown.cancel();
+        task.await.expect("onboarding task");
     }
 
     #[test]
