@@ -119,8 +119,8 @@ impl RequestSpan {
         let cx = Context::new().with_remote_span_context(self.span.span_context().clone());
         global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
         // The propagator writes `tracestate` even when the trace has none: send none then.
-        if headers.get(TRACESTATE).is_some_and(|v| v.is_empty()) {
-            headers.remove(TRACESTATE);
+        if headers.get(&TRACESTATE).is_some_and(|v| v.is_empty()) {
+            headers.remove(&TRACESTATE);
         }
     }
 
