@@ -61,6 +61,17 @@ fn truncate(mut s: String) -> String {
     s
 }
 
+/// A Warning event of the snapshot-serving action.
+fn rejection(reason: &str, note: String) -> Event {
+    Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(truncate(note)),
+        action: "ServeSnapshot".into(),
+        secondary: None,
+    }
+}
+
 impl Notice {
     /// The event and the object it is about; `system_namespace` holds the edge.
     pub fn to_event(&self, system_namespace: &str) -> (Event, ObjectReference) {
@@ -72,15 +83,10 @@ impl Notice {
                 version,
                 reason,
             } => (
-                Event {
-                    type_: EventType::Warning,
-                    reason: "SnapshotRejected".into(),
-                    note: Some(truncate(format!(
-                        "{subscriber} rejected snapshot version {version} and keeps serving the previous one: {reason}"
-                    ))),
-                    action: "ServeSnapshot".into(),
-                    secondary: None,
-                },
+                rejection(
+                    "SnapshotRejected",
+                    format!("{subscriber} rejected snapshot version {version} and keeps serving the previous one: {reason}"),
+                ),
                 ObjectReference {
                     api_version: Some("bulkhead.dev/v1alpha1".into()),
                     kind: Some("Tenant".into()),
@@ -94,15 +100,10 @@ impl Notice {
                 version,
                 reason,
             } => (
-                Event {
-                    type_: EventType::Warning,
-                    reason: "EdgeSnapshotRejected".into(),
-                    note: Some(truncate(format!(
-                        "{subscriber} rejected edge snapshot version {version} and keeps serving the previous one: {reason}"
-                    ))),
-                    action: "ServeSnapshot".into(),
-                    secondary: None,
-                },
+                rejection(
+                    "EdgeSnapshotRejected",
+                    format!("{subscriber} rejected edge snapshot version {version} and keeps serving the previous one: {reason}"),
+                ),
                 ObjectReference {
                     api_version: Some("apps/v1".into()),
                     kind: Some("Deployment".into()),
