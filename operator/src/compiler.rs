@@ -23,7 +23,7 @@
 use crate::index::{Changes, ObjectIndex, NAMESPACED_KINDS};
 use crate::kube::store::router_endpoints;
 use crate::objects::{Object, ObjectSet};
-use crate::status::{ObjectMeta, ObjectStatus};
+use crate::status::{digest, ObjectMeta, ObjectStatus};
 use crate::translator::fingerprint::{collect_refs, fingerprint};
 use crate::translator::global::{self, TenantPlan};
 use crate::translator::tenant::{self, RouteParentFragment};
@@ -240,14 +240,6 @@ fn cluster_view(index: &ObjectIndex) -> ObjectSet {
     )
 }
 
-/// A digest of statuses, to tell whether a partition changed without keeping it.
-fn digest(statuses: &[ObjectStatus]) -> u64 {
-    use std::hash::{DefaultHasher, Hasher};
-    let mut h = DefaultHasher::new();
-    h.write(&serde_json::to_vec(statuses).unwrap_or_default());
-    h.finish()
-}
-
 fn sort_statuses(statuses: &mut [ObjectStatus]) {
     statuses.sort_by(|a, b| {
         (a.kind.as_str(), &a.metadata.namespace, &a.metadata.name).cmp(&(
@@ -420,13 +412,16 @@ impl Compiler {
             dirty.iter().for_each(|t| self.enqueue(t));
         }
 
-        // Tenants no longer served.
-        let gone: Vec<String> = self
-            .tenants
-            .keys()
-            .filter(|t| !self.plans.get(*t).is_some_and(|p| p.active))
-            .cloned()
-            .collect();
+        // Tenants no longer served (plans change only with the cluster-wide part).
+        let gone: Vec<String> = if cluster_wide {
+            self.tenants
+                .keys()
+                .filter(|t| !self.plans.get(*t).is_some_and(|p| p.active))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         for t in gone {
             if let Some(state) = self.tenants.remove(&t) {
                 self.forget(&t, &state, &mut affected);
@@ -472,7 +467,7 @@ impl Compiler {
 
         for p in affected {
             let partition = self.build_partition(&p);
-            let digest = partition.as_deref().map(|p| digest(p));
+            let digest = partition.as_deref().map(digest);
             if digest != self.partitions.get(&p).copied() {
                 match digest {
                     Some(d) => self.partitions.insert(p.clone(), d),
@@ -1219,11 +1214,7 @@ endpoints: [{{addresses: ["{ip}"]}}]
         assert!(text.contains("BackendNotFound"), "{text}");
         // The full list still equals a full translation.
         let full = translate(&TranslateInput {
-            objects: &ObjectSet::from_objects(
-                crate::index::ALL_KINDS
-                    .into_iter()
-                    .flat_map(|k| index.of_kind(k).cloned()),
-            ),
+            objects: &index.to_set(),
             router_endpoints: &endpoints(1),
         });
         assert_eq!(c.statuses(), full.statuses);

@@ -168,6 +168,11 @@ impl ObjectIndex {
         Self::from_objects(set.clone().into_objects())
     }
 
+    /// Every object, as one set (a full copy; for standalone tools and tests).
+    pub fn to_set(&self) -> ObjectSet {
+        ObjectSet::from_objects(ALL_KINDS.into_iter().flat_map(|k| self.of_kind(k).cloned()))
+    }
+
     /// Number of objects.
     pub fn len(&self) -> usize {
         self.len

@@ -202,6 +202,15 @@ fn visit_list(list: Option<&mut Value>, prefix: &str, f: &mut dyn FnMut(&str, &m
     }
 }
 
+/// A 64-bit digest of a status value (or of a list of statuses), to tell whether it changed
+/// without keeping a copy. Stable within one process only.
+pub fn digest<T: Serialize + ?Sized>(value: &T) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    let mut h = DefaultHasher::new();
+    h.write(&serde_json::to_vec(value).unwrap_or_default());
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

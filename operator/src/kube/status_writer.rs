@@ -9,7 +9,7 @@
 
 use super::FIELD_MANAGER;
 use crate::compiler::PackedPartition;
-use crate::status::{ObjectMeta, ObjectStatus, FALSE};
+use crate::status::{digest, ObjectMeta, ObjectStatus, FALSE};
 use ::kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use ::kube::Client;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -111,25 +111,18 @@ enum Written {
 }
 
 impl Written {
-    fn digest(v: &Value) -> u64 {
-        use std::hash::{DefaultHasher, Hasher};
-        let mut h = DefaultHasher::new();
-        h.write(&serde_json::to_vec(v).unwrap_or_default());
-        h.finish()
-    }
-
     fn of(kind: &str, v: &Value) -> Self {
         if kind == "Tenant" {
             Self::Whole(v.clone())
         } else {
-            Self::Digest(Self::digest(v))
+            Self::Digest(digest(v))
         }
     }
 
     fn matches(&self, v: &Value) -> bool {
         match self {
             Self::Whole(w) => w == v,
-            Self::Digest(d) => *d == Self::digest(v),
+            Self::Digest(d) => *d == digest(v),
         }
     }
 

@@ -293,11 +293,7 @@ impl ObjectStore {
 
     /// The compiler's input as one set: every cached object (a full copy; for tests and tools).
     pub fn object_set(&self) -> ObjectSet {
-        ObjectSet::from_objects(
-            crate::index::ALL_KINDS
-                .into_iter()
-                .flat_map(|k| self.index.of_kind(k).cloned()),
-        )
+        self.index.to_set()
     }
 }
 
