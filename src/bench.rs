@@ -24,11 +24,9 @@ use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// How often the routes file is checked for a replacement.
-const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// The tenant name the router role serves.
 const BENCH_TENANT: &str = "bench";
 
@@ -82,7 +80,7 @@ async fn run_edge(
         publisher.publish(snapshot);
         Ok(())
     })
-    .await;
+    .await?;
     task.await.context("edge task")??;
     Ok(())
 }
@@ -122,55 +120,58 @@ async fn run_router(
         publisher.publish(snapshot);
         Ok(())
     })
-    .await;
+    .await?;
     task.await.context("router task")??;
     Ok(())
 }
 
 /// Publishes the routes file now and whenever it is replaced, until `shutdown`.
 ///
-/// A plain thread stats the file every [`POLL_INTERVAL`] and wakes the runtime only when it changed,
-/// so polling costs the data plane nothing while routes stay the same.
+/// The file's directory is watched with inotify (through `notify`): the harness replaces the file
+/// by renaming a new one over it, and an idle data plane must not pay for polling.
 async fn watch_routes(
     path: &Path,
     shutdown: &CancellationToken,
     mut publish: impl FnMut(&str, u64) -> anyhow::Result<()>,
-) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);
-    let watched = path.to_owned();
-    let stop = shutdown.clone();
-    std::thread::spawn(move || {
-        use std::os::unix::fs::MetadataExt;
-        let mut seen: Option<(SystemTime, u64, u64)> = None;
-        while !stop.is_cancelled() {
-            let stamp = std::fs::metadata(&watched)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.ino(), m.len())));
-            if stamp.is_some() && stamp != seen {
-                seen = stamp;
-                match std::fs::read_to_string(&watched) {
-                    Ok(text) => {
-                        if tx.blocking_send(text).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot read the routes file"),
-                }
-            }
-            std::thread::sleep(POLL_INTERVAL);
+) -> anyhow::Result<()> {
+    use notify::{RecursiveMode, Watcher};
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let name = path.file_name().map(ToOwned::to_owned);
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let touches_file = res.is_ok_and(|event| {
+            !matches!(event.kind, notify::EventKind::Access(_))
+                && event.paths.iter().any(|p| p.file_name() == name.as_deref())
+        });
+        if touches_file {
+            // A full channel already holds a wake-up: the file is read after it either way.
+            let _ = tx.try_send(());
         }
-    });
+    })
+    .context("inotify watcher")?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("watching {}", dir.display()))?;
     let mut version = 0;
+    let mut seen: Option<String> = None;
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            text = rx.recv() => {
-                let Some(text) = text else { return };
+        match tokio::fs::read_to_string(path).await {
+            Ok(text) if seen.as_deref() != Some(text.as_str()) => {
                 version += 1;
                 if let Err(e) = publish(&text, version) {
                     tracing::error!(error = %e, "routes file rejected");
                 }
+                seen = Some(text);
             }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the routes file"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            woke = rx.recv() => if woke.is_none() { return Ok(()) },
         }
     }
 }

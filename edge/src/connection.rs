@@ -6,14 +6,18 @@
 use crate::balance::pick_endpoint;
 use crate::cidr::Cidr;
 use crate::config::EdgeLimits;
-use crate::metrics::{ClosedLabels, EdgeMetrics, GaugeGuard, ListenerLabels, SniffLabels};
+use crate::metrics::{
+    ClosedLabels, EdgeMetrics, GaugeGuard, ListenerLabels, SniffLabels, TenantLabels,
+};
 use crate::refusals::RefusalTally;
 use crate::refuse::{refuse, Refusal};
 use crate::table::{listener_label, EdgeTable, PortEntry, TenantEntry};
 use crate::upstream_proxy::{client_addresses, looks_like_proxy_header};
 use arc_swap::ArcSwap;
 use bulkhead_crds::snapshot::EdgePort;
-use bulkhead_proxy_io::{copy_bidirectional_observed, encode_v2, CopyDirection, ProxyAddresses};
+use bulkhead_proxy_io::{
+    copy_tcp_bidirectional_observed, encode_v2, CopyDirection, ProxyAddresses,
+};
 use bulkhead_sniff::{read_client_hello, read_http_host, SniffError};
 use std::io;
 use std::net::SocketAddr;
@@ -194,7 +198,8 @@ async fn forward(
         refuse(client, port, Refusal::Unavailable, limits.linger_timeout).await;
         return;
     }
-    let Some((mut upstream, index)) = connect(entry, limits, &tenant.name, listener).await else {
+    let Some((mut upstream, index)) = connect(entry, limits, metrics, &tenant.name, listener).await
+    else {
         refused("connect_failed");
         refuse(client, port, Refusal::Unavailable, limits.linger_timeout).await;
         return;
@@ -218,7 +223,7 @@ async fn forward(
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "router did not read"))??;
         drop(head);
         entry.bytes_to_router.inc_by(replayed);
-        copy_bidirectional_observed(&mut client, &mut upstream, limits.idle_timeout, |d, n| {
+        copy_tcp_bidirectional_observed(&mut client, &mut upstream, limits.idle_timeout, |d, n| {
             match d {
                 CopyDirection::ClientToServer => entry.bytes_to_router.inc_by(n),
                 CopyDirection::ServerToClient => entry.bytes_to_client.inc_by(n),
@@ -253,6 +258,7 @@ async fn forward(
 async fn connect(
     entry: &PortEntry,
     limits: &EdgeLimits,
+    metrics: &EdgeMetrics,
     tenant: &str,
     listener: &'static str,
 ) -> Option<(TcpStream, usize)> {
@@ -261,7 +267,7 @@ async fn connect(
     let failing: Vec<bool> = entry
         .endpoints
         .iter()
-        .map(|e| e.health.is_skipped(now))
+        .map(|e| e.state.health.is_skipped(now))
         .collect();
     let mut tried = vec![false; loads.len()];
     for _ in 0..limits.connect_attempts.max(1) {
@@ -274,7 +280,7 @@ async fn connect(
                 entry
                     .connect_duration
                     .observe(started.elapsed().as_secs_f64());
-                endpoint.health.connect_succeeded();
+                endpoint.state.health.connect_succeeded();
                 return Some((stream, index));
             }
             Ok(Err(e)) => {
@@ -285,9 +291,18 @@ async fn connect(
             }
         }
         endpoint.connect_errors.inc();
-        let backoff = endpoint
-            .health
-            .connect_failed(std::time::Instant::now(), limits);
+        let backoff =
+            endpoint
+                .state
+                .health
+                .connect_failed(std::time::Instant::now(), limits, || {
+                    metrics
+                        .endpoints_failing
+                        .get_or_create_owned(&TenantLabels {
+                            listener,
+                            tenant: tenant.to_owned(),
+                        })
+                });
         tracing::debug!(tenant, listener, endpoint = %endpoint.addr, seconds = backoff.as_secs(), "router endpoint marked failing");
     }
     None

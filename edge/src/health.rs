@@ -5,39 +5,37 @@
 //! decides: success clears it, failure renews it for twice as long.
 //!
 //! The state is atomics per endpoint; it is shared across snapshot swaps (see
-//! [`crate::table::SharedCounters`]) and dropped with the endpoint.
+//! [`crate::table::SharedCounters`]) and dropped with the endpoint. The gauge series of a tenant
+//! and listener is created at its first mark, so a fleet of healthy tenants costs no series.
 
 use crate::config::EdgeLimits;
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
-/// One router endpoint's failure mark. Times are milliseconds since `epoch`, plus one so that 0
+/// The origin of every endpoint's mark times: a little before the first use, so that an instant
+/// taken just before it still counts from it exactly.
+static EPOCH: LazyLock<Instant> = LazyLock::new(|| {
+    let now = Instant::now();
+    now.checked_sub(Duration::from_secs(60)).unwrap_or(now)
+});
+
+/// One router endpoint's failure mark. Times are milliseconds since [`EPOCH`], plus one so that 0
 /// means "not marked".
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct EndpointHealth {
-    epoch: Instant,
     /// Consecutive connect failures.
     failures: AtomicU32,
     /// End of the skip period of the current mark; 0 when not marked.
     marked_until: AtomicU64,
-    /// Counts marked endpoints of the endpoint's tenant and listener.
-    marked_gauge: Gauge,
+    /// Counts marked endpoints of the endpoint's tenant and listener; set at the first mark.
+    marked_gauge: OnceLock<Gauge>,
 }
 
 impl EndpointHealth {
-    /// An unmarked endpoint reporting to `marked_gauge`.
-    pub(crate) fn new(marked_gauge: Gauge) -> Self {
-        Self {
-            epoch: Instant::now(),
-            failures: AtomicU32::new(0),
-            marked_until: AtomicU64::new(0),
-            marked_gauge,
-        }
-    }
-
     fn stamp(&self, now: Instant) -> u64 {
-        let ms = now.saturating_duration_since(self.epoch).as_millis();
+        let ms = now.saturating_duration_since(*EPOCH).as_millis();
         u64::try_from(ms).unwrap_or(u64::MAX - 1).saturating_add(1)
     }
 
@@ -47,14 +45,21 @@ impl EndpointHealth {
         until != 0 && self.stamp(now) < until
     }
 
-    /// Records a failed connect at `now`; returns how long the endpoint is skipped.
-    pub(crate) fn connect_failed(&self, now: Instant, limits: &EdgeLimits) -> Duration {
+    /// Records a failed connect at `now`; returns how long the endpoint is skipped. `gauge` gives
+    /// the series counting marked endpoints of its tenant and listener (asked for once).
+    pub(crate) fn connect_failed(
+        &self,
+        now: Instant,
+        limits: &EdgeLimits,
+        gauge: impl FnOnce() -> Gauge,
+    ) -> Duration {
         let n = self.failures.fetch_add(1, Ordering::Relaxed);
         let backoff = backoff(n, limits.failing_mark_base, limits.failing_mark_max);
         let ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
         let until = self.stamp(now).saturating_add(ms);
+        let gauge = self.marked_gauge.get_or_init(gauge);
         if self.marked_until.swap(until, Ordering::Relaxed) == 0 {
-            self.marked_gauge.inc();
+            gauge.inc();
         }
         backoff
     }
@@ -67,7 +72,9 @@ impl EndpointHealth {
         }
         self.failures.store(0, Ordering::Relaxed);
         if self.marked_until.swap(0, Ordering::Relaxed) != 0 {
-            self.marked_gauge.dec();
+            if let Some(gauge) = self.marked_gauge.get() {
+                gauge.dec();
+            }
         }
     }
 }
@@ -76,7 +83,9 @@ impl Drop for EndpointHealth {
     fn drop(&mut self) {
         // An endpoint that left the configuration no longer counts as failing.
         if *self.marked_until.get_mut() != 0 {
-            self.marked_gauge.dec();
+            if let Some(gauge) = self.marked_gauge.get() {
+                gauge.dec();
+            }
         }
     }
 }
@@ -105,10 +114,18 @@ mod tests {
     fn failure_marks_success_clears_and_the_gauge_follows() {
         let limits = EdgeLimits::default();
         let gauge = Gauge::default();
-        let h = EndpointHealth::new(gauge.clone());
+        let h = EndpointHealth::default();
+        let asked = std::cell::Cell::new(0);
+        let series = || {
+            asked.set(asked.get() + 1);
+            gauge.clone()
+        };
         let t0 = Instant::now();
         assert!(!h.is_skipped(t0));
-        assert_eq!(h.connect_failed(t0, &limits), Duration::from_secs(5));
+        assert_eq!(
+            h.connect_failed(t0, &limits, series),
+            Duration::from_secs(5)
+        );
         assert!(h.is_skipped(t0 + Duration::from_secs(4)));
         assert!(!h.is_skipped(t0 + Duration::from_secs(5)), "backoff over");
         assert_eq!(
@@ -117,14 +134,18 @@ mod tests {
             "still marked until the next attempt decides"
         );
         let t1 = t0 + Duration::from_secs(5);
-        assert_eq!(h.connect_failed(t1, &limits), Duration::from_secs(10));
+        assert_eq!(
+            h.connect_failed(t1, &limits, series),
+            Duration::from_secs(10)
+        );
+        assert_eq!(asked.get(), 1, "the series is looked up once");
         assert!(h.is_skipped(t1 + Duration::from_secs(9)));
         assert_eq!(gauge.get(), 1);
         h.connect_succeeded();
         assert!(!h.is_skipped(t1));
         assert_eq!(gauge.get(), 0);
         assert_eq!(
-            h.connect_failed(t1, &limits),
+            h.connect_failed(t1, &limits, series),
             Duration::from_secs(5),
             "success reset the backoff"
         );

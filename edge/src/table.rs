@@ -50,8 +50,16 @@ pub(crate) fn validate(snapshot: &EdgeSnapshot) -> Result<(), String> {
 #[derive(Debug, Default)]
 pub(crate) struct SharedCounters {
     tenants: HashMap<String, Arc<AtomicUsize>>,
-    endpoints: HashMap<EndpointKey, Arc<AtomicUsize>>,
-    health: HashMap<EndpointKey, Arc<EndpointHealth>>,
+    endpoints: HashMap<EndpointKey, Arc<EndpointState>>,
+}
+
+/// What one router endpoint carries across snapshot swaps.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointState {
+    /// Open connections through this edge.
+    active: AtomicUsize,
+    /// Whether its connects fail.
+    pub(crate) health: EndpointHealth,
 }
 
 /// Tenant, edge port and address of a router endpoint.
@@ -106,7 +114,6 @@ impl EdgeTable {
                 .is_some_and(|e| e.for_port(*port).contains(addr))
         };
         shared.endpoints.retain(|key, _| named(key));
-        shared.health.retain(|key, _| named(key));
         let mut hosts = HostTable::new();
         for route in &snapshot.routes {
             let (Ok(pattern), Some(entry)) = (
@@ -159,20 +166,38 @@ impl TenantEntry {
     }
 }
 
+/// Something holding a count of taken slots.
+pub(crate) trait Slots {
+    /// The count.
+    fn slots(&self) -> &AtomicUsize;
+}
+
+impl Slots for AtomicUsize {
+    fn slots(&self) -> &AtomicUsize {
+        self
+    }
+}
+
+impl Slots for EndpointState {
+    fn slots(&self) -> &AtomicUsize {
+        &self.active
+    }
+}
+
 /// A taken slot of a counter, released on drop.
 #[derive(Debug)]
-pub(crate) struct SlotGuard(Arc<AtomicUsize>);
+pub(crate) struct SlotGuard<T: Slots = AtomicUsize>(Arc<T>);
 
-impl SlotGuard {
-    fn take(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
+impl<T: Slots> SlotGuard<T> {
+    fn take(counter: &Arc<T>) -> Self {
+        counter.slots().fetch_add(1, Ordering::AcqRel);
         Self(counter.clone())
     }
 }
 
-impl Drop for SlotGuard {
+impl<T: Slots> Drop for SlotGuard<T> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.slots().fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -194,12 +219,6 @@ impl PortEntry {
         shared: &mut SharedCounters,
     ) -> Self {
         let listener = listener_label(port);
-        let failing = metrics
-            .endpoints_failing
-            .get_or_create_owned(&TenantLabels {
-                listener,
-                tenant: tenant.to_owned(),
-            });
         let bytes = |direction| {
             metrics.bytes.get_or_create_owned(&BytesLabels {
                 listener,
@@ -218,12 +237,7 @@ impl PortEntry {
                 let key = (tenant.to_owned(), port, addr);
                 EndpointEntry {
                     addr,
-                    health: shared
-                        .health
-                        .entry(key.clone())
-                        .or_insert_with(|| Arc::new(EndpointHealth::new(failing.clone())))
-                        .clone(),
-                    active: shared.endpoints.entry(key).or_default().clone(),
+                    state: shared.endpoints.entry(key).or_default().clone(),
                     active_gauge: metrics.connections_active.get_or_create_owned(&labels),
                     connections: metrics.connections.get_or_create_owned(&labels),
                     connect_errors: metrics.connect_errors.get_or_create_owned(&labels),
@@ -246,9 +260,8 @@ impl PortEntry {
 #[derive(Debug)]
 pub(crate) struct EndpointEntry {
     pub(crate) addr: SocketAddr,
-    /// Whether its connects fail (shared across snapshot swaps).
-    pub(crate) health: Arc<EndpointHealth>,
-    active: Arc<AtomicUsize>,
+    /// Its load and health (shared across snapshot swaps).
+    pub(crate) state: Arc<EndpointState>,
     active_gauge: Gauge,
     pub(crate) connections: Counter,
     pub(crate) connect_errors: Counter,
@@ -257,14 +270,14 @@ pub(crate) struct EndpointEntry {
 impl EndpointEntry {
     /// Open connections to this endpoint (the load power-of-two-choices compares).
     pub(crate) fn load(&self) -> usize {
-        self.active.load(Ordering::Acquire)
+        self.state.active.load(Ordering::Acquire)
     }
 
     /// Counts a connection to this endpoint as open until the guard drops.
-    pub(crate) fn open(&self) -> (SlotGuard, crate::metrics::GaugeGuard) {
+    pub(crate) fn open(&self) -> (SlotGuard<EndpointState>, crate::metrics::GaugeGuard) {
         self.connections.inc();
         (
-            SlotGuard::take(&self.active),
+            SlotGuard::take(&self.state),
             crate::metrics::GaugeGuard::new(&self.active_gauge),
         )
     }

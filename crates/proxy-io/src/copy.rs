@@ -2,11 +2,11 @@
 //! dropped or reordered), half-close propagated per direction (EOF read on one side → FIN written to
 //! the other, while the other direction keeps flowing), and an idle deadline over both directions.
 //!
-//! Memory: one buffer per direction, [`COPY_BUFFER_SIZE`] at first (small, because most
-//! forwarded connections sit idle: WebSockets, keep-alive, gRPC streams), doubling up to
-//! [`MAX_COPY_BUFFER_SIZE`] while reads keep filling it (a bulk flow reaches 64 KiB reads after
-//! six full reads).
+//! Memory: reads land in a per-thread scratch buffer of [`MAX_COPY_BUFFER_SIZE`] and are written
+//! out at once; a direction only holds the bytes its writer has not taken yet, so idle forwarded
+//! connections (WebSockets, keep-alive, gRPC streams), the common case, hold no copy buffer.
 
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
@@ -15,10 +15,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// Bytes buffered per direction at first.
-pub const COPY_BUFFER_SIZE: usize = 1024;
-/// Largest buffer one direction grows to: a read that fills the buffer doubles it, up to this size,
-/// so bulk transfers make few large syscalls while idle and interactive connections stay small.
+/// Most bytes one read takes (the size of each thread's scratch buffer), and most bytes one
+/// direction holds while its writer is blocked.
 pub const MAX_COPY_BUFFER_SIZE: usize = 64 * 1024;
 
 /// Bytes moved in each direction. `a` is the client side, `b` the server side.
@@ -61,35 +59,78 @@ pub async fn copy_bidirectional_observed<A, B, F>(
     a: &mut A,
     b: &mut B,
     idle: Duration,
-    mut observe: F,
+    observe: F,
 ) -> Result<CopyStats, io::Error>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
     F: FnMut(CopyDirection, u64),
 {
-    let mut a_to_b = Pump::new();
-    let mut b_to_a = Pump::new();
+    relay(
+        a,
+        b,
+        &mut Pump::new(false),
+        &mut Pump::new(false),
+        idle,
+        observe,
+    )
+    .await
+}
+
+/// One direction of a relay: moves bytes from `reader` to `writer` until EOF, then shuts the writer
+/// down.
+pub(crate) trait Flow<R: ?Sized, W: ?Sized> {
+    /// Ready(Ok) once the reader hit EOF, everything was written and the writer was shut down.
+    /// Sets `active` when a byte was read or written.
+    fn poll_flow(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: Pin<&mut R>,
+        writer: Pin<&mut W>,
+        active: &mut bool,
+    ) -> Poll<io::Result<()>>;
+
+    /// Bytes written so far.
+    fn written(&self) -> u64;
+}
+
+/// Runs both directions of a relay with one idle deadline over both, reporting writes to
+/// `observe`.
+pub(crate) async fn relay<A, B, U, D, F>(
+    a: &mut A,
+    b: &mut B,
+    a_to_b: &mut U,
+    b_to_a: &mut D,
+    idle: Duration,
+    mut observe: F,
+) -> Result<CopyStats, io::Error>
+where
+    A: Unpin,
+    B: Unpin,
+    U: Flow<A, B>,
+    D: Flow<B, A>,
+    F: FnMut(CopyDirection, u64),
+{
     let mut last_activity = Instant::now();
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
 
     poll_fn(|cx| {
         let mut active = false;
-        let before = a_to_b.written;
-        let up = a_to_b.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b), &mut active)?;
-        if a_to_b.written > before {
-            observe(CopyDirection::ClientToServer, a_to_b.written - before);
+        let before = a_to_b.written();
+        let up = a_to_b.poll_flow(cx, Pin::new(&mut *a), Pin::new(&mut *b), &mut active)?;
+        if a_to_b.written() > before {
+            observe(CopyDirection::ClientToServer, a_to_b.written() - before);
         }
-        let before = b_to_a.written;
-        let down = b_to_a.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a), &mut active)?;
-        if b_to_a.written > before {
-            observe(CopyDirection::ServerToClient, b_to_a.written - before);
+        let before = b_to_a.written();
+        let down = b_to_a.poll_flow(cx, Pin::new(&mut *b), Pin::new(&mut *a), &mut active)?;
+        if b_to_a.written() > before {
+            observe(CopyDirection::ServerToClient, b_to_a.written() - before);
         }
         if up.is_ready() && down.is_ready() {
             return Poll::Ready(Ok(CopyStats {
-                client_to_server: a_to_b.written,
-                server_to_client: b_to_a.written,
+                client_to_server: a_to_b.written(),
+                server_to_client: b_to_a.written(),
             }));
         }
         if active {
@@ -111,81 +152,168 @@ where
     .await
 }
 
-/// One direction: read into the buffer, write it all out, repeat; on EOF flush and shut down the
-/// writer.
-struct Pump {
-    buf: Box<[u8]>,
+/// Shuts the writer's half down (FIN) after its reader's EOF; a peer already gone entirely counts
+/// as closed.
+pub(crate) fn poll_half_close<W: AsyncWrite + ?Sized>(
+    cx: &mut Context<'_>,
+    writer: Pin<&mut W>,
+) -> Poll<io::Result<()>> {
+    match ready!(writer.poll_shutdown(cx)) {
+        Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
+        _ => Poll::Ready(Ok(())),
+    }
+}
+
+/// One direction: read into the thread's scratch buffer and write it out at once; only bytes the
+/// writer did not take yet are kept, in a buffer of their own that is freed once written. An open
+/// connection that is not moving bytes (the usual state of a WebSocket, a keep-alive connection or
+/// a gRPC stream) thus holds no copy buffer at all, while every read can take up to
+/// [`MAX_COPY_BUFFER_SIZE`] bytes (a whole TLS handshake flight in one system call). On EOF the
+/// writer is flushed and shut down.
+pub(crate) struct Pump {
+    /// Read but not yet written, from `pos` on.
+    pending: Vec<u8>,
     pos: usize,
-    cap: usize,
     read_done: bool,
     need_flush: bool,
     done: bool,
     written: u64,
+    /// A read filled the whole scratch buffer: a bulk flow.
+    bulk: bool,
+    /// Stop, with [`Pump::handed_off`] set, instead of reading again once the flow proved to be a
+    /// bulk flow: the caller moves it to a cheaper mechanism.
+    handoff_bulk: bool,
+    handed_off: bool,
+}
+
+std::thread_local! {
+    /// Where each read lands before it is written; one per thread, since a pump never holds it
+    /// across a suspension point.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; MAX_COPY_BUFFER_SIZE].into_boxed_slice());
+}
+
+/// What one read-and-write step left to do.
+enum Step {
+    /// Read again.
+    Again,
+    /// The writer took part of the read; the rest waits in `pending`.
+    Blocked,
 }
 
 impl Pump {
-    fn new() -> Self {
+    pub(crate) fn new(handoff_bulk: bool) -> Self {
         Self {
-            buf: vec![0; COPY_BUFFER_SIZE].into_boxed_slice(),
+            pending: Vec::new(),
             pos: 0,
-            cap: 0,
             read_done: false,
             need_flush: false,
             done: false,
             written: 0,
+            bulk: false,
+            handoff_bulk,
+            handed_off: false,
         }
     }
 
-    /// Ready(Ok) once the reader hit EOF, everything was written and the writer was shut down.
-    /// Sets `active` when a byte was read or written.
-    fn poll_copy<R, W>(
+    /// Whether the pump stopped because the flow is a bulk flow (see `handoff_bulk`); nothing is
+    /// pending then, and [`Pump::written`] counts everything it moved.
+    pub(crate) fn handed_off(&self) -> bool {
+        self.handed_off
+    }
+
+    /// Carries over the bytes an earlier stage of the same direction wrote.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn set_written(&mut self, written: u64) {
+        self.written = written;
+    }
+
+    /// Bytes held for a writer that has not taken them yet.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.pending.capacity()
+    }
+
+    /// Reads once into `scratch` and writes what was read until the writer blocks.
+    fn read_and_write<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut Pin<&mut R>,
+        writer: &mut Pin<&mut W>,
+        scratch: &mut [u8],
+        active: &mut bool,
+    ) -> Poll<io::Result<Step>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        let mut read_buf = ReadBuf::new(scratch);
+        match reader.as_mut().poll_read(cx, &mut read_buf) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                // Nothing more to read for now: push out what a buffered writer holds.
+                if self.need_flush {
+                    ready!(writer.as_mut().poll_flush(cx))?;
+                    self.need_flush = false;
+                }
+                return Poll::Pending;
+            }
+        }
+        let n = read_buf.filled().len();
+        if n == 0 {
+            self.read_done = true;
+            return Poll::Ready(Ok(Step::Again));
+        }
+        *active = true;
+        self.bulk |= n == scratch.len();
+        let mut off = 0;
+        while off < n {
+            match writer.as_mut().poll_write(cx, &scratch[off..n]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the peer accepted no bytes",
+                    )))
+                }
+                Poll::Ready(Ok(k)) => {
+                    off += k;
+                    self.written += u64::try_from(k).unwrap_or(u64::MAX);
+                    self.need_flush = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    self.pending = scratch[off..n].to_vec();
+                    self.pos = 0;
+                    return Poll::Ready(Ok(Step::Blocked));
+                }
+            }
+        }
+        Poll::Ready(Ok(Step::Again))
+    }
+}
+
+impl<R, W> Flow<R, W> for Pump
+where
+    R: AsyncRead + ?Sized,
+    W: AsyncWrite + ?Sized,
+{
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn poll_flow(
         &mut self,
         cx: &mut Context<'_>,
         mut reader: Pin<&mut R>,
         mut writer: Pin<&mut W>,
         active: &mut bool,
-    ) -> Poll<io::Result<()>>
-    where
-        R: AsyncRead + ?Sized,
-        W: AsyncWrite + ?Sized,
-    {
-        if self.done {
+    ) -> Poll<io::Result<()>> {
+        if self.done || self.handed_off {
             return Poll::Ready(Ok(()));
         }
         loop {
-            if self.pos == self.cap && !self.read_done {
-                if self.cap == self.buf.len() && self.buf.len() < MAX_COPY_BUFFER_SIZE {
-                    // The last read filled the buffer: this is a bulk flow, read more per call.
-                    self.buf = vec![0; self.buf.len() * 2].into_boxed_slice();
-                }
-                self.pos = 0;
-                self.cap = 0;
-                let mut read_buf = ReadBuf::new(&mut self.buf);
-                match reader.as_mut().poll_read(cx, &mut read_buf) {
-                    Poll::Ready(Ok(())) => {
-                        let n = read_buf.filled().len();
-                        if n == 0 {
-                            self.read_done = true;
-                        } else {
-                            self.cap = n;
-                            *active = true;
-                        }
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        // Nothing more to read for now: push out what a buffered writer holds.
-                        if self.need_flush {
-                            ready!(writer.as_mut().poll_flush(cx))?;
-                            self.need_flush = false;
-                        }
-                        return Poll::Pending;
-                    }
-                }
-            }
-            while self.pos < self.cap {
-                let n = ready!(writer
-                    .as_mut()
-                    .poll_write(cx, &self.buf[self.pos..self.cap]))?;
+            while self.pos < self.pending.len() {
+                let n = ready!(writer.as_mut().poll_write(cx, &self.pending[self.pos..]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::WriteZero,
@@ -197,17 +325,39 @@ impl Pump {
                 self.need_flush = true;
                 *active = true;
             }
+            if self.pos > 0 {
+                // All written: give the memory back.
+                self.pending = Vec::new();
+                self.pos = 0;
+            }
             if self.read_done {
                 ready!(writer.as_mut().poll_flush(cx))?;
-                match ready!(writer.as_mut().poll_shutdown(cx)) {
-                    // The peer already went away entirely: its half is closed either way.
-                    Err(e) if e.kind() != io::ErrorKind::NotConnected => {
-                        return Poll::Ready(Err(e))
-                    }
-                    _ => {}
-                }
+                ready!(poll_half_close(cx, writer.as_mut()))?;
                 self.done = true;
                 return Poll::Ready(Ok(()));
+            }
+            if self.handoff_bulk && self.bulk {
+                if self.need_flush {
+                    ready!(writer.as_mut().poll_flush(cx))?;
+                    self.need_flush = false;
+                }
+                self.handed_off = true;
+                return Poll::Ready(Ok(()));
+            }
+            let step = SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut scratch) => {
+                    self.read_and_write(cx, &mut reader, &mut writer, &mut scratch, active)
+                }
+                // Not reached (a pump never polls another pump), but never a panic either.
+                Err(_) => {
+                    let mut own = vec![0; MAX_COPY_BUFFER_SIZE];
+                    self.read_and_write(cx, &mut reader, &mut writer, &mut own, active)
+                }
+            });
+            match ready!(step)? {
+                Step::Again => {}
+                // The writer registered for wake-up; the pending bytes go first next time.
+                Step::Blocked => return Poll::Pending,
             }
         }
     }
@@ -216,22 +366,13 @@ impl Pump {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::RngCore;
+    use crate::test_support::{random, tcp_pair};
     use sha2::{Digest, Sha256};
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpStream;
 
     const IDLE: Duration = Duration::from_secs(30);
-
-    async fn tcp_pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        (client, server)
-    }
 
     /// client ⇄ [proxy_a | copy | proxy_b] ⇄ server, all real sockets on 127.0.0.1.
     async fn relay() -> (
@@ -244,12 +385,6 @@ mod tests {
         let task =
             tokio::spawn(async move { copy_bidirectional(&mut proxy_a, &mut proxy_b, IDLE).await });
         (client, server, task)
-    }
-
-    fn random(len: usize) -> Vec<u8> {
-        let mut v = vec![0u8; len];
-        rand::rng().fill_bytes(&mut v);
-        v
     }
 
     fn digest(b: &[u8]) -> Vec<u8> {
@@ -381,6 +516,50 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_blocked_writer_holds_only_the_bytes_it_did_not_take_until_they_are_written() {
+        let (mut source, mut reader) = tokio::io::duplex(64 * 1024);
+        let (mut writer, mut sink) = tokio::io::duplex(4096);
+        let data = random(10_000);
+        source.write_all(&data).await.unwrap();
+        let mut pump = Pump::new(false);
+        fn poll(
+            pump: &mut Pump,
+            reader: &mut tokio::io::DuplexStream,
+            writer: &mut tokio::io::DuplexStream,
+        ) -> Poll<io::Result<()>> {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            Flow::poll_flow(
+                pump,
+                &mut cx,
+                Pin::new(reader),
+                Pin::new(writer),
+                &mut false,
+            )
+        }
+        assert!(poll(&mut pump, &mut reader, &mut writer).is_pending());
+        assert_eq!(
+            pump.held(),
+            10_000 - 4096,
+            "only what the writer did not take"
+        );
+        assert_eq!(pump.written, 4096);
+        let mut got = vec![0; 4096];
+        sink.read_exact(&mut got).await.unwrap();
+        assert!(poll(&mut pump, &mut reader, &mut writer).is_pending());
+        assert_eq!(pump.written, 8192);
+        let mut rest = vec![0; 4096];
+        sink.read_exact(&mut rest).await.unwrap();
+        got.extend_from_slice(&rest);
+        assert!(poll(&mut pump, &mut reader, &mut writer).is_pending());
+        assert_eq!(pump.held(), 0, "written out: the memory is given back");
+        assert_eq!(pump.written, 10_000);
+        let mut tail = vec![0; 10_000 - 8192];
+        sink.read_exact(&mut tail).await.unwrap();
+        got.extend_from_slice(&tail);
+        assert_eq!(got, data);
     }
 
     #[tokio::test]
