@@ -108,7 +108,8 @@ pub(crate) async fn refuse(
     let close = async {
         client.write_all(&answer).await?;
         client.shutdown().await?;
-        let mut scratch = [0u8; DRAIN_CHUNK];
+        // On the heap, and only here: an array would sit in every connection task's future.
+        let mut scratch = vec![0u8; DRAIN_CHUNK];
         let mut drained = 0;
         while drained < LINGER_MAX_BYTES {
             match client.read(&mut scratch).await? {
