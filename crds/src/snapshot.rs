@@ -26,6 +26,21 @@ pub trait Sealed: Serialize {
     }
 }
 
+/// Deserialises a list without spare capacity.
+///
+/// While reading a JSON array, serde grows the vector as elements arrive (a one-element list gets
+/// room for four), and a decoded [`TenantSnapshot`] is kept for as long as it is served: for thousands
+/// of routes the unused room would outweigh the routes themselves.
+fn compact<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let mut list = Vec::<T>::deserialize(deserializer)?;
+    list.shrink_to_fit();
+    Ok(list)
+}
+
 /// Which edge listener a tenant router port receives traffic from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -100,6 +115,7 @@ pub struct TenantSnapshot {
     #[serde(default)]
     pub hash: String,
     /// Hostname patterns the tenant owns; a request for any other name is refused (421).
+    #[serde(deserialize_with = "compact")]
     pub hostnames: Vec<String>,
     /// What arrives on the edge's TLS listener.
     pub https: TlsPort,
@@ -116,6 +132,48 @@ pub struct TenantSnapshot {
 impl Sealed for TenantSnapshot {
     fn hash_mut(&mut self) -> &mut String {
         &mut self.hash
+    }
+}
+
+impl TenantSnapshot {
+    /// Releases the spare capacity of every list, as a snapshot decoded from the wire has none.
+    ///
+    /// A snapshot built in process (grown by `push`) keeps room it will never use for as long as it
+    /// is published; with thousands of routes that room outweighs the routes. Call once it is built.
+    pub fn shrink_to_fit(&mut self) {
+        self.hostnames.shrink_to_fit();
+        let https = &mut self.https;
+        https.terminate.shrink_to_fit();
+        https.passthrough.shrink_to_fit();
+        for p in &mut https.passthrough {
+            shrink_backends(&mut p.backends);
+        }
+        https.terminate_tcp.shrink_to_fit();
+        for t in &mut https.terminate_tcp {
+            shrink_backends(&mut t.backends);
+        }
+        for hosts in [&mut https.virtual_hosts, &mut self.http.virtual_hosts] {
+            hosts.shrink_to_fit();
+            for vh in hosts.iter_mut() {
+                vh.routes.shrink_to_fit();
+                for r in &mut vh.routes {
+                    r.matches.headers.shrink_to_fit();
+                    r.matches.query_params.shrink_to_fit();
+                    r.filters.shrink_to_fit();
+                    shrink_backends(&mut r.backends);
+                }
+            }
+        }
+        for b in self.backends.values_mut() {
+            b.endpoints.shrink_to_fit();
+        }
+    }
+}
+
+fn shrink_backends(list: &mut Vec<WeightedBackend>) {
+    list.shrink_to_fit();
+    for wb in list {
+        wb.filters.shrink_to_fit();
     }
 }
 
@@ -140,18 +198,22 @@ impl fmt::Debug for TenantSnapshot {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsPort {
     /// SNI pattern → certificate, for HTTPS (and TLS terminate) listeners.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact")]
     pub terminate: Vec<TlsTerminate>,
     /// SNI pattern → backends, for TLS passthrough listeners (TLSRoute). Never in `terminate` too.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact")]
     pub passthrough: Vec<PassthroughRoute>,
     /// Virtual hosts for HTTP requests inside terminated TLS, routed by `Host` / `:authority`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact")]
     pub virtual_hosts: Vec<VirtualHost>,
     /// SNI pattern → certificate and backends, for TLS listeners with mode `Terminate` and a
     /// TCPRoute (or TLSRoute) attached: the router terminates TLS and copies the plaintext to a
     /// backend. Never in `terminate` or `passthrough` too.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "compact"
+    )]
     pub terminate_tcp: Vec<TlsTerminateTcp>,
 }
 
@@ -179,6 +241,7 @@ pub struct TlsTerminateTcp {
     /// The route object this comes from.
     pub route: RouteRef,
     /// Weighted backends (protocol [`BackendProtocol::Tcp`]).
+    #[serde(deserialize_with = "compact")]
     pub backends: Vec<WeightedBackend>,
 }
 
@@ -190,6 +253,7 @@ pub struct PassthroughRoute {
     /// The route object this comes from.
     pub route: RouteRef,
     /// Weighted backends.
+    #[serde(deserialize_with = "compact")]
     pub backends: Vec<WeightedBackend>,
 }
 
@@ -197,7 +261,7 @@ pub struct PassthroughRoute {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpPort {
     /// Virtual hosts routed by `Host`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact")]
     pub virtual_hosts: Vec<VirtualHost>,
 }
 
@@ -236,6 +300,7 @@ pub struct VirtualHost {
     /// The port of the Gateway listener (for redirects without an explicit port).
     pub listener_port: u16,
     /// Route entries, most specific first; a request takes the first that matches.
+    #[serde(deserialize_with = "compact")]
     pub routes: Vec<RouteEntry>,
 }
 
@@ -248,10 +313,14 @@ pub struct RouteEntry {
     #[serde(rename = "match")]
     pub matches: HttpMatch,
     /// Filters applied in order before forwarding.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "compact"
+    )]
     pub filters: Vec<HttpFilter>,
     /// Weighted backends; empty with no redirect filter means 500 (all backends invalid).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact")]
     pub backends: Vec<WeightedBackend>,
     /// Request timeouts.
     #[serde(default, skip_serializing_if = "Timeouts::is_empty")]
@@ -268,10 +337,18 @@ pub struct HttpMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     /// Header conditions (names lower case).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "compact"
+    )]
     pub headers: Vec<ValueMatch>,
     /// Query parameter conditions (names exact).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "compact"
+    )]
     pub query_params: Vec<ValueMatch>,
 }
 
@@ -402,7 +479,11 @@ pub struct WeightedBackend {
     /// Relative weight (0 = never chosen).
     pub weight: u32,
     /// Filters that apply only when this backend is chosen.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "compact"
+    )]
     pub filters: Vec<HttpFilter>,
 }
 
@@ -431,6 +512,7 @@ pub struct Backend {
     #[serde(default)]
     pub protocol: BackendProtocol,
     /// Ready endpoint addresses (from EndpointSlices).
+    #[serde(deserialize_with = "compact")]
     pub endpoints: Vec<SocketAddr>,
 }
 
@@ -495,6 +577,59 @@ mod tests {
             key_pem: "SECRET-KEY".into(),
         };
         assert!(!format!("{c:?}").contains("SECRET"));
+    }
+
+    fn vhost_with_one_route() -> VirtualHost {
+        VirtualHost {
+            hostname: "a.acme.test".into(),
+            listener_port: 443,
+            routes: vec![RouteEntry {
+                route: RouteRef {
+                    kind: "HTTPRoute".into(),
+                    namespace: "acme".into(),
+                    name: "web".into(),
+                    rule: 0,
+                },
+                matches: HttpMatch::default(),
+                filters: vec![],
+                backends: vec![WeightedBackend {
+                    backend: Some("acme/web:80".into()),
+                    weight: 1,
+                    filters: vec![],
+                }],
+                timeouts: Timeouts::default(),
+            }],
+        }
+    }
+
+    #[test]
+    fn decoded_lists_keep_no_spare_capacity() {
+        let mut s = TenantSnapshot::default();
+        s.https.virtual_hosts.push(vhost_with_one_route());
+        let back: TenantSnapshot =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        let vh = &back.https.virtual_hosts;
+        assert_eq!(vh.capacity(), 1);
+        assert_eq!(vh[0].routes.capacity(), 1);
+        assert_eq!(vh[0].routes[0].backends.capacity(), 1);
+    }
+
+    #[test]
+    fn shrink_to_fit_releases_spare_capacity_only() {
+        let mut s = TenantSnapshot::default();
+        let mut vh = vhost_with_one_route();
+        vh.routes.reserve(8);
+        vh.routes[0].backends.reserve(8);
+        s.http.virtual_hosts.reserve(8);
+        s.http.virtual_hosts.push(vh);
+        let before = s.clone();
+        s.shrink_to_fit();
+        assert_eq!(s, before);
+        let vh = &s.http.virtual_hosts;
+        assert_eq!(vh.capacity(), 1);
+        assert_eq!(vh[0].routes.capacity(), 1);
+        assert_eq!(vh[0].routes[0].backends.capacity(), 1);
     }
 
     #[test]

@@ -267,7 +267,8 @@ fn pick<'a, R: Rng>(
 /// A set of weighted choices (a rule's backends). Weight 0 is never chosen.
 #[derive(Debug)]
 pub(crate) struct Weighted<T> {
-    entries: Vec<(u32, T)>,
+    /// Boxed so that a configuration keeps no spare capacity (a rule usually has one backend).
+    entries: Box<[(u32, T)]>,
     total: u64,
 }
 
@@ -275,7 +276,10 @@ impl<T> Weighted<T> {
     /// Builds the set.
     pub(crate) fn new(entries: Vec<(u32, T)>) -> Self {
         let total = entries.iter().map(|(w, _)| u64::from(*w)).sum();
-        Self { entries, total }
+        Self {
+            entries: entries.into_boxed_slice(),
+            total,
+        }
     }
 
     /// Whether the set has no entry at all (as opposed to entries that all weigh 0).
@@ -293,7 +297,7 @@ impl<T> Weighted<T> {
             return None;
         }
         let mut ticket = rng.random_range(0..self.total);
-        for (weight, value) in &self.entries {
+        for (weight, value) in self.entries.iter() {
             let w = u64::from(*weight);
             if ticket < w {
                 return Some(value);

@@ -71,8 +71,8 @@ impl ValueCondition {
 pub(crate) struct CompiledMatch {
     pub(crate) path: Option<PathCondition>,
     method: Option<Method>,
-    headers: Vec<(HeaderName, ValueCondition)>,
-    query: Vec<(String, ValueCondition)>,
+    headers: Box<[(HeaderName, ValueCondition)]>,
+    query: Box<[(String, ValueCondition)]>,
 }
 
 impl CompiledMatch {
@@ -126,8 +126,8 @@ impl CompiledMatch {
         Ok(Self {
             path,
             method,
-            headers,
-            query,
+            headers: headers.into_boxed_slice(),
+            query: query.into_boxed_slice(),
         })
     }
 
@@ -143,7 +143,7 @@ impl CompiledMatch {
                 return false;
             }
         }
-        for (name, cond) in &self.headers {
+        for (name, cond) in self.headers.iter() {
             let mut values = req.headers.get_all(name).iter();
             let Some(first) = values.next() else {
                 return false;
@@ -168,7 +168,7 @@ impl CompiledMatch {
                 return false;
             }
         }
-        for (name, cond) in &self.query {
+        for (name, cond) in self.query.iter() {
             match query_param(req.query, name) {
                 Some(v) if cond.matches(&v) => {}
                 _ => return false,

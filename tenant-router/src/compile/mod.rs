@@ -70,8 +70,8 @@ pub(crate) struct CompiledPassthrough {
 pub(crate) struct CompiledVhost {
     /// The Gateway listener's port (for redirects).
     pub(crate) listener_port: u16,
-    /// Routes, first match wins.
-    pub(crate) routes: Vec<CompiledRoute>,
+    /// Routes, first match wins (boxed: no spare capacity kept per host).
+    pub(crate) routes: Box<[CompiledRoute]>,
 }
 
 /// One route entry.
@@ -80,7 +80,7 @@ pub(crate) struct CompiledRoute {
     /// `kind namespace/name rule N`, for logs and metrics.
     pub(crate) label: Arc<str>,
     pub(crate) matcher: CompiledMatch,
-    pub(crate) filters: Vec<CompiledFilter>,
+    pub(crate) filters: Box<[CompiledFilter]>,
     pub(crate) backends: Weighted<CompiledWeightedBackend>,
     /// Whole-request deadline.
     pub(crate) request_timeout: Option<Duration>,
@@ -104,19 +104,23 @@ pub(crate) struct CompiledWeightedBackend {
     /// `None` when the reference is invalid: requests that pick it get 500.
     pub(crate) backend: Option<Arc<CompiledBackend>>,
     /// Filters applied only when this backend is picked.
-    pub(crate) filters: Vec<CompiledFilter>,
+    pub(crate) filters: Box<[CompiledFilter]>,
 }
 
-/// The certificate `id`, parsed once however many hostnames and listeners use it.
+/// A certificate id (shared by every hostname that names it) and the parsed certificate.
+type ParsedCertificate = (Arc<str>, Arc<rustls::sign::CertifiedKey>);
+
+/// The certificate `id`, parsed once however many hostnames and listeners use it; its id is
+/// allocated once too.
 fn cached_key(
-    parsed: &mut BTreeMap<String, Arc<rustls::sign::CertifiedKey>>,
+    parsed: &mut BTreeMap<String, ParsedCertificate>,
     snapshot: &TenantSnapshot,
     provider: &Arc<CryptoProvider>,
     id: &str,
     field: &str,
-) -> Result<Arc<rustls::sign::CertifiedKey>, CompileError> {
-    if let Some(k) = parsed.get(id) {
-        return Ok(Arc::clone(k));
+) -> Result<ParsedCertificate, CompileError> {
+    if let Some((id, k)) = parsed.get(id) {
+        return Ok((Arc::clone(id), Arc::clone(k)));
     }
     let pem = snapshot
         .certificates
@@ -126,8 +130,9 @@ fn cached_key(
             id: id.to_owned(),
         })?;
     let k = tls::certified_key(id, pem, provider)?;
-    parsed.insert(id.to_owned(), Arc::clone(&k));
-    Ok(k)
+    let shared: Arc<str> = Arc::from(id);
+    parsed.insert(id.to_owned(), (Arc::clone(&shared), Arc::clone(&k)));
+    Ok((shared, k))
 }
 
 /// A label naming a route rule: `HTTPRoute acme/web rule 0`.
@@ -173,16 +178,12 @@ pub(crate) fn compile(
     for (i, t) in snapshot.https.terminate.iter().enumerate() {
         let field = format!("https.terminate[{i}]");
         let p = pattern(&t.hostname, &field)?;
-        let key = cached_key(&mut parsed, snapshot, provider, &t.certificate, &field)?;
+        let (certificate, key) =
+            cached_key(&mut parsed, snapshot, provider, &t.certificate, &field)?;
         if certs.insert(p.clone(), key).is_some() {
             return Err(duplicate(&field, &t.hostname));
         }
-        sni.insert(
-            p,
-            SniTarget::Terminate {
-                certificate: Arc::from(t.certificate.as_str()),
-            },
-        );
+        sni.insert(p, SniTarget::Terminate { certificate });
     }
     for (i, pt) in snapshot.https.passthrough.iter().enumerate() {
         let field = format!("https.passthrough[{i}]");
@@ -199,7 +200,7 @@ pub(crate) fn compile(
     for (i, t) in snapshot.https.terminate_tcp.iter().enumerate() {
         let field = format!("https.terminate_tcp[{i}]");
         let p = pattern(&t.hostname, &field)?;
-        let key = cached_key(&mut parsed, snapshot, provider, &t.certificate, &field)?;
+        let (_, key) = cached_key(&mut parsed, snapshot, provider, &t.certificate, &field)?;
         let target = l4_target(&t.route, &t.backends, &backends)?;
         if sni
             .insert(p.clone(), SniTarget::TerminateTcp(Arc::new(target)))
@@ -302,7 +303,7 @@ fn vhosts(
             .routes
             .iter()
             .map(|r| compile_route(r, backends))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Box<[_]>, _>>()?;
         let compiled = CompiledVhost {
             listener_port: vh.listener_port,
             routes,
@@ -321,7 +322,8 @@ fn compile_route(
     let label = route_label(&r.route);
     let has_prefix = matches!(r.matches.path, Some(PathMatch::PathPrefix(_)));
     let matcher = CompiledMatch::compile(&r.matches, &label)?;
-    let filters = compile_filters(&r.filters, &label, "filters", has_prefix, backends)?;
+    let filters =
+        compile_filters(&r.filters, &label, "filters", has_prefix, backends)?.into_boxed_slice();
     let weighted = r
         .backends
         .iter()
@@ -329,7 +331,8 @@ fn compile_route(
         .map(|(i, wb)| {
             let backend = resolve_backend(wb, &label, backends)?;
             let field = format!("backends[{i}].filters");
-            let filters = compile_filters(&wb.filters, &label, &field, has_prefix, backends)?;
+            let filters = compile_filters(&wb.filters, &label, &field, has_prefix, backends)?
+                .into_boxed_slice();
             Ok((wb.weight, CompiledWeightedBackend { backend, filters }))
         })
         .collect::<Result<Vec<_>, CompileError>>()?;
