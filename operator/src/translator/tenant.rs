@@ -227,6 +227,8 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
         )
         .collect();
     snapshot.certificates.retain(|id, _| used.contains(id));
+    // Held for as long as it is served (by the operator and, in standalone, by the router).
+    snapshot.shrink_to_fit();
     snapshot.seal();
 
     let gateway_statuses = gateways
