@@ -1,7 +1,8 @@
 //! Gateway API request matching, end to end through `bulkhead standalone`, written from the
 //! specification (HTTPRoute v1): path match types and their element-wise semantics, header, query
 //! parameter and method matches, precedence across rules and routes, listener ∩ route hostnames,
-//! HTTPS and HTTP listeners with their own routes, and 421 for a Host the connection cannot serve.
+//! HTTPS and HTTP listeners with their own routes, 421 for a Host the connection cannot serve, and
+//! request paths normalised before matching (what matched is what the backend receives).
 //!
 //! Every test runs the same manifests; each table lists requests and the demo backend that must
 //! answer them (or the status code), and a failure prints the whole table of mismatches.
@@ -277,6 +278,76 @@ async fn path_matches_follow_gateway_api_semantics_and_precedence() {
         (("GET", "M.Acme.Test:8080", "/foo", none), "foo"),
     ];
     check_table(&env, &cases).await;
+}
+
+/// Sends `GET path` as written (no client-side parsing) and returns the status line's code and the
+/// path the demo backend reports, if one answered.
+async fn raw_get(env: &Env, host: &str, path: &str) -> (u16, Option<String>, Option<String>) {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(env.bh.http)
+        .await
+        .expect("connect to the HTTP listener");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("send");
+    let answer = read_to_close(&mut stream, std::time::Duration::from_secs(10)).await;
+    let text = String::from_utf8_lossy(answer.bytes()).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        answer_field(&text, "backend"),
+        answer_field(&text, "path"),
+    )
+}
+
+#[tokio::test]
+async fn paths_are_normalised_before_matching_and_forwarding() {
+    let env = start().await;
+    const H: &str = "m.acme.test";
+    // (sent path, status, backend, path the backend receives)
+    let cases: &[(&str, u16, &str, &str)] = &[
+        // Dot segments cannot reach around a route: this is /exact, not a /foo request.
+        ("/foo/../exact", 200, "exact", "/exact"),
+        ("/foo/./bar/x", 200, "foobar", "/foo/bar/x"),
+        ("/../../foo", 200, "foo", "/foo"),
+        ("/exact/.", 200, "prefix", "/exact/"),
+        // Repeated slashes are one.
+        ("//foo//bar", 200, "foobar", "/foo/bar"),
+        // Escaped unreserved characters are the characters, escaped dots included.
+        ("/%66oo/%2e%2E/exact", 200, "exact", "/exact"),
+        ("/re/%31%32", 200, "regex", "/re/12"),
+        // An escaped slash is data, not a separator; other escapes are kept (upper-case hex).
+        ("/foo%2fbar", 200, "root", "/foo%2Fbar"),
+        ("/foo/%c3%a9?q=%2e%2e/", 200, "foo", "/foo/%C3%A9?q=%2e%2e/"),
+        // A canonical path goes through untouched.
+        ("/foo/bar/?a=//", 200, "foobar", "/foo/bar/?a=//"),
+        // A malformed escape is refused.
+        ("/foo/%zz", 400, "", ""),
+        ("/foo%2", 400, "", ""),
+    ];
+    let mut wrong = Vec::new();
+    for (sent, status, backend, received) in cases {
+        let got = raw_get(&env, H, sent).await;
+        let want = (
+            *status,
+            (!backend.is_empty()).then(|| backend.to_string()),
+            (!received.is_empty()).then(|| received.to_string()),
+        );
+        if got != want {
+            wrong.push(format!("GET {sent}: want {want:?}, got {got:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} paths handled wrongly:\n{}\nlog:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n"),
+        env.bh.log()
+    );
 }
 
 #[tokio::test]

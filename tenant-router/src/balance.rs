@@ -44,6 +44,13 @@ impl EndpointState {
 #[derive(Debug)]
 pub(crate) struct OutstandingGuard(Arc<EndpointState>);
 
+impl OutstandingGuard {
+    /// The address of the endpoint this request went to.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.0.addr
+    }
+}
+
 impl Drop for OutstandingGuard {
     fn drop(&mut self) {
         self.0.outstanding.fetch_sub(1, Ordering::Relaxed);

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 
 /// A boxed error, as bodies and clients report them.
@@ -89,6 +89,8 @@ pub(crate) struct RequestRecord {
     pub(crate) path: String,
     pub(crate) request_id: String,
     pub(crate) start: Instant,
+    /// From the start until the upstream's response head arrived (forwarded requests only).
+    pub(crate) upstream: Option<Duration>,
     /// Keeps the endpoint's in-flight count up until the response ends.
     pub(crate) guard: Option<OutstandingGuard>,
     /// The request's OpenTelemetry span (only while tracing is on).
@@ -113,8 +115,10 @@ impl RequestRecord {
             tenant = %self.tenant,
             route = %self.route,
             backend = %self.backend,
+            endpoint = self.guard.as_ref().map(|g| tracing::field::display(g.addr())),
             status = self.status,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream_ms = self.upstream.map(|d| d.as_secs_f64() * 1000.0),
             bytes,
             method = %self.method,
             host = %self.host,
@@ -232,10 +236,14 @@ impl Body for ObservedBody {
                 return Poll::Ready(Some(Err(Box::new(DeadlineExceeded))));
             }
         }
-        match ready!(this.inner.poll_frame(cx)) {
+        match ready!(this.inner.as_mut().poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     *this.bytes += data.len() as u64;
+                }
+                // A body of known length is not polled again after its last byte: it ended here.
+                if this.inner.is_end_stream() {
+                    *this.outcome = Outcome::Complete;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -46,6 +46,11 @@ pub fn free_addr() -> SocketAddr {
 impl Standalone {
     /// Writes `files` into a fresh manifest directory and starts the binary on it.
     pub async fn start(files: &[(&str, String)]) -> Self {
+        Self::start_with_env(files, &[]).await
+    }
+
+    /// [`Standalone::start`] with extra environment variables for the process.
+    pub async fn start_with_env(files: &[(&str, String)], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         for (name, content) in files {
             write_file(dir.path(), name, content);
@@ -60,6 +65,7 @@ impl Standalone {
             .args(["--https-listen", &https.to_string()])
             .args(["--admin-listen", &admin.to_string()])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
