@@ -14,6 +14,29 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// The data-plane subcommands, shared by `bulkhead` and `bulkhead-dataplane`.
+#[derive(clap::Subcommand, Debug)]
+pub enum DataPlaneCommand {
+    /// Run the edge tier, fed by the operator's snapshot service.
+    Edge(EdgeArgs),
+    /// Run one tenant router, fed by the operator's snapshot service.
+    Router(RouterArgs),
+    /// Run one tier under the load harness in shared/bench (reads the BENCH_* environment).
+    #[command(hide = true)]
+    BenchCandidate,
+}
+
+impl DataPlaneCommand {
+    /// Runs the subcommand until SIGTERM (or, for the benchmark, until its input ends).
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::Edge(args) => run_edge(args).await,
+            Self::Router(args) => run_router(args).await,
+            Self::BenchCandidate => crate::bench::run().await,
+        }
+    }
+}
+
 /// How a data-plane process reaches the operator.
 #[derive(clap::Args, Debug, Clone)]
 pub struct OperatorLink {
@@ -118,7 +141,7 @@ async fn serve_admin(
 
 /// Runs the edge tier until SIGTERM.
 pub async fn run_edge(args: EdgeArgs) -> anyhow::Result<()> {
-    let shutdown = crate::standalone::shutdown_on_signal();
+    let shutdown = crate::process::shutdown_on_signal();
     let mut registry = Registry::default();
     let metrics = EdgeMetrics::register(&mut registry);
     let readiness = Readiness::new();
@@ -142,7 +165,7 @@ pub async fn run_edge(args: EdgeArgs) -> anyhow::Result<()> {
 
 /// Runs one tenant router until SIGTERM.
 pub async fn run_router(args: RouterArgs) -> anyhow::Result<()> {
-    let shutdown = crate::standalone::shutdown_on_signal();
+    let shutdown = crate::process::shutdown_on_signal();
     let mut registry = Registry::default();
     let metrics = RouterMetrics::register(&mut registry);
     let readiness = Readiness::new();

@@ -62,7 +62,7 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 /// Runs the operator until SIGTERM.
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
-    let shutdown = crate::standalone::shutdown_on_signal();
+    let shutdown = bulkhead::process::shutdown_on_signal();
     let tls = server_tls_config(&read(&args.tls_cert)?, &read(&args.tls_key)?)
         .context("invalid snapshot API certificate or key")?;
     let ca_pem = String::from_utf8(read(&args.ca_cert)?).context("--ca-cert is not PEM text")?;

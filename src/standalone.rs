@@ -145,7 +145,7 @@ struct RunningRouter {
 /// Runs standalone mode until SIGINT/SIGTERM.
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone());
+    bulkhead::process::spawn_signal_handler(shutdown.clone());
     let running = start(args, shutdown.clone()).await?;
     running.await??;
     Ok(())
@@ -419,40 +419,4 @@ fn forward_acks(component: String, mut acks: mpsc::Receiver<Ack>, to: mpsc::Send
             }
         }
     });
-}
-
-/// A token cancelled on SIGTERM or Ctrl-C.
-pub fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    spawn_signal_handler(token.clone());
-    token
-}
-
-fn spawn_signal_handler(shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: draining connections");
-        shutdown.cancel();
-    });
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -559,6 +559,10 @@ fn runtime_default_seccomp() -> SeccompProfile {
     }
 }
 
+/// The program the router container runs: the data-plane-only binary of the Bulkhead image (same
+/// subcommands and flags as `bulkhead router`, without the operator's code).
+pub const ROUTER_PROGRAM: &str = "/bulkhead-dataplane";
+
 /// The router's command line: the contract `bulkhead router` implements.
 fn router_args(ctx: &Ctx<'_>) -> Vec<String> {
     [
@@ -664,6 +668,7 @@ fn deployment(ctx: &Ctx<'_>, replicas: i32) -> Deployment {
         name: "router".to_owned(),
         image: Some(settings.image.clone()),
         image_pull_policy: settings.image_pull_policy.clone(),
+        command: Some(vec![ROUTER_PROGRAM.to_owned()]),
         args: Some(router_args(ctx)),
         env: Some(vec![EnvVar {
             name: "BULKHEAD_LOG_FORMAT".to_owned(),
@@ -947,10 +952,12 @@ mod tests {
     #[test]
     fn router_args_are_the_contract() {
         let children = render(&tenant("acme", "team-a", None));
-        let args = pod_spec(&children).containers[0]
-            .args
-            .clone()
-            .unwrap_or_default();
+        let container = &pod_spec(&children).containers[0];
+        assert_eq!(
+            container.command.as_deref(),
+            Some(&["/bulkhead-dataplane".to_owned()][..])
+        );
+        let args = container.args.clone().unwrap_or_default();
         assert_eq!(
             args.join(" "),
             "router --tenant acme --https-listen 0.0.0.0:8443 --http-listen 0.0.0.0:8080 \

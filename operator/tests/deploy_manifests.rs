@@ -556,6 +556,11 @@ fn check_edge(install: &Install) {
         .collect();
     assert_eq!(container_ports.get("https"), Some(&8443));
     assert_eq!(container_ports.get("http"), Some(&8080));
+    // The edge runs the data-plane-only binary, as the routers do.
+    assert_eq!(
+        pod_spec(edge).containers[0].command.as_deref(),
+        Some(&[bulkhead_operator::children::ROUTER_PROGRAM.to_owned()][..])
+    );
 
     let pdb = install
         .objects
@@ -853,4 +858,13 @@ fn dockerfile_builds_one_non_root_image() {
     assert!(text.contains("cargo build --release --locked"));
     assert!(text.contains("USER 65532:65532"));
     assert!(text.contains(r#"ENTRYPOINT ["/bulkhead"]"#));
+    // The program the edge and router pods run is built and copied into the image.
+    let program = bulkhead_operator::children::ROUTER_PROGRAM;
+    let name = program.trim_start_matches('/');
+    assert!(text.contains(&format!("--bin {name}")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("COPY --from=build") && l.contains(&format!("/out{program}"))),
+        "{text}"
+    );
 }

@@ -1,0 +1,9 @@
+//! What the `bulkhead` and `bulkhead-dataplane` binaries share: the data-plane subcommands (`edge`
+//! and `router` in cluster mode, `bench-candidate` for the load harness), process set-up and
+//! telemetry. This is the binaries' edge, so errors are `anyhow`.
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod cluster;
+pub mod process;
+pub mod telemetry;
