@@ -6,6 +6,7 @@
 //! response can never look complete to the client.
 
 use crate::balance::OutstandingGuard;
+use crate::idle::InFlight;
 use crate::metrics::{
     RequestLabels, RouteLabels, RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
 };
@@ -89,6 +90,8 @@ pub(crate) struct RequestRecord {
     pub(crate) path: String,
     pub(crate) request_id: String,
     pub(crate) start: Instant,
+    /// Counts the request on its connection until the response ends (idle timeout).
+    pub(crate) _in_flight: InFlight,
     /// From the start until the upstream's response head arrived (forwarded requests only).
     pub(crate) upstream: Option<Duration>,
     /// Keeps the endpoint's in-flight count up until the response ends.

@@ -26,6 +26,7 @@ mod body;
 mod compile;
 mod error;
 mod http;
+mod idle;
 mod limits;
 mod listener;
 mod metrics;

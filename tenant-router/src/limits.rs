@@ -27,6 +27,9 @@ pub const DEFAULT_H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
 pub const DEFAULT_H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a keep-alive ping may stay unanswered before the connection is closed.
 pub const DEFAULT_H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// An HTTP connection with no request in flight for this long is closed gracefully (HTTP/2: GOAWAY,
+/// then close). HTTP/1 keep-alive connections are closed sooner, by the header read timeout.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long connecting to a backend endpoint may take (then 503, or the next endpoint for passthrough).
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle pooled upstream connection is kept.
@@ -88,6 +91,8 @@ pub struct RouterLimits {
     pub h2_keep_alive_interval: Duration,
     /// See [`DEFAULT_H2_KEEP_ALIVE_TIMEOUT`].
     pub h2_keep_alive_timeout: Duration,
+    /// See [`DEFAULT_HTTP_IDLE_TIMEOUT`].
+    pub http_idle_timeout: Duration,
     /// See [`DEFAULT_UPSTREAM_CONNECT_TIMEOUT`].
     pub upstream_connect_timeout: Duration,
     /// See [`DEFAULT_UPSTREAM_IDLE_TIMEOUT`].
@@ -134,6 +139,7 @@ impl Default for RouterLimits {
             h2_max_header_list_size: DEFAULT_H2_MAX_HEADER_LIST_SIZE,
             h2_keep_alive_interval: DEFAULT_H2_KEEP_ALIVE_INTERVAL,
             h2_keep_alive_timeout: DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
+            http_idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
             upstream_connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
             upstream_idle_timeout: DEFAULT_UPSTREAM_IDLE_TIMEOUT,
             upstream_max_idle_per_endpoint: DEFAULT_UPSTREAM_MAX_IDLE_PER_ENDPOINT,

@@ -11,6 +11,7 @@
 use crate::balance::OutstandingGuard;
 use crate::compile::{CompiledConfig, CompiledPassthrough, SniTarget};
 use crate::http::{serve_request, ConnContext, Entry, Shared};
+use crate::idle::Activity;
 use crate::metrics::{
     ConnectionLabels, ConnectionOutcome, ListenerLabel, ListenerLabels, RouteLabels,
 };
@@ -333,6 +334,7 @@ async fn terminate(
         config,
         entry: Entry::Tls { certificate },
         client,
+        activity: Activity::new(),
     };
     serve_http(state, server, TokioIo::new(tls), ctx).await;
     ConnectionOutcome::Terminated
@@ -353,6 +355,7 @@ async fn serve_plain_connection(
         config,
         entry: Entry::Plain,
         client,
+        activity: Activity::new(),
     };
     serve_http(
         state,
@@ -374,13 +377,21 @@ async fn serve_http<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let activity = Arc::clone(&ctx.activity);
     let ctx = Arc::new(ctx);
     let service = service_fn(move |req| serve_request(Arc::clone(&ctx), req));
     let conn = server.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = state.drain.cancelled() => {
+    let idle_timeout = state.shared.limits.http_idle_timeout;
+    let closing = tokio::select! {
+        r = conn.as_mut() => Err(r),
+        () = state.drain.cancelled() => Ok("drain"),
+        () = activity.idle_for(idle_timeout) => Ok("idle"),
+    };
+    let result = match closing {
+        Err(ended) => ended,
+        Ok(reason) => {
+            tracing::debug!(tenant = %state.shared.tenant, reason, "closing HTTP connection gracefully");
             conn.as_mut().graceful_shutdown();
             tokio::select! {
                 r = conn.as_mut() => r,

@@ -15,6 +15,7 @@ use crate::compile::filters::{
 };
 use crate::compile::matcher::RequestFacts;
 use crate::compile::{CompiledConfig, CompiledRoute, CompiledVhost, SniTarget};
+use crate::idle::Activity;
 use crate::limits::RouterLimits;
 use crate::metrics::{
     RetryLabels, RetryReason, RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
@@ -73,6 +74,8 @@ pub(crate) struct ConnContext {
     pub(crate) config: Arc<CompiledConfig>,
     pub(crate) entry: Entry,
     pub(crate) client: SocketAddr,
+    /// The connection's requests in flight, for its idle timeout.
+    pub(crate) activity: Arc<Activity>,
 }
 
 impl ConnContext {
@@ -104,6 +107,7 @@ pub(crate) async fn serve_request(
         path: req.uri().path().to_owned(),
         request_id: String::new(),
         start,
+        _in_flight: ctx.activity.begin(),
         upstream: None,
         guard: None,
         span: None,

@@ -2,10 +2,22 @@
 
 use crate::support::*;
 use bulkhead_crds::snapshot::BackendProtocol;
+use std::future::Future;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn router(web: &EchoBackend, header_read_timeout: Duration) -> TestRouter {
+    router_with(web, |c| {
+        c.limits.header_read_timeout = header_read_timeout;
+        c.limits.max_headers = 20;
+    })
+    .await
+}
+
+async fn router_with(
+    web: &EchoBackend,
+    customise: impl FnOnce(&mut bulkhead_router::RouterConfig),
+) -> TestRouter {
     let pki = Pki::new();
     let mut s = base_snapshot(&pki, 1);
     s.backends.insert(
@@ -21,11 +33,87 @@ async fn router(web: &EchoBackend, header_read_timeout: Duration) -> TestRouter 
             vec![weighted(Some("acme/web:80"), 1)],
         )],
     )];
-    TestRouter::start_custom(s, |c| {
-        c.limits.header_read_timeout = header_read_timeout;
-        c.limits.max_headers = 20;
-    })
+    TestRouter::start_custom(s, customise).await
+}
+
+/// A request body that sends `chunks` small chunks, one every `every`.
+struct TrickleBody {
+    chunks: usize,
+    every: Duration,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl hyper::body::Body for TrickleBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.chunks == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let every = self.every;
+        let pause = self
+            .pause
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+        std::task::ready!(pause.as_mut().poll(cx));
+        self.pause = None;
+        self.chunks -= 1;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(
+            bytes::Bytes::from_static(b"tick"),
+        ))))
+    }
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_but_not_while_a_request_is_in_flight() {
+    let web = EchoBackend::start("web").await;
+    let idle = Duration::from_secs(1);
+    let router = router_with(&web, |c| c.limits.http_idle_timeout = idle).await;
+    let io = proxied_tcp(router.http).await;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(io),
+    )
     .await
+    .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+
+    // A request whose body takes twice the idle timeout to arrive is in flight all along.
+    let req = http::Request::builder()
+        .method("POST")
+        .version(http::Version::HTTP_2)
+        .uri("http://a.acme.test/upload")
+        .body(TrickleBody {
+            chunks: 8,
+            every: Duration::from_millis(250),
+            pause: None,
+        })
+        .expect("request");
+    sender.ready().await.expect("ready");
+    let resp = sender
+        .send_request(req)
+        .await
+        .expect("slow upload answered");
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("upload"),
+        "{body:?}"
+    );
+    assert!(!conn.is_finished(), "closed while a request was in flight");
+
+    // Then nothing: the router sends GOAWAY and closes the connection.
+    let closed = tokio::time::timeout(idle * 10, conn).await;
+    assert!(
+        matches!(closed, Ok(Ok(Ok(())))),
+        "idle connection not closed cleanly: {closed:?}"
+    );
 }
 
 #[tokio::test]
