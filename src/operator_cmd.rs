@@ -14,8 +14,9 @@ use bulkhead_admin::{AdminServer, AdminState, Readiness};
 use bulkhead_operator::children::ChildSettings;
 use bulkhead_operator::kube::leader::LeaderElector;
 use bulkhead_operator::kube::{self as provider, OperatorConfig, TenantDirectory, TokenReviewAuth};
-use bulkhead_operator::metrics::OperatorMetrics;
-use bulkhead_snapshot_wire::{server_tls_config, SnapshotServer};
+use bulkhead_operator::metrics::{KindLabel, OperatorMetrics};
+use bulkhead_snapshot_wire::cert_reload::DEFAULT_CERT_CHECK_INTERVAL;
+use bulkhead_snapshot_wire::{watch_cert_files, CertFiles, ReloadingCert, SnapshotServer};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,8 +64,11 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// Runs the operator until SIGTERM.
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let shutdown = bulkhead::process::shutdown_on_signal();
-    let tls = server_tls_config(&read(&args.tls_cert)?, &read(&args.tls_key)?)
-        .context("invalid snapshot API certificate or key")?;
+    let cert = Arc::new(
+        ReloadingCert::new(&read(&args.tls_cert)?, &read(&args.tls_key)?)
+            .context("invalid snapshot API certificate or key")?,
+    );
+    let tls = cert.server_config()?;
     let ca_pem = String::from_utf8(read(&args.ca_cert)?).context("--ca-cert is not PEM text")?;
     let mut settings =
         ChildSettings::new(args.router_image.clone(), args.operator_url.clone(), ca_pem);
@@ -89,6 +93,21 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     )
     .await?;
     tokio::spawn(admin.run(shutdown.clone()));
+    // cert-manager renews the mounted Secret in place: new handshakes get the new pair.
+    let reloads = metrics.certificate_reloads.clone();
+    tokio::spawn(watch_cert_files(
+        CertFiles {
+            cert: args.tls_cert.clone(),
+            key: args.tls_key.clone(),
+        },
+        cert,
+        DEFAULT_CERT_CHECK_INTERVAL,
+        move |loaded| {
+            let kind = if loaded { "loaded" } else { "refused" };
+            reloads.get_or_create(&KindLabel { kind }).inc();
+        },
+        shutdown.clone().cancelled_owned(),
+    ));
 
     let identity = args
         .pod_name

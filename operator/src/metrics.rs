@@ -27,7 +27,7 @@ pub struct TenantLabel {
 /// `kind` label of a data-plane client or a failed task.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct KindLabel {
-    /// `edge` / `router`, or `onboarding` / `status` / `publish`.
+    /// `edge` / `router`, or `onboarding` / `status` / `publish`, or `loaded` / `refused`.
     pub kind: &'static str,
 }
 
@@ -55,6 +55,8 @@ pub struct OperatorMetrics {
     pub snapshots_published: Family<KindLabel, Counter>,
     /// Errors of the reconcilers, by kind (`publish`, `onboarding`, `status`).
     pub reconcile_errors: Family<KindLabel, Counter>,
+    /// Changed snapshot server certificate files, by outcome (`loaded` / `refused`).
+    pub certificate_reloads: Family<KindLabel, Counter>,
     /// Object changes waiting for compilation, per tenant (series present only while non-zero).
     pub queue_depth: Family<TenantLabel, Gauge>,
     /// Object changes waiting for compilation, all tenants (including cluster-wide changes).
@@ -78,6 +80,7 @@ impl Default for OperatorMetrics {
             tenants_translated: Counter::default(),
             snapshots_published: Family::default(),
             reconcile_errors: Family::default(),
+            certificate_reloads: Family::default(),
             queue_depth: Family::default(),
             queue_depth_total: Gauge::default(),
             connected: Family::default(),
@@ -118,6 +121,11 @@ impl OperatorMetrics {
             "reconcile_errors",
             "Reconciliation errors, by kind (publish, onboarding, status)",
             self.reconcile_errors.clone(),
+        );
+        r.register(
+            "certificate_reloads",
+            "Changed snapshot server certificate files, by outcome (loaded, refused)",
+            self.certificate_reloads.clone(),
         );
         r.register(
             "queue_depth",

@@ -1,9 +1,10 @@
 //! TLS configuration of both ends: rustls with the ring provider, ALPN `h2`, certificates from PEM.
 
+use crate::cert_reload::ReloadingCert;
 use rustls::crypto::ring::default_provider;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::CertificateDer;
 use std::sync::Arc;
 
 /// The only application protocol spoken: HTTP/2.
@@ -26,20 +27,13 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The server's TLS configuration from a PEM certificate chain (leaf first) and its PEM private key.
+/// The server's TLS configuration from a PEM certificate chain (leaf first) and its PEM private key
+/// (a [`ReloadingCert`] that is never replaced).
 pub fn server_tls_config(
     cert_chain_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = certificates(cert_chain_pem)?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| TlsError::NoPrivateKey(e.to_string()))?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    Ok(Arc::new(config))
+    Arc::new(ReloadingCert::new(cert_chain_pem, key_pem)?).server_config()
 }
 
 /// A client TLS configuration trusting exactly the CA certificates in `ca_pem`.
@@ -56,7 +50,7 @@ pub fn client_tls_config(ca_pem: &[u8]) -> Result<Arc<ClientConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem(e.to_string()))?;
