@@ -339,6 +339,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
             ca_pem: ca_pem.clone(),
             token_path,
             subscriber: format!("router/{}/bench", tenant_name(i)),
+            ca_path: None,
             bootstrap_path: None,
         };
         let (mut sub, _driver) =

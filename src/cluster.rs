@@ -111,6 +111,7 @@ impl OperatorLink {
             ca_pem,
             token_path: self.token_file.clone(),
             subscriber,
+            ca_path: Some(self.operator_ca.clone()),
             bootstrap_path: self.bootstrap.clone(),
         })
     }

@@ -17,7 +17,7 @@ use rustls_pki_types::PrivateKeyDer;
 use std::collections::hash_map::DefaultHasher;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -113,10 +113,11 @@ pub struct CertFiles {
 }
 
 /// What identifies a version of a file: modification time, length and inode (symbolic links,
-/// as in a mounted Secret, are followed).
-type Stamp = Option<(SystemTime, u64, u64)>;
+/// as in a mounted Secret, are followed); `None` when it cannot be read.
+pub(crate) type Stamp = Option<(SystemTime, u64, u64)>;
 
-async fn stamp(path: &PathBuf) -> Stamp {
+/// The current [`Stamp`] of `path`.
+pub(crate) async fn stamp(path: &Path) -> Stamp {
     let meta = tokio::fs::metadata(path).await.ok()?;
     #[cfg(unix)]
     let ino = std::os::unix::fs::MetadataExt::ino(&meta);

@@ -46,6 +46,10 @@ pub struct ClientConfig {
     pub server_name: String,
     /// PEM bundle of the CA certificates trusted to sign the server certificate.
     pub ca_pem: Vec<u8>,
+    /// The file `ca_pem` came from, if any: read again before a connection attempt whenever it
+    /// changed (a rotated CA), so a restart is not needed. An unreadable or invalid version is
+    /// logged and the CAs trusted so far stay.
+    pub ca_path: Option<PathBuf>,
     /// File holding the bearer token (a projected service-account token); read again for every
     /// request, because the kubelet rotates it.
     pub token_path: PathBuf,
@@ -142,6 +146,8 @@ where
         server_name,
         authority,
         connector: TlsConnector::from(client_tls_config(&config.ca_pem)?),
+        ca_path: config.ca_path,
+        ca_stamp: None,
         token_path: config.token_path,
         subscriber,
     };
@@ -201,6 +207,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Link<T> {
         let watcher = self.snapshots.clone();
         let mut backoff = Backoff::default();
         loop {
+            self.settings.refresh_ca(&self.stream).await;
             let result = tokio::select! {
                 () = watcher.closed() => break,
                 result = self.session(&mut backoff) => result,

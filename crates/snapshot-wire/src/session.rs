@@ -3,6 +3,7 @@
 //! the client drops the connection and reconnects with backoff.
 
 use crate::ack::AckMessage;
+use crate::cert_reload::{stamp, Stamp};
 use crate::frame::FrameError;
 use crate::handler::SUBSCRIBER_HEADER;
 use crate::limits::{
@@ -10,6 +11,7 @@ use crate::limits::{
     REQUEST_TIMEOUT, TLS_HANDSHAKE_TIMEOUT,
 };
 use crate::stream::{StreamName, ACKS_PATH};
+use crate::tls::client_tls_config;
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, StatusCode};
@@ -62,14 +64,46 @@ pub(crate) enum SessionError {
     Frame(#[from] FrameError),
 }
 
-/// What a client needs to connect, fixed for its lifetime.
+/// What a client needs to connect, fixed for its lifetime except the trusted CAs.
 pub(crate) struct Settings {
     pub(crate) addr: String,
     pub(crate) server_name: ServerName<'static>,
     pub(crate) authority: String,
     pub(crate) connector: TlsConnector,
+    /// The CA bundle file, read again before a connection attempt when it changed.
+    pub(crate) ca_path: Option<PathBuf>,
+    /// The version of `ca_path` that `connector` trusts (`None`: not read yet).
+    pub(crate) ca_stamp: Option<Stamp>,
     pub(crate) token_path: PathBuf,
     pub(crate) subscriber: HeaderValue,
+}
+
+impl Settings {
+    /// Rebuilds the connector from the CA file when the file changed since it was last read. An
+    /// unreadable or invalid file is logged and the CAs trusted so far stay.
+    pub(crate) async fn refresh_ca(&mut self, stream: &StreamName) {
+        let Some(path) = &self.ca_path else {
+            return;
+        };
+        let now = stamp(path).await;
+        if self.ca_stamp == Some(now) {
+            return;
+        }
+        self.ca_stamp = Some(now);
+        let config = match tokio::fs::read(path).await {
+            Ok(pem) => client_tls_config(&pem).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match config {
+            Ok(config) => {
+                tracing::debug!(%stream, path = %path.display(), "snapshot server CA bundle loaded");
+                self.connector = TlsConnector::from(config);
+            }
+            Err(error) => {
+                tracing::warn!(%stream, path = %path.display(), %error, "snapshot server CA bundle unusable; keeping the CAs trusted so far");
+            }
+        }
+    }
 }
 
 /// What the server did with one acknowledgement.

@@ -128,6 +128,7 @@ impl Client {
             ca_pem: pki.ca_pem.clone().into_bytes(),
             token_path,
             subscriber: subscriber.into(),
+            ca_path: None,
             bootstrap_path: None,
         };
         Self { dir, config }
@@ -663,5 +664,32 @@ async fn acknowledgement_the_operator_cannot_take_is_kept_without_dropping_the_s
     let status = driver.status().borrow().clone();
     assert!(status.connected && status.failures == 0, "{status:?}");
     assert_eq!(server.subscribers(&acme()), 1);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotated_ca_file_is_read_again_before_the_next_connection_attempt() {
+    let pki = pki();
+    let stale = self::pki();
+    let (server, _acks) = new_server();
+    server
+        .publish(&acme(), &tenant_snapshot("acme", 3))
+        .unwrap();
+    let running = serve_on(&server, &pki, "127.0.0.1:0".parse().unwrap()).await;
+    // The client starts trusting a CA that did not sign the server's certificate.
+    let mut client = Client::new(&stale, running.addr, ACME_TOKEN, "router/acme/0");
+    let ca_path = client.dir.path().join("ca.crt");
+    std::fs::write(&ca_path, &stale.ca_pem).unwrap();
+    client.config.ca_path = Some(ca_path.clone());
+    let (mut sub, driver) = client.subscribe::<TenantSnapshot>(acme()).await;
+    let failed = wait_status(&driver, "a failed attempt", |s| s.failures > 0).await;
+    assert!(!failed.connected);
+    assert_eq!(failed.snapshots, 0);
+
+    // The CA file is rotated (a new file renamed over the old, as the kubelet does).
+    let tmp = client.dir.path().join("ca.crt.new");
+    std::fs::write(&tmp, &pki.ca_pem).unwrap();
+    std::fs::rename(&tmp, &ca_path).unwrap();
+    assert_eq!(*next(&mut sub).await, tenant_snapshot("acme", 3));
     running.stop().await;
 }
