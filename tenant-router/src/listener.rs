@@ -18,14 +18,20 @@ use crate::metrics::{
 use crate::outlier::Health;
 use arc_swap::ArcSwapOption;
 use bulkhead_hostmatch::HostPattern;
-use bulkhead_proxy_io::{copy_bidirectional_observed, read_proxy_header, ProxyHeader, Rewind};
+use bulkhead_proxy_io::{
+    copy_bidirectional_observed, copy_tcp_bidirectional_observed, read_proxy_header, CopyStats,
+    ProxyHeader, Rewind,
+};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::counter::Counter;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
@@ -309,7 +315,16 @@ async fn terminate_tcp(
         let _ = tls.shutdown().await;
         return ConnectionOutcome::UpstreamError;
     };
-    copy_l4(state, &route, &mut tls, &mut upstream, 0).await;
+    let counter = l4_byte_counter(state, &route, 0);
+    let copy = copy_bidirectional_observed(
+        &mut tls,
+        &mut upstream,
+        state.shared.limits.passthrough_idle_timeout,
+        |_, n| {
+            counter.inc_by(n);
+        },
+    );
+    finish_l4(state, &route, copy).await;
     ConnectionOutcome::TerminatedTcp
 }
 
@@ -418,14 +433,18 @@ async fn passthrough(
         tracing::debug!(route = %route.label, error = %e, "passthrough replay failed");
         return ConnectionOutcome::UpstreamError;
     }
-    copy_l4(
-        state,
-        &route,
+    let counter = l4_byte_counter(state, &route, buf.len() as u64);
+    drop(buf);
+    // Both sides are plain sockets: bulk flows move by splice(2) on Linux.
+    let copy = copy_tcp_bidirectional_observed(
         &mut client_stream,
         &mut upstream,
-        buf.len() as u64,
-    )
-    .await;
+        state.shared.limits.passthrough_idle_timeout,
+        |_, n| {
+            counter.inc_by(n);
+        },
+    );
+    finish_l4(state, &route, copy).await;
     ConnectionOutcome::Passthrough
 }
 
@@ -482,15 +501,8 @@ async fn connect_l4(
 
 /// Copies both ways between the client side and the backend until both halves close, the idle
 /// deadline passes or the hard stop; `already` bytes were sent before and are counted too.
-async fn copy_l4<C>(
-    state: &ListenerState,
-    route: &CompiledPassthrough,
-    client_side: &mut C,
-    upstream: &mut TcpStream,
-    already: u64,
-) where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
+/// The byte counter of an L4 route, advanced by the `already` bytes sent before the copy began.
+fn l4_byte_counter(state: &ListenerState, route: &CompiledPassthrough, already: u64) -> Counter {
     let counter = state
         .shared
         .metrics
@@ -500,14 +512,15 @@ async fn copy_l4<C>(
             route: Arc::clone(&route.label),
         });
     counter.inc_by(already);
-    let copy = copy_bidirectional_observed(
-        client_side,
-        upstream,
-        state.shared.limits.passthrough_idle_timeout,
-        |_, n| {
-            counter.inc_by(n);
-        },
-    );
+    counter
+}
+
+/// Runs an L4 copy to its end, or until the hard stop after a drain.
+async fn finish_l4(
+    state: &ListenerState,
+    route: &CompiledPassthrough,
+    copy: impl Future<Output = io::Result<CopyStats>>,
+) {
     tokio::select! {
         r = copy => if let Err(e) = r {
             tracing::debug!(route = %route.label, error = %e, "stream copy ended with an error");
