@@ -499,8 +499,6 @@ async fn connect_l4(
     None
 }
 
-/// Copies both ways between the client side and the backend until both halves close, the idle
-/// deadline passes or the hard stop; `already` bytes were sent before and are counted too.
 /// The byte counter of an L4 route, advanced by the `already` bytes sent before the copy began.
 fn l4_byte_counter(state: &ListenerState, route: &CompiledPassthrough, already: u64) -> Counter {
     let counter = state
@@ -515,7 +513,8 @@ fn l4_byte_counter(state: &ListenerState, route: &CompiledPassthrough, already: 
     counter
 }
 
-/// Runs an L4 copy to its end, or until the hard stop after a drain.
+/// Runs an L4 copy (both ways until both halves close or the idle deadline passes) to its end, or
+/// until the hard stop after a drain.
 async fn finish_l4(
     state: &ListenerState,
     route: &CompiledPassthrough,
