@@ -16,7 +16,9 @@ use bulkhead_operator::kube::leader::LeaderElector;
 use bulkhead_operator::kube::{self as provider, OperatorConfig, TenantDirectory, TokenReviewAuth};
 use bulkhead_operator::metrics::{KindLabel, OperatorMetrics};
 use bulkhead_snapshot_wire::cert_reload::DEFAULT_CERT_CHECK_INTERVAL;
-use bulkhead_snapshot_wire::{watch_cert_files, CertFiles, ReloadingCert, SnapshotServer};
+use bulkhead_snapshot_wire::{
+    watch_cert_files, watch_files, CertFiles, ReloadingCert, SnapshotServer,
+};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -70,6 +72,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     );
     let tls = cert.server_config()?;
     let ca_pem = String::from_utf8(read(&args.ca_cert)?).context("--ca-cert is not PEM text")?;
+    let (ca_tx, operator_ca) = watch::channel(ca_pem.clone());
     let mut settings =
         ChildSettings::new(args.router_image.clone(), args.operator_url.clone(), ca_pem);
     settings.system_namespace = args.namespace.clone();
@@ -93,6 +96,22 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     )
     .await?;
     tokio::spawn(admin.run(shutdown.clone()));
+    // A rotated CA bundle reaches the routers' CA ConfigMaps (the onboarding re-applies them).
+    tokio::spawn(watch_files(
+        vec![args.ca_cert.clone()],
+        DEFAULT_CERT_CHECK_INTERVAL,
+        move |contents| match String::from_utf8(contents.concat()) {
+            Ok(pem) => {
+                ca_tx.send_if_modified(|current| {
+                    let changed = *current != pem;
+                    *current = pem;
+                    changed
+                });
+            }
+            Err(_) => tracing::warn!("--ca-cert is not PEM text; the routers keep the previous CA"),
+        },
+        shutdown.clone().cancelled_owned(),
+    ));
     // cert-manager renews the mounted Secret in place: new handshakes get the new pair.
     let reloads = metrics.certificate_reloads.clone();
     tokio::spawn(watch_cert_files(
@@ -183,6 +202,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         OperatorConfig {
             client,
             settings,
+            operator_ca,
             directory,
             metrics,
             identity,

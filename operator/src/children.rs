@@ -423,7 +423,8 @@ impl Ctx<'_> {
     }
 }
 
-fn validate_settings(settings: &ChildSettings) -> Result<(), ChildError> {
+/// Checks the settings every tenant's children are rendered with.
+pub(crate) fn validate_settings(settings: &ChildSettings) -> Result<(), ChildError> {
     let invalid = |field, reason| Err(ChildError::InvalidSettings { field, reason });
     if settings.image.trim().is_empty() {
         return invalid("image", "empty");

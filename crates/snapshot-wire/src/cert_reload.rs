@@ -126,11 +126,52 @@ pub(crate) async fn stamp(path: &Path) -> Stamp {
     Some((meta.modified().ok()?, meta.len(), ino))
 }
 
-/// Checks `files` every `every` and loads a changed pair into `cert`, until `stop` completes.
-/// The first check reads the files whatever their metadata, so a change made while the caller was
-/// loading them is not missed; a pair identical to the one served changes nothing. Each change is
-/// logged; `on_reload` is told whether a changed pair was taken (`true`) or refused (`false`), for
-/// metrics.
+/// Reads `paths` every `every` whenever one of them changed (by [`Stamp`]) and hands their
+/// contents to `on_change`, in order, until `stop` completes. The first check reads them whatever
+/// their metadata, so a change made while the caller was loading them is not missed; `on_change`
+/// must treat contents it already has as no change. A file that cannot be read is logged and
+/// skipped until it changes again.
+pub async fn watch_files(
+    paths: Vec<PathBuf>,
+    every: Duration,
+    mut on_change: impl FnMut(Vec<Vec<u8>>) + Send,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    // Unknown until the first check reads the files.
+    let mut seen: Option<Vec<Stamp>> = None;
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let mut now = Vec::with_capacity(paths.len());
+        for path in &paths {
+            now.push(stamp(path).await);
+        }
+        if seen.as_ref() == Some(&now) {
+            continue;
+        }
+        seen = Some(now);
+        let mut contents = Vec::with_capacity(paths.len());
+        for path in &paths {
+            match tokio::fs::read(path).await {
+                Ok(bytes) => contents.push(bytes),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "watched file unreadable; keeping what was loaded");
+                    break;
+                }
+            }
+        }
+        if contents.len() == paths.len() {
+            on_change(contents);
+        }
+    }
+}
+
+/// Checks `files` every `every` and loads a changed pair into `cert`, until `stop` completes
+/// (see [`watch_files`]). Each change is logged; `on_reload` is told whether a changed pair was
+/// taken (`true`) or refused (`false`), for metrics.
 pub async fn watch_cert_files(
     files: CertFiles,
     cert: Arc<ReloadingCert>,
@@ -138,38 +179,22 @@ pub async fn watch_cert_files(
     on_reload: impl Fn(bool) + Send,
     stop: impl Future<Output = ()>,
 ) {
-    tokio::pin!(stop);
-    // Unknown until the first check reads the files.
-    let mut seen = None;
-    loop {
-        tokio::select! {
-            () = &mut stop => return,
-            () = tokio::time::sleep(every) => {}
-        }
-        let now = Some((stamp(&files.cert).await, stamp(&files.key).await));
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        let read = async {
-            let cert_pem = tokio::fs::read(&files.cert).await?;
-            let key_pem = tokio::fs::read(&files.key).await?;
-            Ok::<_, std::io::Error>((cert_pem, key_pem))
-        };
-        let result = match read.await {
-            Ok((cert_pem, key_pem)) => cert.replace(&cert_pem, &key_pem),
-            Err(e) => Err(TlsError::Pem(e.to_string())),
-        };
-        match result {
+    let label = files.cert.display().to_string();
+    watch_files(
+        vec![files.cert, files.key],
+        every,
+        move |contents| match cert.replace(&contents[0], &contents[1]) {
             Ok(false) => {}
             Ok(true) => {
-                tracing::info!(cert = %files.cert.display(), "snapshot server certificate reloaded");
+                tracing::info!(cert = %label, "snapshot server certificate reloaded");
                 on_reload(true);
             }
             Err(e) => {
-                tracing::warn!(cert = %files.cert.display(), error = %e, "changed snapshot server certificate refused; the previous one keeps serving");
+                tracing::warn!(cert = %label, error = %e, "changed snapshot server certificate refused; the previous one keeps serving");
                 on_reload(false);
             }
-        }
-    }
+        },
+        stop,
+    )
+    .await;
 }

@@ -42,7 +42,7 @@ pub mod tls;
 pub use ack::{AckMessage, AckMessageError};
 pub use auth::{AuthError, Authenticator, Identity, StaticTokens};
 pub use bootstrap::{read_bootstrap, write_bootstrap, BootstrapError};
-pub use cert_reload::{watch_cert_files, CertFiles, ReloadingCert};
+pub use cert_reload::{watch_cert_files, watch_files, CertFiles, ReloadingCert};
 pub use client::{subscribe, ClientConfig, ClientDriver, ClientError, LinkStatus};
 pub use frame::{encode_frame, Frame, FrameDecoder, FrameError};
 pub use handler::{FRAMES_CONTENT_TYPE, SUBSCRIBER_HEADER};

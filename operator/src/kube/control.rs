@@ -736,6 +736,8 @@ pub struct OperatorConfig {
     pub client: Client,
     /// Settings of the Tenants' children.
     pub settings: ChildSettings,
+    /// The snapshot API's CA bundle as it changes (the routers' CA ConfigMaps follow it).
+    pub operator_ca: watch::Receiver<String>,
     /// The directory the snapshot API's authenticator reads.
     pub directory: TenantDirectory,
     /// The control plane's metrics (registered by the caller).
@@ -773,11 +775,12 @@ pub async fn run<A: Authenticator>(
     let (notice_tx, notice_rx) = mpsc::channel(NOTICE_QUEUE);
     let system_namespace = config.settings.system_namespace.clone();
     let onboarding = Onboarding::new(config.client.clone(), config.settings, Arc::clone(&writer));
+    let operator_ca = config.operator_ca;
     let onboarding_task = {
         let (mut leading, shutdown) = (leading.clone(), shutdown.clone());
         tokio::spawn(async move {
             if until_leading(&mut leading, &shutdown).await {
-                run_onboarding(onboarding, desired_rx, shutdown).await;
+                run_onboarding(onboarding, desired_rx, operator_ca, shutdown).await;
             }
         })
     };

@@ -10,7 +10,7 @@
 
 use super::status_writer::{OnboardingFailure, StatusWriter};
 use super::FIELD_MANAGER;
-use crate::children::{render_children, ChildError, ChildSettings, Children};
+use crate::children::{render_children, validate_settings, ChildError, ChildSettings, Children};
 use ::kube::api::{Api, Patch, PatchParams};
 use ::kube::{Client, Resource, ResourceExt};
 use bulkhead_crds::snapshot::TenantSnapshot;
@@ -106,6 +106,30 @@ impl Onboarding {
             client,
             settings: Arc::new(settings),
             status,
+        }
+    }
+
+    /// Renders the routers' CA ConfigMaps with `pem` from now on (a rotated CA of the snapshot
+    /// API). `true` when that changed the settings; a bundle the settings refuse (no PEM
+    /// certificate) is logged and changes nothing.
+    pub fn set_operator_ca(&mut self, pem: String) -> bool {
+        if self.settings.operator_ca_pem == pem {
+            return false;
+        }
+        let settings = ChildSettings {
+            operator_ca_pem: pem,
+            ..(*self.settings).clone()
+        };
+        match validate_settings(&settings) {
+            Ok(()) => {
+                tracing::info!("snapshot API CA changed: re-applying every tenant's children");
+                self.settings = Arc::new(settings);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "snapshot API CA bundle refused; the routers keep the previous one");
+                false
+            }
         }
     }
 
@@ -275,12 +299,15 @@ struct Retry {
 }
 
 /// Reconciles the desired tenants until `shutdown`: each tenant when it (or its snapshot)
-/// changes, failed ones with backoff, all of them every [`RESYNC_INTERVAL`].
+/// changes, failed ones with backoff, all of them every [`RESYNC_INTERVAL`] and whenever the
+/// snapshot API's CA bundle (`operator_ca`) changes.
 pub async fn run_onboarding(
-    onboarding: Onboarding,
+    mut onboarding: Onboarding,
     mut desired: watch::Receiver<Desired>,
+    mut operator_ca: watch::Receiver<String>,
     shutdown: CancellationToken,
 ) {
+    let mut ca_open = true;
     let mut done: HashMap<String, Fingerprint> = HashMap::new();
     let mut retries: HashMap<String, Retry> = HashMap::new();
     // Tenant → when its bootstrap Secret may be written again.
@@ -369,6 +396,15 @@ pub async fn run_onboarding(
         tokio::select! {
             () = shutdown.cancelled() => return,
             changed = desired.changed() => if changed.is_err() { return },
+            changed = operator_ca.changed(), if ca_open => match changed {
+                Ok(()) => {
+                    let pem = operator_ca.borrow_and_update().clone();
+                    if onboarding.set_operator_ca(pem) {
+                        done.clear();
+                    }
+                }
+                Err(_) => ca_open = false,
+            },
             () = tokio::time::sleep_until(wake) => {}
         }
     }
@@ -380,6 +416,7 @@ mod tests {
     use crate::kube::testing::{failure, json_body, query_param, respond_json, MockApi};
     use crate::rbac::{allows, Scope};
     use bulkhead_crds::TenantSpec;
+    use tokio::sync::mpsc;
 
     const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
@@ -477,6 +514,70 @@ mod tests {
                 "NetworkPolicy"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_rotated_ca_changes_the_settings_and_a_bad_bundle_does_not() {
+        let (mut onboarding, _mock) = onboarding();
+        assert!(!onboarding.set_operator_ca(CA.to_owned()), "same bundle");
+        let rotated = format!("{CA}{CA}");
+        assert!(onboarding.set_operator_ca(rotated.clone()));
+        assert_eq!(onboarding.settings.operator_ca_pem, rotated);
+        assert!(!onboarding.set_operator_ca("not a certificate".to_owned()));
+        assert_eq!(onboarding.settings.operator_ca_pem, rotated);
+    }
+
+    /// Serves the mock API: answers every request with its own body and sends the CA bundle of
+    /// each ConfigMap applied.
+    async fn record_ca_configmaps(mut mock: MockApi, seen: mpsc::UnboundedSender<String>) {
+        loop {
+            let (request, send) = mock.next_request().await;
+            let body = json_body(request).await;
+            if body["kind"] == "ConfigMap" {
+                let ca = body["data"][crate::children::OPERATOR_CA_KEY]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = seen.send(ca);
+            }
+            respond_json(send, 200, &body);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rotated_ca_bundle_is_applied_to_every_tenant_at_once() {
+        let (onboarding, mock) = onboarding();
+        let (seen_tx, mut seen) = mpsc::unbounded_channel();
+        let api = tokio::spawn(record_ca_configmaps(mock, seen_tx));
+        let mut desired = Desired::new();
+        desired.insert(
+            "acme".to_owned(),
+            DesiredTenant {
+                tenant: Arc::new(tenant("team-a", None)),
+                bootstrap: None,
+            },
+        );
+        let (_desired_tx, desired_rx) = watch::channel(desired);
+        let (ca_tx, ca_rx) = watch::channel(CA.to_owned());
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(run_onboarding(
+            onboarding,
+            desired_rx,
+            ca_rx,
+            shutdown.clone(),
+        ));
+        let patience = Duration::from_secs(10);
+        let first = tokio::time::timeout(patience, seen.recv()).await;
+        assert_eq!(first.ok().flatten().as_deref(), Some(CA));
+
+        // Long before the periodic resync, the new bundle reaches the tenant's ConfigMap.
+        let rotated = format!("{CA}{CA}");
+        ca_tx.send_replace(rotated.clone());
+        let second = tokio::time::timeout(patience, seen.recv()).await;
+        assert_eq!(second.ok().flatten(), Some(rotated));
+        shutdown.cancel();
+        run.await.expect("onboarding loop");
+        api.abort();
     }
 
     #[tokio::test]
@@ -613,7 +714,8 @@ mod tests {
         };
         let (tx, rx) = watch::channel(desired_at(1));
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run_onboarding(onboarding, rx, shutdown.clone()));
+        let (_ca_tx, ca_rx) = watch::channel(CA.to_owned());
+        let task = tokio::spawn(run_onboarding(onboarding, rx, ca_rx, shutdown.clone()));
         // The first reconciliation applies the 7 children.
         for _ in 0..7 {
             let (request, send) = mock.next_request().await;
