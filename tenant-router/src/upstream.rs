@@ -70,14 +70,29 @@ impl UpstreamError {
         }
     }
 
-    /// Classifies an error of a started HTTP/2 exchange.
+    /// Classifies an error of a started HTTP/2 exchange. A stream the server refused
+    /// (`REFUSED_STREAM`) was not processed at all (RFC 9113 section 8.7), so it counts as unsent.
     fn from_sent(e: hyper::Error) -> Self {
-        if is_connection_error(&e) {
+        if is_refused_stream(&e) {
+            Self::Unsent(Box::new(e))
+        } else if is_connection_error(&e) {
             Self::Broken(Box::new(e))
         } else {
             Self::Protocol(Box::new(e))
         }
     }
+}
+
+/// Whether `e` or one of its sources is an HTTP/2 `REFUSED_STREAM` reset.
+fn is_refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        current = err.source();
+    }
+    false
 }
 
 /// Whether `e` or one of its sources says the connection failed: hyper's "closed before the message

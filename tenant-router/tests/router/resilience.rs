@@ -238,6 +238,67 @@ async fn get_is_retried_when_the_connection_closes_without_an_answer() {
     assert_eq!(retries, Some(hangup.heads() as f64));
 }
 
+/// An HTTP/2 (h2c) backend that resets its first `refuse` streams with `REFUSED_STREAM` and
+/// answers the others 200 `ok`; counts the streams it saw.
+struct Refuser {
+    addr: SocketAddr,
+    streams: Arc<AtomicUsize>,
+}
+
+impl Refuser {
+    async fn start(refuse: usize) -> Refuser {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let streams = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&streams);
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let count = Arc::clone(&count);
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(s).await else {
+                        return;
+                    };
+                    while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                        if count.fetch_add(1, Ordering::SeqCst) < refuse {
+                            respond.send_reset(h2::Reason::REFUSED_STREAM);
+                            continue;
+                        }
+                        let head = http::Response::builder()
+                            .status(200)
+                            .header("x-backend", "refuser")
+                            .body(())
+                            .unwrap();
+                        if let Ok(mut body) = respond.send_response(head, false) {
+                            let _ = body.send_data(Bytes::from_static(b"ok"), true);
+                        }
+                    }
+                });
+            }
+        });
+        Refuser { addr, streams }
+    }
+}
+
+#[tokio::test]
+async fn a_request_the_http2_backend_refused_is_sent_again() {
+    let refuser = Refuser::start(1).await;
+    let mut s = snapshot_for(1, &[], &[]);
+    s.backends
+        .insert(WEB.into(), backend(BackendProtocol::H2c, &[refuser.addr]));
+    let router = TestRouter::start(s).await;
+    let mut c = h1_plain(&router).await;
+    // Not idempotent, but a refused stream was never processed (RFC 9113 section 8.7).
+    let r = send(&mut c, "POST", "/", b"").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(&r.body[..], b"ok");
+    assert_eq!(refuser.streams.load(Ordering::SeqCst), 2);
+    let retries = router.metric(
+        "bulkhead_router_upstream_retries_total",
+        &[("backend", WEB), ("reason", "not_sent")],
+    );
+    assert_eq!(retries, Some(1.0));
+}
+
 #[tokio::test]
 async fn request_with_a_body_is_not_retried_once_sent() {
     let web = EchoBackend::start("web").await;
