@@ -16,10 +16,11 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::EnvFilter;
 
-/// Environment variables any one of which turns on trace export (the OTLP exporter reads them).
+/// Environment variables any one of which turns on trace export (the OTLP exporter reads them),
+/// the one that wins first.
 const OTLP_ENDPOINT_VARS: [&str; 2] = [
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
 /// The service name when the environment names none.
@@ -59,7 +60,12 @@ pub struct Tracing {
 /// is set; `Ok(None)`, with nothing initialised, when none is. Must run inside the tokio runtime
 /// (the batch span processor is a task on it).
 pub fn init_tracing() -> anyhow::Result<Option<Tracing>> {
-    if !otlp_configured(|name| std::env::var(name).ok()) {
+    let get = |name: &str| std::env::var(name).ok();
+    if !otlp_configured(get) {
+        return Ok(None);
+    }
+    if let Some(reason) = unsupported_otlp_setting(get) {
+        tracing::error!(%reason, "OpenTelemetry trace export is off: the OTLP settings ask for what this build cannot do");
         return Ok(None);
     }
     let provider = tracer_provider(None).context("cannot set up OTLP trace export")?;
@@ -88,6 +94,36 @@ fn otlp_configured(get: impl Fn(&str) -> Option<String>) -> bool {
     OTLP_ENDPOINT_VARS
         .iter()
         .any(|name| get(name).is_some_and(|v| !v.trim().is_empty()))
+}
+
+/// Why the OTLP settings cannot be honoured, if they cannot: export is OTLP/HTTP protobuf over
+/// plain HTTP only (an in-cluster collector or a sidecar), so an `https://` endpoint or a protocol
+/// other than `http/protobuf` would fail on every export. The traces-specific variables win over
+/// the general ones, as in the OpenTelemetry specification.
+fn unsupported_otlp_setting(get: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let first = |names: [&'static str; 2]| {
+        names
+            .into_iter()
+            .find_map(|n| get(n).filter(|v| !v.trim().is_empty()).map(|v| (n, v)))
+    };
+    if let Some((name, endpoint)) = first(OTLP_ENDPOINT_VARS) {
+        if !endpoint.trim().to_ascii_lowercase().starts_with("http://") {
+            return Some(format!(
+                "{name}={endpoint:?}: only http:// endpoints are supported"
+            ));
+        }
+    }
+    if let Some((name, protocol)) = first([
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ]) {
+        if protocol.trim() != "http/protobuf" {
+            return Some(format!(
+                "{name}={protocol:?}: only http/protobuf is supported"
+            ));
+        }
+    }
+    None
 }
 
 /// The tracer provider: OTLP/HTTP protobuf export to `endpoint` (the full URL of the traces
@@ -202,6 +238,50 @@ mod tests {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
         assert_eq!(service, Some(Value::StringValue(expected)));
+    }
+
+    #[test]
+    fn settings_export_cannot_honour_are_named() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert_eq!(
+            unsupported_otlp_setting(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")])),
+            None
+        );
+        let https =
+            unsupported_otlp_setting(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318")]))
+                .expect("https refused");
+        assert!(https.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{https}");
+        // The traces-specific endpoint wins over the general one.
+        assert_eq!(
+            unsupported_otlp_setting(env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://c:4318/v1/traces"
+                ),
+            ])),
+            None
+        );
+        let grpc = unsupported_otlp_setting(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]))
+        .expect("grpc refused");
+        assert!(grpc.contains("grpc"), "{grpc}");
+        assert_eq!(
+            unsupported_otlp_setting(env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ])),
+            None
+        );
     }
 
     #[test]
