@@ -5,5 +5,6 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod otlp_client;
 pub mod process;
 pub mod telemetry;

@@ -6,14 +6,16 @@
 //! other standard `OTEL_*` variables (headers, timeout, sampler, batch sizes) apply as the
 //! OpenTelemetry SDK reads them. Unset, nothing of OpenTelemetry is initialised.
 
+use crate::otlp_client::OtlpClient;
 use anyhow::Context;
 use opentelemetry::global;
-use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
+use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::runtime;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 /// Environment variables any one of which turns on trace export (the OTLP exporter reads them),
@@ -68,7 +70,15 @@ pub fn init_tracing() -> anyhow::Result<Option<Tracing>> {
         tracing::error!(%reason, "OpenTelemetry trace export is off: the OTLP settings ask for what this build cannot do");
         return Ok(None);
     }
-    let provider = tracer_provider(None).context("cannot set up OTLP trace export")?;
+    let client = match otlp_client(get) {
+        Ok(client) => client,
+        Err(error) => {
+            // Tracing is not worth a data plane that does not start.
+            tracing::error!(error = %format!("{error:#}"), "OpenTelemetry trace export is off");
+            return Ok(None);
+        }
+    };
+    let provider = tracer_provider(None, client).context("cannot set up OTLP trace export")?;
     global::set_text_map_propagator(TraceContextPropagator::new());
     global::set_tracer_provider(provider.clone());
     bulkhead_router::enable_tracing();
@@ -96,10 +106,11 @@ fn otlp_configured(get: impl Fn(&str) -> Option<String>) -> bool {
         .any(|name| get(name).is_some_and(|v| !v.trim().is_empty()))
 }
 
-/// Why the OTLP settings cannot be honoured, if they cannot: export is OTLP/HTTP protobuf over
-/// plain HTTP only (an in-cluster collector or a sidecar), so an `https://` endpoint or a protocol
-/// other than `http/protobuf` would fail on every export. The traces-specific variables win over
-/// the general ones, as in the OpenTelemetry specification.
+/// Why the OTLP settings cannot be honoured, if they cannot: export is OTLP/HTTP protobuf, over
+/// plain HTTP or over HTTPS with the CA bundle `OTEL_EXPORTER_OTLP_CERTIFICATE` names, so an
+/// `https://` endpoint without one, or a protocol other than `http/protobuf`, would fail on every
+/// export. The traces-specific variables win over the general ones, as in the OpenTelemetry
+/// specification.
 fn unsupported_otlp_setting(get: impl Fn(&str) -> Option<String>) -> Option<String> {
     let first = |names: [&'static str; 2]| {
         names
@@ -107,9 +118,17 @@ fn unsupported_otlp_setting(get: impl Fn(&str) -> Option<String>) -> Option<Stri
             .find_map(|n| get(n).filter(|v| !v.trim().is_empty()).map(|v| (n, v)))
     };
     if let Some((name, endpoint)) = first(OTLP_ENDPOINT_VARS) {
-        if !endpoint.trim().to_ascii_lowercase().starts_with("http://") {
+        let endpoint_lower = endpoint.trim().to_ascii_lowercase();
+        let https = endpoint_lower.starts_with("https://");
+        if !https && !endpoint_lower.starts_with("http://") {
             return Some(format!(
-                "{name}={endpoint:?}: only http:// endpoints are supported"
+                "{name}={endpoint:?}: only http:// and https:// endpoints are supported"
+            ));
+        }
+        if https && first(OTLP_CERTIFICATE_VARS).is_none() {
+            return Some(format!(
+                "{name}={endpoint:?}: an https:// endpoint needs OTEL_EXPORTER_OTLP_CERTIFICATE \
+                 (the CA bundle that signs the collector's certificate)"
             ));
         }
     }
@@ -126,14 +145,48 @@ fn unsupported_otlp_setting(get: impl Fn(&str) -> Option<String>) -> Option<Stri
     None
 }
 
+/// Variables naming the CA bundle of an https:// collector, the one that wins first.
+const OTLP_CERTIFICATE_VARS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+];
+
+/// Export deadline when `OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT` sets none (the specification's 10 s).
+const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The export client the environment describes: its CA bundle (read now) and timeout.
+fn otlp_client(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<OtlpClient> {
+    let first = |names: [&'static str; 2]| {
+        names
+            .into_iter()
+            .find_map(|n| get(n).filter(|v| !v.trim().is_empty()))
+    };
+    let ca = match first(OTLP_CERTIFICATE_VARS) {
+        Some(path) => Some(
+            std::fs::read(path.trim())
+                .with_context(|| format!("cannot read the OTLP CA bundle {path}"))?,
+        ),
+        None => None,
+    };
+    let timeout = first([
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ])
+    .and_then(|ms| ms.trim().parse().ok())
+    .map_or(DEFAULT_OTLP_TIMEOUT, Duration::from_millis);
+    OtlpClient::new(ca.as_deref(), timeout).context("invalid OTLP CA bundle")
+}
+
 /// The tracer provider: OTLP/HTTP protobuf export to `endpoint` (the full URL of the traces
 /// path) or, when `None`, to the endpoint the standard variables name; a batch span processor on
 /// the tokio runtime; the resource the environment describes, named `bulkhead` by default.
 fn tracer_provider(
     endpoint: Option<&str>,
+    client: OtlpClient,
 ) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
     let mut exporter = SpanExporter::builder()
         .with_http()
+        .with_http_client(client)
         .with_protocol(Protocol::HttpBinary);
     if let Some(endpoint) = endpoint {
         exporter = exporter.with_endpoint(endpoint);
@@ -176,10 +229,18 @@ mod tests {
     use std::convert::Infallible;
     use std::sync::{Arc, Mutex};
 
-    /// Starts an OTLP/HTTP receiver on loopback that keeps every decoded `POST /v1/traces`.
-    async fn receiver() -> (String, Arc<Mutex<Vec<ExportTraceServiceRequest>>>) {
+    type Kept = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
+
+    /// Starts an OTLP/HTTP receiver on loopback that keeps every decoded `POST /v1/traces`; over
+    /// TLS with `tls` (then its URL names `localhost`).
+    async fn receiver_with(tls: Option<Arc<rustls::ServerConfig>>) -> (String, Kept) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let url = match tls {
+            Some(_) => format!("https://localhost:{port}/v1/traces"),
+            None => format!("http://127.0.0.1:{port}/v1/traces"),
+        };
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let kept = Arc::new(Mutex::new(Vec::new()));
         let store = Arc::clone(&kept);
         tokio::spawn(async move {
@@ -198,20 +259,99 @@ mod tests {
                         Ok::<_, Infallible>(resp)
                     }
                 });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service),
-                );
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                let _ = http.serve_connection(TokioIo::new(tls), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(tcp), service).await;
+                        }
+                    }
+                });
             }
         });
         (url, kept)
+    }
+
+    async fn receiver() -> (String, Kept) {
+        receiver_with(None).await
+    }
+
+    /// Whether a span named `name` was exported.
+    fn exported(kept: &Kept, name: &str) -> bool {
+        kept.lock()
+            .unwrap()
+            .iter()
+            .flat_map(|e| &e.resource_spans)
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .any(|s| s.name == name)
+    }
+
+    #[tokio::test]
+    async fn spans_reach_an_https_collector_that_the_configured_ca_signs() {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls_pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+        let (url, kept) = receiver_with(Some(Arc::new(server))).await;
+
+        let trusted = OtlpClient::new(Some(ca.as_ref().pem().as_bytes()), DEFAULT_OTLP_TIMEOUT);
+        let provider = tracer_provider(Some(&url), trusted.unwrap()).unwrap();
+        let mut span = provider.tracer("test").start("over-tls");
+        span.end();
+        Tracing { provider }.shutdown().await;
+        assert!(exported(&kept, "over-tls"), "span not received over TLS");
+
+        // A CA that did not sign the collector's certificate: nothing arrives.
+        let other = rcgen::CertifiedIssuer::self_signed(
+            {
+                let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+                p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                p
+            },
+            rcgen::KeyPair::generate().unwrap(),
+        )
+        .unwrap();
+        let untrusted =
+            OtlpClient::new(Some(other.as_ref().pem().as_bytes()), DEFAULT_OTLP_TIMEOUT);
+        let provider = tracer_provider(Some(&url), untrusted.unwrap()).unwrap();
+        let mut span = provider.tracer("test").start("untrusted");
+        span.end();
+        Tracing { provider }.shutdown().await;
+        assert!(
+            !exported(&kept, "untrusted"),
+            "exported to a collector the CA does not vouch for"
+        );
     }
 
     /// On a current-thread runtime (what `BULKHEAD_WORKERS=1` runs), the harder case for a flush.
     #[tokio::test]
     async fn spans_are_exported_as_otlp_protobuf_and_flushed_on_shutdown() {
         let (url, kept) = receiver().await;
-        let provider = tracer_provider(Some(&url)).unwrap();
+        let client = OtlpClient::new(None, DEFAULT_OTLP_TIMEOUT).unwrap();
+        let provider = tracer_provider(Some(&url), client).unwrap();
         let mut span = provider.tracer("test").start("flushed-span");
         span.end();
         // The batch interval is seconds away: only the shutdown flush can have exported it.
@@ -266,6 +406,13 @@ mod tests {
                     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                     "http://c:4318/v1/traces"
                 ),
+            ])),
+            None
+        );
+        assert_eq!(
+            unsupported_otlp_setting(env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/otel/ca.crt"),
             ])),
             None
         );
