@@ -101,9 +101,7 @@ impl Tracing {
 
 /// Whether any OTLP endpoint variable is set to something non-empty (`get` reads one).
 fn otlp_configured(get: impl Fn(&str) -> Option<String>) -> bool {
-    OTLP_ENDPOINT_VARS
-        .iter()
-        .any(|name| get(name).is_some_and(|v| !v.trim().is_empty()))
+    first_set(&get, OTLP_ENDPOINT_VARS).is_some()
 }
 
 /// Why the OTLP settings cannot be honoured, if they cannot: export is OTLP/HTTP protobuf, over
@@ -112,11 +110,7 @@ fn otlp_configured(get: impl Fn(&str) -> Option<String>) -> bool {
 /// export. The traces-specific variables win over the general ones, as in the OpenTelemetry
 /// specification.
 fn unsupported_otlp_setting(get: impl Fn(&str) -> Option<String>) -> Option<String> {
-    let first = |names: [&'static str; 2]| {
-        names
-            .into_iter()
-            .find_map(|n| get(n).filter(|v| !v.trim().is_empty()).map(|v| (n, v)))
-    };
+    let first = |names| first_set(&get, names);
     if let Some((name, endpoint)) = first(OTLP_ENDPOINT_VARS) {
         let endpoint_lower = endpoint.trim().to_ascii_lowercase();
         let https = endpoint_lower.starts_with("https://");
@@ -145,6 +139,16 @@ fn unsupported_otlp_setting(get: impl Fn(&str) -> Option<String>) -> Option<Stri
     None
 }
 
+/// The first of `names` set to something non-empty, with its value (`get` reads one).
+fn first_set(
+    get: &impl Fn(&str) -> Option<String>,
+    names: [&'static str; 2],
+) -> Option<(&'static str, String)> {
+    names
+        .into_iter()
+        .find_map(|n| get(n).filter(|v| !v.trim().is_empty()).map(|v| (n, v)))
+}
+
 /// Variables naming the CA bundle of an https:// collector, the one that wins first.
 const OTLP_CERTIFICATE_VARS: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
@@ -156,11 +160,7 @@ const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The export client the environment describes: its CA bundle (read now) and timeout.
 fn otlp_client(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<OtlpClient> {
-    let first = |names: [&'static str; 2]| {
-        names
-            .into_iter()
-            .find_map(|n| get(n).filter(|v| !v.trim().is_empty()))
-    };
+    let first = |names| first_set(&get, names).map(|(_, value)| value);
     let ca = match first(OTLP_CERTIFICATE_VARS) {
         Some(path) => Some(
             std::fs::read(path.trim())
