@@ -20,6 +20,7 @@ use bulkhead_crds::snapshot::{
 use bulkhead_edge::{Edge, EdgeConfig, EdgeMetrics};
 use bulkhead_router::{Router, RouterConfig, RouterMetrics};
 use bulkhead_snapshot::Publisher;
+use bulkhead_snapshot_wire::cert_reload::stamp;
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -156,28 +157,24 @@ async fn watch_routes(
         .watch(dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("watching {}", dir.display()))?;
     let mut version = 0;
-    // What identifies a version of the file: the harness renames a new file over it. Keeping this
-    // rather than the text keeps the adapter's own memory out of the router's RSS.
-    let stamp = |m: std::fs::Metadata| {
-        use std::os::unix::fs::MetadataExt;
-        (m.modified().ok(), m.ino(), m.len())
-    };
+    // What identifies a version of the file (the harness renames a new file over it): its
+    // metadata stamp. Keeping this rather than the text keeps the adapter's own memory out of the
+    // router's RSS.
     let mut seen = None;
     loop {
-        let current = tokio::fs::metadata(path).await.map(stamp);
-        match current {
-            Ok(current) if seen != Some(current) => match tokio::fs::read_to_string(path).await {
+        match stamp(path).await {
+            None => tracing::warn!(path = %path.display(), "cannot read the routes file"),
+            current if current != seen => match tokio::fs::read_to_string(path).await {
                 Ok(text) => {
                     version += 1;
                     if let Err(e) = publish(&text, version) {
                         tracing::error!(error = %e, "routes file rejected");
                     }
-                    seen = Some(current);
+                    seen = current;
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read the routes file"),
             },
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the routes file"),
+            _ => {}
         }
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),

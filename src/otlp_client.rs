@@ -7,9 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use opentelemetry_http::{HttpClient, HttpError, Request, Response};
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -44,11 +42,7 @@ impl OtlpClient {
         let tls = match ca_pem {
             None => None,
             Some(pem) => {
-                let mut roots = RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(pem) {
-                    roots.add(cert?)?;
-                }
-                anyhow::ensure!(!roots.is_empty(), "the CA bundle holds no certificate");
+                let roots = bulkhead_snapshot_wire::tls::ca_roots(pem)?;
                 let config = rustls::ClientConfig::builder_with_provider(Arc::new(
                     rustls::crypto::ring::default_provider(),
                 ))

@@ -114,10 +114,10 @@ pub struct CertFiles {
 
 /// What identifies a version of a file: modification time, length and inode (symbolic links,
 /// as in a mounted Secret, are followed); `None` when it cannot be read.
-pub(crate) type Stamp = Option<(SystemTime, u64, u64)>;
+pub type Stamp = Option<(SystemTime, u64, u64)>;
 
 /// The current [`Stamp`] of `path`.
-pub(crate) async fn stamp(path: &Path) -> Stamp {
+pub async fn stamp(path: &Path) -> Stamp {
     let meta = tokio::fs::metadata(path).await.ok()?;
     #[cfg(unix)]
     let ino = std::os::unix::fs::MetadataExt::ino(&meta);

@@ -38,16 +38,22 @@ pub fn server_tls_config(
 
 /// A client TLS configuration trusting exactly the CA certificates in `ca_pem`.
 pub fn client_tls_config(ca_pem: &[u8]) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for cert in certificates(ca_pem)? {
-        roots.add(cert)?;
-    }
+    let roots = ca_roots(ca_pem)?;
     let mut config = ClientConfig::builder_with_provider(Arc::new(default_provider()))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The trust store of exactly the CA certificates in `ca_pem` (at least one).
+pub fn ca_roots(ca_pem: &[u8]) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(ca_pem)? {
+        roots.add(cert)?;
+    }
+    Ok(roots)
 }
 
 pub(crate) fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
