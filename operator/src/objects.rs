@@ -426,6 +426,36 @@ const KINDS: &[KindSpec] = &[
     },
 ];
 
+/// Which object a status belongs to: apiVersion, kind, namespace (`""` if cluster-scoped), name.
+pub type StatusKey = (String, String, String, String);
+
+/// `status` of `kind` as a watcher reads it back once the API server stored it: through the
+/// kind's typed status, so that a status rendered by the translator and one observed on an object
+/// compare equal when they say the same. `None` when `kind` is not one whose status the operator
+/// writes, or `status` does not parse as its status.
+pub fn typed_status(kind: &str, status: &Value) -> Option<Value> {
+    fn through<S: serde::Serialize + DeserializeOwned>(status: &Value) -> Option<Value> {
+        let typed: S = serde_json::from_value(status.clone()).ok()?;
+        serde_json::to_value(typed).ok()
+    }
+    use gateway_api::experimental::tcproutes::TcpRouteStatus;
+    use gateway_api::experimental::tlsroutes::TlsRouteStatus;
+    use gateway_api::gatewayclasses::GatewayClassStatus;
+    use gateway_api::gateways::GatewayStatus;
+    use gateway_api::grpcroutes::GrpcRouteStatus;
+    use gateway_api::httproutes::HttpRouteStatus;
+    match kind {
+        "Tenant" => through::<bulkhead_crds::TenantStatus>(status),
+        "GatewayClass" => through::<GatewayClassStatus>(status),
+        "Gateway" => through::<GatewayStatus>(status),
+        "HTTPRoute" => through::<HttpRouteStatus>(status),
+        "GRPCRoute" => through::<GrpcRouteStatus>(status),
+        "TLSRoute" => through::<TlsRouteStatus>(status),
+        "TCPRoute" => through::<TcpRouteStatus>(status),
+        _ => None,
+    }
+}
+
 /// Parses a multi-document YAML text. Documents of unknown kinds and invalid objects are reported
 /// and skipped; the others are returned. A YAML syntax error ends the file (reported with
 /// [`LoadError::syntax`] set); the documents before it are returned.
@@ -536,6 +566,56 @@ impl ObjectError {
 }
 
 impl Object {
+    /// The status the operator writes on this object, as the object carries it (`status: None`
+    /// when it carries none, or, for a route, no entry of Bulkhead's), in the form
+    /// [`typed_status`] gives; `None` for kinds whose status the operator does not write and for
+    /// GatewayClasses of other controllers.
+    pub fn owned_status(&self) -> Option<(StatusKey, Option<Value>)> {
+        use bulkhead_crds::CONTROLLER_NAME;
+        use kube::Resource;
+        fn key_of<K: Resource<DynamicType = ()>>(o: &K) -> StatusKey {
+            let meta = o.meta();
+            (
+                K::api_version(&()).into_owned(),
+                K::kind(&()).into_owned(),
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            )
+        }
+        fn value<S: serde::Serialize>(status: Option<&S>) -> Option<Value> {
+            status.and_then(|s| serde_json::to_value(s).ok())
+        }
+        macro_rules! route {
+            ($r:expr) => {{
+                let ours = $r.status.as_ref().is_some_and(|s| {
+                    s.parents
+                        .iter()
+                        .any(|p| p.controller_name == CONTROLLER_NAME)
+                });
+                (
+                    key_of(&**$r),
+                    if ours {
+                        value($r.status.as_ref())
+                    } else {
+                        None
+                    },
+                )
+            }};
+        }
+        Some(match self {
+            Self::Tenant(o) => (key_of(&**o), value(o.status.as_ref())),
+            Self::GatewayClass(o) if o.spec.controller_name == CONTROLLER_NAME => {
+                (key_of(&**o), value(o.status.as_ref()))
+            }
+            Self::Gateway(o) => (key_of(&**o), value(o.status.as_ref())),
+            Self::HttpRoute(r) => route!(r),
+            Self::GrpcRoute(r) => route!(r),
+            Self::TlsRoute(r) => route!(r),
+            Self::TcpRoute(r) => route!(r),
+            _ => return None,
+        })
+    }
+
     /// Drops the parts of `status` nobody reads back, before the object is cached: statuses the
     /// operator writes itself (Tenant, GatewayClass, Gateway, Namespace and Service statuses, and
     /// Bulkhead's own `status.parents[]` entries of routes, leaving the cache-only annotation

@@ -128,31 +128,73 @@ fn flip_pending(conditions: Option<&mut Value>, type_: &str, reason: &str, messa
 /// Conditions are found under `status.conditions`, `status.listeners[].conditions` and
 /// `status.parents[].conditions`.
 pub fn stamp_transitions(current: &mut [ObjectStatus], previous: &[ObjectStatus], now: &Time) {
-    let mut before: BTreeMap<String, (String, Value)> = BTreeMap::new();
-    for s in previous {
-        for (path, c) in condition_paths(s) {
-            if let (Some(status), Some(time)) = (
-                c.get("status").and_then(Value::as_str),
-                c.get("lastTransitionTime"),
-            ) {
-                before.insert(path, (status.to_owned(), time.clone()));
-            }
-        }
-    }
+    let before: BTreeMap<String, &Value> = previous
+        .iter()
+        .map(|s| (object_path(s), &s.status))
+        .collect();
     let now = serde_json::to_value(now).unwrap_or(Value::Null);
     for s in current.iter_mut() {
-        let prefix = object_path(s);
-        visit_conditions(&mut s.status, &prefix, &mut |path, c| {
-            let status = c.get("status").and_then(Value::as_str).unwrap_or_default();
-            let time = match before.get(path) {
-                Some((old, t)) if old == status => t.clone(),
-                _ => now.clone(),
-            };
-            if let Value::Object(map) = c {
-                map.insert("lastTransitionTime".into(), time);
-            }
-        });
+        let known = before
+            .get(&object_path(s))
+            .map(|v| transition_times(v))
+            .unwrap_or_default();
+        restamp(&mut s.status, &known, &now, Some(&now));
     }
+}
+
+/// Where a condition sits in a status (section, item and type), its status and its
+/// `lastTransitionTime`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConditionTime {
+    place: String,
+    status: String,
+    time: Value,
+}
+
+/// The place, status and transition time of every condition of `status` (see
+/// [`stamp_transitions`] for the places searched).
+pub fn transition_times(status: &Value) -> Vec<ConditionTime> {
+    let mut out = Vec::new();
+    let mut status = status.clone();
+    visit_conditions(&mut status, "", &mut |place, c| {
+        if let (Some(s), Some(time)) = (
+            c.get("status").and_then(Value::as_str),
+            c.get("lastTransitionTime"),
+        ) {
+            out.push(ConditionTime {
+                place: place.to_owned(),
+                status: s.to_owned(),
+                time: time.clone(),
+            });
+        }
+    });
+    out
+}
+
+/// Sets the `lastTransitionTime` of every condition of `status` from `known` (as
+/// [`transition_times`] gave it for an earlier status of the same object): the known time when
+/// the condition had the same status, `changed` when its status differs, and `unknown` (or the
+/// time it has, when `None`) when it was not there.
+pub fn restamp(
+    status: &mut Value,
+    known: &[ConditionTime],
+    changed: &Value,
+    unknown: Option<&Value>,
+) {
+    visit_conditions(status, "", &mut |place, c| {
+        let current = c.get("status").and_then(Value::as_str).unwrap_or_default();
+        let time = match known.iter().find(|k| k.place == place) {
+            Some(k) if k.status == current => k.time.clone(),
+            Some(_) => changed.clone(),
+            None => match unknown {
+                Some(t) => t.clone(),
+                None => return,
+            },
+        };
+        if let Value::Object(map) = c {
+            map.insert("lastTransitionTime".into(), time);
+        }
+    });
 }
 
 fn object_path(s: &ObjectStatus) -> String {
@@ -163,15 +205,6 @@ fn object_path(s: &ObjectStatus) -> String {
         s.metadata.namespace.as_deref().unwrap_or_default(),
         s.metadata.name
     )
-}
-
-fn condition_paths(s: &ObjectStatus) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    let mut status = s.status.clone();
-    visit_conditions(&mut status, &object_path(s), &mut |path, c| {
-        out.push((path.to_owned(), c.clone()));
-    });
-    out
 }
 
 /// Calls `f(path, condition)` for every condition at the known places.

@@ -767,9 +767,9 @@ pub async fn run<A: Authenticator>(
     shutdown: CancellationToken,
 ) {
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-    let mut watchers = spawn_watchers(&config.client, &event_tx);
-    drop(event_tx);
     let writer = Arc::new(StatusWriter::new(config.client.clone()));
+    let mut watchers = spawn_watchers(&config.client, &event_tx, &writer);
+    drop(event_tx);
     let (desired_tx, desired_rx) = watch::channel(Desired::new());
     let (status_tx, mut status_rx) = watch::channel(Statuses::default());
     let (notice_tx, notice_rx) = mpsc::channel(NOTICE_QUEUE);

@@ -1,6 +1,9 @@
 //! Writing statuses to Kubernetes: server-side apply of the `status` subresource (field manager
-//! [`FIELD_MANAGER`], forced), only when an object's status differs from what this process last
-//! wrote.
+//! [`FIELD_MANAGER`], forced), only when an object's status differs from what the object is known
+//! to carry: what this process last wrote, or what the watchers last saw on it
+//! ([`StatusWriter::observe`]). Transition times come from the same knowledge: a condition whose
+//! status the object already carries keeps the object's `lastTransitionTime`, so a restarted
+//! operator or a new leader neither re-writes every status nor resets every transition time.
 //!
 //! Tenant statuses have two sources: the translator (namespace, hostnames, readiness) and the
 //! onboarding reconciler (its children could not be applied). An onboarding failure replaces
@@ -9,7 +12,10 @@
 
 use super::FIELD_MANAGER;
 use crate::compiler::PackedPartition;
-use crate::status::{digest, ObjectMeta, ObjectStatus, FALSE};
+use crate::objects::typed_status;
+use crate::status::{
+    digest, restamp, transition_times, ConditionTime, ObjectMeta, ObjectStatus, FALSE,
+};
 use ::kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use ::kube::Client;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -17,8 +23,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// Which object a status belongs to: apiVersion, kind, namespace (`""` if cluster-scoped), name.
-pub type StatusKey = (String, String, String, String);
+pub use crate::objects::StatusKey;
 
 /// The key of a status.
 pub fn status_key(s: &ObjectStatus) -> StatusKey {
@@ -102,8 +107,10 @@ pub fn overlay_onboarding(
     }
 }
 
-/// What was written for one object: Tenant statuses whole (onboarding failures are overlaid on
-/// them), others as a digest, so the writer does not hold a second copy of every status.
+/// What an object is known to carry (written, or observed): Tenant statuses whole (onboarding
+/// failures are overlaid on them), others as a digest, so the writer does not hold a second copy
+/// of every status. Both are taken of the typed form ([`typed_status`]), in which a rendered and
+/// an observed status compare equal when they say the same.
 #[derive(Debug, Clone, PartialEq)]
 enum Written {
     Whole(Value),
@@ -112,17 +119,19 @@ enum Written {
 
 impl Written {
     fn of(kind: &str, v: &Value) -> Self {
+        let typed = typed_status(kind, v).unwrap_or_else(|| v.clone());
         if kind == "Tenant" {
-            Self::Whole(v.clone())
+            Self::Whole(typed)
         } else {
-            Self::Digest(digest(v))
+            Self::Digest(digest(&typed))
         }
     }
 
-    fn matches(&self, v: &Value) -> bool {
+    fn matches(&self, kind: &str, v: &Value) -> bool {
+        let typed = typed_status(kind, v).unwrap_or_else(|| v.clone());
         match self {
-            Self::Whole(w) => w == v,
-            Self::Digest(d) => *d == digest(v),
+            Self::Whole(w) => *w == typed,
+            Self::Digest(d) => *d == digest(&typed),
         }
     }
 
@@ -139,6 +148,8 @@ impl Written {
 pub struct StatusWriter {
     client: Client,
     written: Mutex<HashMap<StatusKey, Written>>,
+    /// The conditions' transition times the objects are known to carry.
+    times: Mutex<HashMap<StatusKey, Vec<ConditionTime>>>,
     failures: Mutex<BTreeMap<String, OnboardingFailure>>,
     compiled_tenants: Mutex<BTreeMap<String, ObjectStatus>>,
     /// The partitions last synced without failure (compared by pointer).
@@ -166,9 +177,28 @@ impl StatusWriter {
         Self {
             client,
             written: Mutex::new(HashMap::new()),
+            times: Mutex::new(HashMap::new()),
             failures: Mutex::new(BTreeMap::new()),
             compiled_tenants: Mutex::new(BTreeMap::new()),
             synced: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Records the status an object carries in the cluster, as a watcher saw it (`None`: it
+    /// carries none of ours, or is gone): the next write of the object compares with it and keeps
+    /// its transition times.
+    pub fn observe(&self, key: StatusKey, status: Option<Value>) {
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut times = self.times.lock().unwrap_or_else(PoisonError::into_inner);
+        match status {
+            Some(v) => {
+                times.insert(key.clone(), transition_times(&v));
+                written.insert(key.clone(), Written::of(&key.1, &v));
+            }
+            None => {
+                times.remove(&key);
+                written.remove(&key);
+            }
         }
     }
 
@@ -181,15 +211,18 @@ impl StatusWriter {
         }
     }
 
-    /// The statuses to write now: `current` with onboarding failures overlaid on Tenants, minus
-    /// those equal to what was last written.
+    /// The statuses to write now: `current` with onboarding failures overlaid on Tenants and
+    /// the transition times the objects carry (a condition whose status changed gets `now`),
+    /// minus those equal to what the objects carry.
     pub fn pending(&self, current: &[ObjectStatus], now: &Time) -> Vec<ObjectStatus> {
         let failures = self
             .failures
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let now_value = serde_json::to_value(now).unwrap_or(Value::Null);
         let written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        let times = self.times.lock().unwrap_or_else(PoisonError::into_inner);
         current
             .iter()
             .filter_map(|s| {
@@ -205,7 +238,13 @@ impl StatusWriter {
                         );
                     }
                 }
-                (!written.get(&key).is_some_and(|w| w.matches(&s.status))).then_some(s)
+                if let Some(known) = times.get(&key) {
+                    restamp(&mut s.status, known, &now_value, None);
+                }
+                (!written
+                    .get(&key)
+                    .is_some_and(|w| w.matches(&s.kind, &s.status)))
+                .then_some(s)
             })
             .collect()
     }
@@ -224,6 +263,10 @@ impl StatusWriter {
             .collect();
         let keys: HashSet<StatusKey> = current.iter().map(status_key).collect();
         self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k, _| keys.contains(k));
+        self.times
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|k, _| keys.contains(k));
@@ -287,8 +330,10 @@ impl StatusWriter {
                 }
             }
             let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut times = self.times.lock().unwrap_or_else(PoisonError::into_inner);
             for key in &stale {
                 written.remove(key);
+                times.remove(key);
                 if key.1 == "Tenant" {
                     tenants.remove(&key.3);
                 }
@@ -363,6 +408,10 @@ impl StatusWriter {
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         match result {
             Ok(_) => {
+                self.times
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key.clone(), transition_times(&s.status));
                 written.insert(key, Written::of(&s.kind, &s.status));
                 Ok(())
             }
@@ -506,6 +555,122 @@ mod tests {
 
         let changed = vec![tenant_status("acme", true), route_status("web", "NoMatch")];
         assert_eq!(writer.pending(&changed, &now()).len(), 2);
+    }
+
+    fn key(s: &ObjectStatus) -> StatusKey {
+        status_key(s)
+    }
+
+    #[tokio::test]
+    async fn a_status_the_object_already_carries_is_not_written_again() {
+        // A new leader (or a restarted operator) renders with its own clock; the watchers saw
+        // what the object carries.
+        let (client, _mock) = MockApi::pair();
+        let writer = StatusWriter::new(client);
+        let carried = tenant_status("acme", true);
+        let mut rendered = carried.clone();
+        for c in rendered.status["conditions"]
+            .as_array_mut()
+            .expect("conditions")
+        {
+            c["lastTransitionTime"] = json!("2026-03-03T00:00:00Z");
+        }
+        assert_eq!(
+            writer
+                .pending(std::slice::from_ref(&rendered), &now())
+                .len(),
+            1
+        );
+        writer.observe(key(&carried), Some(carried.status.clone()));
+        assert!(
+            writer
+                .pending(std::slice::from_ref(&rendered), &now())
+                .is_empty(),
+            "same conditions: the carried times are kept and nothing is written"
+        );
+
+        // Ready turns True: only that condition gets a new time.
+        rendered.status["conditions"][1]["status"] = json!("True");
+        let pending = writer.pending(std::slice::from_ref(&rendered), &now());
+        assert_eq!(pending.len(), 1);
+        let conditions = &pending[0].status["conditions"];
+        assert_eq!(conditions[0]["lastTransitionTime"], "2025-01-01T00:00:00Z");
+        assert_eq!(conditions[1]["lastTransitionTime"], "2026-01-01T00:00:00Z");
+
+        // Gone (or carrying none of ours): written again, with the rendered times.
+        writer.observe(key(&carried), None);
+        let pending = writer.pending(std::slice::from_ref(&rendered), &now());
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            pending[0].status["conditions"][0]["lastTransitionTime"],
+            "2026-03-03T00:00:00Z"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_leader_writes_nothing_the_objects_already_carry() {
+        // The old leader wrote every status of a golden world at `now()`; the watchers of the
+        // new leader saw them. The new leader renders the same world with its own clock.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/translator/01-two-tenants-basic.out.yaml");
+        let golden: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(path).expect("read")).expect("yaml");
+        let compiled: Vec<ObjectStatus> =
+            serde_json::from_value(golden["statuses"].clone()).expect("statuses");
+        assert!(compiled.len() > 5, "a world with several objects");
+        let mut carried = compiled.clone();
+        crate::status::stamp_transitions(&mut carried, &[], &now());
+
+        let (client, _mock) = MockApi::pair();
+        let writer = StatusWriter::new(client);
+        for s in &carried {
+            writer.observe(status_key(s), typed_status(&s.kind, &s.status));
+        }
+        let later = Time("2026-06-01T00:00:00Z".parse().expect("time"));
+        let mut rendered = compiled;
+        crate::status::stamp_transitions(&mut rendered, &[], &later);
+        let partitions =
+            BTreeMap::from([("acme".to_owned(), Arc::new(PackedPartition::pack(rendered)))]);
+        // A write would wait for the mock API forever: the timeout turns it into a failure.
+        let report = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            writer.sync_partitions(&partitions),
+        )
+        .await
+        .expect("no status written");
+        assert_eq!(report, SyncReport::default());
+    }
+
+    #[test]
+    fn every_rendered_status_reads_back_unchanged_through_its_typed_status() {
+        // The comparison with observed statuses goes through the typed statuses: they must hold
+        // everything the translator renders, for every kind.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/translator");
+        let mut kinds = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(&dir).expect("testdata") {
+            let path = entry.expect("entry").path();
+            if !path.to_string_lossy().ends_with(".out.yaml") {
+                continue;
+            }
+            let golden: Value =
+                serde_yaml::from_str(&std::fs::read_to_string(&path).expect("read")).expect("yaml");
+            for s in golden["statuses"].as_array().into_iter().flatten() {
+                let kind = s["kind"].as_str().expect("kind");
+                let typed = typed_status(kind, &s["status"]);
+                assert_eq!(
+                    typed.as_ref(),
+                    Some(&s["status"]),
+                    "{kind} {} in {}",
+                    s["metadata"],
+                    path.display()
+                );
+                kinds.insert(kind.to_owned());
+            }
+        }
+        let status_kinds = ["Tenant", "GatewayClass", "Gateway"];
+        for kind in status_kinds.iter().chain(&crate::index::ROUTE_KINDS) {
+            assert!(kinds.contains(*kind), "no golden status of kind {kind}");
+        }
     }
 
     #[tokio::test]

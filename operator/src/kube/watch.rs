@@ -1,6 +1,7 @@
 //! Watchers: one kube-rs `watcher` per kind the translator reads, with the default backoff,
 //! metadata stripped ([`strip_metadata`]) and statuses we write ourselves dropped
-//! ([`Object::strip_owned_status`]) before anything is cached, feeding [`StoreEvent`]s to
+//! ([`Object::strip_owned_status`], after the status writer has noted what they say:
+//! [`StatusWriter::observe`]) before anything is cached, feeding [`StoreEvent`]s to
 //! the control loop over one bounded channel (a slow control loop slows the watchers down rather
 //! than growing memory).
 //!
@@ -9,8 +10,9 @@
 //! 404, e.g. the experimental `TCPRoute`) counts as listed and empty, so it does not hold back the
 //! first compilation; the watcher keeps retrying and picks the kind up once the CRD appears.
 
+use super::status_writer::StatusWriter;
 use super::store::{strip_metadata, StoreEvent};
-use crate::objects::Object;
+use crate::objects::{Object, StatusKey};
 use ::kube::api::Api;
 use ::kube::runtime::watcher::{self, watcher};
 use ::kube::runtime::WatchStreamExt;
@@ -27,7 +29,9 @@ use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use std::fmt::Debug;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -40,8 +44,13 @@ pub const EVENT_QUEUE: usize = 1024;
 /// The field selector of watched Secrets.
 pub const TLS_SECRET_SELECTOR: &str = "type=kubernetes.io/tls";
 
-/// Starts one watcher per kind of [`WATCHED_KINDS`]; they run until `events` is closed.
-pub fn spawn_watchers(client: &Client, events: &mpsc::Sender<StoreEvent>) -> JoinSet<()> {
+/// Starts one watcher per kind of [`WATCHED_KINDS`]; they run until `events` is closed. The
+/// statuses the operator writes are reported to `statuses` as the objects carry them.
+pub fn spawn_watchers(
+    client: &Client,
+    events: &mpsc::Sender<StoreEvent>,
+    statuses: &Arc<StatusWriter>,
+) -> JoinSet<()> {
     let all = watcher::Config::default();
     let mut set = JoinSet::new();
     let c = client.clone();
@@ -52,6 +61,7 @@ pub fn spawn_watchers(client: &Client, events: &mpsc::Sender<StoreEvent>) -> Joi
         "Tenant",
         |o| Object::Tenant(Box::new(o)),
         events,
+        statuses,
     );
     spawn_kind::<Namespace>(
         &mut set,
@@ -60,6 +70,7 @@ pub fn spawn_watchers(client: &Client, events: &mpsc::Sender<StoreEvent>) -> Joi
         "Namespace",
         |o| Object::Namespace(Box::new(o)),
         events,
+        statuses,
     );
     spawn_kind::<GatewayClass>(
         &mut set,
@@ -68,6 +79,7 @@ pub fn spawn_watchers(client: &Client, events: &mpsc::Sender<StoreEvent>) -> Joi
         "GatewayClass",
         |o| Object::GatewayClass(Box::new(o)),
         events,
+        statuses,
     );
     spawn_kind::<Gateway>(
         &mut set,
@@ -76,6 +88,7 @@ pub fn spawn_watchers(client: &Client, events: &mpsc::Sender<StoreEvent>) -> Joi
         "Gateway",
         |o| Object::Gateway(Box::new(o)),
         events,
+        statuses,
     );
     spawn_kind::<HttpRoute>(
         &mut set,
@@ -84,6 +97,7 @@ pub fn spawn_watchers(client: &Client, events: &mpsc::Sender<StoreEvent>) -> Joi
         "HTTPRoute",
         |o| Object::HttpRoute(Box::new(o)),
         events,
+        statuses,
     );
     spawn_kind::<GrpcRoute>(
         &mut set,
@@ -92,6 +106,7 @@ pub fn spawn_watchers(client: &Client, events: &mpsc::Sender<StoreEvent>) -> Joi
         "GRPCRoute",
         |o| Object::GrpcRoute(Box::new(o)),
         events,
+        statuses,
     );
     spawn_kind::<TlsRoute>(
         &mut set,
@@ -100,6 +115,7 @@ pub fn spawn_watchers(client: &Client, events: &mpsc::Sender<StoreEvent>) -> Joi
         "TLSRoute",
         |o| Object::TlsRoute(Box::new(o)),
         events,
+        statuses,
     );
     spawn_kind::<TcpRoute>(
         &mut set,
@@ -108,6 +124,7 @@ pub fn spawn_watchers(client: &Client, events: &mpsc::Sender<StoreEvent>) -> Joi
         "TCPRoute",
         |o| Object::TcpRoute(Box::new(o)),
         events,
+        statuses,
     );
     spawn_kind::<ReferenceGrant>(
         &mut set,
@@ -116,6 +133,7 @@ pub fn spawn_watchers(client: &Client, events: &mpsc::Sender<StoreEvent>) -> Joi
         "ReferenceGrant",
         |o| Object::ReferenceGrant(Box::new(o)),
         events,
+        statuses,
     );
     spawn_kind::<Secret>(
         &mut set,
@@ -124,6 +142,7 @@ pub fn spawn_watchers(client: &Client, events: &mpsc::Sender<StoreEvent>) -> Joi
         "Secret",
         |o| Object::Secret(Box::new(o)),
         events,
+        statuses,
     );
     spawn_kind::<Service>(
         &mut set,
@@ -132,6 +151,7 @@ pub fn spawn_watchers(client: &Client, events: &mpsc::Sender<StoreEvent>) -> Joi
         "Service",
         |o| Object::Service(Box::new(o)),
         events,
+        statuses,
     );
     spawn_kind::<EndpointSlice>(
         &mut set,
@@ -140,6 +160,7 @@ pub fn spawn_watchers(client: &Client, events: &mpsc::Sender<StoreEvent>) -> Joi
         "EndpointSlice",
         |o| Object::EndpointSlice(Box::new(o)),
         events,
+        statuses,
     );
     set
 }
@@ -149,26 +170,31 @@ fn kind_not_served(e: &watcher::Error) -> bool {
     matches!(e, watcher::Error::InitialListFailed(::kube::Error::Api(s)) if s.code == 404)
 }
 
-/// Turns a watcher event into a store event.
+/// Turns a watcher event into a store event, reporting to `observe` the status the operator
+/// writes as the object carries it (`None` once it is deleted) before that is stripped.
 pub fn store_event<K>(
     kind: &'static str,
     event: watcher::Event<K>,
     wrap: fn(K) -> Object,
+    observe: &dyn Fn(StatusKey, Option<Value>),
 ) -> StoreEvent
 where
     K: Resource,
 {
-    let cached = |o: K| {
+    let cached = |o: K, deleted: bool| {
         let mut o = wrap(o);
+        if let Some((key, status)) = o.owned_status() {
+            observe(key, status.filter(|_| !deleted));
+        }
         o.strip_owned_status();
         o
     };
     match event.modify(|o| strip_metadata(o.meta_mut())) {
         watcher::Event::Init => StoreEvent::Init(kind),
-        watcher::Event::InitApply(o) => StoreEvent::InitApply(cached(o)),
+        watcher::Event::InitApply(o) => StoreEvent::InitApply(cached(o, false)),
         watcher::Event::InitDone => StoreEvent::InitDone(kind),
-        watcher::Event::Apply(o) => StoreEvent::Apply(cached(o)),
-        watcher::Event::Delete(o) => StoreEvent::Delete(cached(o)),
+        watcher::Event::Apply(o) => StoreEvent::Apply(cached(o, false)),
+        watcher::Event::Delete(o) => StoreEvent::Delete(cached(o, true)),
     }
 }
 
@@ -179,11 +205,14 @@ fn spawn_kind<K>(
     kind: &'static str,
     wrap: fn(K) -> Object,
     events: &mpsc::Sender<StoreEvent>,
+    statuses: &Arc<StatusWriter>,
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let events = events.clone();
+    let statuses = Arc::clone(statuses);
     set.spawn(async move {
+        let observe = |key, status| statuses.observe(key, status);
         let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
         let mut listed = false;
         while let Some(item) = stream.next().await {
@@ -211,7 +240,7 @@ fn spawn_kind<K>(
             if matches!(event, watcher::Event::InitDone) {
                 listed = true;
             }
-            if events.send(store_event(kind, event, wrap)).await.is_err() {
+            if events.send(store_event(kind, event, wrap, &observe)).await.is_err() {
                 return;
             }
         }
@@ -240,7 +269,12 @@ mod tests {
             ..Service::default()
         };
         let wrap: fn(Service) -> Object = |o| Object::Service(Box::new(o));
-        match store_event("Service", watcher::Event::Apply(service.clone()), wrap) {
+        match store_event(
+            "Service",
+            watcher::Event::Apply(service.clone()),
+            wrap,
+            &|_, _| {},
+        ) {
             StoreEvent::Apply(Object::Service(s)) => {
                 assert!(s.metadata.annotations.is_none());
                 assert!(s.metadata.managed_fields.is_none());
@@ -249,41 +283,60 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(matches!(
-            store_event("Service", watcher::Event::<Service>::Init, wrap),
+            store_event("Service", watcher::Event::<Service>::Init, wrap, &|_, _| {}),
             StoreEvent::Init("Service")
         ));
         assert!(matches!(
-            store_event("Service", watcher::Event::<Service>::InitDone, wrap),
+            store_event(
+                "Service",
+                watcher::Event::<Service>::InitDone,
+                wrap,
+                &|_, _| {}
+            ),
             StoreEvent::InitDone("Service")
         ));
         assert!(matches!(
-            store_event("Service", watcher::Event::InitApply(service.clone()), wrap),
+            store_event(
+                "Service",
+                watcher::Event::InitApply(service.clone()),
+                wrap,
+                &|_, _| {}
+            ),
             StoreEvent::InitApply(Object::Service(_))
         ));
         assert!(matches!(
-            store_event("Service", watcher::Event::Delete(service), wrap),
+            store_event("Service", watcher::Event::Delete(service), wrap, &|_, _| {}),
             StoreEvent::Delete(Object::Service(_))
         ));
     }
 
-    #[test]
-    fn our_route_status_entries_are_not_cached_but_other_controllers_are() {
-        let route: HttpRoute = serde_json::from_value(serde_json::json!({
+    /// A route with a status entry of ours (holding `our_conditions`) and one of another
+    /// controller.
+    fn route_with_two_parents(our_conditions: Value) -> HttpRoute {
+        serde_json::from_value(serde_json::json!({
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
             "metadata": {"name": "app", "namespace": "a"},
             "spec": {"parentRefs": [{"name": "web"}]},
             "status": {"parents": [
                 {"parentRef": {"name": "web"}, "controllerName": bulkhead_crds::CONTROLLER_NAME,
-                 "conditions": []},
+                 "conditions": our_conditions},
                 {"parentRef": {"name": "other"}, "controllerName": "example.com/other",
                  "conditions": []}
             ]}
         }))
-        .expect("route");
+        .expect("route")
+    }
+
+    #[test]
+    fn our_route_status_entries_are_not_cached_but_other_controllers_are() {
+        let route = route_with_two_parents(serde_json::json!([]));
         let wrap: fn(HttpRoute) -> Object = |o| Object::HttpRoute(Box::new(o));
-        let StoreEvent::Apply(Object::HttpRoute(cached)) =
-            store_event("HTTPRoute", watcher::Event::Apply(route.clone()), wrap)
-        else {
+        let StoreEvent::Apply(Object::HttpRoute(cached)) = store_event(
+            "HTTPRoute",
+            watcher::Event::Apply(route.clone()),
+            wrap,
+            &|_, _| {},
+        ) else {
             panic!("not an HTTPRoute apply");
         };
         let parents = &cached.status.as_ref().expect("status kept").parents;
@@ -294,12 +347,81 @@ mod tests {
         if let Some(status) = only_ours.status.as_mut() {
             status.parents.truncate(1);
         }
-        let StoreEvent::Apply(Object::HttpRoute(cached)) =
-            store_event("HTTPRoute", watcher::Event::Apply(only_ours), wrap)
-        else {
+        let StoreEvent::Apply(Object::HttpRoute(cached)) = store_event(
+            "HTTPRoute",
+            watcher::Event::Apply(only_ours),
+            wrap,
+            &|_, _| {},
+        ) else {
             panic!("not an HTTPRoute apply");
         };
         assert!(cached.status.is_none(), "nothing left to cache");
+    }
+
+    #[test]
+    fn the_status_we_write_is_observed_before_it_is_stripped() {
+        let route = route_with_two_parents(serde_json::json!([
+            {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+             "lastTransitionTime": "2026-01-01T00:00:00Z"}
+        ]));
+        let wrap: fn(HttpRoute) -> Object = |o| Object::HttpRoute(Box::new(o));
+        let seen = std::sync::Mutex::new(Vec::new());
+        let observe = |key: StatusKey, status: Option<Value>| {
+            seen.lock().expect("lock").push((key, status));
+        };
+        store_event(
+            "HTTPRoute",
+            watcher::Event::Apply(route.clone()),
+            wrap,
+            &observe,
+        );
+        store_event(
+            "HTTPRoute",
+            watcher::Event::Delete(route.clone()),
+            wrap,
+            &observe,
+        );
+        let mut foreign_only = route;
+        if let Some(status) = foreign_only.status.as_mut() {
+            status.parents.remove(0);
+        }
+        store_event(
+            "HTTPRoute",
+            watcher::Event::Apply(foreign_only),
+            wrap,
+            &observe,
+        );
+        let seen = seen.into_inner().expect("lock");
+        let key: StatusKey = (
+            "gateway.networking.k8s.io/v1".into(),
+            "HTTPRoute".into(),
+            "a".into(),
+            "app".into(),
+        );
+        assert_eq!(seen.len(), 3);
+        assert!(seen.iter().all(|(k, _)| *k == key), "{seen:?}");
+        let whole = seen[0].1.as_ref().expect("our entry is there");
+        assert_eq!(
+            whole["parents"].as_array().map(Vec::len),
+            Some(2),
+            "foreign entries too"
+        );
+        assert_eq!(
+            whole["parents"][0]["conditions"][0]["lastTransitionTime"],
+            "2026-01-01T00:00:00Z"
+        );
+        assert_eq!(seen[1].1, None, "deleted");
+        assert_eq!(seen[2].1, None, "no entry of ours");
+
+        let svc: fn(Service) -> Object = |o| Object::Service(Box::new(o));
+        let calls = std::cell::Cell::new(0);
+        store_event(
+            "Service",
+            watcher::Event::Apply(Service::default()),
+            svc,
+            &|_, _| calls.set(calls.get() + 1),
+        );
+        assert_eq!(calls.get(), 0, "not a kind whose status we write");
     }
 
     use crate::kube::testing::{failure, query_param, respond_json, MockApi};
@@ -307,6 +429,7 @@ mod tests {
     fn tcp_route_watch(client: ::kube::Client) -> (JoinSet<()>, mpsc::Receiver<StoreEvent>) {
         let (tx, rx) = mpsc::channel(16);
         let mut set = JoinSet::new();
+        let client_for_writer = client.clone();
         spawn_kind::<TcpRoute>(
             &mut set,
             Api::all(client),
@@ -314,6 +437,7 @@ mod tests {
             "TCPRoute",
             |o| Object::TcpRoute(Box::new(o)),
             &tx,
+            &Arc::new(StatusWriter::new(client_for_writer)),
         );
         (set, rx)
     }
