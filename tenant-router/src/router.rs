@@ -3,7 +3,7 @@
 //! shutdown.
 
 use crate::balance::EndpointRegistry;
-use crate::compile::{compile, CompiledConfig};
+use crate::compile::{compile, CertificateCache, CompiledConfig};
 use crate::error::RouterError;
 use crate::http::Shared;
 use crate::limits::{RouterLimits, OUTLIER_SWEEP_INTERVAL};
@@ -148,6 +148,7 @@ impl Router {
             tenant: config.tenant.clone(),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             registry: EndpointRegistry::new(Arc::clone(&tenant), Arc::clone(&shared.metrics)),
+            certificates: CertificateCache::default(),
             tls_resumption: config.tls_resumption,
         };
         let mut listeners = Some((https, http));
@@ -213,6 +214,7 @@ struct SnapshotApplier {
     tenant: String,
     provider: Arc<CryptoProvider>,
     registry: EndpointRegistry,
+    certificates: CertificateCache,
     tls_resumption: bool,
 }
 
@@ -238,17 +240,20 @@ impl SnapshotApplier {
                 })
                 .inc();
         };
+        let started = Instant::now();
         match compile(
             snapshot,
             &self.tenant,
             &self.provider,
             &self.registry,
+            &self.certificates,
             self.tls_resumption,
         ) {
             Ok(compiled) => {
                 let live = h2_endpoints(&compiled);
                 state.current.store(Some(Arc::new(compiled)));
                 self.registry.prune();
+                self.certificates.prune();
                 state.shared.upstreams.retain_h2(&live);
                 count(SnapshotOutcome::Applied);
                 metrics
@@ -257,7 +262,8 @@ impl SnapshotApplier {
                         tenant: Arc::clone(tenant),
                     })
                     .set(i64::try_from(snapshot.version).unwrap_or(i64::MAX));
-                tracing::info!(tenant = %tenant, version = snapshot.version, hash = %snapshot.hash, "snapshot applied");
+                let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+                tracing::info!(tenant = %tenant, version = snapshot.version, hash = %snapshot.hash, compile_ms = %format_args!("{compile_ms:.2}"), "snapshot applied");
                 Ok(())
             }
             Err(e) => {

@@ -20,6 +20,7 @@ use rustls::crypto::CryptoProvider;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+pub(crate) use tls::CertificateCache;
 
 /// Everything one snapshot version means to the data plane; never changed after it is built.
 #[derive(Debug)]
@@ -116,6 +117,7 @@ fn cached_key(
     parsed: &mut BTreeMap<String, ParsedCertificate>,
     snapshot: &TenantSnapshot,
     provider: &Arc<CryptoProvider>,
+    certificates: &CertificateCache,
     id: &str,
     field: &str,
 ) -> Result<ParsedCertificate, CompileError> {
@@ -129,7 +131,7 @@ fn cached_key(
             field: field.to_owned(),
             id: id.to_owned(),
         })?;
-    let k = tls::certified_key(id, pem, provider)?;
+    let k = certificates.get(id, pem, provider)?;
     let shared: Arc<str> = Arc::from(id);
     parsed.insert(id.to_owned(), (Arc::clone(&shared), Arc::clone(&k)));
     Ok((shared, k))
@@ -140,12 +142,14 @@ pub(crate) fn route_label(r: &RouteRef) -> String {
     format!("{} {}/{} rule {}", r.kind, r.namespace, r.name, r.rule)
 }
 
-/// Compiles a snapshot for `tenant`.
+/// Compiles a snapshot for `tenant`, taking endpoint states from `registry` and parsed
+/// certificates from `certificates`.
 pub(crate) fn compile(
     snapshot: &TenantSnapshot,
     tenant: &str,
     provider: &Arc<CryptoProvider>,
     registry: &EndpointRegistry,
+    certificates: &CertificateCache,
     tls_resumption: bool,
 ) -> Result<CompiledConfig, CompileError> {
     if snapshot.tenant != tenant {
@@ -175,11 +179,13 @@ pub(crate) fn compile(
     let mut sni = HostTable::new();
     let mut certs = HostTable::new();
     let mut parsed = BTreeMap::new();
+    let mut key_of = |id: &str, field: &str| {
+        cached_key(&mut parsed, snapshot, provider, certificates, id, field)
+    };
     for (i, t) in snapshot.https.terminate.iter().enumerate() {
         let field = format!("https.terminate[{i}]");
         let p = pattern(&t.hostname, &field)?;
-        let (certificate, key) =
-            cached_key(&mut parsed, snapshot, provider, &t.certificate, &field)?;
+        let (certificate, key) = key_of(&t.certificate, &field)?;
         if certs.insert(p.clone(), key).is_some() {
             return Err(duplicate(&field, &t.hostname));
         }
@@ -200,7 +206,7 @@ pub(crate) fn compile(
     for (i, t) in snapshot.https.terminate_tcp.iter().enumerate() {
         let field = format!("https.terminate_tcp[{i}]");
         let p = pattern(&t.hostname, &field)?;
-        let (_, key) = cached_key(&mut parsed, snapshot, provider, &t.certificate, &field)?;
+        let (_, key) = key_of(&t.certificate, &field)?;
         let target = l4_target(&t.route, &t.backends, &backends)?;
         if sni
             .insert(p.clone(), SniTarget::TerminateTcp(Arc::new(target)))
@@ -359,7 +365,15 @@ mod tests {
 
     fn compile_err(s: &TenantSnapshot) -> String {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        match compile(s, "acme", &provider, &EndpointRegistry::default(), true) {
+        let certificates = CertificateCache::default();
+        match compile(
+            s,
+            "acme",
+            &provider,
+            &EndpointRegistry::default(),
+            &certificates,
+            true,
+        ) {
             Ok(_) => String::new(),
             Err(e) => e.to_string(),
         }
@@ -378,6 +392,53 @@ mod tests {
     #[test]
     fn empty_snapshot_compiles() {
         assert_eq!(compile_err(&snapshot()), "");
+    }
+
+    #[test]
+    fn a_new_snapshot_reuses_the_certificates_the_live_one_parsed() {
+        let c = rcgen::generate_simple_self_signed(vec!["a.acme.test".to_owned()]).expect("rcgen");
+        let mut s = snapshot();
+        s.certificates.insert(
+            "acme/a".into(),
+            bulkhead_crds::snapshot::Certificate {
+                cert_pem: c.cert.pem(),
+                key_pem: c.signing_key.serialize_pem(),
+            },
+        );
+        for host in ["a.acme.test", "b.acme.test"] {
+            s.https.terminate.push(TlsTerminate {
+                hostname: host.into(),
+                certificate: "acme/a".into(),
+                listener: ListenerRef {
+                    namespace: "acme".into(),
+                    gateway: "gw".into(),
+                    listener: "https".into(),
+                    port: 443,
+                },
+            });
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let registry = EndpointRegistry::default();
+        let certificates = CertificateCache::default();
+        let live =
+            compile(&s, "acme", &provider, &registry, &certificates, true).expect("compiles");
+        assert_eq!(certificates.len(), 1);
+        s.version += 1;
+        let next =
+            compile(&s, "acme", &provider, &registry, &certificates, true).expect("compiles");
+        assert_eq!(certificates.len(), 1);
+        assert_eq!(
+            certificates.parsed(),
+            1,
+            "the same pair is not parsed twice"
+        );
+        drop((live, next));
+        certificates.prune();
+        assert_eq!(
+            certificates.len(),
+            0,
+            "nothing kept once no configuration holds it"
+        );
     }
 
     #[test]
