@@ -68,6 +68,10 @@ pub struct ScaleArgs {
     /// Background route changes per second in the `spread` and `hot` phases.
     #[arg(long, default_value_t = 100.0)]
     pub churn_rate: f64,
+    /// Extra HTTPS listeners per tenant Gateway (at most 60), each with its own hostname and its
+    /// own certificate Secret (the same `N` certificates in every tenant).
+    #[arg(long, default_value_t = 0)]
+    pub certificates: usize,
 }
 
 /// Pending probes: (tenant, sequence number) → when the change was sent.
@@ -99,6 +103,8 @@ struct Cluster {
     args: ScaleArgs,
     cert_pem: Vec<u8>,
     key_pem: Vec<u8>,
+    /// The extra listeners' certificates (`--certificates`): PEM chain and key.
+    extra: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Cluster {
@@ -126,34 +132,51 @@ impl Cluster {
                 "metadata": {"name": "bulkhead"},
                 "spec": {"controllerName": bulkhead_crds::CONTROLLER_NAME}
             }))?),
-            "Gateway" => out.push(Self::object(json!({
-                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-                "metadata": {"name": "web", "namespace": t, "generation": 1},
-                "spec": {"gatewayClassName": "bulkhead", "listeners": [
-                    {"name": "http", "protocol": "HTTP", "port": 80, "hostname": format!("*.{t}.test")},
-                    {"name": "https", "protocol": "HTTPS", "port": 443, "hostname": format!("*.{t}.test"),
-                     "tls": {"mode": "Terminate", "certificateRefs": [{"name": "web-tls"}]}}
-                ]}
-            }))?),
+            "Gateway" => {
+                let mut listeners = vec![
+                    json!({"name": "http", "protocol": "HTTP", "port": 80, "hostname": format!("*.{t}.test")}),
+                    json!({"name": "https", "protocol": "HTTPS", "port": 443, "hostname": format!("*.{t}.test"),
+                           "tls": {"mode": "Terminate", "certificateRefs": [{"name": "web-tls"}]}}),
+                ];
+                listeners.extend((0..self.extra.len()).map(|c| {
+                    json!({"name": format!("https-{c}"), "protocol": "HTTPS", "port": 443,
+                           "hostname": format!("h{c}.{t}.test"),
+                           "tls": {"mode": "Terminate", "certificateRefs": [{"name": format!("web-tls-{c}")}]}})
+                }));
+                out.push(Self::object(json!({
+                    "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                    "metadata": {"name": "web", "namespace": t, "generation": 1},
+                    "spec": {"gatewayClassName": "bulkhead", "listeners": listeners}
+                }))?);
+            }
             "HTTPRoute" => {
                 for r in 0..a.routes {
                     out.push(self.route(i, r, "/app")?);
                 }
             }
             "Secret" => {
-                let mut data = BTreeMap::new();
-                data.insert("tls.crt".to_owned(), ByteString(self.cert_pem.clone()));
-                data.insert("tls.key".to_owned(), ByteString(self.key_pem.clone()));
-                out.push(Object::Secret(Box::new(Secret {
-                    metadata: ObjectMeta {
-                        name: Some("web-tls".into()),
-                        namespace: Some(t.clone()),
-                        ..ObjectMeta::default()
-                    },
-                    type_: Some("kubernetes.io/tls".into()),
-                    data: Some(data),
-                    ..Secret::default()
-                })));
+                let pairs = std::iter::once(("web-tls".to_owned(), &self.cert_pem, &self.key_pem))
+                    .chain(
+                        self.extra
+                            .iter()
+                            .enumerate()
+                            .map(|(c, (crt, key))| (format!("web-tls-{c}"), crt, key)),
+                    );
+                for (name, crt, key) in pairs {
+                    let mut data = BTreeMap::new();
+                    data.insert("tls.crt".to_owned(), ByteString(crt.clone()));
+                    data.insert("tls.key".to_owned(), ByteString(key.clone()));
+                    out.push(Object::Secret(Box::new(Secret {
+                        metadata: ObjectMeta {
+                            name: Some(name),
+                            namespace: Some(t.clone()),
+                            ..ObjectMeta::default()
+                        },
+                        type_: Some("kubernetes.io/tls".into()),
+                        data: Some(data),
+                        ..Secret::default()
+                    })));
+                }
             }
             "Service" => {
                 for s in 0..a.services {
@@ -249,15 +272,27 @@ fn ms(d: Duration) -> f64 {
 /// Runs the benchmark and prints its results.
 pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.tenants >= 2, "--tenants must be at least 2");
+    anyhow::ensure!(
+        args.certificates <= 60,
+        "--certificates must be at most 60 (a Gateway has at most 64 listeners)"
+    );
     let (rss_start, _) = memory_kib();
 
     let ca = crate::pki::DemoCa::new("bench-operator CA").context("CA")?;
     let tenant_cert = ca.issue(&["*.bench.test"]).context("tenant certificate")?;
     let server_cert = ca.issue(&["localhost"]).context("server certificate")?;
+    let extra = (0..args.certificates)
+        .map(|c| {
+            let leaf = ca.issue(&[&format!("h{c}.bench.test")])?;
+            Ok((leaf.cert_pem.into_bytes(), leaf.key_pem.into_bytes()))
+        })
+        .collect::<Result<Vec<_>, rcgen::Error>>()
+        .context("extra certificates")?;
     let cluster = Cluster {
         args: args.clone(),
         cert_pem: tenant_cert.cert_pem.into_bytes(),
         key_pem: tenant_cert.key_pem.into_bytes(),
+        extra,
     };
 
     // The watched tenants, evenly spread; the hot tenant is none of them.
@@ -400,6 +435,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
                 args: args.clone(),
                 cert_pem: Vec::new(),
                 key_pem: Vec::new(),
+                extra: Vec::new(),
             };
             let stop = churn_stop.clone();
             let watched = watched.clone();

@@ -538,6 +538,24 @@ pub struct Certificate {
     pub key_pem: String,
 }
 
+impl Certificate {
+    /// SHA-256 over the chain and the key, each prefixed by its length (so no two pairs collide by
+    /// moving bytes from one to the other): what identifies a pair for caches of parsed keys.
+    pub fn content_digest(&self) -> [u8; 32] {
+        pem_pair_digest(&self.cert_pem, &self.key_pem)
+    }
+}
+
+/// [`Certificate::content_digest`] of a chain and a key not (yet) held in a [`Certificate`].
+pub fn pem_pair_digest(cert_pem: &str, key_pem: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [cert_pem, key_pem] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().into()
+}
+
 impl fmt::Debug for Certificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Certificate")
@@ -550,6 +568,27 @@ impl fmt::Debug for Certificate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pair_digest_tells_chain_from_key() {
+        let pair = |c: &str, k: &str| Certificate {
+            cert_pem: c.into(),
+            key_pem: k.into(),
+        };
+        assert_eq!(
+            pair("C", "K").content_digest(),
+            pem_pair_digest("C", "K"),
+            "one digest for both forms"
+        );
+        assert_ne!(
+            pair("CK", "").content_digest(),
+            pair("C", "K").content_digest()
+        );
+        assert_ne!(
+            pair("C", "K").content_digest(),
+            pair("C", "K2").content_digest()
+        );
+    }
 
     #[test]
     fn seal_is_stable_and_content_sensitive() {

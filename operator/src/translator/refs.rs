@@ -4,7 +4,7 @@
 
 use super::model::BackendRefModel;
 use super::world::{RouteKind, World, GATEWAY_GROUP};
-use bulkhead_crds::snapshot::{Backend, BackendProtocol, Certificate};
+use bulkhead_crds::snapshot::{pem_pair_digest, Backend, BackendProtocol, Certificate};
 use k8s_openapi::api::core::v1::{Secret, ServicePort};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -250,8 +250,62 @@ fn certificate_of(secret: &Secret) -> Result<Certificate, String> {
 
 /// Checks what the tenant router checks when it loads a certificate: a PEM chain with at least one
 /// certificate, a PEM private key, a key type rustls (ring) can sign with, and a key that belongs to
-/// the leaf certificate.
+/// the leaf certificate. Results are remembered by content ([`PemVerdicts`]): a tenant's Secrets
+/// are checked on every translation of the tenant, and parsing keys is the costliest step of
+/// translating a tenant with many certificates.
 pub(crate) fn validate_pem(cert_pem: &str, key_pem: &str) -> Result<(), String> {
+    static VERDICTS: std::sync::OnceLock<PemVerdicts> = std::sync::OnceLock::new();
+    VERDICTS
+        .get_or_init(|| PemVerdicts::new(PEM_VERDICTS_CAPACITY))
+        .check(cert_pem, key_pem, parse_pem)
+}
+
+/// How many verdicts [`validate_pem`] keeps (about 100 bytes each) before it starts over.
+const PEM_VERDICTS_CAPACITY: usize = 16_384;
+
+/// Verdicts of a check of a certificate and key, by their content digest ([`pem_pair_digest`]),
+/// at most `capacity` of them: when full, it is emptied and fills again with what is in use.
+#[derive(Debug)]
+pub(crate) struct PemVerdicts {
+    capacity: usize,
+    verdicts: std::sync::Mutex<std::collections::HashMap<[u8; 32], Result<(), String>>>,
+}
+
+impl PemVerdicts {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            verdicts: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The verdict of `check` on this pair: remembered, or computed now and remembered.
+    pub(crate) fn check(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+        check: impl FnOnce(&str, &str) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let digest = pem_pair_digest(cert_pem, key_pem);
+        let lock = || {
+            self.verdicts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(verdict) = lock().get(&digest) {
+            return verdict.clone();
+        }
+        let verdict = check(cert_pem, key_pem);
+        let mut verdicts = lock();
+        if verdicts.len() >= self.capacity {
+            verdicts.clear();
+        }
+        verdicts.insert(digest, verdict.clone());
+        verdict
+    }
+}
+
+fn parse_pem(cert_pem: &str, key_pem: &str) -> Result<(), String> {
     let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("tls.crt: {e}"))?;
@@ -264,4 +318,52 @@ pub(crate) fn validate_pem(cert_pem: &str, key_pem: &str) -> Result<(), String> 
     rustls::sign::CertifiedKey::from_der(chain, key, &provider)
         .map_err(|e| format!("tls.crt and tls.key do not form a usable certificate: {e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PemVerdicts;
+    use std::cell::Cell;
+
+    #[test]
+    fn verdicts_are_remembered_by_content_within_capacity() {
+        let verdicts = PemVerdicts::new(2);
+        let calls = Cell::new(0);
+        let check = |cert: &str, _key: &str| {
+            calls.set(calls.get() + 1);
+            if cert.contains("bad") {
+                Err(format!("{cert} is bad"))
+            } else {
+                Ok(())
+            }
+        };
+        assert_eq!(verdicts.check("good", "k", check), Ok(()));
+        assert_eq!(verdicts.check("good", "k", check), Ok(()));
+        assert_eq!(calls.get(), 1, "the same pair is checked once");
+        assert_eq!(verdicts.check("bad", "k", check), Err("bad is bad".into()));
+        assert_eq!(verdicts.check("bad", "k", check), Err("bad is bad".into()));
+        assert_eq!(calls.get(), 2, "refusals are remembered too");
+        // Moving a byte from the key to the chain is another pair.
+        assert_eq!(verdicts.check("goodk", "", check), Ok(()));
+        assert_eq!(calls.get(), 3);
+        // Full (2 entries): emptied, so the first pair is checked again.
+        assert_eq!(verdicts.check("good", "k", check), Ok(()));
+        assert_eq!(calls.get(), 4);
+    }
+
+    #[test]
+    fn a_real_pair_is_valid_and_a_mismatched_one_is_not() {
+        let read = |f: &str| {
+            let dir =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/translator/certs");
+            std::fs::read_to_string(dir.join(f)).expect("test certificate")
+        };
+        let (a_cert, a_key) = (read("a.crt"), read("a.key"));
+        assert_eq!(super::validate_pem(&a_cert, &a_key), Ok(()));
+        let mismatched = super::validate_pem(&a_cert, &read("b.key"));
+        assert!(
+            mismatched.is_err_and(|e| e.contains("do not form a usable certificate")),
+            "mismatched key refused"
+        );
+    }
 }

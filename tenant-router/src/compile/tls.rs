@@ -10,7 +10,6 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
@@ -59,7 +58,7 @@ impl CertificateCache {
         cert: &Certificate,
         provider: &CryptoProvider,
     ) -> Result<Arc<CertifiedKey>, CompileError> {
-        let digest = content_digest(cert);
+        let digest = cert.content_digest();
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(key) = keys.get(&digest).and_then(Weak::upgrade) {
             return Ok(key);
@@ -94,17 +93,6 @@ impl CertificateCache {
             .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
-}
-
-/// SHA-256 over the chain and the key PEM, each prefixed by its length (no two pairs collide by
-/// moving bytes from one to the other).
-fn content_digest(cert: &Certificate) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for part in [&cert.cert_pem, &cert.key_pem] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    h.finalize().into()
 }
 
 /// Chooses the certificate by SNI.
