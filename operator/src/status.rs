@@ -142,11 +142,11 @@ pub fn stamp_transitions(current: &mut [ObjectStatus], previous: &[ObjectStatus]
     }
 }
 
-/// Where a condition sits in a status (section, item and type), its status and its
-/// `lastTransitionTime`.
+/// Where a condition sits in a status (section, item and type, as a 64-bit hash: these are kept
+/// for every object whose status the operator writes), its status and its `lastTransitionTime`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConditionTime {
-    place: String,
+    place: u64,
     status: String,
     time: Value,
 }
@@ -162,7 +162,7 @@ pub fn transition_times(status: &Value) -> Vec<ConditionTime> {
             c.get("lastTransitionTime"),
         ) {
             out.push(ConditionTime {
-                place: place.to_owned(),
+                place: place_hash(place),
                 status: s.to_owned(),
                 time: time.clone(),
             });
@@ -183,6 +183,7 @@ pub fn restamp(
 ) {
     visit_conditions(status, "", &mut |place, c| {
         let current = c.get("status").and_then(Value::as_str).unwrap_or_default();
+        let place = place_hash(place);
         let time = match known.iter().find(|k| k.place == place) {
             Some(k) if k.status == current => k.time.clone(),
             Some(_) => changed.clone(),
@@ -205,6 +206,13 @@ fn object_path(s: &ObjectStatus) -> String {
         s.metadata.namespace.as_deref().unwrap_or_default(),
         s.metadata.name
     )
+}
+
+fn place_hash(place: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    place.hash(&mut h);
+    h.finish()
 }
 
 /// Calls `f(path, condition)` for every condition at the known places.
