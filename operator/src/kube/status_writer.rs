@@ -607,6 +607,43 @@ mod tests {
         );
     }
 
+    #[test]
+    fn observed_and_rendered_statuses_have_the_same_keys() {
+        // The watchers key what they observe by the typed object's apiVersion; the translator
+        // renders statuses with its own: they must agree for every kind, or nothing matches.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/translator");
+        let mut rendered = std::collections::BTreeMap::new();
+        let mut observed = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("testdata") {
+            let path = entry.expect("entry").path();
+            let name = path.to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if name.ends_with(".out.yaml") {
+                let golden: Value = serde_yaml::from_str(&text).expect("yaml");
+                for s in golden["statuses"].as_array().into_iter().flatten() {
+                    rendered.insert(
+                        s["kind"].as_str().unwrap_or_default().to_owned(),
+                        s["apiVersion"].as_str().unwrap_or_default().to_owned(),
+                    );
+                }
+            } else if name.ends_with(".in.yaml") {
+                let (objects, _) = crate::objects::parse_documents(&path, &text);
+                observed.extend(
+                    objects
+                        .iter()
+                        .filter_map(|o| o.owned_status())
+                        .map(|(k, _)| k),
+                );
+            }
+        }
+        let mut kinds = std::collections::BTreeSet::new();
+        for (api_version, kind, _, _) in &observed {
+            assert_eq!(rendered.get(kind), Some(api_version), "{kind}");
+            kinds.insert(kind.as_str());
+        }
+        assert!(kinds.len() >= 6, "kinds covered: {kinds:?}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_new_leader_writes_nothing_the_objects_already_carry() {
         // The old leader wrote every status of a golden world at `now()`; the watchers of the
