@@ -119,7 +119,11 @@ enum Written {
 
 impl Written {
     fn of(kind: &str, v: &Value) -> Self {
-        let typed = typed_status(kind, v).unwrap_or_else(|| v.clone());
+        Self::of_typed(kind, typed_status(kind, v).unwrap_or_else(|| v.clone()))
+    }
+
+    /// [`Self::of`] a status already in typed form (as the watchers observe it).
+    fn of_typed(kind: &str, typed: Value) -> Self {
         if kind == "Tenant" {
             Self::Whole(typed)
         } else {
@@ -184,16 +188,16 @@ impl StatusWriter {
         }
     }
 
-    /// Records the status an object carries in the cluster, as a watcher saw it (`None`: it
-    /// carries none of ours, or is gone): the next write of the object compares with it and keeps
-    /// its transition times.
+    /// Records the status an object carries in the cluster, as a watcher saw it, in the typed
+    /// form [`crate::objects::Object::owned_status`] gives (`None`: it carries none of ours, or
+    /// is gone): the next write of the object compares with it and keeps its transition times.
     pub fn observe(&self, key: StatusKey, status: Option<Value>) {
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         let mut times = self.times.lock().unwrap_or_else(PoisonError::into_inner);
         match status {
             Some(v) => {
                 times.insert(key.clone(), transition_times(&v));
-                written.insert(key.clone(), Written::of(&key.1, &v));
+                written.insert(key.clone(), Written::of_typed(&key.1, v));
             }
             None => {
                 times.remove(&key);
