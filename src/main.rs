@@ -8,6 +8,7 @@ mod operator_cmd;
 mod pki;
 mod quickstart;
 mod standalone;
+mod translate;
 
 use bulkhead::{cluster, process};
 
@@ -30,6 +31,9 @@ struct Cli {
 enum Command {
     /// Run edge, one tenant router per Tenant and the file provider in one process, on loopback.
     Standalone(standalone::StandaloneArgs),
+    /// Print what the operator would make of a manifest directory (statuses, rejections, snapshots
+    /// with keys redacted) without serving; exits non-zero when an object is rejected.
+    Translate(translate::TranslateArgs),
     /// Run the quickstart: demo backends, generated certificates and `standalone` on examples/quickstart.
     Quickstart(quickstart::QuickstartArgs),
     /// Serve a demo HTTP backend that says who it is and echoes what it received.
@@ -66,6 +70,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Standalone(args) => standalone::run(args).await,
+        Command::Translate(args) => translate::run(args),
         Command::Quickstart(args) => quickstart::run(args).await,
         Command::BenchOperator(args) => bench_operator::run(args).await,
         Command::DemoBackend { listen, name } => demo::serve_forever(listen, name).await,

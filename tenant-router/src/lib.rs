@@ -41,4 +41,4 @@ pub use error::{CompileError, RouterError};
 pub use limits::*;
 pub use metrics::RouterMetrics;
 pub use otel::{enable_tracing, tracing_enabled, TRACER_NAME};
-pub use router::{Router, RouterConfig};
+pub use router::{validate_snapshot, Router, RouterConfig};

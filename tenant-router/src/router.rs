@@ -4,7 +4,7 @@
 
 use crate::balance::EndpointRegistry;
 use crate::compile::{compile, CertificateCache, CompiledConfig};
-use crate::error::RouterError;
+use crate::error::{CompileError, RouterError};
 use crate::http::Shared;
 use crate::limits::{RouterLimits, OUTLIER_SWEEP_INTERVAL};
 use crate::listener::{accept_loop, HttpServers, ListenerState};
@@ -207,6 +207,23 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, RouterError> {
 fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, RouterError> {
     l.local_addr()
         .map_err(|source| RouterError::Bind { addr, source })
+}
+
+/// Compiles `snapshot` exactly as a router of `snapshot.tenant` would before serving it, and
+/// throws the result away: `Ok` when a router would accept it, else why it would refuse it. For
+/// offline checks (`bulkhead translate`) and tests; nothing is bound or started.
+pub fn validate_snapshot(snapshot: &TenantSnapshot) -> Result<(), CompileError> {
+    let tenant: Arc<str> = Arc::from(snapshot.tenant.as_str());
+    let metrics = RouterMetrics::register(&mut prometheus_client::registry::Registry::default());
+    compile(
+        snapshot,
+        &snapshot.tenant,
+        &Arc::new(rustls::crypto::ring::default_provider()),
+        &EndpointRegistry::new(tenant, metrics),
+        &CertificateCache::default(),
+        false,
+    )
+    .map(drop)
 }
 
 /// Turns snapshots into served configurations.
