@@ -58,13 +58,13 @@ pub struct OperatorLink {
 #[derive(clap::Args, Debug, Clone)]
 pub struct EdgeArgs {
     /// TLS listener (routed by SNI).
-    #[arg(long, default_value = "0.0.0.0:8443")]
+    #[arg(long, default_value = "[::]:8443")]
     pub https_listen: SocketAddr,
     /// Plain HTTP listener (routed by Host).
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    #[arg(long, default_value = "[::]:8080")]
     pub http_listen: SocketAddr,
     /// Admin endpoints.
-    #[arg(long, default_value = "0.0.0.0:9901")]
+    #[arg(long, default_value = "[::]:9901")]
     pub admin_listen: SocketAddr,
     /// Source ranges (CIDR) of load balancers that must send a PROXY v1/v2 header; comma separated.
     #[arg(long, value_delimiter = ',')]
@@ -80,13 +80,13 @@ pub struct RouterArgs {
     #[arg(long, env = "BULKHEAD_TENANT")]
     pub tenant: String,
     /// TLS listener (traffic from the edge, PROXY v2 first).
-    #[arg(long, default_value = "0.0.0.0:8443")]
+    #[arg(long, default_value = "[::]:8443")]
     pub https_listen: SocketAddr,
     /// Plain HTTP listener (traffic from the edge, PROXY v2 first).
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    #[arg(long, default_value = "[::]:8080")]
     pub http_listen: SocketAddr,
     /// Admin endpoints.
-    #[arg(long, default_value = "0.0.0.0:9901")]
+    #[arg(long, default_value = "[::]:9901")]
     pub admin_listen: SocketAddr,
     #[command(flatten)]
     pub link: OperatorLink,

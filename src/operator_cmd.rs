@@ -23,7 +23,6 @@ use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -31,10 +30,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(clap::Args, Debug, Clone)]
 pub struct OperatorArgs {
     /// Snapshot API listener (HTTP/2 over TLS), for the edge and the routers.
-    #[arg(long, default_value = "0.0.0.0:8443")]
+    #[arg(long, default_value = "[::]:8443")]
     pub snapshot_listen: SocketAddr,
     /// Admin endpoints (`/healthz`, `/readyz`, `/metrics`).
-    #[arg(long, default_value = "0.0.0.0:9901")]
+    #[arg(long, default_value = "[::]:9901")]
     pub admin_listen: SocketAddr,
     /// PEM certificate chain of the snapshot API (leaf first).
     #[arg(long)]
@@ -182,7 +181,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             if !led {
                 return Ok(());
             }
-            let listener = TcpListener::bind(addr)
+            let listener = bulkhead_net::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
             tracing::info!(snapshots = %addr, "serving snapshots");

@@ -59,24 +59,70 @@ fn link_args(dir: &Path, bootstrap: &Path) -> Vec<String> {
     ]
 }
 
-fn listen_args(https: SocketAddr, http: SocketAddr, admin: SocketAddr) -> Vec<String> {
-    vec![
-        "--https-listen".into(),
-        https.to_string(),
-        "--http-listen".into(),
-        http.to_string(),
-        "--admin-listen".into(),
-        admin.to_string(),
-    ]
+/// Both tiers with their bootstrap snapshots (one tenant, `*.acme.test`, `/app` → `web`); the
+/// listeners bind `bind(port)` of free ports; the edge reaches the router on loopback.
+struct Tiers {
+    router: Tier,
+    edge: Tier,
+    edge_http_port: u16,
+    admins: [u16; 2],
+    _dir: tempfile::TempDir,
 }
 
-#[tokio::test]
-async fn both_tiers_serve_their_bootstrap_snapshots_while_the_operator_is_down() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let web = backend("web").await;
-    let (router_https, router_http, router_admin) = (free_addr(), free_addr(), free_addr());
-    let (edge_https, edge_http, edge_admin) = (free_addr(), free_addr(), free_addr());
+impl Tiers {
+    async fn start(web: SocketAddr, bind: impl Fn(u16) -> String) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = || free_addr().port();
+        let (router_https, router_http, router_admin) = (ports(), ports(), ports());
+        let (edge_https, edge_http, edge_admin) = (ports(), ports(), ports());
+        write_bootstraps(dir.path(), web, router_https, router_http);
+        let listen = |https, http, admin| {
+            vec![
+                "--https-listen".to_owned(),
+                bind(https),
+                "--http-listen".into(),
+                bind(http),
+                "--admin-listen".into(),
+                bind(admin),
+            ]
+        };
+        let mut router_args = vec!["router".to_owned(), "--tenant".into(), "acme".into()];
+        router_args.extend(listen(router_https, router_http, router_admin));
+        router_args.extend(link_args(dir.path(), &dir.path().join("router.yaml")));
+        let router = Tier::start(dir.path(), "router", &router_args);
+        let mut edge_args = vec!["edge".to_owned()];
+        edge_args.extend(listen(edge_https, edge_http, edge_admin));
+        edge_args.extend(link_args(dir.path(), &dir.path().join("edge.yaml")));
+        let edge = Tier::start(dir.path(), "edge", &edge_args);
+        Self {
+            router,
+            edge,
+            edge_http_port: edge_http,
+            admins: [router_admin, edge_admin],
+            _dir: dir,
+        }
+    }
 
+    fn logs(&self) -> String {
+        format!(
+            "router log:\n{}\nedge log:\n{}",
+            self.router.log(),
+            self.edge.log()
+        )
+    }
+
+    /// The first 200 answer to `GET /app/x` through the edge at `edge`, or a failure with the logs.
+    async fn answer(&self, edge: SocketAddr) -> String {
+        let answer = eventually(SETTLE, || async {
+            let (status, _, body) = http_get(edge, "www.acme.test", "/app/x").await.ok()?;
+            (status == 200).then_some(body)
+        })
+        .await;
+        answer.unwrap_or_else(|| panic!("no answer through both tiers; {}", self.logs()))
+    }
+}
+
+fn write_bootstraps(dir: &Path, web: SocketAddr, router_https: u16, router_http: u16) {
     let router_snapshot = format!(
         "tenant: acme
 namespace: acme
@@ -95,32 +141,24 @@ backends:
   \"acme/web:80\": {{endpoints: [\"{web}\"]}}
 "
     );
-    std::fs::write(dir.path().join("router.yaml"), router_snapshot).expect("write");
+    std::fs::write(dir.join("router.yaml"), router_snapshot).expect("write");
     let edge_snapshot = format!(
         "version: 1
 routes: [{{hostname: \"*.acme.test\", tenant: acme}}]
 tenants:
-  acme: {{https: [\"{router_https}\"], http: [\"{router_http}\"]}}
+  acme: {{https: [\"127.0.0.1:{router_https}\"], http: [\"127.0.0.1:{router_http}\"]}}
 "
     );
-    std::fs::write(dir.path().join("edge.yaml"), edge_snapshot).expect("write");
+    std::fs::write(dir.join("edge.yaml"), edge_snapshot).expect("write");
+}
 
-    let mut router_args = vec!["router".to_owned(), "--tenant".into(), "acme".into()];
-    router_args.extend(listen_args(router_https, router_http, router_admin));
-    router_args.extend(link_args(dir.path(), &dir.path().join("router.yaml")));
-    let router = Tier::start(dir.path(), "router", &router_args);
-    let mut edge_args = vec!["edge".to_owned()];
-    edge_args.extend(listen_args(edge_https, edge_http, edge_admin));
-    edge_args.extend(link_args(dir.path(), &dir.path().join("edge.yaml")));
-    let edge = Tier::start(dir.path(), "edge", &edge_args);
-
-    let answer = eventually(SETTLE, || async {
-        let (status, _, body) = http_get(edge_http, "www.acme.test", "/app/x").await.ok()?;
-        (status == 200).then_some(body)
-    })
-    .await;
-    let logs = || format!("router log:\n{}\nedge log:\n{}", router.log(), edge.log());
-    let body = answer.unwrap_or_else(|| panic!("no answer through both tiers; {}", logs()));
+#[tokio::test]
+async fn both_tiers_serve_their_bootstrap_snapshots_while_the_operator_is_down() {
+    let web = backend("web").await;
+    let tiers = Tiers::start(web, |port| format!("127.0.0.1:{port}")).await;
+    let edge_http = SocketAddr::from(([127, 0, 0, 1], tiers.edge_http_port));
+    let logs = || tiers.logs();
+    let body = tiers.answer(edge_http).await;
     assert_eq!(answer_field(&body, "backend").as_deref(), Some("web"));
     assert_eq!(answer_field(&body, "path").as_deref(), Some("/app/x"));
     // The router saw the client's address through the edge's PROXY v2 header.
@@ -137,8 +175,35 @@ tenants:
     assert_eq!(status, 404, "{}", logs());
 
     // Both report ready (serving the bootstrap) on their admin listeners.
-    for admin in [router_admin, edge_admin] {
+    for port in tiers.admins {
+        let admin = SocketAddr::from(([127, 0, 0, 1], port));
         let (status, _, body) = http_get(admin, "admin", "/readyz").await.expect("readyz");
         assert_eq!(status, 200, "{admin}: {body}; {}", logs());
+    }
+}
+
+/// Listeners on `[::]` (the cluster default) serve IPv4 and IPv6 clients alike, and an IPv4 client
+/// keeps its IPv4 address (not `::ffff:127.0.0.1`) in the PROXY header, the access log and
+/// `X-Forwarded-For`.
+#[tokio::test]
+async fn dual_stack_listeners_serve_ipv4_and_ipv6_clients_with_canonical_addresses() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback on this host");
+        return;
+    }
+    let web = backend("web").await;
+    let tiers = Tiers::start(web, |port| format!("[::]:{port}")).await;
+    let port = tiers.edge_http_port;
+    let body = tiers.answer(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    assert_eq!(echoed_header(&body, "x-forwarded-for"), ["127.0.0.1"]);
+    let v6: SocketAddr = format!("[::1]:{port}").parse().expect("addr");
+    let body = tiers.answer(v6).await;
+    assert_eq!(echoed_header(&body, "x-forwarded-for"), ["::1"]);
+    for admin in tiers.admins {
+        for host in ["127.0.0.1", "[::1]"] {
+            let addr: SocketAddr = format!("{host}:{admin}").parse().expect("addr");
+            let (status, _, body) = http_get(addr, "admin", "/readyz").await.expect("readyz");
+            assert_eq!(status, 200, "{addr}: {body}; {}", tiers.logs());
+        }
     }
 }

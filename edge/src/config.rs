@@ -1,15 +1,14 @@
 //! The edge's configuration: where it listens, and every limit and timeout in one reviewed place.
 
 use crate::cidr::Cidr;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Default TLS listener: all interfaces, port 8443 (a non-root port; a Service maps 443 to it).
-pub const DEFAULT_HTTPS_LISTEN: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8443);
-/// Default plain HTTP listener: all interfaces, port 8080 (a Service maps 80 to it).
-pub const DEFAULT_HTTP_LISTEN: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
+/// Default TLS listener: all interfaces, IPv6 and IPv4 (dual-stack, see [`bulkhead_net::bind`]),
+/// port 8443 (a non-root port; a Service maps 443 to it).
+pub const DEFAULT_HTTPS_LISTEN: SocketAddr = bulkhead_net::dual_stack(8443);
+/// Default plain HTTP listener: all interfaces, dual-stack, port 8080 (a Service maps 80 to it).
+pub const DEFAULT_HTTP_LISTEN: SocketAddr = bulkhead_net::dual_stack(8080);
 /// How long a client may take to send its whole ClientHello or request head.
 pub const DEFAULT_SNIFF_TIMEOUT: Duration = bulkhead_sniff::DEFAULT_SNIFF_TIMEOUT;
 /// How long connecting to one router endpoint may take before the next one is tried.

@@ -59,7 +59,7 @@ pub(crate) async fn serve(
     let _open = GaugeGuard::new(&metrics.open_connections);
     let table = shared.table.load_full();
     let local = match client.local_addr() {
-        Ok(addr) => addr,
+        Ok(addr) => bulkhead_net::canonical(addr),
         Err(e) => {
             tracing::debug!(%peer, listener, error = %e, "connection gone before it was served");
             return;

@@ -56,7 +56,7 @@ impl Edge {
         ready: ReadyFlag,
     ) -> Result<Edge, EdgeError> {
         let bind = |addr: SocketAddr| async move {
-            let listener = TcpListener::bind(addr)
+            let listener = bulkhead_net::bind(addr)
                 .await
                 .map_err(|source| EdgeError::Bind { addr, source })?;
             let local = listener
@@ -242,7 +242,7 @@ async fn accept_loop(
             let force_close = shared.force_close.clone();
             tokio::select! {
                 biased;
-                () = serve(stream, peer, port, shared) => {}
+                () = serve(stream, bulkhead_net::canonical(peer), port, shared) => {}
                 () = force_close.cancelled() => {}
             }
         });

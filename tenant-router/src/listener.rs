@@ -169,6 +169,7 @@ pub(crate) async fn accept_loop(
             },
             () = state.drain.cancelled() => break,
         };
+        let peer = bulkhead_net::canonical(peer);
         let Some(config) = state.current.load_full() else {
             continue;
         };

@@ -199,7 +199,7 @@ impl Router {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RouterError> {
-    TcpListener::bind(addr)
+    bulkhead_net::bind(addr)
         .await
         .map_err(|source| RouterError::Bind { addr, source })
 }

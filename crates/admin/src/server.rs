@@ -56,7 +56,7 @@ pub struct AdminServer {
 impl AdminServer {
     /// Binds the admin listener.
     pub async fn bind(addr: SocketAddr, state: AdminState) -> Result<Self, AdminError> {
-        let listener = TcpListener::bind(addr)
+        let listener = bulkhead_net::bind(addr)
             .await
             .map_err(|source| AdminError::Bind { addr, source })?;
         Ok(Self { listener, state })

@@ -1,0 +1,123 @@
+//! Listener binding shared by every Bulkhead process: dual-stack by default, and one address form
+//! per client (see the crate README).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use tokio::net::TcpListener;
+
+/// Pending connections the kernel queues per listener before `accept` (tokio's default).
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// The unspecified IPv6 address on `port`: what every listener binds by default (dual-stack).
+pub const fn dual_stack(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port)
+}
+
+/// Binds a listener on `addr` (`SO_REUSEADDR`, backlog [`LISTEN_BACKLOG`]). `[::]:PORT` accepts
+/// IPv4 clients too (`IPV6_V6ONLY` off); where the host has no IPv6 at all it falls back to
+/// `0.0.0.0:PORT`, with a warning. Any other address binds exactly as given.
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    match bind_std(addr) {
+        Err(e) if is_unspecified_v6(addr) && ipv6_unavailable(&e) => {
+            let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
+            tracing::warn!(%addr, fallback = %v4, error = %e, "IPv6 is not available; listening on IPv4 only");
+            TcpListener::from_std(bind_std(v4)?)
+        }
+        other => TcpListener::from_std(other?),
+    }
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) turned into the IPv4 address.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+fn is_unspecified_v6(addr: SocketAddr) -> bool {
+    matches!(addr.ip(), IpAddr::V6(ip) if ip.is_unspecified())
+}
+
+/// Errors that mean "this host has no IPv6", as opposed to a port in use or a permission problem.
+fn ipv6_unavailable(e: &io::Error) -> bool {
+    const EAFNOSUPPORT: i32 = 97;
+    const EADDRNOTAVAIL: i32 = 99;
+    matches!(e.raw_os_error(), Some(EAFNOSUPPORT | EADDRNOTAVAIL))
+        || e.kind() == io::ErrorKind::AddrNotAvailable
+}
+
+fn bind_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if is_unspecified_v6(addr) {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SockAddr::from(addr))?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Whether this host can use IPv6 loopback (CI machines might not).
+    fn has_ipv6_loopback() -> bool {
+        std::net::TcpListener::bind("[::1]:0").is_ok()
+    }
+
+    async fn round_trip(listener: &TcpListener, to: SocketAddr) -> SocketAddr {
+        let mut client = TcpStream::connect(to).await.expect("connect");
+        let (mut server, peer) = listener.accept().await.expect("accept");
+        client.write_all(b"x").await.expect("write");
+        let mut b = [0u8; 1];
+        server.read_exact(&mut b).await.expect("read");
+        canonical(peer)
+    }
+
+    #[tokio::test]
+    async fn the_dual_stack_default_accepts_ipv4_and_ipv6_clients_on_one_socket() {
+        if !has_ipv6_loopback() {
+            eprintln!("skipped: no IPv6 loopback on this host");
+            return;
+        }
+        let listener = bind(dual_stack(0)).await.expect("bind [::]:0");
+        let port = listener.local_addr().expect("local").port();
+        let v4 = round_trip(&listener, SocketAddr::from(([127, 0, 0, 1], port))).await;
+        assert_eq!(v4.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST), "seen as {v4}");
+        let v6 = round_trip(&listener, format!("[::1]:{port}").parse().expect("addr")).await;
+        assert_eq!(v6.ip(), "::1".parse::<IpAddr>().expect("ip"));
+    }
+
+    #[tokio::test]
+    async fn an_explicit_ipv4_address_binds_ipv4_only() {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local");
+        assert!(addr.is_ipv4());
+        let peer = round_trip(&listener, addr).await;
+        assert_eq!(peer.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn mapped_addresses_become_ipv4_and_others_stay() {
+        let mapped: SocketAddr = "[::ffff:192.0.2.7]:443".parse().expect("addr");
+        assert_eq!(canonical(mapped), SocketAddr::from(([192, 0, 2, 7], 443)));
+        let v6: SocketAddr = "[2001:db8::1]:443".parse().expect("addr");
+        assert_eq!(canonical(v6), v6);
+        let v4: SocketAddr = "192.0.2.7:80".parse().expect("addr");
+        assert_eq!(canonical(v4), v4);
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_is_an_error_not_a_silent_fallback() {
+        let first = bind(dual_stack(0)).await.expect("bind");
+        let port = first.local_addr().expect("local").port();
+        assert!(bind(dual_stack(port)).await.is_err());
+    }
+}
