@@ -563,7 +563,9 @@ async fn circuit_breaker_refuses_requests_beyond_the_backend_maximum() {
         held.heads()
     );
     let mut c = h1_plain(&router).await;
-    let refused = send(&mut c, "GET", "/held", b"").await;
+    let refused = tokio::time::timeout(RAW_ANSWER_WAIT, send(&mut c, "GET", "/held", b""))
+        .await
+        .expect("refused at once, not held");
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         refused
