@@ -57,6 +57,41 @@ impl Drop for OutstandingGuard {
     }
 }
 
+/// Requests in flight to one backend, across its endpoints and across configurations: the state of
+/// its circuit breaker (see [`crate::limits::DEFAULT_MAX_REQUESTS_PER_BACKEND`]).
+#[derive(Debug, Default)]
+pub(crate) struct BackendLoad {
+    requests: AtomicUsize,
+}
+
+impl BackendLoad {
+    /// A permit for one more request, unless `max` are in flight already.
+    pub(crate) fn try_admit(self: &Arc<Self>, max: usize) -> Option<RequestPermit> {
+        self.requests
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(RequestPermit(Arc::clone(self)))
+    }
+
+    /// Requests in flight.
+    #[cfg(test)]
+    pub(crate) fn requests(&self) -> usize {
+        self.requests.load(Ordering::Acquire)
+    }
+}
+
+/// One request admitted by its backend's circuit breaker; it leaves the count when dropped.
+#[derive(Debug)]
+pub(crate) struct RequestPermit(Arc<BackendLoad>);
+
+impl Drop for RequestPermit {
+    fn drop(&mut self) {
+        self.0.requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 type EndpointKey = (Arc<str>, SocketAddr);
 
 /// Hands out one shared [`EndpointState`] per backend and address, for as long as any
@@ -67,6 +102,7 @@ pub(crate) struct EndpointRegistry {
     metrics: Arc<RouterMetrics>,
     epoch: Instant,
     states: Mutex<HashMap<EndpointKey, Weak<EndpointState>>>,
+    loads: Mutex<HashMap<Arc<str>, Weak<BackendLoad>>>,
 }
 
 impl EndpointRegistry {
@@ -77,7 +113,20 @@ impl EndpointRegistry {
             metrics,
             epoch: Instant::now(),
             states: Mutex::new(HashMap::new()),
+            loads: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The circuit breaker state of `backend`, shared with every live configuration that names it
+    /// (a configuration swap forgets no request in flight).
+    pub(crate) fn load(&self, backend: &Arc<str>) -> Arc<BackendLoad> {
+        let mut loads = self.loads.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(load) = loads.get(backend).and_then(Weak::upgrade) {
+            return load;
+        }
+        let load = Arc::new(BackendLoad::default());
+        loads.insert(Arc::clone(backend), Arc::downgrade(&load));
+        load
     }
 
     /// The state for `addr` of `backend`, shared with every live configuration that names it.
@@ -107,6 +156,10 @@ impl EndpointRegistry {
     /// Forgets endpoints no configuration uses any more.
     pub(crate) fn prune(&self) {
         self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, w| w.strong_count() > 0);
+        self.loads
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|_, w| w.strong_count() > 0);
@@ -145,6 +198,8 @@ pub(crate) struct CompiledBackend {
     pub(crate) protocol: BackendProtocol,
     /// Its endpoints (possibly none: then 503).
     pub(crate) endpoints: Vec<Arc<EndpointState>>,
+    /// Requests in flight, for the circuit breaker (shared across configurations).
+    pub(crate) load: Arc<BackendLoad>,
     /// Held while deciding an ejection, so that concurrent ejections respect the cap.
     ejecting: Mutex<()>,
 }
@@ -155,11 +210,13 @@ impl CompiledBackend {
         id: Arc<str>,
         protocol: BackendProtocol,
         endpoints: Vec<Arc<EndpointState>>,
+        load: Arc<BackendLoad>,
     ) -> Self {
         Self {
             id,
             protocol,
             endpoints,
+            load,
             ejecting: Mutex::new(()),
         }
     }
@@ -353,10 +410,30 @@ mod tests {
         assert!((800..1200).contains(&counts[0]), "{counts:?}");
     }
 
+    #[test]
+    fn circuit_breaker_admits_up_to_its_maximum_and_frees_on_drop() {
+        let reg = EndpointRegistry::default();
+        let id: Arc<str> = Arc::from("acme/web:80");
+        let load = reg.load(&id);
+        let first = load.try_admit(2).expect("first");
+        let _second = load.try_admit(2).expect("second");
+        assert!(load.try_admit(2).is_none(), "the third overflows");
+        assert!(
+            Arc::ptr_eq(&reg.load(&id), &load),
+            "every configuration shares it"
+        );
+        drop(first);
+        assert!(
+            load.try_admit(2).is_some(),
+            "a finished request frees a slot"
+        );
+        assert_eq!(load.requests(), 1);
+    }
+
     fn backend_with(reg: &EndpointRegistry, ports: &[u16]) -> CompiledBackend {
         let id: Arc<str> = Arc::from("acme/web:80");
         let endpoints = ports.iter().map(|p| reg.get(&id, addr(*p))).collect();
-        CompiledBackend::new(id, BackendProtocol::Http1, endpoints)
+        CompiledBackend::new(id, BackendProtocol::Http1, endpoints, Arc::default())
     }
 
     fn policy() -> OutlierPolicy {

@@ -5,7 +5,7 @@
 //! the connection closes before the last chunk; HTTP/2: the stream is reset), so a truncated upstream
 //! response can never look complete to the client.
 
-use crate::balance::OutstandingGuard;
+use crate::balance::{OutstandingGuard, RequestPermit};
 use crate::idle::InFlight;
 use crate::metrics::{
     RequestLabels, RouteLabels, RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
@@ -64,6 +64,8 @@ enum Outcome {
     Timeout,
     /// The upstream body failed.
     UpstreamError,
+    /// The client's request body was malformed.
+    ClientError,
 }
 
 impl Outcome {
@@ -73,6 +75,7 @@ impl Outcome {
             Self::Complete => "complete",
             Self::Timeout => "timeout",
             Self::UpstreamError => "upstream_error",
+            Self::ClientError => "client_error",
         }
     }
 }
@@ -98,10 +101,32 @@ pub(crate) struct RequestRecord {
     pub(crate) guard: Option<OutstandingGuard>,
     /// The request's OpenTelemetry span (only while tracing is on).
     pub(crate) span: Option<RequestSpan>,
+    /// Keeps the request counted by its backend's circuit breaker until the response ends.
+    pub(crate) permit: Option<RequestPermit>,
+    /// Set when the client failed its own request body (the outcome says so).
+    pub(crate) client_fault: Option<ClientFault>,
+    /// Whether the line was written; a record dropped before (the request's handling was
+    /// cancelled because the client went away) is logged as status 499, outcome `cancelled`.
+    pub(crate) logged: bool,
+}
+
+impl Drop for RequestRecord {
+    fn drop(&mut self) {
+        if !self.logged {
+            self.status = crate::fault::CLIENT_CLOSED_REQUEST;
+            self.finish(0, Outcome::Cancelled);
+        }
+    }
 }
 
 impl RequestRecord {
-    fn finish(mut self, bytes: u64, outcome: Outcome) {
+    fn finish(&mut self, bytes: u64, outcome: Outcome) {
+        self.logged = true;
+        let outcome = match self.client_fault {
+            Some(ClientFault::Gone) => Outcome::Cancelled,
+            Some(ClientFault::MalformedBody) => Outcome::ClientError,
+            None => outcome,
+        };
         let elapsed = self.start.elapsed();
         if let Some(span) = self.span.take() {
             span.finish(&Completion {
@@ -153,14 +178,14 @@ impl RequestRecord {
         let kind = match outcome {
             Outcome::Timeout => Some(UpstreamErrorKind::Timeout),
             Outcome::UpstreamError => Some(UpstreamErrorKind::Protocol),
-            Outcome::Cancelled | Outcome::Complete => None,
+            Outcome::Cancelled | Outcome::Complete | Outcome::ClientError => None,
         };
         if let Some(kind) = kind {
             self.metrics
                 .upstream_errors
                 .get_or_create(&UpstreamErrorLabels {
-                    tenant: self.tenant,
-                    backend: self.backend,
+                    tenant: Arc::clone(&self.tenant),
+                    backend: Arc::clone(&self.backend),
                     kind,
                 })
                 .inc();
@@ -183,7 +208,7 @@ pin_project! {
     impl PinnedDrop for ObservedBody {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(record) = this.record.take() {
+            if let Some(mut record) = this.record.take() {
                 record.finish(*this.bytes, *this.outcome);
             }
         }
@@ -268,6 +293,116 @@ impl Body for ObservedBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// How a client's request body failed; the failure is the client's, never the endpoint's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientFault {
+    /// The body broke the protocol (an invalid chunk, an HTTP/2 stream error of the client's making).
+    MalformedBody,
+    /// The client went away before its body ended (closed or reset the connection or stream).
+    Gone,
+}
+
+impl ClientFault {
+    /// What an error from the client's body says: invalid data or an HTTP/2 protocol error the
+    /// router detected is a malformed body; anything else (an early end of file, a reset) means the
+    /// client went away.
+    fn of(error: &hyper::Error) -> Self {
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(err) = current {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::{InvalidData, InvalidInput};
+                if matches!(io.kind(), InvalidData | InvalidInput) {
+                    return Self::MalformedBody;
+                }
+            }
+            if let Some(h2) = err.downcast_ref::<h2::Error>() {
+                let protocol = h2.reason() == Some(h2::Reason::PROTOCOL_ERROR);
+                if protocol && !h2.is_remote() {
+                    return Self::MalformedBody;
+                }
+            }
+            current = err.source();
+        }
+        Self::Gone
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Self::MalformedBody => 1,
+            Self::Gone => 2,
+        }
+    }
+}
+
+/// Records whether the client's request body failed, shared by the body (which sets it) and the
+/// request path (which reads it when an upstream exchange failed, to blame the right side).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClientBodyWatch(Arc<std::sync::atomic::AtomicU8>);
+
+impl ClientBodyWatch {
+    /// How the client's body failed, if it did.
+    pub(crate) fn fault(&self) -> Option<ClientFault> {
+        match self.0.load(std::sync::atomic::Ordering::Acquire) {
+            1 => Some(ClientFault::MalformedBody),
+            2 => Some(ClientFault::Gone),
+            _ => None,
+        }
+    }
+
+    fn set(&self, fault: ClientFault) {
+        self.0
+            .store(fault.code(), std::sync::atomic::Ordering::Release);
+    }
+}
+
+pin_project! {
+    /// The client's request body, recording in a [`ClientBodyWatch`] how it failed (before the
+    /// error reaches the upstream client, so an upstream failure it causes is blamed on the client).
+    struct ClientBody {
+        #[pin]
+        inner: hyper::body::Incoming,
+        watch: ClientBodyWatch,
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        match ready!(this.inner.poll_frame(cx)) {
+            Some(Err(e)) => {
+                this.watch.set(ClientFault::of(&e));
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            other => Poll::Ready(other.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Wraps the client's request body: the body to forward, and the watch that says whether (and how)
+/// it failed.
+pub(crate) fn client_body(incoming: hyper::body::Incoming) -> (ProxyBody, ClientBodyWatch) {
+    let watch = ClientBodyWatch::default();
+    let body = ClientBody {
+        inner: incoming,
+        watch: watch.clone(),
+    };
+    (body.boxed_unsync(), watch)
 }
 
 /// Frames a mirror copy may lag behind the forwarded request before the copy is abandoned.
@@ -355,7 +490,7 @@ impl Body for MirrorBody {
 /// Splits a request body into the forwarded body and a bounded copy for a mirror. The forwarded
 /// body never waits for the mirror: a copy that falls [`MIRROR_BODY_BUFFER_FRAMES`] behind ends with
 /// an error (so the mirror never sees a silently truncated body).
-pub(crate) fn tee(body: ProxyBody) -> (ProxyBody, ProxyBody) {
+pub(crate) fn tee(body: ProxyBody) -> (ProxyBody, ProxyBody, MirrorCopyState) {
     let (tx, rx) = tokio::sync::mpsc::channel(MIRROR_BODY_BUFFER_FRAMES);
     let aborted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let main = TeeBody {
@@ -365,8 +500,25 @@ pub(crate) fn tee(body: ProxyBody) -> (ProxyBody, ProxyBody) {
     };
     (
         main.boxed_unsync(),
-        MirrorBody { rx, aborted }.boxed_unsync(),
+        MirrorBody {
+            rx,
+            aborted: Arc::clone(&aborted),
+        }
+        .boxed_unsync(),
+        MirrorCopyState(aborted),
     )
+}
+
+/// Says whether a mirror's copy of a request body was abandoned (the client's body failed, or the
+/// mirror fell behind): a mirror exchange that then fails is not the mirror endpoint's fault.
+#[derive(Debug, Clone)]
+pub(crate) struct MirrorCopyState(Arc<std::sync::atomic::AtomicBool>);
+
+impl MirrorCopyState {
+    /// Whether the copy ended early.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// A request body lent to one upstream attempt, and taken back when that attempt failed without

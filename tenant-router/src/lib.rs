@@ -25,6 +25,7 @@ mod balance;
 mod body;
 mod compile;
 mod error;
+mod fault;
 mod http;
 mod idle;
 mod limits;

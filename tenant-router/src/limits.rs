@@ -59,6 +59,14 @@ pub const DEFAULT_OUTLIER_MAX_EJECTION_TIME: Duration = Duration::from_secs(300)
 /// The largest share of a backend's endpoints that may be ejected at once, in percent (at least one
 /// endpoint always stays selectable).
 pub const DEFAULT_OUTLIER_MAX_EJECTION_PERCENT: u8 = 50;
+/// Circuit breaker: most requests in flight to one backend (all its endpoints, until each response
+/// ends), as Envoy's `max_requests`. A request beyond it is answered 503 at once with
+/// `x-bulkhead-overflow: max_requests`, counted in `bulkhead_router_upstream_overflow_total`, and
+/// never counted against an endpoint's health.
+pub const DEFAULT_MAX_REQUESTS_PER_BACKEND: usize = 1024;
+/// Most mirrored requests in flight at once, router-wide. A mirror beyond it is dropped (never the
+/// forwarded request) and counted in `bulkhead_router_mirrors_dropped_total`.
+pub const DEFAULT_MAX_MIRRORS_IN_FLIGHT: usize = 256;
 /// How often ended ejections are lifted from the books (the ejected-endpoints gauge) and the
 /// ejection multiplier of healthy endpoints decays. Selection itself needs no sweep: an ejection
 /// ends at its deadline.
@@ -122,6 +130,10 @@ pub struct RouterLimits {
     pub outlier_max_ejection_time: Duration,
     /// See [`DEFAULT_OUTLIER_MAX_EJECTION_PERCENT`] (values above 100 count as 100).
     pub outlier_max_ejection_percent: u8,
+    /// See [`DEFAULT_MAX_REQUESTS_PER_BACKEND`].
+    pub max_requests_per_backend: usize,
+    /// See [`DEFAULT_MAX_MIRRORS_IN_FLIGHT`] (0 drops every mirror).
+    pub max_mirrors_in_flight: usize,
 }
 
 impl Default for RouterLimits {
@@ -153,6 +165,8 @@ impl Default for RouterLimits {
             outlier_base_ejection_time: DEFAULT_OUTLIER_BASE_EJECTION_TIME,
             outlier_max_ejection_time: DEFAULT_OUTLIER_MAX_EJECTION_TIME,
             outlier_max_ejection_percent: DEFAULT_OUTLIER_MAX_EJECTION_PERCENT,
+            max_requests_per_backend: DEFAULT_MAX_REQUESTS_PER_BACKEND,
+            max_mirrors_in_flight: DEFAULT_MAX_MIRRORS_IN_FLIGHT,
         }
     }
 }

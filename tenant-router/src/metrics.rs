@@ -59,6 +59,36 @@ pub(crate) enum UpstreamErrorKind {
     Protocol,
 }
 
+/// How a client failed its own request (never counted against an endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ClientErrorKind {
+    /// The request body broke the protocol (400).
+    MalformedBody,
+    /// The client went away before its request body ended (logged 499).
+    Gone,
+}
+
+/// Which circuit breaker refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Breaker {
+    /// Too many requests in flight to the backend.
+    MaxRequests,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct ClientErrorLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) backend: Arc<str>,
+    pub(crate) kind: ClientErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct OverflowLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) backend: Arc<str>,
+    pub(crate) breaker: Breaker,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
     pub(crate) tenant: Arc<str>,
@@ -168,6 +198,8 @@ snake_case_labels! {
     UpstreamErrorKind { Connect => "connect", Timeout => "timeout", Protocol => "protocol" }
     SnapshotOutcome { Applied => "applied", Rejected => "rejected" }
     RetryReason { NotSent => "not_sent", ConnectionFailed => "connection_failed" }
+    ClientErrorKind { MalformedBody => "malformed_body", Gone => "gone" }
+    Breaker { MaxRequests => "max_requests" }
 }
 
 fn duration_histogram() -> Histogram {
@@ -193,6 +225,9 @@ pub struct RouterMetrics {
     pub(crate) upstream_retries: Family<RetryLabels, Counter>,
     pub(crate) outlier_ejections: Family<BackendLabels, Counter>,
     pub(crate) outlier_ejected: Family<BackendLabels, Gauge>,
+    pub(crate) client_errors: Family<ClientErrorLabels, Counter>,
+    pub(crate) upstream_overflow: Family<OverflowLabels, Counter>,
+    pub(crate) mirrors_dropped: Family<BackendLabels, Counter>,
 }
 
 impl RouterMetrics {
@@ -260,6 +295,21 @@ impl RouterMetrics {
             "Endpoints currently ejected from load balancing, by backend",
             m.outlier_ejected.clone(),
         );
+        r.register(
+            "client_errors",
+            "Requests the client failed itself (malformed body, gone mid-body), by backend and kind; never counted against an endpoint",
+            m.client_errors.clone(),
+        );
+        r.register(
+            "upstream_overflow",
+            "Requests refused at once (503) by a backend's circuit breaker, by backend and breaker",
+            m.upstream_overflow.clone(),
+        );
+        r.register(
+            "mirrors_dropped",
+            "Mirrored requests dropped because the router-wide bound on mirrors in flight was reached, by mirror backend",
+            m.mirrors_dropped.clone(),
+        );
         Arc::new(m)
     }
 
@@ -278,6 +328,9 @@ impl RouterMetrics {
             upstream_retries: Family::default(),
             outlier_ejections: Family::default(),
             outlier_ejected: Family::default(),
+            client_errors: Family::default(),
+            upstream_overflow: Family::default(),
+            mirrors_dropped: Family::default(),
         }
     }
 }

@@ -136,6 +136,12 @@ impl Router {
             limits: config.limits.clone(),
             hard_stop: CancellationToken::new(),
             tasks: tracker.clone(),
+            mirror_slots: Arc::new(tokio::sync::Semaphore::new(
+                config
+                    .limits
+                    .max_mirrors_in_flight
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
         });
         let state = Arc::new(ListenerState {
             shared: Arc::clone(&shared),

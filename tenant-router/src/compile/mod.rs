@@ -171,7 +171,12 @@ pub(crate) fn compile(
             let endpoints = b.endpoints.iter().map(|a| registry.get(&id, *a)).collect();
             (
                 key.clone(),
-                Arc::new(CompiledBackend::new(id, b.protocol, endpoints)),
+                Arc::new(CompiledBackend::new(
+                    Arc::clone(&id),
+                    b.protocol,
+                    endpoints,
+                    registry.load(&id),
+                )),
             )
         })
         .collect();

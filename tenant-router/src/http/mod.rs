@@ -8,17 +8,19 @@
 pub(crate) mod headers;
 mod upgrade;
 
-use crate::balance::{CompiledBackend, EndpointState};
-use crate::body::{self, ObservedBody, ProxyBody, RequestRecord};
+use crate::balance::{CompiledBackend, EndpointState, RequestPermit};
+use crate::body::{self, ClientBodyWatch, ObservedBody, ProxyBody, RequestRecord};
 use crate::compile::filters::{
     CompiledFilter, CompiledHeaderModifier, CompiledRedirect, CompiledRewrite, RedirectInput,
 };
 use crate::compile::matcher::RequestFacts;
 use crate::compile::{CompiledConfig, CompiledRoute, CompiledVhost, SniTarget};
+use crate::fault::{FaultSide, ForwardError};
 use crate::idle::Activity;
 use crate::limits::RouterLimits;
 use crate::metrics::{
-    RetryLabels, RetryReason, RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
+    BackendLabels, Breaker, ClientErrorLabels, OverflowLabels, RetryLabels, RetryReason,
+    RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
 };
 use crate::otel::{Arrival, RequestSpan};
 use crate::outlier::{Health, OutlierPolicy};
@@ -51,8 +53,10 @@ pub(crate) struct Shared {
     pub(crate) outlier: OutlierPolicy,
     /// Cancelled when the drain timeout has passed: every remaining connection is dropped.
     pub(crate) hard_stop: CancellationToken,
-    /// Background work that shutdown waits for (connections, upgraded streams).
+    /// Background work that shutdown waits for (connections, upgraded streams, mirrors).
     pub(crate) tasks: TaskTracker,
+    /// Permits for mirrored requests in flight ([`RouterLimits::max_mirrors_in_flight`]).
+    pub(crate) mirror_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// How the connection reached the HTTP layer.
@@ -111,6 +115,9 @@ pub(crate) async fn serve_request(
         upstream: None,
         guard: None,
         span: None,
+        permit: None,
+        client_fault: None,
+        logged: false,
     };
     record.span = RequestSpan::start(
         &req,
@@ -128,7 +135,10 @@ pub(crate) async fn serve_request(
         Ok(forwarded) => forwarded,
         Err(local) => (local, None),
     };
-    record.status = response.status().as_u16();
+    record.status = match record.client_fault {
+        Some(fault) => ForwardError::Client(fault).logged_status(),
+        None => response.status().as_u16(),
+    };
     Ok(response.map(|b| ObservedBody::new(b, deadline, record)))
 }
 
@@ -302,6 +312,7 @@ async fn route_and_forward(
         .as_ref()
         .ok_or_else(|| plan.finish(local_response(StatusCode::INTERNAL_SERVER_ERROR)))?;
     record.backend = Arc::clone(&backend.id);
+    record.permit = Some(admit(ctx, backend).map_err(|e| plan.finish(e.response()))?);
     let first = backend
         .pick_endpoint()
         .ok_or_else(|| plan.finish(local_response(StatusCode::SERVICE_UNAVAILABLE)))?;
@@ -353,13 +364,21 @@ async fn route_and_forward(
     };
     parts.uri = absolute_uri(&uri_authority, &path_and_query)
         .map_err(|_| plan.finish(local_response(StatusCode::BAD_REQUEST)))?;
-    let mut request_body = body::boxed(incoming);
+    let (mut request_body, watch) = body::client_body(incoming);
     for (mirror, percent) in &plan.mirrors {
         if *percent < 100 && rand::random_range(0..100) >= *percent {
             continue;
         }
-        let (forwarded, copy) = body::tee(request_body);
+        let Some(slot) = mirror_slot(ctx, mirror) else {
+            continue;
+        };
+        let (forwarded, copy, state) = body::tee(request_body);
         request_body = forwarded;
+        let copy = MirrorCopy {
+            body: copy,
+            state,
+            slot,
+        };
         mirror_request(ctx, &parts, &host_authority, copy, mirror);
     }
     let outgoing = Outgoing {
@@ -367,19 +386,18 @@ async fn route_and_forward(
         body: request_body,
         path_and_query,
     };
-    let result = forward_with_retries(ctx, backend, route, first, outgoing, record, start).await;
+    let result =
+        forward_with_retries(ctx, backend, route, first, outgoing, &watch, record, start).await;
     let (mut resp, deadline) = match result {
         Ok(forwarded) => {
             record.upstream = Some(start.elapsed());
             forwarded
         }
-        Err(kind) => {
-            let status = match kind {
-                UpstreamErrorKind::Connect => StatusCode::SERVICE_UNAVAILABLE,
-                UpstreamErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                UpstreamErrorKind::Protocol => StatusCode::BAD_GATEWAY,
-            };
-            return Err(plan.finish(local_response(status)));
+        Err(error) => {
+            if let ForwardError::Client(fault) = error {
+                record.client_fault = Some(fault);
+            }
+            return Err(plan.finish(error.response()));
         }
     };
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -445,17 +463,20 @@ fn copy_head(head: &http::request::Parts) -> http::request::Parts {
 /// other) while the failure allows it: nothing of the request reached the endpoint, or the request
 /// is idempotent, has no body and its connection failed before a response head. At most
 /// [`RouterLimits::max_retries`] more attempts, all within the route's request timeout; each
-/// attempt has the backend request timeout. Every attempt's outcome feeds outlier detection.
-/// Returns the response and the deadline its body must meet.
+/// attempt has the backend request timeout. Every attempt's outcome feeds outlier detection, except
+/// a failure the client's own body caused (`watch`): that one is the client's, is never retried and
+/// never counts against the endpoint. Returns the response and the deadline its body must meet.
+#[allow(clippy::too_many_arguments)]
 async fn forward_with_retries(
     ctx: &ConnContext,
     backend: &CompiledBackend,
     route: &CompiledRoute,
     first: &Arc<EndpointState>,
     outgoing: Outgoing,
+    watch: &ClientBodyWatch,
     record: &mut RequestRecord,
     start: Instant,
-) -> Result<(Response<Incoming>, Option<Instant>), UpstreamErrorKind> {
+) -> Result<(Response<Incoming>, Option<Instant>), ForwardError> {
     let shared = &ctx.shared;
     let max_retries = shared.limits.max_retries;
     let Outgoing {
@@ -498,33 +519,26 @@ async fn forward_with_retries(
             }
             Err(SendFailure::Timeout) => {
                 count_upstream_error(ctx, backend, UpstreamErrorKind::Timeout);
-                return Err(UpstreamErrorKind::Timeout);
+                return Err(ForwardError::Upstream(UpstreamErrorKind::Timeout));
             }
             Err(SendFailure::Upstream(error)) => error,
         };
-        backend.observe(
-            &endpoint,
-            Health::GatewayFailure,
-            &shared.outlier,
-            Instant::now(),
-        );
-        let kind = match error {
-            UpstreamError::Connect(_) => UpstreamErrorKind::Connect,
-            _ => UpstreamErrorKind::Protocol,
+        let failure = blame(ctx, backend, &endpoint, &error, watch);
+        let ForwardError::Upstream(kind) = failure else {
+            return Err(failure);
         };
-        count_upstream_error(ctx, backend, kind);
         let reason = if error.nothing_sent() {
             RetryReason::NotSent
         } else if error.connection_failed() && idempotent && bodiless {
             RetryReason::ConnectionFailed
         } else {
-            return Err(kind);
+            return Err(failure);
         };
         let (Some(next_head), Some(loan)) = (again, loan) else {
-            return Err(kind);
+            return Err(failure);
         };
         let Some(next_body) = loan.take_back().or_else(|| bodiless.then(body::empty)) else {
-            return Err(kind);
+            return Err(failure);
         };
         tried.push(endpoint.addr);
         let next = backend
@@ -536,7 +550,7 @@ async fn forward_with_retries(
         if backend.protocol != BackendProtocol::H2c {
             // An address and an already validated path always make a valid URI.
             head.uri = absolute_uri(&next.addr.to_string(), &path_and_query)
-                .map_err(|_| UpstreamErrorKind::Protocol)?;
+                .map_err(|_| ForwardError::Upstream(kind))?;
         }
         tracing::debug!(backend = %backend.id, from = ?tried.last(), to = %next.addr, ?reason, "retrying upstream request");
         shared
@@ -552,6 +566,66 @@ async fn forward_with_retries(
         body = next_body;
         retries += 1;
     }
+}
+
+/// Decides who a failed attempt is blamed on and books it: a failure the client's body caused is
+/// counted as a client error and never touches the endpoint's health; any other is an upstream
+/// error and a gateway failure of the endpoint (outlier detection).
+fn blame(
+    ctx: &ConnContext,
+    backend: &CompiledBackend,
+    endpoint: &EndpointState,
+    error: &UpstreamError,
+    watch: &ClientBodyWatch,
+) -> ForwardError {
+    let failure = match watch.fault() {
+        Some(fault) => ForwardError::Client(fault),
+        None => ForwardError::Upstream(match error {
+            UpstreamError::Connect(_) => UpstreamErrorKind::Connect,
+            _ => UpstreamErrorKind::Protocol,
+        }),
+    };
+    match failure {
+        ForwardError::Client(fault) => {
+            tracing::debug!(tenant = %ctx.shared.tenant, backend = %backend.id, ?fault, %error, "request failed by the client's body");
+            ctx.shared
+                .metrics
+                .client_errors
+                .get_or_create(&ClientErrorLabels {
+                    tenant: Arc::clone(&ctx.shared.tenant),
+                    backend: Arc::clone(&backend.id),
+                    kind: fault.into(),
+                })
+                .inc();
+        }
+        ForwardError::Upstream(kind) => count_upstream_error(ctx, backend, kind),
+        ForwardError::Overflow(_) => {}
+    }
+    if failure.side() == FaultSide::Upstream {
+        let now = Instant::now();
+        backend.observe(endpoint, Health::GatewayFailure, &ctx.shared.outlier, now);
+    }
+    failure
+}
+
+/// Admits a request to `backend` through its circuit breaker, or refuses it (503 at once, counted,
+/// never against an endpoint).
+fn admit(ctx: &ConnContext, backend: &CompiledBackend) -> Result<RequestPermit, ForwardError> {
+    let max = ctx.shared.limits.max_requests_per_backend;
+    backend.load.try_admit(max).ok_or_else(|| {
+        let breaker = Breaker::MaxRequests;
+        tracing::debug!(tenant = %ctx.shared.tenant, backend = %backend.id, max, "circuit breaker open: request refused");
+        ctx.shared
+            .metrics
+            .upstream_overflow
+            .get_or_create(&OverflowLabels {
+                tenant: Arc::clone(&ctx.shared.tenant),
+                backend: Arc::clone(&backend.id),
+                breaker,
+            })
+            .inc();
+        ForwardError::Overflow(breaker)
+    })
 }
 
 /// Why one attempt got no response head.
@@ -621,17 +695,43 @@ fn redirect_response<B>(
     }
 }
 
-/// Sends a copy of the request (head and body) to the mirror backend; the answer is ignored.
-fn mirror_request(
+/// A mirror's copy of the request body, with its place among the mirrors in flight.
+struct MirrorCopy {
+    body: ProxyBody,
+    state: body::MirrorCopyState,
+    slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// A place for one more mirrored request, or `None` (the mirror is dropped and counted) when
+/// [`RouterLimits::max_mirrors_in_flight`] are in flight already.
+fn mirror_slot(
     ctx: &ConnContext,
+    mirror: &CompiledBackend,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let slot = Arc::clone(&ctx.shared.mirror_slots)
+        .try_acquire_owned()
+        .ok();
+    if slot.is_none() {
+        tracing::debug!(tenant = %ctx.shared.tenant, backend = %mirror.id, "mirrors in flight at their bound: mirror dropped");
+        ctx.shared
+            .metrics
+            .mirrors_dropped
+            .get_or_create(&BackendLabels {
+                tenant: Arc::clone(&ctx.shared.tenant),
+                backend: Arc::clone(&mirror.id),
+            })
+            .inc();
+    }
+    slot
+}
+
+/// The mirrored request for `mirror`'s endpoint `endpoint`: the forwarded head, re-addressed.
+fn mirror_head(
     parts: &http::request::Parts,
     host: &str,
-    copy: ProxyBody,
-    mirror: &Arc<CompiledBackend>,
-) {
-    let Some(endpoint) = mirror.pick_endpoint() else {
-        return;
-    };
+    mirror: &CompiledBackend,
+    endpoint: SocketAddr,
+) -> Option<http::request::Builder> {
     let mut headers = parts.headers.clone();
     let (authority, version) = match mirror.protocol {
         BackendProtocol::H2c => {
@@ -642,7 +742,7 @@ fn mirror_request(
             if let Ok(v) = HeaderValue::from_str(host) {
                 headers.insert(HOST, v);
             }
-            (endpoint.addr.to_string(), Version::HTTP_11)
+            (endpoint.to_string(), Version::HTTP_11)
         }
     };
     let path_and_query = parts
@@ -650,9 +750,7 @@ fn mirror_request(
         .path_and_query()
         .map(|pq| pq.as_str())
         .unwrap_or("/");
-    let Ok(uri) = absolute_uri(&authority, path_and_query) else {
-        return;
-    };
+    let uri = absolute_uri(&authority, path_and_query).ok()?;
     let mut builder = Request::builder()
         .method(parts.method.clone())
         .version(version)
@@ -660,25 +758,49 @@ fn mirror_request(
     if let Some(h) = builder.headers_mut() {
         *h = headers;
     }
-    let Ok(copy) = builder.body(copy) else {
+    Some(builder)
+}
+
+/// Sends a copy of the request (head and body) to the mirror backend; the answer is ignored. The
+/// exchange runs as a task of the router's tracker (drain waits for it; the hard stop cancels it)
+/// and holds its mirror slot until it ends. A failure while the copy was abandoned (the client's
+/// body failed, or the mirror fell behind) is not held against the mirror endpoint.
+fn mirror_request(
+    ctx: &ConnContext,
+    parts: &http::request::Parts,
+    host: &str,
+    copy: MirrorCopy,
+    mirror: &Arc<CompiledBackend>,
+) {
+    let Some(endpoint) = mirror.pick_endpoint() else {
         return;
     };
+    let Some(Ok(req)) = mirror_head(parts, host, mirror, endpoint.addr).map(|b| b.body(copy.body))
+    else {
+        return;
+    };
+    let MirrorCopy { state, slot, .. } = copy;
     let shared = Arc::clone(&ctx.shared);
     let backend = Arc::clone(mirror);
     let endpoint = Arc::clone(endpoint);
     let timeout = shared.limits.upstream_connect_timeout + shared.limits.upstream_idle_timeout;
-    tokio::spawn(async move {
+    let stop = shared.hard_stop.clone();
+    ctx.shared.tasks.spawn(async move {
+        let _slot = slot;
         let _guard = endpoint.start();
         let exchange = async {
             let sent = shared
                 .upstreams
-                .send(backend.protocol, endpoint.addr, copy)
+                .send(backend.protocol, endpoint.addr, req)
                 .await;
             let health = match &sent {
-                Ok(resp) => Health::of_status(resp.status()),
-                Err(_) => Health::GatewayFailure,
+                Ok(resp) => Some(Health::of_status(resp.status())),
+                Err(_) if state.abandoned() => None,
+                Err(_) => Some(Health::GatewayFailure),
             };
-            backend.observe(&endpoint, health, &shared.outlier, Instant::now());
+            if let Some(health) = health {
+                backend.observe(&endpoint, health, &shared.outlier, Instant::now());
+            }
             let resp = sent?;
             // Read and discard the answer so the pooled connection can be reused.
             let mut body = resp.into_body();
@@ -689,12 +811,13 @@ fn mirror_request(
             }
             Ok::<(), crate::upstream::UpstreamError>(())
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(backend = %backend.id, error = %e, "mirror request failed")
-            }
-            Err(_) => tracing::debug!(backend = %backend.id, "mirror request timed out"),
+        tokio::select! {
+            ended = tokio::time::timeout(timeout, exchange) => match ended {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(backend = %backend.id, error = %e, "mirror request failed"),
+                Err(_) => tracing::debug!(backend = %backend.id, "mirror request timed out"),
+            },
+            () = stop.cancelled() => {}
         }
     });
 }

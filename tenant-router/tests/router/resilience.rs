@@ -23,7 +23,8 @@ const MAX_TRIES: usize = 200;
 /// Requests per batch in the tests that count outcomes.
 const BATCH: usize = 24;
 
-/// A backend that reads a request head and closes the connection without answering.
+/// A backend that reads request heads and never answers: it closes the connection after the first
+/// head ([`Hangup::start`]) or holds every connection open ([`Hangup::holding`]).
 struct Hangup {
     addr: SocketAddr,
     heads: Arc<AtomicUsize>,
@@ -31,6 +32,14 @@ struct Hangup {
 
 impl Hangup {
     async fn start() -> Hangup {
+        Self::serve(false).await
+    }
+
+    async fn holding() -> Hangup {
+        Self::serve(true).await
+    }
+
+    async fn serve(hold: bool) -> Hangup {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let heads = Arc::new(AtomicUsize::new(0));
@@ -41,13 +50,20 @@ impl Hangup {
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    loop {
                         match s.read(&mut buf).await {
                             Ok(0) | Err(_) => return,
                             Ok(n) => head.extend_from_slice(&buf[..n]),
                         }
+                        let ends = head.windows(4).filter(|w| w == b"\r\n\r\n").count();
+                        if ends > 0 {
+                            head.clear();
+                            count.fetch_add(ends, Ordering::SeqCst);
+                            if !hold {
+                                return;
+                            }
+                        }
                     }
-                    count.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
@@ -379,4 +395,246 @@ async fn ejection_never_removes_the_last_endpoint() {
         "every request tried the lone endpoint three times (two retries)"
     );
     assert_eq!(send(&mut c, "GET", "/", b"").await.status, StatusCode::OK);
+}
+
+// ------------------------------------------------- faults blamed on whoever caused them
+
+/// Client faults a test sends: more than [`CLIENT_FAULT_THRESHOLD`] consecutive failures, several
+/// times over, so that counting them against endpoints would eject one.
+const CLIENT_FAULTS: usize = 10;
+/// The consecutive gateway failures that eject an endpoint in these tests.
+const CLIENT_FAULT_THRESHOLD: u32 = 2;
+/// How long a test waits for the router's answer on a raw connection (generous: never reached
+/// when the router answers).
+const RAW_ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+/// Two echo endpoints (`one`, `two`) of `WEB`, and a router ejecting after
+/// [`CLIENT_FAULT_THRESHOLD`] consecutive gateway failures.
+async fn two_endpoint_router() -> (EchoBackend, EchoBackend, TestRouter) {
+    let one = EchoBackend::start("one").await;
+    let two = EchoBackend::start("two").await;
+    let router = router_for(&[one.addr, two.addr], &[], CLIENT_FAULT_THRESHOLD).await;
+    (one, two, router)
+}
+
+/// Whether normal requests still reach each of the two endpoints (none was ejected).
+async fn both_endpoints_serve(router: &TestRouter) -> bool {
+    let mut c = h1_plain(router).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..MAX_TRIES {
+        let r = send(&mut c, "GET", "/", b"").await;
+        assert_eq!(r.status, StatusCode::OK);
+        seen.insert(r.backend());
+        if seen.len() == 2 {
+            return true;
+        }
+    }
+    false
+}
+
+/// No endpoint was ejected, no upstream error counted, and normal requests reach each endpoint.
+async fn assert_blamed_on_the_client(router: &TestRouter) {
+    let ejections = router
+        .metric("bulkhead_router_outlier_ejections_total", &web_labels(WEB))
+        .unwrap_or(0.0);
+    assert_eq!(ejections, 0.0, "{}", router.metrics_text());
+    assert_eq!(
+        router.metric("bulkhead_router_upstream_errors_total", &[("backend", WEB)]),
+        None,
+        "no upstream error was counted"
+    );
+    assert!(
+        both_endpoints_serve(router).await,
+        "an endpoint was ejected"
+    );
+}
+
+fn client_errors(router: &TestRouter, kind: &str) -> f64 {
+    router
+        .metric(
+            "bulkhead_router_client_errors_total",
+            &[("backend", WEB), ("kind", kind)],
+        )
+        .unwrap_or(0.0)
+}
+
+/// Writes `bytes` on a new plain connection (after the PROXY header), half-closes it when asked,
+/// and returns the response head the router sent (empty when it sent none).
+async fn raw_exchange(router: &TestRouter, bytes: &[u8], half_close: bool) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut s = proxied_tcp(router.http).await;
+    s.write_all(bytes).await.unwrap();
+    if half_close {
+        s.shutdown().await.unwrap();
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_head = async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(RAW_ANSWER_WAIT, read_head).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn malformed_chunked_body_is_400_and_ejects_no_endpoint() {
+    let (_one, _two, router) = two_endpoint_router().await;
+    // One valid chunk, then a chunk-size line that is not hexadecimal.
+    let request = b"POST / HTTP/1.1\r\nhost: a.acme.test\r\ntransfer-encoding: chunked\r\n\r\n\
+        5\r\nhello\r\nzz\r\nmore\r\n0\r\n\r\n";
+    for i in 0..CLIENT_FAULTS {
+        let answer = raw_exchange(&router, request, false).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "request {i} answered {answer:?}"
+        );
+    }
+    assert_eq!(
+        client_errors(&router, "malformed_body"),
+        CLIENT_FAULTS as f64
+    );
+    assert_blamed_on_the_client(&router).await;
+}
+
+#[tokio::test]
+async fn upload_abandoned_halfway_ejects_no_endpoint() {
+    let (_one, _two, router) = two_endpoint_router().await;
+    let request = b"POST / HTTP/1.1\r\nhost: a.acme.test\r\ncontent-length: 100\r\n\r\nonly ten b";
+    for _ in 0..CLIENT_FAULTS {
+        let answer = raw_exchange(&router, request, true).await;
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+            "{answer:?}"
+        );
+    }
+    assert_blamed_on_the_client(&router).await;
+}
+
+#[tokio::test]
+async fn http2_client_resetting_mid_body_ejects_no_endpoint() {
+    let (_one, _two, router) = two_endpoint_router().await;
+    let tcp = proxied_tcp(router.http).await;
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    tokio::spawn(conn);
+    for _ in 0..CLIENT_FAULTS {
+        let mut client = client.clone().ready().await.expect("stream capacity");
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{HOST}/"))
+            .body(())
+            .unwrap();
+        let (response, mut body) = client.send_request(req, false).expect("stream opened");
+        body.send_data(Bytes::from_static(b"first half"), false)
+            .expect("data sent");
+        // Let the router start forwarding the body before the stream is reset.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        body.send_reset(h2::Reason::CANCEL);
+        let _ = response.await;
+    }
+    assert_blamed_on_the_client(&router).await;
+}
+
+#[tokio::test]
+async fn circuit_breaker_refuses_requests_beyond_the_backend_maximum() {
+    const MAX_REQUESTS: usize = 3;
+    let web = EchoBackend::start("web").await;
+    let held = Hangup::holding().await;
+    let s = snapshot_for(1, &[web.addr], &[("held", &[held.addr])]);
+    let router = TestRouter::start_custom(s, |c| {
+        c.limits.max_requests_per_backend = MAX_REQUESTS;
+        c.limits.outlier_consecutive_failures = 1;
+    })
+    .await;
+    let mut waiting = Vec::new();
+    for _ in 0..MAX_REQUESTS {
+        let mut c = h1_plain(&router).await;
+        waiting.push(tokio::spawn(async move {
+            let _ = send(&mut c, "GET", "/held", b"").await;
+        }));
+    }
+    assert!(
+        eventually(|| held.heads() == MAX_REQUESTS).await,
+        "the held backend got {} requests",
+        held.heads()
+    );
+    let mut c = h1_plain(&router).await;
+    let refused = tokio::time::timeout(RAW_ANSWER_WAIT, send(&mut c, "GET", "/held", b""))
+        .await
+        .expect("refused at once, not held");
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        refused
+            .headers
+            .get("x-bulkhead-overflow")
+            .map(|v| v.as_bytes()),
+        Some(&b"max_requests"[..])
+    );
+    assert_eq!(held.heads(), MAX_REQUESTS, "the refused request never left");
+    let held_labels = [("backend", "acme/held:80"), ("breaker", "max_requests")];
+    assert_eq!(
+        router.metric("bulkhead_router_upstream_overflow_total", &held_labels),
+        Some(1.0)
+    );
+    assert_eq!(
+        router
+            .metric(
+                "bulkhead_router_outlier_ejections_total",
+                &web_labels("acme/held:80")
+            )
+            .unwrap_or(0.0),
+        0.0,
+        "an overflow is no endpoint failure"
+    );
+    let other = send(&mut c, "GET", "/", b"").await;
+    assert_eq!(
+        other.status,
+        StatusCode::OK,
+        "other backends are unaffected"
+    );
+    for task in waiting {
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn mirrors_beyond_the_bound_are_dropped_and_the_request_still_served() {
+    const SENT: usize = 4;
+    let web = EchoBackend::start("web").await;
+    let held = Hangup::holding().await;
+    let mut s = snapshot_for(1, &[web.addr], &[("held", &[held.addr])]);
+    let mirror =
+        bulkhead_crds::snapshot::HttpFilter::RequestMirror(bulkhead_crds::snapshot::Mirror {
+            backend: "acme/held:80".into(),
+            percent: 100,
+        });
+    for vhost in &mut s.http.virtual_hosts {
+        for route in &mut vhost.routes {
+            route.filters = vec![mirror.clone()];
+        }
+    }
+    let router = TestRouter::start_custom(s, |c| c.limits.max_mirrors_in_flight = 1).await;
+    let mut c = h1_plain(&router).await;
+    for i in 0..SENT {
+        let r = send(&mut c, "POST", "/", b"payload").await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}");
+        assert_eq!(r.backend(), "web");
+        assert_eq!(r.json()["body_len"], 7, "request {i}");
+    }
+    assert!(
+        eventually(|| held.heads() == 1).await,
+        "one mirror in flight"
+    );
+    assert_eq!(
+        router.metric(
+            "bulkhead_router_mirrors_dropped_total",
+            &[("backend", "acme/held:80")]
+        ),
+        Some((SENT - 1) as f64)
+    );
+    assert_eq!(held.heads(), 1, "the dropped mirrors never left");
 }
