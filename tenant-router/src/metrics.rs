@@ -130,6 +130,28 @@ pub(crate) enum SnapshotOutcome {
     Rejected,
 }
 
+/// What the boundary policy did to a request that was not in canonical form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum HygieneAction {
+    /// The path was refused (malformed escape, not absolute, escaped slash under `reject`): 400.
+    PathRefused,
+    /// The path held escaped slashes: 307 to the decoded path.
+    PathRedirected,
+    /// An `Upgrade` to a protocol that is not allowed (e.g. `h2c`) was removed.
+    UpgradeDropped,
+    /// A 101 answer switched to a protocol the request did not ask for: 502.
+    UpgradeRefused,
+    /// Client-supplied forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`, ...) were
+    /// replaced.
+    ForwardingReplaced,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct HygieneLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) action: HygieneAction,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct TenantLabels {
     pub(crate) tenant: Arc<str>,
@@ -168,6 +190,13 @@ snake_case_labels! {
     UpstreamErrorKind { Connect => "connect", Timeout => "timeout", Protocol => "protocol" }
     SnapshotOutcome { Applied => "applied", Rejected => "rejected" }
     RetryReason { NotSent => "not_sent", ConnectionFailed => "connection_failed" }
+    HygieneAction {
+        PathRefused => "path_refused",
+        PathRedirected => "path_redirected",
+        UpgradeDropped => "upgrade_dropped",
+        UpgradeRefused => "upgrade_refused",
+        ForwardingReplaced => "forwarding_replaced",
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -193,6 +222,7 @@ pub struct RouterMetrics {
     pub(crate) upstream_retries: Family<RetryLabels, Counter>,
     pub(crate) outlier_ejections: Family<BackendLabels, Counter>,
     pub(crate) outlier_ejected: Family<BackendLabels, Gauge>,
+    pub(crate) request_hygiene: Family<HygieneLabels, Counter>,
 }
 
 impl RouterMetrics {
@@ -260,6 +290,11 @@ impl RouterMetrics {
             "Endpoints currently ejected from load balancing, by backend",
             m.outlier_ejected.clone(),
         );
+        r.register(
+            "request_hygiene",
+            "Requests the boundary policy changed or refused (paths, upgrades, forwarding headers), by action",
+            m.request_hygiene.clone(),
+        );
         Arc::new(m)
     }
 
@@ -278,6 +313,7 @@ impl RouterMetrics {
             upstream_retries: Family::default(),
             outlier_ejections: Family::default(),
             outlier_ejected: Family::default(),
+            request_hygiene: Family::default(),
         }
     }
 }
