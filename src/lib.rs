@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod boundary_flags;
 pub mod cluster;
 pub mod otlp_client;
 pub mod process;

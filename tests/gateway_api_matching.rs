@@ -319,8 +319,10 @@ async fn paths_are_normalised_before_matching_and_forwarding() {
         // Escaped unreserved characters are the characters, escaped dots included.
         ("/%66oo/%2e%2E/exact", 200, "exact", "/exact"),
         ("/re/%31%32", 200, "regex", "/re/12"),
-        // An escaped slash is data, not a separator; other escapes are kept (upper-case hex).
-        ("/foo%2fbar", 200, "root", "/foo%2Fbar"),
+        // An escaped slash is a separator the client is redirected to spell as one (the default
+        // escaped-slash policy); other escapes are kept (upper-case hex). A backslash is a slash.
+        ("/foo%2fbar", 307, "", ""),
+        ("/foo\\bar", 200, "foobar", "/foo/bar"),
         ("/foo/%c3%a9?q=%2e%2e/", 200, "foo", "/foo/%C3%A9?q=%2e%2e/"),
         // A canonical path goes through untouched.
         ("/foo/bar/?a=//", 200, "foobar", "/foo/bar/?a=//"),

@@ -36,6 +36,7 @@ mod outlier;
 mod router;
 mod upstream;
 
+pub use bulkhead_pathnorm::EscapedSlashes;
 pub use compile::filters::DEFAULT_REDIRECT_STATUS;
 pub use compile::matcher::MAX_REGEX_SIZE;
 pub use error::{CompileError, RouterError};

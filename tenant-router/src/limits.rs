@@ -3,6 +3,7 @@
 //! The defaults are named constants so that a reader can see them without running the code; the
 //! embedding binary may override any field of [`RouterLimits`].
 
+use bulkhead_pathnorm::EscapedSlashes;
 use std::time::Duration;
 
 /// How long a connection may take to send its PROXY v2 header.
@@ -134,6 +135,8 @@ pub struct RouterLimits {
     pub max_requests_per_backend: usize,
     /// See [`DEFAULT_MAX_MIRRORS_IN_FLIGHT`] (0 drops every mirror).
     pub max_mirrors_in_flight: usize,
+    /// What of a request's path and headers reaches backends.
+    pub boundary: BoundaryPolicy,
 }
 
 impl Default for RouterLimits {
@@ -167,6 +170,46 @@ impl Default for RouterLimits {
             outlier_max_ejection_percent: DEFAULT_OUTLIER_MAX_EJECTION_PERCENT,
             max_requests_per_backend: DEFAULT_MAX_REQUESTS_PER_BACKEND,
             max_mirrors_in_flight: DEFAULT_MAX_MIRRORS_IN_FLIGHT,
+            boundary: BoundaryPolicy::default(),
+        }
+    }
+}
+
+/// What the router does with `%2F` / `%5C` in request paths: decode them to `/`, route on the
+/// decoded path and answer 307 with it as `Location` (Envoy Gateway's default).
+pub const DEFAULT_ESCAPED_SLASHES: EscapedSlashes = EscapedSlashes::UnescapeAndRedirect;
+/// How many proxies in front of the router are trusted to append to `X-Forwarded-For`: 0 means
+/// the router is the first trusted hop, so every client-supplied forwarding header is replaced.
+pub const DEFAULT_XFF_TRUSTED_HOPS: usize = 0;
+/// The `Upgrade` protocols a request may switch to (compared case-insensitively, version ignored);
+/// any other token is removed from the request, which is forwarded without it. `h2c` is never
+/// allowed: a backend speaking HTTP/2 on the upgraded connection would be reached past every route.
+pub const DEFAULT_UPGRADE_PROTOCOLS: &[&str] = &["websocket"];
+/// The upgrade protocol that can never be allowed (HTTP/2 over cleartext, RFC 7540 section 3.2).
+pub const FORBIDDEN_UPGRADE_PROTOCOL: &str = "h2c";
+
+/// Protocol hygiene at the boundary: how request paths are normalised and which forwarding and
+/// upgrade headers of a client reach backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundaryPolicy {
+    /// See [`DEFAULT_ESCAPED_SLASHES`].
+    pub escaped_slashes: EscapedSlashes,
+    /// See [`DEFAULT_XFF_TRUSTED_HOPS`]: the last this many `X-Forwarded-For` entries a client sent
+    /// are kept (the rest, and every other forwarding header it sent, are removed).
+    pub xff_trusted_hops: usize,
+    /// See [`DEFAULT_UPGRADE_PROTOCOLS`]; lower case, never [`FORBIDDEN_UPGRADE_PROTOCOL`].
+    pub upgrade_protocols: Vec<String>,
+}
+
+impl Default for BoundaryPolicy {
+    fn default() -> Self {
+        Self {
+            escaped_slashes: DEFAULT_ESCAPED_SLASHES,
+            xff_trusted_hops: DEFAULT_XFF_TRUSTED_HOPS,
+            upgrade_protocols: DEFAULT_UPGRADE_PROTOCOLS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
         }
     }
 }

@@ -160,6 +160,28 @@ pub(crate) enum SnapshotOutcome {
     Rejected,
 }
 
+/// What the boundary policy did to a request that was not in canonical form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum HygieneAction {
+    /// The path was refused (malformed escape, not absolute, escaped slash under `reject`): 400.
+    PathRefused,
+    /// The path held escaped slashes: 307 to the decoded path.
+    PathRedirected,
+    /// An `Upgrade` to a protocol that is not allowed (e.g. `h2c`) was removed.
+    UpgradeDropped,
+    /// A 101 answer switched to a protocol the request did not ask for: 502.
+    UpgradeRefused,
+    /// Client-supplied forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`, ...) were
+    /// replaced.
+    ForwardingReplaced,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct HygieneLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) action: HygieneAction,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct TenantLabels {
     pub(crate) tenant: Arc<str>,
@@ -200,6 +222,13 @@ snake_case_labels! {
     RetryReason { NotSent => "not_sent", ConnectionFailed => "connection_failed" }
     ClientErrorKind { MalformedBody => "malformed_body", Gone => "gone" }
     Breaker { MaxRequests => "max_requests" }
+    HygieneAction {
+        PathRefused => "path_refused",
+        PathRedirected => "path_redirected",
+        UpgradeDropped => "upgrade_dropped",
+        UpgradeRefused => "upgrade_refused",
+        ForwardingReplaced => "forwarding_replaced",
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -228,6 +257,7 @@ pub struct RouterMetrics {
     pub(crate) client_errors: Family<ClientErrorLabels, Counter>,
     pub(crate) upstream_overflow: Family<OverflowLabels, Counter>,
     pub(crate) mirrors_dropped: Family<BackendLabels, Counter>,
+    pub(crate) request_hygiene: Family<HygieneLabels, Counter>,
 }
 
 impl RouterMetrics {
@@ -310,6 +340,11 @@ impl RouterMetrics {
             "Mirrored requests dropped because the router-wide bound on mirrors in flight was reached, by mirror backend",
             m.mirrors_dropped.clone(),
         );
+        r.register(
+            "request_hygiene",
+            "Requests the boundary policy changed or refused (paths, upgrades, forwarding headers), by action",
+            m.request_hygiene.clone(),
+        );
         Arc::new(m)
     }
 
@@ -331,6 +366,7 @@ impl RouterMetrics {
             client_errors: Family::default(),
             upstream_overflow: Family::default(),
             mirrors_dropped: Family::default(),
+            request_hygiene: Family::default(),
         }
     }
 }

@@ -1,7 +1,17 @@
-//! Header hygiene between client and backend: hop-by-hop headers are removed (RFC 9110 §7.6.1),
-//! forwarding headers are added, a request id is assigned when the client sent none.
+//! Header hygiene between client and backend, in the order the request path applies it:
+//!
+//! 1. [`requested_upgrade`] reads which allowed protocols the client asks to switch to (only
+//!    `websocket` by default; `h2c` never), then [`strip_hop_by_hop`] removes every hop-by-hop
+//!    header (RFC 9110 §7.6.1, `HTTP2-Settings` included), before any route filter runs, so a
+//!    client's `Connection` header cannot remove what a filter sets.
+//! 2. Route filters edit headers.
+//! 3. [`restore_upgrade`] puts back an allowed upgrade; [`add_forwarding`] replaces every
+//!    client-supplied forwarding header (dash or underscore spelling) with the router's own and
+//!    assigns a request id; [`join_cookies`] folds HTTP/2 cookie crumbs into one line for HTTP/1.1
+//!    backends (RFC 9113 §8.2.3).
+//! 4. A 101 answer is relayed only for a protocol the request asked for ([`upgrade_accepted`]).
 
-use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, COOKIE, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
@@ -11,22 +21,38 @@ pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwa
 pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`.
 pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Forwarded-Port`.
+pub(crate) static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// `X-Real-IP`.
+pub(crate) static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-Id`.
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Headers that carry a client address, scheme, host or port as some proxy saw them. A client's
+/// copies (in either `-` or `_` spelling, which some servers read alike) never reach a backend;
+/// the router sets the first five itself.
+const FORWARDING_HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "forwarded",
+    "x-client-ip",
+    "true-client-ip",
+];
 
 /// Removes hop-by-hop headers: those named by `Connection`, then `Connection`, `Keep-Alive`,
-/// `Proxy-Connection`, `Transfer-Encoding`, `TE` (unless it is exactly `trailers`, which gRPC needs) and
-/// `Upgrade` (kept, with `Connection: upgrade`, when `keep_upgrade` is set).
+/// `Proxy-Connection`, `Transfer-Encoding`, `HTTP2-Settings`, `TE` (unless it is exactly
+/// `trailers`, which gRPC needs) and `Upgrade` (kept, with `Connection: upgrade`, when
+/// `keep_upgrade` is set: a 101 answer).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named {
         if keep_upgrade && name == UPGRADE {
@@ -38,6 +64,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     headers.remove(&KEEP_ALIVE);
     headers.remove(&PROXY_CONNECTION);
     headers.remove(TRANSFER_ENCODING);
+    headers.remove(&HTTP2_SETTINGS);
     let te_trailers = headers
         .get_all(TE)
         .iter()
@@ -52,42 +79,152 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Whether an HTTP/1.1 request asks to switch protocols (`Connection: upgrade` and `Upgrade`).
-pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE)
-        && headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+/// The comma-separated tokens of every `Connection` header, trimmed.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    comma_tokens(headers, &CONNECTION)
 }
 
-/// Adds `X-Forwarded-For` (appending the client address), `X-Forwarded-Proto`, `X-Forwarded-Host`
-/// and an `X-Request-Id` when absent; returns the request id.
-pub(crate) fn add_forwarding(
-    headers: &mut HeaderMap,
-    client: IpAddr,
-    proto: &'static str,
-    original_host: Option<&HeaderValue>,
-) -> String {
-    let prior: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
+/// The comma-separated, trimmed, non-empty tokens of every `name` header that is text.
+fn comma_tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// What a request asks for in its `Upgrade` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UpgradeAsk {
+    /// No protocol upgrade (no `Upgrade`, or no `Connection: upgrade`).
+    None,
+    /// The allowed protocols asked for, as the `Upgrade` value to forward.
+    Allowed(HeaderValue),
+    /// Only protocols that are not allowed (e.g. `h2c`): the request goes on without `Upgrade`.
+    Refused,
+}
+
+/// Reads the protocols an HTTP/1.1 request asks to switch to (`Connection: upgrade` and
+/// `Upgrade`), keeping those whose name (before any `/version`) is in `allowed`, case-insensitively.
+pub(crate) fn requested_upgrade(headers: &HeaderMap, allowed: &[String]) -> UpgradeAsk {
+    let asks = headers.contains_key(UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"));
+    if !asks {
+        return UpgradeAsk::None;
+    }
+    let kept: Vec<&str> = comma_tokens(headers, &UPGRADE)
+        .filter(|t| {
+            allowed
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(protocol_name(t)))
+        })
         .collect();
-    let xff = if prior.is_empty() {
-        client.to_string()
-    } else {
-        format!("{}, {client}", prior.join(", "))
+    match HeaderValue::from_str(&kept.join(", ")) {
+        Ok(v) if !kept.is_empty() => UpgradeAsk::Allowed(v),
+        _ => UpgradeAsk::Refused,
+    }
+}
+
+/// The protocol name of an `Upgrade` token (`name/version`).
+fn protocol_name(token: &str) -> &str {
+    token.split_once('/').map_or(token, |(name, _)| name).trim()
+}
+
+/// Puts an allowed upgrade back on a request whose hop-by-hop headers were stripped.
+pub(crate) fn restore_upgrade(headers: &mut HeaderMap, protocols: HeaderValue) {
+    headers.insert(UPGRADE, protocols);
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+}
+
+/// Whether a 101 answer switches to protocols the request asked for (each of its `Upgrade` tokens
+/// names one of `requested`); a 101 without `Upgrade` switches to nothing known and is refused.
+pub(crate) fn upgrade_accepted(response: &HeaderMap, requested: &HeaderValue) -> bool {
+    let asked: Vec<&str> = requested
+        .to_str()
+        .unwrap_or_default()
+        .split(',')
+        .map(|t| protocol_name(t.trim()))
+        .collect();
+    let mut answered = comma_tokens(response, &UPGRADE).peekable();
+    answered.peek().is_some()
+        && answered.all(|t| {
+            asked
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(protocol_name(t)))
+        })
+}
+
+/// What the router vouches for about the client, for [`add_forwarding`].
+pub(crate) struct Forwarding<'a> {
+    /// The client address (from the PROXY header, or the TCP peer).
+    pub(crate) client: IpAddr,
+    /// `http` or `https`: how the request reached the router.
+    pub(crate) proto: &'static str,
+    /// The request's host as the client sent it.
+    pub(crate) host: Option<&'a HeaderValue>,
+    /// The port of the Gateway listener the request arrived on.
+    pub(crate) port: u16,
+    /// How many client-supplied `X-Forwarded-For` entries to keep (the last ones).
+    pub(crate) trusted_hops: usize,
+}
+
+/// Replaces every forwarding header the client sent ([`FORWARDING_HEADERS`], either spelling) with
+/// `X-Forwarded-For` (the last `trusted_hops` entries the client sent, then the client address),
+/// `X-Forwarded-Proto`, `-Host`, `-Port` and `X-Real-IP` (the first `X-Forwarded-For` entry: the
+/// client, or the address the outermost trusted proxy saw); adds an `X-Request-Id` when absent.
+/// Returns the request id and how many client-supplied forwarding fields were dropped
+/// (`X-Forwarded-For` fields not counted when hops are trusted).
+pub(crate) fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) -> (String, usize) {
+    let client_xff: Vec<String> = comma_tokens(headers, &X_FORWARDED_FOR)
+        .map(str::to_owned)
+        .collect();
+    let kept = client_xff.len().min(f.trusted_hops);
+    let trusted_fields = match f.trusted_hops {
+        0 => 0,
+        _ => headers.get_all(&X_FORWARDED_FOR).iter().count(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    let dropped = remove_forwarding(headers).saturating_sub(trusted_fields);
+    let mut chain: Vec<String> = client_xff[client_xff.len() - kept..].to_vec();
+    chain.push(f.client.to_string());
+    if let Ok(v) = HeaderValue::from_str(&chain.join(", ")) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = original_host {
+    if let Ok(v) = HeaderValue::from_str(&chain[0]) {
+        headers.insert(X_REAL_IP.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
+    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(f.port));
+    if let Some(host) = f.host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
+    (request_id(headers), dropped)
+}
+
+/// Removes every [`FORWARDING_HEADERS`] field, in `-` or `_` spelling; returns how many there were.
+fn remove_forwarding(headers: &mut HeaderMap) -> usize {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| {
+            let name = n.as_str();
+            FORWARDING_HEADERS.contains(&name)
+                || (name.contains('_')
+                    && FORWARDING_HEADERS.contains(&name.replace('_', "-").as_str()))
+        })
+        .cloned()
+        .collect();
+    names
+        .iter()
+        .map(|n| match headers.entry(n) {
+            http::header::Entry::Occupied(e) => e.remove_entry_mult().1.count(),
+            http::header::Entry::Vacant(_) => 0,
+        })
+        .sum()
+}
+
+/// The client's `X-Request-Id`, or a new random one set on the request.
+fn request_id(headers: &mut HeaderMap) -> String {
     match headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() => id.to_owned(),
         _ => {
@@ -97,6 +234,24 @@ pub(crate) fn add_forwarding(
             }
             id
         }
+    }
+}
+
+/// Joins several `Cookie` fields into one, separated by `; ` (RFC 9113 §8.2.3: HTTP/2 clients may
+/// split cookies into crumbs; an HTTP/1.1 backend expects one line).
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for crumb in headers.get_all(COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, v);
     }
 }
 
@@ -122,16 +277,24 @@ mod tests {
         assert!(g.is_empty());
     }
 
+    fn allowed() -> Vec<String> {
+        vec!["websocket".to_owned()]
+    }
+
     #[test]
-    fn upgrade_is_kept_when_upgrading() {
+    fn an_allowed_upgrade_survives_stripping_and_is_restored() {
         let mut h = HeaderMap::new();
         h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(is_upgrade_request(&h));
-        strip_hop_by_hop(&mut h, true);
+        h.insert(UPGRADE, HeaderValue::from_static("WebSocket"));
+        let UpgradeAsk::Allowed(protocols) = requested_upgrade(&h, &allowed()) else {
+            panic!("websocket is allowed");
+        };
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+        restore_upgrade(&mut h, protocols);
         assert_eq!(
             h.get(UPGRADE).map(|v| v.as_bytes()),
-            Some(&b"websocket"[..])
+            Some(&b"WebSocket"[..])
         );
         assert_eq!(
             h.get(CONNECTION).map(|v| v.as_bytes()),
@@ -140,29 +303,125 @@ mod tests {
     }
 
     #[test]
-    fn forwarding_headers_append_and_keep_request_id() {
+    fn h2c_is_never_an_allowed_upgrade_and_its_settings_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
-        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc"));
-        let host = HeaderValue::from_static("a.acme.test");
-        let id = add_forwarding(
-            &mut h,
-            "192.0.2.7".parse().expect("ip"),
-            "https",
-            Some(&host),
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(
+            &HTTP2_SETTINGS,
+            HeaderValue::from_static("AAMAAABkAAQAAP__"),
         );
-        assert_eq!(id, "abc");
+        assert_eq!(requested_upgrade(&h, &allowed()), UpgradeAsk::Refused);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+        let mut mixed = HeaderMap::new();
+        mixed.insert(CONNECTION, HeaderValue::from_static("keep-alive, upgrade"));
+        mixed.insert(UPGRADE, HeaderValue::from_static("h2c, websocket/13"));
         assert_eq!(
-            h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
-            Some(&b"10.0.0.1, 192.0.2.7"[..])
+            requested_upgrade(&mixed, &allowed()),
+            UpgradeAsk::Allowed(HeaderValue::from_static("websocket/13"))
         );
-        assert_eq!(
-            h.get(&X_FORWARDED_PROTO).map(|v| v.as_bytes()),
-            Some(&b"https"[..])
-        );
+        mixed.remove(CONNECTION);
+        assert_eq!(requested_upgrade(&mixed, &allowed()), UpgradeAsk::None);
+    }
+
+    #[test]
+    fn a_101_must_switch_to_a_requested_protocol() {
+        let requested = HeaderValue::from_static("websocket");
+        let mut resp = HeaderMap::new();
+        assert!(!upgrade_accepted(&resp, &requested));
+        resp.insert(UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!upgrade_accepted(&resp, &requested));
+        resp.insert(UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert!(upgrade_accepted(&resp, &requested));
+    }
+
+    fn forwarding(trusted_hops: usize) -> Forwarding<'static> {
+        Forwarding {
+            client: "192.0.2.7".parse().expect("ip"),
+            proto: "https",
+            host: None,
+            port: 443,
+            trusted_hops,
+        }
+    }
+
+    fn value<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("text"))
+            .collect()
+    }
+
+    fn spoofed() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, v) in [
+            ("x-forwarded-for", "10.0.0.1, 10.0.0.2"),
+            ("x-forwarded-for", "10.0.0.3"),
+            ("x_forwarded_for", "10.9.9.9"),
+            ("forwarded", "for=10.0.0.1"),
+            ("x-real-ip", "10.0.0.1"),
+            ("x_real_ip", "10.0.0.1"),
+            ("x-forwarded-port", "1"),
+            ("x-forwarded-proto", "gopher"),
+            ("true-client-ip", "10.0.0.1"),
+            ("x-request-id", "abc"),
+        ] {
+            h.append(HeaderName::from_static(name), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn client_forwarding_headers_are_replaced_in_every_spelling() {
+        let mut h = spoofed();
+        let (id, dropped) = add_forwarding(&mut h, &forwarding(0));
+        assert_eq!((id.as_str(), dropped), ("abc", 9));
+        assert_eq!(value(&h, "x-forwarded-for"), ["192.0.2.7"]);
+        assert_eq!(value(&h, "x-real-ip"), ["192.0.2.7"]);
+        assert_eq!(value(&h, "x-forwarded-proto"), ["https"]);
+        assert_eq!(value(&h, "x-forwarded-port"), ["443"]);
+        for gone in [
+            "x_forwarded_for",
+            "forwarded",
+            "x_real_ip",
+            "true-client-ip",
+        ] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
         let mut fresh = HeaderMap::new();
-        let id = add_forwarding(&mut fresh, "192.0.2.7".parse().expect("ip"), "http", None);
-        assert_eq!(id.len(), 32);
+        let (id, dropped) = add_forwarding(&mut fresh, &forwarding(0));
+        assert_eq!((id.len(), dropped), (32, 0));
         assert!(fresh.contains_key(&X_REQUEST_ID));
+    }
+
+    #[test]
+    fn trusted_hops_keep_the_last_client_entries() {
+        let mut h = spoofed();
+        let (_, dropped) = add_forwarding(&mut h, &forwarding(2));
+        assert_eq!(dropped, 7);
+        assert_eq!(
+            value(&h, "x-forwarded-for"),
+            ["10.0.0.2, 10.0.0.3, 192.0.2.7"]
+        );
+        assert_eq!(value(&h, "x-real-ip"), ["10.0.0.2"]);
+        let mut few = HeaderMap::new();
+        few.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        add_forwarding(&mut few, &forwarding(5));
+        assert_eq!(value(&few, "x-forwarded-for"), ["10.0.0.1, 192.0.2.7"]);
+    }
+
+    #[test]
+    fn cookie_crumbs_are_joined_into_one_line() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1"));
+        h.append(COOKIE, HeaderValue::from_static("b=2"));
+        h.append(COOKIE, HeaderValue::from_static("c=3"));
+        join_cookies(&mut h);
+        assert_eq!(value(&h, "cookie"), ["a=1; b=2; c=3"]);
+        let mut one = HeaderMap::new();
+        one.insert(COOKIE, HeaderValue::from_static("a=1"));
+        join_cookies(&mut one);
+        assert_eq!(value(&one, "cookie"), ["a=1"]);
     }
 }
