@@ -30,23 +30,26 @@ pub(crate) fn count(ctx: &ConnContext, action: HygieneAction) {
 }
 
 /// Puts the request's path in canonical form (see [`bulkhead_pathnorm`]) so that routes match, and
-/// the backend receives, one spelling per resource. Answers 400 for a path that is refused and,
-/// under [`EscapedSlashes::UnescapeAndRedirect`], 307 to the decoded path (query kept) for a path
-/// that held escaped slashes.
+/// the backend receives, one spelling per resource. Returns the answer to send instead of routing:
+/// 400 for a path that is refused and, under [`EscapedSlashes::UnescapeAndRedirect`], 307 to the
+/// decoded path (query kept) for a path that held escaped slashes.
 pub(crate) fn normalize_request_path<B>(
     ctx: &ConnContext,
     req: &mut Request<B>,
     record: &mut RequestRecord,
-) -> Result<(), Response<ProxyBody>> {
+) -> Option<Response<ProxyBody>> {
     let policy = ctx.shared.limits.boundary.escaped_slashes;
     let refused = |error: PathError| {
         count(ctx, HygieneAction::PathRefused);
         tracing::debug!(tenant = %ctx.shared.tenant, path = %record.path, %error, "request path refused");
-        local_response(StatusCode::BAD_REQUEST)
+        Some(local_response(StatusCode::BAD_REQUEST))
     };
-    let normalized = normalize_path_with(req.uri().path(), policy).map_err(refused)?;
+    let normalized = match normalize_path_with(req.uri().path(), policy) {
+        Ok(n) => n,
+        Err(error) => return refused(error),
+    };
     let Cow::Owned(path) = normalized.path else {
-        return Ok(());
+        return None;
     };
     let path_and_query = match req.uri().query() {
         Some(q) => format!("{path}?{q}"),
@@ -55,12 +58,16 @@ pub(crate) fn normalize_request_path<B>(
     if normalized.unescaped_slashes && policy == EscapedSlashes::UnescapeAndRedirect {
         count(ctx, HygieneAction::PathRedirected);
         tracing::debug!(tenant = %ctx.shared.tenant, path = %record.path, location = %path_and_query, "escaped slashes: redirecting to the decoded path");
-        return Err(redirect(&path_and_query));
+        return Some(redirect(&path_and_query));
     }
-    let uri = with_path(req.uri(), path_and_query).map_err(refused)?;
-    uri.path().clone_into(&mut record.path);
-    *req.uri_mut() = uri;
-    Ok(())
+    match with_path(req.uri(), path_and_query) {
+        Ok(uri) => {
+            uri.path().clone_into(&mut record.path);
+            *req.uri_mut() = uri;
+            None
+        }
+        Err(error) => refused(error),
+    }
 }
 
 /// A 307 to `location` (an absolute path: the canonical path never starts with `//`).

@@ -228,7 +228,9 @@ async fn route_and_forward(
     if req.method() == Method::CONNECT {
         return Err(local_response(StatusCode::METHOD_NOT_ALLOWED));
     }
-    boundary::normalize_request_path(ctx, &mut req, record)?;
+    if let Some(answer) = boundary::normalize_request_path(ctx, &mut req, record) {
+        return Err(answer);
+    }
     let host_value = raw_host(&req).ok_or_else(|| local_response(StatusCode::BAD_REQUEST))?;
     let host = normalize_host(&host_value).map_err(|_| local_response(StatusCode::BAD_REQUEST))?;
     if ctx.config.owned.lookup(&host).is_none() {
