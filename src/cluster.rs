@@ -90,6 +90,9 @@ pub struct RouterArgs {
     pub admin_listen: SocketAddr,
     #[command(flatten)]
     pub link: OperatorLink,
+    /// Upstream limits (circuit breakers, mirrors, outlier detection).
+    #[command(flatten)]
+    pub upstream: crate::router_limits::UpstreamLimitArgs,
 }
 
 impl OperatorLink {
@@ -170,8 +173,10 @@ pub async fn run_router(args: RouterArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = RouterMetrics::register(&mut registry);
     let readiness = Readiness::new();
+    let mut config = RouterConfig::new(&args.tenant, args.https_listen, args.http_listen);
+    args.upstream.apply(&mut config.limits);
     let router = Router::bind(
-        RouterConfig::new(&args.tenant, args.https_listen, args.http_listen),
+        config,
         metrics,
         readiness.flag(format!("router/{}", args.tenant)),
     )

@@ -49,6 +49,9 @@ pub struct StandaloneArgs {
     /// Debounce of manifest changes, in milliseconds.
     #[arg(long, default_value_t = DEFAULT_DEBOUNCE_MS)]
     pub debounce_ms: u64,
+    /// Upstream limits of the tenant routers.
+    #[command(flatten)]
+    pub upstream: bulkhead::router_limits::UpstreamLimitArgs,
 }
 
 /// Counters of the standalone control loop.
@@ -220,6 +223,7 @@ pub async fn start(
         metrics: loop_metrics,
         shutdown: shutdown.clone(),
         reported_errors: HashSet::new(),
+        upstream: args.upstream.clone(),
     };
     Ok(tokio::spawn(async move {
         control.run(states, ack_rx).await;
@@ -241,6 +245,7 @@ struct ControlLoop {
     metrics: LoopMetrics,
     shutdown: CancellationToken,
     reported_errors: HashSet<String>,
+    upstream: bulkhead::router_limits::UpstreamLimitArgs,
 }
 
 impl ControlLoop {
@@ -377,8 +382,10 @@ impl ControlLoop {
 
     async fn start_router(&self, tenant: &str) -> anyhow::Result<RunningRouter> {
         let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config = RouterConfig::new(tenant, loopback, loopback);
+        self.upstream.apply(&mut config.limits);
         let router = Router::bind(
-            RouterConfig::new(tenant, loopback, loopback),
+            config,
             self.router_metrics.clone(),
             self.readiness.flag(router_component(tenant)),
         )
