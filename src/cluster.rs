@@ -93,6 +93,9 @@ pub struct RouterArgs {
     /// The boundary policy (paths, forwarding headers, upgrades).
     #[command(flatten)]
     pub boundary: crate::boundary_flags::BoundaryArgs,
+    /// Upstream limits (circuit breakers, mirrors, outlier detection).
+    #[command(flatten)]
+    pub upstream: crate::router_limits::UpstreamLimitArgs,
 }
 
 impl OperatorLink {
@@ -175,6 +178,7 @@ pub async fn run_router(args: RouterArgs) -> anyhow::Result<()> {
     let readiness = Readiness::new();
     let mut config = RouterConfig::new(&args.tenant, args.https_listen, args.http_listen);
     config.limits.boundary = args.boundary.policy();
+    args.upstream.apply(&mut config.limits);
     let router = Router::bind(
         config,
         metrics,

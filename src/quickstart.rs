@@ -57,6 +57,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             admin_listen: args.admin_listen,
             debounce_ms: 50,
             boundary: bulkhead::boundary_flags::BoundaryArgs::default(),
+            upstream: Default::default(),
         },
         shutdown.clone(),
     )

@@ -52,6 +52,9 @@ pub struct StandaloneArgs {
     /// The tenant routers' boundary policy.
     #[command(flatten)]
     pub boundary: bulkhead::boundary_flags::BoundaryArgs,
+    /// Upstream limits of the tenant routers.
+    #[command(flatten)]
+    pub upstream: bulkhead::router_limits::UpstreamLimitArgs,
 }
 
 /// Counters of the standalone control loop.
@@ -224,6 +227,7 @@ pub async fn start(
         shutdown: shutdown.clone(),
         reported_errors: HashSet::new(),
         boundary: args.boundary.policy(),
+        upstream: args.upstream.clone(),
     };
     Ok(tokio::spawn(async move {
         control.run(states, ack_rx).await;
@@ -247,6 +251,7 @@ struct ControlLoop {
     reported_errors: HashSet<String>,
     /// Every tenant router's boundary policy (from the flags).
     boundary: bulkhead_router::BoundaryPolicy,
+    upstream: bulkhead::router_limits::UpstreamLimitArgs,
 }
 
 impl ControlLoop {
@@ -385,6 +390,7 @@ impl ControlLoop {
         let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut config = RouterConfig::new(tenant, loopback, loopback);
         config.limits.boundary = self.boundary.clone();
+        self.upstream.apply(&mut config.limits);
         let router = Router::bind(
             config,
             self.router_metrics.clone(),

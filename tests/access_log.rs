@@ -114,3 +114,84 @@ async fn every_request_gets_one_json_access_line() {
         "{lines:?}"
     );
 }
+
+/// How long a raw exchange waits for the answer (never reached when bulkhead answers).
+const RAW_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Writes `bytes` on a new plain connection to `addr`, half-closes it when asked, and returns the
+/// response head received (empty when none came).
+async fn raw_exchange(addr: SocketAddr, bytes: &[u8], half_close: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    if half_close {
+        s.shutdown().await.expect("half-close");
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_head = async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(RAW_ANSWER_WAIT, read_head).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn client_body_faults_are_logged_as_the_clients() {
+    let web: SocketAddr = backend("web").await;
+    let files = vec![
+        ("tenants/acme.yaml", tenant_yaml("acme", &["*.acme.test"])),
+        ("acme/gw.yaml", gateway_yaml("acme", "*.acme.test", None)),
+        (
+            "acme/web.yaml",
+            route_yaml("acme", "web", &["www.acme.test"], "/app", "web")
+                + "---\n"
+                + &service_yaml("acme", "web", web),
+        ),
+    ];
+    let env = [
+        ("BULKHEAD_LOG_FORMAT", "json"),
+        // One failure would eject the endpoint, were a client's fault held against it.
+        ("BULKHEAD_ROUTER_OUTLIER_CONSECUTIVE_FAILURES", "1"),
+    ];
+    let bh = Standalone::start_with_env(&files, &env).await;
+    let served = eventually(SETTLE, || async {
+        let (status, _, _) = http_get(bh.http, "www.acme.test", "/app/warm").await.ok()?;
+        (status == 200).then_some(())
+    })
+    .await;
+    assert!(served.is_some(), "route never served; log:\n{}", bh.log());
+
+    let malformed = b"POST /app/malformed HTTP/1.1\r\nhost: www.acme.test\r\n\
+        transfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n";
+    let answer = raw_exchange(bh.http, malformed, false).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    let abandoned =
+        b"POST /app/abandoned HTTP/1.1\r\nhost: www.acme.test\r\ncontent-length: 100\r\n\r\nten bytes.";
+    raw_exchange(bh.http, abandoned, true).await;
+
+    let bad = line_for(&bh, "/app/malformed").await;
+    assert_eq!(bad["status"], 400, "{bad}");
+    assert_eq!(bad["outcome"], "client_error", "{bad}");
+    let gone = line_for(&bh, "/app/abandoned").await;
+    assert_eq!(gone["status"], 499, "{gone}");
+    assert_eq!(gone["outcome"], "cancelled", "{gone}");
+    let metrics = bh.metrics().await;
+    assert!(
+        metrics.contains("bulkhead_router_client_errors_total{tenant=\"acme\",backend=\"acme/web:80\",kind=\"malformed_body\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("kind=\"protocol\""),
+        "no upstream protocol error: {metrics}"
+    );
+    let (status, _, _) = http_get(bh.http, "www.acme.test", "/app/after")
+        .await
+        .expect("GET");
+    assert_eq!(status, 200, "the endpoint still serves");
+}
