@@ -90,6 +90,8 @@ pub struct RouterArgs {
     pub admin_listen: SocketAddr,
     #[command(flatten)]
     pub link: OperatorLink,
+    #[command(flatten)]
+    pub limits: crate::router_flags::RouterLimitArgs,
 }
 
 impl OperatorLink {
@@ -171,7 +173,10 @@ pub async fn run_router(args: RouterArgs) -> anyhow::Result<()> {
     let metrics = RouterMetrics::register(&mut registry);
     let readiness = Readiness::new();
     let router = Router::bind(
-        RouterConfig::new(&args.tenant, args.https_listen, args.http_listen),
+        RouterConfig {
+            limits: args.limits.limits(),
+            ..RouterConfig::new(&args.tenant, args.https_listen, args.http_listen)
+        },
         metrics,
         readiness.flag(format!("router/{}", args.tenant)),
     )

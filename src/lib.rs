@@ -7,4 +7,5 @@ pub mod bench;
 pub mod cluster;
 pub mod otlp_client;
 pub mod process;
+pub mod router_flags;
 pub mod telemetry;

@@ -49,6 +49,8 @@ pub struct StandaloneArgs {
     /// Debounce of manifest changes, in milliseconds.
     #[arg(long, default_value_t = DEFAULT_DEBOUNCE_MS)]
     pub debounce_ms: u64,
+    #[command(flatten)]
+    pub router_limits: bulkhead::router_flags::RouterLimitArgs,
 }
 
 /// Counters of the standalone control loop.
@@ -213,6 +215,7 @@ pub async fn start(
         compiler: Compiler::new(),
         routers: BTreeMap::new(),
         router_metrics,
+        router_limits: args.router_limits.limits(),
         readiness,
         edge_publisher,
         ack_tx,
@@ -234,6 +237,8 @@ struct ControlLoop {
     compiler: Compiler,
     routers: BTreeMap<String, RunningRouter>,
     router_metrics: Arc<RouterMetrics>,
+    /// Limits of every tenant router (defaults with the command line's overrides).
+    router_limits: bulkhead_router::RouterLimits,
     readiness: Readiness,
     edge_publisher: Publisher<EdgeSnapshot>,
     ack_tx: mpsc::Sender<(String, Ack)>,
@@ -378,7 +383,10 @@ impl ControlLoop {
     async fn start_router(&self, tenant: &str) -> anyhow::Result<RunningRouter> {
         let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
         let router = Router::bind(
-            RouterConfig::new(tenant, loopback, loopback),
+            RouterConfig {
+                limits: self.router_limits.clone(),
+                ..RouterConfig::new(tenant, loopback, loopback)
+            },
             self.router_metrics.clone(),
             self.readiness.flag(router_component(tenant)),
         )

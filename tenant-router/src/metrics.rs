@@ -46,6 +46,25 @@ pub(crate) enum ConnectionOutcome {
     HandshakeError,
     /// No passthrough backend could be reached.
     UpstreamError,
+    /// Refused: its source already held its share of connections.
+    SourceLimit,
+    /// Refused: the listener already served its most connections.
+    ConnectionLimit,
+}
+
+/// Which request limit cut a request short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum RequestLimit {
+    /// The request body stopped arriving (408, or an aborted response).
+    BodyIdle,
+    /// The router already had its most HTTP/2 streams in flight (503).
+    H2Streams,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct LimitLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) limit: RequestLimit,
 }
 
 /// Why an upstream request failed.
@@ -164,7 +183,10 @@ snake_case_labels! {
         UnknownSni => "unknown_sni",
         HandshakeError => "handshake_error",
         UpstreamError => "upstream_error",
+        SourceLimit => "source_limit",
+        ConnectionLimit => "connection_limit",
     }
+    RequestLimit { BodyIdle => "body_idle", H2Streams => "h2_streams" }
     UpstreamErrorKind { Connect => "connect", Timeout => "timeout", Protocol => "protocol" }
     SnapshotOutcome { Applied => "applied", Rejected => "rejected" }
     RetryReason { NotSent => "not_sent", ConnectionFailed => "connection_failed" }
@@ -193,6 +215,7 @@ pub struct RouterMetrics {
     pub(crate) upstream_retries: Family<RetryLabels, Counter>,
     pub(crate) outlier_ejections: Family<BackendLabels, Counter>,
     pub(crate) outlier_ejected: Family<BackendLabels, Gauge>,
+    pub(crate) limited_requests: Family<LimitLabels, Counter>,
 }
 
 impl RouterMetrics {
@@ -260,6 +283,11 @@ impl RouterMetrics {
             "Endpoints currently ejected from load balancing, by backend",
             m.outlier_ejected.clone(),
         );
+        r.register(
+            "limited_requests",
+            "Requests cut short by a client limit (body idle timeout, HTTP/2 streams per router)",
+            m.limited_requests.clone(),
+        );
         Arc::new(m)
     }
 
@@ -278,6 +306,7 @@ impl RouterMetrics {
             upstream_retries: Family::default(),
             outlier_ejections: Family::default(),
             outlier_ejected: Family::default(),
+            limited_requests: Family::default(),
         }
     }
 }

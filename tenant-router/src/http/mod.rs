@@ -15,7 +15,7 @@ use crate::compile::filters::{
 };
 use crate::compile::matcher::RequestFacts;
 use crate::compile::{CompiledConfig, CompiledRoute, CompiledVhost, SniTarget};
-use crate::idle::Activity;
+use crate::idle::{Activity, BodyStall, IdleBody};
 use crate::limits::RouterLimits;
 use crate::metrics::{
     RetryLabels, RetryReason, RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
@@ -76,6 +76,8 @@ pub(crate) struct ConnContext {
     pub(crate) client: SocketAddr,
     /// The connection's requests in flight, for its idle timeout.
     pub(crate) activity: Arc<Activity>,
+    /// The connection's place in the connection limits; an upgraded tunnel keeps it.
+    pub(crate) slot: Arc<crate::listener::ConnectionSlot>,
 }
 
 impl ConnContext {
@@ -123,13 +125,29 @@ pub(crate) async fn serve_request(
     );
     // Boxed: the routing future is ~5 KiB, and hyper moves the per-request task (which holds this
     // future) several times before and after running it; a pointer is cheaper to move.
-    let routed = Box::pin(route_and_forward(&ctx, req, &mut record, start)).await;
+    let stall = BodyStall::default();
+    let routed = Box::pin(route_and_forward(&ctx, req, &mut record, start, &stall)).await;
     let (response, deadline) = match routed {
         Ok(forwarded) => forwarded,
+        Err(_) if stall.stalled() => (body_stalled(&ctx), None),
         Err(local) => (local, None),
     };
     record.status = response.status().as_u16();
     Ok(response.map(|b| ObservedBody::new(b, deadline, record)))
+}
+
+/// The answer to a request whose body stopped arriving before any response (408), counted and logged.
+fn body_stalled(ctx: &ConnContext) -> Response<ProxyBody> {
+    tracing::info!(tenant = %ctx.shared.tenant, client = %ctx.client, "request body stalled: 408");
+    ctx.shared
+        .metrics
+        .limited_requests
+        .get_or_create(&crate::metrics::LimitLabels {
+            tenant: Arc::clone(&ctx.shared.tenant),
+            limit: crate::metrics::RequestLimit::BodyIdle,
+        })
+        .inc();
+    local_response(StatusCode::REQUEST_TIMEOUT)
 }
 
 /// The request's host as sent: the URI authority (HTTP/2 `:authority`, HTTP/1 absolute form) or `Host`.
@@ -234,6 +252,7 @@ async fn route_and_forward(
     mut req: Request<Incoming>,
     record: &mut RequestRecord,
     start: Instant,
+    stall: &BodyStall,
 ) -> Result<Forwarded, Response<ProxyBody>> {
     if req.method() == Method::CONNECT {
         return Err(local_response(StatusCode::METHOD_NOT_ALLOWED));
@@ -353,7 +372,8 @@ async fn route_and_forward(
     };
     parts.uri = absolute_uri(&uri_authority, &path_and_query)
         .map_err(|_| plan.finish(local_response(StatusCode::BAD_REQUEST)))?;
-    let mut request_body = body::boxed(incoming);
+    let idle = ctx.shared.limits.body_idle_timeout;
+    let mut request_body = body::boxed(IdleBody::new(incoming, idle, stall.clone()));
     for (mirror, percent) in &plan.mirrors {
         if *percent < 100 && rand::random_range(0..100) >= *percent {
             continue;
@@ -386,7 +406,8 @@ async fn route_and_forward(
     match client_upgrade {
         Some(client_upgrade) if switching => {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            upgrade::bridge(&ctx.shared, client_upgrade, upstream_upgrade);
+            let slot = Arc::clone(&ctx.slot);
+            upgrade::bridge(&ctx.shared, slot, client_upgrade, upstream_upgrade);
         }
         _ if switching => {
             // A backend switching protocols that nobody asked for cannot be relayed.
