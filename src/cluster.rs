@@ -90,12 +90,8 @@ pub struct RouterArgs {
     pub admin_listen: SocketAddr,
     #[command(flatten)]
     pub link: OperatorLink,
-    /// The boundary policy (paths, forwarding headers, upgrades).
     #[command(flatten)]
-    pub boundary: crate::boundary_flags::BoundaryArgs,
-    /// Upstream limits (circuit breakers, mirrors, outlier detection).
-    #[command(flatten)]
-    pub upstream: crate::router_limits::UpstreamLimitArgs,
+    pub limits: crate::router_flags::RouterLimitArgs,
 }
 
 impl OperatorLink {
@@ -176,11 +172,11 @@ pub async fn run_router(args: RouterArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = RouterMetrics::register(&mut registry);
     let readiness = Readiness::new();
-    let mut config = RouterConfig::new(&args.tenant, args.https_listen, args.http_listen);
-    config.limits.boundary = args.boundary.policy();
-    args.upstream.apply(&mut config.limits);
     let router = Router::bind(
-        config,
+        RouterConfig {
+            limits: args.limits.limits(),
+            ..RouterConfig::new(&args.tenant, args.https_listen, args.http_listen)
+        },
         metrics,
         readiness.flag(format!("router/{}", args.tenant)),
     )

@@ -8,5 +8,5 @@ pub mod boundary_flags;
 pub mod cluster;
 pub mod otlp_client;
 pub mod process;
-pub mod router_limits;
+pub mod router_flags;
 pub mod telemetry;

@@ -56,8 +56,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             https_listen: args.https_listen,
             admin_listen: args.admin_listen,
             debounce_ms: 50,
-            boundary: bulkhead::boundary_flags::BoundaryArgs::default(),
-            upstream: Default::default(),
+            router_limits: Default::default(),
         },
         shutdown.clone(),
     )

@@ -49,12 +49,8 @@ pub struct StandaloneArgs {
     /// Debounce of manifest changes, in milliseconds.
     #[arg(long, default_value_t = DEFAULT_DEBOUNCE_MS)]
     pub debounce_ms: u64,
-    /// The tenant routers' boundary policy.
     #[command(flatten)]
-    pub boundary: bulkhead::boundary_flags::BoundaryArgs,
-    /// Upstream limits of the tenant routers.
-    #[command(flatten)]
-    pub upstream: bulkhead::router_limits::UpstreamLimitArgs,
+    pub router_limits: bulkhead::router_flags::RouterLimitArgs,
 }
 
 /// Counters of the standalone control loop.
@@ -219,6 +215,7 @@ pub async fn start(
         compiler: Compiler::new(),
         routers: BTreeMap::new(),
         router_metrics,
+        router_limits: args.router_limits.limits(),
         readiness,
         edge_publisher,
         ack_tx,
@@ -226,8 +223,6 @@ pub async fn start(
         metrics: loop_metrics,
         shutdown: shutdown.clone(),
         reported_errors: HashSet::new(),
-        boundary: args.boundary.policy(),
-        upstream: args.upstream.clone(),
     };
     Ok(tokio::spawn(async move {
         control.run(states, ack_rx).await;
@@ -242,6 +237,8 @@ struct ControlLoop {
     compiler: Compiler,
     routers: BTreeMap<String, RunningRouter>,
     router_metrics: Arc<RouterMetrics>,
+    /// Limits of every tenant router (defaults with the command line's overrides).
+    router_limits: bulkhead_router::RouterLimits,
     readiness: Readiness,
     edge_publisher: Publisher<EdgeSnapshot>,
     ack_tx: mpsc::Sender<(String, Ack)>,
@@ -249,9 +246,6 @@ struct ControlLoop {
     metrics: LoopMetrics,
     shutdown: CancellationToken,
     reported_errors: HashSet<String>,
-    /// Every tenant router's boundary policy (from the flags).
-    boundary: bulkhead_router::BoundaryPolicy,
-    upstream: bulkhead::router_limits::UpstreamLimitArgs,
 }
 
 impl ControlLoop {
@@ -388,11 +382,11 @@ impl ControlLoop {
 
     async fn start_router(&self, tenant: &str) -> anyhow::Result<RunningRouter> {
         let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut config = RouterConfig::new(tenant, loopback, loopback);
-        config.limits.boundary = self.boundary.clone();
-        self.upstream.apply(&mut config.limits);
         let router = Router::bind(
-            config,
+            RouterConfig {
+                limits: self.router_limits.clone(),
+                ..RouterConfig::new(tenant, loopback, loopback)
+            },
             self.router_metrics.clone(),
             self.readiness.flag(router_component(tenant)),
         )

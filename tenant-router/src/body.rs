@@ -6,6 +6,7 @@
 //! response can never look complete to the client.
 
 use crate::balance::{OutstandingGuard, RequestPermit};
+use crate::idle::IdleBody;
 use crate::idle::InFlight;
 use crate::metrics::{
     RequestLabels, RouteLabels, RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
@@ -124,7 +125,7 @@ impl RequestRecord {
         self.logged = true;
         let outcome = match self.client_fault {
             Some(ClientFault::Gone) => Outcome::Cancelled,
-            Some(ClientFault::MalformedBody) => Outcome::ClientError,
+            Some(ClientFault::MalformedBody | ClientFault::Stalled) => Outcome::ClientError,
             None => outcome,
         };
         let elapsed = self.start.elapsed();
@@ -302,6 +303,9 @@ pub(crate) enum ClientFault {
     MalformedBody,
     /// The client went away before its body ended (closed or reset the connection or stream).
     Gone,
+    /// The client stopped sending its body: no byte for the body idle timeout
+    /// ([`crate::RouterLimits::body_idle_timeout`]).
+    Stalled,
 }
 
 impl ClientFault {
@@ -332,6 +336,7 @@ impl ClientFault {
         match self {
             Self::MalformedBody => 1,
             Self::Gone => 2,
+            Self::Stalled => 3,
         }
     }
 }
@@ -347,11 +352,13 @@ impl ClientBodyWatch {
         match self.0.load(std::sync::atomic::Ordering::Acquire) {
             1 => Some(ClientFault::MalformedBody),
             2 => Some(ClientFault::Gone),
+            3 => Some(ClientFault::Stalled),
             _ => None,
         }
     }
 
-    fn set(&self, fault: ClientFault) {
+    /// Records how the body failed.
+    pub(crate) fn set(&self, fault: ClientFault) {
         self.0
             .store(fault.code(), std::sync::atomic::Ordering::Release);
     }
@@ -394,14 +401,19 @@ impl Body for ClientBody {
     }
 }
 
-/// Wraps the client's request body: the body to forward, and the watch that says whether (and how)
-/// it failed.
-pub(crate) fn client_body(incoming: hyper::body::Incoming) -> (ProxyBody, ClientBodyWatch) {
+/// Wraps the client's request body: the body to forward (ended with an error when no byte arrives
+/// for `idle_timeout` while it is read, see [`IdleBody`]), and the watch that says whether (and
+/// how) it failed.
+pub(crate) fn client_body(
+    incoming: hyper::body::Incoming,
+    idle_timeout: std::time::Duration,
+) -> (ProxyBody, ClientBodyWatch) {
     let watch = ClientBodyWatch::default();
     let body = ClientBody {
         inner: incoming,
         watch: watch.clone(),
     };
+    let body = IdleBody::new(body, idle_timeout, watch.clone());
     (body.boxed_unsync(), watch)
 }
 

@@ -10,6 +10,7 @@
 //! | circuit breaker open | 503 + `x-bulkhead-overflow` | 503 | router (load shed) |
 //! | client's body malformed | 400 | 400 | client |
 //! | client gone mid-body | 400 (if it still listens) | 499 | client |
+//! | client's body stalled (body idle timeout) | 408 | 408 | client |
 
 use crate::body::{ClientFault, ProxyBody};
 use crate::metrics::{Breaker, ClientErrorKind, UpstreamErrorKind};
@@ -52,6 +53,7 @@ impl ForwardError {
             }
             Self::Upstream(UpstreamErrorKind::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             Self::Upstream(UpstreamErrorKind::Protocol) => StatusCode::BAD_GATEWAY,
+            Self::Client(ClientFault::Stalled) => StatusCode::REQUEST_TIMEOUT,
             Self::Client(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -89,6 +91,7 @@ impl From<ClientFault> for ClientErrorKind {
         match fault {
             ClientFault::MalformedBody => Self::MalformedBody,
             ClientFault::Gone => Self::Gone,
+            ClientFault::Stalled => Self::Stalled,
         }
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 pub const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a TLS handshake may take once the ClientHello was read.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send a complete HTTP/1 request head.
+/// How long a client may take to send a complete HTTP/1 request head; also how long a new
+/// connection (after its TLS handshake) may take to send its first bytes, and an HTTP/2 connection
+/// its first request.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest HTTP/1 read buffer (bounds the request head), 64 KiB.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -43,8 +45,32 @@ pub const DEFAULT_PASSTHROUGH_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long open connections may finish their work after shutdown was requested.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most client connections served at once per listener; further clients wait in the accept backlog.
+/// Most client connections served at once per listener (upgraded tunnels included). A connection
+/// beyond it is accepted, its PROXY header read, then closed at once and counted
+/// (`outcome="connection_limit"`), so that waiting clients never queue behind slow ones.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Most connections one client source (the PROXY header's source: an IPv4 address or an IPv6 /64)
+/// may hold at once per listener; further ones are closed at once and counted
+/// (`outcome="source_limit"`), so that one source cannot take every connection slot.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 1_000;
+/// A request body that receives no byte for this long while the router waits for it ends: 408 when
+/// no response was sent yet, otherwise the response is aborted (HTTP/1 close, HTTP/2 reset). Bytes
+/// must keep arriving; a slow but steady body is never cut.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest amount of response data HTTP/2 buffers per stream for a client that does not read,
+/// 64 KiB (hyper's default is 400 KiB).
+pub const DEFAULT_H2_MAX_SEND_BUF_SIZE: usize = 64 * 1024;
+/// HTTP/2 flow-control window the router grants each client stream (request body bytes it may
+/// buffer before the backend reads them), 256 KiB.
+pub const DEFAULT_H2_INITIAL_STREAM_WINDOW: u32 = 256 * 1024;
+/// HTTP/2 flow-control window the router grants each client connection, 1 MiB.
+pub const DEFAULT_H2_INITIAL_CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Most HTTP/2 streams in flight on the whole router (all connections and listeners); a stream
+/// beyond it is answered 503 at once and counted (`bulkhead_router_refused_streams`). With the
+/// send buffer and stream window above, response and request buffering of HTTP/2 clients stays
+/// below `streams × (send buffer + stream window)` = 2,048 × 320 KiB = 640 MiB in the worst case,
+/// and below 128 MiB for clients that do not read responses.
+pub const DEFAULT_H2_MAX_STREAMS_PER_ROUTER: usize = 2_048;
 /// How many endpoints a passthrough connection tries before giving up (nothing is sent before).
 pub const DEFAULT_PASSTHROUGH_CONNECT_ATTEMPTS: usize = 3;
 /// How many times an HTTP request may be sent again, to another endpoint when there is one, after
@@ -116,6 +142,18 @@ pub struct RouterLimits {
     pub drain_timeout: Duration,
     /// See [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// See [`DEFAULT_MAX_CONNECTIONS_PER_SOURCE`].
+    pub max_connections_per_source: usize,
+    /// See [`DEFAULT_BODY_IDLE_TIMEOUT`].
+    pub body_idle_timeout: Duration,
+    /// See [`DEFAULT_H2_MAX_SEND_BUF_SIZE`].
+    pub h2_max_send_buf_size: usize,
+    /// See [`DEFAULT_H2_INITIAL_STREAM_WINDOW`].
+    pub h2_initial_stream_window: u32,
+    /// See [`DEFAULT_H2_INITIAL_CONNECTION_WINDOW`].
+    pub h2_initial_connection_window: u32,
+    /// See [`DEFAULT_H2_MAX_STREAMS_PER_ROUTER`].
+    pub h2_max_streams_per_router: usize,
     /// See [`DEFAULT_PASSTHROUGH_CONNECT_ATTEMPTS`].
     pub passthrough_connect_attempts: usize,
     /// See [`DEFAULT_MAX_RETRIES`]. A request is retried only when nothing of it reached the
@@ -162,6 +200,12 @@ impl Default for RouterLimits {
             upgrade_idle_timeout: DEFAULT_UPGRADE_IDLE_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
+            h2_max_send_buf_size: DEFAULT_H2_MAX_SEND_BUF_SIZE,
+            h2_initial_stream_window: DEFAULT_H2_INITIAL_STREAM_WINDOW,
+            h2_initial_connection_window: DEFAULT_H2_INITIAL_CONNECTION_WINDOW,
+            h2_max_streams_per_router: DEFAULT_H2_MAX_STREAMS_PER_ROUTER,
             passthrough_connect_attempts: DEFAULT_PASSTHROUGH_CONNECT_ATTEMPTS,
             max_retries: DEFAULT_MAX_RETRIES,
             outlier_consecutive_failures: DEFAULT_OUTLIER_CONSECUTIVE_FAILURES,

@@ -9,12 +9,15 @@
 //! A connection loads the configuration once, when it is accepted, and keeps it to the end.
 
 use crate::balance::OutstandingGuard;
+use crate::body::{ObservedBody, ProxyBody};
 use crate::compile::{CompiledConfig, CompiledPassthrough, SniTarget};
+use crate::http::local_response;
 use crate::http::{serve_request, ConnContext, Entry, Shared};
 use crate::idle::Activity;
 use crate::metrics::{
     ConnectionLabels, ConnectionOutcome, ListenerLabel, ListenerLabels, RouteLabels,
 };
+use crate::metrics::{LimitLabels, RequestLimit};
 use crate::outlier::Health;
 use arc_swap::ArcSwapOption;
 use bulkhead_hostmatch::HostPattern;
@@ -22,18 +25,20 @@ use bulkhead_proxy_io::{
     copy_bidirectional_observed, copy_tcp_bidirectional_observed, read_proxy_header, CopyStats,
     ProxyHeader, Rewind,
 };
+use bulkhead_proxy_io::{SourceLimiter, SourcePermit};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use prometheus_client::metrics::counter::Counter;
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -47,41 +52,52 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 const INITIAL_SNIFF_BUFFER: usize = 4 * 1024;
 /// A fatal TLS `unrecognized_name` alert record (TLS 1.2 record version, level 2, description 112).
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+/// The HTTP/2 connection preface (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The HTTP server settings of a router, built once from its limits.
 #[derive(Debug)]
 pub(crate) struct HttpServers {
-    /// HTTP/1.1 or HTTP/2 by preface (plain listener, TLS without ALPN).
-    auto: auto::Builder<TokioExecutor>,
-    /// ALPN `http/1.1`.
-    h1: auto::Builder<TokioExecutor>,
-    /// ALPN `h2`.
-    h2: auto::Builder<TokioExecutor>,
+    /// HTTP/1.1: ALPN `http/1.1`, or no ALPN and no HTTP/2 preface.
+    h1: http1::Builder,
+    /// HTTP/2: ALPN `h2`, or no ALPN and the HTTP/2 preface.
+    h2: http2::Builder<TokioExecutor>,
+    /// HTTP/2 streams in flight on the whole router ([`RouterLimits::h2_max_streams_per_router`]).
+    h2_streams: Arc<Semaphore>,
 }
 
 impl HttpServers {
     pub(crate) fn new(limits: &crate::RouterLimits) -> Self {
-        let mut b = auto::Builder::new(TokioExecutor::new());
-        b.http1()
-            .timer(TokioTimer::new())
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(limits.max_header_bytes.max(MIN_H1_BUF_SIZE))
             .max_headers(limits.max_headers)
             .keep_alive(true);
-        b.http2()
-            .timer(TokioTimer::new())
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
             .max_concurrent_streams(limits.h2_max_concurrent_streams)
             .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
             .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
             .max_header_list_size(limits.h2_max_header_list_size)
+            .max_send_buf_size(limits.h2_max_send_buf_size)
+            .initial_stream_window_size(limits.h2_initial_stream_window)
+            .initial_connection_window_size(limits.h2_initial_connection_window)
             .keep_alive_interval(limits.h2_keep_alive_interval)
             .keep_alive_timeout(limits.h2_keep_alive_timeout);
         Self {
-            h1: b.clone().http1_only(),
-            h2: b.clone().http2_only(),
-            auto: b,
+            h1,
+            h2,
+            h2_streams: Arc::new(Semaphore::new(limits.h2_max_streams_per_router.max(1))),
         }
     }
+}
+
+/// The HTTP version a connection speaks, as negotiated or announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HttpVersion {
+    H1,
+    H2,
 }
 
 /// State shared by the accept loops of one router.
@@ -96,6 +112,7 @@ pub(crate) struct ListenerState {
 }
 
 /// Counts a connection as open until dropped.
+#[derive(Debug)]
 struct OpenConnection {
     shared: Arc<Shared>,
     listener: ListenerLabel,
@@ -120,18 +137,6 @@ impl OpenConnection {
             listener,
         }
     }
-
-    fn outcome(&self, outcome: ConnectionOutcome) {
-        self.shared
-            .metrics
-            .connections
-            .get_or_create(&ConnectionLabels {
-                tenant: Arc::clone(&self.shared.tenant),
-                listener: self.listener,
-                outcome,
-            })
-            .inc();
-    }
 }
 
 impl Drop for OpenConnection {
@@ -144,20 +149,87 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Accepts connections until the drain starts; each one runs as a task of `tracker`.
+/// Counts how one connection was handled.
+fn count_outcome(shared: &Shared, listener: ListenerLabel, outcome: ConnectionOutcome) {
+    shared
+        .metrics
+        .connections
+        .get_or_create(&ConnectionLabels {
+            tenant: Arc::clone(&shared.tenant),
+            listener,
+            outcome,
+        })
+        .inc();
+}
+
+/// What an admitted connection holds until it, and any tunnel it became (WebSocket), has ended:
+/// its place in the listener's connection limit and its source's, and the `open_connections` count.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot {
+    _open: OpenConnection,
+    _permit: OwnedSemaphorePermit,
+    _source: SourcePermit,
+}
+
+/// The limits one listener admits connections by.
+struct Admission {
+    /// Connections served at once ([`RouterLimits::max_connections`]).
+    slots: Arc<Semaphore>,
+    /// Connections accepted whose PROXY header is not read yet (at most `max_connections`, each for
+    /// at most the PROXY header timeout).
+    pending: Arc<Semaphore>,
+    /// Connections per client source ([`RouterLimits::max_connections_per_source`]).
+    sources: Arc<SourceLimiter>,
+}
+
+impl Admission {
+    fn new(limits: &crate::RouterLimits) -> Self {
+        let max = limits.max_connections.max(1);
+        Self {
+            slots: Arc::new(Semaphore::new(max)),
+            pending: Arc::new(Semaphore::new(max)),
+            sources: SourceLimiter::new(limits.max_connections_per_source),
+        }
+    }
+
+    /// Admits a connection from `client`, or says which limit refuses it (nothing waits).
+    fn admit(
+        &self,
+        shared: &Arc<Shared>,
+        listener: ListenerLabel,
+        client: SocketAddr,
+    ) -> Result<ConnectionSlot, ConnectionOutcome> {
+        let source = self
+            .sources
+            .try_acquire(client.ip())
+            .ok_or(ConnectionOutcome::SourceLimit)?;
+        let permit = Arc::clone(&self.slots)
+            .try_acquire_owned()
+            .map_err(|_| ConnectionOutcome::ConnectionLimit)?;
+        Ok(ConnectionSlot {
+            _open: OpenConnection::new(shared, listener),
+            _permit: permit,
+            _source: source,
+        })
+    }
+}
+
+/// Accepts connections until the drain starts; each one runs as a task of `tracker`. A connection
+/// is accepted at once (only connections still sending their PROXY header are bounded before
+/// `accept`), then admitted by its source and the listener's limits, or closed and counted.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     kind: ListenerLabel,
     state: Arc<ListenerState>,
     tracker: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(state.shared.limits.max_connections.max(1)));
+    let admission = Arc::new(Admission::new(&state.shared.limits));
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => p,
+        let pending = tokio::select! {
+            p = Arc::clone(&admission.pending).acquire_owned() => p,
             () = state.drain.cancelled() => break,
         };
-        let Ok(permit) = permit else { break };
+        let Ok(pending) = pending else { break };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -175,25 +247,61 @@ pub(crate) async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
+        let admission = Arc::clone(&admission);
         tracker.spawn(async move {
-            let open = OpenConnection::new(&state.shared, kind);
-            let serve = async {
-                match kind {
-                    ListenerLabel::Https => {
-                        serve_tls_connection(&state, config, stream, peer).await
-                    }
-                    ListenerLabel::Http => {
-                        serve_plain_connection(&state, config, stream, peer).await
-                    }
-                }
-            };
+            let serve = serve_connection(&state, &admission, kind, config, stream, peer, pending);
             tokio::select! {
-                outcome = serve => open.outcome(outcome),
+                outcome = serve => count_outcome(&state.shared, kind, outcome),
                 () = state.shared.hard_stop.cancelled() => {}
             }
-            drop(permit);
         });
     }
+}
+
+/// One accepted connection: PROXY header, admission, then the listener's protocol.
+async fn serve_connection(
+    state: &ListenerState,
+    admission: &Admission,
+    kind: ListenerLabel,
+    config: Arc<CompiledConfig>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    pending: OwnedSemaphorePermit,
+) -> ConnectionOutcome {
+    let mut buf = Vec::with_capacity(INITIAL_SNIFF_BUFFER);
+    let client = client_address(state, &mut stream, &mut buf, peer).await;
+    drop(pending);
+    let Some(client) = client else {
+        return ConnectionOutcome::ProxyHeaderError;
+    };
+    let slot = match admission.admit(&state.shared, kind, client) {
+        Ok(slot) => Arc::new(slot),
+        Err(refused) => {
+            tracing::debug!(tenant = %state.shared.tenant, %client, reason = refused.as_str(), "connection refused");
+            return refused;
+        }
+    };
+    let conn = Accepted {
+        config,
+        stream,
+        buf,
+        client,
+        slot,
+    };
+    match kind {
+        ListenerLabel::Https => serve_tls_connection(state, conn).await,
+        ListenerLabel::Http => serve_plain_connection(state, conn).await,
+    }
+}
+
+/// An admitted connection: what was read of it so far and what it holds.
+struct Accepted {
+    config: Arc<CompiledConfig>,
+    stream: TcpStream,
+    /// Bytes read after the PROXY header.
+    buf: Vec<u8>,
+    client: SocketAddr,
+    slot: Arc<ConnectionSlot>,
 }
 
 /// Reads the PROXY header when one is expected; the client address, or `None` to close.
@@ -216,16 +324,14 @@ async fn client_address(
     }
 }
 
-async fn serve_tls_connection(
-    state: &ListenerState,
-    config: Arc<CompiledConfig>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-) -> ConnectionOutcome {
-    let mut buf = Vec::with_capacity(INITIAL_SNIFF_BUFFER);
-    let Some(client) = client_address(state, &mut stream, &mut buf, peer).await else {
-        return ConnectionOutcome::ProxyHeaderError;
-    };
+async fn serve_tls_connection(state: &ListenerState, conn: Accepted) -> ConnectionOutcome {
+    let Accepted {
+        config,
+        mut stream,
+        mut buf,
+        client,
+        slot,
+    } = conn;
     let limits = &state.shared.limits;
     let hello = match bulkhead_sniff::read_client_hello(&mut stream, &mut buf, limits.sniff_timeout)
         .await
@@ -252,7 +358,14 @@ async fn serve_tls_connection(
         }
         Some(SniTarget::Terminate { certificate }) => {
             let certificate = Arc::clone(certificate);
-            terminate(state, config, stream, buf, client, certificate).await
+            let conn = Accepted {
+                config,
+                stream,
+                buf,
+                client,
+                slot,
+            };
+            terminate(state, conn, certificate).await
         }
         Some(SniTarget::TerminateTcp(route)) => {
             let route = Arc::clone(route);
@@ -331,19 +444,23 @@ async fn terminate_tcp(
 
 async fn terminate(
     state: &ListenerState,
-    config: Arc<CompiledConfig>,
-    stream: TcpStream,
-    buf: Vec<u8>,
-    client: SocketAddr,
+    conn: Accepted,
     certificate: Arc<str>,
 ) -> ConnectionOutcome {
+    let Accepted {
+        config,
+        stream,
+        buf,
+        client,
+        slot,
+    } = conn;
     let Some(tls) = handshake(state, config.tls.clone(), stream, buf, client).await else {
         return ConnectionOutcome::HandshakeError;
     };
-    let server = match tls.get_ref().1.alpn_protocol() {
-        Some(b"h2") => &state.servers.h2,
-        Some(b"http/1.1") => &state.servers.h1,
-        _ => &state.servers.auto,
+    let version = match tls.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Some(HttpVersion::H2),
+        Some(b"http/1.1") => Some(HttpVersion::H1),
+        _ => None,
     };
     let ctx = ConnContext {
         shared: Arc::clone(&state.shared),
@@ -351,72 +468,217 @@ async fn terminate(
         entry: Entry::Tls { certificate },
         client,
         activity: Activity::new(),
+        slot,
     };
-    serve_http(state, server, TokioIo::new(tls), ctx).await;
+    serve_http(state, version, Rewind::new(Vec::new(), tls), ctx).await;
     ConnectionOutcome::Terminated
 }
 
-async fn serve_plain_connection(
-    state: &ListenerState,
-    config: Arc<CompiledConfig>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-) -> ConnectionOutcome {
-    let mut buf = Vec::with_capacity(INITIAL_SNIFF_BUFFER);
-    let Some(client) = client_address(state, &mut stream, &mut buf, peer).await else {
-        return ConnectionOutcome::ProxyHeaderError;
-    };
+async fn serve_plain_connection(state: &ListenerState, conn: Accepted) -> ConnectionOutcome {
+    let Accepted {
+        config,
+        stream,
+        buf,
+        client,
+        slot,
+    } = conn;
     let ctx = ConnContext {
         shared: Arc::clone(&state.shared),
         config,
         entry: Entry::Plain,
         client,
         activity: Activity::new(),
+        slot,
     };
-    serve_http(
-        state,
-        &state.servers.auto,
-        TokioIo::new(Rewind::new(buf, stream)),
-        ctx,
-    )
-    .await;
+    serve_http(state, None, Rewind::new(buf, stream), ctx).await;
     ConnectionOutcome::Http
 }
 
-/// Serves HTTP on one connection; on drain, finishes in-flight requests (hyper graceful shutdown)
-/// until the hard stop.
-async fn serve_http<I>(
+/// Which HTTP version a connection without ALPN speaks: HTTP/2 when its first bytes are the
+/// HTTP/2 preface, HTTP/1.1 otherwise. The bytes read are appended to `buf` (to be replayed);
+/// `None` when the first bytes do not arrive by `deadline` or the connection ends first.
+async fn sniff_version<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> Option<HttpVersion> {
+    let mut chunk = [0u8; 64];
+    loop {
+        let seen = buf.len().min(H2_PREFACE.len());
+        if buf[..seen] != H2_PREFACE[..seen] {
+            return Some(HttpVersion::H1);
+        }
+        if seen == H2_PREFACE.len() {
+            return Some(HttpVersion::H2);
+        }
+        match tokio::time::timeout_at(deadline, io.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Serves HTTP on one connection in exactly the version its ALPN negotiated (or, without ALPN,
+/// the version its first bytes announce, which must arrive within the header read timeout); on
+/// drain, finishes in-flight requests (hyper graceful shutdown) until the hard stop.
+async fn serve_http<S>(
     state: &ListenerState,
-    server: &auto::Builder<TokioExecutor>,
-    io: I,
+    negotiated: Option<HttpVersion>,
+    mut io: Rewind<S>,
     ctx: ConnContext,
 ) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let version = match negotiated {
+        Some(v) => v,
+        None => {
+            let deadline = tokio::time::Instant::now() + state.shared.limits.header_read_timeout;
+            let (mut buf, inner) = io.into_inner();
+            let mut inner = inner;
+            let sniffed = sniff_version(&mut inner, &mut buf, deadline).await;
+            io = Rewind::new(buf, inner);
+            match sniffed {
+                Some(v) => v,
+                None => {
+                    tracing::debug!(tenant = %state.shared.tenant, client = %ctx.client, "no HTTP bytes before the header read timeout");
+                    return;
+                }
+            }
+        }
+    };
     let activity = Arc::clone(&ctx.activity);
     let ctx = Arc::new(ctx);
-    let service = service_fn(move |req| serve_request(Arc::clone(&ctx), req));
-    let conn = server.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
-    let idle_timeout = state.shared.limits.http_idle_timeout;
-    let closing = tokio::select! {
-        r = conn.as_mut() => Err(r),
-        () = state.drain.cancelled() => Ok("drain"),
-        () = activity.idle_for(idle_timeout) => Ok("idle"),
-    };
-    let result = match closing {
-        Err(ended) => ended,
-        Ok(reason) => {
-            tracing::debug!(tenant = %state.shared.tenant, reason, "closing HTTP connection gracefully");
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                r = conn.as_mut() => r,
-                () = state.shared.hard_stop.cancelled() => Ok(()),
-            }
+    let streams = (version == HttpVersion::H2).then(|| Arc::clone(&state.servers.h2_streams));
+    let service = service_fn(move |req| handle(streams.clone(), Arc::clone(&ctx), req));
+    let io = TokioIo::new(io);
+    let result = match version {
+        HttpVersion::H1 => {
+            let conn = state
+                .servers
+                .h1
+                .serve_connection(io, service)
+                .with_upgrades();
+            drive(state, conn, &activity, |c| c.graceful_shutdown()).await
+        }
+        HttpVersion::H2 => {
+            let conn = state.servers.h2.serve_connection(io, service);
+            drive(state, conn, &activity, |c| c.graceful_shutdown()).await
         }
     };
     if let Err(e) = result {
         tracing::debug!(tenant = %state.shared.tenant, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// A response body that holds the request's place among the router's HTTP/2 streams.
+type StreamBody = http_body_util::Either<ObservedBody, ProxyBody>;
+
+/// One request: answered 503 at once when it is an HTTP/2 stream beyond the router's stream budget
+/// (`streams`), otherwise served, holding its place in the budget until its response ends.
+async fn handle(
+    streams: Option<Arc<Semaphore>>,
+    ctx: Arc<ConnContext>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<HeldBody<StreamBody>>, Infallible> {
+    let permit = match streams.map(Semaphore::try_acquire_owned) {
+        Some(Err(_)) => {
+            refuse_stream(&ctx);
+            let resp = local_response(hyper::StatusCode::SERVICE_UNAVAILABLE);
+            return Ok(resp.map(|b| HeldBody::new(StreamBody::Right(b), None)));
+        }
+        Some(Ok(p)) => Some(p),
+        None => None,
+    };
+    let resp = serve_request(ctx, req).await?;
+    Ok(resp.map(|b| HeldBody::new(StreamBody::Left(b), permit)))
+}
+
+/// Counts and logs an HTTP/2 stream refused because the router has its most streams in flight.
+fn refuse_stream(ctx: &ConnContext) {
+    tracing::debug!(tenant = %ctx.shared.tenant, client = %ctx.client, "HTTP/2 stream refused: router stream limit");
+    ctx.shared
+        .metrics
+        .limited_requests
+        .get_or_create(&LimitLabels {
+            tenant: Arc::clone(&ctx.shared.tenant),
+            limit: RequestLimit::H2Streams,
+        })
+        .inc();
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps a permit until the body ends or is dropped.
+    pub(crate) struct HeldBody<B> {
+        #[pin]
+        inner: B,
+        permit: Option<OwnedSemaphorePermit>,
+    }
+}
+
+impl<B> HeldBody<B> {
+    fn new(inner: B, permit: Option<OwnedSemaphorePermit>) -> Self {
+        Self { inner, permit }
+    }
+}
+
+impl<B: hyper::body::Body> hyper::body::Body for HeldBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if frame.is_none() {
+            *this.permit = None;
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Runs a connection to its end, closing it gracefully on drain or when idle (no request for the
+/// idle timeout; no first request within the header read timeout), until the hard stop.
+/// `shut_down` asks the connection to finish its current requests and take no more.
+async fn drive<C>(
+    state: &ListenerState,
+    conn: C,
+    activity: &Activity,
+    shut_down: impl FnOnce(std::pin::Pin<&mut C>),
+) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    tokio::pin!(conn);
+    let limits = &state.shared.limits;
+    let closing = tokio::select! {
+        r = conn.as_mut() => return r,
+        () = state.drain.cancelled() => "drain",
+        () = activity.idle_for(limits.header_read_timeout, limits.http_idle_timeout) => "idle",
+    };
+    tracing::debug!(tenant = %state.shared.tenant, reason = closing, "closing HTTP connection gracefully");
+    shut_down(conn.as_mut());
+    // An idle client gets as long to acknowledge the close (HTTP/2 GOAWAY and PING) as to send a
+    // request head; one that never reads is dropped then. A drain waits for the hard stop.
+    let patience = async {
+        match closing {
+            "idle" => tokio::time::sleep(limits.header_read_timeout).await,
+            _ => state.shared.hard_stop.cancelled().await,
+        }
+    };
+    tokio::select! {
+        r = conn.as_mut() => r,
+        () = patience => Ok(()),
+        () = state.shared.hard_stop.cancelled() => Ok(()),
     }
 }
 

@@ -46,6 +46,25 @@ pub(crate) enum ConnectionOutcome {
     HandshakeError,
     /// No passthrough backend could be reached.
     UpstreamError,
+    /// Refused: its source already held its share of connections.
+    SourceLimit,
+    /// Refused: the listener already served its most connections.
+    ConnectionLimit,
+}
+
+/// Which request limit cut a request short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum RequestLimit {
+    /// The request body stopped arriving (408, or an aborted response).
+    BodyIdle,
+    /// The router already had its most HTTP/2 streams in flight (503).
+    H2Streams,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct LimitLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) limit: RequestLimit,
 }
 
 /// Why an upstream request failed.
@@ -66,6 +85,8 @@ pub(crate) enum ClientErrorKind {
     MalformedBody,
     /// The client went away before its request body ended (logged 499).
     Gone,
+    /// The client stopped sending its request body for the body idle timeout (408).
+    Stalled,
 }
 
 /// Which circuit breaker refused a request.
@@ -216,11 +237,14 @@ snake_case_labels! {
         UnknownSni => "unknown_sni",
         HandshakeError => "handshake_error",
         UpstreamError => "upstream_error",
+        SourceLimit => "source_limit",
+        ConnectionLimit => "connection_limit",
     }
+    RequestLimit { BodyIdle => "body_idle", H2Streams => "h2_streams" }
     UpstreamErrorKind { Connect => "connect", Timeout => "timeout", Protocol => "protocol" }
     SnapshotOutcome { Applied => "applied", Rejected => "rejected" }
     RetryReason { NotSent => "not_sent", ConnectionFailed => "connection_failed" }
-    ClientErrorKind { MalformedBody => "malformed_body", Gone => "gone" }
+    ClientErrorKind { MalformedBody => "malformed_body", Gone => "gone", Stalled => "stalled" }
     Breaker { MaxRequests => "max_requests" }
     HygieneAction {
         PathRefused => "path_refused",
@@ -258,6 +282,7 @@ pub struct RouterMetrics {
     pub(crate) upstream_overflow: Family<OverflowLabels, Counter>,
     pub(crate) mirrors_dropped: Family<BackendLabels, Counter>,
     pub(crate) request_hygiene: Family<HygieneLabels, Counter>,
+    pub(crate) limited_requests: Family<LimitLabels, Counter>,
 }
 
 impl RouterMetrics {
@@ -345,6 +370,11 @@ impl RouterMetrics {
             "Requests the boundary policy changed or refused (paths, upgrades, forwarding headers), by action",
             m.request_hygiene.clone(),
         );
+        r.register(
+            "limited_requests",
+            "Requests cut short by a client limit (body idle timeout, HTTP/2 streams per router)",
+            m.limited_requests.clone(),
+        );
         Arc::new(m)
     }
 
@@ -367,6 +397,7 @@ impl RouterMetrics {
             upstream_overflow: Family::default(),
             mirrors_dropped: Family::default(),
             request_hygiene: Family::default(),
+            limited_requests: Family::default(),
         }
     }
 }

@@ -83,6 +83,11 @@ impl Standalone {
         s
     }
 
+    /// The process id of `bulkhead standalone` (to read its memory use from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         let ok = eventually(SETTLE, || async {

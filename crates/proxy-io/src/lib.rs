@@ -4,6 +4,7 @@
 //! * [`encode_v2`] / [`parse_proxy_header`] / [`read_proxy_header`]: the PROXY protocol (v2 written,
 //!   v1 and v2 read), at most [`MAX_PROXY_HEADER`] bytes.
 //! * [`Rewind`]: a stream that yields bytes already read before reading on.
+//! * [`SourceLimiter`]: concurrent connections per client source (IPv4 address, IPv6 /64).
 //! * [`copy_bidirectional`] / [`copy_bidirectional_observed`]: the byte pump;
 //!   [`copy_tcp_bidirectional_observed`]: the same between two TCP sockets, with bulk flows moved by
 //!   `splice(2)` on Linux.
@@ -12,6 +13,7 @@
 mod copy;
 mod proxy;
 mod rewind;
+mod source;
 #[cfg(target_os = "linux")]
 mod splice;
 #[cfg(test)]
@@ -42,3 +44,4 @@ pub use proxy::{
     MAX_PROXY_HEADER,
 };
 pub use rewind::Rewind;
+pub use source::{SourceKey, SourceLimiter, SourcePermit};

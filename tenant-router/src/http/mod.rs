@@ -10,7 +10,7 @@ pub(crate) mod headers;
 mod upgrade;
 
 use crate::balance::{CompiledBackend, EndpointState, RequestPermit};
-use crate::body::{self, ClientBodyWatch, ObservedBody, ProxyBody, RequestRecord};
+use crate::body::{self, ClientBodyWatch, ClientFault, ObservedBody, ProxyBody, RequestRecord};
 use crate::compile::filters::{
     CompiledFilter, CompiledHeaderModifier, CompiledRedirect, CompiledRewrite, RedirectInput,
 };
@@ -20,8 +20,8 @@ use crate::fault::{FaultSide, ForwardError};
 use crate::idle::Activity;
 use crate::limits::RouterLimits;
 use crate::metrics::{
-    BackendLabels, Breaker, ClientErrorLabels, HygieneAction, OverflowLabels, RetryLabels,
-    RetryReason, RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
+    BackendLabels, Breaker, ClientErrorLabels, HygieneAction, LimitLabels, OverflowLabels,
+    RequestLimit, RetryLabels, RetryReason, RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
 };
 use crate::otel::{Arrival, RequestSpan};
 use crate::outlier::{Health, OutlierPolicy};
@@ -79,6 +79,8 @@ pub(crate) struct ConnContext {
     pub(crate) client: SocketAddr,
     /// The connection's requests in flight, for its idle timeout.
     pub(crate) activity: Arc<Activity>,
+    /// The connection's place in the connection limits; an upgraded tunnel keeps it.
+    pub(crate) slot: Arc<crate::listener::ConnectionSlot>,
 }
 
 impl ConnContext {
@@ -362,7 +364,8 @@ async fn route_and_forward(
     };
     parts.uri = absolute_uri(&uri_authority, &path_and_query)
         .map_err(|_| plan.finish(local_response(StatusCode::BAD_REQUEST)))?;
-    let (mut request_body, watch) = body::client_body(incoming);
+    let idle = ctx.shared.limits.body_idle_timeout;
+    let (mut request_body, watch) = body::client_body(incoming, idle);
     for (mirror, percent) in &plan.mirrors {
         if *percent < 100 && rand::random_range(0..100) >= *percent {
             continue;
@@ -404,7 +407,8 @@ async fn route_and_forward(
             if switching && headers::upgrade_accepted(resp.headers(), asked) =>
         {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            upgrade::bridge(&ctx.shared, client_upgrade, upstream_upgrade);
+            let slot = Arc::clone(&ctx.slot);
+            upgrade::bridge(&ctx.shared, slot, client_upgrade, upstream_upgrade);
         }
         _ if switching => {
             // A backend switching to a protocol nobody asked for (h2c, say) is never relayed.
@@ -598,6 +602,16 @@ fn blame(
                     kind: fault.into(),
                 })
                 .inc();
+            if fault == ClientFault::Stalled {
+                ctx.shared
+                    .metrics
+                    .limited_requests
+                    .get_or_create(&LimitLabels {
+                        tenant: Arc::clone(&ctx.shared.tenant),
+                        limit: RequestLimit::BodyIdle,
+                    })
+                    .inc();
+            }
         }
         ForwardError::Upstream(kind) => count_upstream_error(ctx, backend, kind),
         ForwardError::Overflow(_) => {}

@@ -1,16 +1,26 @@
 //! HTTP/1.1 protocol upgrades (WebSocket): once the backend answered 101, the client's and the
 //! backend's connections are joined and bytes are copied both ways until either side closes or the
-//! idle deadline passes.
+//! idle deadline passes. The tunnel keeps its client connection's slot (connection limits and the
+//! `open_connections` gauge) until it ends.
 
 use super::Shared;
+use crate::listener::ConnectionSlot;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use std::sync::Arc;
 
-/// Joins the two upgraded connections in a background task that shutdown drains like a connection.
-pub(crate) fn bridge(shared: &Shared, client: OnUpgrade, upstream: OnUpgrade) {
+/// Joins the two upgraded connections in a background task that shutdown drains like a connection;
+/// the task holds `slot` until the tunnel ends.
+pub(crate) fn bridge(
+    shared: &Shared,
+    slot: Arc<ConnectionSlot>,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+) {
     let idle = shared.limits.upgrade_idle_timeout;
     let stop = shared.hard_stop.clone();
     shared.tasks.spawn(async move {
+        let _slot = slot;
         let (client, upstream) = tokio::join!(client, upstream);
         let (client, upstream) = match (client, upstream) {
             (Ok(c), Ok(u)) => (c, u),
