@@ -29,7 +29,7 @@ pub struct RouterLimitArgs {
     /// Most concurrent HTTP/2 streams per client connection (DEFAULT_H2_MAX_CONCURRENT_STREAMS: 100).
     #[arg(long, env = "BULKHEAD_ROUTER_H2_MAX_CONCURRENT_STREAMS")]
     pub router_h2_max_concurrent_streams: Option<u32>,
-    /// Most HTTP/2 streams in flight on the whole router (DEFAULT_H2_MAX_STREAMS_PER_ROUTER: 2048).
+    /// Most HTTP/2 streams in flight on the whole router (DEFAULT_H2_MAX_STREAMS_PER_ROUTER: 512).
     #[arg(long, env = "BULKHEAD_ROUTER_H2_MAX_STREAMS")]
     pub router_h2_max_streams: Option<usize>,
     /// Bytes of response data buffered per HTTP/2 stream (DEFAULT_H2_MAX_SEND_BUF_SIZE: 64 KiB).

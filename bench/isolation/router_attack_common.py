@@ -124,7 +124,8 @@ async def backend_conn(reader, writer):
             body = big if b" /big" in head.split(b"\r\n", 1)[0] else b"ok\n"
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
             await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError,
+            asyncio.CancelledError):
         pass
     finally:
         writer.close()

@@ -66,11 +66,11 @@ pub const DEFAULT_H2_INITIAL_STREAM_WINDOW: u32 = 256 * 1024;
 /// HTTP/2 flow-control window the router grants each client connection, 1 MiB.
 pub const DEFAULT_H2_INITIAL_CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// Most HTTP/2 streams in flight on the whole router (all connections and listeners); a stream
-/// beyond it is answered 503 at once and counted (`bulkhead_router_refused_streams`). With the
-/// send buffer and stream window above, response and request buffering of HTTP/2 clients stays
-/// below `streams × (send buffer + stream window)` = 2,048 × 320 KiB = 640 MiB in the worst case,
-/// and below 128 MiB for clients that do not read responses.
-pub const DEFAULT_H2_MAX_STREAMS_PER_ROUTER: usize = 2_048;
+/// beyond it is answered 503 at once and counted (`bulkhead_router_limited_requests_total`). A
+/// stream whose client does not read holds at most the send buffer above plus the upstream
+/// connection's read buffer (hyper's, up to about 400 KiB): 512 × about 464 KiB ≈ 232 MiB in the
+/// worst case, measured in `tests/h2_floods.rs` and `bench/isolation/router_h2_flood.py`.
+pub const DEFAULT_H2_MAX_STREAMS_PER_ROUTER: usize = 512;
 /// How many endpoints a passthrough connection tries before giving up (nothing is sent before).
 pub const DEFAULT_PASSTHROUGH_CONNECT_ATTEMPTS: usize = 3;
 /// How many times an HTTP request may be sent again, to another endpoint when there is one, after
