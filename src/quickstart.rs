@@ -56,6 +56,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             https_listen: args.https_listen,
             admin_listen: args.admin_listen,
             debounce_ms: 50,
+            router_accept_proxy_from: standalone::default_router_accept_proxy_from(),
         },
         shutdown.clone(),
     )

@@ -3,12 +3,14 @@
 //!
 //! * [`encode_v2`] / [`parse_proxy_header`] / [`read_proxy_header`]: the PROXY protocol (v2 written,
 //!   v1 and v2 read), at most [`MAX_PROXY_HEADER`] bytes.
+//! * [`cidr`]: the networks trusted to send a PROXY header (edge and router alike).
 //! * [`Rewind`]: a stream that yields bytes already read before reading on.
 //! * [`copy_bidirectional`] / [`copy_bidirectional_observed`]: the byte pump;
 //!   [`copy_tcp_bidirectional_observed`]: the same between two TCP sockets, with bulk flows moved by
 //!   `splice(2)` on Linux.
 #![forbid(unsafe_code)]
 
+pub mod cidr;
 mod copy;
 mod proxy;
 mod rewind;
