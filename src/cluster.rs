@@ -68,7 +68,7 @@ pub struct EdgeArgs {
     pub admin_listen: SocketAddr,
     /// Source ranges (CIDR) of load balancers that must send a PROXY v1/v2 header; comma separated.
     #[arg(long, value_delimiter = ',')]
-    pub accept_proxy_from: Vec<bulkhead_edge::cidr::Cidr>,
+    pub accept_proxy_from: Vec<bulkhead_proxy_io::cidr::Cidr>,
     #[command(flatten)]
     pub link: OperatorLink,
 }
@@ -88,6 +88,11 @@ pub struct RouterArgs {
     /// Admin endpoints.
     #[arg(long, default_value = "[::]:9901")]
     pub admin_listen: SocketAddr,
+    /// Networks (CIDR, comma separated) allowed to send the PROXY header every connection starts
+    /// with: the edge's pod (or node) addresses. Any other peer is refused. Default: the private
+    /// address ranges (`bulkhead_router::DEFAULT_ACCEPT_PROXY_FROM`).
+    #[arg(long, value_delimiter = ',', default_values_t = bulkhead_router::default_accept_proxy_from())]
+    pub accept_proxy_from: Vec<bulkhead_proxy_io::cidr::Cidr>,
     #[command(flatten)]
     pub link: OperatorLink,
     #[command(flatten)]
@@ -172,11 +177,13 @@ pub async fn run_router(args: RouterArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = RouterMetrics::register(&mut registry);
     let readiness = Readiness::new();
+    let config = RouterConfig {
+        accept_proxy_from: args.accept_proxy_from.clone(),
+        limits: args.limits.limits(),
+        ..RouterConfig::new(&args.tenant, args.https_listen, args.http_listen)
+    };
     let router = Router::bind(
-        RouterConfig {
-            limits: args.limits.limits(),
-            ..RouterConfig::new(&args.tenant, args.https_listen, args.http_listen)
-        },
+        config,
         metrics,
         readiness.flag(format!("router/{}", args.tenant)),
     )

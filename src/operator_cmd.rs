@@ -56,6 +56,11 @@ pub struct OperatorArgs {
     /// Image of the tenant routers (the operator's own).
     #[arg(long, env = "BULKHEAD_ROUTER_IMAGE")]
     pub router_image: String,
+    /// Networks (CIDR, comma separated) the tenant routers accept PROXY headers from: where the
+    /// edge connects from (its pod CIDR, or node CIDR on the host network). Default: the private
+    /// address ranges (the pod CIDR cannot be known).
+    #[arg(long, value_delimiter = ',', default_values_t = bulkhead_proxy_io::cidr::networks(&bulkhead_proxy_io::cidr::PRIVATE_NETWORKS))]
+    pub router_accept_proxy_from: Vec<bulkhead_proxy_io::cidr::Cidr>,
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -75,6 +80,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let mut settings =
         ChildSettings::new(args.router_image.clone(), args.operator_url.clone(), ca_pem);
     settings.system_namespace = args.namespace.clone();
+    settings.router_accept_proxy_from = args.router_accept_proxy_from.clone();
 
     let client = provider::default_client()
         .await

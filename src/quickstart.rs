@@ -57,6 +57,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             admin_listen: args.admin_listen,
             debounce_ms: 50,
             router_limits: Default::default(),
+            router_accept_proxy_from: standalone::default_router_accept_proxy_from(),
         },
         shutdown.clone(),
     )

@@ -12,6 +12,7 @@ use bulkhead_edge::{Edge, EdgeConfig, EdgeMetrics};
 use bulkhead_operator::compiler::Compiler;
 use bulkhead_operator::file_provider::{FileProvider, LoadedState};
 use bulkhead_operator::status::{apply_acks, stamp_transitions, ObjectStatus};
+use bulkhead_proxy_io::cidr::Cidr;
 use bulkhead_router::{Router, RouterConfig, RouterMetrics};
 use bulkhead_snapshot::{Ack, Publisher};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -19,7 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -28,6 +29,14 @@ use tokio_util::sync::CancellationToken;
 
 /// How long the file provider waits for a burst of file events to settle.
 const DEFAULT_DEBOUNCE_MS: u64 = 50;
+/// The only peer the tenant routers accept PROXY headers from: the edge, which reaches them on
+/// 127.0.0.1 (where they listen) and so connects from 127.0.0.1.
+const DEFAULT_ROUTER_ACCEPT_PROXY_FROM: [(IpAddr, u8); 1] = [(IpAddr::V4(Ipv4Addr::LOCALHOST), 32)];
+
+/// [`DEFAULT_ROUTER_ACCEPT_PROXY_FROM`] as networks.
+pub fn default_router_accept_proxy_from() -> Vec<Cidr> {
+    bulkhead_proxy_io::cidr::networks(&DEFAULT_ROUTER_ACCEPT_PROXY_FROM)
+}
 /// Acknowledgements buffered between the data plane and the status view.
 const ACK_CHANNEL: usize = 1024;
 
@@ -51,6 +60,10 @@ pub struct StandaloneArgs {
     pub debounce_ms: u64,
     #[command(flatten)]
     pub router_limits: bulkhead::router_flags::RouterLimitArgs,
+    /// Networks (CIDR, comma separated) the tenant routers accept PROXY headers from: the edge,
+    /// on loopback.
+    #[arg(long, value_delimiter = ',', default_values_t = default_router_accept_proxy_from())]
+    pub router_accept_proxy_from: Vec<Cidr>,
 }
 
 /// Counters of the standalone control loop.
@@ -223,6 +236,7 @@ pub async fn start(
         metrics: loop_metrics,
         shutdown: shutdown.clone(),
         reported_errors: HashSet::new(),
+        router_accept_proxy_from: args.router_accept_proxy_from.clone(),
     };
     Ok(tokio::spawn(async move {
         control.run(states, ack_rx).await;
@@ -246,6 +260,8 @@ struct ControlLoop {
     metrics: LoopMetrics,
     shutdown: CancellationToken,
     reported_errors: HashSet<String>,
+    /// Who the routers accept PROXY headers from (see [`StandaloneArgs::router_accept_proxy_from`]).
+    router_accept_proxy_from: Vec<Cidr>,
 }
 
 impl ControlLoop {
@@ -382,11 +398,13 @@ impl ControlLoop {
 
     async fn start_router(&self, tenant: &str) -> anyhow::Result<RunningRouter> {
         let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let config = RouterConfig {
+            accept_proxy_from: self.router_accept_proxy_from.clone(),
+            limits: self.router_limits.clone(),
+            ..RouterConfig::new(tenant, loopback, loopback)
+        };
         let router = Router::bind(
-            RouterConfig {
-                limits: self.router_limits.clone(),
-                ..RouterConfig::new(tenant, loopback, loopback)
-            },
+            config,
             self.router_metrics.clone(),
             self.readiness.flag(router_component(tenant)),
         )

@@ -182,3 +182,200 @@ async fn a_hostname_outside_the_tenants_grant_is_not_served() {
         Some("globex-web")
     );
 }
+
+// ---- overlapping grants and connection reuse (issue 12) ----------------------------------------
+
+/// A backend that answers 200 to everything and records each request's `Host path`.
+struct Recorder {
+    addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    async fn start() -> Recorder {
+        use hyper::service::service_fn;
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = std::sync::Arc::clone(&log);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let host = req
+                            .headers()
+                            .get(http::header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        log.lock()
+                            .unwrap()
+                            .push(format!("{host} {}", req.uri().path()));
+                        async {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n")),
+                            ))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Recorder { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Tenant a holds `*.example.test` (wildcard certificate), tenant b the more specific
+/// `shop.example.test`; each routes everything to its own recording backend.
+struct Overlap {
+    bh: Standalone,
+    a_ca: String,
+    b_ca: String,
+    a_web: Recorder,
+    b_web: Recorder,
+}
+
+async fn overlapping_grants() -> Overlap {
+    let a_ca = pki::DemoCa::new("a CA").unwrap();
+    let b_ca = pki::DemoCa::new("b CA").unwrap();
+    let a_leaf = a_ca.issue(&["*.example.test"]).unwrap();
+    let b_leaf = b_ca.issue(&["shop.example.test"]).unwrap();
+    let (a_web, b_web) = (Recorder::start().await, Recorder::start().await);
+    let files = vec![
+        ("tenants/a.yaml", tenant_yaml("a", &["*.example.test"])),
+        ("tenants/b.yaml", tenant_yaml("b", &["shop.example.test"])),
+        (
+            "a/gw.yaml",
+            gateway_yaml("a", "*.example.test", Some("a-tls")),
+        ),
+        ("a/tls.yaml", pki::tls_secret_yaml("a", "a-tls", &a_leaf)),
+        (
+            "a/web.yaml",
+            route_yaml("a", "web", &["*.example.test"], "/", "web")
+                + "---\n"
+                + &service_yaml("a", "web", a_web.addr),
+        ),
+        (
+            "b/gw.yaml",
+            gateway_yaml("b", "shop.example.test", Some("b-tls")),
+        ),
+        ("b/tls.yaml", pki::tls_secret_yaml("b", "b-tls", &b_leaf)),
+        (
+            "b/web.yaml",
+            route_yaml("b", "web", &["shop.example.test"], "/", "web")
+                + "---\n"
+                + &service_yaml("b", "web", b_web.addr),
+        ),
+    ];
+    let bh = Standalone::start(&files).await;
+    Overlap {
+        bh,
+        a_ca: a_ca.cert_pem().to_owned(),
+        b_ca: b_ca.cert_pem().to_owned(),
+        a_web,
+        b_web,
+    }
+}
+
+/// Reads one HTTP/1.1 response (head and `Content-Length` body) from raw bytes; its status.
+async fn read_status<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(SETTLE, stream.read(&mut byte))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert_eq!(n, 1, "closed before a response head: {buf:?}");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    head[9..12].parse().unwrap()
+}
+
+#[tokio::test]
+async fn h2_connection_reuse_cannot_carry_a_request_to_the_wider_grant() {
+    let t = overlapping_grants().await;
+    // b's own connection reaches b (the edge sends the name to the most specific grant).
+    let (status, _, _) = https_get(t.bh.https, "shop.example.test", "/own", &t.b_ca)
+        .await
+        .unwrap_or_else(|e| panic!("b over HTTPS: {e}\n{}", t.bh.log()));
+    assert_eq!(status, 200);
+
+    // A browser's HTTP/2 connection to www (a's wildcard certificate also covers shop).
+    let tls = tls_connect(t.bh.https, "www.example.test", &t.a_ca, &[b"h2"])
+        .await
+        .unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut get = |authority: &str, path: &str| {
+        let req = http::Request::get(format!("https://{authority}{path}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        h2.send_request(req)
+    };
+    assert_eq!(get("www.example.test", "/www").await.unwrap().status(), 200);
+    let reused = get("shop.example.test", "/cookies").await.unwrap();
+    assert_eq!(reused.status(), 421, "{}", t.bh.log());
+
+    assert_eq!(t.a_web.seen(), ["www.example.test /www"]);
+    assert_eq!(
+        t.b_web.seen(),
+        ["shop.example.test /own"],
+        "only b's own request"
+    );
+}
+
+#[tokio::test]
+async fn http1_keep_alive_cannot_carry_a_request_to_the_wider_grant() {
+    use tokio::io::AsyncWriteExt;
+    let t = overlapping_grants().await;
+    let mut tcp = tokio::net::TcpStream::connect(t.bh.http).await.unwrap();
+    tcp.write_all(b"GET /www HTTP/1.1\r\nHost: www.example.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_status(&mut tcp).await, 200, "{}", t.bh.log());
+    tcp.write_all(b"GET /cookies HTTP/1.1\r\nHost: shop.example.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_status(&mut tcp).await, 421);
+    assert_eq!(t.a_web.seen(), ["www.example.test /www"]);
+    assert!(t.b_web.seen().is_empty());
+}
+
+#[tokio::test]
+async fn duplicate_host_over_tls_is_a_bad_request() {
+    use tokio::io::AsyncWriteExt;
+    let t = overlapping_grants().await;
+    let mut tls = tls_connect(t.bh.https, "www.example.test", &t.a_ca, &[b"http/1.1"])
+        .await
+        .unwrap();
+    tls.write_all(
+        b"GET /dup HTTP/1.1\r\nHost: www.example.test\r\nHost: shop.example.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_status(&mut tls).await, 400, "{}", t.bh.log());
+    assert!(t.a_web.seen().is_empty());
+    assert!(t.b_web.seen().is_empty());
+}

@@ -117,6 +117,16 @@ pub struct TenantSnapshot {
     /// Hostname patterns the tenant owns; a request for any other name is refused (421).
     #[serde(deserialize_with = "compact")]
     pub hostnames: Vec<String>,
+    /// More specific patterns, inside `hostnames`, that other tenants own: names only, never their
+    /// certificates or routes. The edge sends these names to their owners, so a request for one
+    /// that reaches this tenant came over a reused connection (HTTP/2 coalescing, HTTP/1.1
+    /// keep-alive) and is refused (421). Empty, and then left out on the wire, for most tenants.
+    #[serde(
+        default,
+        deserialize_with = "compact",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub foreign_hostnames: Vec<String>,
     /// What arrives on the edge's TLS listener.
     pub https: TlsPort,
     /// What arrives on the edge's plain HTTP listener.
@@ -142,6 +152,7 @@ impl TenantSnapshot {
     /// is published; with thousands of routes that room outweighs the routes. Call once it is built.
     pub fn shrink_to_fit(&mut self) {
         self.hostnames.shrink_to_fit();
+        self.foreign_hostnames.shrink_to_fit();
         let https = &mut self.https;
         https.terminate.shrink_to_fit();
         https.passthrough.shrink_to_fit();
@@ -183,6 +194,8 @@ impl fmt::Debug for TenantSnapshot {
             .field("tenant", &self.tenant)
             .field("version", &self.version)
             .field("hash", &self.hash)
+            .field("hostnames", &self.hostnames)
+            .field("foreign_hostnames", &self.foreign_hostnames)
             .field("https", &self.https)
             .field("http", &self.http)
             .field(

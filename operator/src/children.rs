@@ -26,6 +26,7 @@
 use bulkhead_crds::snapshot::TenantSnapshot;
 use bulkhead_crds::tenant::DEFAULT_ROUTER_REPLICAS;
 use bulkhead_crds::Tenant;
+use bulkhead_proxy_io::cidr::{networks, Cidr, PRIVATE_NETWORKS};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -123,12 +124,17 @@ pub struct ChildSettings {
     pub metrics_scraper_namespaces: Option<LabelSelector>,
     /// Resources of the router container.
     pub resources: ResourceRequirements,
+    /// The networks routers accept PROXY headers from (`--accept-proxy-from`): where the edge
+    /// connects from. Default [`bulkhead_proxy_io::cidr::PRIVATE_NETWORKS`], the private address
+    /// space pod networks are drawn from (the pod CIDR cannot be known); narrow it to the edge's
+    /// pod (or node) CIDR where the CNI does not enforce the routers' NetworkPolicy.
+    pub router_accept_proxy_from: Vec<Cidr>,
 }
 
 impl ChildSettings {
     /// Settings with the defaults: system namespace [`SYSTEM_NAMESPACE`], metrics scraped from
     /// the [`DEFAULT_METRICS_NAMESPACE`] namespace, requests of 100m CPU and 128Mi memory, a
-    /// 512Mi memory limit.
+    /// 512Mi memory limit, PROXY headers accepted from the private address space.
     pub fn new(
         image: impl Into<String>,
         operator_url: impl Into<String>,
@@ -155,6 +161,7 @@ impl ChildSettings {
                 )])),
                 ..ResourceRequirements::default()
             },
+            router_accept_proxy_from: networks(&PRIVATE_NETWORKS),
         }
     }
 }
@@ -441,6 +448,12 @@ pub(crate) fn validate_settings(settings: &ChildSettings) -> Result<(), ChildErr
     if validate_dns_label(&settings.system_namespace).is_err() {
         return invalid("system_namespace", "not a valid namespace name");
     }
+    if settings.router_accept_proxy_from.is_empty() {
+        return invalid(
+            "router_accept_proxy_from",
+            "empty: the routers would refuse the edge",
+        );
+    }
     Ok(())
 }
 
@@ -584,6 +597,13 @@ fn router_args(ctx: &Ctx<'_>) -> Vec<String> {
         &format!("{TOKEN_DIR}/token"),
         "--bootstrap",
         &format!("{BOOTSTRAP_DIR}/{BOOTSTRAP_KEY}"),
+        "--accept-proxy-from",
+        &ctx.settings
+            .router_accept_proxy_from
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -966,7 +986,8 @@ mod tests {
              --operator-url https://bulkhead-operator.bulkhead-system.svc:8443 \
              --operator-ca /var/run/bulkhead/ca/ca.crt \
              --token-file /var/run/secrets/bulkhead/token \
-             --bootstrap /var/run/bulkhead/bootstrap/snapshot.json"
+             --bootstrap /var/run/bulkhead/bootstrap/snapshot.json \
+             --accept-proxy-from 10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7"
         );
     }
 

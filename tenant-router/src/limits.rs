@@ -4,7 +4,24 @@
 //! embedding binary may override any field of [`RouterLimits`].
 
 use bulkhead_pathnorm::EscapedSlashes;
+use bulkhead_proxy_io::cidr::{networks, Cidr, PRIVATE_NETWORKS};
+use std::net::IpAddr;
 use std::time::Duration;
+
+/// The networks a router accepts PROXY headers from unless told otherwise
+/// (`bulkhead router --accept-proxy-from`): the private address space
+/// ([`bulkhead_proxy_io::cidr::PRIVATE_NETWORKS`]) that a cluster's pod and node networks are drawn
+/// from. The edge connects to router pods directly (the EndpointSlice addresses of the
+/// `bulkhead-router` Service) from its pod address, or its node address on the host network. The
+/// pod CIDR cannot be known here, so this default only shuts out public and loopback addresses;
+/// narrow it to the edge's pod (or node) CIDR where the CNI does not enforce the routers'
+/// NetworkPolicy. A connection from any other peer is refused before a byte is read.
+pub const DEFAULT_ACCEPT_PROXY_FROM: [(IpAddr, u8); 5] = PRIVATE_NETWORKS;
+
+/// [`DEFAULT_ACCEPT_PROXY_FROM`] as networks.
+pub fn default_accept_proxy_from() -> Vec<Cidr> {
+    networks(&DEFAULT_ACCEPT_PROXY_FROM)
+}
 
 /// How long a connection may take to send its PROXY v2 header.
 pub const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);

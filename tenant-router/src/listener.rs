@@ -21,6 +21,7 @@ use crate::metrics::{LimitLabels, RequestLimit};
 use crate::outlier::Health;
 use arc_swap::ArcSwapOption;
 use bulkhead_hostmatch::HostPattern;
+use bulkhead_proxy_io::cidr::{any_contains, Cidr};
 use bulkhead_proxy_io::{
     copy_bidirectional_observed, copy_tcp_bidirectional_observed, read_proxy_header, CopyStats,
     ProxyHeader, Rewind,
@@ -107,6 +108,8 @@ pub(crate) struct ListenerState {
     pub(crate) current: ArcSwapOption<CompiledConfig>,
     pub(crate) servers: HttpServers,
     pub(crate) expect_proxy: bool,
+    /// The peers allowed to send the PROXY header (see `RouterConfig::accept_proxy_from`).
+    pub(crate) accept_proxy_from: Vec<Cidr>,
     /// Cancelled when shutdown starts: stop accepting, drain open connections.
     pub(crate) drain: CancellationToken,
 }
@@ -271,8 +274,9 @@ async fn serve_connection(
     let mut buf = Vec::with_capacity(INITIAL_SNIFF_BUFFER);
     let client = client_address(state, &mut stream, &mut buf, peer).await;
     drop(pending);
-    let Some(client) = client else {
-        return ConnectionOutcome::ProxyHeaderError;
+    let client = match client {
+        Ok(client) => client,
+        Err(outcome) => return outcome,
     };
     let slot = match admission.admit(&state.shared, kind, client) {
         Ok(slot) => Arc::new(slot),
@@ -304,22 +308,29 @@ struct Accepted {
     slot: Arc<ConnectionSlot>,
 }
 
-/// Reads the PROXY header when one is expected; the client address, or `None` to close.
+/// Reads the PROXY header when one is expected; the client address, or the outcome to close with.
+/// Only a peer in `accept_proxy_from` may declare a client: any other is refused unread, so a pod
+/// that reaches the router past an unenforced NetworkPolicy cannot choose the address it is
+/// blamed, logged and rate-limited as.
 async fn client_address(
     state: &ListenerState,
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     peer: SocketAddr,
-) -> Option<SocketAddr> {
+) -> Result<SocketAddr, ConnectionOutcome> {
     if !state.expect_proxy {
-        return Some(peer);
+        return Ok(peer);
+    }
+    if !any_contains(&state.accept_proxy_from, peer.ip()) {
+        tracing::debug!(tenant = %state.shared.tenant, %peer, "PROXY header from an untrusted peer refused");
+        return Err(ConnectionOutcome::ProxyUntrusted);
     }
     match read_proxy_header(stream, buf, state.shared.limits.proxy_header_timeout).await {
-        Ok(ProxyHeader::Proxied(addrs)) => Some(addrs.source),
-        Ok(ProxyHeader::Local) => Some(peer),
+        Ok(ProxyHeader::Proxied(addrs)) => Ok(addrs.source),
+        Ok(ProxyHeader::Local) => Ok(peer),
         Err(e) => {
             tracing::debug!(tenant = %state.shared.tenant, %peer, error = %e, "bad PROXY header");
-            None
+            Err(ConnectionOutcome::ProxyHeaderError)
         }
     }
 }

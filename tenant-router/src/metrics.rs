@@ -38,6 +38,8 @@ pub(crate) enum ConnectionOutcome {
     Http,
     /// No PROXY header or an invalid one.
     ProxyHeaderError,
+    /// A PROXY header expected from a peer outside the trusted networks: refused unread.
+    ProxyUntrusted,
     /// No ClientHello or an invalid one.
     SniffError,
     /// An SNI this tenant does not serve.
@@ -65,6 +67,25 @@ pub(crate) enum RequestLimit {
 pub(crate) struct LimitLabels {
     pub(crate) tenant: Arc<str>,
     pub(crate) limit: RequestLimit,
+}
+
+/// Why a request was refused for its host before any route was looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum HostRefusal {
+    /// No `Host` and no URI authority (400).
+    Missing,
+    /// More than one `Host` field line (400, RFC 9112 section 3.2).
+    Duplicate,
+    /// A host that is not a valid name (400).
+    Invalid,
+    /// HTTP/2 `:authority` and `host` name different hosts (400, RFC 9113 section 8.3.1).
+    AuthorityMismatch,
+    /// A name the tenant does not own (421).
+    NotOwned,
+    /// A more specific name another tenant owns inside the tenant's grant (421).
+    OtherTenant,
+    /// A name another listener serves than the one the connection's SNI selected (421, GEP-3567).
+    Misdirected,
 }
 
 /// Why an upstream request failed.
@@ -135,6 +156,12 @@ pub(crate) struct ConnectionLabels {
 pub(crate) struct ListenerLabels {
     pub(crate) tenant: Arc<str>,
     pub(crate) listener: ListenerLabel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct HostRefusalLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) reason: HostRefusal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -233,6 +260,7 @@ snake_case_labels! {
         TerminatedTcp => "terminated_tcp",
         Http => "http",
         ProxyHeaderError => "proxy_header_error",
+        ProxyUntrusted => "proxy_untrusted",
         SniffError => "sniff_error",
         UnknownSni => "unknown_sni",
         HandshakeError => "handshake_error",
@@ -253,6 +281,15 @@ snake_case_labels! {
         UpgradeRefused => "upgrade_refused",
         ForwardingReplaced => "forwarding_replaced",
     }
+    HostRefusal {
+        Missing => "missing",
+        Duplicate => "duplicate",
+        Invalid => "invalid",
+        AuthorityMismatch => "authority_mismatch",
+        NotOwned => "not_owned",
+        OtherTenant => "other_tenant",
+        Misdirected => "misdirected",
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -272,6 +309,7 @@ pub struct RouterMetrics {
     pub(crate) connections: Family<ConnectionLabels, Counter>,
     pub(crate) open_connections: Family<ListenerLabels, Gauge>,
     pub(crate) upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub(crate) host_refusals: Family<HostRefusalLabels, Counter>,
     pub(crate) passthrough_bytes: Family<RouteLabels, Counter>,
     pub(crate) snapshots: Family<SnapshotLabels, Counter>,
     pub(crate) snapshot_version: Family<TenantLabels, Gauge>,
@@ -319,6 +357,11 @@ impl RouterMetrics {
             "upstream_errors",
             "Failed upstream exchanges, by kind",
             m.upstream_errors.clone(),
+        );
+        r.register(
+            "host_refusals",
+            "Requests refused for their host (400 or 421) before routing, by reason",
+            m.host_refusals.clone(),
         );
         r.register(
             "passthrough_bytes",
@@ -387,6 +430,7 @@ impl RouterMetrics {
             connections: Family::default(),
             open_connections: Family::default(),
             upstream_errors: Family::default(),
+            host_refusals: Family::default(),
             passthrough_bytes: Family::default(),
             snapshots: Family::default(),
             snapshot_version: Family::default(),

@@ -6,7 +6,7 @@ use crate::balance::EndpointRegistry;
 use crate::compile::{compile, CertificateCache, CompiledConfig};
 use crate::error::{CompileError, RouterError};
 use crate::http::Shared;
-use crate::limits::{RouterLimits, OUTLIER_SWEEP_INTERVAL};
+use crate::limits::{default_accept_proxy_from, RouterLimits, OUTLIER_SWEEP_INTERVAL};
 use crate::listener::{accept_loop, HttpServers, ListenerState};
 use crate::metrics::{ListenerLabel, RouterMetrics, SnapshotLabels, SnapshotOutcome, TenantLabels};
 use crate::outlier::OutlierPolicy;
@@ -14,6 +14,7 @@ use crate::upstream::Upstreams;
 use arc_swap::ArcSwapOption;
 use bulkhead_admin::ReadyFlag;
 use bulkhead_crds::snapshot::{BackendProtocol, TenantSnapshot};
+use bulkhead_proxy_io::cidr::Cidr;
 use bulkhead_snapshot::Subscription;
 use rustls::crypto::CryptoProvider;
 use std::collections::HashSet;
@@ -37,6 +38,9 @@ pub struct RouterConfig {
     /// Whether every connection starts with a PROXY protocol header (v2 from the edge; v1 accepted);
     /// true behind the edge.
     pub expect_proxy: bool,
+    /// The peers allowed to send that PROXY header (the edge's networks); a connection from any
+    /// other peer is refused unread. Default [`crate::limits::DEFAULT_ACCEPT_PROXY_FROM`].
+    pub accept_proxy_from: Vec<Cidr>,
     /// Limits and timeouts.
     pub limits: RouterLimits,
     /// Whether TLS clients may resume sessions (TLS 1.3 tickets, 1.2 session ids); default true.
@@ -45,7 +49,8 @@ pub struct RouterConfig {
 }
 
 impl RouterConfig {
-    /// A configuration with default limits that expects PROXY headers.
+    /// A configuration with default limits that expects PROXY headers from
+    /// [`crate::limits::DEFAULT_ACCEPT_PROXY_FROM`].
     pub fn new(
         tenant: impl Into<String>,
         https_listen: SocketAddr,
@@ -56,6 +61,7 @@ impl RouterConfig {
             https_listen,
             http_listen,
             expect_proxy: true,
+            accept_proxy_from: default_accept_proxy_from(),
             limits: RouterLimits::default(),
             tls_resumption: true,
         }
@@ -148,6 +154,7 @@ impl Router {
             current: ArcSwapOption::empty(),
             servers: HttpServers::new(&config.limits),
             expect_proxy: config.expect_proxy,
+            accept_proxy_from: config.accept_proxy_from.clone(),
             drain: shutdown.clone(),
         });
         let applier = SnapshotApplier {

@@ -3,6 +3,7 @@
 //!
 //! * [`encode_v2`] / [`parse_proxy_header`] / [`read_proxy_header`]: the PROXY protocol (v2 written,
 //!   v1 and v2 read), at most [`MAX_PROXY_HEADER`] bytes.
+//! * [`cidr`]: the networks trusted to send a PROXY header (edge and router alike).
 //! * [`Rewind`]: a stream that yields bytes already read before reading on.
 //! * [`SourceLimiter`]: concurrent connections per client source (IPv4 address, IPv6 /64).
 //! * [`copy_bidirectional`] / [`copy_bidirectional_observed`]: the byte pump;
@@ -10,6 +11,7 @@
 //!   `splice(2)` on Linux.
 #![forbid(unsafe_code)]
 
+pub mod cidr;
 mod copy;
 mod proxy;
 mod rewind;

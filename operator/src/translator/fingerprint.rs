@@ -1,8 +1,8 @@
 //! The fingerprint of one tenant's translation inputs, so the compiler re-translates only tenants
 //! whose inputs changed.
 //!
-//! It covers everything [`super::tenant::translate`] reads: the tenant's name, namespace and owned
-//! hostnames; the GatewayClasses Bulkhead serves; every object in the tenant's namespace; routes in
+//! It covers everything [`super::tenant::translate`] reads: the tenant's name, namespace, owned
+//! hostnames and the more specific ones other tenants own inside them; the GatewayClasses Bulkhead serves; every object in the tenant's namespace; routes in
 //! other namespaces that name a Gateway in it (and their namespaces' labels, for label selectors);
 //! and every object in another namespace those Gateways and routes refer to (Services with their
 //! EndpointSlices, Secrets) together with the ReferenceGrants of those namespaces. Only the parts of
@@ -38,6 +38,7 @@ pub(crate) fn fingerprint(world: &World<'_>, plan: &TenantPlan) -> String {
         "tenant": plan.name,
         "namespace": ns,
         "owned": plan.owned.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "foreign": plan.foreign.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "classes": world.our_classes,
     }));
 

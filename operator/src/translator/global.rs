@@ -21,6 +21,9 @@ pub(crate) struct TenantPlan {
     pub(crate) namespace: String,
     /// The hostname patterns it owns (invalid and conflicting ones removed), sorted by text.
     pub(crate) owned: Vec<HostPattern>,
+    /// More specific patterns, inside `owned`, that other served tenants own (see
+    /// [`overlapping_grants`]), sorted by text: the router answers 421 for them.
+    pub(crate) foreign: Vec<HostPattern>,
     /// Whether it is served (its namespace exists and no older Tenant claims that namespace).
     pub(crate) active: bool,
 }
@@ -60,6 +63,7 @@ pub(crate) fn resolve(world: &World<'_>) -> Global {
     let mut hostname_owner: BTreeMap<HostPattern, &str> = BTreeMap::new();
     let mut plans = BTreeMap::new();
     let mut statuses = Vec::new();
+    let mut tenant_statuses: Vec<(&str, TenantStatus)> = Vec::new();
 
     for t in tenants {
         let name = name_of(&t.metadata);
@@ -169,6 +173,34 @@ pub(crate) fn resolve(world: &World<'_>) -> Global {
             hostnames: owned.iter().map(ToString::to_string).collect(),
             acknowledged_version: None,
         };
+        tenant_statuses.push((name, status));
+        plans.insert(
+            name.to_owned(),
+            TenantPlan {
+                name: name.to_owned(),
+                namespace: ns.to_owned(),
+                owned,
+                foreign: Vec::new(),
+                active,
+            },
+        );
+    }
+
+    let overlaps = overlapping_grants(&plans);
+    for o in &overlaps {
+        if let Some(plan) = plans.get_mut(&o.outer) {
+            plan.foreign.extend(o.names.iter().cloned());
+        }
+    }
+    for plan in plans.values_mut() {
+        plan.foreign.sort_by_key(ToString::to_string);
+        plan.foreign.dedup();
+    }
+    for (name, mut status) in tenant_statuses {
+        let generation = status.observed_generation;
+        status
+            .conditions
+            .extend(overlap_condition(name, &overlaps, generation));
         statuses.push(ObjectStatus {
             api_version: "bulkhead.dev/v1alpha1".into(),
             kind: "Tenant".into(),
@@ -177,22 +209,100 @@ pub(crate) fn resolve(world: &World<'_>) -> Global {
                 name: name.to_owned(),
             },
             status: serde_json::to_value(status).unwrap_or_default(),
-            tenant: active.then(|| name.to_owned()),
+            tenant: plans
+                .get(name)
+                .is_some_and(|p| p.active)
+                .then(|| name.to_owned()),
         });
-        plans.insert(
-            name.to_owned(),
-            TenantPlan {
-                name: name.to_owned(),
-                namespace: ns.to_owned(),
-                owned,
-                active,
-            },
-        );
     }
 
     statuses.extend(gateway_class_statuses(world));
     statuses.extend(orphan_gateway_statuses(world, &plans));
     Global { plans, statuses }
+}
+
+/// Two served tenants whose grants overlap: `names` are patterns `inner` owns that lie strictly
+/// inside a pattern `outer` owns. The edge sends those names to `inner` (the most specific grant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Overlap {
+    /// The tenant holding the wider grant (it answers 421 for `names`).
+    pub(crate) outer: String,
+    /// The tenant holding the more specific grants.
+    pub(crate) inner: String,
+    /// `inner`'s patterns inside `outer`'s, sorted by text.
+    pub(crate) names: Vec<HostPattern>,
+}
+
+/// Every overlap between served tenants, ordered by outer then inner tenant name. A tenant that is
+/// not served has no router and no edge route, so it neither takes names away nor loses any.
+pub(crate) fn overlapping_grants(plans: &BTreeMap<String, TenantPlan>) -> Vec<Overlap> {
+    let served: Vec<&TenantPlan> = plans.values().filter(|p| p.active).collect();
+    let mut overlaps = Vec::new();
+    for outer in &served {
+        for inner in served.iter().filter(|p| p.name != outer.name) {
+            let names: Vec<HostPattern> = inner
+                .owned
+                .iter()
+                .filter(|i| outer.owned.iter().any(|o| *i != o && i.is_subset_of(o)))
+                .cloned()
+                .collect();
+            if !names.is_empty() {
+                overlaps.push(Overlap {
+                    outer: outer.name.clone(),
+                    inner: inner.name.clone(),
+                    names,
+                });
+            }
+        }
+    }
+    overlaps
+}
+
+/// The Tenant condition type that reports overlapping grants (present only when there is one).
+pub(crate) const OVERLAP_CONDITION: &str = "HostnamesOverlap";
+/// The reason of [`OVERLAP_CONDITION`].
+const OVERLAP_REASON: &str = "OverlappingGrant";
+
+/// `HostnamesOverlap=True` naming every other tenant and the names concerned, or `None` when
+/// `tenant`'s grants overlap no other served tenant's.
+fn overlap_condition(
+    tenant: &str,
+    overlaps: &[Overlap],
+    generation: Option<i64>,
+) -> Option<Condition> {
+    let list = |names: &[HostPattern]| {
+        names
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = Vec::new();
+    for o in overlaps {
+        if o.outer == tenant {
+            parts.push(format!(
+                "Tenant {:?} owns more specific names inside this Tenant's hostnames, served by it only (this Tenant's routers answer 421 for them): {}",
+                o.inner,
+                list(&o.names)
+            ));
+        }
+        if o.inner == tenant {
+            parts.push(format!(
+                "this Tenant's names lie inside the wider grants of Tenant {:?}, whose routers answer 421 for them: {}",
+                o.outer,
+                list(&o.names)
+            ));
+        }
+    }
+    (!parts.is_empty()).then(|| {
+        condition(
+            OVERLAP_CONDITION,
+            true,
+            OVERLAP_REASON,
+            parts.join("; "),
+            generation,
+        )
+    })
 }
 
 /// `Accepted=True` for every GatewayClass naming our controller.

@@ -17,6 +17,14 @@
 //! but keeps its claim on its hostnames. `Ready` stays `False`/`Pending` until the tenant's routers
 //! acknowledge the snapshot ([`crate::status::apply_acks`]).
 //!
+//! **Overlapping grants.** Two served tenants may hold nested patterns (A `*.example.test`, B
+//! `shop.example.test`): the edge sends a name to the most specific grant, so B's patterns that lie
+//! strictly inside one of A's go into A's snapshot as `foreign_hostnames` (names only, never B's
+//! certificates or routes) and A's router answers 421 for them, on TLS and plain connections alike.
+//! Both Tenants get `HostnamesOverlap=True`/`OverlappingGrant` naming the other tenant and the
+//! names (the condition is absent when a tenant overlaps no one). A tenant that is not served
+//! takes no name away.
+//!
 //! **Edge snapshot.** Every owned pattern of every served tenant → that tenant; every served tenant →
 //! its router endpoints (empty when unknown).
 //!

@@ -89,6 +89,7 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
         tenant: plan.name.clone(),
         namespace: plan.namespace.clone(),
         hostnames: plan.owned.iter().map(ToString::to_string).collect(),
+        foreign_hostnames: plan.foreign.iter().map(ToString::to_string).collect(),
         ..Default::default()
     };
     let mut listeners = listeners::build(world, plan, &gateways, &mut snapshot.certificates);

@@ -29,8 +29,9 @@ pub(crate) struct CompiledConfig {
     pub(crate) version: u64,
     /// The snapshot content hash.
     pub(crate) hash: String,
-    /// Hostnames the tenant owns; a request for another name gets 421.
-    pub(crate) owned: HostTable<()>,
+    /// Hostnames the tenant owns and, inside them, the more specific ones other tenants own; a
+    /// request whose host's most specific match is not [`Ownership::Tenant`] gets 421.
+    pub(crate) owned: HostTable<Ownership>,
     /// SNI → terminate or passthrough.
     pub(crate) sni: HostTable<SniTarget>,
     /// TLS server configuration, when HTTPS is terminated.
@@ -41,6 +42,17 @@ pub(crate) struct CompiledConfig {
     pub(crate) https_vhosts: HostTable<Arc<CompiledVhost>>,
     /// Virtual hosts on the plain HTTP listener.
     pub(crate) http_vhosts: HostTable<Arc<CompiledVhost>>,
+}
+
+/// Who owns a hostname pattern of [`CompiledConfig::owned`] (the most specific match decides, as
+/// at the edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ownership {
+    /// This router's tenant.
+    Tenant,
+    /// Another tenant holds this more specific grant (`TenantSnapshot::foreign_hostnames`): the
+    /// edge sends it there, so a request for it here came over a reused connection.
+    OtherTenant,
 }
 
 /// What an SNI leads to.
@@ -158,10 +170,7 @@ pub(crate) fn compile(
             found: snapshot.tenant.clone(),
         });
     }
-    let mut owned = HostTable::new();
-    for (i, h) in snapshot.hostnames.iter().enumerate() {
-        owned.insert(pattern(h, &format!("hostnames[{i}]"))?, ());
-    }
+    let owned = ownership(snapshot)?;
 
     let backends: BTreeMap<String, Arc<CompiledBackend>> = snapshot
         .backends
@@ -247,6 +256,25 @@ pub(crate) fn compile(
         https_vhosts: vhosts(&snapshot.https.virtual_hosts, "https", &backends)?,
         http_vhosts: vhosts(&snapshot.http.virtual_hosts, "http", &backends)?,
     })
+}
+
+/// The tenant's own patterns and the more specific ones other tenants own inside them; a pattern
+/// listed as both is refused.
+fn ownership(snapshot: &TenantSnapshot) -> Result<HostTable<Ownership>, CompileError> {
+    let mut owned = HostTable::new();
+    for (i, h) in snapshot.hostnames.iter().enumerate() {
+        owned.insert(pattern(h, &format!("hostnames[{i}]"))?, Ownership::Tenant);
+    }
+    for (i, h) in snapshot.foreign_hostnames.iter().enumerate() {
+        let field = format!("foreign_hostnames[{i}]");
+        if owned
+            .insert(pattern(h, &field)?, Ownership::OtherTenant)
+            .is_some()
+        {
+            return Err(duplicate(&field, h));
+        }
+    }
+    Ok(owned)
 }
 
 /// The weighted backends of a TLSRoute or TCPRoute.
@@ -464,6 +492,26 @@ mod tests {
             e.contains("https.terminate[0]") && e.contains("acme/missing"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn names_other_tenants_own_inside_ours_are_theirs() {
+        let mut s = snapshot();
+        s.hostnames = vec!["*.acme.test".into(), "*".into()];
+        s.foreign_hostnames = vec!["shop.acme.test".into(), "*.blog.acme.test".into()];
+        let owned = ownership(&s).expect("compiles");
+        let owner = |h: &str| owned.lookup(h).copied();
+        assert_eq!(owner("www.acme.test"), Some(Ownership::Tenant));
+        assert_eq!(owner("shop.acme.test"), Some(Ownership::OtherTenant));
+        assert_eq!(owner("x.blog.acme.test"), Some(Ownership::OtherTenant));
+        assert_eq!(owner("elsewhere.test"), Some(Ownership::Tenant));
+    }
+
+    #[test]
+    fn a_name_both_ours_and_another_tenants_is_refused() {
+        let mut s = snapshot();
+        s.foreign_hostnames = vec!["*.acme.test".into()];
+        assert!(compile_err(&s).contains("foreign_hostnames[0]"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod boundary;
 pub(crate) mod headers;
+mod host;
 mod upgrade;
 
 use crate::balance::{CompiledBackend, EndpointState, RequestPermit};
@@ -15,7 +16,7 @@ use crate::compile::filters::{
     CompiledFilter, CompiledHeaderModifier, CompiledRedirect, CompiledRewrite, RedirectInput,
 };
 use crate::compile::matcher::RequestFacts;
-use crate::compile::{CompiledConfig, CompiledRoute, CompiledVhost, SniTarget};
+use crate::compile::{CompiledConfig, CompiledRoute, CompiledVhost};
 use crate::fault::{FaultSide, ForwardError};
 use crate::idle::Activity;
 use crate::limits::RouterLimits;
@@ -27,7 +28,6 @@ use crate::otel::{Arrival, RequestSpan};
 use crate::outlier::{Health, OutlierPolicy};
 use crate::upstream::{UpstreamError, Upstreams};
 use bulkhead_crds::snapshot::BackendProtocol;
-use bulkhead_hostmatch::{normalize_host, MatchKind};
 use http::header::{CONTENT_TYPE, HOST, LOCATION};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -207,18 +207,6 @@ impl<'a> FilterPlan<'a> {
     }
 }
 
-/// GEP-3567: a request on a terminated TLS connection is misdirected (421) when its host is served,
-/// by a hostname-specific listener, with a different certificate than the one the SNI selected, or
-/// is a passthrough / TCP name. A host only the `*` catch-all serves is not misdirected: it goes on
-/// to virtual host selection (and 404 when no route serves it).
-fn is_misdirected(config: &CompiledConfig, certificate: &Arc<str>, host: &str) -> bool {
-    match config.sni.lookup_with_pattern(host) {
-        None | Some((MatchKind::Any, _)) => false,
-        Some((_, SniTarget::Terminate { certificate: other })) => other != certificate,
-        Some((_, SniTarget::Passthrough(_) | SniTarget::TerminateTcp(_))) => true,
-    }
-}
-
 type Forwarded = (Response<ProxyBody>, Option<Instant>);
 
 async fn route_and_forward(
@@ -233,16 +221,11 @@ async fn route_and_forward(
     if let Some(answer) = boundary::normalize_request_path(ctx, &mut req, record) {
         return Err(answer);
     }
-    let host_value = raw_host(&req).ok_or_else(|| local_response(StatusCode::BAD_REQUEST))?;
-    let host = normalize_host(&host_value).map_err(|_| local_response(StatusCode::BAD_REQUEST))?;
-    if ctx.config.owned.lookup(&host).is_none() {
-        return Err(local_response(StatusCode::MISDIRECTED_REQUEST));
-    }
-    if let Entry::Tls { certificate } = &ctx.entry {
-        if is_misdirected(&ctx.config, certificate, &host) {
-            return Err(local_response(StatusCode::MISDIRECTED_REQUEST));
-        }
-    }
+    let host::RequestHost {
+        raw: host_value,
+        name: host,
+    } = host::request_host(&req).map_err(|refusal| refusal.respond(ctx, &record.host))?;
+    host::authorise(ctx, &host).map_err(|refusal| refusal.respond(ctx, &host))?;
     let vhosts = match ctx.entry {
         Entry::Tls { .. } => &ctx.config.https_vhosts,
         Entry::Plain => &ctx.config.http_vhosts,

@@ -8,3 +8,4 @@ mod passthrough;
 mod resilience;
 mod routing;
 mod support;
+mod tenancy;

@@ -36,6 +36,8 @@ pub type TestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// The client address the tests put in their PROXY headers.
 pub const CLIENT_ADDR: &str = "192.0.2.10:5555";
+/// The network the tests' PROXY headers come from (they play the edge).
+pub const LOOPBACK_V4: &str = "127.0.0.0/8";
 /// The tenant of every test.
 pub const TENANT: &str = "acme";
 /// How long a test waits for an acknowledgement before failing.
@@ -423,6 +425,8 @@ impl TestRouter {
     ) -> TestRouter {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut config = RouterConfig::new(TENANT, any, any);
+        // The tests play the edge from loopback.
+        config.accept_proxy_from = vec![LOOPBACK_V4.parse().unwrap()];
         config.limits.drain_timeout = Duration::from_secs(2);
         customise(&mut config);
         let ready = ReadyFlag::new("router/acme");

@@ -1,0 +1,182 @@
+//! Which host a request is for, and whether this tenant may answer it: the checks that run before
+//! any virtual host or route is looked at. Every refusal is a [`HostRefusal`], which decides the
+//! status, the `bulkhead_router_host_refusals_total` reason and the log line in one place.
+//!
+//! | request | answer | reason |
+//! |---|---|---|
+//! | no `Host` and no URI authority | 400 | `missing` |
+//! | two or more `Host` field lines (RFC 9112 §3.2) | 400 | `duplicate` |
+//! | a host that is not a valid name | 400 | `invalid` |
+//! | HTTP/2 `:authority` and `host` naming different hosts (RFC 9113 §8.3.1: malformed) | 400 | `authority_mismatch` |
+//! | a name outside the tenant's grants | 421 | `not_owned` |
+//! | a more specific name another tenant owns inside them | 421 | `other_tenant` |
+//! | on TLS, a name another listener serves than the SNI's (GEP-3567) | 421 | `misdirected` |
+//!
+//! An HTTP/1.1 request in absolute form names its host in the request target, and RFC 9112
+//! §3.2.2 says the `Host` field is then ignored: the target's authority is the host checked here,
+//! routed on and sent upstream as `Host`.
+
+use super::{local_response, ConnContext, Entry};
+use crate::body::ProxyBody;
+use crate::compile::{CompiledConfig, Ownership, SniTarget};
+use crate::metrics::{HostRefusal, HostRefusalLabels};
+use bulkhead_hostmatch::{normalize_host, MatchKind};
+use http::header::HOST;
+use http::{Request, Response, StatusCode, Version};
+use std::sync::Arc;
+
+impl HostRefusal {
+    /// The status the client gets.
+    fn status(self) -> StatusCode {
+        match self {
+            Self::Missing | Self::Duplicate | Self::Invalid | Self::AuthorityMismatch => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::NotOwned | Self::OtherTenant | Self::Misdirected => {
+                StatusCode::MISDIRECTED_REQUEST
+            }
+        }
+    }
+
+    /// Counts and logs the refusal; the response to send.
+    pub(crate) fn respond(self, ctx: &ConnContext, host: &str) -> Response<ProxyBody> {
+        ctx.shared
+            .metrics
+            .host_refusals
+            .get_or_create(&HostRefusalLabels {
+                tenant: Arc::clone(&ctx.shared.tenant),
+                reason: self,
+            })
+            .inc();
+        tracing::debug!(tenant = %ctx.shared.tenant, client = %ctx.client, host, reason = self.as_str(), "request refused for its host");
+        local_response(self.status())
+    }
+}
+
+/// The request's host: the value as sent (for the upstream `Host`) and its normalised name.
+pub(crate) struct RequestHost {
+    /// As sent: the URI authority (HTTP/2 `:authority`, HTTP/1 absolute form) or `Host`.
+    pub(crate) raw: String,
+    /// Normalised (lower case, no port, no trailing dot), for matching.
+    pub(crate) name: String,
+}
+
+/// The host `req` is for, checked as the module table says (up to `authority_mismatch`).
+pub(crate) fn request_host<B>(req: &Request<B>) -> Result<RequestHost, HostRefusal> {
+    let mut fields = req.headers().get_all(HOST).iter();
+    let header = fields.next();
+    if fields.next().is_some() {
+        return Err(HostRefusal::Duplicate);
+    }
+    let header = header
+        .map(|v| v.to_str().map_err(|_| HostRefusal::Invalid))
+        .transpose()?;
+    let normalize = |raw: &str| normalize_host(raw).map_err(|_| HostRefusal::Invalid);
+    let raw = match (req.uri().authority(), header) {
+        (Some(authority), Some(host)) if req.version() == Version::HTTP_2 => {
+            if normalize(authority.as_str())? != normalize(host)? {
+                return Err(HostRefusal::AuthorityMismatch);
+            }
+            authority.as_str()
+        }
+        (Some(authority), _) => authority.as_str(),
+        (None, Some(host)) => host,
+        (None, None) => return Err(HostRefusal::Missing),
+    };
+    Ok(RequestHost {
+        raw: raw.to_owned(),
+        name: normalize(raw)?,
+    })
+}
+
+/// Whether this tenant may answer a request for `host` on this connection (the 421 rows of the
+/// module table).
+pub(crate) fn authorise(ctx: &ConnContext, host: &str) -> Result<(), HostRefusal> {
+    match ctx.config.owned.lookup(host) {
+        Some(Ownership::Tenant) => {}
+        Some(Ownership::OtherTenant) => return Err(HostRefusal::OtherTenant),
+        None => return Err(HostRefusal::NotOwned),
+    }
+    match &ctx.entry {
+        Entry::Tls { certificate } if is_misdirected(&ctx.config, certificate, host) => {
+            Err(HostRefusal::Misdirected)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// GEP-3567: a request on a terminated TLS connection is misdirected (421) when its host is served,
+/// by a hostname-specific listener, with a different certificate than the one the SNI selected, or
+/// is a passthrough / TCP name. A host only the `*` catch-all serves is not misdirected: it goes on
+/// to virtual host selection (and 404 when no route serves it).
+fn is_misdirected(config: &CompiledConfig, certificate: &Arc<str>, host: &str) -> bool {
+    match config.sni.lookup_with_pattern(host) {
+        None | Some((MatchKind::Any, _)) => false,
+        Some((_, SniTarget::Terminate { certificate: other })) => other != certificate,
+        Some((_, SniTarget::Passthrough(_) | SniTarget::TerminateTcp(_))) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_of(req: Request<()>) -> Result<String, HostRefusal> {
+        request_host(&req).map(|h| h.name)
+    }
+
+    fn h1(target: &str, hosts: &[&str]) -> Request<()> {
+        let mut b = Request::builder().uri(target).version(Version::HTTP_11);
+        for h in hosts {
+            b = b.header(HOST, *h);
+        }
+        b.body(()).expect("request")
+    }
+
+    fn h2(authority: &str, host: Option<&str>) -> Request<()> {
+        let mut b = Request::builder()
+            .uri(format!("https://{authority}/"))
+            .version(Version::HTTP_2);
+        if let Some(h) = host {
+            b = b.header(HOST, h);
+        }
+        b.body(()).expect("request")
+    }
+
+    #[test]
+    fn two_host_field_lines_are_a_bad_request_even_when_equal() {
+        let dup = host_of(h1("/", &["a.test", "b.test"]));
+        assert_eq!(dup, Err(HostRefusal::Duplicate));
+        let same = host_of(h1("/", &["a.test", "a.test"]));
+        assert_eq!(same, Err(HostRefusal::Duplicate));
+        assert_eq!(dup.unwrap_err().status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn absolute_form_names_the_host_and_host_is_ignored() {
+        let req = h1("http://shop.example.test/x", &["www.example.test"]);
+        assert_eq!(host_of(req).as_deref(), Ok("shop.example.test"));
+    }
+
+    #[test]
+    fn h2_authority_and_host_must_name_the_same_host() {
+        assert_eq!(
+            host_of(h2("www.example.test", Some("shop.example.test"))),
+            Err(HostRefusal::AuthorityMismatch)
+        );
+        assert_eq!(
+            host_of(h2("www.example.test", Some("WWW.example.test:443"))).as_deref(),
+            Ok("www.example.test")
+        );
+        assert_eq!(
+            host_of(h2("www.example.test", None)).as_deref(),
+            Ok("www.example.test")
+        );
+    }
+
+    #[test]
+    fn missing_and_invalid_hosts_are_bad_requests() {
+        assert_eq!(host_of(h1("/", &[])), Err(HostRefusal::Missing));
+        assert_eq!(host_of(h1("/", &["a b"])), Err(HostRefusal::Invalid));
+    }
+}
