@@ -5,8 +5,10 @@
 //! * [`snapshot`]: the versioned configuration the operator compiles and the data plane serves: one
 //!   [`snapshot::EdgeSnapshot`] for the edge tier and one [`snapshot::TenantSnapshot`] per tenant.
 //! * [`crd_yaml`]: the CRD manifests, committed under `crds/` and checked against the types by a test.
+//! * [`api_limits`]: the limits the API server enforces on names, labels, conditions and Events.
 #![forbid(unsafe_code)]
 
+pub mod api_limits;
 pub mod snapshot;
 pub mod tenant;
 

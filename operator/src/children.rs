@@ -23,6 +23,7 @@
 //!
 //! Invalid input is a [`ChildError`], whose [`ChildError::reason`] becomes the Tenant's condition.
 
+use bulkhead_crds::api_limits::{dns1123_label, dns1123_subdomain, label_value};
 use bulkhead_crds::snapshot::TenantSnapshot;
 use bulkhead_crds::tenant::DEFAULT_ROUTER_REPLICAS;
 use bulkhead_crds::Tenant;
@@ -87,8 +88,6 @@ pub const RUN_AS_ID: i64 = 65532;
 pub const TERMINATION_GRACE_SECONDS: i64 = 60;
 /// Kubernetes refuses Secrets larger than 1 MiB; a bigger snapshot gets no bootstrap copy.
 pub const MAX_BOOTSTRAP_BYTES: usize = 1024 * 1024;
-/// Longest namespace name (an RFC 1123 label) and longest label value.
-const MAX_LABEL_LEN: usize = 63;
 
 /// Where the router finds the projected token.
 pub const TOKEN_DIR: &str = "/var/run/secrets/bulkhead";
@@ -328,10 +327,12 @@ pub fn render_children(
     let owner = tenant
         .controller_owner_ref(&())
         .ok_or_else(|| ChildError::MissingOwnerIdentity { name: name.clone() })?;
-    validate_label_value(&name).map_err(|reason| ChildError::InvalidTenantName {
-        name: name.clone(),
-        reason,
-    })?;
+    dns1123_subdomain(&name)
+        .and_then(|()| label_value(&name))
+        .map_err(|reason| ChildError::InvalidTenantName {
+            name: name.clone(),
+            reason,
+        })?;
     let namespace = tenant.spec.namespace.as_str();
     validate_namespace(namespace, settings)?;
     let replicas = tenant.spec.replicas.unwrap_or(DEFAULT_ROUTER_REPLICAS);
@@ -445,7 +446,7 @@ pub(crate) fn validate_settings(settings: &ChildSettings) -> Result<(), ChildErr
     {
         return invalid("operator_ca_pem", "not a PEM certificate");
     }
-    if validate_dns_label(&settings.system_namespace).is_err() {
+    if dns1123_label(&settings.system_namespace).is_err() {
         return invalid("system_namespace", "not a valid namespace name");
     }
     if settings.router_accept_proxy_from.is_empty() {
@@ -458,7 +459,7 @@ pub(crate) fn validate_settings(settings: &ChildSettings) -> Result<(), ChildErr
 }
 
 fn validate_namespace(namespace: &str, settings: &ChildSettings) -> Result<(), ChildError> {
-    validate_dns_label(namespace).map_err(|reason| ChildError::InvalidNamespace {
+    dns1123_label(namespace).map_err(|reason| ChildError::InvalidNamespace {
         namespace: namespace.to_owned(),
         reason,
     })?;
@@ -466,49 +467,6 @@ fn validate_namespace(namespace: &str, settings: &ChildSettings) -> Result<(), C
         return Err(ChildError::ReservedNamespace {
             namespace: namespace.to_owned(),
         });
-    }
-    Ok(())
-}
-
-/// An RFC 1123 label, as namespace names are: at most 63 lowercase letters, digits and `-`,
-/// starting and ending with a letter or digit.
-fn validate_dns_label(value: &str) -> Result<(), &'static str> {
-    if value.is_empty() {
-        return Err("empty");
-    }
-    if value.len() > MAX_LABEL_LEN {
-        return Err("longer than 63 characters");
-    }
-    if !value
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err("only lowercase letters, digits and '-' are allowed");
-    }
-    if value.starts_with('-') || value.ends_with('-') {
-        return Err("must start and end with a letter or digit");
-    }
-    Ok(())
-}
-
-/// A label value: at most 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter
-/// or digit.
-fn validate_label_value(value: &str) -> Result<(), &'static str> {
-    if value.is_empty() {
-        return Err("empty");
-    }
-    if value.len() > MAX_LABEL_LEN {
-        return Err("longer than 63 characters");
-    }
-    if !value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return Err("only letters, digits, '-', '_' and '.' are allowed");
-    }
-    let edge_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
-    if !edge_ok(value.bytes().next()) || !edge_ok(value.bytes().last()) {
-        return Err("must start and end with a letter or digit");
     }
     Ok(())
 }

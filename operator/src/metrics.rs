@@ -65,6 +65,9 @@ pub struct OperatorMetrics {
     pub connected: Family<KindLabel, Gauge>,
     /// Acknowledgements, by kind and outcome.
     pub acks: Family<AckLabel, Counter>,
+    /// Open snapshot streams closed because their client may no longer read them (a router whose
+    /// namespace no longer belongs to its tenant).
+    pub streams_revoked: Counter,
     /// Time from the first object change of a tenant to a router acknowledging a snapshot that
     /// includes it.
     pub change_to_ack: Histogram,
@@ -85,6 +88,7 @@ impl Default for OperatorMetrics {
             queue_depth_total: Gauge::default(),
             connected: Family::default(),
             acks: Family::default(),
+            streams_revoked: Counter::default(),
             change_to_ack: histogram(),
             compiles: Arc::default(),
             last_compile_micros: Arc::default(),
@@ -141,6 +145,11 @@ impl OperatorMetrics {
             "connected_data_planes",
             "Connected snapshot clients, by kind (edge, router)",
             self.connected.clone(),
+        );
+        r.register(
+            "snapshot_streams_revoked",
+            "Open snapshot streams closed because their client may no longer read them",
+            self.streams_revoked.clone(),
         );
         r.register(
             "acknowledgements",

@@ -868,3 +868,84 @@ fn dockerfile_builds_one_non_root_image() {
         "{text}"
     );
 }
+
+/// Every YAML document of every `*.out.yaml` file in `operator/testdata/<dir>`, with its file name.
+fn golden_documents(dir: &str) -> Vec<(String, serde_json::Value)> {
+    let root = repo_root().join("operator/testdata").join(dir);
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(".out.yaml"))
+        .collect();
+    paths.sort();
+    let mut documents = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).expect("golden file");
+        let file = path.file_name().unwrap_or_default().to_string_lossy();
+        if text.starts_with("error:") {
+            // A refusal (the Tenant's condition), not objects.
+            continue;
+        }
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let yaml = serde_yaml::Value::deserialize(document)
+                .unwrap_or_else(|e| panic!("{file}: invalid YAML: {e}"));
+            let json = serde_json::to_value(&yaml).expect("YAML converts to JSON");
+            documents.push((file.to_string(), json));
+        }
+    }
+    documents
+}
+
+/// Fails with every limit `objects` break, naming the object.
+fn assert_within_api_limits<'a>(
+    objects: impl IntoIterator<Item = (String, &'a serde_json::Value)>,
+) {
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    for (source, object) in objects {
+        checked += 1;
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        for v in bulkhead_crds::api_limits::check_object(object) {
+            broken.push(format!("{source}: {kind} {name}: {v}"));
+        }
+    }
+    assert!(checked > 0, "nothing was checked");
+    assert!(
+        broken.is_empty(),
+        "the API server would refuse:\n{}",
+        broken.join("\n")
+    );
+}
+
+#[test]
+fn deploy_objects_fit_the_api_server_limits() {
+    let install = parse_files();
+    assert_within_api_limits(install.json.values().map(|v| ("deploy/".to_owned(), v)));
+}
+
+#[test]
+fn rendered_children_fit_the_api_server_limits() {
+    let documents = golden_documents("children");
+    let children = documents
+        .iter()
+        .map(|(file, d)| (format!("testdata/children/{file}"), d));
+    assert_within_api_limits(children);
+}
+
+#[test]
+fn rendered_statuses_fit_the_api_server_limits() {
+    let documents = golden_documents("translator");
+    let statuses: Vec<(String, &serde_json::Value)> = documents
+        .iter()
+        .flat_map(|(file, d)| {
+            d["statuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |s| (format!("testdata/translator/{file}"), s))
+        })
+        .collect();
+    assert!(statuses.len() >= 20, "statuses missing: {}", statuses.len());
+    assert_within_api_limits(statuses);
+}

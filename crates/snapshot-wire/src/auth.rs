@@ -15,6 +15,10 @@
 //!   Bulkhead audience among the reviewed audiences) to `Identity::Tenant(<tenant owning namespace>)`,
 //!   and the edge's service account to `Identity::Edge`. Which stream an identity may read is decided
 //!   here ([`Identity::may_read`]), not by the authenticator.
+//! - When the right to read can be withdrawn while a stream is open (a router's namespace no longer
+//!   belongs to its tenant), it implements [`Authenticator::admit`] and returns a [`StreamGuard`]
+//!   with the identity: the server asks the guard before every frame it sends on that stream and
+//!   ends the stream when it says no (the client reconnects and is authenticated again).
 //!
 //! [`MAX_TOKEN_LEN`]: crate::limits::MAX_TOKEN_LEN
 //! [`AUTH_TIMEOUT`]: crate::limits::AUTH_TIMEOUT
@@ -45,6 +49,47 @@ impl Identity {
     }
 }
 
+/// A check the server re-runs before every frame of an open stream; see the module documentation.
+pub trait StreamGuard: Send + Sync + 'static {
+    /// Whether the stream may still receive frames; `false` ends it.
+    fn still_allowed(&self) -> bool;
+}
+
+/// An authenticated caller and, when its right to read can be withdrawn, the guard of the streams
+/// it opens.
+#[derive(Clone)]
+pub struct Admission {
+    /// Who is asking.
+    pub identity: Identity,
+    /// Asked before every frame of a stream this admission opens; `None`: the identity suffices.
+    pub guard: Option<Arc<dyn StreamGuard>>,
+}
+
+impl Admission {
+    /// Whether the guard (if any) still allows its streams.
+    pub fn still_allowed(&self) -> bool {
+        self.guard.as_ref().is_none_or(|g| g.still_allowed())
+    }
+}
+
+impl From<Identity> for Admission {
+    fn from(identity: Identity) -> Self {
+        Self {
+            identity,
+            guard: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("identity", &self.identity)
+            .field("guarded", &self.guard.is_some())
+            .finish()
+    }
+}
+
 /// Why a token was not turned into an identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -61,6 +106,13 @@ pub trait Authenticator: Send + Sync + 'static {
     /// Authenticates one token.
     fn authenticate(&self, token: &str)
         -> impl Future<Output = Result<Identity, AuthError>> + Send;
+
+    /// Authenticates one token and says how to re-check it while its streams are open. The
+    /// default has no guard: the identity alone decides, once.
+    fn admit(&self, token: &str) -> impl Future<Output = Result<Admission, AuthError>> + Send {
+        let identity = self.authenticate(token);
+        async move { identity.await.map(Admission::from) }
+    }
 }
 
 impl<A: Authenticator> Authenticator for Arc<A> {
@@ -69,6 +121,10 @@ impl<A: Authenticator> Authenticator for Arc<A> {
         token: &str,
     ) -> impl Future<Output = Result<Identity, AuthError>> + Send {
         (**self).authenticate(token)
+    }
+
+    fn admit(&self, token: &str) -> impl Future<Output = Result<Admission, AuthError>> + Send {
+        (**self).admit(token)
     }
 }
 

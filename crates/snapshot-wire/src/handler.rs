@@ -11,7 +11,7 @@
 //! | authenticator undecided, acknowledgement queue full | 503 |
 
 use crate::ack::AckMessage;
-use crate::auth::{AuthError, Authenticator, Identity};
+use crate::auth::{Admission, AuthError, Authenticator};
 use crate::body::frame_body;
 use crate::limits::{
     ACK_BODY_TIMEOUT, AUTH_TIMEOUT, MAX_ACK_BODY, MAX_SUBSCRIBER_LEN, MAX_TOKEN_LEN,
@@ -150,7 +150,8 @@ async fn respond<A: Authenticator>(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let route = route(req.method(), req.uri().path())?;
-    let identity = authenticate(&shared.auth, req.headers()).await?;
+    let admission = authenticate(&shared.auth, req.headers()).await?;
+    let identity = &admission.identity;
     match route {
         Route::Stream(stream) => {
             if !identity.may_read(&stream) {
@@ -158,7 +159,13 @@ async fn respond<A: Authenticator>(
             }
             let subscriber = subscriber_label(req.headers());
             tracing::info!(%peer, %stream, %subscriber, "snapshot stream opened");
-            let body = frame_body(stream.clone(), subscriber, shared.watch(&stream));
+            let body = frame_body(
+                stream.clone(),
+                subscriber,
+                shared.watch(&stream),
+                admission,
+                std::sync::Arc::clone(&shared.counters.revoked),
+            );
             let mut response = Response::new(body.boxed());
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(FRAMES_CONTENT_TYPE));
@@ -207,10 +214,10 @@ fn route(method: &Method, path: &str) -> Result<Route, Refusal> {
 async fn authenticate<A: Authenticator>(
     auth: &A,
     headers: &HeaderMap,
-) -> Result<Identity, Refusal> {
+) -> Result<Admission, Refusal> {
     let token = bearer_token(headers)?;
-    match tokio::time::timeout(AUTH_TIMEOUT, auth.authenticate(token)).await {
-        Ok(Ok(identity)) => Ok(identity),
+    match tokio::time::timeout(AUTH_TIMEOUT, auth.admit(token)).await {
+        Ok(Ok(admission)) => Ok(admission),
         Ok(Err(AuthError::Unauthenticated(why))) => Err(Refusal::Unauthenticated(why)),
         Ok(Err(AuthError::Unavailable(why))) => Err(Refusal::AuthUnavailable(why)),
         Err(_) => Err(Refusal::AuthUnavailable("authenticator timed out".into())),

@@ -40,7 +40,7 @@ pub mod stream;
 pub mod tls;
 
 pub use ack::{AckMessage, AckMessageError};
-pub use auth::{AuthError, Authenticator, Identity, StaticTokens};
+pub use auth::{Admission, AuthError, Authenticator, Identity, StaticTokens, StreamGuard};
 pub use bootstrap::{read_bootstrap, write_bootstrap, BootstrapError};
 pub use cert_reload::{watch_cert_files, watch_files, CertFiles, ReloadingCert};
 pub use client::{subscribe, ClientConfig, ClientDriver, ClientError, LinkStatus};

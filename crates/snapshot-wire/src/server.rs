@@ -72,6 +72,8 @@ pub struct ServerStats {
     pub acks_dropped: u64,
     /// TLS handshakes that failed or timed out.
     pub tls_failures: u64,
+    /// Open streams ended because their identity's guard withdrew the right to read them.
+    pub revoked: u64,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +85,7 @@ pub(crate) struct Counters {
     pub(crate) acks: AtomicU64,
     pub(crate) acks_dropped: AtomicU64,
     pub(crate) tls_failures: AtomicU64,
+    pub(crate) revoked: Arc<AtomicU64>,
 }
 
 impl Counters {
@@ -210,6 +213,7 @@ impl<A: Authenticator> SnapshotServer<A> {
             acks: get(&c.acks),
             acks_dropped: get(&c.acks_dropped),
             tls_failures: get(&c.tls_failures),
+            revoked: get(&c.revoked),
         }
     }
 

@@ -13,15 +13,19 @@
 //! hour), keyed by the token's SHA-256 digest, at most [`MAX_CACHED_TOKENS`] entries. The cache
 //! holds the reviewed user name, not the identity: a tenant removed from the directory stops being
 //! served at once. Tokens are never logged.
+//!
+//! A router's stream is guarded ([`Authenticator::admit`]): before every frame the server checks
+//! that the router's namespace still belongs to the tenant whose stream it reads, so a Tenant
+//! whose `spec.namespace` changed never sends its new namespace's snapshot (private keys) to the
+//! routers left in the old one.
 
 use crate::children::{EDGE_NAME, ROUTER_NAME, SNAPSHOT_AUDIENCE};
 use ::kube::api::{Api, PostParams};
 use ::kube::Client;
-use bulkhead_snapshot_wire::{AuthError, Authenticator, Identity};
+use bulkhead_snapshot_wire::{Admission, AuthError, Authenticator, Identity, StreamGuard};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -52,11 +56,26 @@ impl TenantDirectory {
         Self::default()
     }
 
-    /// Replaces the table (namespace → tenant) and marks the directory loaded.
-    pub fn replace(&self, by_namespace: BTreeMap<String, String>) {
+    /// Replaces the table (namespace → tenant) and marks the directory loaded. Returns the
+    /// `(namespace, tenant)` pairs it no longer holds: routers authenticated in such a namespace
+    /// must stop reading that tenant's snapshots.
+    pub fn replace(&self, by_namespace: BTreeMap<String, String>) -> Vec<(String, String)> {
         let mut state = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         state.loaded = true;
-        state.by_namespace = by_namespace;
+        let old = std::mem::replace(&mut state.by_namespace, by_namespace);
+        old.into_iter()
+            .filter(|(ns, tenant)| state.by_namespace.get(ns) != Some(tenant))
+            .collect()
+    }
+
+    /// Whether `tenant` is the served tenant owning `namespace`.
+    pub fn owns(&self, namespace: &str, tenant: &str) -> bool {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_namespace
+            .get(namespace)
+            .is_some_and(|t| t == tenant)
     }
 
     /// Whether the table was loaded at least once.
@@ -213,23 +232,54 @@ impl TokenReviewAuth {
     }
 }
 
-impl Authenticator for TokenReviewAuth {
-    fn authenticate(
-        &self,
-        token: &str,
-    ) -> impl Future<Output = Result<Identity, AuthError>> + Send {
+impl TokenReviewAuth {
+    /// The user name `token` was reviewed as (cached, or asked of the API server).
+    async fn username(&self, token: &str) -> Result<String, AuthError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        async move {
-            let username = match self.cached(&key) {
-                Some(username) => username,
-                None => {
-                    let username = self.review(token).await?;
-                    self.remember(key, &username);
-                    username
-                }
-            };
-            self.identify(&username)
+        if let Some(username) = self.cached(&key) {
+            return Ok(username);
         }
+        let username = self.review(token).await?;
+        self.remember(key, &username);
+        Ok(username)
+    }
+}
+
+/// The guard of a router's stream: its service account's namespace must still belong to the
+/// tenant it was admitted as, checked against the [`TenantDirectory`] before every frame.
+struct NamespaceGuard {
+    directory: TenantDirectory,
+    namespace: String,
+    tenant: String,
+}
+
+impl StreamGuard for NamespaceGuard {
+    fn still_allowed(&self) -> bool {
+        self.directory.owns(&self.namespace, &self.tenant)
+    }
+}
+
+impl Authenticator for TokenReviewAuth {
+    async fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        self.admit(token).await.map(|a| a.identity)
+    }
+
+    async fn admit(&self, token: &str) -> Result<Admission, AuthError> {
+        let username = self.username(token).await?;
+        let identity = self.identify(&username)?;
+        let namespace = username
+            .strip_prefix(SERVICE_ACCOUNT_PREFIX)
+            .and_then(|rest| rest.split_once(':'))
+            .map(|(namespace, _)| namespace.to_owned());
+        let guard: Option<Arc<dyn StreamGuard>> = match (&identity, namespace) {
+            (Identity::Tenant(tenant), Some(namespace)) => Some(Arc::new(NamespaceGuard {
+                directory: self.directory.clone(),
+                namespace,
+                tenant: tenant.clone(),
+            })),
+            _ => None,
+        };
+        Ok(Admission { identity, guard })
     }
 }
 

@@ -234,6 +234,10 @@ impl<A: Authenticator> ControlLoop<A> {
             }
         }
         self.metrics.set_connected(edges, routers);
+        let revoked = self.metrics.streams_revoked.get();
+        if stats.revoked > revoked {
+            self.metrics.streams_revoked.inc_by(stats.revoked - revoked);
+        }
     }
 
     /// Compiles the store, publishes what changed, and hands statuses and Tenants on.
@@ -255,6 +259,18 @@ impl<A: Authenticator> ControlLoop<A> {
             partitions = out.partitions.len(),
             "compiled"
         );
+        // The directory (which namespace's routers may read which tenant) changes before any
+        // snapshot is published, so a snapshot never reaches a namespace its tenant left.
+        let served_set_changed = changes.all
+            || changes.cluster
+            || !out.removed.is_empty()
+            || out
+                .changed
+                .iter()
+                .any(|s| !self.directory.owns(&s.namespace, &s.tenant));
+        if served_set_changed {
+            self.refresh_directory();
+        }
         if let Some(edge) = &out.edge {
             match self.server.publish(&StreamName::Edge, edge) {
                 Ok(()) => {
@@ -310,18 +326,6 @@ impl<A: Authenticator> ControlLoop<A> {
             self.acked.remove(tenant);
             self.bootstrap.remove(tenant);
         }
-        let served_set_changed = changes.all
-            || changes.cluster
-            || !out.removed.is_empty()
-            || out.changed.iter().any(|s| s.version == 1);
-        if served_set_changed {
-            self.directory.replace(
-                self.compiler
-                    .tenants()
-                    .map(|s| (s.namespace.clone(), s.tenant.clone()))
-                    .collect(),
-            );
-        }
         if changes.all || changes.cluster {
             self.tenants = self
                 .store
@@ -360,6 +364,26 @@ impl<A: Authenticator> ControlLoop<A> {
         if !self.backlog {
             // Ready once every tenant of the first compilation is translated and published.
             self.ready.send_replace(true);
+        }
+    }
+
+    /// Replaces the [`TenantDirectory`] with the compiled tenants and closes the streams of every
+    /// tenant whose namespace changed: its routers reconnect and are authenticated against the
+    /// new directory (the old namespace's routers are refused).
+    fn refresh_directory(&mut self) {
+        let withdrawn = self.directory.replace(
+            self.compiler
+                .tenants()
+                .map(|s| (s.namespace.clone(), s.tenant.clone()))
+                .collect(),
+        );
+        for (namespace, tenant) in withdrawn {
+            let Ok(stream) = StreamName::tenant(tenant.clone()) else {
+                continue;
+            };
+            if self.server.remove_stream(&stream) {
+                tracing::warn!(%tenant, %namespace, "the tenant no longer owns this namespace: its snapshot streams are closed");
+            }
         }
     }
 
@@ -1121,6 +1145,83 @@ endpoints: [{addresses: ["10.0.0.7"]}]
         assert!(h.control.published().is_empty());
         assert_eq!(h.directory.tenant_of("team-a"), None);
         assert!(h.desired.borrow().is_empty());
+    }
+
+    /// Admits `token` as `username` through a [`TokenReviewAuth`] on `directory`, the mock API
+    /// server answering the review.
+    async fn admit_router(
+        directory: &TenantDirectory,
+        username: &str,
+    ) -> (
+        super::super::auth::TokenReviewAuth,
+        bulkhead_snapshot_wire::Admission,
+    ) {
+        use crate::kube::testing::{respond_json, MockApi};
+        let (client, mut mock) = MockApi::pair();
+        let auth =
+            super::super::auth::TokenReviewAuth::new(client, directory.clone(), "bulkhead-system");
+        let answer = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {},
+            "spec": {}, "status": {"authenticated": true, "user": {"username": username},
+                                   "audiences": [crate::children::SNAPSHOT_AUDIENCE]}
+        });
+        let serve = async {
+            let (_request, send) = mock.next_request().await;
+            respond_json(send, 200, &answer);
+        };
+        let (admission, ()) = tokio::join!(auth.admit("router-token"), serve);
+        (auth, admission.expect("admitted"))
+    }
+
+    #[tokio::test]
+    async fn a_tenant_moved_to_another_namespace_is_no_longer_served_to_the_old_one() {
+        let mut h = harness();
+        let now = Instant::now();
+        list_everything(&mut h.control, now);
+        h.control.compile();
+        let (auth, admission) =
+            admit_router(&h.directory, "system:serviceaccount:team-a:bulkhead-router").await;
+        assert_eq!(admission.identity, Identity::Tenant("acme".into()));
+        assert!(admission.still_allowed());
+
+        // spec.namespace changes (the CRD forbids it; this is the defence behind that rule).
+        let mut moved = world()
+            .into_iter()
+            .find(|o| o.kind() == "Tenant")
+            .expect("tenant");
+        if let Object::Tenant(t) = &mut moved {
+            t.spec.namespace = "team-b".into();
+            t.metadata.generation = Some(2);
+        }
+        let (team_b, errors) = parse_documents(
+            Path::new("b.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-b}\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        for o in team_b.into_iter().chain([moved]) {
+            h.control.on_event(StoreEvent::Apply(o), now);
+        }
+        h.control.compile();
+
+        assert_eq!(h.directory.tenant_of("team-a"), None);
+        assert_eq!(h.directory.tenant_of("team-b").as_deref(), Some("acme"));
+        assert!(
+            !admission.still_allowed(),
+            "the open stream of team-a's router must end before team-b's snapshot is sent"
+        );
+        // Reconnecting (with the cached review) is refused too.
+        let again = tokio::time::timeout(Duration::from_secs(30), auth.admit("router-token"))
+            .await
+            .expect("cached review, no API call");
+        assert!(
+            matches!(
+                again,
+                Err(bulkhead_snapshot_wire::AuthError::Unauthenticated(_))
+            ),
+            "{again:?}"
+        );
+        let desired = h.desired.borrow().clone();
+        assert_eq!(desired["acme"].tenant.spec.namespace, "team-b");
     }
 
     #[tokio::test]

@@ -248,6 +248,57 @@ mod tests {
         task.await.expect("events task");
     }
 
+    #[tokio::test]
+    async fn posted_events_fit_the_api_server_limits() {
+        use bulkhead_crds::api_limits::{
+            check_object, condition_reason, dns1123_subdomain, MAX_EVENT_NOTE, MAX_EVENT_REASON,
+        };
+        let (client, mut api) = MockApi::pair();
+        let (tx, rx) = mpsc::channel(4);
+        let (_leading_tx, leading) = watch::channel(true);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run_events(
+            client,
+            Some("operator-0".into()),
+            "bulkhead-system".into(),
+            rx,
+            leading,
+            shutdown.clone(),
+        ));
+        let notices = [
+            Notice::TenantSnapshotRejected {
+                tenant: "a".repeat(63),
+                uid: Some("0b5c2f4e-0000-4000-8000-000000000001".into()),
+                subscriber: format!("router/{}/{}", "a".repeat(63), "p".repeat(253)),
+                version: u64::MAX,
+                reason: "é".repeat(40_000),
+            },
+            Notice::EdgeSnapshotRejected {
+                subscriber: "edge/bulkhead-edge-1".into(),
+                version: u64::MAX,
+                reason: "x".repeat(40_000),
+            },
+        ];
+        for notice in notices {
+            tx.send(notice).await.expect("sent");
+            let (request, send) = api.next_request().await;
+            let body = json_body(request).await;
+            assert_eq!(check_object(&body), vec![], "{body}");
+            let note = body["note"].as_str().expect("note");
+            assert!(note.len() <= MAX_EVENT_NOTE, "{} bytes", note.len());
+            for field in ["reason", "action"] {
+                let value = body[field].as_str().expect(field);
+                assert!(value.len() <= MAX_EVENT_REASON, "{field} {value}");
+                assert_eq!(condition_reason(value), Ok(()), "{field} {value}");
+            }
+            let regarding = body["regarding"]["name"].as_str().expect("regarding");
+            assert_eq!(dns1123_subdomain(regarding), Ok(()));
+            respond_json(send, 201, &body);
+        }
+        shutdown.cancel();
+        task.await.expect("events task");
+    }
+
     #[test]
     fn long_reasons_are_cut_to_what_the_api_server_accepts() {
         let n = Notice::EdgeSnapshotRejected {

@@ -3,7 +3,12 @@
 //! [`FIELD_MANAGER`] (forced: the operator owns these objects).
 //!
 //! Deleting a Tenant needs no finalizer: every child is owned by it, and the garbage collector
-//! removes them. A Tenant whose children cannot be rendered ([`ChildError`]) or whose namespace
+//! removes them. A Tenant whose `spec.namespace` changed (the CRD forbids it; this is the defence
+//! behind that rule) gets its children applied in the new namespace, then the ones it owns in the
+//! previous namespace deleted ([`remove_children`]); objects of the same names owned by anyone
+//! else (a tenant that now owns that namespace) are left alone. The previous namespace is
+//! remembered in memory only: after an operator restart, children left behind stay until the
+//! Tenant is deleted. A Tenant whose children cannot be rendered ([`ChildError`]) or whose namespace
 //! is missing gets `Accepted=False` with the reason in its status, not a crash loop; the
 //! [`run_onboarding`] driver retries failed tenants with exponential backoff and re-applies
 //! everything every [`RESYNC_INTERVAL`] (undoing manual edits of children).
@@ -11,10 +16,15 @@
 use super::status_writer::{OnboardingFailure, StatusWriter};
 use super::FIELD_MANAGER;
 use crate::children::{render_children, validate_settings, ChildError, ChildSettings, Children};
-use ::kube::api::{Api, Patch, PatchParams};
+use crate::children::{BOOTSTRAP_SECRET_NAME, OPERATOR_CA_CONFIG_MAP, ROUTER_NAME};
+use ::kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use ::kube::{Client, Resource, ResourceExt};
 use bulkhead_crds::snapshot::TenantSnapshot;
 use bulkhead_crds::Tenant;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::NamespaceResourceScope;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -200,6 +210,23 @@ impl Onboarding {
         }
     }
 
+    /// Deletes what `tenant` owns in `old_namespace`, which it no longer serves; a failure is logged
+    /// and counted (the children stay until the Tenant is deleted).
+    pub async fn remove_old_children(&self, tenant: &Tenant, old_namespace: &str) {
+        let name = tenant.name_any();
+        let Some(uid) = tenant.metadata.uid.as_deref() else {
+            return;
+        };
+        match remove_children(&self.client, old_namespace, uid).await {
+            Ok(removed) => {
+                tracing::warn!(tenant = %name, namespace = %old_namespace, removed, "the tenant left this namespace: its children there are deleted")
+            }
+            Err(e) => {
+                tracing::error!(tenant = %name, namespace = %old_namespace, error = %e, "cannot delete the children the tenant left behind")
+            }
+        }
+    }
+
     async fn refuse(&self, tenant: &str, e: &ChildError) -> Result<Outcome, OnboardError> {
         let failure = OnboardingFailure {
             reason: e.reason().into(),
@@ -258,6 +285,79 @@ where
         })
 }
 
+/// Deletes the children that the Tenant with uid `owner_uid` owns in `namespace` (one it no longer
+/// serves); same-named objects of other owners are kept. Returns how many were deleted.
+pub async fn remove_children(
+    client: &Client,
+    namespace: &str,
+    owner_uid: &str,
+) -> Result<usize, ApplyError> {
+    let mut removed = 0;
+    removed +=
+        usize::from(remove::<NetworkPolicy>(client, namespace, ROUTER_NAME, owner_uid).await?);
+    removed += usize::from(
+        remove::<PodDisruptionBudget>(client, namespace, ROUTER_NAME, owner_uid).await?,
+    );
+    removed += usize::from(remove::<Service>(client, namespace, ROUTER_NAME, owner_uid).await?);
+    removed += usize::from(remove::<Deployment>(client, namespace, ROUTER_NAME, owner_uid).await?);
+    removed +=
+        usize::from(remove::<Secret>(client, namespace, BOOTSTRAP_SECRET_NAME, owner_uid).await?);
+    removed += usize::from(
+        remove::<ConfigMap>(client, namespace, OPERATOR_CA_CONFIG_MAP, owner_uid).await?,
+    );
+    removed +=
+        usize::from(remove::<ServiceAccount>(client, namespace, ROUTER_NAME, owner_uid).await?);
+    Ok(removed)
+}
+
+/// Deletes `namespace/name` if `owner_uid` owns it (with the object's uid as a precondition, so
+/// a replacement created meanwhile is kept); `true` when deleted.
+async fn remove<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    owner_uid: &str,
+) -> Result<bool, ApplyError>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let error = |source| ApplyError {
+        kind: K::kind(&()).into_owned(),
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        source,
+    };
+    let Some(object) = api.get_opt(name).await.map_err(error)? else {
+        return Ok(false);
+    };
+    let owned = object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == owner_uid);
+    if !owned {
+        return Ok(false);
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: object.meta().uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(::kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
+        Err(e) => Err(error(e)),
+    }
+}
+
 /// What the control loop wants onboarded: every served Tenant and its current snapshot.
 pub type Desired = BTreeMap<String, DesiredTenant>;
 
@@ -312,6 +412,8 @@ pub async fn run_onboarding(
     let mut retries: HashMap<String, Retry> = HashMap::new();
     // Tenant → when its bootstrap Secret may be written again.
     let mut bootstrap_after: HashMap<String, Instant> = HashMap::new();
+    // Tenant → the namespace its children were last applied in.
+    let mut placed: HashMap<String, String> = HashMap::new();
     let mut resync_at = Instant::now() + RESYNC_INTERVAL;
     loop {
         let wanted = desired.borrow_and_update().clone();
@@ -321,6 +423,7 @@ pub async fn run_onboarding(
             resync_at = now + RESYNC_INTERVAL;
         }
         done.retain(|t, _| wanted.contains_key(t));
+        placed.retain(|t, _| wanted.contains_key(t));
         retries.retain(|t, _| wanted.contains_key(t));
         bootstrap_after.retain(|t, at| wanted.contains_key(t) && *at > now);
         let mut deferred: Option<Instant> = None;
@@ -361,6 +464,12 @@ pub async fn run_onboarding(
             };
             match &result {
                 Ok(Outcome::Applied) => {
+                    let namespace = &d.tenant.spec.namespace;
+                    if let Some(old) = placed.insert(name.clone(), namespace.clone()) {
+                        if old != *namespace {
+                            onboarding.remove_old_children(&d.tenant, &old).await;
+                        }
+                    }
                     done.insert(name.clone(), fp);
                     retries.remove(name);
                     if d.bootstrap.is_some() {
@@ -416,6 +525,7 @@ mod tests {
     use crate::kube::testing::{failure, json_body, query_param, respond_json, MockApi};
     use crate::rbac::{allows, Scope};
     use bulkhead_crds::TenantSpec;
+    use serde::Deserialize;
     use tokio::sync::mpsc;
 
     const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
@@ -748,6 +858,156 @@ mod tests {
         assert_eq!(written.version, 4, "the newest snapshot, once");
         shutdown.cancel();
         task.await.expect("onboarding task");
+    }
+
+    #[test]
+    fn every_child_is_owned_by_its_tenant_so_deleting_the_tenant_deletes_them() {
+        let t = tenant("team-a", None);
+        let snapshot = TenantSnapshot {
+            tenant: "acme".into(),
+            namespace: "team-a".into(),
+            version: 1,
+            ..TenantSnapshot::default()
+        };
+        let children = render_children(&t, &settings(), Some(&snapshot)).expect("rendered");
+        let yaml = children.to_yaml().expect("serialises");
+        let mut count = 0;
+        for document in serde_yaml::Deserializer::from_str(&yaml) {
+            let child = serde_yaml::Value::deserialize(document).expect("YAML");
+            if child.is_null() {
+                continue;
+            }
+            count += 1;
+            let owners = &child["metadata"]["ownerReferences"];
+            let expected: serde_yaml::Value = serde_yaml::from_str(
+                "- {apiVersion: bulkhead.dev/v1alpha1, kind: Tenant, name: acme, \
+                 uid: 0b5c2f4e-0000-4000-8000-000000000001, controller: true}",
+            )
+            .expect("YAML");
+            assert_eq!(owners, &expected, "{:?}", child["kind"]);
+            assert_eq!(child["metadata"]["namespace"].as_str(), Some("team-a"));
+        }
+        assert_eq!(count, 7, "every child, the bootstrap Secret included");
+    }
+
+    /// Serves the mock API for a tenant moved from team-a to team-b: applies are echoed; in
+    /// team-a, the ConfigMap belongs to another tenant, the Secret is gone and the rest is
+    /// acme's. Sends every (method, path) it saw.
+    async fn serve_moved_tenant(mut mock: MockApi, seen: mpsc::UnboundedSender<(String, String)>) {
+        loop {
+            let (request, send) = mock.next_request().await;
+            let method = request.method().to_string();
+            let path = request.uri().path().to_owned();
+            let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+            let body = if method == "PATCH" {
+                json_body(request).await
+            } else {
+                serde_json::Value::Null
+            };
+            let _ = seen.send((method.clone(), path.clone()));
+            match method.as_str() {
+                "PATCH" => respond_json(send, 200, &body),
+                "GET" if path.contains("/secrets/") => {
+                    respond_json(send, 404, &failure(404, "NotFound", "not found"))
+                }
+                "GET" | "DELETE" => {
+                    let owner = if path.contains("/configmaps/") {
+                        "another-tenant-uid"
+                    } else {
+                        "0b5c2f4e-0000-4000-8000-000000000001"
+                    };
+                    let object = serde_json::json!({"metadata": {
+                        "name": name, "namespace": "team-a", "uid": "child-uid",
+                        "ownerReferences": [{"apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
+                                             "name": "acme", "uid": owner, "controller": true}]}});
+                    respond_json(send, 200, &object);
+                }
+                _ => respond_json(send, 405, &failure(405, "MethodNotAllowed", "no")),
+            }
+        }
+    }
+
+    /// The next (method, path) the operator sent, waiting at most a generous 30 s.
+    async fn next_call(seen: &mut mpsc::UnboundedReceiver<(String, String)>) -> (String, String) {
+        tokio::time::timeout(Duration::from_secs(30), seen.recv())
+            .await
+            .ok()
+            .flatten()
+            .expect("the operator's next API call")
+    }
+
+    #[tokio::test]
+    async fn a_tenant_moved_to_another_namespace_leaves_no_children_in_the_old_one() {
+        let (onboarding, mock) = onboarding();
+        let (seen_tx, mut seen) = mpsc::unbounded_channel();
+        let api = tokio::spawn(serve_moved_tenant(mock, seen_tx));
+        let desired_in = |namespace: &str, generation: i64| -> Desired {
+            let mut t = tenant(namespace, None);
+            t.metadata.generation = Some(generation);
+            BTreeMap::from([(
+                "acme".to_owned(),
+                DesiredTenant {
+                    tenant: Arc::new(t),
+                    bootstrap: None,
+                },
+            )])
+        };
+        let (desired_tx, desired_rx) = watch::channel(desired_in("team-a", 1));
+        let (_ca_tx, ca_rx) = watch::channel(CA.to_owned());
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(run_onboarding(
+            onboarding,
+            desired_rx,
+            ca_rx,
+            shutdown.clone(),
+        ));
+        for _ in 0..6 {
+            let (method, path) = next_call(&mut seen).await;
+            assert_eq!(method, "PATCH");
+            assert!(path.contains("/namespaces/team-a/"), "{path}");
+        }
+        desired_tx.send_replace(desired_in("team-b", 2));
+        let mut deleted = Vec::new();
+        let mut looked_up = 0;
+        while looked_up < 7 {
+            let (method, path) = next_call(&mut seen).await;
+            match method.as_str() {
+                "PATCH" => assert!(path.contains("/namespaces/team-b/"), "{path}"),
+                "GET" => {
+                    assert!(path.contains("/namespaces/team-a/"), "{path}");
+                    looked_up += 1;
+                }
+                "DELETE" => {
+                    assert!(path.contains("/namespaces/team-a/"), "{path}");
+                    deleted.push(path);
+                }
+                other => panic!("unexpected {other} {path}"),
+            }
+        }
+        // The last lookup (the ServiceAccount) is followed by its deletion.
+        let (method, path) = next_call(&mut seen).await;
+        assert_eq!(method, "DELETE");
+        deleted.push(path);
+        let kinds: Vec<&str> = deleted
+            .iter()
+            .filter_map(|p| p.rsplit('/').nth(1))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "networkpolicies",
+                "poddisruptionbudgets",
+                "services",
+                "deployments",
+                "serviceaccounts"
+            ],
+            "acme's children only: not another owner's ConfigMap, not a missing Secret"
+        );
+        assert!(allows("", "serviceaccounts", "delete", Scope::Cluster));
+        assert!(allows("apps", "deployments", "get", Scope::Cluster));
+        shutdown.cancel();
+        run.await.expect("onboarding loop");
+        api.abort();
     }
 
     #[test]
