@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod edge_flags;
 pub mod otlp_client;
 pub mod process;
 pub mod telemetry;

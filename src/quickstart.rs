@@ -56,6 +56,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             https_listen: args.https_listen,
             admin_listen: args.admin_listen,
             debounce_ms: 50,
+            edge_limits: Default::default(),
         },
         shutdown.clone(),
     )

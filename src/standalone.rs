@@ -49,6 +49,9 @@ pub struct StandaloneArgs {
     /// Debounce of manifest changes, in milliseconds.
     #[arg(long, default_value_t = DEFAULT_DEBOUNCE_MS)]
     pub debounce_ms: u64,
+    /// The edge's limits.
+    #[command(flatten)]
+    pub edge_limits: bulkhead::edge_flags::EdgeLimitArgs,
 }
 
 /// Counters of the standalone control loop.
@@ -192,6 +195,7 @@ pub async fn start(
         EdgeConfig {
             https_listen: args.https_listen,
             http_listen: args.http_listen,
+            limits: args.edge_limits.limits(),
             ..EdgeConfig::default()
         },
         edge_metrics,
