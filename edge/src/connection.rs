@@ -1,8 +1,9 @@
 //! One client connection, from accept to close: read a trusted load balancer's PROXY header and
 //! sniff the name (both bounded by the per-source and global sniffing limits and one deadline),
-//! find the tenant in the table taken at accept, take one of the source's and one of the tenant's connection
-//! slots, connect to one of its routers (another endpoint on failure, nothing sent yet), write the
-//! PROXY v2 header and the sniffed bytes, then copy both ways until both sides are done.
+//! find the tenant in the table taken at accept, take one of the source's slots for that tenant and
+//! one of the tenant's, connect to one of its routers (another endpoint on failure, nothing sent
+//! yet), write the PROXY v2 header and the sniffed bytes, then copy both ways until both sides are
+//! done. Per-source limits are checked before the shared sniffing pool is touched.
 
 use crate::balance::pick_endpoint;
 use crate::cidr::Cidr;
