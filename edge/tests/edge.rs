@@ -896,6 +896,18 @@ async fn a_source_opening_connections_beyond_its_burst_is_refused() {
     h.stop().await;
 }
 
+/// A hello for `a.example` from `source` gets the `internal_error` alert, the first refusal of
+/// tenant acme for `reason`.
+async fn acme_refused_once(h: &Harness, source: &str, reason: &str) {
+    let mut c = connect_from(source, h.https).await;
+    c.write_all(&client_hello("a.example")).await.unwrap();
+    assert_eq!(read_all(&mut c).await, ALERT_INTERNAL_ERROR);
+    h.metric_eventually(&format!(
+        r#"bulkhead_edge_refused_total{{listener="https",tenant="acme",reason="{reason}"}} 1"#
+    ))
+    .await;
+}
+
 #[tokio::test]
 async fn one_source_cannot_fill_a_tenants_quota() {
     let mut acme = fake_router().await;
@@ -921,26 +933,14 @@ async fn one_source_cannot_fill_a_tenants_quota() {
         recv(&mut acme).await;
     }
     // The source's share of acme is full: refused like a full tenant.
-    let mut c = connect_from("127.0.0.1", h.https).await;
-    c.write_all(&client_hello("a.example")).await.unwrap();
-    assert_eq!(read_all(&mut c).await, ALERT_INTERNAL_ERROR);
-    h.metric_eventually(
-        r#"bulkhead_edge_refused_total{listener="https",tenant="acme",reason="source_tenant_limit"} 1"#,
-    )
-    .await;
+    acme_refused_once(&h, "127.0.0.1", "source_tenant_limit").await;
     // Another source still reaches acme, and the same source still reaches another tenant.
     held.push(tls_roundtrip_from("127.0.0.2", h.https, "a.example").await);
     recv(&mut acme).await;
     held.push(tls_roundtrip_from("127.0.0.1", h.https, "g.example").await);
     recv(&mut globex).await;
     // Now acme's quota is full: a third source is refused, globex is still served.
-    let mut c = connect_from("127.0.0.3", h.https).await;
-    c.write_all(&client_hello("a.example")).await.unwrap();
-    assert_eq!(read_all(&mut c).await, ALERT_INTERNAL_ERROR);
-    h.metric_eventually(
-        r#"bulkhead_edge_refused_total{listener="https",tenant="acme",reason="tenant_limit"} 1"#,
-    )
-    .await;
+    acme_refused_once(&h, "127.0.0.3", "tenant_limit").await;
     held.push(tls_roundtrip_from("127.0.0.3", h.https, "g.example").await);
     recv(&mut globex).await;
     drop(held);
