@@ -70,6 +70,8 @@ pub struct EdgeArgs {
     #[arg(long, value_delimiter = ',')]
     pub accept_proxy_from: Vec<bulkhead_proxy_io::cidr::Cidr>,
     #[command(flatten)]
+    pub limits: crate::edge_flags::EdgeLimitArgs,
+    #[command(flatten)]
     pub link: OperatorLink,
 }
 
@@ -158,6 +160,7 @@ pub async fn run_edge(args: EdgeArgs) -> anyhow::Result<()> {
             https_listen: args.https_listen,
             http_listen: args.http_listen,
             accept_proxy_from: args.accept_proxy_from.clone(),
+            limits: args.limits.limits(),
             ..EdgeConfig::default()
         },
         metrics,

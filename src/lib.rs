@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod boundary_flags;
 pub mod cluster;
+pub mod edge_flags;
 pub mod otlp_client;
 pub mod process;
 pub mod router_flags;

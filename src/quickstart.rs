@@ -58,6 +58,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             debounce_ms: 50,
             router_limits: Default::default(),
             router_accept_proxy_from: standalone::default_router_accept_proxy_from(),
+            edge_limits: Default::default(),
         },
         shutdown.clone(),
     )

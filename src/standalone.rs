@@ -64,6 +64,9 @@ pub struct StandaloneArgs {
     /// on loopback.
     #[arg(long, value_delimiter = ',', default_values_t = default_router_accept_proxy_from())]
     pub router_accept_proxy_from: Vec<Cidr>,
+    /// The edge's limits.
+    #[command(flatten)]
+    pub edge_limits: bulkhead::edge_flags::EdgeLimitArgs,
 }
 
 /// Counters of the standalone control loop.
@@ -207,6 +210,7 @@ pub async fn start(
         EdgeConfig {
             https_listen: args.https_listen,
             http_listen: args.http_listen,
+            limits: args.edge_limits.limits(),
             ..EdgeConfig::default()
         },
         edge_metrics,

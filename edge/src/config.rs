@@ -13,7 +13,11 @@ pub const DEFAULT_HTTP_LISTEN: SocketAddr = bulkhead_net::dual_stack(8080);
 pub const DEFAULT_SNIFF_TIMEOUT: Duration = bulkhead_sniff::DEFAULT_SNIFF_TIMEOUT;
 /// How long connecting to one router endpoint may take before the next one is tried.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A forwarded connection with no byte in either direction for this long is closed.
+/// A forwarded connection with no byte in either direction for this long is closed. Any byte resets
+/// it: the edge does not parse what it forwards, so it cannot tell progress from a trickle. HTTP
+/// progress deadlines (request head, body, stream idle) are the tenant router's, which closes a
+/// trickling connection and so ends its relay here; what one source can hold open meanwhile is
+/// bounded by [`DEFAULT_MAX_CONNECTIONS_PER_SOURCE_PER_TENANT`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Most connections still sniffing at once (slow-client defence); further ones are refused.
 pub const DEFAULT_MAX_SNIFFING: usize = 4_096;
@@ -21,6 +25,33 @@ pub const DEFAULT_MAX_SNIFFING: usize = 4_096;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
 /// Most open forwarded connections per tenant; further ones are refused (the bulkhead).
 pub const DEFAULT_MAX_CONNECTIONS_PER_TENANT: usize = 10_000;
+/// Most connections still sniffing (reading a PROXY header, ClientHello or request head) from one
+/// source (an IPv4 address or an IPv6 /64); further ones are closed at once, before anything is
+/// read (refusal reason `source_sniffing_limit`). A browser opens about six connections per host
+/// and sends its first bytes within milliseconds, so 256 leaves room for hundreds of users behind
+/// one NAT while one source can hold at most 1/16 of the [`DEFAULT_MAX_SNIFFING`] pool.
+pub const DEFAULT_MAX_SNIFFING_PER_SOURCE: usize = 256;
+/// New connections per second one source may open on average (token bucket refill); beyond the
+/// burst, further ones are closed at once (refusal reason `source_rate_limit`). 300/s is far above
+/// what users behind one NAT open (a page load is a handful of connections, kept alive) and far
+/// below what a single host can churn.
+pub const DEFAULT_SOURCE_CONNECT_RATE: u32 = 300;
+/// New connections one source may open at once after being idle (the token bucket's size): two
+/// seconds' worth of [`DEFAULT_SOURCE_CONNECT_RATE`], so a NAT's morning rush is not refused.
+pub const DEFAULT_SOURCE_CONNECT_BURST: u32 = 600;
+/// Most sources whose connection rate is tracked at once. A source's bucket is forgotten once it
+/// is full again (the source was idle for `burst / rate` seconds). When the table is full of busy
+/// sources, a new source is admitted untracked (fail-open, counted in
+/// `bulkhead_edge_source_rate_untracked_total`): only a flood from more sources than this, each
+/// connecting within two seconds, fills it, no per-source limit can stop such a flood, and refusing
+/// untracked sources would refuse every new client. The sniffing caps still apply to it. About
+/// 100 bytes per source: 6.5 MB at most.
+pub const DEFAULT_SOURCE_RATE_TABLE_SIZE: usize = 65_536;
+/// Most open forwarded connections from one source to one tenant; further ones are refused like a
+/// full tenant (TLS alert `internal_error`, HTTP 503; refusal reason `source_tenant_limit`), so one
+/// source can never take more than a tenth of [`DEFAULT_MAX_CONNECTIONS_PER_TENANT`]: a slow
+/// client trickling bytes to keep connections open cannot fill a tenant's quota alone.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE_PER_TENANT: usize = 1_000;
 /// How long open connections may finish after shutdown was requested, before they are cut.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many router endpoints a connection tries before it is refused (nothing is sent before).
@@ -55,6 +86,16 @@ pub struct EdgeLimits {
     pub max_connections: usize,
     /// See [`DEFAULT_MAX_CONNECTIONS_PER_TENANT`].
     pub max_connections_per_tenant: usize,
+    /// See [`DEFAULT_MAX_SNIFFING_PER_SOURCE`].
+    pub max_sniffing_per_source: usize,
+    /// See [`DEFAULT_SOURCE_CONNECT_RATE`].
+    pub source_connect_rate: u32,
+    /// See [`DEFAULT_SOURCE_CONNECT_BURST`].
+    pub source_connect_burst: u32,
+    /// See [`DEFAULT_SOURCE_RATE_TABLE_SIZE`].
+    pub source_rate_table_size: usize,
+    /// See [`DEFAULT_MAX_CONNECTIONS_PER_SOURCE_PER_TENANT`].
+    pub max_connections_per_source_per_tenant: usize,
     /// See [`DEFAULT_DRAIN_TIMEOUT`].
     pub drain_timeout: Duration,
     /// See [`DEFAULT_CONNECT_ATTEMPTS`].
@@ -76,6 +117,11 @@ impl Default for EdgeLimits {
             max_sniffing: DEFAULT_MAX_SNIFFING,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_tenant: DEFAULT_MAX_CONNECTIONS_PER_TENANT,
+            max_sniffing_per_source: DEFAULT_MAX_SNIFFING_PER_SOURCE,
+            source_connect_rate: DEFAULT_SOURCE_CONNECT_RATE,
+            source_connect_burst: DEFAULT_SOURCE_CONNECT_BURST,
+            source_rate_table_size: DEFAULT_SOURCE_RATE_TABLE_SIZE,
+            max_connections_per_source_per_tenant: DEFAULT_MAX_CONNECTIONS_PER_SOURCE_PER_TENANT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             connect_attempts: DEFAULT_CONNECT_ATTEMPTS,
             linger_timeout: DEFAULT_LINGER_TIMEOUT,

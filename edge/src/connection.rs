@@ -1,7 +1,9 @@
 //! One client connection, from accept to close: read a trusted load balancer's PROXY header and
-//! sniff the name (both bounded by the sniffing limit and one deadline), find the tenant in the table taken at accept, take one of the tenant's connection
-//! slots, connect to one of its routers (another endpoint on failure, nothing sent yet), write the
-//! PROXY v2 header and the sniffed bytes, then copy both ways until both sides are done.
+//! sniff the name (both bounded by the per-source and global sniffing limits and one deadline),
+//! find the tenant in the table taken at accept, take one of the source's slots for that tenant and
+//! one of the tenant's, connect to one of its routers (another endpoint on failure, nothing sent
+//! yet), write the PROXY v2 header and the sniffed bytes, then copy both ways until both sides are
+//! done. Per-source limits are checked before the shared sniffing pool is touched.
 
 use crate::balance::pick_endpoint;
 use crate::cidr::Cidr;
@@ -11,6 +13,7 @@ use crate::metrics::{
 };
 use crate::refusals::RefusalTally;
 use crate::refuse::{refuse, Refusal};
+use crate::sources::SourceLimits;
 use crate::table::{listener_label, EdgeTable, PortEntry, TenantEntry};
 use crate::upstream_proxy::{client_addresses, looks_like_proxy_header};
 use arc_swap::ArcSwap;
@@ -41,10 +44,20 @@ pub(crate) struct Shared {
     pub(crate) accept_proxy_from: Vec<Cidr>,
     /// Refusals since the last summary line.
     pub(crate) refusals: RefusalTally,
+    /// Per-source rate and caps.
+    pub(crate) sources: SourceLimits,
     /// Slots for connections still sniffing.
     pub(crate) sniff_slots: Arc<Semaphore>,
     /// Cancelled when the drain deadline passed: every connection ends at once.
     pub(crate) force_close: CancellationToken,
+}
+
+impl Shared {
+    /// Counts a refusal in the metrics (`tenant` empty before it is known) and the log summary.
+    fn count_refusal(&self, listener: &'static str, tenant: &str, reason: &'static str) {
+        self.metrics.refuse(listener, tenant, reason);
+        self.refusals.note(reason);
+    }
 }
 
 /// Serves one accepted client connection on the listener of `port`.
@@ -68,9 +81,17 @@ pub(crate) async fn serve(
     // Latency of small TLS handshake flights matters more than segment count.
     let _ = client.set_nodelay(true);
 
+    // Per source first, so that one source over its limits takes nothing from the shared pool.
+    let peer_slot = match shared.sources.admit(peer.ip()) {
+        Ok(slot) => slot,
+        Err(reason) => {
+            shared.count_refusal(listener, "", reason);
+            tracing::debug!(%peer, listener, reason, "refused: per-source limit");
+            return;
+        }
+    };
     let Ok(sniff_slot) = shared.sniff_slots.clone().try_acquire_owned() else {
-        metrics.refuse(listener, "", "max_sniffing");
-        shared.refusals.note("max_sniffing");
+        shared.count_refusal(listener, "", "max_sniffing");
         tracing::debug!(%peer, listener, "refused: too many connections still sniffing");
         return;
     };
@@ -97,10 +118,23 @@ pub(crate) async fn serve(
             return;
         }
     };
+    // A trusted load balancer is exempt; the client it declares is counted from here on.
+    let source_slot = match peer_slot {
+        Some(slot) => Some(slot),
+        None => match shared.sources.admit(addrs.source.ip()) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                shared.count_refusal(listener, "", reason);
+                tracing::debug!(%peer, source = %addrs.source, listener, reason, "refused: per-source limit");
+                return;
+            }
+        },
+    };
     let remaining = timeout.saturating_sub(started.elapsed());
     let host = sniff(&mut client, &mut sniffed, port, remaining).await;
     drop(sniffing);
     drop(sniff_slot);
+    drop(source_slot);
     let peer = addrs.source;
     let host = match host {
         Ok(host) => {
@@ -183,9 +217,17 @@ async fn forward(
     let metrics = &shared.metrics;
     let peer = addrs.source;
     let refused = |reason: &'static str| {
-        metrics.refuse(listener, &tenant.name, reason);
-        shared.refusals.note(reason);
+        shared.count_refusal(listener, &tenant.name, reason);
         tracing::debug!(%peer, listener, tenant = %tenant.name, reason, "refused");
+    };
+    // The source's share of the tenant first: a source at its cap takes no tenant slot.
+    let _source_slot = match shared.sources.forward(&tenant.name, peer.ip()) {
+        Ok(slot) => slot,
+        Err(reason) => {
+            refused(reason);
+            refuse(client, port, Refusal::Unavailable, limits.linger_timeout).await;
+            return;
+        }
     };
     let Some(_tenant_slot) = tenant.try_acquire(limits.max_connections_per_tenant) else {
         refused("tenant_limit");

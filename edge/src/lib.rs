@@ -11,6 +11,8 @@
 //!   summary of refusals in the log.
 //! * `balance`: power of two choices among a tenant's routers; `health`: endpoints whose connect
 //!   failed are marked failing and skipped for a doubling backoff.
+//! * `sources`: per-source limits (connection rate, connections still sniffing, forwarded
+//!   connections per tenant), so one client cannot starve the others.
 //! * [`metrics`]: [`EdgeMetrics`], labels bounded by the snapshot.
 #![forbid(unsafe_code)]
 
@@ -23,6 +25,7 @@ pub mod metrics;
 mod refusals;
 mod refuse;
 mod server;
+mod sources;
 mod table;
 mod upstream_proxy;
 

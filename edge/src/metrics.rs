@@ -84,6 +84,7 @@ pub struct EdgeMetrics {
     pub(crate) open_connections: Gauge,
     pub(crate) snapshot_version: Gauge,
     pub(crate) snapshots_rejected: Counter,
+    pub(crate) source_rate_untracked: Counter,
 }
 
 impl EdgeMetrics {
@@ -124,7 +125,8 @@ impl EdgeMetrics {
         );
         r.register(
             "refused",
-            "Connections refused after they were accepted, by listener, tenant and reason",
+            "Connections refused after they were accepted, by listener, tenant and reason \
+             (per source: source_rate_limit, source_sniffing_limit, source_tenant_limit)",
             m.refused.clone(),
         );
         r.register(
@@ -162,6 +164,12 @@ impl EdgeMetrics {
             "Edge snapshots refused as invalid (the previous one kept serving)",
             m.snapshots_rejected.clone(),
         );
+        r.register(
+            "source_rate_untracked",
+            "Connections admitted without a per-source rate check because the rate table was full \
+             of busy sources (fail-open)",
+            m.source_rate_untracked.clone(),
+        );
         Arc::new(m)
     }
 
@@ -181,6 +189,7 @@ impl EdgeMetrics {
             open_connections: Gauge::default(),
             snapshot_version: Gauge::default(),
             snapshots_rejected: Counter::default(),
+            source_rate_untracked: Counter::default(),
         }
     }
 

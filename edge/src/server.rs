@@ -6,6 +6,7 @@ use crate::config::{EdgeConfig, ACCEPT_ERROR_BACKOFF, REFUSAL_SUMMARY_INTERVAL};
 use crate::connection::{serve, Shared};
 use crate::metrics::EdgeMetrics;
 use crate::refusals::RefusalTally;
+use crate::sources::SourceLimits;
 use crate::table::{listener_label, validate, EdgeTable, SharedCounters};
 use arc_swap::ArcSwap;
 use bulkhead_admin::ReadyFlag;
@@ -107,12 +108,18 @@ impl Edge {
             ..
         } = self;
         let limits = config.limits.clone();
+        let sources = SourceLimits::new(
+            &limits,
+            config.accept_proxy_from.clone(),
+            metrics.source_rate_untracked.clone(),
+        );
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(EdgeTable::empty()),
             sniff_slots: Arc::new(Semaphore::new(limits.max_sniffing)),
             limits,
             metrics,
             proxy_protocol: config.proxy_protocol,
+            sources,
             accept_proxy_from: config.accept_proxy_from.clone(),
             refusals: RefusalTally::default(),
             force_close: CancellationToken::new(),

@@ -83,11 +83,7 @@ struct Harness {
 }
 
 async fn start(limits: EdgeLimits) -> Harness {
-    start_with(EdgeConfig {
-        limits,
-        ..EdgeConfig::default()
-    })
-    .await
+    start_with(limited(limits)).await
 }
 
 /// Starts an edge with `config`, listening on ephemeral loopback ports whatever it says.
@@ -200,8 +196,13 @@ impl Harness {
 
 /// Sends a ClientHello for `sni` through the edge and checks it comes back unaltered.
 async fn tls_roundtrip(edge: SocketAddr, sni: &str) -> TcpStream {
+    tls_roundtrip_from("127.0.0.1", edge, sni).await
+}
+
+/// [`tls_roundtrip`] from the loopback address `source` (all of 127/8 reaches lo on Linux).
+async fn tls_roundtrip_from(source: &str, edge: SocketAddr, sni: &str) -> TcpStream {
     let hello = client_hello(sni);
-    let mut c = TcpStream::connect(edge).await.unwrap();
+    let mut c = connect_from(source, edge).await;
     c.write_all(&hello).await.unwrap();
     let mut back = vec![0u8; hello.len()];
     tokio::time::timeout(WAIT, c.read_exact(&mut back))
@@ -213,6 +214,15 @@ async fn tls_roundtrip(edge: SocketAddr, sni: &str) -> TcpStream {
         "the router received the ClientHello byte for byte"
     );
     c
+}
+
+/// A connection to `edge` from the loopback address `source`.
+async fn connect_from(source: &str, edge: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(edge).await.unwrap()
 }
 
 async fn read_all(c: &mut TcpStream) -> Vec<u8> {
@@ -781,4 +791,214 @@ async fn a_header_from_an_untrusted_source_is_refused() {
         assert!(acme.seen.try_recv().is_err(), "nothing was forwarded");
         h.stop().await;
     }
+}
+
+// ---- per-source limits ------------------------------------------------------------------------
+
+/// `limits` with a sniff deadline far beyond the test's waits, so only per-source caps refuse.
+fn source_limits(limits: EdgeLimits) -> EdgeLimits {
+    EdgeLimits {
+        sniff_timeout: Duration::from_secs(120),
+        ..limits
+    }
+}
+
+/// An edge configuration with `limits`.
+fn limited(limits: EdgeLimits) -> EdgeConfig {
+    EdgeConfig {
+        limits,
+        ..EdgeConfig::default()
+    }
+}
+
+/// An edge with `config` (sniff deadline raised) serving `a.example` for tenant acme's one fake router.
+async fn start_acme(config: EdgeConfig) -> (FakeRouter, Harness) {
+    let acme = fake_router().await;
+    let mut h = start_with(EdgeConfig {
+        limits: source_limits(config.limits.clone()),
+        ..config
+    })
+    .await;
+    h.publish(
+        &[("a.example", "acme")],
+        &[("acme", vec![acme.addr], vec![])],
+    )
+    .await
+    .unwrap();
+    (acme, h)
+}
+
+#[tokio::test]
+async fn one_source_holding_silent_connections_leaves_the_pool_to_others() {
+    let (mut acme, h) = start_acme(limited(EdgeLimits {
+        max_sniffing: 8,
+        max_sniffing_per_source: 4,
+        ..EdgeLimits::default()
+    }))
+    .await;
+    // The flooding source opens twice the global pool of silent connections.
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(connect_from("127.0.0.1", h.https).await);
+    }
+    h.metric_eventually("bulkhead_edge_connections_sniffing 4")
+        .await;
+    // Its connections beyond its cap are closed at once, without an answer.
+    for c in &mut silent[4..] {
+        assert!(closed_without_answer(c).await.is_empty());
+    }
+    h.metric_eventually(
+        r#"bulkhead_edge_refused_total{listener="https",tenant="",reason="source_sniffing_limit"} 4"#,
+    )
+    .await;
+    // Another source is still served.
+    let c = tls_roundtrip_from("127.0.0.2", h.https, "a.example").await;
+    let ProxyHeader::Proxied(seen) = recv(&mut acme).await else {
+        panic!("a proxied header");
+    };
+    assert_eq!(seen.source.ip().to_string(), "127.0.0.2");
+    drop(c);
+    // The flooding source gets its slots back as its connections end.
+    drop(silent);
+    tls_roundtrip_from("127.0.0.1", h.https, "a.example").await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_source_opening_connections_beyond_its_burst_is_refused() {
+    let (mut acme, h) = start_acme(limited(EdgeLimits {
+        source_connect_rate: 1,
+        source_connect_burst: 3,
+        ..EdgeLimits::default()
+    }))
+    .await;
+    // The burst, spent at once (one token a second comes back: the next one is refused).
+    let mut burst = Vec::new();
+    for _ in 0..3 {
+        let mut c = connect_from("127.0.0.1", h.https).await;
+        c.write_all(&client_hello("a.example")).await.unwrap();
+        burst.push(c);
+    }
+    let mut refused = connect_from("127.0.0.1", h.https).await;
+    let _ = refused.write_all(&client_hello("a.example")).await;
+    assert!(closed_without_answer(&mut refused).await.is_empty());
+    for _ in 0..3 {
+        recv(&mut acme).await;
+    }
+    h.metric_eventually(
+        r#"bulkhead_edge_refused_total{listener="https",tenant="",reason="source_rate_limit"} 1"#,
+    )
+    .await;
+    // Another source has its own bucket.
+    let other = tls_roundtrip_from("127.0.0.2", h.https, "a.example").await;
+    recv(&mut acme).await;
+    drop((burst, other));
+    h.stop().await;
+}
+
+/// A hello for `a.example` from `source` gets the `internal_error` alert, the first refusal of
+/// tenant acme for `reason`.
+async fn acme_refused_once(h: &Harness, source: &str, reason: &str) {
+    let mut c = connect_from(source, h.https).await;
+    c.write_all(&client_hello("a.example")).await.unwrap();
+    assert_eq!(read_all(&mut c).await, ALERT_INTERNAL_ERROR);
+    h.metric_eventually(&format!(
+        r#"bulkhead_edge_refused_total{{listener="https",tenant="acme",reason="{reason}"}} 1"#
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn one_source_cannot_fill_a_tenants_quota() {
+    let mut acme = fake_router().await;
+    let mut globex = fake_router().await;
+    let mut h = start(source_limits(EdgeLimits {
+        max_connections_per_tenant: 3,
+        max_connections_per_source_per_tenant: 2,
+        ..EdgeLimits::default()
+    }))
+    .await;
+    h.publish(
+        &[("a.example", "acme"), ("g.example", "globex")],
+        &[
+            ("acme", vec![acme.addr], vec![]),
+            ("globex", vec![globex.addr], vec![]),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tls_roundtrip_from("127.0.0.1", h.https, "a.example").await);
+        recv(&mut acme).await;
+    }
+    // The source's share of acme is full: refused like a full tenant.
+    acme_refused_once(&h, "127.0.0.1", "source_tenant_limit").await;
+    // Another source still reaches acme, and the same source still reaches another tenant.
+    held.push(tls_roundtrip_from("127.0.0.2", h.https, "a.example").await);
+    recv(&mut acme).await;
+    held.push(tls_roundtrip_from("127.0.0.1", h.https, "g.example").await);
+    recv(&mut globex).await;
+    // Now acme's quota is full: a third source is refused, globex is still served.
+    acme_refused_once(&h, "127.0.0.3", "tenant_limit").await;
+    held.push(tls_roundtrip_from("127.0.0.3", h.https, "g.example").await);
+    recv(&mut globex).await;
+    drop(held);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn behind_a_trusted_balancer_the_declared_client_is_the_source() {
+    let (mut acme, h) = start_acme(EdgeConfig {
+        limits: EdgeLimits {
+            max_sniffing_per_source: 2,
+            ..EdgeLimits::default()
+        },
+        ..trusting(&["127.0.0.1"])
+    })
+    .await;
+    let declare = |client: &str| {
+        encode_v2(&ProxyAddresses {
+            source: client.parse().unwrap(),
+            destination: "198.51.100.1:443".parse().unwrap(),
+        })
+    };
+    // The balancer itself is exempt: more silent connections than the cap, all kept.
+    let mut balancer = Vec::new();
+    for _ in 0..3 {
+        balancer.push(connect_from("127.0.0.1", h.https).await);
+    }
+    // One declared client holds its cap of silent connections; its next one is closed.
+    let mut flood = Vec::new();
+    for _ in 0..3 {
+        let mut c = connect_from("127.0.0.1", h.https).await;
+        c.write_all(&declare("203.0.113.7:40000")).await.unwrap();
+        flood.push(c);
+    }
+    h.metric_eventually(
+        r#"bulkhead_edge_refused_total{listener="https",tenant="",reason="source_sniffing_limit"} 1"#,
+    )
+    .await;
+    // Another client through the same balancer is served.
+    let mut c = connect_from("127.0.0.1", h.https).await;
+    let hello = client_hello("a.example");
+    c.write_all(&[declare("203.0.113.8:40000"), hello.clone()].concat())
+        .await
+        .unwrap();
+    let mut back = vec![0u8; hello.len()];
+    tokio::time::timeout(WAIT, c.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    let ProxyHeader::Proxied(seen) = recv(&mut acme).await else {
+        panic!("a proxied header");
+    };
+    assert_eq!(seen.source.to_string(), "203.0.113.8:40000");
+    assert!(
+        h.has_line("bulkhead_edge_connections_sniffing 5"),
+        "3 balancer connections without a header, 2 of the flooding client:\n{}",
+        h.metrics()
+    );
+    drop((balancer, flood, c));
+    h.stop().await;
 }

@@ -374,6 +374,16 @@ pub async fn backend(name: &str) -> SocketAddr {
     addr
 }
 
+/// A connection to `addr` from the loopback address `source` (Linux routes all of 127/8 to `lo`),
+/// to act as another client.
+pub async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(source.parse().expect("source"), 0))
+        .expect("bind a loopback source");
+    socket.connect(addr).await.expect("connect")
+}
+
 /// An HTTP/1.1 keep-alive connection that stays open across requests.
 pub struct KeepAlive {
     sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
@@ -383,11 +393,19 @@ impl KeepAlive {
     /// Connects to `addr` (plain HTTP).
     pub async fn connect(addr: SocketAddr) -> Self {
         let stream = TcpStream::connect(addr).await.expect("connect");
+        Self::over(stream).await.expect("HTTP/1.1 handshake")
+    }
+
+    /// An HTTP/1.1 connection over an open stream (plain or TLS).
+    pub async fn over<S>(stream: S) -> Result<Self, String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .expect("HTTP/1.1 handshake");
+            .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        Self { sender }
+        Ok(Self { sender })
     }
 
     /// One request on the open connection.

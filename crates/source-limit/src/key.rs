@@ -1,0 +1,81 @@
+//! [`SourceKey`]: the identity a per-source limit counts by.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Bits of an IPv6 address that name one subscriber: a /64 is the usual smallest allocation, so
+/// counting by full address would let one host rotate through 2^64 identities.
+const V6_SOURCE_PREFIX_BITS: u32 = 64;
+
+/// Who a connection is from, for limiting: an IPv4 address, or the /64 network of an IPv6 address.
+/// An IPv4-mapped IPv6 address counts as the IPv4 address it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKey {
+    /// One IPv4 address.
+    V4(Ipv4Addr),
+    /// The upper 64 bits of an IPv6 address (its /64 network).
+    V6(u64),
+}
+
+impl SourceKey {
+    /// The source key of a peer address.
+    pub fn of(ip: IpAddr) -> SourceKey {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => SourceKey::V4(v4),
+            IpAddr::V6(v6) => {
+                let network = u128::from(v6) >> (128 - V6_SOURCE_PREFIX_BITS);
+                // The shift leaves at most 64 significant bits.
+                SourceKey::V6(u64::try_from(network).unwrap_or(u64::MAX))
+            }
+        }
+    }
+}
+
+impl fmt::Display for SourceKey {
+    /// `203.0.113.7`, or `2001:db8:1:2::/64`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceKey::V4(v4) => write!(f, "{v4}"),
+            SourceKey::V6(network) => {
+                let addr = Ipv6Addr::from(u128::from(*network) << (128 - V6_SOURCE_PREFIX_BITS));
+                write!(f, "{addr}/{V6_SOURCE_PREFIX_BITS}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> SourceKey {
+        SourceKey::of(s.parse().unwrap())
+    }
+
+    #[test]
+    fn ipv4_counts_by_address() {
+        assert_eq!(key("203.0.113.7"), key("203.0.113.7"));
+        assert_ne!(key("203.0.113.7"), key("203.0.113.8"));
+        assert_eq!(key("203.0.113.7").to_string(), "203.0.113.7");
+    }
+
+    #[test]
+    fn mapped_ipv4_counts_as_ipv4() {
+        assert_eq!(key("::ffff:203.0.113.7"), key("203.0.113.7"));
+        assert_ne!(
+            key("::203.0.113.7"),
+            key("203.0.113.7"),
+            "compatible is not mapped"
+        );
+    }
+
+    #[test]
+    fn ipv6_counts_by_slash_64() {
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("2001:db8:1:2:abcd::1").to_string(), "2001:db8:1:2::/64");
+    }
+}
