@@ -26,7 +26,7 @@ use bulkhead_proxy_io::{
     copy_bidirectional_observed, copy_tcp_bidirectional_observed, read_proxy_header, CopyStats,
     ProxyHeader, Rewind,
 };
-use bulkhead_proxy_io::{SourceLimiter, SourcePermit};
+use bulkhead_source_limit::{ConcurrencyGuard, ConcurrencyLimiter, SourceKey};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -171,7 +171,7 @@ fn count_outcome(shared: &Shared, listener: ListenerLabel, outcome: ConnectionOu
 pub(crate) struct ConnectionSlot {
     _open: OpenConnection,
     _permit: OwnedSemaphorePermit,
-    _source: SourcePermit,
+    _source: ConcurrencyGuard<SourceKey>,
 }
 
 /// The limits one listener admits connections by.
@@ -182,7 +182,7 @@ struct Admission {
     /// at most the PROXY header timeout).
     pending: Arc<Semaphore>,
     /// Connections per client source ([`RouterLimits::max_connections_per_source`]).
-    sources: Arc<SourceLimiter>,
+    sources: Arc<ConcurrencyLimiter<SourceKey>>,
 }
 
 impl Admission {
@@ -191,7 +191,7 @@ impl Admission {
         Self {
             slots: Arc::new(Semaphore::new(max)),
             pending: Arc::new(Semaphore::new(max)),
-            sources: SourceLimiter::new(limits.max_connections_per_source),
+            sources: ConcurrencyLimiter::new(limits.max_connections_per_source.max(1)),
         }
     }
 
@@ -204,7 +204,7 @@ impl Admission {
     ) -> Result<ConnectionSlot, ConnectionOutcome> {
         let source = self
             .sources
-            .try_acquire(client.ip())
+            .try_acquire(SourceKey::of(client.ip()))
             .ok_or(ConnectionOutcome::SourceLimit)?;
         let permit = Arc::clone(&self.slots)
             .try_acquire_owned()

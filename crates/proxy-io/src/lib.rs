@@ -5,7 +5,6 @@
 //!   v1 and v2 read), at most [`MAX_PROXY_HEADER`] bytes.
 //! * [`cidr`]: the networks trusted to send a PROXY header (edge and router alike).
 //! * [`Rewind`]: a stream that yields bytes already read before reading on.
-//! * [`SourceLimiter`]: concurrent connections per client source (IPv4 address, IPv6 /64).
 //! * [`copy_bidirectional`] / [`copy_bidirectional_observed`]: the byte pump;
 //!   [`copy_tcp_bidirectional_observed`]: the same between two TCP sockets, with bulk flows moved by
 //!   `splice(2)` on Linux.
@@ -15,7 +14,6 @@ pub mod cidr;
 mod copy;
 mod proxy;
 mod rewind;
-mod source;
 #[cfg(target_os = "linux")]
 mod splice;
 #[cfg(test)]
@@ -46,4 +44,3 @@ pub use proxy::{
     MAX_PROXY_HEADER,
 };
 pub use rewind::Rewind;
-pub use source::{SourceKey, SourceLimiter, SourcePermit};
