@@ -86,7 +86,15 @@ impl Tiers {
                 bind(admin),
             ]
         };
-        let mut router_args = vec!["router".to_owned(), "--tenant".into(), "acme".into()];
+        // The edge reaches the router from loopback, which the router's default (the private
+        // ranges of a cluster) does not trust.
+        let mut router_args = vec![
+            "router".to_owned(),
+            "--tenant".into(),
+            "acme".into(),
+            "--accept-proxy-from".into(),
+            "127.0.0.1/32".into(),
+        ];
         router_args.extend(listen(router_https, router_http, router_admin));
         router_args.extend(link_args(dir.path(), &dir.path().join("router.yaml")));
         let router = Tier::start(dir.path(), "router", &router_args);

@@ -939,8 +939,8 @@ mod tests {
         let args = container.args.clone().unwrap_or_default();
         assert_eq!(
             args.join(" "),
-            "router --tenant acme --https-listen 0.0.0.0:8443 --http-listen 0.0.0.0:8080 \
-             --admin-listen 0.0.0.0:9901 \
+            "router --tenant acme --https-listen [::]:8443 --http-listen [::]:8080 \
+             --admin-listen [::]:9901 \
              --operator-url https://bulkhead-operator.bulkhead-system.svc:8443 \
              --operator-ca /var/run/bulkhead/ca/ca.crt \
              --token-file /var/run/secrets/bulkhead/token \
