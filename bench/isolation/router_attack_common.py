@@ -6,6 +6,8 @@ with the openssl CLI, and measures tenant B with a steady HTTPS probe. Python 3 
 """
 
 import asyncio
+import concurrent.futures
+import multiprocessing
 import json
 import os
 import resource
@@ -144,12 +146,18 @@ class World:
         self.proc = None
 
     async def start(self):
-        self.servers = []
-        ports = []
-        for _ in range(2):
-            srv = await asyncio.start_server(backend_conn, "127.0.0.1", 0, limit=1 << 20)
-            self.servers.append(srv)
-            ports.append(srv.sockets[0].getsockname()[1])
+        # Tenant a's backend (the attacker's) runs in this process, next to the attack; tenant b's
+        # backend is `bulkhead demo-backend` and its probes run in a process of their own, so that
+        # the load the attack puts on this Python process never shows up in b's figures.
+        srv = await asyncio.start_server(backend_conn, "127.0.0.1", 0, limit=1 << 20)
+        self.servers = [srv]
+        b_port = free_port()
+        self.backend_b = subprocess.Popen(
+            [self.binary, "demo-backend", "--listen", f"127.0.0.1:{b_port}", "--name", "b"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ports = [srv.sockets[0].getsockname()[1], b_port]
+        self.probes = concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         cert, key, self.ca_file = self_signed(self.tmp.name, ["*.a.test", "*.b.test"])
         manifests = os.path.join(self.tmp.name, "manifests")
         os.mkdir(manifests)
@@ -194,7 +202,14 @@ class World:
         return ok, time.monotonic() - start
 
     async def probe_phase(self, seconds, rate):
-        """Probes tenant b at `rate` per second for `seconds`: success rate and p99 (ms)."""
+        """Probes tenant b at `rate` per second for `seconds`, from a process of its own: success
+        rate and p99 (ms)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.probes, probe_phase_in_process, self.https, self.ca_file, seconds, rate)
+
+    async def probe_phase_here(self, seconds, rate):
+        """[`probe_phase`] in this process's event loop."""
         tasks = []
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -229,6 +244,19 @@ class World:
                 self.proc.kill()
         for srv in self.servers:
             srv.close()
+        if getattr(self, "backend_b", None):
+            self.backend_b.terminate()
+            self.backend_b.wait(10)
+        if getattr(self, "probes", None):
+            self.probes.shutdown(cancel_futures=True)
+
+
+def probe_phase_in_process(https, ca_file, seconds, rate):
+    """Runs in a spawned process: tenant b's probes at `rate` per second for `seconds`."""
+    world = World.__new__(World)
+    world.https = https
+    world.ca_file = ca_file
+    return asyncio.run(world.probe_phase_here(seconds, rate))
 
 
 def default_binary():
