@@ -55,6 +55,10 @@ pub struct RouterLimitArgs {
     /// (DEFAULT_OUTLIER_CONSECUTIVE_FAILURES: 5).
     #[arg(long, env = "BULKHEAD_ROUTER_OUTLIER_CONSECUTIVE_FAILURES")]
     pub router_outlier_consecutive_failures: Option<u32>,
+    /// Bytes one HTTP/1.1 upstream connection may read ahead: its response head and what is read
+    /// of a body a client has not taken yet (DEFAULT_UPSTREAM_MAX_BUF_SIZE: 64 KiB).
+    #[arg(long, env = "BULKHEAD_ROUTER_UPSTREAM_MAX_BUF_SIZE")]
+    pub router_upstream_max_buf_size: Option<usize>,
     /// The boundary policy (paths, forwarding headers, upgrades).
     #[command(flatten)]
     pub boundary: crate::boundary_flags::BoundaryArgs,
@@ -110,6 +114,10 @@ impl RouterLimitArgs {
         set(
             &mut l.outlier_consecutive_failures,
             self.router_outlier_consecutive_failures,
+        );
+        set(
+            &mut l.upstream_max_buf_size,
+            self.router_upstream_max_buf_size,
         );
         l.boundary = self.boundary.policy();
         l

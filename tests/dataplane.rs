@@ -72,9 +72,8 @@ struct Tiers {
 impl Tiers {
     async fn start(web: SocketAddr, bind: impl Fn(u16) -> String) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ports = || free_addr().port();
-        let (router_https, router_http, router_admin) = (ports(), ports(), ports());
-        let (edge_https, edge_http, edge_admin) = (ports(), ports(), ports());
+        let [router_https, router_http, router_admin, edge_https, edge_http, edge_admin] =
+            free_addrs().map(|a| a.port());
         write_bootstraps(dir.path(), web, router_https, router_http);
         let listen = |https, http, admin| {
             vec![

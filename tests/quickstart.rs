@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::free_addr;
+use common::free_addrs;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -31,13 +31,14 @@ fn quickstart_curl_commands_work_as_printed() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart"),
         dir.path(),
     );
+    let listen: [std::net::SocketAddr; 3] = free_addrs();
     let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
         .arg("quickstart")
         .arg("--dir")
         .arg(dir.path())
-        .args(["--http-listen", &free_addr().to_string()])
-        .args(["--https-listen", &free_addr().to_string()])
-        .args(["--admin-listen", &free_addr().to_string()])
+        .args(["--http-listen", &listen[0].to_string()])
+        .args(["--https-listen", &listen[1].to_string()])
+        .args(["--admin-listen", &listen[2].to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -56,6 +56,13 @@ pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Most idle pooled HTTP/1 connections per backend endpoint.
 pub const DEFAULT_UPSTREAM_MAX_IDLE_PER_ENDPOINT: usize = 128;
+/// hyper refuses an HTTP/1 read buffer smaller than this (client and server side alike).
+pub(crate) const MIN_H1_BUF_SIZE: usize = 8 * 1024;
+/// Largest read buffer of one HTTP/1.1 upstream connection, 64 KiB: it bounds a backend's response
+/// head, and how much of a response body the router reads ahead of a client that does not take it
+/// (hyper's own default is about 400 KiB, which a flood of non-reading HTTP/2 streams multiplies).
+/// A response head larger than this is a 502.
+pub const DEFAULT_UPSTREAM_MAX_BUF_SIZE: usize = 64 * 1024;
 /// A passthrough (raw TLS) connection with no byte in either direction for this long is closed.
 pub const DEFAULT_PASSTHROUGH_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// An upgraded (WebSocket) connection with no byte in either direction for this long is closed.
@@ -151,6 +158,8 @@ pub struct RouterLimits {
     pub upstream_idle_timeout: Duration,
     /// See [`DEFAULT_UPSTREAM_MAX_IDLE_PER_ENDPOINT`].
     pub upstream_max_idle_per_endpoint: usize,
+    /// See [`DEFAULT_UPSTREAM_MAX_BUF_SIZE`] (at least 8 KiB, hyper's minimum).
+    pub upstream_max_buf_size: usize,
     /// See [`DEFAULT_PASSTHROUGH_IDLE_TIMEOUT`].
     pub passthrough_idle_timeout: Duration,
     /// See [`DEFAULT_UPGRADE_IDLE_TIMEOUT`].
@@ -213,6 +222,7 @@ impl Default for RouterLimits {
             upstream_connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
             upstream_idle_timeout: DEFAULT_UPSTREAM_IDLE_TIMEOUT,
             upstream_max_idle_per_endpoint: DEFAULT_UPSTREAM_MAX_IDLE_PER_ENDPOINT,
+            upstream_max_buf_size: DEFAULT_UPSTREAM_MAX_BUF_SIZE,
             passthrough_idle_timeout: DEFAULT_PASSTHROUGH_IDLE_TIMEOUT,
             upgrade_idle_timeout: DEFAULT_UPGRADE_IDLE_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,

@@ -14,6 +14,7 @@ use crate::compile::{CompiledConfig, CompiledPassthrough, SniTarget};
 use crate::http::local_response;
 use crate::http::{serve_request, ConnContext, Entry, Shared};
 use crate::idle::Activity;
+use crate::limits::MIN_H1_BUF_SIZE;
 use crate::metrics::{
     ConnectionLabels, ConnectionOutcome, ListenerLabel, ListenerLabels, RouteLabels,
 };
@@ -45,8 +46,6 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// hyper refuses an HTTP/1 read buffer smaller than this.
-const MIN_H1_BUF_SIZE: usize = 8 * 1024;
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Initial capacity of the buffer that keeps the PROXY header payload and the ClientHello.

@@ -4,7 +4,7 @@
 //! Pools belong to the router, not to a snapshot: a configuration swap keeps warm connections.
 
 use crate::body::{BoxError, ProxyBody};
-use crate::limits::RouterLimits;
+use crate::limits::{RouterLimits, MIN_H1_BUF_SIZE};
 use bulkhead_crds::snapshot::BackendProtocol;
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
@@ -132,6 +132,7 @@ impl Upstreams {
             .timer(TokioTimer::new())
             .pool_idle_timeout(limits.upstream_idle_timeout)
             .pool_max_idle_per_host(limits.upstream_max_idle_per_endpoint)
+            .http1_max_buf_size(limits.upstream_max_buf_size.max(MIN_H1_BUF_SIZE))
             .set_host(false)
             .build(connector);
         Self {

@@ -39,8 +39,18 @@ pub struct Standalone {
 
 /// A loopback address with a port that was free a moment ago.
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr")
+    let [addr] = free_addrs();
+    addr
+}
+
+/// `N` distinct loopback addresses whose ports were free a moment ago: all are held while the
+/// next is picked, so the kernel cannot hand out the same port twice (which separate
+/// [`free_addr`] calls can, since each port is released at once).
+pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("local addr"))
 }
 
 impl Standalone {
@@ -57,7 +67,7 @@ impl Standalone {
         }
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log = log_dir.path().join("bulkhead.log");
-        let (http, https, admin) = (free_addr(), free_addr(), free_addr());
+        let [http, https, admin] = free_addrs();
         let child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
             .args(["standalone", "--manifests"])
             .arg(dir.path())
