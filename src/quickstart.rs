@@ -59,6 +59,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             router_limits: Default::default(),
             router_accept_proxy_from: standalone::default_router_accept_proxy_from(),
             edge_limits: Default::default(),
+            router_worker_threads: standalone::DEFAULT_ROUTER_WORKER_THREADS,
         },
         shutdown.clone(),
     )

@@ -24,7 +24,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// How long the file provider waits for a burst of file events to settle.
@@ -39,6 +39,11 @@ pub fn default_router_accept_proxy_from() -> Vec<Cidr> {
 }
 /// Acknowledgements buffered between the data plane and the status view.
 const ACK_CHANNEL: usize = 1024;
+/// Worker threads of each tenant router's runtime in standalone mode: one core's worth, like a
+/// router pod with a CPU limit of one.
+pub const DEFAULT_ROUTER_WORKER_THREADS: u16 = 1;
+/// How long a stopped router's runtime may take to drop its remaining tasks.
+const ROUTER_RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// Arguments of `bulkhead standalone`.
 #[derive(clap::Args, Debug, Clone)]
@@ -67,6 +72,10 @@ pub struct StandaloneArgs {
     /// The edge's limits.
     #[command(flatten)]
     pub edge_limits: bulkhead::edge_flags::EdgeLimitArgs,
+    /// Worker threads of each tenant router. Every router runs on a runtime of its own, as it runs
+    /// in a pod of its own in a cluster, so one tenant's load never queues another tenant's tasks.
+    #[arg(long, default_value_t = DEFAULT_ROUTER_WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub router_worker_threads: u16,
 }
 
 /// Counters of the standalone control loop.
@@ -241,6 +250,7 @@ pub async fn start(
         shutdown: shutdown.clone(),
         reported_errors: HashSet::new(),
         router_accept_proxy_from: args.router_accept_proxy_from.clone(),
+        router_worker_threads: usize::from(args.router_worker_threads),
     };
     Ok(tokio::spawn(async move {
         control.run(states, ack_rx).await;
@@ -266,6 +276,8 @@ struct ControlLoop {
     reported_errors: HashSet<String>,
     /// Who the routers accept PROXY headers from (see [`StandaloneArgs::router_accept_proxy_from`]).
     router_accept_proxy_from: Vec<Cidr>,
+    /// Worker threads of each router's runtime (see [`StandaloneArgs::router_worker_threads`]).
+    router_worker_threads: usize,
 }
 
 impl ControlLoop {
@@ -400,6 +412,8 @@ impl ControlLoop {
         }
     }
 
+    /// Starts `tenant`'s router on a runtime of its own (a thread pool named after the tenant), so
+    /// that in one process, as in a cluster, one tenant's load never queues another tenant's tasks.
     async fn start_router(&self, tenant: &str) -> anyhow::Result<RunningRouter> {
         let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
         let config = RouterConfig {
@@ -407,28 +421,50 @@ impl ControlLoop {
             limits: self.router_limits.clone(),
             ..RouterConfig::new(tenant, loopback, loopback)
         };
-        let router = Router::bind(
-            config,
-            self.router_metrics.clone(),
-            self.readiness.flag(router_component(tenant)),
-        )
-        .await?;
-        let endpoints = RouterEndpoints {
-            https: vec![router.https_addr()],
-            http: vec![router.http_addr()],
-        };
-        tracing::info!(tenant, https = %router.https_addr(), http = %router.http_addr(), "tenant router started");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.router_worker_threads)
+            .thread_name(format!("router-{tenant}"))
+            .enable_all()
+            .build()
+            .context("cannot start the tenant router's runtime")?;
         let (publisher, acks) = Publisher::<TenantSnapshot>::new();
         forward_acks(tenant.to_owned(), acks, self.ack_tx.clone());
         let stop = self.shutdown.child_token();
         let subscription = publisher.subscribe(format!("router/{tenant}/0"));
+        let (bound_tx, bound_rx) = oneshot::channel();
+        let metrics = self.router_metrics.clone();
+        let ready = self.readiness.flag(router_component(tenant));
         let name = tenant.to_owned();
         let token = stop.clone();
-        tokio::spawn(async move {
-            if let Err(e) = router.run(subscription, token).await {
-                tracing::error!(tenant = name, error = %e, "tenant router stopped with an error");
-            }
-        });
+        std::thread::Builder::new()
+            .name(format!("router-{tenant}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let router = match Router::bind(config, metrics, ready).await {
+                        Ok(router) => router,
+                        Err(e) => {
+                            let _ = bound_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let endpoints = RouterEndpoints {
+                        https: vec![router.https_addr()],
+                        http: vec![router.http_addr()],
+                    };
+                    if bound_tx.send(Ok(endpoints)).is_err() {
+                        return;
+                    }
+                    if let Err(e) = router.run(subscription, token).await {
+                        tracing::error!(tenant = name, error = %e, "tenant router stopped with an error");
+                    }
+                });
+                runtime.shutdown_timeout(ROUTER_RUNTIME_SHUTDOWN);
+            })
+            .context("cannot start the tenant router's thread")?;
+        let endpoints = bound_rx
+            .await
+            .context("the tenant router's thread ended before binding")??;
+        tracing::info!(tenant, https = %endpoints.https[0], http = %endpoints.http[0], "tenant router started");
         Ok(RunningRouter {
             publisher,
             endpoints,

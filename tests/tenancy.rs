@@ -95,6 +95,28 @@ async fn https_reaches_each_tenants_backend_with_its_own_certificate() {
     assert_eq!(answer_field(&body, "backend").as_deref(), Some("acme-web"));
 }
 
+/// Each tenant's router runs on a runtime (thread pool) of its own, as in a cluster each runs in a
+/// pod of its own: one tenant's load queues only its own tasks.
+#[tokio::test]
+async fn each_tenant_router_runs_on_threads_of_its_own() {
+    let t = two_tenants().await;
+    let (status, _, _) = http_get(t.bh.http, "www.globex.test", "/").await.unwrap();
+    assert_eq!(status, 200);
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", t.bh.pid()))
+        .expect("the process's threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    for tenant in ["acme", "globex"] {
+        assert!(
+            threads
+                .iter()
+                .any(|name| name == &format!("router-{tenant}")),
+            "no thread of {tenant}'s router among {threads:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn plain_http_is_routed_by_host() {
     let t = two_tenants().await;

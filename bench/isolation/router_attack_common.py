@@ -110,10 +110,15 @@ def self_signed(workdir, names):
     return open(cert).read(), open(key).read(), cert
 
 
+BIG_BODY = memoryview(b"x" * BIG_BYTES)
+CHUNK = 64 * 1024
+
+
 async def backend_conn(reader, writer):
     """HTTP/1.1 keep-alive backend: reads each request (and its Content-Length body), answers
-    `/big` with BIG_BYTES and anything else with a short body."""
-    big = b"x" * BIG_BYTES
+    `/big` with BIG_BYTES and anything else with a short body. Bodies go out in 64 KiB chunks as
+    the peer reads them, from one shared buffer, as a real backend streams: the attacker's
+    backend shares the machine with the proxy, so it must not copy megabytes nobody reads."""
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -123,9 +128,11 @@ async def backend_conn(reader, writer):
                     length = int(line.split(b":", 1)[1])
             if length:
                 await reader.readexactly(length)
-            body = big if b" /big" in head.split(b"\r\n", 1)[0] else b"ok\n"
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
-            await writer.drain()
+            body = BIG_BODY if b" /big" in head.split(b"\r\n", 1)[0] else memoryview(b"ok\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body))
+            for at in range(0, len(body), CHUNK):
+                writer.write(body[at:at + CHUNK])
+                await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError,
             asyncio.CancelledError):
         pass
@@ -210,16 +217,24 @@ class World:
 
     async def probe_phase_here(self, seconds, rate):
         """[`probe_phase`] in this process's event loop."""
-        tasks = []
-        end = time.monotonic() + seconds
+        tasks, starts = [], []
+        begin = time.monotonic()
+        end = begin + seconds
         while time.monotonic() < end:
+            starts.append(time.monotonic() - begin)
             tasks.append(asyncio.create_task(self.probe_once()))
             await asyncio.sleep(1.0 / rate)
         results = await asyncio.gather(*tasks)
         lat = sorted(t for ok, t in results if ok)
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else None
+        p50 = lat[len(lat) // 2] * 1000 if lat else None
+        # The slowest probes with when they started (seconds into the phase): shows whether the
+        # tail is one burst or spread over the phase.
+        slowest = sorted(((t * 1000, at) for (_, t), at in zip(results, starts)), reverse=True)[:8]
         return {"requests": len(results), "success_rate": len(lat) / max(1, len(results)),
-                "p99_ms": round(p99, 1) if p99 is not None else None}
+                "p50_ms": round(p50, 1) if p50 is not None else None,
+                "p99_ms": round(p99, 1) if p99 is not None else None,
+                "slowest_ms_at_s": [[round(ms, 1), round(at, 2)] for ms, at in slowest]}
 
     def rss_mib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
