@@ -88,6 +88,9 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
 
     let readiness = Readiness::new();
     let flag = readiness.flag("operator");
+    // Not ready while the election itself fails (a missing Role, an API server that hangs): a
+    // replica that can never lead must not look healthy.
+    let election_health = readiness.flag("leader-election");
     let metrics = OperatorMetrics::new();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -155,12 +158,15 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         let identity = identity.clone();
         tokio::spawn(async move {
             tracing::info!(%identity, "waiting to lead");
-            if !elector.acquire(&shutdown).await {
+            let Some(won_at) = elector
+                .acquire(&shutdown, |works| election_health.set(works))
+                .await
+            else {
                 return false;
-            }
+            };
             tracing::info!(%identity, "leading: writing statuses, children and events");
             leading_tx.send_replace(true);
-            if !elector.hold(&shutdown).await {
+            if !elector.hold(won_at, &shutdown).await {
                 tracing::error!("leadership lost: stopping");
                 lost.cancel();
                 shutdown.cancel();
