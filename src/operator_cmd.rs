@@ -13,6 +13,7 @@ use anyhow::Context;
 use bulkhead_admin::{AdminServer, AdminState, Readiness};
 use bulkhead_operator::children::ChildSettings;
 use bulkhead_operator::kube::leader::LeaderElector;
+use bulkhead_operator::kube::leader_label::LeaderLabel;
 use bulkhead_operator::kube::{self as provider, OperatorConfig, TenantDirectory, TokenReviewAuth};
 use bulkhead_operator::metrics::{KindLabel, OperatorMetrics};
 use bulkhead_snapshot_wire::cert_reload::DEFAULT_CERT_CHECK_INTERVAL;
@@ -149,6 +150,12 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         &args.namespace,
         identity.clone(),
     ));
+    // The snapshot Service selects the leader's pod label; a restarted container first drops a
+    // label its pod may still carry from an earlier life.
+    let label = LeaderLabel::new(client.clone(), &args.namespace, identity.clone());
+    if let Err(e) = label.resign().await {
+        tracing::warn!(error = %e, "cannot clear this pod's leader label");
+    }
     let (leading_tx, leading) = watch::channel(false);
     let lost = CancellationToken::new();
     let election = {
@@ -197,7 +204,14 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
             tracing::info!(snapshots = %addr, "serving snapshots");
+            // Listening first, then labelled: the Service sends clients only to a listening leader.
+            if let Err(e) = label.claim().await {
+                tracing::error!(error = %e, "cannot label this pod the leader; snapshot clients cannot reach it");
+            }
             server.serve(listener, tls, stop.cancelled_owned()).await;
+            if let Err(e) = label.resign().await {
+                tracing::warn!(error = %e, "cannot remove this pod's leader label");
+            }
             anyhow::Ok(())
         })
     };

@@ -152,6 +152,14 @@ pub const OPERATOR_API_CALLS: &[ApiCall] = &[
         verbs: &["get", "create", "update"],
         scope: Scope::OperatorNamespace,
     },
+    // The leader's pod label (`kube::leader_label`), in the operator's namespace only: the
+    // snapshot Service selects it, so data-plane clients reach only the leader.
+    ApiCall {
+        group: "",
+        resources: &["pods"],
+        verbs: &["list", "patch"],
+        scope: Scope::OperatorNamespace,
+    },
 ];
 
 /// Whether [`OPERATOR_API_CALLS`] grants `verb` on `resource` (with `/subresource` if any) of

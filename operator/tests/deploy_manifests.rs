@@ -612,6 +612,17 @@ fn check_operator(install: &Install) {
         svc.spec.as_ref().and_then(|s| s.type_.as_deref()),
         Some("ClusterIP")
     );
+    // Only the leader listens for snapshots: the Service must select its label, or standbys
+    // (ready, but not listening) receive data-plane connections.
+    let selector = svc.spec.as_ref().and_then(|s| s.selector.clone());
+    assert_eq!(
+        selector
+            .as_ref()
+            .and_then(|s| s.get(bulkhead_operator::kube::leader_label::LEADER_LABEL))
+            .map(String::as_str),
+        Some(bulkhead_operator::kube::leader_label::LEADER_VALUE),
+        "the operator Service must select the leader's pod label: {selector:?}"
+    );
 }
 
 fn check_gateway_class(install: &Install) {

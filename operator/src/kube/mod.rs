@@ -9,11 +9,13 @@
 //! * [`events`]: Kubernetes Events for snapshot rejections.
 //! * [`auth`]: the snapshot API's `TokenReview` authenticator.
 //! * [`leader`]: leader election by a `Lease` in the operator's namespace.
+//! * [`leader_label`]: the leader's pod label, which the snapshot Service selects.
 
 pub mod auth;
 pub mod control;
 pub mod events;
 pub mod leader;
+pub mod leader_label;
 pub mod onboarding;
 pub mod status_writer;
 pub mod store;
