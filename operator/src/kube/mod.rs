@@ -7,12 +7,14 @@
 //! * [`status_writer`]: statuses written by server-side apply, only when they changed.
 //! * [`onboarding`]: each served Tenant's children server-side applied, with backoff.
 //! * [`events`]: Kubernetes Events for snapshot rejections.
+//! * [`edge_bootstrap`]: the edge's bootstrap ConfigMap, the last acknowledged edge snapshot.
 //! * [`auth`]: the snapshot API's `TokenReview` authenticator.
 //! * [`leader`]: leader election by a `Lease` in the operator's namespace.
 //! * [`leader_label`]: the leader's pod label, which the snapshot Service selects.
 
 pub mod auth;
 pub mod control;
+pub mod edge_bootstrap;
 pub mod events;
 pub mod leader;
 pub mod leader_label;

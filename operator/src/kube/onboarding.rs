@@ -263,7 +263,8 @@ pub async fn apply_children(
     Ok(())
 }
 
-async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<(), ApplyError>
+/// Server-side applies one object, forcing ownership of the fields the operator sets.
+pub(crate) async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<(), ApplyError>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
