@@ -5,6 +5,8 @@
 //! * [`control`]: the control loop (store → compiler → snapshot server → statuses, onboarding)
 //!   and [`run`], which wires everything.
 //! * [`status_writer`]: statuses written by server-side apply, only when they changed.
+//! * [`route_status`]: route statuses merged with the live `status.parents` of other
+//!   controllers and replaced with optimistic concurrency.
 //! * [`onboarding`]: each served Tenant's children server-side applied, with backoff.
 //! * [`events`]: Kubernetes Events for snapshot rejections.
 //! * [`auth`]: the snapshot API's `TokenReview` authenticator.
@@ -15,6 +17,7 @@ pub mod control;
 pub mod events;
 pub mod leader;
 pub mod onboarding;
+pub mod route_status;
 pub mod status_writer;
 pub mod store;
 #[cfg(test)]
