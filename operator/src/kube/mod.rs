@@ -1,6 +1,9 @@
 //! The Kubernetes provider: the operator's side that talks to the API server (kube-rs).
 //!
-//! * [`watch`]: one watcher per kind the translator reads, metadata stripped before caching.
+//! * [`watch`]: one watcher per kind the translator reads, metadata stripped before caching;
+//!   a kind that cannot be listed is degraded, not waited for.
+//! * [`decode`]: objects decoded one by one, so one unreadable object never fails a list.
+//! * [`watch_health`]: degraded kinds and undecodable objects as readiness detail and gauges.
 //! * [`store`]: the cache those watchers fill, the initial-list gate, router endpoints, debounce.
 //! * [`control`]: the control loop (store → compiler → snapshot server → statuses, onboarding)
 //!   and [`run`], which wires everything.
@@ -14,6 +17,7 @@
 
 pub mod auth;
 pub mod control;
+pub mod decode;
 pub mod events;
 pub mod leader;
 pub mod onboarding;
@@ -23,6 +27,7 @@ pub mod store;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod watch;
+pub mod watch_health;
 
 pub use ::kube::Client;
 pub use auth::{TenantDirectory, TokenReviewAuth};
