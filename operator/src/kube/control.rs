@@ -11,6 +11,7 @@
 //! [`run`] wires everything: watchers, this loop, the status task and the onboarding task.
 
 use super::auth::TenantDirectory;
+use super::child_watch::{spawn_child_watchers, REPAIR_QUEUE};
 use super::decode::Unreadable;
 use super::events::{run_events, Notice, NOTICE_QUEUE};
 use super::onboarding::{run_onboarding, Desired, DesiredTenant, Onboarding};
@@ -845,9 +846,14 @@ pub async fn run<A: Authenticator>(
     let operator_ca = config.operator_ca;
     let onboarding_task = {
         let (mut leading, shutdown) = (leading.clone(), shutdown.clone());
+        let client = config.client.clone();
         tokio::spawn(async move {
             if until_leading(&mut leading, &shutdown).await {
-                run_onboarding(onboarding, desired_rx, operator_ca, shutdown).await;
+                let (repair_tx, repairs) = mpsc::channel(REPAIR_QUEUE);
+                let mut child_watchers = spawn_child_watchers(&client, &repair_tx);
+                drop(repair_tx);
+                run_onboarding(onboarding, desired_rx, operator_ca, repairs, shutdown).await;
+                child_watchers.shutdown().await;
             }
         })
     };

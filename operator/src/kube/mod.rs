@@ -11,11 +11,13 @@
 //! * [`route_status`]: route statuses merged with the live `status.parents` of other
 //!   controllers and replaced with optimistic concurrency.
 //! * [`onboarding`]: each served Tenant's children server-side applied, with backoff.
+//! * [`child_watch`]: the children watched, so a deleted or edited one is repaired at once.
 //! * [`events`]: Kubernetes Events for snapshot rejections.
 //! * [`auth`]: the snapshot API's `TokenReview` authenticator.
 //! * [`leader`]: leader election by a `Lease` in the operator's namespace.
 
 pub mod auth;
+pub mod child_watch;
 pub mod control;
 pub mod decode;
 pub mod events;
