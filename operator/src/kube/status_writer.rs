@@ -392,7 +392,8 @@ impl StatusWriter {
         }
     }
 
-    /// Server-side applies one status (unconditionally) and remembers it.
+    /// Writes one status (unconditionally: server-side apply, or for routes read-merge-replace)
+    /// and remembers it.
     pub async fn write(&self, s: &ObjectStatus) -> Result<(), ::kube::Error> {
         let key = status_key(s);
         let Some(resource) = api_resource(&s.api_version, &s.kind) else {
