@@ -14,6 +14,7 @@ use bulkhead_admin::{AdminServer, AdminState, Readiness};
 use bulkhead_operator::children::ChildSettings;
 use bulkhead_operator::kube::leader::LeaderElector;
 use bulkhead_operator::kube::leader_label::LeaderLabel;
+use bulkhead_operator::kube::watch::{WatchSettings, DEFAULT_DEGRADE_AFTER};
 use bulkhead_operator::kube::{self as provider, OperatorConfig, TenantDirectory, TokenReviewAuth};
 use bulkhead_operator::metrics::{KindLabel, OperatorMetrics};
 use bulkhead_snapshot_wire::cert_reload::DEFAULT_CERT_CHECK_INTERVAL;
@@ -62,6 +63,11 @@ pub struct OperatorArgs {
     /// address ranges (the pod CIDR cannot be known).
     #[arg(long, value_delimiter = ',', default_values_t = bulkhead_proxy_io::cidr::networks(&bulkhead_proxy_io::cidr::PRIVATE_NETWORKS))]
     pub router_accept_proxy_from: Vec<bulkhead_proxy_io::cidr::Cidr>,
+    /// Seconds a kind's initial list may fail (anything but 404: 403, a broken conversion
+    /// webhook) before the kind is served as empty and reported degraded, so every other kind
+    /// and tenant is compiled.
+    #[arg(long, env = "BULKHEAD_WATCH_DEGRADE_AFTER_SECS", default_value_t = DEFAULT_DEGRADE_AFTER.as_secs())]
+    pub watch_degrade_after_secs: u64,
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -218,6 +224,15 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     tracing::info!(admin = %args.admin_listen, "operator started");
 
     let (ready_tx, mut ready_rx) = watch::channel(false);
+    let (detail_tx, mut detail_rx) = watch::channel(String::new());
+    {
+        let flag = flag.clone();
+        tokio::spawn(async move {
+            while detail_rx.changed().await.is_ok() {
+                flag.set_detail(detail_rx.borrow_and_update().clone());
+            }
+        });
+    }
     tokio::spawn(async move {
         while ready_rx.changed().await.is_ok() {
             flag.set(*ready_rx.borrow_and_update());
@@ -231,6 +246,10 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             directory,
             metrics,
             identity,
+            watch: WatchSettings {
+                degrade_after: std::time::Duration::from_secs(args.watch_degrade_after_secs),
+            },
+            readiness_detail: detail_tx,
         },
         server,
         acks,

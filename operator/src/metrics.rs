@@ -71,6 +71,12 @@ pub struct OperatorMetrics {
     /// Time from the first object change of a tenant to a router acknowledging a snapshot that
     /// includes it.
     pub change_to_ack: Histogram,
+    /// Objects the watchers could not decode, by kind (each time one is listed or changed).
+    pub undecodable_objects: Family<KindLabel, Counter>,
+    /// Objects not served now because they cannot be decoded, by kind.
+    pub undecodable_objects_current: Family<KindLabel, Gauge>,
+    /// 1 while a kind cannot be listed and is served as empty (degraded), by kind.
+    pub degraded_kinds: Family<KindLabel, Gauge>,
     compiles: Arc<AtomicU64>,
     last_compile_micros: Arc<AtomicU64>,
     connected_routers: Arc<AtomicU64>,
@@ -90,6 +96,9 @@ impl Default for OperatorMetrics {
             acks: Family::default(),
             streams_revoked: Counter::default(),
             change_to_ack: histogram(),
+            undecodable_objects: Family::default(),
+            undecodable_objects_current: Family::default(),
+            degraded_kinds: Family::default(),
             compiles: Arc::default(),
             last_compile_micros: Arc::default(),
             connected_routers: Arc::default(),
@@ -160,6 +169,21 @@ impl OperatorMetrics {
             "change_to_ack_seconds",
             "Time from an object change to a router acknowledging the snapshot that includes it",
             self.change_to_ack.clone(),
+        );
+        r.register(
+            "undecodable_objects",
+            "Objects the watchers could not decode (skipped), by kind",
+            self.undecodable_objects.clone(),
+        );
+        r.register(
+            "undecodable_objects_current",
+            "Objects not served because they cannot be decoded, by kind",
+            self.undecodable_objects_current.clone(),
+        );
+        r.register(
+            "degraded_kinds",
+            "1 while a kind cannot be listed and is served as empty, by kind",
+            self.degraded_kinds.clone(),
         );
     }
 

@@ -47,6 +47,9 @@ const READ: &[&str] = &["get", "list", "watch"];
 const APPLY: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
 /// Verbs of a status subresource written by server-side apply.
 const STATUS: &[&str] = &["patch"];
+/// Verbs of a route status subresource: replaced with the live resourceVersion after merging
+/// other controllers' entries (the route itself is read with `get`).
+const ROUTE_STATUS: &[&str] = &["update"];
 
 /// Every API call the operator makes. The single source of the operator's RBAC.
 pub const OPERATOR_API_CALLS: &[ApiCall] = &[
@@ -80,15 +83,22 @@ pub const OPERATOR_API_CALLS: &[ApiCall] = &[
     },
     ApiCall {
         group: "gateway.networking.k8s.io",
+        resources: &["gatewayclasses/status", "gateways/status"],
+        verbs: STATUS,
+        scope: Scope::Cluster,
+    },
+    // Route statuses: `parents` is shared with other controllers, so it is replaced (`update`)
+    // with the live resourceVersion after merging, never applied blind (see
+    // `kube::route_status`).
+    ApiCall {
+        group: "gateway.networking.k8s.io",
         resources: &[
-            "gatewayclasses/status",
-            "gateways/status",
             "httproutes/status",
             "grpcroutes/status",
             "tlsroutes/status",
             "tcproutes/status",
         ],
-        verbs: STATUS,
+        verbs: ROUTE_STATUS,
         scope: Scope::Cluster,
     },
     // Inputs read from the core group: certificates (Secrets are also children, below),
@@ -258,10 +268,13 @@ mod tests {
     }
 
     #[test]
-    fn status_subresources_are_patch_only() {
+    fn status_subresources_are_only_written() {
         for call in OPERATOR_API_CALLS {
             if call.resources.iter().any(|r| r.ends_with("/status")) {
-                assert_eq!(call.verbs, STATUS, "{call:?}");
+                assert!(
+                    call.verbs == STATUS || call.verbs == ROUTE_STATUS,
+                    "{call:?}"
+                );
             }
         }
     }
@@ -319,7 +332,9 @@ mod tests {
         assert!(!leases_in_cluster_role);
         let role = namespace_role("bulkhead-system");
         assert_eq!(role.metadata.namespace.as_deref(), Some("bulkhead-system"));
-        assert_eq!(role.rules.as_ref().map(Vec::len), Some(1));
+        // Leases, and the leader's pod label: nothing else in the operator's namespace.
+        assert_eq!(role.rules.as_ref().map(Vec::len), Some(2));
+        assert!(!allows("", "pods", "patch", Scope::Cluster));
     }
 
     #[test]

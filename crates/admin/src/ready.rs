@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub struct ReadyFlag {
     name: Arc<str>,
     ready: Arc<AtomicBool>,
+    detail: Arc<Mutex<String>>,
 }
 
 impl ReadyFlag {
@@ -16,7 +17,22 @@ impl ReadyFlag {
         Self {
             name: name.into(),
             ready: Arc::new(AtomicBool::new(false)),
+            detail: Arc::default(),
         }
+    }
+
+    /// Sets what `/readyz` says about the component besides ready or not (empty: nothing), e.g.
+    /// a part it serves degraded.
+    pub fn set_detail(&self, detail: String) {
+        *self.detail.lock().unwrap_or_else(PoisonError::into_inner) = detail;
+    }
+
+    /// The component's detail (empty: none).
+    pub fn detail(&self) -> String {
+        self.detail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Marks the component ready or not.
@@ -71,6 +87,19 @@ impl Readiness {
         !flags.is_empty() && flags.iter().all(ReadyFlag::is_ready)
     }
 
+    /// `name: detail` of every component with a detail.
+    pub fn details(&self) -> Vec<String> {
+        self.flags
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(|f| {
+                let detail = f.detail();
+                (!detail.is_empty()).then(|| format!("{}: {detail}", f.name()))
+            })
+            .collect()
+    }
+
     /// The names of the components that are not ready.
     pub fn not_ready(&self) -> Vec<String> {
         self.flags
@@ -100,5 +129,11 @@ mod tests {
         assert!(r.is_ready());
         r.remove("router/acme");
         assert!(r.is_ready());
+        a.set_detail("degraded kinds: TCPRoute".into());
+        assert!(r.is_ready(), "a detail does not change readiness");
+        assert_eq!(
+            r.details(),
+            vec!["edge: degraded kinds: TCPRoute".to_string()]
+        );
     }
 }

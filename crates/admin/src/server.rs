@@ -113,14 +113,20 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => {
+            let details: String = state
+                .readiness
+                .details()
+                .iter()
+                .map(|d| format!("{d}\n"))
+                .collect();
             if state.readiness.is_ready() {
-                text(StatusCode::OK, "ready\n".into())
+                text(StatusCode::OK, format!("ready\n{details}"))
             } else {
                 let waiting = state.readiness.not_ready();
                 let body = if waiting.is_empty() {
                     "not ready: no component registered\n".to_string()
                 } else {
-                    format!("not ready: {}\n", waiting.join(", "))
+                    format!("not ready: {}\n{details}", waiting.join(", "))
                 };
                 text(StatusCode::SERVICE_UNAVAILABLE, body)
             }
@@ -211,6 +217,13 @@ mod tests {
         );
         flag.set(true);
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        flag.set_detail("degraded kinds: TCPRoute (403)".into());
+        let r = get(addr, "/readyz").await;
+        assert!(
+            r.starts_with("HTTP/1.1 200")
+                && r.contains("router/acme: degraded kinds: TCPRoute (403)"),
+            "{r}"
+        );
         let m = get(addr, "/metrics").await;
         assert!(m.contains("demo_events_total 1"), "{m}");
         assert!(get(addr, "/status").await.contains("\"items\""));

@@ -11,15 +11,18 @@
 //! [`run`] wires everything: watchers, this loop, the status task and the onboarding task.
 
 use super::auth::TenantDirectory;
+use super::child_watch::{spawn_child_watchers, REPAIR_QUEUE};
+use super::decode::Unreadable;
 use super::events::{run_events, Notice, NOTICE_QUEUE};
 use super::onboarding::{run_onboarding, Desired, DesiredTenant, Onboarding};
 use super::status_writer::StatusWriter;
 use super::store::{Debounce, ObjectStore, StoreEvent};
-use super::watch::{spawn_watchers, EVENT_QUEUE, WATCHED_KINDS};
+use super::watch::{spawn_watchers, WatchSettings, EVENT_QUEUE, WATCHED_KINDS};
+use super::watch_health::{readiness_detail, update_gauges};
 use crate::children::ChildSettings;
 use crate::compiler::{Compiler, Endpoints, PackedPartition, Partition, CLUSTER_PARTITION};
 use crate::index::{ObjectIndex, ROUTE_KINDS};
-use crate::metrics::OperatorMetrics;
+use crate::metrics::{KindLabel, OperatorMetrics};
 use crate::status::{apply_acks, stamp_transitions, ObjectStatus};
 use ::kube::Client;
 use bulkhead_crds::snapshot::TenantSnapshot;
@@ -78,6 +81,8 @@ pub struct ControlLoop<A: Authenticator> {
     ready: watch::Sender<bool>,
     metrics: OperatorMetrics,
     notices: Option<mpsc::Sender<Notice>>,
+    /// What the watchers could not read ([`readiness_detail`]), for `/readyz`.
+    detail: watch::Sender<String>,
 }
 
 impl<A: Authenticator> std::fmt::Debug for ControlLoop<A> {
@@ -122,7 +127,14 @@ impl<A: Authenticator> ControlLoop<A> {
             ready,
             metrics: OperatorMetrics::new(),
             notices: None,
+            detail: watch::Sender::new(String::new()),
         }
+    }
+
+    /// Publishes the readiness detail (degraded kinds, undecodable objects) on `detail`.
+    pub fn with_readiness_detail(mut self, detail: watch::Sender<String>) -> Self {
+        self.detail = detail;
+        self
     }
 
     /// Sends what deserves a Kubernetes event (snapshot rejections) to `notices`.
@@ -192,9 +204,23 @@ impl<A: Authenticator> ControlLoop<A> {
     pub fn on_event(&mut self, event: StoreEvent, now: Instant) {
         let namespace = match &event {
             StoreEvent::Apply(o) | StoreEvent::Delete(o) => o.metadata().namespace.clone(),
+            StoreEvent::Unreadable(u) => {
+                self.report_unreadable(u);
+                u.namespace.clone()
+            }
             _ => None,
         };
-        if self.store.apply(event) {
+        let changed = self.store.apply(event);
+        let detail = readiness_detail(&self.store);
+        let detail_changed = self.detail.send_if_modified(|d| {
+            let changed = *d != detail;
+            *d = detail;
+            changed
+        });
+        if detail_changed {
+            update_gauges(&self.store, &self.metrics);
+        }
+        if changed {
             self.debounce.touch(now);
             if let Some(tenant) = namespace
                 .as_deref()
@@ -209,6 +235,19 @@ impl<A: Authenticator> ControlLoop<A> {
                 i64::try_from(self.store.pending_changes().events + self.compiler.queued())
                     .unwrap_or(i64::MAX),
             );
+        }
+    }
+
+    /// Counts and logs an object the watchers could not decode; a new failure also becomes an
+    /// event about the object.
+    fn report_unreadable(&self, u: &Unreadable) {
+        self.metrics
+            .undecodable_objects
+            .get_or_create(&KindLabel { kind: u.kind })
+            .inc();
+        if !self.store.knows_unreadable(u) {
+            tracing::warn!(kind = u.kind, namespace = ?u.namespace, name = %u.name, error = %u.error, "object cannot be decoded; it is not served");
+            self.notify(Notice::ObjectUnreadable(Box::new(u.clone())));
         }
     }
 
@@ -768,6 +807,11 @@ pub struct OperatorConfig {
     pub metrics: OperatorMetrics,
     /// This replica's name (the `reportingInstance` of its events).
     pub identity: String,
+    /// Settings of the watchers.
+    pub watch: WatchSettings,
+    /// Receives the readiness detail: degraded kinds and undecodable objects (see
+    /// [`super::watch_health`]).
+    pub readiness_detail: watch::Sender<String>,
 }
 
 /// Waits until this replica leads; `false` when `shutdown` comes first.
@@ -792,7 +836,7 @@ pub async fn run<A: Authenticator>(
 ) {
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let writer = Arc::new(StatusWriter::new(config.client.clone()));
-    let mut watchers = spawn_watchers(&config.client, &event_tx, &writer);
+    let mut watchers = spawn_watchers(&config.client, &event_tx, &writer, &config.watch);
     drop(event_tx);
     let (desired_tx, desired_rx) = watch::channel(Desired::new());
     let (status_tx, mut status_rx) = watch::channel(Statuses::default());
@@ -802,9 +846,14 @@ pub async fn run<A: Authenticator>(
     let operator_ca = config.operator_ca;
     let onboarding_task = {
         let (mut leading, shutdown) = (leading.clone(), shutdown.clone());
+        let client = config.client.clone();
         tokio::spawn(async move {
             if until_leading(&mut leading, &shutdown).await {
-                run_onboarding(onboarding, desired_rx, operator_ca, shutdown).await;
+                let (repair_tx, repairs) = mpsc::channel(REPAIR_QUEUE);
+                let mut child_watchers = spawn_child_watchers(&client, &repair_tx);
+                drop(repair_tx);
+                run_onboarding(onboarding, desired_rx, operator_ca, repairs, shutdown).await;
+                child_watchers.shutdown().await;
             }
         })
     };
@@ -828,6 +877,7 @@ pub async fn run<A: Authenticator>(
     ControlLoop::new(server, config.directory, desired_tx, status_tx, ready)
         .with_metrics(config.metrics)
         .with_notices(notice_tx)
+        .with_readiness_detail(config.readiness_detail)
         .run(event_rx, acks, shutdown.clone())
         .await;
     shutdown.cancel();
@@ -842,51 +892,10 @@ pub async fn run<A: Authenticator>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kube::testing::WORLD;
     use crate::objects::{parse_documents, Object};
     use bulkhead_snapshot_wire::{Identity, StaticTokens};
     use std::path::Path;
-
-    const WORLD: &str = r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: Tenant
-metadata: {name: acme, uid: "0b5c2f4e-0000-4000-8000-000000000001", generation: 1}
-spec: {namespace: team-a, hostnames: ["*.acme.test"]}
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: Tenant
-metadata: {name: ghost, uid: "0b5c2f4e-0000-4000-8000-000000000002"}
-spec: {namespace: nowhere, hostnames: ["ghost.test"]}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: team-a}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: web, namespace: team-a, generation: 1}
-spec:
-  gatewayClassName: bulkhead
-  listeners: [{name: http, protocol: HTTP, port: 80, hostname: www.acme.test}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: app, namespace: team-a}
-spec:
-  parentRefs: [{name: web}]
-  rules: [{backendRefs: [{name: app, port: 80}]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: app, namespace: team-a}
-spec: {ports: [{port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: bulkhead-router-x, namespace: team-a, labels: {kubernetes.io/service-name: bulkhead-router}}
-addressType: IPv4
-ports: [{name: http, port: 8080}]
-endpoints: [{addresses: ["10.0.0.7"]}]
-"#;
 
     struct Harness {
         control: ControlLoop<StaticTokens>,

@@ -1,12 +1,14 @@
 //! Kubernetes Events for what a cluster admin or tenant must notice but no status holds: a data
-//! plane rejecting a snapshot (the router or edge keeps serving the previous one). The event names
-//! the Tenant (or the edge Deployment), the version, the subscriber and the reason.
+//! plane rejecting a snapshot (the router or edge keeps serving the previous one; the event names
+//! the Tenant or the edge Deployment, the version, the subscriber and the reason), and an object
+//! the operator cannot decode (the event is about that object: it is not served until fixed).
 //!
 //! The control loop sends [`Notice`]s on a bounded channel and never waits for the API server;
 //! [`run_events`] publishes them through kube-rs's [`Recorder`] (which folds repeats into an
 //! event series) while this replica leads, and drops them otherwise. A full channel drops notices
 //! (they are also logged and counted by the control loop).
 
+use super::decode::Unreadable;
 use ::kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use ::kube::Client;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -36,6 +38,8 @@ pub enum Notice {
         /// Why.
         reason: String,
     },
+    /// An object cannot be decoded by the operator's types; it is not served.
+    ObjectUnreadable(Box<Unreadable>),
     /// The edge refused its snapshot.
     EdgeSnapshotRejected {
         /// The subscriber that refused.
@@ -92,6 +96,26 @@ impl Notice {
                     kind: Some("Tenant".into()),
                     name: Some(tenant.clone()),
                     uid: uid.clone(),
+                    ..ObjectReference::default()
+                },
+            ),
+            Self::ObjectUnreadable(u) => (
+                Event {
+                    type_: EventType::Warning,
+                    reason: "Undecodable".into(),
+                    note: Some(truncate(format!(
+                        "Bulkhead cannot read this {} and does not serve it until it can: {}",
+                        u.kind, u.error
+                    ))),
+                    action: "Decode".into(),
+                    secondary: None,
+                },
+                ObjectReference {
+                    api_version: Some(u.api_version.clone()),
+                    kind: Some(u.kind.into()),
+                    name: Some(u.name.clone()),
+                    namespace: u.namespace.clone(),
+                    uid: u.uid.clone(),
                     ..ObjectReference::default()
                 },
             ),

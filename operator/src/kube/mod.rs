@@ -1,11 +1,17 @@
 //! The Kubernetes provider: the operator's side that talks to the API server (kube-rs).
 //!
-//! * [`watch`]: one watcher per kind the translator reads, metadata stripped before caching.
+//! * [`watch`]: one watcher per kind the translator reads, metadata stripped before caching;
+//!   a kind that cannot be listed is degraded, not waited for.
+//! * [`decode`]: objects decoded one by one, so one unreadable object never fails a list.
+//! * [`watch_health`]: degraded kinds and undecodable objects as readiness detail and gauges.
 //! * [`store`]: the cache those watchers fill, the initial-list gate, router endpoints, debounce.
 //! * [`control`]: the control loop (store → compiler → snapshot server → statuses, onboarding)
 //!   and [`run`], which wires everything.
 //! * [`status_writer`]: statuses written by server-side apply, only when they changed.
+//! * [`route_status`]: route statuses merged with the live `status.parents` of other
+//!   controllers and replaced with optimistic concurrency.
 //! * [`onboarding`]: each served Tenant's children server-side applied, with backoff.
+//! * [`child_watch`]: the children watched, so a deleted or edited one is repaired at once.
 //! * [`events`]: Kubernetes Events for snapshot rejections.
 //! * [`edge_bootstrap`]: the edge's bootstrap ConfigMap, the last acknowledged edge snapshot.
 //! * [`auth`]: the snapshot API's `TokenReview` authenticator.
@@ -13,17 +19,21 @@
 //! * [`leader_label`]: the leader's pod label, which the snapshot Service selects.
 
 pub mod auth;
+pub mod child_watch;
 pub mod control;
+pub mod decode;
 pub mod edge_bootstrap;
 pub mod events;
 pub mod leader;
 pub mod leader_label;
 pub mod onboarding;
+pub mod route_status;
 pub mod status_writer;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod watch;
+pub mod watch_health;
 
 pub use ::kube::Client;
 pub use auth::{TenantDirectory, TokenReviewAuth};

@@ -10,8 +10,9 @@
 //! remembered in memory only: after an operator restart, children left behind stay until the
 //! Tenant is deleted. A Tenant whose children cannot be rendered ([`ChildError`]) or whose namespace
 //! is missing gets `Accepted=False` with the reason in its status, not a crash loop; the
-//! [`run_onboarding`] driver retries failed tenants with exponential backoff and re-applies
-//! everything every [`RESYNC_INTERVAL`] (undoing manual edits of children).
+//! [`run_onboarding`] driver retries failed tenants with exponential backoff, re-applies a
+//! tenant's children as soon as one of them is deleted or edited by someone else
+//! ([`super::child_watch`]), and re-applies everything every [`RESYNC_INTERVAL`] (a safety net).
 
 use super::status_writer::{OnboardingFailure, StatusWriter};
 use super::FIELD_MANAGER;
@@ -32,7 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -400,15 +401,18 @@ struct Retry {
 }
 
 /// Reconciles the desired tenants until `shutdown`: each tenant when it (or its snapshot)
-/// changes, failed ones with backoff, all of them every [`RESYNC_INTERVAL`] and whenever the
-/// snapshot API's CA bundle (`operator_ca`) changes.
+/// changes or when `repairs` names it (one of its children was deleted or edited:
+/// [`super::child_watch`]), failed ones with backoff, all of them every [`RESYNC_INTERVAL`] and
+/// whenever the snapshot API's CA bundle (`operator_ca`) changes.
 pub async fn run_onboarding(
     mut onboarding: Onboarding,
     mut desired: watch::Receiver<Desired>,
     mut operator_ca: watch::Receiver<String>,
+    mut repairs: mpsc::Receiver<String>,
     shutdown: CancellationToken,
 ) {
     let mut ca_open = true;
+    let mut repairs_open = true;
     let mut done: HashMap<String, Fingerprint> = HashMap::new();
     let mut retries: HashMap<String, Retry> = HashMap::new();
     // Tenant → when its bootstrap Secret may be written again.
@@ -515,6 +519,12 @@ pub async fn run_onboarding(
                 }
                 Err(_) => ca_open = false,
             },
+            repair = repairs.recv(), if repairs_open => match repair {
+                Some(tenant) => {
+                    done.remove(&tenant);
+                }
+                None => repairs_open = false,
+            },
             () = tokio::time::sleep_until(wake) => {}
         }
     }
@@ -572,6 +582,62 @@ mod tests {
             }
             _ => panic!("unexpected path {path}"),
         }
+    }
+
+    /// A repair channel nobody sends on.
+    fn no_repairs() -> mpsc::Receiver<String> {
+        mpsc::channel(1).1
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repair_reapplies_the_tenants_children_long_before_the_resync() {
+        let (onboarding, mut mock) = onboarding();
+        let desired = Desired::from([(
+            "acme".to_owned(),
+            DesiredTenant {
+                tenant: Arc::new(tenant("team-a", None)),
+                bootstrap: None,
+            },
+        )]);
+        let (_desired_tx, desired_rx) = watch::channel(desired);
+        let (_ca_tx, ca_rx) = watch::channel(CA.to_owned());
+        let (repair_tx, repair_rx) = mpsc::channel(4);
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(run_onboarding(
+            onboarding,
+            desired_rx,
+            ca_rx,
+            repair_rx,
+            shutdown.clone(),
+        ));
+        let mut applied = Vec::new();
+        for _ in 0..6 {
+            let (request, send) = mock.next_request().await;
+            applied.push(request.uri().path().to_owned());
+            let body = json_body(request).await;
+            respond_json(send, 200, &body);
+        }
+        // The NetworkPolicy is deleted: the child watcher asks for a repair.
+        let patience = Duration::from_secs(60);
+        assert!(patience < RESYNC_INTERVAL);
+        let started = Instant::now();
+        repair_tx.send("acme".into()).await.expect("sent");
+        let mut reapplied = Vec::new();
+        for _ in 0..6 {
+            let (request, send) = tokio::time::timeout(patience, mock.next_request())
+                .await
+                .expect("children re-applied before the resync");
+            reapplied.push(request.uri().path().to_owned());
+            let body = json_body(request).await;
+            respond_json(send, 200, &body);
+        }
+        assert!(Instant::now() - started < patience);
+        assert_eq!(
+            reapplied, applied,
+            "every child, in order, in one reconcile"
+        );
+        shutdown.cancel();
+        run.await.expect("onboarding loop");
     }
 
     #[tokio::test]
@@ -675,6 +741,7 @@ mod tests {
             onboarding,
             desired_rx,
             ca_rx,
+            no_repairs(),
             shutdown.clone(),
         ));
         let patience = Duration::from_secs(10);
@@ -826,7 +893,13 @@ mod tests {
         let (tx, rx) = watch::channel(desired_at(1));
         let shutdown = CancellationToken::new();
         let (_ca_tx, ca_rx) = watch::channel(CA.to_owned());
-        let task = tokio::spawn(run_onboarding(onboarding, rx, ca_rx, shutdown.clone()));
+        let task = tokio::spawn(run_onboarding(
+            onboarding,
+            rx,
+            ca_rx,
+            no_repairs(),
+            shutdown.clone(),
+        ));
         // The first reconciliation applies the 7 children.
         for _ in 0..7 {
             let (request, send) = mock.next_request().await;
@@ -960,6 +1033,7 @@ mod tests {
             onboarding,
             desired_rx,
             ca_rx,
+            no_repairs(),
             shutdown.clone(),
         ));
         for _ in 0..6 {

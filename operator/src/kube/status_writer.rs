@@ -1,5 +1,6 @@
 //! Writing statuses to Kubernetes: server-side apply of the `status` subresource (field manager
-//! [`FIELD_MANAGER`], forced), only when an object's status differs from what the object is known
+//! [`FIELD_MANAGER`], forced) — route statuses, whose `parents` list other controllers share, by
+//! read-merge-replace with optimistic concurrency instead ([`super::route_status`]) — only when an object's status differs from what the object is known
 //! to carry: what this process last wrote, or what the watchers last saw on it
 //! ([`StatusWriter::observe`]). Transition times come from the same knowledge: a condition whose
 //! status the object already carries keeps the object's `lastTransitionTime`, so a restarted
@@ -10,8 +11,10 @@
 //! the translator's `Accepted` condition ([`overlay_onboarding`]); both writers go through one
 //! [`StatusWriter`], so they never undo each other's writes.
 
+use super::route_status::replace_route_status;
 use super::FIELD_MANAGER;
 use crate::compiler::PackedPartition;
+use crate::index::ROUTE_KINDS;
 use crate::objects::typed_status;
 use crate::status::{
     digest, restamp, transition_times, ConditionTime, ObjectMeta, ObjectStatus, FALSE,
@@ -389,7 +392,8 @@ impl StatusWriter {
         }
     }
 
-    /// Server-side applies one status (unconditionally) and remembers it.
+    /// Writes one status (unconditionally: server-side apply, or for routes read-merge-replace)
+    /// and remembers it.
     pub async fn write(&self, s: &ObjectStatus) -> Result<(), ::kube::Error> {
         let key = status_key(s);
         let Some(resource) = api_resource(&s.api_version, &s.kind) else {
@@ -400,15 +404,19 @@ impl StatusWriter {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
             None => Api::all_with(self.client.clone(), &resource),
         };
-        let body = json!({
-            "apiVersion": s.api_version,
-            "kind": s.kind,
-            "status": s.status,
-        });
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        let result = api
-            .patch_status(&s.metadata.name, &params, &Patch::Apply(&body))
-            .await;
+        let result = if ROUTE_KINDS.contains(&s.kind.as_str()) {
+            replace_route_status(&api, &s.metadata.name, &s.status).await
+        } else {
+            let body = json!({
+                "apiVersion": s.api_version,
+                "kind": s.kind,
+                "status": s.status,
+            });
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            api.patch_status(&s.metadata.name, &params, &Patch::Apply(&body))
+                .await
+                .map(|_| ())
+        };
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         match result {
             Ok(_) => {
@@ -473,6 +481,14 @@ mod tests {
         }
     }
 
+    fn gateway_status(name: &str, reason: &str) -> ObjectStatus {
+        ObjectStatus {
+            kind: "Gateway".into(),
+            status: json!({"conditions": [{"type": "Accepted", "reason": reason}]}),
+            ..route_status(name, reason)
+        }
+    }
+
     fn now() -> Time {
         Time("2026-01-01T00:00:00Z".parse().expect("time"))
     }
@@ -519,17 +535,20 @@ mod tests {
     async fn only_changed_statuses_are_written() {
         let (client, mut mock) = MockApi::pair();
         let writer = StatusWriter::new(client);
-        let first = vec![tenant_status("acme", true), route_status("web", "Accepted")];
+        let first = vec![
+            tenant_status("acme", true),
+            gateway_status("web", "Accepted"),
+        ];
         assert_eq!(writer.pending(&first, &now()).len(), 2);
 
-        // Write the route; the API server answers with the object.
+        // Write the Gateway; the API server answers with the object.
         let route = first[1].clone();
         let serve = async {
             let (request, send) = mock.next_request().await;
             assert_eq!(request.method(), http::Method::PATCH);
             assert_eq!(
                 request.uri().path(),
-                "/apis/gateway.networking.k8s.io/v1/namespaces/team-a/httproutes/web/status"
+                "/apis/gateway.networking.k8s.io/v1/namespaces/team-a/gateways/web/status"
             );
             assert_eq!(
                 query_param(&request, "fieldManager").as_deref(),
@@ -544,7 +563,7 @@ mod tests {
                 Some("application/apply-patch+yaml")
             );
             let body = json_body(request).await;
-            assert_eq!(body["kind"], "HTTPRoute");
+            assert_eq!(body["kind"], "Gateway");
             assert_eq!(body["status"], route.status);
             let mut answer = body.clone();
             answer["metadata"] = json!({"name": "web", "namespace": "team-a"});
@@ -557,7 +576,10 @@ mod tests {
         assert_eq!(pending.len(), 1, "the route is unchanged");
         assert_eq!(pending[0].kind, "Tenant");
 
-        let changed = vec![tenant_status("acme", true), route_status("web", "NoMatch")];
+        let changed = vec![
+            tenant_status("acme", true),
+            gateway_status("web", "NoMatch"),
+        ];
         assert_eq!(writer.pending(&changed, &now()).len(), 2);
     }
 

@@ -17,6 +17,7 @@
 //!   the EndpointSlices of its `bulkhead-router` Service.
 //! - [`Debounce`] decides when a burst of events is over.
 
+use super::decode::Unreadable;
 use crate::children::ROUTER_NAME;
 use crate::index::{Changes, ObjectIndex};
 use crate::objects::{Object, ObjectSet};
@@ -50,12 +51,33 @@ pub enum StoreEvent {
     Apply(Object),
     /// An object was deleted.
     Delete(Object),
+    /// An object that cannot be decoded was listed, added or changed: it is not served, and any
+    /// version of it cached before is dropped.
+    Unreadable(Box<Unreadable>),
+    /// An object that could not be decoded was deleted.
+    UnreadableGone(Box<Unreadable>),
+    /// The kind cannot be listed (for example 403, or a broken conversion webhook): it counts as
+    /// listed and empty, with this reason, until a list succeeds.
+    Degraded(&'static str, String),
+}
+
+/// Namespace (empty when cluster-scoped) and name of an object.
+type ObjectKey = (String, String);
+
+fn unreadable_key(u: &Unreadable) -> ObjectKey {
+    (u.namespace.clone().unwrap_or_default(), u.name.clone())
 }
 
 #[derive(Debug, Default)]
 struct KindState {
     relisting: Option<Vec<Object>>,
     synced: bool,
+    /// Objects of the kind that cannot be decoded, as of the last list and the changes since.
+    unreadable: BTreeMap<ObjectKey, Unreadable>,
+    /// The unreadable objects of the (re)list in progress.
+    relisting_unreadable: Option<BTreeMap<ObjectKey, Unreadable>>,
+    /// Why the kind could not be listed, while it cannot.
+    degraded: Option<String>,
 }
 
 /// Every watched object, indexed (see the module documentation), and the changes not yet
@@ -189,6 +211,7 @@ impl ObjectStore {
             StoreEvent::Init(kind) => {
                 if let Some(state) = self.kinds.get_mut(kind) {
                     state.relisting = Some(Vec::new());
+                    state.relisting_unreadable = Some(BTreeMap::new());
                 }
             }
             StoreEvent::InitApply(object) => {
@@ -199,6 +222,8 @@ impl ObjectStore {
             StoreEvent::InitDone(kind) => {
                 if let Some(state) = self.kinds.get_mut(kind) {
                     let objects = state.relisting.take().unwrap_or_default();
+                    state.unreadable = state.relisting_unreadable.take().unwrap_or_default();
+                    state.degraded = None;
                     let first = !state.synced;
                     state.synced = true;
                     let (indexed, parked): (Vec<Object>, Vec<Object>) =
@@ -226,6 +251,7 @@ impl ObjectStore {
             }
             StoreEvent::Apply(object) => {
                 let kind = object.kind();
+                self.readable_again(&object);
                 if self.kinds.contains_key(kind) {
                     let ns = object.metadata().namespace.clone().unwrap_or_default();
                     if self.parks(kind, &ns) {
@@ -240,6 +266,7 @@ impl ObjectStore {
             }
             StoreEvent::Delete(object) => {
                 let kind = object.kind();
+                self.readable_again(&object);
                 if self.kinds.contains_key(kind) {
                     let meta = object.metadata();
                     let ns = meta.namespace.as_deref().unwrap_or_default();
@@ -248,8 +275,69 @@ impl ObjectStore {
                     self.index.remove(kind, ns, name, &mut self.changes);
                 }
             }
+            StoreEvent::Unreadable(u) => self.unreadable(*u),
+            StoreEvent::UnreadableGone(u) => {
+                if let Some(state) = self.kinds.get_mut(u.kind) {
+                    state.unreadable.remove(&unreadable_key(&u));
+                }
+            }
+            StoreEvent::Degraded(kind, reason) => {
+                if let Some(state) = self.kinds.get_mut(kind) {
+                    state.degraded = Some(reason);
+                }
+            }
         }
         self.changes.events != before
+    }
+
+    /// Records an object that cannot be decoded: part of the (re)list in progress, or a change
+    /// that drops the version cached before.
+    fn unreadable(&mut self, u: Unreadable) {
+        let Some(state) = self.kinds.get_mut(u.kind) else {
+            return;
+        };
+        let key = unreadable_key(&u);
+        if let Some(listing) = state.relisting_unreadable.as_mut() {
+            listing.insert(key, u);
+            return;
+        }
+        let kind = u.kind;
+        state.unreadable.insert(key.clone(), u);
+        self.unpark(kind, &key.0, &key.1);
+        self.index.remove(kind, &key.0, &key.1, &mut self.changes);
+    }
+
+    /// Forgets that `object` could not be decoded (it now can, or it is gone).
+    fn readable_again(&mut self, object: &Object) {
+        if let Some(state) = self.kinds.get_mut(object.kind()) {
+            let meta = object.metadata();
+            let key = (
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            );
+            state.unreadable.remove(&key);
+        }
+    }
+
+    /// Whether this exact failure is already known (so it is reported once, not at every
+    /// relist).
+    pub fn knows_unreadable(&self, u: &Unreadable) -> bool {
+        self.kinds
+            .get(u.kind)
+            .and_then(|s| s.unreadable.get(&unreadable_key(u)))
+            .is_some_and(|known| known.error == u.error)
+    }
+
+    /// Every object that cannot be decoded, by kind, namespace and name.
+    pub fn unreadable_objects(&self) -> impl Iterator<Item = &Unreadable> {
+        self.kinds.values().flat_map(|s| s.unreadable.values())
+    }
+
+    /// The kinds that cannot be listed, and why.
+    pub fn degraded_kinds(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.kinds
+            .iter()
+            .filter_map(|(k, s)| s.degraded.as_deref().map(|r| (*k, r)))
     }
 
     /// Whether every kind finished its initial list.

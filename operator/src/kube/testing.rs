@@ -70,3 +70,48 @@ pub(crate) fn query_param(request: &Request<Body>, name: &str) -> Option<String>
         })
     })
 }
+
+/// A small cluster for control-loop tests: Tenant `acme` (namespace `team-a`, served) and `ghost`
+/// (its namespace missing), Gateway `web`, HTTPRoute `app`, its Service, and the router's
+/// EndpointSlice.
+pub(crate) const WORLD: &str = r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {name: acme, uid: "0b5c2f4e-0000-4000-8000-000000000001", generation: 1}
+spec: {namespace: team-a, hostnames: ["*.acme.test"]}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {name: ghost, uid: "0b5c2f4e-0000-4000-8000-000000000002"}
+spec: {namespace: nowhere, hostnames: ["ghost.test"]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: team-a, generation: 1}
+spec:
+  gatewayClassName: bulkhead
+  listeners: [{name: http, protocol: HTTP, port: 80, hostname: www.acme.test}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: app, namespace: team-a}
+spec:
+  parentRefs: [{name: web}]
+  rules: [{backendRefs: [{name: app, port: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: app, namespace: team-a}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: bulkhead-router-x, namespace: team-a, labels: {kubernetes.io/service-name: bulkhead-router}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: ["10.0.0.7"]}]
+"#;

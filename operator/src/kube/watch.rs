@@ -8,8 +8,15 @@
 //! Secrets are watched with the field selector `type=kubernetes.io/tls` (the only Secrets a
 //! listener may reference). A Gateway API kind whose CRD is not installed (the initial list answers
 //! 404, e.g. the experimental `TCPRoute`) counts as listed and empty, so it does not hold back the
-//! first compilation; the watcher keeps retrying and picks the kind up once the CRD appears.
+//! first compilation; the watcher keeps retrying and picks the kind up once the CRD appears. Any
+//! other failure of a kind's initial list that lasts [`WatchSettings::degrade_after`] (403, a
+//! broken conversion webhook) degrades the kind the same way, reported
+//! ([`StoreEvent::Degraded`]) until a list succeeds.
+//!
+//! Objects are decoded one by one ([`Lenient`], see [`super::decode`]): one object our types
+//! cannot read becomes [`StoreEvent::Unreadable`] and never fails its kind's list.
 
+use super::decode::Lenient;
 use super::status_writer::StatusWriter;
 use super::store::{strip_metadata, StoreEvent};
 use crate::objects::{Object, StatusKey};
@@ -32,8 +39,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 /// Every kind watched, as [`Object::kind`] names it: the store waits for all of them.
 pub const WATCHED_KINDS: &[&str] = &crate::index::ALL_KINDS;
@@ -44,24 +53,58 @@ pub const EVENT_QUEUE: usize = 1024;
 /// The field selector of watched Secrets.
 pub const TLS_SECRET_SELECTOR: &str = "type=kubernetes.io/tls";
 
+/// How long a kind's initial list may fail (with anything but 404) before the kind is degraded:
+/// counted as listed and empty so every other kind and tenant is compiled, reported in
+/// readiness detail and `bulkhead_operator_degraded_kinds`, and still retried with backoff. Short
+/// failures (an API server restart) do not degrade anything: compiling without a kind publishes
+/// snapshots without its objects. Flag: `bulkhead operator --watch-degrade-after`.
+pub const DEFAULT_DEGRADE_AFTER: Duration = Duration::from_secs(30);
+
+/// Settings of the watchers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// See [`DEFAULT_DEGRADE_AFTER`].
+    pub degrade_after: Duration,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            degrade_after: DEFAULT_DEGRADE_AFTER,
+        }
+    }
+}
+
+/// What every watcher shares.
+struct WatchContext {
+    events: mpsc::Sender<StoreEvent>,
+    statuses: Arc<StatusWriter>,
+    settings: WatchSettings,
+}
+
 /// Starts one watcher per kind of [`WATCHED_KINDS`]; they run until `events` is closed. The
 /// statuses the operator writes are reported to `statuses` as the objects carry them.
 pub fn spawn_watchers(
     client: &Client,
     events: &mpsc::Sender<StoreEvent>,
     statuses: &Arc<StatusWriter>,
+    settings: &WatchSettings,
 ) -> JoinSet<()> {
     let all = watcher::Config::default();
     let mut set = JoinSet::new();
     let c = client.clone();
+    let context = WatchContext {
+        events: events.clone(),
+        statuses: Arc::clone(statuses),
+        settings: settings.clone(),
+    };
     spawn_kind::<Tenant>(
         &mut set,
         Api::all(c.clone()),
         all.clone(),
         "Tenant",
         |o| Object::Tenant(Box::new(o)),
-        events,
-        statuses,
+        &context,
     );
     spawn_kind::<Namespace>(
         &mut set,
@@ -69,8 +112,7 @@ pub fn spawn_watchers(
         all.clone(),
         "Namespace",
         |o| Object::Namespace(Box::new(o)),
-        events,
-        statuses,
+        &context,
     );
     spawn_kind::<GatewayClass>(
         &mut set,
@@ -78,8 +120,7 @@ pub fn spawn_watchers(
         all.clone(),
         "GatewayClass",
         |o| Object::GatewayClass(Box::new(o)),
-        events,
-        statuses,
+        &context,
     );
     spawn_kind::<Gateway>(
         &mut set,
@@ -87,8 +128,7 @@ pub fn spawn_watchers(
         all.clone(),
         "Gateway",
         |o| Object::Gateway(Box::new(o)),
-        events,
-        statuses,
+        &context,
     );
     spawn_kind::<HttpRoute>(
         &mut set,
@@ -96,8 +136,7 @@ pub fn spawn_watchers(
         all.clone(),
         "HTTPRoute",
         |o| Object::HttpRoute(Box::new(o)),
-        events,
-        statuses,
+        &context,
     );
     spawn_kind::<GrpcRoute>(
         &mut set,
@@ -105,8 +144,7 @@ pub fn spawn_watchers(
         all.clone(),
         "GRPCRoute",
         |o| Object::GrpcRoute(Box::new(o)),
-        events,
-        statuses,
+        &context,
     );
     spawn_kind::<TlsRoute>(
         &mut set,
@@ -114,8 +152,7 @@ pub fn spawn_watchers(
         all.clone(),
         "TLSRoute",
         |o| Object::TlsRoute(Box::new(o)),
-        events,
-        statuses,
+        &context,
     );
     spawn_kind::<TcpRoute>(
         &mut set,
@@ -123,8 +160,7 @@ pub fn spawn_watchers(
         all.clone(),
         "TCPRoute",
         |o| Object::TcpRoute(Box::new(o)),
-        events,
-        statuses,
+        &context,
     );
     spawn_kind::<ReferenceGrant>(
         &mut set,
@@ -132,8 +168,7 @@ pub fn spawn_watchers(
         all.clone(),
         "ReferenceGrant",
         |o| Object::ReferenceGrant(Box::new(o)),
-        events,
-        statuses,
+        &context,
     );
     spawn_kind::<Secret>(
         &mut set,
@@ -141,8 +176,7 @@ pub fn spawn_watchers(
         all.clone().fields(TLS_SECRET_SELECTOR),
         "Secret",
         |o| Object::Secret(Box::new(o)),
-        events,
-        statuses,
+        &context,
     );
     spawn_kind::<Service>(
         &mut set,
@@ -150,8 +184,7 @@ pub fn spawn_watchers(
         all.clone(),
         "Service",
         |o| Object::Service(Box::new(o)),
-        events,
-        statuses,
+        &context,
     );
     spawn_kind::<EndpointSlice>(
         &mut set,
@@ -159,8 +192,7 @@ pub fn spawn_watchers(
         all,
         "EndpointSlice",
         |o| Object::EndpointSlice(Box::new(o)),
-        events,
-        statuses,
+        &context,
     );
     set
 }
@@ -198,30 +230,105 @@ where
     }
 }
 
+/// Turns a watcher event of possibly undecodable objects into a store event (see
+/// [`store_event`]); an object that cannot be decoded becomes [`StoreEvent::Unreadable`] (listed,
+/// added or changed) or [`StoreEvent::UnreadableGone`] (deleted).
+pub fn lenient_store_event<K>(
+    kind: &'static str,
+    event: watcher::Event<Lenient<K>>,
+    wrap: fn(K) -> Object,
+    observe: &dyn Fn(StatusKey, Option<Value>),
+) -> StoreEvent
+where
+    K: Resource,
+{
+    let typed = match event {
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
+        watcher::Event::InitApply(o) => match o.into_result(kind) {
+            Ok(o) => watcher::Event::InitApply(o),
+            Err(u) => return StoreEvent::Unreadable(u),
+        },
+        watcher::Event::Apply(o) => match o.into_result(kind) {
+            Ok(o) => watcher::Event::Apply(o),
+            Err(u) => return StoreEvent::Unreadable(u),
+        },
+        watcher::Event::Delete(o) => match o.into_result(kind) {
+            Ok(o) => watcher::Event::Delete(o),
+            Err(u) => return StoreEvent::UnreadableGone(u),
+        },
+    };
+    store_event(kind, typed, wrap, observe)
+}
+
+/// What a watcher does with a failure before the kind's first list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ListFailure {
+    /// Not served (404): listed and empty.
+    NotServed,
+    /// Failing for at least [`WatchSettings::degrade_after`]: listed and empty, degraded.
+    Degrade(String),
+    /// Retried (with backoff) before deciding.
+    Retry,
+}
+
+fn classify_first_failure(
+    e: &watcher::Error,
+    failing_since: Instant,
+    settings: &WatchSettings,
+) -> ListFailure {
+    if kind_not_served(e) {
+        ListFailure::NotServed
+    } else if failing_since.elapsed() >= settings.degrade_after {
+        ListFailure::Degrade(e.to_string())
+    } else {
+        ListFailure::Retry
+    }
+}
+
 fn spawn_kind<K>(
     set: &mut JoinSet<()>,
-    api: Api<K>,
+    api: Api<Lenient<K>>,
     config: watcher::Config,
     kind: &'static str,
     wrap: fn(K) -> Object,
-    events: &mpsc::Sender<StoreEvent>,
-    statuses: &Arc<StatusWriter>,
+    context: &WatchContext,
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let events = events.clone();
-    let statuses = Arc::clone(statuses);
+    let events = context.events.clone();
+    let statuses = Arc::clone(&context.statuses);
+    let settings = context.settings.clone();
     set.spawn(async move {
         let observe = |key, status| statuses.observe(key, status);
         let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
         let mut listed = false;
+        let mut failing_since: Option<Instant> = None;
         while let Some(item) = stream.next().await {
             let event = match item {
                 Ok(event) => event,
-                Err(e) if !listed && kind_not_served(&e) => {
-                    tracing::warn!(kind, "kind not served by the API server (CRD not installed?); treating it as empty");
+                Err(e) if !listed => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    let synthetic = match classify_first_failure(&e, since, &settings) {
+                        ListFailure::Retry => {
+                            tracing::warn!(kind, error = %e, "initial list failed; retrying with backoff");
+                            continue;
+                        }
+                        ListFailure::NotServed => {
+                            tracing::warn!(kind, "kind not served by the API server (CRD not installed?); treating it as empty");
+                            vec![StoreEvent::Init(kind), StoreEvent::InitDone(kind)]
+                        }
+                        ListFailure::Degrade(reason) => {
+                            tracing::error!(kind, error = %reason, "kind cannot be listed; serving every other kind without it (degraded) and retrying with backoff");
+                            vec![
+                                StoreEvent::Init(kind),
+                                StoreEvent::InitDone(kind),
+                                StoreEvent::Degraded(kind, reason),
+                            ]
+                        }
+                    };
                     listed = true;
-                    for synthetic in [StoreEvent::Init(kind), StoreEvent::InitDone(kind)] {
+                    for synthetic in synthetic {
                         if events.send(synthetic).await.is_err() {
                             return;
                         }
@@ -240,7 +347,11 @@ fn spawn_kind<K>(
             if matches!(event, watcher::Event::InitDone) {
                 listed = true;
             }
-            if events.send(store_event(kind, event, wrap, &observe)).await.is_err() {
+            let event = lenient_store_event(kind, event, wrap, &observe);
+            if let StoreEvent::Unreadable(u) | StoreEvent::UnreadableGone(u) = &event {
+                tracing::debug!(kind, namespace = ?u.namespace, name = %u.name, error = %u.error, "object cannot be decoded");
+            }
+            if events.send(event).await.is_err() {
                 return;
             }
         }
@@ -426,20 +537,178 @@ mod tests {
 
     use crate::kube::testing::{failure, query_param, respond_json, MockApi};
 
-    fn tcp_route_watch(client: ::kube::Client) -> (JoinSet<()>, mpsc::Receiver<StoreEvent>) {
+    fn watch_kind<K>(
+        client: ::kube::Client,
+        kind: &'static str,
+        wrap: fn(K) -> Object,
+        settings: WatchSettings,
+    ) -> (JoinSet<()>, mpsc::Receiver<StoreEvent>)
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
         let (tx, rx) = mpsc::channel(16);
         let mut set = JoinSet::new();
-        let client_for_writer = client.clone();
-        spawn_kind::<TcpRoute>(
+        let context = WatchContext {
+            events: tx,
+            statuses: Arc::new(StatusWriter::new(client.clone())),
+            settings,
+        };
+        spawn_kind::<K>(
             &mut set,
             Api::all(client),
             watcher::Config::default(),
-            "TCPRoute",
-            |o| Object::TcpRoute(Box::new(o)),
-            &tx,
-            &Arc::new(StatusWriter::new(client_for_writer)),
+            kind,
+            wrap,
+            &context,
         );
         (set, rx)
+    }
+
+    fn tcp_route_watch(client: ::kube::Client) -> (JoinSet<()>, mpsc::Receiver<StoreEvent>) {
+        watch_kind::<TcpRoute>(
+            client,
+            "TCPRoute",
+            |o| Object::TcpRoute(Box::new(o)),
+            WatchSettings::default(),
+        )
+    }
+
+    fn http_route(name: &str, rule: Value) -> Value {
+        serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": "team-a", "resourceVersion": "3"},
+            "spec": {"parentRefs": [{"name": "web"}], "rules": [rule]}
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_list_with_undecodable_routes_delivers_every_other_route() {
+        let (client, mut mock) = MockApi::pair();
+        let (mut set, mut rx) = watch_kind::<HttpRoute>(
+            client,
+            "HTTPRoute",
+            |o| Object::HttpRoute(Box::new(o)),
+            WatchSettings::default(),
+        );
+        let (request, send) = mock.next_request().await;
+        assert_eq!(
+            request.uri().path(),
+            "/apis/gateway.networking.k8s.io/v1/httproutes"
+        );
+        let backend = serde_json::json!([{"name": "app", "port": 80}]);
+        respond_json(
+            send,
+            200,
+            &serde_json::json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRouteList",
+                "metadata": {"resourceVersion": "7"},
+                "items": [
+                    http_route("first", serde_json::json!({"backendRefs": backend})),
+                    http_route("auth", serde_json::json!({"backendRefs": backend, "filters": [
+                        {"type": "ExternalAuth", "externalAuth": {"protocol": "HTTP",
+                         "backendRef": {"name": "auth"}}}]})),
+                    http_route("glob", serde_json::json!({"backendRefs": backend, "matches": [
+                        {"path": {"type": "Glob", "value": "/a/*"}}]})),
+                    http_route("last", serde_json::json!({"backendRefs": backend})),
+                ]
+            }),
+        );
+        let mut seen = Vec::new();
+        let listed = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            loop {
+                match rx.recv().await.expect("an event") {
+                    StoreEvent::Init(_) => seen.push("init".to_owned()),
+                    StoreEvent::InitApply(o) => {
+                        seen.push(o.metadata().name.clone().unwrap_or_default());
+                    }
+                    StoreEvent::Unreadable(u) => {
+                        assert_eq!(u.kind, "HTTPRoute");
+                        assert_eq!(u.namespace.as_deref(), Some("team-a"));
+                        seen.push(format!("unreadable {}", u.name));
+                    }
+                    StoreEvent::InitDone(_) => break,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        })
+        .await;
+        assert!(listed.is_ok(), "the list fails as a whole: {seen:?}");
+        assert_eq!(
+            seen,
+            [
+                "init",
+                "first",
+                "unreadable auth",
+                "unreadable glob",
+                "last"
+            ]
+        );
+        set.abort_all();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_forbidden_kind_is_degraded_and_counts_as_listed() {
+        let (client, mut mock) = MockApi::pair();
+        let (mut set, mut rx) = watch_kind::<TcpRoute>(
+            client,
+            "TCPRoute",
+            |o| Object::TcpRoute(Box::new(o)),
+            WatchSettings {
+                degrade_after: std::time::Duration::ZERO,
+            },
+        );
+        let server = tokio::spawn(async move {
+            // Forbidden at every attempt.
+            loop {
+                let (_, send) = mock.next_request().await;
+                respond_json(
+                    send,
+                    403,
+                    &failure(403, "Forbidden", "tcproutes is forbidden: no RBAC"),
+                );
+            }
+        });
+        let degraded = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            loop {
+                match rx.recv().await {
+                    Some(StoreEvent::Degraded(kind, reason)) => break (kind, reason),
+                    Some(StoreEvent::Init(_) | StoreEvent::InitDone(_)) => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("the kind is degraded instead of retried forever");
+        assert_eq!(degraded.0, "TCPRoute");
+        assert!(degraded.1.contains("forbidden"), "{}", degraded.1);
+        set.abort_all();
+        server.abort();
+    }
+
+    #[test]
+    fn a_short_failure_is_retried_before_the_kind_is_degraded() {
+        let forbidden = watcher::Error::InitialListFailed(::kube::Error::Api(Box::new(
+            serde_json::from_value(failure(403, "Forbidden", "no")).expect("status"),
+        )));
+        let settings = WatchSettings::default();
+        assert_eq!(
+            classify_first_failure(&forbidden, Instant::now(), &settings),
+            ListFailure::Retry
+        );
+        let long_ago = Instant::now()
+            .checked_sub(DEFAULT_DEGRADE_AFTER)
+            .expect("clock");
+        assert!(matches!(
+            classify_first_failure(&forbidden, long_ago, &settings),
+            ListFailure::Degrade(_)
+        ));
+        let not_found = watcher::Error::InitialListFailed(::kube::Error::Api(Box::new(
+            serde_json::from_value(failure(404, "NotFound", "no")).expect("status"),
+        )));
+        assert_eq!(
+            classify_first_failure(&not_found, Instant::now(), &settings),
+            ListFailure::NotServed
+        );
     }
 
     #[tokio::test]
