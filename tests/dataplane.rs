@@ -99,7 +99,7 @@ impl Tiers {
         let router = Tier::start(dir.path(), "router", &router_args);
         let mut edge_args = vec!["edge".to_owned()];
         edge_args.extend(listen(edge_https, edge_http, edge_admin));
-        edge_args.extend(link_args(dir.path(), &dir.path().join("edge.yaml")));
+        edge_args.extend(link_args(dir.path(), &dir.path().join("edge.json")));
         let edge = Tier::start(dir.path(), "edge", &edge_args);
         Self {
             router,
@@ -149,14 +149,28 @@ backends:
 "
     );
     std::fs::write(dir.join("router.yaml"), router_snapshot).expect("write");
-    let edge_snapshot = format!(
-        "version: 1
-routes: [{{hostname: \"*.acme.test\", tenant: acme}}]
-tenants:
-  acme: {{https: [\"127.0.0.1:{router_https}\"], http: [\"127.0.0.1:{router_http}\"]}}
-"
-    );
-    std::fs::write(dir.join("edge.yaml"), edge_snapshot).expect("write");
+    // The edge's bootstrap exactly as the operator writes it: the ConfigMap's `snapshot.json`.
+    let edge_snapshot: bulkhead_crds::snapshot::EdgeSnapshot =
+        serde_json::from_value(serde_json::json!({
+            "version": 1,
+            "routes": [{"hostname": "*.acme.test", "tenant": "acme"}],
+            "tenants": {"acme": {
+                "https": [format!("127.0.0.1:{router_https}")],
+                "http": [format!("127.0.0.1:{router_http}")],
+            }},
+        }))
+        .expect("edge snapshot");
+    let config_map = bulkhead_operator::kube::edge_bootstrap::edge_bootstrap_config_map(
+        "bulkhead-system",
+        &edge_snapshot,
+    )
+    .expect("the operator renders the edge bootstrap");
+    let data = config_map.data.expect("ConfigMap data");
+    std::fs::write(
+        dir.join("edge.json"),
+        &data[bulkhead_operator::children::BOOTSTRAP_KEY],
+    )
+    .expect("write");
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@
 use super::auth::TenantDirectory;
 use super::child_watch::{spawn_child_watchers, REPAIR_QUEUE};
 use super::decode::Unreadable;
+use super::edge_bootstrap::run_edge_bootstrap;
 use super::events::{run_events, Notice, NOTICE_QUEUE};
 use super::onboarding::{run_onboarding, Desired, DesiredTenant, Onboarding};
 use super::status_writer::StatusWriter;
@@ -25,7 +26,7 @@ use crate::index::{ObjectIndex, ROUTE_KINDS};
 use crate::metrics::{KindLabel, OperatorMetrics};
 use crate::status::{apply_acks, stamp_transitions, ObjectStatus};
 use ::kube::Client;
-use bulkhead_crds::snapshot::TenantSnapshot;
+use bulkhead_crds::snapshot::{EdgeSnapshot, TenantSnapshot};
 use bulkhead_crds::{Tenant, CONTROLLER_NAME};
 use bulkhead_snapshot::Ack;
 use bulkhead_snapshot_wire::{AckReceiver, Authenticator, SnapshotServer, StreamName};
@@ -81,6 +82,10 @@ pub struct ControlLoop<A: Authenticator> {
     ready: watch::Sender<bool>,
     metrics: OperatorMetrics,
     notices: Option<mpsc::Sender<Notice>>,
+    /// The edge snapshot last published, until an edge acknowledges it.
+    edge_published: Option<Arc<EdgeSnapshot>>,
+    /// Where acknowledged edge snapshots go (the edge's bootstrap ConfigMap writer).
+    edge_acked: Option<watch::Sender<Option<Arc<EdgeSnapshot>>>>,
     /// What the watchers could not read ([`readiness_detail`]), for `/readyz`.
     detail: watch::Sender<String>,
 }
@@ -127,6 +132,8 @@ impl<A: Authenticator> ControlLoop<A> {
             ready,
             metrics: OperatorMetrics::new(),
             notices: None,
+            edge_published: None,
+            edge_acked: None,
             detail: watch::Sender::new(String::new()),
         }
     }
@@ -134,6 +141,12 @@ impl<A: Authenticator> ControlLoop<A> {
     /// Publishes the readiness detail (degraded kinds, undecodable objects) on `detail`.
     pub fn with_readiness_detail(mut self, detail: watch::Sender<String>) -> Self {
         self.detail = detail;
+        self
+    }
+
+    /// Sends every edge snapshot an edge acknowledged to `acked` (the bootstrap writer).
+    pub fn with_edge_bootstrap(mut self, acked: watch::Sender<Option<Arc<EdgeSnapshot>>>) -> Self {
+        self.edge_acked = Some(acked);
         self
     }
 
@@ -313,6 +326,9 @@ impl<A: Authenticator> ControlLoop<A> {
         if let Some(edge) = &out.edge {
             match self.server.publish(&StreamName::Edge, edge) {
                 Ok(()) => {
+                    if self.edge_acked.is_some() {
+                        self.edge_published = Some(Arc::new(edge.clone()));
+                    }
                     tracing::info!(
                         version = edge.version,
                         routes = edge.routes.len(),
@@ -426,6 +442,23 @@ impl<A: Authenticator> ControlLoop<A> {
         }
     }
 
+    /// An edge served edge snapshot `version`: when that is the one last published, it becomes
+    /// the edge's bootstrap.
+    fn promote_edge_bootstrap(&mut self, version: u64) {
+        let (Some(acked), Some(published)) = (&self.edge_acked, &self.edge_published) else {
+            return;
+        };
+        if published.version == version {
+            acked.send_if_modified(|current| {
+                let newer = current.as_ref().is_none_or(|c| c.version < version);
+                if newer {
+                    *current = Some(Arc::clone(published));
+                }
+                newer
+            });
+        }
+    }
+
     /// Records a router's or the edge's acknowledgement.
     pub fn on_ack(&mut self, stream: StreamName, ack: Ack) {
         let kind = match stream {
@@ -444,7 +477,8 @@ impl<A: Authenticator> ControlLoop<A> {
         let StreamName::Tenant(tenant) = stream else {
             match ack.outcome {
                 Ok(()) => {
-                    tracing::debug!(subscriber = %ack.subscriber, version = ack.version, "edge snapshot acknowledged")
+                    tracing::debug!(subscriber = %ack.subscriber, version = ack.version, "edge snapshot acknowledged");
+                    self.promote_edge_bootstrap(ack.version);
                 }
                 Err(reason) => {
                     tracing::warn!(subscriber = %ack.subscriber, version = ack.version, %reason, "edge snapshot rejected");
@@ -866,6 +900,17 @@ pub async fn run<A: Authenticator>(
             }
         })
     };
+    let (edge_acked_tx, edge_acked) = watch::channel(None);
+    let edge_bootstrap_task = {
+        let (mut leading, shutdown) = (leading.clone(), shutdown.clone());
+        let (client, namespace) = (config.client.clone(), system_namespace.clone());
+        let metrics = config.metrics.clone();
+        tokio::spawn(async move {
+            if until_leading(&mut leading, &shutdown).await {
+                run_edge_bootstrap(client, namespace, edge_acked, metrics, shutdown).await;
+            }
+        })
+    };
     let events_task = tokio::spawn(run_events(
         config.client.clone(),
         Some(config.identity.clone()),
@@ -877,12 +922,18 @@ pub async fn run<A: Authenticator>(
     ControlLoop::new(server, config.directory, desired_tx, status_tx, ready)
         .with_metrics(config.metrics)
         .with_notices(notice_tx)
+        .with_edge_bootstrap(edge_acked_tx)
         .with_readiness_detail(config.readiness_detail)
         .run(event_rx, acks, shutdown.clone())
         .await;
     shutdown.cancel();
     watchers.shutdown().await;
-    for task in [onboarding_task, status_task, events_task] {
+    for task in [
+        onboarding_task,
+        status_task,
+        edge_bootstrap_task,
+        events_task,
+    ] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "operator task failed");
         }
@@ -1088,6 +1139,41 @@ mod tests {
             .flat_map(|p| p.unpack())
             .any(|s| s.metadata.name == "stranger");
         assert!(!listed);
+    }
+
+    /// Only an edge snapshot an edge served becomes the edge's bootstrap: a refusal, or an
+    /// acknowledgement of an older version, leaves the bootstrap as it was.
+    #[tokio::test]
+    async fn an_acknowledged_edge_snapshot_becomes_the_edge_bootstrap() {
+        let mut h = harness();
+        let (tx, rx) = watch::channel(None);
+        let mut control =
+            std::mem::replace(&mut h.control, harness().control).with_edge_bootstrap(tx);
+        list_everything(&mut control, Instant::now());
+        control.compile();
+        let edge_ack = |version, outcome| Ack {
+            subscriber: "edge/0".into(),
+            version,
+            outcome,
+        };
+        control.on_ack(StreamName::Edge, edge_ack(1, Err("bad edge".into())));
+        assert!(
+            rx.borrow().is_none(),
+            "a refused snapshot is nobody's bootstrap"
+        );
+        control.on_ack(StreamName::Edge, edge_ack(0, Ok(())));
+        assert!(rx.borrow().is_none(), "not the version published");
+        control.on_ack(StreamName::Edge, edge_ack(1, Ok(())));
+        let bootstrap = rx.borrow().clone().expect("promoted");
+        assert_eq!(bootstrap.version, 1);
+        assert_eq!(
+            bootstrap
+                .routes
+                .iter()
+                .map(|r| r.tenant.as_str())
+                .collect::<Vec<_>>(),
+            vec!["acme"]
+        );
     }
 
     #[tokio::test]

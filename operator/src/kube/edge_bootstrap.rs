@@ -42,7 +42,7 @@ pub enum EdgeBootstrapError {
     Encoding(#[from] serde_json::Error),
     /// The API server refused the write.
     #[error(transparent)]
-    Apply(#[from] ApplyError),
+    Apply(Box<ApplyError>),
 }
 
 /// The ConfigMap holding `snapshot` as JSON, in `namespace`.
@@ -104,7 +104,9 @@ pub async fn run_edge_bootstrap(
         }
         let outcome = async {
             let config_map = edge_bootstrap_config_map(&namespace, &snapshot)?;
-            apply(&client, &namespace, &config_map).await?;
+            apply(&client, &namespace, &config_map)
+                .await
+                .map_err(|e| EdgeBootstrapError::Apply(Box::new(e)))?;
             Ok::<_, EdgeBootstrapError>(())
         };
         let pause = match outcome.await {
