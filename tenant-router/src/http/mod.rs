@@ -224,14 +224,15 @@ async fn route_and_forward(
     let host::RequestHost {
         raw: host_value,
         name: host,
+        host: parsed_host,
     } = host::request_host(&req).map_err(|refusal| refusal.respond(ctx, &record.host))?;
-    host::authorise(ctx, &host).map_err(|refusal| refusal.respond(ctx, &host))?;
+    host::authorise(ctx, &parsed_host).map_err(|refusal| refusal.respond(ctx, &host))?;
     let vhosts = match ctx.entry {
         Entry::Tls { .. } => &ctx.config.https_vhosts,
         Entry::Plain => &ctx.config.http_vhosts,
     };
     let vhost: &CompiledVhost = vhosts
-        .lookup(&host)
+        .lookup_host(&parsed_host)
         .ok_or_else(|| local_response(StatusCode::NOT_FOUND))?;
     let route = {
         let facts = RequestFacts {
