@@ -366,8 +366,8 @@ async fn serve_tls_connection(state: &ListenerState, conn: Accepted) -> Connecti
         Some(SniTarget::Passthrough(route)) => {
             passthrough(state, Arc::clone(route), stream, buf, client).await
         }
-        Some(SniTarget::Terminate { certificate }) => {
-            let certificate = Arc::clone(certificate);
+        Some(SniTarget::Terminate { listener }) => {
+            let listener = Arc::clone(listener);
             let conn = Accepted {
                 config,
                 stream,
@@ -375,7 +375,7 @@ async fn serve_tls_connection(state: &ListenerState, conn: Accepted) -> Connecti
                 client,
                 slot,
             };
-            terminate(state, conn, certificate).await
+            terminate(state, conn, listener).await
         }
         Some(SniTarget::TerminateTcp(route)) => {
             let route = Arc::clone(route);
@@ -452,11 +452,7 @@ async fn terminate_tcp(
     ConnectionOutcome::TerminatedTcp
 }
 
-async fn terminate(
-    state: &ListenerState,
-    conn: Accepted,
-    certificate: Arc<str>,
-) -> ConnectionOutcome {
+async fn terminate(state: &ListenerState, conn: Accepted, listener: Arc<str>) -> ConnectionOutcome {
     let Accepted {
         config,
         stream,
@@ -475,7 +471,7 @@ async fn terminate(
     let ctx = ConnContext {
         shared: Arc::clone(&state.shared),
         config,
-        entry: Entry::Tls { certificate },
+        entry: Entry::Tls { listener },
         client,
         activity: Activity::new(),
         slot,

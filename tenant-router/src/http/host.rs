@@ -10,7 +10,7 @@
 //! | HTTP/2 `:authority` and `host` naming different hosts (RFC 9113 §8.3.1: malformed) | 400 | `authority_mismatch` |
 //! | a name outside the tenant's grants | 421 | `not_owned` |
 //! | a more specific name another tenant owns inside them | 421 | `other_tenant` |
-//! | on TLS, a name another listener serves than the SNI's (GEP-3567) | 421 | `misdirected` |
+//! | on TLS, a host another listener serves than the SNI's, or no listener serves (GEP-3567) | 421 | `misdirected` |
 //!
 //! A request by IP address (`Host: 192.0.2.1:8080`, as clients of a load balancer and the Gateway
 //! API conformance suite send it) names no host: only a tenant granted `*` owns it, and it is
@@ -24,7 +24,7 @@ use super::{local_response, ConnContext, Entry};
 use crate::body::ProxyBody;
 use crate::compile::{CompiledConfig, Ownership, SniTarget};
 use crate::metrics::{HostRefusal, HostRefusalLabels};
-use bulkhead_hostmatch::{Host, MatchKind};
+use bulkhead_hostmatch::Host;
 use http::header::HOST;
 use http::{Request, Response, StatusCode, Version};
 use std::sync::Arc;
@@ -107,22 +107,22 @@ pub(crate) fn authorise(ctx: &ConnContext, host: &Host) -> Result<(), HostRefusa
         None => return Err(HostRefusal::NotOwned),
     }
     match &ctx.entry {
-        Entry::Tls { certificate } if is_misdirected(&ctx.config, certificate, host) => {
+        Entry::Tls { listener } if is_misdirected(&ctx.config, listener, host) => {
             Err(HostRefusal::Misdirected)
         }
         _ => Ok(()),
     }
 }
 
-/// GEP-3567: a request on a terminated TLS connection is misdirected (421) when its host is served,
-/// by a hostname-specific listener, with a different certificate than the one the SNI selected, or
-/// is a passthrough / TCP name. A host only the `*` catch-all serves is not misdirected: it goes on
-/// to virtual host selection (and 404 when no route serves it).
-fn is_misdirected(config: &CompiledConfig, certificate: &Arc<str>, host: &Host) -> bool {
-    match config.sni.lookup_host_with_pattern(host) {
-        None | Some((MatchKind::Any, _)) => false,
-        Some((_, SniTarget::Terminate { certificate: other })) => other != certificate,
-        Some((_, SniTarget::Passthrough(_) | SniTarget::TerminateTcp(_))) => true,
+/// GEP-3567, decided by listener and not by certificate: a request on a terminated TLS connection
+/// is misdirected (421) unless its host is served by the listener the SNI selected — the listener
+/// whose hostname matches the host most specifically, `*` (a listener without hostname) included.
+/// A host another listener serves, a passthrough / TCP name, or a host no listener serves is
+/// misdirected, even when one certificate covers every name.
+fn is_misdirected(config: &CompiledConfig, listener: &Arc<str>, host: &Host) -> bool {
+    match config.sni.lookup_host(host) {
+        Some(SniTarget::Terminate { listener: other }) => other != listener,
+        None | Some(SniTarget::Passthrough(_) | SniTarget::TerminateTcp(_)) => true,
     }
 }
 

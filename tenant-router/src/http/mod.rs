@@ -61,10 +61,10 @@ pub(crate) struct Shared {
 /// How the connection reached the HTTP layer.
 #[derive(Debug, Clone)]
 pub(crate) enum Entry {
-    /// Through terminated TLS; requests must be for names the certificate's pattern covers.
+    /// Through terminated TLS; requests must be for names the SNI's listener serves (GEP-3567).
     Tls {
-        /// The certificate the connection's SNI selected.
-        certificate: Arc<str>,
+        /// The Gateway listener the connection's SNI selected (`namespace/gateway/listener`).
+        listener: Arc<str>,
     },
     /// Through the plain HTTP listener.
     Plain,
