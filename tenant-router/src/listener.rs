@@ -11,7 +11,7 @@
 use crate::balance::OutstandingGuard;
 use crate::body::{ObservedBody, ProxyBody};
 use crate::compile::{CompiledConfig, CompiledPassthrough, SniTarget};
-use crate::http::local_response;
+use crate::http::{grpc, local_response};
 use crate::http::{serve_request, ConnContext, Entry, Shared};
 use crate::idle::Activity;
 use crate::limits::MIN_H1_BUF_SIZE;
@@ -589,7 +589,10 @@ async fn handle(
     let permit = match streams.map(Semaphore::try_acquire_owned) {
         Some(Err(_)) => {
             refuse_stream(&ctx);
-            let resp = local_response(hyper::StatusCode::SERVICE_UNAVAILABLE);
+            let resp = grpc::local_answer(
+                grpc::is_grpc(req.headers()),
+                local_response(hyper::StatusCode::SERVICE_UNAVAILABLE),
+            );
             return Ok(resp.map(|b| HeldBody::new(StreamBody::Right(b), None)));
         }
         Some(Ok(p)) => Some(p),

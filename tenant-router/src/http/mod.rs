@@ -6,6 +6,7 @@
 //! that, a failure aborts the response (see [`crate::body`]).
 
 mod boundary;
+pub(crate) mod grpc;
 pub(crate) mod headers;
 mod host;
 mod upgrade;
@@ -129,16 +130,22 @@ pub(crate) async fn serve_request(
             host: &record.host,
         },
     );
+    let grpc = grpc::is_grpc(req.headers());
     // Boxed: the routing future is ~5 KiB, and hyper moves the per-request task (which holds this
     // future) several times before and after running it; a pointer is cheaper to move.
     let routed = Box::pin(route_and_forward(&ctx, req, &mut record, start)).await;
-    let (response, deadline) = match routed {
-        Ok(forwarded) => forwarded,
-        Err(local) => (local, None),
+    let (response, deadline, local) = match routed {
+        Ok((forwarded, deadline)) => (forwarded, deadline, false),
+        Err(local) => (local, None, true),
     };
     record.status = match record.client_fault {
         Some(fault) => ForwardError::Client(fault).logged_status(),
         None => response.status().as_u16(),
+    };
+    // The HTTP status stays in metrics and logs; a gRPC client gets the gRPC one.
+    let response = match local {
+        true => grpc::local_answer(grpc, response),
+        false => response,
     };
     Ok(response.map(|b| ObservedBody::new(b, deadline, record)))
 }
