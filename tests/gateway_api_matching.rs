@@ -471,8 +471,8 @@ async fn a_host_the_tls_connection_cannot_serve_gets_421() {
             ("split.acme.test", "/"),
             // Another tenant's name on acme's connection.
             ("www.globex.test", "/"),
-            // acme's own name, served by no HTTPS listener: no certificate claims it, so it is not
-            // misdirected (GEP-3567); no HTTPS route serves it either.
+            // acme's own name, served by no HTTPS listener: misdirected (GEP-3567, decided by
+            // listener: a host no listener serves gets 421, not 404).
             ("only.acme.example", "/inherit"),
             // The connection is still usable afterwards.
             ("split.acme.test", "/again"),
@@ -490,7 +490,7 @@ async fn a_host_the_tls_connection_cannot_serve_gets_421() {
         [
             "backend secure",
             "status 421",
-            "status 404",
+            "status 421",
             "backend secure"
         ]
     );

@@ -163,23 +163,33 @@ pub(crate) async fn serve(
             .unknown_hostnames
             .get_or_create(&ListenerLabels { listener })
             .inc();
-        shared.refusals.note("unknown_host");
-        tracing::debug!(%peer, listener, host = host.as_deref().unwrap_or(""), "refused: no tenant owns the name");
-        refuse(
-            client,
-            port,
-            Refusal::UnknownHost,
-            shared.limits.linger_timeout,
-        )
-        .await;
+        let refusal = match &host {
+            Some(host) => {
+                shared.refusals.note("unknown_host");
+                tracing::debug!(%peer, listener, host, "refused: no tenant owns the name");
+                Refusal::UnknownHost
+            }
+            None => {
+                shared.count_refusal(listener, "", NO_CATCH_ALL);
+                tracing::debug!(%peer, listener, "refused: no SNI or a request by address, and no tenant owns \"*\"");
+                Refusal::NoCatchAll
+            }
+        };
+        refuse(client, port, refusal, shared.limits.linger_timeout).await;
         return;
     };
     drop(table);
     forward(client, addrs, sniffed, &tenant, port, &shared).await;
 }
 
-/// Reads the routing name within `timeout`: the SNI on the TLS listener (`None` when the client
-/// sent none), the `Host` on the HTTP listener. `buf` may already hold the stream's first bytes.
+/// The `refused` reason of a connection that names no host (a ClientHello without SNI, a request
+/// by address) when no tenant owns `*`.
+const NO_CATCH_ALL: &str = "no_catch_all";
+
+/// Reads the routing name within `timeout`: the SNI on the TLS listener, the `Host` on the HTTP
+/// listener; `None` when the client named no host (a ClientHello without SNI, a request by IP
+/// address), which only the tenant owning `*` serves. `buf` may already hold the stream's first
+/// bytes.
 async fn sniff(
     client: &mut TcpStream,
     buf: &mut Vec<u8>,
@@ -192,7 +202,7 @@ async fn sniff(
             .map(|hello| hello.sni),
         EdgePort::Http => read_http_host(client, buf, timeout)
             .await
-            .map(|head| Some(head.host)),
+            .map(|head| head.host.name().map(str::to_owned)),
     }
 }
 

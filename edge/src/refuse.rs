@@ -21,8 +21,11 @@ const DRAIN_CHUNK: usize = 4096;
 /// Why a connection is refused, as the client is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// No tenant owns the name (or, for TLS, the client sent no SNI and nobody owns `*`).
+    /// No tenant owns the name.
     UnknownHost,
+    /// The client named no host (a ClientHello without SNI, a request by IP address) and no
+    /// tenant owns `*`, the catch-all that serves those.
+    NoCatchAll,
     /// The name is not a valid hostname.
     BadHost,
     /// The ClientHello or request head breaks its grammar, or lacks a `Host`.
@@ -52,7 +55,7 @@ impl Refusal {
     /// The fatal alert record sent on the TLS listener, if any.
     pub(crate) fn tls_alert(self) -> Option<[u8; 7]> {
         let description = match self {
-            Self::UnknownHost | Self::BadHost => ALERT_UNRECOGNIZED_NAME,
+            Self::UnknownHost | Self::NoCatchAll | Self::BadHost => ALERT_UNRECOGNIZED_NAME,
             Self::Malformed | Self::TooLarge => ALERT_DECODE_ERROR,
             Self::Unavailable => ALERT_INTERNAL_ERROR,
             Self::Timeout => return None,
@@ -65,6 +68,10 @@ impl Refusal {
     pub(crate) fn http_response(self) -> Vec<u8> {
         let (status, body) = match self {
             Self::UnknownHost => ("404 Not Found", "no service is configured for this host\n"),
+            Self::NoCatchAll => (
+                "404 Not Found",
+                "no service is configured for requests by IP address; use a hostname\n",
+            ),
             Self::BadHost => (
                 "400 Bad Request",
                 "the Host header is not a valid hostname\n",
@@ -144,6 +151,7 @@ mod tests {
     fn http_answers_have_exact_length_and_close() {
         for r in [
             Refusal::UnknownHost,
+            Refusal::NoCatchAll,
             Refusal::BadHost,
             Refusal::Malformed,
             Refusal::TooLarge,

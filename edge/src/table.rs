@@ -127,8 +127,8 @@ impl EdgeTable {
         Self { hosts }
     }
 
-    /// The tenant owning a (normalised) name, or for `None` (a ClientHello without SNI) the tenant
-    /// owning `*`.
+    /// The tenant owning a (normalised) name, or for `None` (a ClientHello without SNI, a request
+    /// by IP address) the tenant owning `*`.
     pub(crate) fn lookup(&self, host: Option<&str>) -> Option<&Arc<TenantEntry>> {
         match host {
             Some(host) => self.hosts.lookup(host),

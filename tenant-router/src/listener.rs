@@ -11,7 +11,7 @@
 use crate::balance::OutstandingGuard;
 use crate::body::{ObservedBody, ProxyBody};
 use crate::compile::{CompiledConfig, CompiledPassthrough, SniTarget};
-use crate::http::local_response;
+use crate::http::{grpc, local_response};
 use crate::http::{serve_request, ConnContext, Entry, Shared};
 use crate::idle::Activity;
 use crate::limits::MIN_H1_BUF_SIZE;
@@ -366,8 +366,8 @@ async fn serve_tls_connection(state: &ListenerState, conn: Accepted) -> Connecti
         Some(SniTarget::Passthrough(route)) => {
             passthrough(state, Arc::clone(route), stream, buf, client).await
         }
-        Some(SniTarget::Terminate { certificate }) => {
-            let certificate = Arc::clone(certificate);
+        Some(SniTarget::Terminate { listener }) => {
+            let listener = Arc::clone(listener);
             let conn = Accepted {
                 config,
                 stream,
@@ -375,7 +375,7 @@ async fn serve_tls_connection(state: &ListenerState, conn: Accepted) -> Connecti
                 client,
                 slot,
             };
-            terminate(state, conn, certificate).await
+            terminate(state, conn, listener).await
         }
         Some(SniTarget::TerminateTcp(route)) => {
             let route = Arc::clone(route);
@@ -452,11 +452,7 @@ async fn terminate_tcp(
     ConnectionOutcome::TerminatedTcp
 }
 
-async fn terminate(
-    state: &ListenerState,
-    conn: Accepted,
-    certificate: Arc<str>,
-) -> ConnectionOutcome {
+async fn terminate(state: &ListenerState, conn: Accepted, listener: Arc<str>) -> ConnectionOutcome {
     let Accepted {
         config,
         stream,
@@ -475,7 +471,7 @@ async fn terminate(
     let ctx = ConnContext {
         shared: Arc::clone(&state.shared),
         config,
-        entry: Entry::Tls { certificate },
+        entry: Entry::Tls { listener },
         client,
         activity: Activity::new(),
         slot,
@@ -593,7 +589,10 @@ async fn handle(
     let permit = match streams.map(Semaphore::try_acquire_owned) {
         Some(Err(_)) => {
             refuse_stream(&ctx);
-            let resp = local_response(hyper::StatusCode::SERVICE_UNAVAILABLE);
+            let resp = grpc::local_answer(
+                grpc::is_grpc(req.headers()),
+                local_response(hyper::StatusCode::SERVICE_UNAVAILABLE),
+            );
             return Ok(resp.map(|b| HeldBody::new(StreamBody::Right(b), None)));
         }
         Some(Ok(p)) => Some(p),

@@ -286,6 +286,30 @@ pub async fn https_get(
     request_over(tls, host, path).await
 }
 
+/// An HTTP/2 connection over TLS with SNI `sni` (ALPN h2 offered), and the negotiated ALPN.
+pub async fn h2_connect(
+    addr: SocketAddr,
+    sni: &str,
+    ca_pem: &str,
+) -> Result<
+    (
+        hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+        Option<Vec<u8>>,
+    ),
+    String,
+> {
+    let tls = tls_connect(addr, sni, ca_pem, &[b"h2"]).await?;
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok((sender, alpn))
+}
+
 /// One HTTPS GET over HTTP/2 (ALPN h2); returns status, body and the negotiated ALPN.
 pub async fn https_get_h2(
     addr: SocketAddr,
@@ -293,17 +317,18 @@ pub async fn https_get_h2(
     path: &str,
     ca_pem: &str,
 ) -> Result<(u16, String, Option<Vec<u8>>), String> {
-    let tls = tls_connect(addr, host, ca_pem, &[b"h2"]).await?;
-    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let uri = format!("https://{host}{path}");
-    let req = http::Request::get(uri)
+    let (mut sender, alpn) = h2_connect(addr, host, ca_pem).await?;
+    let (status, body) = h2_get_on(&mut sender, host, path).await?;
+    Ok((status, body, alpn))
+}
+
+/// One GET for `https://{authority}{path}` on an open HTTP/2 connection: status and body.
+pub async fn h2_get_on(
+    sender: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    authority: &str,
+    path: &str,
+) -> Result<(u16, String), String> {
+    let req = http::Request::get(format!("https://{authority}{path}"))
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
@@ -314,7 +339,7 @@ pub async fn https_get_h2(
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned(), alpn))
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// The DNS names in the leaf certificate the server presented.

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Longest hostname accepted (RFC 1035: 253 characters in text form).
 pub const MAX_HOSTNAME_LEN: usize = 253;
@@ -74,13 +75,82 @@ pub fn normalize_host(raw: &str) -> Result<String, HostError> {
     Ok(out)
 }
 
+/// A host a peer named (`Host`, `:authority`, SNI), normalised: a DNS name, or an IP address (a
+/// request "by address", as clients of a load balancer's IP and the Gateway API conformance suite
+/// send them). Only the `*` pattern matches an address ([`HostTable::lookup_host`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// A normalised DNS name (see [`normalize_host`]).
+    Name(String),
+    /// An IP address literal, port and brackets stripped.
+    Address(IpAddr),
+}
+
+impl Host {
+    /// Parses a `Host` or `:authority` value: a name as [`normalize_host`] reads it, or an IPv4
+    /// address (`192.0.2.1`, `192.0.2.1:8080`) or bracketed IPv6 address (`[2001:db8::1]`,
+    /// `[::1]:8080`). Anything else that looks numeric is [`HostError::IpAddress`].
+    pub fn parse(raw: &str) -> Result<Self, HostError> {
+        match normalize_host(raw) {
+            Ok(name) => Ok(Self::Name(name)),
+            Err(HostError::IpAddress) => parse_address(raw)
+                .map(Self::Address)
+                .ok_or(HostError::IpAddress),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The DNS name, `None` for an address.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Self::Name(n) => Some(n),
+            Self::Address(_) => None,
+        }
+    }
+}
+
+/// As it is written in a URL: the name, an IPv4 address, or an IPv6 address in brackets.
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(n) => f.write_str(n),
+            Self::Address(IpAddr::V4(a)) => write!(f, "{a}"),
+            Self::Address(IpAddr::V6(a)) => write!(f, "[{a}]"),
+        }
+    }
+}
+
+/// The IP address of `192.0.2.1[:port]` or `[2001:db8::1][:port]`.
+fn parse_address(raw: &str) -> Option<IpAddr> {
+    if let Some(rest) = raw.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let port_ok = match after.strip_prefix(':') {
+            None => after.is_empty(),
+            Some(port) => is_port(port),
+        };
+        return port_ok
+            .then(|| inside.parse::<Ipv6Addr>().ok())
+            .flatten()
+            .map(IpAddr::V6);
+    }
+    strip_port(raw)
+        .ok()?
+        .parse::<Ipv4Addr>()
+        .ok()
+        .map(IpAddr::V4)
+}
+
+fn is_port(port: &str) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn strip_port(raw: &str) -> Result<&str, HostError> {
     if raw.starts_with('[') {
         return Err(HostError::IpAddress);
     }
     match raw.rsplit_once(':') {
         Some((host, port)) => {
-            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5 {
+            if !is_port(port) {
                 return Err(HostError::BadPort);
             }
             Ok(host)
@@ -256,6 +326,19 @@ impl<T> HostTable<T> {
         self.lookup_with_pattern(host).map(|(_, v)| v)
     }
 
+    /// Looks up a request's host: a name as [`HostTable::lookup`] does; an address finds only `*`.
+    pub fn lookup_host(&self, host: &Host) -> Option<&T> {
+        self.lookup_host_with_pattern(host).map(|(_, v)| v)
+    }
+
+    /// Like [`HostTable::lookup_host`], also telling which kind of entry matched.
+    pub fn lookup_host_with_pattern(&self, host: &Host) -> Option<(MatchKind, &T)> {
+        match host {
+            Host::Name(name) => self.lookup_with_pattern(name),
+            Host::Address(_) => self.any.as_ref().map(|v| (MatchKind::Any, v)),
+        }
+    }
+
     /// Like [`HostTable::lookup`], also telling which kind of entry matched.
     pub fn lookup_with_pattern(&self, host: &str) -> Option<(MatchKind, &T)> {
         if let Some(v) = self.exact.get(host) {
@@ -347,6 +430,48 @@ mod tests {
         assert_eq!(normalize_host("127.0.0.1"), Err(HostError::IpAddress));
         assert_eq!(normalize_host("[::1]:80"), Err(HostError::IpAddress));
         assert_eq!(normalize_host(&"a".repeat(64)), Err(HostError::BadLabel));
+    }
+
+    #[test]
+    fn addresses_parse_with_or_without_port_and_only_star_matches_them() {
+        let v4 = |s: &str| Host::parse(s).map(|h| h.to_string());
+        assert_eq!(v4("127.0.0.1").as_deref(), Ok("127.0.0.1"));
+        assert_eq!(v4("127.0.0.1:8080").as_deref(), Ok("127.0.0.1"));
+        assert_eq!(v4("[::1]").as_deref(), Ok("[::1]"));
+        assert_eq!(v4("[0:0::1]:8080").as_deref(), Ok("[::1]"));
+        assert_eq!(
+            Host::parse("WWW.Example.com:80"),
+            Ok(Host::Name("www.example.com".into()))
+        );
+        for bad in [
+            "[::1",
+            "[::1]x",
+            "[::1]:",
+            "[::1]:123456",
+            "[a.b]",
+            "1.2",
+            "::1",
+            "1.2.3.4:x",
+        ] {
+            assert!(Host::parse(bad).is_err(), "{bad}");
+        }
+        let t: HostTable<u32> = [(p("*.example.com"), 1), (p("127.0.0.1.example.com"), 2)]
+            .into_iter()
+            .collect();
+        let addr = Host::parse("127.0.0.1").unwrap();
+        assert_eq!(addr.name(), None);
+        assert_eq!(
+            t.lookup_host(&addr),
+            None,
+            "no `*`: an address finds nothing"
+        );
+        let t: HostTable<u32> = [(p("*"), 0), (p("*.0.0.1.example"), 1)]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            t.lookup_host_with_pattern(&addr).map(|(k, v)| (k, *v)),
+            Some((MatchKind::Any, 0))
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! [`MAX_HTTP_HEADERS`] headers.
 
 use crate::{SniffError, MAX_HTTP_HEAD};
-use bulkhead_hostmatch::normalize_host;
+use bulkhead_hostmatch::Host;
 
 /// Most header fields in a request head (as hyper's default).
 pub const MAX_HTTP_HEADERS: usize = 100;
@@ -18,8 +18,9 @@ const MAX_LEADING_NEWLINE_BYTES: usize = 4;
 /// What a request head says about where the client wants to go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpHostInfo {
-    /// The host named by the request, normalised (port stripped).
-    pub host: String,
+    /// The host named by the request, normalised (port stripped): a name, or an IP address for a
+    /// request by address.
+    pub host: Host,
     /// Length of the request head, final empty line included.
     pub head_len: usize,
 }
@@ -55,7 +56,7 @@ pub fn sniff_http_host(buf: &[u8]) -> Result<Option<HttpHostInfo>, SniffError> {
     let is_http11 = request.version == Some(1);
     let host = match (target_host, host_header) {
         (Some(target), Some(header)) => {
-            let target = normalize_host(target).map_err(SniffError::BadHost)?;
+            let target = Host::parse(target).map_err(SniffError::BadHost)?;
             if target != normalize_value(header)? {
                 return Err(SniffError::malformed(
                     "Host header and request target name different hosts",
@@ -64,7 +65,7 @@ pub fn sniff_http_host(buf: &[u8]) -> Result<Option<HttpHostInfo>, SniffError> {
             target
         }
         (Some(_), None) if is_http11 => return Err(SniffError::MissingHost),
-        (Some(target), None) => normalize_host(target).map_err(SniffError::BadHost)?,
+        (Some(target), None) => Host::parse(target).map_err(SniffError::BadHost)?,
         (None, Some(header)) => normalize_value(header)?,
         (None, None) => return Err(SniffError::MissingHost),
     };
@@ -127,14 +128,14 @@ fn absolute_form_host(target: &str) -> Result<Option<&str>, SniffError> {
 }
 
 /// Normalises a `Host` header value; an empty value names no host.
-fn normalize_value(value: &[u8]) -> Result<String, SniffError> {
+fn normalize_value(value: &[u8]) -> Result<Host, SniffError> {
     let value = std::str::from_utf8(value)
         .map_err(|_| SniffError::malformed("Host header is not ASCII"))?
         .trim_matches([' ', '\t']);
     if value.is_empty() {
         return Err(SniffError::MissingHost);
     }
-    normalize_host(value).map_err(SniffError::BadHost)
+    Host::parse(value).map_err(SniffError::BadHost)
 }
 
 #[cfg(test)]
@@ -146,11 +147,15 @@ mod tests {
         sniff_http_host(buf)
     }
 
+    fn name(n: &str) -> Host {
+        Host::Name(n.to_owned())
+    }
+
     #[test]
     fn host_header_is_normalised_and_head_length_reported() {
         let req = b"GET /x HTTP/1.1\r\nHost: WWW.Example.com:8080\r\nAccept: */*\r\n\r\nbody";
         let info = host(req).unwrap().unwrap();
-        assert_eq!(info.host, "www.example.com");
+        assert_eq!(info.host, name("www.example.com"));
         assert_eq!(info.head_len, req.len() - 4);
     }
 
@@ -191,11 +196,11 @@ mod tests {
         let info = host(b"GET http://A.example:81/p?q HTTP/1.1\r\nHost: a.example\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!(info.host, "a.example");
+        assert_eq!(info.host, name("a.example"));
         let info = host(b"GET http://a.example/ HTTP/1.0\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!(info.host, "a.example");
+        assert_eq!(info.host, name("a.example"));
     }
 
     #[test]
@@ -220,7 +225,7 @@ mod tests {
 
     #[test]
     fn invalid_host_is_bad_host() {
-        for bad in ["a b.example", "[::1]:80", "10.0.0.1", "a..example"] {
+        for bad in ["a b.example", "[::1", "10.0.1", "a..example", "[::1]:x"] {
             let req = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
             assert!(
                 matches!(
@@ -230,6 +235,24 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn an_address_is_a_host_with_or_without_port() {
+        for (raw, ip) in [
+            ("127.0.0.1", "127.0.0.1"),
+            ("127.0.0.1:8080", "127.0.0.1"),
+            ("[::1]", "::1"),
+            ("[::1]:8080", "::1"),
+        ] {
+            let req = format!("GET / HTTP/1.1\r\nHost: {raw}\r\n\r\n");
+            let info = host(req.as_bytes()).unwrap().unwrap();
+            assert_eq!(info.host, Host::Address(ip.parse().unwrap()), "{raw}");
+        }
+        let info = host(b"GET http://[::1]:81/ HTTP/1.1\r\nHost: [::1]:81\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.host, Host::Address("::1".parse().unwrap()));
     }
 
     #[test]
@@ -246,7 +269,7 @@ mod tests {
         let info = host(b"\r\nGET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!(info.host, "a.example");
+        assert_eq!(info.host, name("a.example"));
     }
 
     #[test]
@@ -300,7 +323,7 @@ mod tests {
             let at = cut.index(bytes.len());
             prop_assert!(host(&bytes[..at]).unwrap().is_none());
             let info = host(bytes).unwrap().unwrap();
-            prop_assert_eq!(info.host, name);
+            prop_assert_eq!(info.host, Host::Name(name));
             prop_assert_eq!(info.head_len, bytes.len());
         }
 

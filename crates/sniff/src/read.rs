@@ -178,7 +178,7 @@ mod tests {
         let info = read_http_host(&mut server, &mut buf, Duration::from_secs(10))
             .await
             .unwrap();
-        assert_eq!(info.host, "b.example");
+        assert_eq!(info.host.to_string(), "b.example");
         assert_eq!(info.head_len, req.len() - 4);
         assert!(req.starts_with(&buf));
         let _client = writer.await.unwrap();

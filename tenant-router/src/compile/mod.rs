@@ -11,7 +11,8 @@ pub(crate) mod tls;
 use crate::balance::{CompiledBackend, EndpointRegistry, Weighted};
 use crate::error::CompileError;
 use bulkhead_crds::snapshot::{
-    PathMatch, RouteEntry, RouteRef, TenantSnapshot, Timeouts, VirtualHost, WeightedBackend,
+    ListenerRef, PathMatch, RouteEntry, RouteRef, TenantSnapshot, Timeouts, VirtualHost,
+    WeightedBackend,
 };
 use bulkhead_hostmatch::{HostPattern, HostTable};
 use filters::{compile_filters, CompiledFilter};
@@ -58,10 +59,11 @@ pub(crate) enum Ownership {
 /// What an SNI leads to.
 #[derive(Debug)]
 pub(crate) enum SniTarget {
-    /// Terminate TLS with the certificate `certificate` (the snapshot's certificate id).
+    /// Terminate TLS (the certificate is [`CompiledConfig::tls`]'s, chosen by the same SNI).
     Terminate {
-        /// The certificate id, compared per request to detect misdirected requests (GEP-3567).
-        certificate: Arc<str>,
+        /// The Gateway listener serving this pattern ([`listener_id`]), compared per request to
+        /// detect misdirected requests (GEP-3567).
+        listener: Arc<str>,
     },
     /// Forward the raw TLS stream.
     Passthrough(Arc<CompiledPassthrough>),
@@ -149,6 +151,11 @@ fn cached_key(
     Ok((shared, k))
 }
 
+/// The identity of a Gateway listener: `namespace/gateway/listener`.
+pub(crate) fn listener_id(l: &ListenerRef) -> String {
+    format!("{}/{}/{}", l.namespace, l.gateway, l.listener)
+}
+
 /// A label naming a route rule: `HTTPRoute acme/web rule 0`.
 pub(crate) fn route_label(r: &RouteRef) -> String {
     format!("{} {}/{} rule {}", r.kind, r.namespace, r.name, r.rule)
@@ -193,17 +200,26 @@ pub(crate) fn compile(
     let mut sni = HostTable::new();
     let mut certs = HostTable::new();
     let mut parsed = BTreeMap::new();
+    let mut listeners: BTreeMap<String, Arc<str>> = BTreeMap::new();
     let mut key_of = |id: &str, field: &str| {
         cached_key(&mut parsed, snapshot, provider, certificates, id, field)
     };
     for (i, t) in snapshot.https.terminate.iter().enumerate() {
         let field = format!("https.terminate[{i}]");
         let p = pattern(&t.hostname, &field)?;
-        let (certificate, key) = key_of(&t.certificate, &field)?;
+        let (_, key) = key_of(&t.certificate, &field)?;
         if certs.insert(p.clone(), key).is_some() {
             return Err(duplicate(&field, &t.hostname));
         }
-        sni.insert(p, SniTarget::Terminate { certificate });
+        let listener = listeners
+            .entry(listener_id(&t.listener))
+            .or_insert_with_key(|id| Arc::from(id.as_str()));
+        sni.insert(
+            p,
+            SniTarget::Terminate {
+                listener: Arc::clone(listener),
+            },
+        );
     }
     for (i, pt) in snapshot.https.passthrough.iter().enumerate() {
         let field = format!("https.passthrough[{i}]");

@@ -6,11 +6,15 @@
 //! |---|---|---|
 //! | no `Host` and no URI authority | 400 | `missing` |
 //! | two or more `Host` field lines (RFC 9112 §3.2) | 400 | `duplicate` |
-//! | a host that is not a valid name | 400 | `invalid` |
+//! | a host that is neither a valid name nor an IP address (`192.0.2.1`, `[2001:db8::1]`, with or without port) | 400 | `invalid` |
 //! | HTTP/2 `:authority` and `host` naming different hosts (RFC 9113 §8.3.1: malformed) | 400 | `authority_mismatch` |
 //! | a name outside the tenant's grants | 421 | `not_owned` |
 //! | a more specific name another tenant owns inside them | 421 | `other_tenant` |
-//! | on TLS, a name another listener serves than the SNI's (GEP-3567) | 421 | `misdirected` |
+//! | on TLS, a host another listener serves than the SNI's, or no listener serves (GEP-3567) | 421 | `misdirected` |
+//!
+//! A request by IP address (`Host: 192.0.2.1:8080`, as clients of a load balancer and the Gateway
+//! API conformance suite send it) names no host: only a tenant granted `*` owns it, and it is
+//! served by the listener and virtual host without hostname.
 //!
 //! An HTTP/1.1 request in absolute form names its host in the request target, and RFC 9112
 //! §3.2.2 says the `Host` field is then ignored: the target's authority is the host checked here,
@@ -20,7 +24,7 @@ use super::{local_response, ConnContext, Entry};
 use crate::body::ProxyBody;
 use crate::compile::{CompiledConfig, Ownership, SniTarget};
 use crate::metrics::{HostRefusal, HostRefusalLabels};
-use bulkhead_hostmatch::{normalize_host, MatchKind};
+use bulkhead_hostmatch::Host;
 use http::header::HOST;
 use http::{Request, Response, StatusCode, Version};
 use std::sync::Arc;
@@ -53,12 +57,15 @@ impl HostRefusal {
     }
 }
 
-/// The request's host: the value as sent (for the upstream `Host`) and its normalised name.
+/// The request's host: the value as sent (for the upstream `Host`) and its normalised form.
 pub(crate) struct RequestHost {
     /// As sent: the URI authority (HTTP/2 `:authority`, HTTP/1 absolute form) or `Host`.
     pub(crate) raw: String,
-    /// Normalised (lower case, no port, no trailing dot), for matching.
+    /// Normalised (lower case, no port, no trailing dot; an IPv6 address in brackets), for logs
+    /// and redirects.
     pub(crate) name: String,
+    /// Normalised, for matching.
+    pub(crate) host: Host,
 }
 
 /// The host `req` is for, checked as the module table says (up to `authority_mismatch`).
@@ -71,7 +78,7 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Result<RequestHost, HostRefus
     let header = header
         .map(|v| v.to_str().map_err(|_| HostRefusal::Invalid))
         .transpose()?;
-    let normalize = |raw: &str| normalize_host(raw).map_err(|_| HostRefusal::Invalid);
+    let normalize = |raw: &str| Host::parse(raw).map_err(|_| HostRefusal::Invalid);
     let raw = match (req.uri().authority(), header) {
         (Some(authority), Some(host)) if req.version() == Version::HTTP_2 => {
             if normalize(authority.as_str())? != normalize(host)? {
@@ -83,37 +90,39 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Result<RequestHost, HostRefus
         (None, Some(host)) => host,
         (None, None) => return Err(HostRefusal::Missing),
     };
+    let host = normalize(raw)?;
     Ok(RequestHost {
         raw: raw.to_owned(),
-        name: normalize(raw)?,
+        name: host.to_string(),
+        host,
     })
 }
 
 /// Whether this tenant may answer a request for `host` on this connection (the 421 rows of the
 /// module table).
-pub(crate) fn authorise(ctx: &ConnContext, host: &str) -> Result<(), HostRefusal> {
-    match ctx.config.owned.lookup(host) {
+pub(crate) fn authorise(ctx: &ConnContext, host: &Host) -> Result<(), HostRefusal> {
+    match ctx.config.owned.lookup_host(host) {
         Some(Ownership::Tenant) => {}
         Some(Ownership::OtherTenant) => return Err(HostRefusal::OtherTenant),
         None => return Err(HostRefusal::NotOwned),
     }
     match &ctx.entry {
-        Entry::Tls { certificate } if is_misdirected(&ctx.config, certificate, host) => {
+        Entry::Tls { listener } if is_misdirected(&ctx.config, listener, host) => {
             Err(HostRefusal::Misdirected)
         }
         _ => Ok(()),
     }
 }
 
-/// GEP-3567: a request on a terminated TLS connection is misdirected (421) when its host is served,
-/// by a hostname-specific listener, with a different certificate than the one the SNI selected, or
-/// is a passthrough / TCP name. A host only the `*` catch-all serves is not misdirected: it goes on
-/// to virtual host selection (and 404 when no route serves it).
-fn is_misdirected(config: &CompiledConfig, certificate: &Arc<str>, host: &str) -> bool {
-    match config.sni.lookup_with_pattern(host) {
-        None | Some((MatchKind::Any, _)) => false,
-        Some((_, SniTarget::Terminate { certificate: other })) => other != certificate,
-        Some((_, SniTarget::Passthrough(_) | SniTarget::TerminateTcp(_))) => true,
+/// GEP-3567, decided by listener and not by certificate: a request on a terminated TLS connection
+/// is misdirected (421) unless its host is served by the listener the SNI selected — the listener
+/// whose hostname matches the host most specifically, `*` (a listener without hostname) included.
+/// A host another listener serves, a passthrough / TCP name, or a host no listener serves is
+/// misdirected, even when one certificate covers every name.
+fn is_misdirected(config: &CompiledConfig, listener: &Arc<str>, host: &Host) -> bool {
+    match config.sni.lookup_host(host) {
+        Some(SniTarget::Terminate { listener: other }) => other != listener,
+        None | Some(SniTarget::Passthrough(_) | SniTarget::TerminateTcp(_)) => true,
     }
 }
 
@@ -123,6 +132,22 @@ mod tests {
 
     fn host_of(req: Request<()>) -> Result<String, HostRefusal> {
         request_host(&req).map(|h| h.name)
+    }
+
+    #[test]
+    fn an_address_is_a_host_and_ipv6_keeps_its_brackets() {
+        assert_eq!(
+            host_of(h1("/", &["127.0.0.1:8080"])).as_deref(),
+            Ok("127.0.0.1")
+        );
+        assert_eq!(host_of(h1("/", &["[::1]:8080"])).as_deref(), Ok("[::1]"));
+        assert_eq!(
+            host_of(h2("[::1]:8443", Some("[0::1]"))).as_deref(),
+            Ok("[::1]")
+        );
+        let parsed = request_host(&h1("/", &["[::1]"])).map(|h| h.host);
+        assert_eq!(parsed.ok(), Some(Host::Address("::1".parse().expect("ip"))));
+        assert_eq!(host_of(h1("/", &["[::1"])), Err(HostRefusal::Invalid));
     }
 
     fn h1(target: &str, hosts: &[&str]) -> Request<()> {

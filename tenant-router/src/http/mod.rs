@@ -6,6 +6,7 @@
 //! that, a failure aborts the response (see [`crate::body`]).
 
 mod boundary;
+pub(crate) mod grpc;
 pub(crate) mod headers;
 mod host;
 mod upgrade;
@@ -61,10 +62,10 @@ pub(crate) struct Shared {
 /// How the connection reached the HTTP layer.
 #[derive(Debug, Clone)]
 pub(crate) enum Entry {
-    /// Through terminated TLS; requests must be for names the certificate's pattern covers.
+    /// Through terminated TLS; requests must be for names the SNI's listener serves (GEP-3567).
     Tls {
-        /// The certificate the connection's SNI selected.
-        certificate: Arc<str>,
+        /// The Gateway listener the connection's SNI selected (`namespace/gateway/listener`).
+        listener: Arc<str>,
     },
     /// Through the plain HTTP listener.
     Plain,
@@ -129,16 +130,22 @@ pub(crate) async fn serve_request(
             host: &record.host,
         },
     );
+    let grpc = grpc::is_grpc(req.headers());
     // Boxed: the routing future is ~5 KiB, and hyper moves the per-request task (which holds this
     // future) several times before and after running it; a pointer is cheaper to move.
     let routed = Box::pin(route_and_forward(&ctx, req, &mut record, start)).await;
-    let (response, deadline) = match routed {
-        Ok(forwarded) => forwarded,
-        Err(local) => (local, None),
+    let (response, deadline, local) = match routed {
+        Ok((forwarded, deadline)) => (forwarded, deadline, false),
+        Err(local) => (local, None, true),
     };
     record.status = match record.client_fault {
         Some(fault) => ForwardError::Client(fault).logged_status(),
         None => response.status().as_u16(),
+    };
+    // The HTTP status stays in metrics and logs; a gRPC client gets the gRPC one.
+    let response = match local {
+        true => grpc::local_answer(grpc, response),
+        false => response,
     };
     Ok(response.map(|b| ObservedBody::new(b, deadline, record)))
 }
@@ -224,14 +231,15 @@ async fn route_and_forward(
     let host::RequestHost {
         raw: host_value,
         name: host,
+        host: parsed_host,
     } = host::request_host(&req).map_err(|refusal| refusal.respond(ctx, &record.host))?;
-    host::authorise(ctx, &host).map_err(|refusal| refusal.respond(ctx, &host))?;
+    host::authorise(ctx, &parsed_host).map_err(|refusal| refusal.respond(ctx, &host))?;
     let vhosts = match ctx.entry {
         Entry::Tls { .. } => &ctx.config.https_vhosts,
         Entry::Plain => &ctx.config.http_vhosts,
     };
     let vhost: &CompiledVhost = vhosts
-        .lookup(&host)
+        .lookup_host(&parsed_host)
         .ok_or_else(|| local_response(StatusCode::NOT_FOUND))?;
     let route = {
         let facts = RequestFacts {

@@ -362,7 +362,8 @@ pub fn listener_ref(port: u16) -> ListenerRef {
     }
 }
 
-/// A snapshot that terminates `a.acme.test` (exact certificate) and `*.acme.test` (wildcard).
+/// A snapshot that terminates `a.acme.test` (exact certificate, listener `https`) and
+/// `*.acme.test` (wildcard certificate, listener `https-wildcard`).
 pub fn base_snapshot(pki: &Pki, version: u64) -> TenantSnapshot {
     let mut s = TenantSnapshot {
         tenant: TENANT.into(),
@@ -384,7 +385,10 @@ pub fn base_snapshot(pki: &Pki, version: u64) -> TenantSnapshot {
         TlsTerminate {
             hostname: "*.acme.test".into(),
             certificate: "acme/wild".into(),
-            listener: listener_ref(443),
+            listener: ListenerRef {
+                listener: "https-wildcard".into(),
+                ..listener_ref(443)
+            },
         },
     ];
     s
