@@ -13,6 +13,7 @@
 use super::auth::TenantDirectory;
 use super::child_watch::{spawn_child_watchers, REPAIR_QUEUE};
 use super::decode::Unreadable;
+use super::discovery::{discover, ServedVersions};
 use super::edge_bootstrap::run_edge_bootstrap;
 use super::events::{run_events, Notice, NOTICE_QUEUE};
 use super::onboarding::{run_onboarding, Desired, DesiredTenant, Onboarding};
@@ -870,7 +871,17 @@ pub async fn run<A: Authenticator>(
 ) {
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let writer = Arc::new(StatusWriter::new(config.client.clone()));
-    let mut watchers = spawn_watchers(&config.client, &event_tx, &writer, &config.watch);
+    let versions = match discover(&config.client).await {
+        Ok(versions) => {
+            tracing::info!(versions = ?versions.chosen, "Gateway API versions discovered");
+            versions
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "API discovery failed; watching each Gateway API kind at its newest version");
+            ServedVersions::newest()
+        }
+    };
+    let mut watchers = spawn_watchers(&config.client, &event_tx, &writer, &config.watch, &versions);
     drop(event_tx);
     let (desired_tx, desired_rx) = watch::channel(Desired::new());
     let (status_tx, mut status_rx) = watch::channel(Statuses::default());

@@ -94,24 +94,29 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
     }
 }
 
+/// The API version a kind is watched at: `None` is the version of the operator's type; a Gateway
+/// API kind is watched at the version API discovery found (see [`super::discovery`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct WatchedVersion(pub Option<&'static str>);
+
 impl<K: Resource<DynamicType = ()>> Resource for Lenient<K> {
-    type DynamicType = ();
+    type DynamicType = WatchedVersion;
     type Scope = K::Scope;
 
-    fn kind(dt: &()) -> Cow<'_, str> {
-        K::kind(dt)
+    fn kind(_: &WatchedVersion) -> Cow<'_, str> {
+        K::kind(&())
     }
 
-    fn group(dt: &()) -> Cow<'_, str> {
-        K::group(dt)
+    fn group(_: &WatchedVersion) -> Cow<'_, str> {
+        K::group(&())
     }
 
-    fn version(dt: &()) -> Cow<'_, str> {
-        K::version(dt)
+    fn version(dt: &WatchedVersion) -> Cow<'_, str> {
+        dt.0.map_or_else(|| K::version(&()), Cow::Borrowed)
     }
 
-    fn plural(dt: &()) -> Cow<'_, str> {
-        K::plural(dt)
+    fn plural(_: &WatchedVersion) -> Cow<'_, str> {
+        K::plural(&())
     }
 
     fn meta(&self) -> &ObjectMeta {
@@ -193,10 +198,15 @@ mod tests {
             matches!(&list[0], Lenient::Decoded(r) if r.metadata.name.as_deref() == Some("good"))
         );
         assert!(matches!(&list[1], Lenient::Undecodable(_)));
-        assert_eq!(Lenient::<HttpRoute>::plural(&()), "httproutes");
+        let newest = WatchedVersion::default();
+        assert_eq!(Lenient::<HttpRoute>::plural(&newest), "httproutes");
         assert_eq!(
-            Lenient::<HttpRoute>::api_version(&()),
+            Lenient::<HttpRoute>::api_version(&newest),
             "gateway.networking.k8s.io/v1"
+        );
+        assert_eq!(
+            Lenient::<HttpRoute>::api_version(&WatchedVersion(Some("v1beta1"))),
+            "gateway.networking.k8s.io/v1beta1"
         );
     }
 }

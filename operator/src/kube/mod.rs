@@ -13,6 +13,7 @@
 //! * [`onboarding`]: each served Tenant's children server-side applied, with backoff.
 //! * [`child_watch`]: the children watched, so a deleted or edited one is repaired at once.
 //! * [`events`]: Kubernetes Events for snapshot rejections.
+//! * [`discovery`]: the version of each Gateway API kind the API server serves.
 //! * [`edge_bootstrap`]: the edge's bootstrap ConfigMap, the last acknowledged edge snapshot.
 //! * [`auth`]: the snapshot API's `TokenReview` authenticator.
 //! * [`leader`]: leader election by a `Lease` in the operator's namespace.
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod child_watch;
 pub mod control;
 pub mod decode;
+pub mod discovery;
 pub mod edge_bootstrap;
 pub mod events;
 pub mod leader;

@@ -16,7 +16,8 @@
 //! Objects are decoded one by one ([`Lenient`], see [`super::decode`]): one object our types
 //! cannot read becomes [`StoreEvent::Unreadable`] and never fails its kind's list.
 
-use super::decode::Lenient;
+use super::decode::{Lenient, WatchedVersion};
+use super::discovery::ServedVersions;
 use super::status_writer::StatusWriter;
 use super::store::{strip_metadata, StoreEvent};
 use crate::objects::{Object, StatusKey};
@@ -84,11 +85,15 @@ struct WatchContext {
 
 /// Starts one watcher per kind of [`WATCHED_KINDS`]; they run until `events` is closed. The
 /// statuses the operator writes are reported to `statuses` as the objects carry them.
+///
+/// Gateway API kinds are watched at the version `versions` chose (API discovery); a required kind
+/// the API server does not serve is not watched but reported degraded at once.
 pub fn spawn_watchers(
     client: &Client,
     events: &mpsc::Sender<StoreEvent>,
     statuses: &Arc<StatusWriter>,
     settings: &WatchSettings,
+    versions: &ServedVersions,
 ) -> JoinSet<()> {
     let all = watcher::Config::default();
     let mut set = JoinSet::new();
@@ -98,9 +103,33 @@ pub fn spawn_watchers(
         statuses: Arc::clone(statuses),
         settings: settings.clone(),
     };
+    for missing in &versions.missing_required {
+        let (events, kind) = (events.clone(), missing.kind);
+        let reason = ServedVersions::missing_reason(missing);
+        tracing::error!(kind, %reason, "required Gateway API kind missing; serving every other kind without it");
+        set.spawn(async move {
+            for event in [
+                StoreEvent::Init(kind),
+                StoreEvent::InitDone(kind),
+                StoreEvent::Degraded(kind, reason),
+            ] {
+                if events.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    for missing in &versions.missing_optional {
+        tracing::info!(kind = missing.kind, versions = ?missing.versions, "optional Gateway API kind not installed; its routes are not served");
+    }
+    let gateway_api = |kind: &str| {
+        let at = WatchedVersion(versions.version_of(kind));
+        let watched = !versions.missing_required.iter().any(|m| m.kind == kind);
+        (at, watched)
+    };
     spawn_kind::<Tenant>(
         &mut set,
-        Api::all(c.clone()),
+        Some(Api::all(c.clone())),
         all.clone(),
         "Tenant",
         |o| Object::Tenant(Box::new(o)),
@@ -108,63 +137,70 @@ pub fn spawn_watchers(
     );
     spawn_kind::<Namespace>(
         &mut set,
-        Api::all(c.clone()),
+        Some(Api::all(c.clone())),
         all.clone(),
         "Namespace",
         |o| Object::Namespace(Box::new(o)),
         &context,
     );
+    let (at, watched) = gateway_api("GatewayClass");
     spawn_kind::<GatewayClass>(
         &mut set,
-        Api::all(c.clone()),
+        watched.then(|| Api::all_with(c.clone(), &at)),
         all.clone(),
         "GatewayClass",
         |o| Object::GatewayClass(Box::new(o)),
         &context,
     );
+    let (at, watched) = gateway_api("Gateway");
     spawn_kind::<Gateway>(
         &mut set,
-        Api::all(c.clone()),
+        watched.then(|| Api::all_with(c.clone(), &at)),
         all.clone(),
         "Gateway",
         |o| Object::Gateway(Box::new(o)),
         &context,
     );
+    let (at, watched) = gateway_api("HTTPRoute");
     spawn_kind::<HttpRoute>(
         &mut set,
-        Api::all(c.clone()),
+        watched.then(|| Api::all_with(c.clone(), &at)),
         all.clone(),
         "HTTPRoute",
         |o| Object::HttpRoute(Box::new(o)),
         &context,
     );
+    let (at, watched) = gateway_api("GRPCRoute");
     spawn_kind::<GrpcRoute>(
         &mut set,
-        Api::all(c.clone()),
+        watched.then(|| Api::all_with(c.clone(), &at)),
         all.clone(),
         "GRPCRoute",
         |o| Object::GrpcRoute(Box::new(o)),
         &context,
     );
+    let (at, watched) = gateway_api("TLSRoute");
     spawn_kind::<TlsRoute>(
         &mut set,
-        Api::all(c.clone()),
+        watched.then(|| Api::all_with(c.clone(), &at)),
         all.clone(),
         "TLSRoute",
         |o| Object::TlsRoute(Box::new(o)),
         &context,
     );
+    let (at, watched) = gateway_api("TCPRoute");
     spawn_kind::<TcpRoute>(
         &mut set,
-        Api::all(c.clone()),
+        watched.then(|| Api::all_with(c.clone(), &at)),
         all.clone(),
         "TCPRoute",
         |o| Object::TcpRoute(Box::new(o)),
         &context,
     );
+    let (at, watched) = gateway_api("ReferenceGrant");
     spawn_kind::<ReferenceGrant>(
         &mut set,
-        Api::all(c.clone()),
+        watched.then(|| Api::all_with(c.clone(), &at)),
         all.clone(),
         "ReferenceGrant",
         |o| Object::ReferenceGrant(Box::new(o)),
@@ -172,7 +208,7 @@ pub fn spawn_watchers(
     );
     spawn_kind::<Secret>(
         &mut set,
-        Api::all(c.clone()),
+        Some(Api::all(c.clone())),
         all.clone().fields(TLS_SECRET_SELECTOR),
         "Secret",
         |o| Object::Secret(Box::new(o)),
@@ -180,7 +216,7 @@ pub fn spawn_watchers(
     );
     spawn_kind::<Service>(
         &mut set,
-        Api::all(c.clone()),
+        Some(Api::all(c.clone())),
         all.clone(),
         "Service",
         |o| Object::Service(Box::new(o)),
@@ -188,7 +224,7 @@ pub fn spawn_watchers(
     );
     spawn_kind::<EndpointSlice>(
         &mut set,
-        Api::all(c),
+        Some(Api::all(c)),
         all,
         "EndpointSlice",
         |o| Object::EndpointSlice(Box::new(o)),
@@ -288,7 +324,7 @@ fn classify_first_failure(
 
 fn spawn_kind<K>(
     set: &mut JoinSet<()>,
-    api: Api<Lenient<K>>,
+    api: Option<Api<Lenient<K>>>,
     config: watcher::Config,
     kind: &'static str,
     wrap: fn(K) -> Object,
@@ -296,6 +332,9 @@ fn spawn_kind<K>(
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    let Some(api) = api else {
+        return;
+    };
     let events = context.events.clone();
     let statuses = Arc::clone(&context.statuses);
     let settings = context.settings.clone();
@@ -555,13 +594,82 @@ mod tests {
         };
         spawn_kind::<K>(
             &mut set,
-            Api::all(client),
+            Some(Api::all(client)),
             watcher::Config::default(),
             kind,
             wrap,
             &context,
         );
         (set, rx)
+    }
+
+    /// On Gateway API v1.4, ReferenceGrants are listed at `v1beta1`, the version discovery chose,
+    /// and decoded by the same type; a required kind the cluster lacks is reported degraded at
+    /// once and never requested.
+    #[tokio::test(start_paused = true)]
+    async fn kinds_are_watched_at_the_discovered_version_and_missing_ones_degraded() {
+        use super::super::discovery::choose;
+        use std::collections::{BTreeMap, BTreeSet};
+        let served: BTreeMap<String, BTreeSet<String>> = [
+            ("v1", vec!["gatewayclasses", "gateways", "httproutes"]),
+            ("v1beta1", vec!["referencegrants"]),
+        ]
+        .into_iter()
+        .map(|(v, rs)| (v.to_owned(), rs.into_iter().map(str::to_owned).collect()))
+        .collect();
+        let versions = choose(&served);
+        let (client, mut mock) = MockApi::pair();
+        let (tx, mut rx) = mpsc::channel(64);
+        let writer = Arc::new(StatusWriter::new(client.clone()));
+        let mut set = spawn_watchers(&client, &tx, &writer, &WatchSettings::default(), &versions);
+        drop(tx);
+        let mut paths = BTreeSet::new();
+        let mut degraded = Vec::new();
+        let mut reference_grant = None;
+        let mut pending = Vec::new();
+        while reference_grant.is_none() || degraded.is_empty() {
+            tokio::select! {
+                request = mock.next_request() => {
+                    let (request, send) = request;
+                    let path = request.uri().path().to_owned();
+                    paths.insert(path.clone());
+                    if path.ends_with("/referencegrants") && query_param(&request, "watch").is_none() {
+                        respond_json(send, 200, &serde_json::json!({
+                            "apiVersion": "gateway.networking.k8s.io/v1beta1",
+                            "kind": "ReferenceGrantList", "metadata": {"resourceVersion": "1"},
+                            "items": [{
+                                "apiVersion": "gateway.networking.k8s.io/v1beta1",
+                                "kind": "ReferenceGrant",
+                                "metadata": {"name": "allow", "namespace": "b"},
+                                "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "a"}],
+                                         "to": [{"group": "", "kind": "Service"}]}
+                            }]
+                        }));
+                    }
+                    // Every other request stays unanswered: the test reads only what it needs.
+                    else { pending.push(send); }
+                }
+                Some(event) = rx.recv() => match event {
+                    StoreEvent::InitApply(Object::ReferenceGrant(g)) => reference_grant = g.metadata.name,
+                    StoreEvent::Degraded(kind, reason) => degraded.push((kind, reason)),
+                    _ => {}
+                },
+            }
+        }
+        assert_eq!(reference_grant.as_deref(), Some("allow"));
+        assert!(
+            paths.contains("/apis/gateway.networking.k8s.io/v1beta1/referencegrants"),
+            "{paths:?}"
+        );
+        assert!(
+            !paths.iter().any(|p| p.contains("/v1/referencegrants")),
+            "{paths:?}"
+        );
+        assert_eq!(degraded.len(), 1, "{degraded:?}");
+        assert_eq!(degraded[0].0, "GRPCRoute");
+        assert!(degraded[0].1.contains("not served"), "{}", degraded[0].1);
+        assert!(!paths.iter().any(|p| p.contains("grpcroutes")), "{paths:?}");
+        set.abort_all();
     }
 
     fn tcp_route_watch(client: ::kube::Client) -> (JoinSet<()>, mpsc::Receiver<StoreEvent>) {
