@@ -870,7 +870,6 @@ pub async fn run<A: Authenticator>(
     shutdown: CancellationToken,
 ) {
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-    let writer = Arc::new(StatusWriter::new(config.client.clone()));
     let versions = match discover(&config.client).await {
         Ok(versions) => {
             tracing::info!(versions = ?versions.chosen, "Gateway API versions discovered");
@@ -881,6 +880,7 @@ pub async fn run<A: Authenticator>(
             ServedVersions::newest()
         }
     };
+    let writer = Arc::new(StatusWriter::new(config.client.clone()).with_versions(&versions));
     let mut watchers = spawn_watchers(&config.client, &event_tx, &writer, &config.watch, &versions);
     drop(event_tx);
     let (desired_tx, desired_rx) = watch::channel(Desired::new());

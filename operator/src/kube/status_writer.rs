@@ -161,6 +161,9 @@ pub struct StatusWriter {
     compiled_tenants: Mutex<BTreeMap<String, ObjectStatus>>,
     /// The partitions last synced without failure (compared by pointer).
     synced: Mutex<BTreeMap<String, Arc<PackedPartition>>>,
+    /// Kind → the Gateway API version the cluster serves it at (API discovery); statuses of a
+    /// kind not listed are written at the version they name.
+    served: BTreeMap<&'static str, &'static str>,
 }
 
 impl std::fmt::Debug for StatusWriter {
@@ -188,6 +191,27 @@ impl StatusWriter {
             failures: Mutex::new(BTreeMap::new()),
             compiled_tenants: Mutex::new(BTreeMap::new()),
             synced: Mutex::new(BTreeMap::new()),
+            served: BTreeMap::new(),
+        }
+    }
+
+    /// Writes each Gateway API kind's status at the version the cluster serves it at (a v1.4
+    /// cluster serves TLSRoute at `v1alpha2`, where a `v1` URL would answer 404).
+    pub fn with_versions(mut self, versions: &super::discovery::ServedVersions) -> Self {
+        self.served = versions.chosen.clone();
+        self
+    }
+
+    /// The API resource `s` is written to: its kind at the served version.
+    fn resource_of(&self, s: &ObjectStatus) -> Option<ApiResource> {
+        match (
+            self.served.get(s.kind.as_str()),
+            s.api_version.split_once('/'),
+        ) {
+            (Some(version), Some((group, _))) => {
+                api_resource(&format!("{group}/{version}"), &s.kind)
+            }
+            _ => api_resource(&s.api_version, &s.kind),
         }
     }
 
@@ -396,7 +420,7 @@ impl StatusWriter {
     /// and remembers it.
     pub async fn write(&self, s: &ObjectStatus) -> Result<(), ::kube::Error> {
         let key = status_key(s);
-        let Some(resource) = api_resource(&s.api_version, &s.kind) else {
+        let Some(resource) = self.resource_of(s) else {
             tracing::debug!(kind = %s.kind, "no status subresource written for this kind");
             return Ok(());
         };
@@ -408,7 +432,7 @@ impl StatusWriter {
             replace_route_status(&api, &s.metadata.name, &s.status).await
         } else {
             let body = json!({
-                "apiVersion": s.api_version,
+                "apiVersion": resource.api_version,
                 "kind": s.kind,
                 "status": s.status,
             });
@@ -491,6 +515,37 @@ mod tests {
 
     fn now() -> Time {
         Time("2026-01-01T00:00:00Z".parse().expect("time"))
+    }
+
+    /// On a Gateway API v1.4 experimental cluster TLSRoute is served at `v1alpha2` only: its
+    /// status is written there, not at the `v1` the translator names.
+    #[tokio::test]
+    async fn statuses_are_written_at_the_served_version() {
+        use crate::kube::discovery::ServedVersions;
+        let (client, mut mock) = MockApi::pair();
+        let mut versions = ServedVersions::newest();
+        versions.chosen.insert("TLSRoute", "v1alpha2");
+        let writer = StatusWriter::new(client).with_versions(&versions);
+        let status = ObjectStatus {
+            api_version: "gateway.networking.k8s.io/v1".into(),
+            kind: "TLSRoute".into(),
+            metadata: ObjectMeta {
+                namespace: Some("team-a".into()),
+                name: "passthrough".into(),
+            },
+            status: json!({"parents": []}),
+            tenant: None,
+        };
+        let serve = async {
+            let (request, send) = mock.next_request().await;
+            assert_eq!(
+                request.uri().path(),
+                "/apis/gateway.networking.k8s.io/v1alpha2/namespaces/team-a/tlsroutes/passthrough"
+            );
+            respond_json(send, 404, &failure(404, "NotFound", "gone"));
+        };
+        let (written, ()) = tokio::join!(writer.write(&status), serve);
+        written.expect("a route that is gone needs no status");
     }
 
     #[test]
