@@ -98,8 +98,23 @@ async fn every_request_gets_one_json_access_line() {
     assert_eq!(none["route"], "-", "{none}");
     assert!(none.get("endpoint").is_none(), "{none}");
     assert!(none.get("upstream_ms").is_none(), "{none}");
+    // The router's own answers say why and whose fault it was; relayed ones say nothing.
+    assert_eq!(
+        (&none["refusal"], &none["fault"]),
+        (&"no_route".into(), &"client".into()),
+        "{none}"
+    );
+    assert!(one.get("refusal").is_none(), "{one}");
     let bad = line_for(&bh, "/app/%zz").await;
     assert_eq!(bad["status"], 400, "{bad}");
+    assert_eq!(bad["refusal"], "bad_path", "{bad}");
+    let metrics = bh.metrics().await;
+    for reason in ["no_route", "bad_path"] {
+        let counted = format!(
+            "bulkhead_router_request_refusals_total{{tenant=\"acme\",reason=\"{reason}\"}} 1"
+        );
+        assert!(metrics.contains(&counted), "{counted} in {metrics}");
+    }
 
     // Exactly one line per request: the warm-up GETs, then the four above.
     let lines = access_lines(&bh);
@@ -178,6 +193,11 @@ async fn client_body_faults_are_logged_as_the_clients() {
     let bad = line_for(&bh, "/app/malformed").await;
     assert_eq!(bad["status"], 400, "{bad}");
     assert_eq!(bad["outcome"], "client_error", "{bad}");
+    assert_eq!(
+        (&bad["refusal"], &bad["fault"]),
+        (&"client_body".into(), &"client".into()),
+        "{bad}"
+    );
     let gone = line_for(&bh, "/app/abandoned").await;
     assert_eq!(gone["status"], 499, "{gone}");
     assert_eq!(gone["outcome"], "cancelled", "{gone}");

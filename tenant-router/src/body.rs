@@ -106,6 +106,8 @@ pub(crate) struct RequestRecord {
     pub(crate) permit: Option<RequestPermit>,
     /// Set when the client failed its own request body (the outcome says so).
     pub(crate) client_fault: Option<ClientFault>,
+    /// Why the router answered itself, and whose fault that was, when it did.
+    pub(crate) refusal: Option<(crate::metrics::RefusalReason, crate::fault::FaultSide)>,
     /// Whether the line was written; a record dropped before (the request's handling was
     /// cancelled because the client went away) is logged as status 499, outcome `cancelled`.
     pub(crate) logged: bool,
@@ -154,6 +156,8 @@ impl RequestRecord {
             path = %self.path,
             request_id = %self.request_id,
             outcome = outcome.as_str(),
+            refusal = self.refusal.map(|(reason, _)| reason.as_str()),
+            fault = self.refusal.map(|(_, side)| side.as_str()),
         );
         let route = RouteLabels {
             tenant: Arc::clone(&self.tenant),

@@ -31,6 +31,20 @@ pub(crate) enum FaultSide {
     Upstream,
     /// The router shed the request to protect the backend (circuit breaker).
     Router,
+    /// The tenant's configuration (a route without a valid backend).
+    Configuration,
+}
+
+impl FaultSide {
+    /// The access log's `fault` field.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Upstream => "upstream",
+            Self::Router => "router",
+            Self::Configuration => "configuration",
+        }
+    }
 }
 
 /// Why a forwarded request ended without an upstream response.

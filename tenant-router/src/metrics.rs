@@ -88,6 +88,46 @@ pub(crate) enum HostRefusal {
     Misdirected,
 }
 
+/// Why the router answered a request itself (see [`crate::http::refusal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum RefusalReason {
+    /// `CONNECT`.
+    Method,
+    /// A path the boundary policy refused.
+    BadPath,
+    /// A missing, duplicated or invalid host.
+    BadHost,
+    /// A host this connection may not be answered for (421).
+    Misdirected,
+    /// No virtual host for the name.
+    NoVirtualHost,
+    /// No matching route.
+    NoRoute,
+    /// No valid backend.
+    NoBackend,
+    /// No available endpoint.
+    NoEndpoint,
+    /// A request head that cannot be sent on.
+    BadHead,
+    /// A 101 for a protocol nobody asked for.
+    UnrequestedUpgrade,
+    /// The backend failed.
+    Upstream,
+    /// The backend timed out.
+    UpstreamTimeout,
+    /// A circuit breaker was open.
+    Overflow,
+    /// The client's body failed.
+    ClientBody,
+}
+
+/// Labels of `request_refusals_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RefusalLabels {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) reason: RefusalReason,
+}
+
 /// Why an upstream request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum UpstreamErrorKind {
@@ -253,6 +293,22 @@ macro_rules! snake_case_labels {
 }
 
 snake_case_labels! {
+    RefusalReason {
+        Method => "method",
+        BadPath => "bad_path",
+        BadHost => "bad_host",
+        Misdirected => "misdirected",
+        NoVirtualHost => "no_virtual_host",
+        NoRoute => "no_route",
+        NoBackend => "no_backend",
+        NoEndpoint => "no_endpoint",
+        BadHead => "bad_head",
+        UnrequestedUpgrade => "unrequested_upgrade",
+        Upstream => "upstream",
+        UpstreamTimeout => "upstream_timeout",
+        Overflow => "overflow",
+        ClientBody => "client_body",
+    }
     ListenerLabel { Https => "https", Http => "http" }
     ConnectionOutcome {
         Terminated => "terminated",
@@ -310,6 +366,8 @@ pub struct RouterMetrics {
     pub(crate) open_connections: Family<ListenerLabels, Gauge>,
     pub(crate) upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub(crate) host_refusals: Family<HostRefusalLabels, Counter>,
+    /// Requests the router answered itself, by reason.
+    pub(crate) request_refusals: Family<RefusalLabels, Counter>,
     pub(crate) passthrough_bytes: Family<RouteLabels, Counter>,
     pub(crate) snapshots: Family<SnapshotLabels, Counter>,
     pub(crate) snapshot_version: Family<TenantLabels, Gauge>,
@@ -357,6 +415,11 @@ impl RouterMetrics {
             "upstream_errors",
             "Failed upstream exchanges, by kind",
             m.upstream_errors.clone(),
+        );
+        r.register(
+            "request_refusals",
+            "Requests the router answered itself instead of relaying a backend's response, by reason",
+            m.request_refusals.clone(),
         );
         r.register(
             "host_refusals",
@@ -431,6 +494,7 @@ impl RouterMetrics {
             open_connections: Family::default(),
             upstream_errors: Family::default(),
             host_refusals: Family::default(),
+            request_refusals: Family::default(),
             passthrough_bytes: Family::default(),
             snapshots: Family::default(),
             snapshot_version: Family::default(),

@@ -3,7 +3,8 @@
 //! 307 to the decoded path under `unescape-and-redirect`), and every change or refusal counted
 //! (`bulkhead_router_request_hygiene_total`) and logged.
 
-use super::{local_response, ConnContext};
+use super::refusal::{Answer, Refusal};
+use super::ConnContext;
 use crate::body::{self, ProxyBody, RequestRecord};
 use crate::metrics::{HygieneAction, HygieneLabels};
 use bulkhead_pathnorm::{normalize_path_with, EscapedSlashes, PathError};
@@ -37,12 +38,12 @@ pub(crate) fn normalize_request_path<B>(
     ctx: &ConnContext,
     req: &mut Request<B>,
     record: &mut RequestRecord,
-) -> Option<Response<ProxyBody>> {
+) -> Option<Answer> {
     let policy = ctx.shared.limits.boundary.escaped_slashes;
     let refused = |error: PathError| {
         count(ctx, HygieneAction::PathRefused);
         tracing::debug!(tenant = %ctx.shared.tenant, path = %record.path, %error, "request path refused");
-        Some(local_response(StatusCode::BAD_REQUEST))
+        Some(Answer::refused(Refusal::BadPath))
     };
     let normalized = match normalize_path_with(req.uri().path(), policy) {
         Ok(n) => n,
@@ -71,15 +72,15 @@ pub(crate) fn normalize_request_path<B>(
 }
 
 /// A 307 to `location` (an absolute path: the canonical path never starts with `//`).
-fn redirect(location: &str) -> Response<ProxyBody> {
+fn redirect(location: &str) -> Answer {
     match HeaderValue::from_str(location) {
         Ok(v) => {
-            let mut resp = Response::new(body::empty());
+            let mut resp: Response<ProxyBody> = Response::new(body::empty());
             *resp.status_mut() = ESCAPED_SLASH_REDIRECT;
             resp.headers_mut().insert(LOCATION, v);
-            resp
+            Answer::redirect(resp)
         }
-        Err(_) => local_response(StatusCode::BAD_REQUEST),
+        Err(_) => Answer::refused(Refusal::BadPath),
     }
 }
 

@@ -38,7 +38,7 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 /// The gRPC status and message for a local answer with `status`, if it has one.
-fn grpc_status(status: StatusCode) -> Option<(u16, &'static str)> {
+pub(crate) fn grpc_status(status: StatusCode) -> Option<(u16, &'static str)> {
     Some(match status {
         StatusCode::INTERNAL_SERVER_ERROR => (UNAVAILABLE, "no valid backend for this route"),
         StatusCode::SERVICE_UNAVAILABLE => (UNAVAILABLE, "the service is unavailable"),
@@ -54,9 +54,17 @@ fn grpc_status(status: StatusCode) -> Option<(u16, &'static str)> {
 /// gRPC and the status has a gRPC equivalent (see the module table), else unchanged. Headers
 /// already set (a response header filter's) are kept.
 pub(crate) fn local_answer(grpc: bool, resp: Response<ProxyBody>) -> Response<ProxyBody> {
-    let Some((code, message)) = grpc.then(|| grpc_status(resp.status())).flatten() else {
-        return resp;
-    };
+    match grpc.then(|| grpc_status(resp.status())).flatten() {
+        Some(status) => trailers_only(resp, status),
+        None => resp,
+    }
+}
+
+/// `resp` as a trailers-only gRPC response with `(code, message)`, keeping the headers already set.
+pub(crate) fn trailers_only(
+    resp: Response<ProxyBody>,
+    (code, message): (u16, &'static str),
+) -> Response<ProxyBody> {
     let (mut parts, _) = resp.into_parts();
     parts.status = StatusCode::OK;
     let headers = &mut parts.headers;

@@ -20,18 +20,18 @@
 //! §3.2.2 says the `Host` field is then ignored: the target's authority is the host checked here,
 //! routed on and sent upstream as `Host`.
 
-use super::{local_response, ConnContext, Entry};
-use crate::body::ProxyBody;
+use super::refusal::Refusal;
+use super::{ConnContext, Entry};
 use crate::compile::{CompiledConfig, Ownership, SniTarget};
 use crate::metrics::{HostRefusal, HostRefusalLabels};
 use bulkhead_hostmatch::Host;
 use http::header::HOST;
-use http::{Request, Response, StatusCode, Version};
+use http::{Request, StatusCode, Version};
 use std::sync::Arc;
 
 impl HostRefusal {
     /// The status the client gets.
-    fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             Self::Missing | Self::Duplicate | Self::Invalid | Self::AuthorityMismatch => {
                 StatusCode::BAD_REQUEST
@@ -42,8 +42,8 @@ impl HostRefusal {
         }
     }
 
-    /// Counts and logs the refusal; the response to send.
-    pub(crate) fn respond(self, ctx: &ConnContext, host: &str) -> Response<ProxyBody> {
+    /// Counts and logs the refusal; the refusal to answer with.
+    pub(crate) fn refuse(self, ctx: &ConnContext, host: &str) -> Refusal {
         ctx.shared
             .metrics
             .host_refusals
@@ -53,7 +53,7 @@ impl HostRefusal {
             })
             .inc();
         tracing::debug!(tenant = %ctx.shared.tenant, client = %ctx.client, host, reason = self.as_str(), "request refused for its host");
-        local_response(self.status())
+        Refusal::Host(self)
     }
 }
 

@@ -9,6 +9,7 @@ mod boundary;
 pub(crate) mod grpc;
 pub(crate) mod headers;
 mod host;
+pub(crate) mod refusal;
 mod upgrade;
 
 use crate::balance::{CompiledBackend, EndpointState, RequestPermit};
@@ -23,7 +24,8 @@ use crate::idle::Activity;
 use crate::limits::RouterLimits;
 use crate::metrics::{
     BackendLabels, Breaker, ClientErrorLabels, HygieneAction, LimitLabels, OverflowLabels,
-    RequestLimit, RetryLabels, RetryReason, RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
+    RefusalLabels, RequestLimit, RetryLabels, RetryReason, RouterMetrics, UpstreamErrorKind,
+    UpstreamErrorLabels,
 };
 use crate::otel::{Arrival, RequestSpan};
 use crate::outlier::{Health, OutlierPolicy};
@@ -35,6 +37,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use refusal::{Answer, Refusal};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -119,6 +122,7 @@ pub(crate) async fn serve_request(
         span: None,
         permit: None,
         client_fault: None,
+        refusal: None,
         logged: false,
     };
     record.span = RequestSpan::start(
@@ -134,18 +138,31 @@ pub(crate) async fn serve_request(
     // Boxed: the routing future is ~5 KiB, and hyper moves the per-request task (which holds this
     // future) several times before and after running it; a pointer is cheaper to move.
     let routed = Box::pin(route_and_forward(&ctx, req, &mut record, start)).await;
-    let (response, deadline, local) = match routed {
-        Ok((forwarded, deadline)) => (forwarded, deadline, false),
-        Err(local) => (local, None, true),
+    let (mut response, deadline, refusal) = match routed {
+        Ok((forwarded, deadline)) => (forwarded, deadline, None),
+        Err(answer) => (*answer.response, None, answer.refusal),
     };
+    if let Some(refusal) = refusal {
+        if let Refusal::Forward(ForwardError::Client(fault)) = refusal {
+            record.client_fault = Some(fault);
+        }
+        record.refusal = Some((refusal.reason(), refusal.side()));
+        ctx.shared
+            .metrics
+            .request_refusals
+            .get_or_create(&RefusalLabels {
+                tenant: Arc::clone(&ctx.shared.tenant),
+                reason: refusal.reason(),
+            })
+            .inc();
+        // The HTTP status stays in metrics and logs; a gRPC client gets the gRPC one.
+        if let (true, Some(status)) = (grpc, refusal.grpc()) {
+            response = grpc::trailers_only(response, status);
+        }
+    }
     record.status = match record.client_fault {
         Some(fault) => ForwardError::Client(fault).logged_status(),
         None => response.status().as_u16(),
-    };
-    // The HTTP status stays in metrics and logs; a gRPC client gets the gRPC one.
-    let response = match local {
-        true => grpc::local_answer(grpc, response),
-        false => response,
     };
     Ok(response.map(|b| ObservedBody::new(b, deadline, record)))
 }
@@ -212,47 +229,41 @@ impl<'a> FilterPlan<'a> {
         }
         resp
     }
+
+    /// A refusal's answer, with the response header filters planned so far.
+    fn refuse(&self, refusal: Refusal) -> Answer {
+        let mut answer = Answer::refused(refusal);
+        *answer.response = self.finish(std::mem::take(&mut *answer.response));
+        answer
+    }
+
+    /// A redirect filter's answer, with the response header filters planned so far.
+    fn redirect(&self, response: Response<ProxyBody>) -> Answer {
+        Answer::redirect(self.finish(response))
+    }
 }
 
 type Forwarded = (Response<ProxyBody>, Option<Instant>);
 
+/// Routes and forwards one request through its phases: [`normalise`], [`authorise_host`],
+/// [`select_route`], [`plan_filters`], [`pick_endpoint`], [`build_request`] and
+/// [`forward_with_retries`]. Every way out other than a backend's response is an [`Answer`].
 async fn route_and_forward(
     ctx: &ConnContext,
     mut req: Request<Incoming>,
     record: &mut RequestRecord,
     start: Instant,
-) -> Result<Forwarded, Response<ProxyBody>> {
-    if req.method() == Method::CONNECT {
-        return Err(local_response(StatusCode::METHOD_NOT_ALLOWED));
-    }
-    if let Some(answer) = boundary::normalize_request_path(ctx, &mut req, record) {
-        return Err(answer);
-    }
-    let host::RequestHost {
-        raw: host_value,
-        name: host,
-        host: parsed_host,
-    } = host::request_host(&req).map_err(|refusal| refusal.respond(ctx, &record.host))?;
-    host::authorise(ctx, &parsed_host).map_err(|refusal| refusal.respond(ctx, &host))?;
-    let vhosts = match ctx.entry {
-        Entry::Tls { .. } => &ctx.config.https_vhosts,
-        Entry::Plain => &ctx.config.http_vhosts,
-    };
-    let vhost: &CompiledVhost = vhosts
-        .lookup_host(&parsed_host)
-        .ok_or_else(|| local_response(StatusCode::NOT_FOUND))?;
-    let route = {
+) -> Result<Forwarded, Answer> {
+    normalise(ctx, &mut req, record)?;
+    let host = authorise_host(ctx, &req, record)?;
+    let (vhost, route) = {
         let facts = RequestFacts {
             method: req.method(),
             path: req.uri().path(),
             query: req.uri().query(),
             headers: req.headers(),
         };
-        vhost
-            .routes
-            .iter()
-            .find(|r| r.matcher.matches(&facts))
-            .ok_or_else(|| local_response(StatusCode::NOT_FOUND))?
+        select_route(&ctx.config, &ctx.entry, &host.host, &facts)?
     };
     record.route = Arc::clone(&route.label);
 
@@ -260,31 +271,9 @@ async fn route_and_forward(
     let upgrade =
         headers::requested_upgrade(req.headers(), &ctx.shared.limits.boundary.upgrade_protocols);
     headers::strip_hop_by_hop(req.headers_mut(), false);
-    let mut plan = FilterPlan::default();
-    plan.take(&route.filters, req.headers_mut());
-    if let Some(redirect) = plan.redirect {
-        return Err(plan.finish(redirect_response(ctx, &req, &host, vhost, route, redirect)));
-    }
-    if route.backends.is_empty() {
-        return Err(plan.finish(local_response(StatusCode::INTERNAL_SERVER_ERROR)));
-    }
-    let chosen = route
-        .backends
-        .pick()
-        .ok_or_else(|| plan.finish(local_response(StatusCode::INTERNAL_SERVER_ERROR)))?;
-    plan.take(&chosen.filters, req.headers_mut());
-    if let Some(redirect) = plan.redirect {
-        return Err(plan.finish(redirect_response(ctx, &req, &host, vhost, route, redirect)));
-    }
-    let backend = chosen
-        .backend
-        .as_ref()
-        .ok_or_else(|| plan.finish(local_response(StatusCode::INTERNAL_SERVER_ERROR)))?;
+    let (plan, backend) = plan_filters(ctx, &mut req, &host.name, vhost, route)?;
     record.backend = Arc::clone(&backend.id);
-    record.permit = Some(admit(ctx, backend).map_err(|e| plan.finish(e.response()))?);
-    let first = backend
-        .pick_endpoint()
-        .ok_or_else(|| plan.finish(local_response(StatusCode::SERVICE_UNAVAILABLE)))?;
+    let first = pick_endpoint(ctx, backend, record).map_err(|r| plan.refuse(r))?;
 
     let upgrading = match upgrade {
         headers::UpgradeAsk::Allowed(protocols)
@@ -300,61 +289,17 @@ async fn route_and_forward(
         _ => None,
     };
     let client_upgrade = upgrading.is_some().then(|| hyper::upgrade::on(&mut req));
-
-    let (mut parts, incoming) = req.into_parts();
-    let mut path = parts.uri.path().to_owned();
-    let mut upstream_host =
-        HeaderValue::from_str(&host_value).map_err(|_| local_response(StatusCode::BAD_REQUEST))?;
-    for rw in &plan.rewrites {
-        if let Some(h) = &rw.hostname {
-            upstream_host = h.clone();
-        }
-        if let Some(change) = &rw.path {
-            path = change.apply(&path, route.matched_prefix());
-        }
-    }
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    };
+    let (parts, incoming) = req.into_parts();
+    let built = build_request(ctx, parts, &host.raw, vhost, route, backend, &first, &plan)
+        .map_err(|r| plan.refuse(r))?;
+    let mut parts = built.head;
     if let Some(protocols) = &upgrading {
         headers::restore_upgrade(&mut parts.headers, protocols.clone());
     }
-    let original_host = HeaderValue::from_str(&host_value).ok();
-    let (request_id, replaced) = headers::add_forwarding(
-        &mut parts.headers,
-        &headers::Forwarding {
-            client: ctx.client.ip(),
-            proto: ctx.scheme(),
-            host: original_host.as_ref(),
-            port: vhost.listener_port,
-            trusted_hops: ctx.shared.limits.boundary.xff_trusted_hops,
-        },
-    );
-    record.request_id = request_id;
-    if replaced > 0 {
-        boundary::count(ctx, HygieneAction::ForwardingReplaced);
-        tracing::debug!(tenant = %ctx.shared.tenant, replaced, "client-supplied forwarding headers replaced");
-    }
+    record.request_id = built.request_id;
     if let Some(span) = &record.span {
         span.inject(&mut parts.headers);
     }
-    let host_authority = upstream_host.to_str().unwrap_or_default().to_owned();
-    let uri_authority = match backend.protocol {
-        BackendProtocol::H2c => {
-            parts.headers.remove(HOST);
-            parts.version = Version::HTTP_2;
-            host_authority.clone()
-        }
-        BackendProtocol::Http1 | BackendProtocol::Tcp => {
-            parts.headers.insert(HOST, upstream_host);
-            headers::join_cookies(&mut parts.headers);
-            parts.version = Version::HTTP_11;
-            first.addr.to_string()
-        }
-    };
-    parts.uri = absolute_uri(&uri_authority, &path_and_query)
-        .map_err(|_| plan.finish(local_response(StatusCode::BAD_REQUEST)))?;
     let idle = ctx.shared.limits.body_idle_timeout;
     let (mut request_body, watch) = body::client_body(incoming, idle);
     for (mirror, percent) in &plan.mirrors {
@@ -371,26 +316,21 @@ async fn route_and_forward(
             state,
             slot,
         };
-        mirror_request(ctx, &parts, &host_authority, copy, mirror);
+        mirror_request(ctx, &parts, &built.host_authority, copy, mirror);
     }
     let outgoing = Outgoing {
         head: parts,
         body: request_body,
-        path_and_query,
+        path_and_query: built.path_and_query,
     };
     let result =
-        forward_with_retries(ctx, backend, route, first, outgoing, &watch, record, start).await;
+        forward_with_retries(ctx, backend, route, &first, outgoing, &watch, record, start).await;
     let (mut resp, deadline) = match result {
         Ok(forwarded) => {
             record.upstream = Some(start.elapsed());
             forwarded
         }
-        Err(error) => {
-            if let ForwardError::Client(fault) = error {
-                record.client_fault = Some(fault);
-            }
-            return Err(plan.finish(error.response()));
-        }
+        Err(error) => return Err(plan.refuse(error.into())),
     };
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     match (client_upgrade, &upgrading) {
@@ -405,13 +345,179 @@ async fn route_and_forward(
             // A backend switching to a protocol nobody asked for (h2c, say) is never relayed.
             count_upstream_error(ctx, backend, UpstreamErrorKind::Protocol);
             boundary::count(ctx, HygieneAction::UpgradeRefused);
-            return Err(plan.finish(local_response(StatusCode::BAD_GATEWAY)));
+            return Err(plan.refuse(Refusal::UnrequestedUpgrade));
         }
         _ => {}
     }
     headers::strip_hop_by_hop(resp.headers_mut(), switching);
     let resp = resp.map(body::boxed);
     Ok((plan.finish(resp), deadline))
+}
+
+/// Phase 1: the method and the path's canonical spelling (see [`boundary`]).
+fn normalise<B>(
+    ctx: &ConnContext,
+    req: &mut Request<B>,
+    record: &mut RequestRecord,
+) -> Result<(), Answer> {
+    if req.method() == Method::CONNECT {
+        return Err(Refusal::Method.into());
+    }
+    match boundary::normalize_request_path(ctx, req, record) {
+        Some(answer) => Err(answer),
+        None => Ok(()),
+    }
+}
+
+/// Phase 2: the request's host, and whether this connection may be answered for it (see [`host`]).
+fn authorise_host<B>(
+    ctx: &ConnContext,
+    req: &Request<B>,
+    record: &RequestRecord,
+) -> Result<host::RequestHost, Refusal> {
+    let host = host::request_host(req).map_err(|refusal| refusal.refuse(ctx, &record.host))?;
+    host::authorise(ctx, &host.host).map_err(|refusal| refusal.refuse(ctx, &host.name))?;
+    Ok(host)
+}
+
+/// Phase 3: the virtual host serving `host` on the connection's listener, and its first route
+/// matching the request. Pure: no sockets, no side effects.
+pub(crate) fn select_route<'c>(
+    config: &'c CompiledConfig,
+    entry: &Entry,
+    host: &bulkhead_hostmatch::Host,
+    facts: &RequestFacts<'_>,
+) -> Result<(&'c CompiledVhost, &'c CompiledRoute), Refusal> {
+    let vhosts = match entry {
+        Entry::Tls { .. } => &config.https_vhosts,
+        Entry::Plain => &config.http_vhosts,
+    };
+    let vhost = vhosts.lookup_host(host).ok_or(Refusal::NoVirtualHost)?;
+    let route = vhost
+        .routes
+        .iter()
+        .find(|r| r.matcher.matches(facts))
+        .ok_or(Refusal::NoRoute)?;
+    Ok((vhost, route))
+}
+
+/// Phase 4: the route's filters (request header edits applied at once), the backend the weights
+/// pick and its filters; a redirect filter answers here.
+fn plan_filters<'c>(
+    ctx: &ConnContext,
+    req: &mut Request<Incoming>,
+    host: &str,
+    vhost: &CompiledVhost,
+    route: &'c CompiledRoute,
+) -> Result<(FilterPlan<'c>, &'c Arc<CompiledBackend>), Answer> {
+    let mut plan = FilterPlan::default();
+    plan.take(&route.filters, req.headers_mut());
+    if let Some(redirect) = plan.redirect {
+        return Err(plan.redirect(redirect_response(ctx, req, host, vhost, route, redirect)));
+    }
+    if route.backends.is_empty() {
+        return Err(plan.refuse(Refusal::NoBackend));
+    }
+    let chosen = route
+        .backends
+        .pick()
+        .ok_or_else(|| plan.refuse(Refusal::NoBackend))?;
+    plan.take(&chosen.filters, req.headers_mut());
+    if let Some(redirect) = plan.redirect {
+        return Err(plan.redirect(redirect_response(ctx, req, host, vhost, route, redirect)));
+    }
+    let backend = chosen
+        .backend
+        .as_ref()
+        .ok_or_else(|| plan.refuse(Refusal::NoBackend))?;
+    Ok((plan, backend))
+}
+
+/// Phase 5: admission through the backend's circuit breaker, then an endpoint.
+fn pick_endpoint(
+    ctx: &ConnContext,
+    backend: &CompiledBackend,
+    record: &mut RequestRecord,
+) -> Result<Arc<EndpointState>, Refusal> {
+    record.permit = Some(admit(ctx, backend)?);
+    backend
+        .pick_endpoint()
+        .map(Arc::clone)
+        .ok_or(Refusal::NoEndpoint)
+}
+
+/// The head of the request to send, and what retries and mirrors need of it.
+struct BuiltRequest {
+    head: http::request::Parts,
+    path_and_query: String,
+    /// The authority the backend gets (`Host` or `:authority`).
+    host_authority: String,
+    request_id: String,
+}
+
+/// Phase 6: the upstream request head: rewrites, forwarding headers, `Host` or `:authority`, the
+/// protocol version and the absolute URI for `first`.
+#[allow(clippy::too_many_arguments)]
+fn build_request(
+    ctx: &ConnContext,
+    mut parts: http::request::Parts,
+    host_value: &str,
+    vhost: &CompiledVhost,
+    route: &CompiledRoute,
+    backend: &CompiledBackend,
+    first: &EndpointState,
+    plan: &FilterPlan<'_>,
+) -> Result<BuiltRequest, Refusal> {
+    let mut path = parts.uri.path().to_owned();
+    let mut upstream_host = HeaderValue::from_str(host_value).map_err(|_| Refusal::BadHead)?;
+    for rw in &plan.rewrites {
+        if let Some(h) = &rw.hostname {
+            upstream_host = h.clone();
+        }
+        if let Some(change) = &rw.path {
+            path = change.apply(&path, route.matched_prefix());
+        }
+    }
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let original_host = HeaderValue::from_str(host_value).ok();
+    let (request_id, replaced) = headers::add_forwarding(
+        &mut parts.headers,
+        &headers::Forwarding {
+            client: ctx.client.ip(),
+            proto: ctx.scheme(),
+            host: original_host.as_ref(),
+            port: vhost.listener_port,
+            trusted_hops: ctx.shared.limits.boundary.xff_trusted_hops,
+        },
+    );
+    if replaced > 0 {
+        boundary::count(ctx, HygieneAction::ForwardingReplaced);
+        tracing::debug!(tenant = %ctx.shared.tenant, replaced, "client-supplied forwarding headers replaced");
+    }
+    let host_authority = upstream_host.to_str().unwrap_or_default().to_owned();
+    let uri_authority = match backend.protocol {
+        BackendProtocol::H2c => {
+            parts.headers.remove(HOST);
+            parts.version = Version::HTTP_2;
+            host_authority.clone()
+        }
+        BackendProtocol::Http1 | BackendProtocol::Tcp => {
+            parts.headers.insert(HOST, upstream_host);
+            headers::join_cookies(&mut parts.headers);
+            parts.version = Version::HTTP_11;
+            first.addr.to_string()
+        }
+    };
+    parts.uri = absolute_uri(&uri_authority, &path_and_query).map_err(|_| Refusal::BadHead)?;
+    Ok(BuiltRequest {
+        head: parts,
+        path_and_query,
+        host_authority,
+        request_id,
+    })
 }
 
 fn absolute_uri(authority: &str, path_and_query: &str) -> Result<Uri, http::Error> {
@@ -843,5 +949,94 @@ mod task_size {
     fn the_per_request_future_stays_small() {
         let size = future_size(super::serve_request);
         assert!(size <= 1024, "serve_request's future is {size} bytes");
+    }
+}
+
+/// Route selection without sockets: a snapshot compiled as the router compiles it, and requests as
+/// facts.
+#[cfg(test)]
+mod selection {
+    use super::*;
+    use crate::balance::EndpointRegistry;
+    use crate::compile::{compile, CertificateCache};
+    use bulkhead_crds::snapshot::TenantSnapshot;
+    use bulkhead_hostmatch::Host;
+    use http::HeaderMap;
+
+    fn config() -> CompiledConfig {
+        let snapshot: TenantSnapshot = serde_json::from_value(serde_json::json!({
+            "tenant": "acme", "namespace": "acme", "version": 1,
+            "hostnames": ["*.acme.test"],
+            "https": {},
+            "http": {"virtual_hosts": [
+                {"hostname": "www.acme.test", "listener_port": 80, "routes": [
+                    {"route": {"kind": "HTTPRoute", "namespace": "acme", "name": "api", "rule": 0},
+                     "match": {"path": {"type": "PathPrefix", "value": "/api"}, "method": "POST"},
+                     "backends": [{"backend": "acme/api:80", "weight": 1}]},
+                    {"route": {"kind": "HTTPRoute", "namespace": "acme", "name": "web", "rule": 0},
+                     "match": {"path": {"type": "PathPrefix", "value": "/"}},
+                     "backends": [{"backend": "acme/web:80", "weight": 1}]}
+                ]}
+            ]},
+            "backends": {
+                "acme/api:80": {"endpoints": ["127.0.0.1:1"]},
+                "acme/web:80": {"endpoints": ["127.0.0.1:2"]}
+            }
+        }))
+        .expect("snapshot");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        compile(
+            &snapshot,
+            "acme",
+            &provider,
+            &EndpointRegistry::default(),
+            &CertificateCache::default(),
+            true,
+        )
+        .expect("compiles")
+    }
+
+    fn select(
+        config: &CompiledConfig,
+        entry: &Entry,
+        host: &str,
+        method: Method,
+        path: &str,
+    ) -> Result<String, Refusal> {
+        let headers = HeaderMap::new();
+        let facts = RequestFacts {
+            method: &method,
+            path,
+            query: None,
+            headers: &headers,
+        };
+        let host = Host::parse(host).expect("host");
+        select_route(config, entry, &host, &facts).map(|(_, r)| r.label.to_string())
+    }
+
+    #[test]
+    fn the_first_matching_route_of_the_host_wins() {
+        let c = config();
+        let api = select(&c, &Entry::Plain, "www.acme.test", Method::POST, "/api/x");
+        assert_eq!(api.as_deref(), Ok("HTTPRoute acme/api rule 0"));
+        let web = select(&c, &Entry::Plain, "www.acme.test", Method::GET, "/api/x");
+        assert_eq!(web.as_deref(), Ok("HTTPRoute acme/web rule 0"));
+    }
+
+    #[test]
+    fn a_name_without_virtual_host_and_a_listener_without_it_are_refused() {
+        let c = config();
+        assert_eq!(
+            select(&c, &Entry::Plain, "api.acme.test", Method::GET, "/"),
+            Err(Refusal::NoVirtualHost)
+        );
+        let tls = Entry::Tls {
+            listener: Arc::from("acme/gw/https"),
+        };
+        assert_eq!(
+            select(&c, &tls, "www.acme.test", Method::GET, "/"),
+            Err(Refusal::NoVirtualHost),
+            "the HTTP listener's virtual host is not served over TLS"
+        );
     }
 }
