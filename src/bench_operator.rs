@@ -17,13 +17,13 @@
 //! It prints the operator's RSS, the full compile time, and p50/p99/max latency per phase.
 
 use anyhow::Context;
-use bulkhead_crds::snapshot::TenantSnapshot;
 use bulkhead_operator::kube::control::{ControlLoop, Statuses};
 use bulkhead_operator::kube::onboarding::Desired;
 use bulkhead_operator::kube::store::StoreEvent;
 use bulkhead_operator::kube::watch::WATCHED_KINDS;
 use bulkhead_operator::kube::TenantDirectory;
 use bulkhead_operator::objects::Object;
+use bulkhead_snapshot::TenantSnapshot;
 use bulkhead_snapshot_wire::{
     server_tls_config, subscribe, ClientConfig, Identity, SnapshotServer, StaticTokens, StreamName,
 };

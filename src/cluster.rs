@@ -4,9 +4,9 @@
 
 use anyhow::Context;
 use bulkhead_admin::{AdminServer, AdminState, Readiness};
-use bulkhead_crds::snapshot::{EdgeSnapshot, TenantSnapshot};
 use bulkhead_edge::{Edge, EdgeConfig, EdgeMetrics};
 use bulkhead_router::{Router, RouterConfig, RouterMetrics};
+use bulkhead_snapshot::{EdgeSnapshot, TenantSnapshot};
 use bulkhead_snapshot_wire::{subscribe, ClientConfig, StreamName};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
