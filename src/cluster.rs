@@ -21,18 +21,14 @@ pub enum DataPlaneCommand {
     Edge(EdgeArgs),
     /// Run one tenant router, fed by the operator's snapshot service.
     Router(RouterArgs),
-    /// Run one tier under the load harness in shared/bench (reads the BENCH_* environment).
-    #[command(hide = true)]
-    BenchCandidate,
 }
 
 impl DataPlaneCommand {
-    /// Runs the subcommand until SIGTERM (or, for the benchmark, until its input ends).
+    /// Runs the subcommand until SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
             Self::Edge(args) => run_edge(args).await,
             Self::Router(args) => run_router(args).await,
-            Self::BenchCandidate => crate::bench::run().await,
         }
     }
 }

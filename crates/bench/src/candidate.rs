@@ -1,4 +1,4 @@
-//! `bulkhead bench-candidate`: plugs one tier into the load harness in `shared/bench`.
+//! `bulkhead-bench bench-candidate`: plugs one tier into the load harness in `shared/bench`.
 //!
 //! The harness describes routes in a small text file (`$BENCH_ROUTES`, replaced atomically on every
 //! change) instead of Gateway API objects. This adapter turns that file into the same snapshots the
