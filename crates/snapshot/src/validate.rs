@@ -121,13 +121,9 @@ impl TenantSnapshot {
     pub fn validate(&self) -> Result<(), SnapshotError> {
         let https = &self.https;
         let terminate = https.terminate.iter().map(|t| &t.certificate);
+        self.check_certificates("https.terminate", terminate)?;
         let terminate_tcp = https.terminate_tcp.iter().map(|t| &t.certificate);
-        let listeners = [("https.terminate", terminate.collect::<Vec<_>>())]
-            .into_iter()
-            .chain([("https.terminate_tcp", terminate_tcp.collect())]);
-        for (list, ids) in listeners {
-            self.check_certificates(list, &ids)?;
-        }
+        self.check_certificates("https.terminate_tcp", terminate_tcp)?;
         for p in &https.passthrough {
             self.check_backends(&p.route, &p.backends)?;
         }
@@ -141,17 +137,21 @@ impl TenantSnapshot {
         Ok(())
     }
 
-    fn check_certificates(&self, list: &str, ids: &[&String]) -> Result<(), SnapshotError> {
-        match ids
-            .iter()
-            .position(|id| !self.certificates.contains_key(*id))
-        {
-            None => Ok(()),
-            Some(i) => Err(SnapshotError::DanglingCertificate {
-                field: format!("{list}[{i}]"),
-                id: ids[i].clone(),
-            }),
+    /// Every id of `list` (a field of [`TlsPort`](crate::schema::TlsPort)) is in `certificates`.
+    fn check_certificates<'a>(
+        &self,
+        list: &str,
+        ids: impl Iterator<Item = &'a String>,
+    ) -> Result<(), SnapshotError> {
+        for (i, id) in ids.enumerate() {
+            if !self.certificates.contains_key(id) {
+                return Err(SnapshotError::DanglingCertificate {
+                    field: format!("{list}[{i}]"),
+                    id: id.clone(),
+                });
+            }
         }
+        Ok(())
     }
 
     fn check_route(&self, entry: &RouteEntry) -> Result<(), SnapshotError> {
