@@ -4,9 +4,9 @@
 
 use anyhow::Context;
 use bulkhead_admin::{AdminServer, AdminState, Readiness};
-use bulkhead_crds::snapshot::{EdgeSnapshot, TenantSnapshot};
 use bulkhead_edge::{Edge, EdgeConfig, EdgeMetrics};
 use bulkhead_router::{Router, RouterConfig, RouterMetrics};
+use bulkhead_snapshot::{EdgeSnapshot, TenantSnapshot};
 use bulkhead_snapshot_wire::{subscribe, ClientConfig, StreamName};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
@@ -21,18 +21,14 @@ pub enum DataPlaneCommand {
     Edge(EdgeArgs),
     /// Run one tenant router, fed by the operator's snapshot service.
     Router(RouterArgs),
-    /// Run one tier under the load harness in shared/bench (reads the BENCH_* environment).
-    #[command(hide = true)]
-    BenchCandidate,
 }
 
 impl DataPlaneCommand {
-    /// Runs the subcommand until SIGTERM (or, for the benchmark, until its input ends).
+    /// Runs the subcommand until SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
             Self::Edge(args) => run_edge(args).await,
             Self::Router(args) => run_router(args).await,
-            Self::BenchCandidate => crate::bench::run().await,
         }
     }
 }

@@ -2,10 +2,8 @@
 //! system in one process without Kubernetes (`standalone`, `quickstart`), and print the CRDs (`crds`).
 #![forbid(unsafe_code)]
 
-mod bench_operator;
 mod demo;
 mod operator_cmd;
-mod pki;
 mod quickstart;
 mod standalone;
 mod translate;
@@ -45,10 +43,6 @@ enum Command {
         #[arg(long)]
         name: String,
     },
-    /// Measure the control plane at scale: a synthetic cluster through the real control loop and
-    /// snapshot server (a benchmark; see BENCHMARKS.md).
-    #[command(hide = true)]
-    BenchOperator(bench_operator::ScaleArgs),
     #[command(flatten)]
     DataPlane(cluster::DataPlaneCommand),
     /// Run the control plane on Kubernetes (watchers, snapshot API, tenant routers, statuses).
@@ -72,7 +66,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Standalone(args) => standalone::run(args).await,
         Command::Translate(args) => translate::run(args),
         Command::Quickstart(args) => quickstart::run(args).await,
-        Command::BenchOperator(args) => bench_operator::run(args).await,
         Command::DemoBackend { listen, name } => demo::serve_forever(listen, name).await,
         Command::Crds { out } => {
             let yaml = bulkhead_crds::crd_yaml().context("cannot render the CRDs")?;

@@ -4,9 +4,9 @@
 //! backends the quickstart's EndpointSlices point at, then runs `standalone` on `<dir>` and prints curl
 //! commands that work as printed. Edit the YAML files while it runs to change routing live.
 
-use crate::pki::{tls_secret_yaml, DemoCa};
 use crate::standalone::{self, StandaloneArgs};
 use anyhow::Context;
+use bulkhead::pki::{tls_secret_yaml, DemoCa};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -7,7 +7,6 @@
 
 use anyhow::Context;
 use bulkhead_admin::{AdminServer, AdminState, Readiness};
-use bulkhead_crds::snapshot::{EdgeSnapshot, RouterEndpoints, TenantSnapshot};
 use bulkhead_edge::{Edge, EdgeConfig, EdgeMetrics};
 use bulkhead_operator::compiler::Compiler;
 use bulkhead_operator::file_provider::{FileProvider, LoadedState};
@@ -15,6 +14,7 @@ use bulkhead_operator::status::{apply_acks, stamp_transitions, ObjectStatus};
 use bulkhead_proxy_io::cidr::Cidr;
 use bulkhead_router::{Router, RouterConfig, RouterMetrics};
 use bulkhead_snapshot::{Ack, Publisher};
+use bulkhead_snapshot::{EdgeSnapshot, RouterEndpoints, TenantSnapshot};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;

@@ -7,10 +7,10 @@
 //! Exits non-zero when anything was rejected, so tenants can check their routes in a pull request.
 
 use anyhow::Context;
-use bulkhead_crds::snapshot::TenantSnapshot;
 use bulkhead_operator::file_provider::FileProvider;
 use bulkhead_operator::status::{apply_acks, ObjectStatus};
 use bulkhead_operator::{translate, TranslateInput};
+use bulkhead_snapshot::TenantSnapshot;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -257,7 +257,7 @@ mod tests {
         };
         snapshot.certificates.insert(
             "acme/tls".to_owned(),
-            bulkhead_crds::snapshot::Certificate {
+            bulkhead_snapshot::Certificate {
                 cert_pem: "CERT".to_owned(),
                 key_pem: "-----BEGIN PRIVATE KEY-----".to_owned(),
             },

@@ -1,8 +1,9 @@
 //! Every tenant snapshot in the translator's golden files compiles in the router: a snapshot the
 //! operator publishes can never be refused by the data plane for a rule the two apply differently
-//! (regex limits, redirect codes, certificates, ...).
+//! (regex limits, redirect codes, certificates, ...); and every edge snapshot passes the edge's
+//! check ([`EdgeSnapshot::validate`]).
 
-use bulkhead_crds::snapshot::TenantSnapshot;
+use bulkhead_snapshot::{EdgeSnapshot, TenantSnapshot};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -28,9 +29,8 @@ fn with_pems(mut snapshot: TenantSnapshot) -> TenantSnapshot {
     snapshot
 }
 
-#[test]
-fn every_golden_tenant_snapshot_compiles_in_the_router() {
-    let mut checked = 0;
+/// Each golden output file and its parsed YAML.
+fn goldens() -> Vec<(PathBuf, serde_yaml::Value)> {
     let mut goldens: Vec<PathBuf> = std::fs::read_dir(testdata())
         .expect("golden directory")
         .map(|e| e.expect("dir entry").path())
@@ -38,9 +38,37 @@ fn every_golden_tenant_snapshot_compiles_in_the_router() {
         .collect();
     goldens.sort();
     assert!(!goldens.is_empty(), "no golden files found");
-    for path in goldens {
-        let text = std::fs::read_to_string(&path).expect("read golden");
-        let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("golden is YAML");
+    goldens
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("read golden");
+            let doc = serde_yaml::from_str(&text).expect("golden is YAML");
+            (path, doc)
+        })
+        .collect()
+}
+
+#[test]
+fn every_golden_edge_snapshot_passes_the_edges_check() {
+    let mut checked = 0;
+    for (path, doc) in goldens() {
+        let Some(edge) = doc.get("edge") else {
+            continue;
+        };
+        let edge: EdgeSnapshot = serde_yaml::from_value(edge.clone())
+            .unwrap_or_else(|e| panic!("{}: edge does not decode: {e}", path.display()));
+        if let Err(e) = edge.validate() {
+            panic!("{}: the edge refuses the snapshot: {e}", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} snapshots checked");
+}
+
+#[test]
+fn every_golden_tenant_snapshot_compiles_in_the_router() {
+    let mut checked = 0;
+    for (path, doc) in goldens() {
         let Some(tenants) = doc.get("tenants") else {
             continue;
         };

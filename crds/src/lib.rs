@@ -3,7 +3,8 @@
 //! * [`tenant`]: the cluster-scoped `Tenant` CRD (group `bulkhead.dev`, version `v1alpha1`) by which a
 //!   cluster admin onboards a namespace and grants it hostnames.
 //! * [`snapshot`]: the versioned configuration the operator compiles and the data plane serves: one
-//!   [`snapshot::EdgeSnapshot`] for the edge tier and one [`snapshot::TenantSnapshot`] per tenant.
+//!   [`snapshot::EdgeSnapshot`] for the edge tier and one [`snapshot::TenantSnapshot`] per tenant
+//!   (a re-export of `bulkhead_snapshot::schema`, which has no Kubernetes dependency).
 //! * [`crd_yaml`]: the CRD manifests, committed under `crds/` and checked against the types by a test.
 //! * [`api_limits`]: the limits the API server enforces on names, labels, conditions and Events.
 #![forbid(unsafe_code)]

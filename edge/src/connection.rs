@@ -17,10 +17,10 @@ use crate::sources::SourceLimits;
 use crate::table::{listener_label, EdgeTable, PortEntry, TenantEntry};
 use crate::upstream_proxy::{client_addresses, looks_like_proxy_header};
 use arc_swap::ArcSwap;
-use bulkhead_crds::snapshot::EdgePort;
 use bulkhead_proxy_io::{
     copy_tcp_bidirectional_observed, encode_v2, CopyDirection, ProxyAddresses,
 };
+use bulkhead_snapshot::EdgePort;
 use bulkhead_sniff::{read_client_hello, read_http_host, SniffError};
 use std::io;
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! Tier 1 of Bulkhead: the edge. It reads the name a connection is for (ClientHello SNI on the TLS
 //! listener, `Host` on the plain HTTP listener) without terminating TLS, finds the tenant that owns
-//! it in the current [`EdgeSnapshot`](bulkhead_crds::snapshot::EdgeSnapshot), and forwards the raw
+//! it in the current [`EdgeSnapshot`](bulkhead_snapshot::EdgeSnapshot), and forwards the raw
 //! stream to one of that tenant's routers behind a PROXY v2 header, byte for byte.
 //!
 //! * [`config`]: [`EdgeConfig`] and [`EdgeLimits`], every limit in one place; [`cidr`]: the

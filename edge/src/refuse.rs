@@ -3,7 +3,7 @@
 //! client's unread bytes are drained for a moment so a TCP reset does not destroy the answer).
 
 use crate::config::LINGER_MAX_BYTES;
-use bulkhead_crds::snapshot::EdgePort;
+use bulkhead_snapshot::EdgePort;
 use bulkhead_sniff::SniffError;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,10 +1,10 @@
 //! The edge over real sockets on 127.0.0.1: fake routers read the PROXY v2 header and echo.
 
 use bulkhead_admin::ReadyFlag;
-use bulkhead_crds::snapshot::{EdgeRoute, EdgeSnapshot, RouterEndpoints, Sealed};
 use bulkhead_edge::{Edge, EdgeConfig, EdgeError, EdgeLimits, EdgeMetrics};
 use bulkhead_proxy_io::{encode_v2, read_proxy_header, ProxyAddresses, ProxyHeader};
 use bulkhead_snapshot::{Ack, Publisher};
+use bulkhead_snapshot::{EdgeRoute, EdgeSnapshot, RouterEndpoints, Sealed};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -21,8 +21,8 @@
 //! served and routes outside served namespaces). A round reports only the partitions it changed.
 
 use crate::index::{Changes, ObjectIndex, NAMESPACED_KINDS};
-use crate::kube::store::router_endpoints;
 use crate::objects::{Object, ObjectSet};
+use crate::router_endpoints::router_endpoints;
 use crate::status::{digest, ObjectMeta, ObjectStatus};
 use crate::translator::fingerprint::{collect_refs, fingerprint};
 use crate::translator::global::{self, TenantPlan};

@@ -13,6 +13,8 @@
 //!   NetworkPolicy, ServiceAccount, bootstrap Secret), typed and pure.
 //! * [`metrics`]: the control plane's Prometheus metrics.
 //! * [`rbac`]: the one list of API calls the operator makes, and the RBAC rendered from it.
+//! * [`router_endpoints`]: each tenant's router addresses for the edge snapshot, from the
+//!   EndpointSlices of its router Service (pure; the compiler uses it whatever the provider).
 //! * [`file_provider`]: standalone mode's source of objects: a directory of manifests, watched.
 //! * [`kube`]: the Kubernetes provider: watchers, the control loop, onboarding (children applied
 //!   per Tenant), statuses written back, and the snapshot API's `TokenReview` authenticator.
@@ -26,6 +28,7 @@ pub mod kube;
 pub mod metrics;
 pub mod objects;
 pub mod rbac;
+pub mod router_endpoints;
 pub mod status;
 pub mod translator;
 

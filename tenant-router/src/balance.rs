@@ -9,7 +9,7 @@
 
 use crate::metrics::{BackendLabels, RouterMetrics};
 use crate::outlier::{Health, OutlierPolicy, OutlierState};
-use bulkhead_crds::snapshot::BackendProtocol;
+use bulkhead_snapshot::BackendProtocol;
 use rand::Rng;
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -56,22 +56,6 @@ pub enum CompileError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A reference to a certificate that is not in the snapshot.
-    #[error("{field}: certificate {id:?} is not in the snapshot")]
-    DanglingCertificate {
-        /// Where it was referenced.
-        field: String,
-        /// The missing id.
-        id: String,
-    },
-    /// A reference to a backend that is not in the snapshot.
-    #[error("{route}: backend {id:?} is not in the snapshot")]
-    DanglingBackend {
-        /// The route that refers to it.
-        route: String,
-        /// The missing id.
-        id: String,
-    },
     /// A regular expression does not compile (or is too large).
     #[error("{route}: {field}: invalid regular expression {pattern:?}: {reason}")]
     Regex {
@@ -94,4 +78,9 @@ pub enum CompileError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The snapshot breaks the contract both planes check ([`TenantSnapshot::validate`]).
+    ///
+    /// [`TenantSnapshot::validate`]: bulkhead_snapshot::TenantSnapshot::validate
+    #[error(transparent)]
+    Contract(#[from] bulkhead_snapshot::SnapshotError),
 }

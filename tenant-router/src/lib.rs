@@ -10,7 +10,7 @@
 //! to another endpoint when that is safe (nothing was sent, or an idempotent request without a
 //! body); see [`RouterLimits::max_retries`] and [`DEFAULT_OUTLIER_CONSECUTIVE_FAILURES`].
 //!
-//! Configuration arrives as [`TenantSnapshot`](bulkhead_crds::snapshot::TenantSnapshot)s; each is
+//! Configuration arrives as [`TenantSnapshot`](bulkhead_snapshot::TenantSnapshot)s; each is
 //! compiled into an immutable configuration and swapped in atomically, or refused (and acknowledged
 //! with the reason) while the previous one keeps serving. A connection keeps the configuration it
 //! was accepted with.
@@ -37,8 +37,8 @@ mod router;
 mod upstream;
 
 pub use bulkhead_pathnorm::EscapedSlashes;
-pub use compile::filters::DEFAULT_REDIRECT_STATUS;
-pub use compile::matcher::MAX_REGEX_SIZE;
+pub use bulkhead_snapshot::redirect::DEFAULT_REDIRECT_STATUS;
+pub use bulkhead_snapshot::regex::{MAX_REGEX_LEN, MAX_REGEX_SIZE};
 pub use error::{CompileError, RouterError};
 pub use limits::*;
 pub use metrics::RouterMetrics;

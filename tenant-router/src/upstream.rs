@@ -5,7 +5,7 @@
 
 use crate::body::{BoxError, ProxyBody};
 use crate::limits::{RouterLimits, MIN_H1_BUF_SIZE};
-use bulkhead_crds::snapshot::BackendProtocol;
+use bulkhead_snapshot::BackendProtocol;
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper::{Request, Response};

@@ -8,7 +8,7 @@
 #[allow(dead_code)]
 mod support;
 
-use bulkhead_crds::snapshot::{BackendProtocol, TenantSnapshot};
+use bulkhead_snapshot::{BackendProtocol, TenantSnapshot};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};

@@ -7,13 +7,11 @@
 //! A pair that does not is logged and skipped: the previous one keeps serving. Open connections
 //! keep the certificate they were accepted with.
 
-use crate::tls::{certificates, TlsError, ALPN_H2};
+use crate::tls::{TlsError, ALPN_H2};
 use rustls::crypto::ring::default_provider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::PrivateKeyDer;
 use std::collections::hash_map::DefaultHasher;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -97,10 +95,23 @@ fn digest(cert_chain_pem: &[u8], key_pem: &[u8]) -> u64 {
 }
 
 fn certified_key(cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
-    let chain = certificates(cert_chain_pem)?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| TlsError::NoPrivateKey(e.to_string()))?;
-    Ok(CertifiedKey::from_der(chain, key, &default_provider())?)
+    Ok(bulkhead_snapshot::pem::certified_key(
+        cert_chain_pem,
+        key_pem,
+        &default_provider(),
+    )?)
+}
+
+/// The server's TLS configuration from a PEM certificate chain (leaf first) and its PEM private key
+/// (a [`ReloadingCert`] that is never replaced).
+///
+/// # Errors
+/// [`TlsError`] when either does not parse or the key does not belong to the certificate.
+pub fn server_tls_config(
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    Arc::new(ReloadingCert::new(cert_chain_pem, key_pem)?).server_config()
 }
 
 /// The certificate and key files of a [`ReloadingCert`].

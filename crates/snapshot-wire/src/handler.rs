@@ -16,7 +16,7 @@ use crate::body::frame_body;
 use crate::limits::{
     ACK_BODY_TIMEOUT, AUTH_TIMEOUT, MAX_ACK_BODY, MAX_SUBSCRIBER_LEN, MAX_TOKEN_LEN,
 };
-use crate::server::{Counters, Shared};
+use crate::shared::{Counters, Shared};
 use crate::stream::{StreamName, ACKS_PATH, STREAMS_PATH};
 use bytes::Bytes;
 use http::header::{

@@ -19,9 +19,9 @@ use crate::limits::{
     ACCEPT_ERROR_PAUSE, H2_PING_INTERVAL, H2_PING_TIMEOUT, MAX_CONNECTIONS,
     MAX_STREAMS_PER_CONNECTION, SERVER_ACK_QUEUE, TLS_HANDSHAKE_TIMEOUT,
 };
+use crate::shared::{Counters, Shared};
 use crate::stream::{StreamName, StreamNameError};
 use bulkhead_snapshot::Ack;
-use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
@@ -30,7 +30,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -74,46 +74,6 @@ pub struct ServerStats {
     pub tls_failures: u64,
     /// Open streams ended because their identity's guard withdrew the right to read them.
     pub revoked: u64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) unauthenticated: AtomicU64,
-    pub(crate) forbidden: AtomicU64,
-    pub(crate) auth_unavailable: AtomicU64,
-    pub(crate) bad_requests: AtomicU64,
-    pub(crate) acks: AtomicU64,
-    pub(crate) acks_dropped: AtomicU64,
-    pub(crate) tls_failures: AtomicU64,
-    pub(crate) revoked: Arc<AtomicU64>,
-}
-
-impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-pub(crate) struct Shared<A> {
-    pub(crate) auth: A,
-    streams: Mutex<HashMap<StreamName, watch::Sender<Option<Bytes>>>>,
-    pub(crate) acks: mpsc::Sender<(StreamName, Ack)>,
-    pub(crate) counters: Counters,
-}
-
-impl<A> Shared<A> {
-    fn streams(&self) -> MutexGuard<'_, HashMap<StreamName, watch::Sender<Option<Bytes>>>> {
-        // The map stays consistent whatever panicked while holding it: every operation is one call.
-        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A receiver of the stream's newest encoded frame, creating the stream when needed.
-    pub(crate) fn watch(&self, stream: &StreamName) -> watch::Receiver<Option<Bytes>> {
-        self.streams()
-            .entry(stream.clone())
-            .or_insert_with(|| watch::channel(None).0)
-            .subscribe()
-    }
 }
 
 /// The snapshot server. Cheap to clone: clones share streams, counters and the acknowledgement channel.

@@ -1,9 +1,10 @@
-//! TLS configuration of both ends: rustls with the ring provider, ALPN `h2`, certificates from PEM.
+//! TLS configuration of both ends: rustls with the ring provider, ALPN `h2`, certificates from PEM
+//! (parsed by the snapshot contract's [`bulkhead_snapshot::pem`]). The server's configuration is
+//! built in [`crate::cert_reload`], which serves a certificate that can be replaced.
 
-use crate::cert_reload::ReloadingCert;
+use bulkhead_snapshot::pem::{certificate_chain, PemError};
 use rustls::crypto::ring::default_provider;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject;
+use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::CertificateDer;
 use std::sync::Arc;
 
@@ -22,18 +23,23 @@ pub enum TlsError {
     /// A PEM section could not be read.
     #[error("invalid PEM: {0}")]
     Pem(String),
+    /// The private key does not belong to the certificate, or its type cannot sign.
+    #[error("certificate and key do not form a usable certificate: {0}")]
+    KeyMismatch(String),
     /// rustls refused the certificates or key.
     #[error("TLS configuration refused: {0}")]
     Rustls(#[from] rustls::Error),
 }
 
-/// The server's TLS configuration from a PEM certificate chain (leaf first) and its PEM private key
-/// (a [`ReloadingCert`] that is never replaced).
-pub fn server_tls_config(
-    cert_chain_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<Arc<ServerConfig>, TlsError> {
-    Arc::new(ReloadingCert::new(cert_chain_pem, key_pem)?).server_config()
+impl From<PemError> for TlsError {
+    fn from(e: PemError) -> Self {
+        match e {
+            PemError::Chain(reason) => Self::Pem(reason),
+            PemError::NoCertificate => Self::NoCertificate,
+            PemError::Key(reason) => Self::NoPrivateKey(reason),
+            PemError::Mismatch(reason) => Self::KeyMismatch(reason),
+        }
+    }
 }
 
 /// A client TLS configuration trusting exactly the CA certificates in `ca_pem`.
@@ -56,19 +62,14 @@ pub fn ca_roots(ca_pem: &[u8]) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-pub(crate) fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate);
-    }
-    Ok(certs)
+fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    Ok(certificate_chain(pem)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cert_reload::server_tls_config;
 
     #[test]
     fn empty_or_garbage_pem_is_a_typed_error() {

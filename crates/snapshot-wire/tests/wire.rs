@@ -2,8 +2,8 @@
 //! certificates made by rcgen. Waits are bounded by a generous [`PATIENCE`] so a broken build fails
 //! instead of hanging; nothing asserts on how long anything took.
 
-use bulkhead_crds::snapshot::{EdgeRoute, EdgeSnapshot, TenantSnapshot};
 use bulkhead_snapshot::{Ack, Subscription};
+use bulkhead_snapshot::{EdgeRoute, EdgeSnapshot, TenantSnapshot};
 use bulkhead_snapshot_wire::{
     client_tls_config, server_tls_config, subscribe, write_bootstrap, AckReceiver, ClientConfig,
     ClientDriver, Identity, LinkStatus, SnapshotServer, StaticTokens, StreamName,

@@ -5,9 +5,8 @@
 use super::model::BackendRefModel;
 use super::world::{RouteKind, World, GATEWAY_GROUP};
 use bulkhead_crds::snapshot::{pem_pair_digest, Backend, BackendProtocol, Certificate};
+use bulkhead_snapshot::pem::{certified_key, PemError};
 use k8s_openapi::api::core::v1::{Secret, ServicePort};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
@@ -305,19 +304,19 @@ impl PemVerdicts {
     }
 }
 
+/// The router's own PEM check ([`certified_key`]), its failure worded for the Secret's keys.
 fn parse_pem(cert_pem: &str, key_pem: &str) -> Result<(), String> {
-    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("tls.crt: {e}"))?;
-    if chain.is_empty() {
-        return Err("tls.crt holds no CERTIFICATE PEM block".into());
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| format!("tls.key holds no usable PRIVATE KEY PEM block: {e}"))?;
     let provider = rustls::crypto::ring::default_provider();
-    rustls::sign::CertifiedKey::from_der(chain, key, &provider)
-        .map_err(|e| format!("tls.crt and tls.key do not form a usable certificate: {e}"))?;
-    Ok(())
+    certified_key(cert_pem.as_bytes(), key_pem.as_bytes(), &provider)
+        .map(drop)
+        .map_err(|e| match e {
+            PemError::Chain(e) => format!("tls.crt: {e}"),
+            PemError::NoCertificate => "tls.crt holds no CERTIFICATE PEM block".into(),
+            PemError::Key(e) => format!("tls.key holds no usable PRIVATE KEY PEM block: {e}"),
+            PemError::Mismatch(e) => {
+                format!("tls.crt and tls.key do not form a usable certificate: {e}")
+            }
+        })
 }
 
 #[cfg(test)]

@@ -15,19 +15,15 @@ use bulkhead_crds::snapshot::{
     Redirect, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
 };
 use bulkhead_hostmatch::{normalize_host, HostPattern};
+use bulkhead_snapshot::redirect::is_redirect_status;
+use bulkhead_snapshot::regex::{anchored_regex, RegexError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
-/// Largest compiled regular expression accepted (the tenant router's limit).
-pub const MAX_REGEX_SIZE: usize = 1 << 20;
-/// Longest regular expression source accepted.
-pub const MAX_REGEX_LEN: usize = 1024;
+pub use bulkhead_snapshot::regex::{MAX_REGEX_LEN, MAX_REGEX_SIZE};
 /// Largest backend weight (the Gateway API maximum).
 pub const MAX_WEIGHT: i32 = 1_000_000;
-/// Redirect status when none is given.
-pub const DEFAULT_REDIRECT_STATUS: u16 = 302;
-/// Redirect status codes the Gateway API allows.
-const REDIRECT_STATUSES: [i64; 5] = [301, 302, 303, 307, 308];
+pub use bulkhead_snapshot::redirect::DEFAULT_REDIRECT_STATUS;
 
 const UNSUPPORTED: &str = "UnsupportedValue";
 
@@ -377,14 +373,12 @@ fn redirect(
         .transpose()?;
     let status_code = match r.status_code {
         None => DEFAULT_REDIRECT_STATUS,
-        Some(c) if REDIRECT_STATUSES.contains(&c) => {
-            u16::try_from(c).unwrap_or(DEFAULT_REDIRECT_STATUS)
-        }
-        Some(c) => {
-            return Err(unsupported(format!(
-                "{field}.statusCode: {c} is not a redirect status"
-            )))
-        }
+        Some(c) => u16::try_from(c)
+            .ok()
+            .filter(|c| is_redirect_status(*c))
+            .ok_or_else(|| {
+                unsupported(format!("{field}.statusCode: {c} is not a redirect status"))
+            })?,
     };
     let path = r
         .path
@@ -449,29 +443,20 @@ fn check_path(v: &str, field: &str) -> Result<(), Problem> {
     }
 }
 
-/// Validates a regular expression the way the tenant router compiles it (anchored, size-limited).
+/// Validates a regular expression with the tenant router's own compiler
+/// ([`anchored_regex`]: anchored, length- and size-limited).
 fn check_regex(re: &str, field: &str) -> Result<(), Problem> {
-    if re.len() > MAX_REGEX_LEN {
-        return Err(unsupported(format!(
+    anchored_regex(re).map(drop).map_err(|e| match e {
+        RegexError::TooLong => unsupported(format!(
             "{field}: regular expression longer than {MAX_REGEX_LEN} characters"
-        )));
-    }
-    regex::RegexBuilder::new(&format!("^(?:{re})$"))
-        .size_limit(MAX_REGEX_SIZE)
-        .build()
-        .map(|_| ())
-        .map_err(|e| {
-            let first = e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_owned();
+        )),
+        RegexError::Invalid(e) => {
+            let first = e.lines().last().unwrap_or_default().trim().to_owned();
             unsupported(format!(
                 "{field} {re:?} is not a valid regular expression: {first}"
             ))
-        })
+        }
+    })
 }
 
 fn value_matches(

@@ -3,14 +3,13 @@
 
 use crate::balance::CompiledBackend;
 use crate::error::CompileError;
-use bulkhead_crds::snapshot::{HeaderModifier, HttpFilter, PathModifier, Redirect, UrlRewrite};
 use bulkhead_hostmatch::normalize_host;
+use bulkhead_snapshot::redirect::{effective_redirect_status, REDIRECT_STATUS_CODES};
+use bulkhead_snapshot::SnapshotError;
+use bulkhead_snapshot::{HeaderModifier, HttpFilter, PathModifier, Redirect, UrlRewrite};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// Redirect status when the snapshot leaves it unset.
-pub const DEFAULT_REDIRECT_STATUS: StatusCode = StatusCode::FOUND;
 
 /// A compiled filter.
 #[derive(Debug)]
@@ -181,13 +180,12 @@ pub(crate) fn compile_filters(
                 CompiledFilter::Rewrite(rewrite(r, has_prefix_match).map_err(err)?)
             }
             HttpFilter::RequestMirror(m) => {
-                let backend =
-                    backends
-                        .get(&m.backend)
-                        .ok_or_else(|| CompileError::DanglingBackend {
-                            route: route.to_owned(),
-                            id: m.backend.clone(),
-                        })?;
+                let backend = backends.get(&m.backend).ok_or_else(|| {
+                    CompileError::from(SnapshotError::DanglingBackend {
+                        route: route.to_owned(),
+                        id: m.backend.clone(),
+                    })
+                })?;
                 CompiledFilter::Mirror {
                     backend: Arc::clone(backend),
                     percent: m.percent.min(100),
@@ -258,11 +256,14 @@ fn redirect(r: &Redirect, has_prefix_match: bool) -> Result<CompiledRedirect, St
         .as_deref()
         .map(|h| normalize_host(h).map_err(|e| format!("hostname {h:?}: {e}")))
         .transpose()?;
-    let status = match r.status_code {
-        0 => DEFAULT_REDIRECT_STATUS,
-        c @ (301 | 302 | 303 | 307 | 308) => StatusCode::from_u16(c).map_err(|e| e.to_string())?,
-        c => return Err(format!("status code {c} is not a redirect status")),
-    };
+    let status = effective_redirect_status(r.status_code)
+        .ok_or_else(|| {
+            format!(
+                "status code {} is not a redirect status (one of {REDIRECT_STATUS_CODES:?})",
+                r.status_code
+            )
+        })
+        .and_then(|c| StatusCode::from_u16(c).map_err(|e| e.to_string()))?;
     if r.port == Some(0) {
         return Err("port 0".into());
     }

@@ -3,14 +3,11 @@
 //! match must hold.
 
 use crate::error::CompileError;
-use bulkhead_crds::snapshot::{HttpMatch, MatchType, PathMatch, ValueMatch};
 use bulkhead_pathnorm::hex_digit;
+use bulkhead_snapshot::regex::anchored_regex;
+use bulkhead_snapshot::{HttpMatch, MatchType, PathMatch, ValueMatch};
 use http::{HeaderMap, HeaderName, Method};
-use regex::{Regex, RegexBuilder};
-
-/// Largest compiled regular expression (bytes of the compiled program), so one tenant's expression
-/// cannot take the router's memory.
-pub const MAX_REGEX_SIZE: usize = 1 << 20;
+use regex::Regex;
 
 /// The request facts a match looks at.
 #[derive(Debug)]
@@ -190,17 +187,14 @@ fn value_condition(
     })
 }
 
-/// Compiles `re` so that it must match the whole input.
+/// Compiles `re` so that it must match the whole input, within the snapshot contract's limits.
 fn anchored(re: &str, route: &str, field: &str) -> Result<Regex, CompileError> {
-    RegexBuilder::new(&format!("^(?:{re})$"))
-        .size_limit(MAX_REGEX_SIZE)
-        .build()
-        .map_err(|e| CompileError::Regex {
-            route: route.to_owned(),
-            field: field.to_owned(),
-            pattern: re.to_owned(),
-            reason: e.to_string(),
-        })
+    anchored_regex(re).map_err(|e| CompileError::Regex {
+        route: route.to_owned(),
+        field: field.to_owned(),
+        pattern: re.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// The first value of query parameter `name`, percent-decoded (`+` is a space).

@@ -10,11 +10,12 @@ pub(crate) mod tls;
 
 use crate::balance::{CompiledBackend, EndpointRegistry, Weighted};
 use crate::error::CompileError;
-use bulkhead_crds::snapshot::{
+use bulkhead_hostmatch::{HostPattern, HostTable};
+use bulkhead_snapshot::SnapshotError;
+use bulkhead_snapshot::{
     ListenerRef, PathMatch, RouteEntry, RouteRef, TenantSnapshot, Timeouts, VirtualHost,
     WeightedBackend,
 };
-use bulkhead_hostmatch::{HostPattern, HostTable};
 use filters::{compile_filters, CompiledFilter};
 use matcher::{CompiledMatch, PathCondition};
 use rustls::crypto::CryptoProvider;
@@ -138,13 +139,12 @@ fn cached_key(
     if let Some((id, k)) = parsed.get(id) {
         return Ok((Arc::clone(id), Arc::clone(k)));
     }
-    let pem = snapshot
-        .certificates
-        .get(id)
-        .ok_or_else(|| CompileError::DanglingCertificate {
+    let pem = snapshot.certificates.get(id).ok_or_else(|| {
+        CompileError::from(SnapshotError::DanglingCertificate {
             field: field.to_owned(),
             id: id.to_owned(),
-        })?;
+        })
+    })?;
     let k = certificates.get(id, pem, provider)?;
     let shared: Arc<str> = Arc::from(id);
     parsed.insert(id.to_owned(), (Arc::clone(&shared), Arc::clone(&k)));
@@ -158,7 +158,7 @@ pub(crate) fn listener_id(l: &ListenerRef) -> String {
 
 /// A label naming a route rule: `HTTPRoute acme/web rule 0`.
 pub(crate) fn route_label(r: &RouteRef) -> String {
-    format!("{} {}/{} rule {}", r.kind, r.namespace, r.name, r.rule)
+    r.label()
 }
 
 /// Compiles a snapshot for `tenant`, taking endpoint states from `registry` and parsed
@@ -177,6 +177,7 @@ pub(crate) fn compile(
             found: snapshot.tenant.clone(),
         });
     }
+    snapshot.validate()?;
     let owned = ownership(snapshot)?;
 
     let backends: BTreeMap<String, Arc<CompiledBackend>> = snapshot
@@ -332,16 +333,12 @@ fn resolve_backend(
 ) -> Result<Option<Arc<CompiledBackend>>, CompileError> {
     match &wb.backend {
         None => Ok(None),
-        Some(id) => {
-            backends
-                .get(id)
-                .cloned()
-                .map(Some)
-                .ok_or_else(|| CompileError::DanglingBackend {
-                    route: route.to_owned(),
-                    id: id.clone(),
-                })
-        }
+        Some(id) => backends.get(id).cloned().map(Some).ok_or_else(|| {
+            CompileError::from(SnapshotError::DanglingBackend {
+                route: route.to_owned(),
+                id: id.clone(),
+            })
+        }),
     }
 }
 
@@ -410,7 +407,7 @@ fn compile_route(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bulkhead_crds::snapshot::{ListenerRef, TlsTerminate};
+    use bulkhead_snapshot::{ListenerRef, TlsTerminate};
 
     fn compile_err(s: &TenantSnapshot) -> String {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -449,7 +446,7 @@ mod tests {
         let mut s = snapshot();
         s.certificates.insert(
             "acme/a".into(),
-            bulkhead_crds::snapshot::Certificate {
+            bulkhead_snapshot::Certificate {
                 cert_pem: c.cert.pem(),
                 key_pem: c.signing_key.serialize_pem(),
             },
@@ -487,6 +484,36 @@ mod tests {
             certificates.len(),
             0,
             "nothing kept once no configuration holds it"
+        );
+    }
+
+    #[test]
+    fn a_regex_the_operator_refuses_as_too_long_is_refused_here_too() {
+        let long = "a".repeat(crate::MAX_REGEX_LEN + 1);
+        let mut s = snapshot();
+        s.http.virtual_hosts.push(VirtualHost {
+            hostname: "a.acme.test".into(),
+            listener_port: 80,
+            routes: vec![RouteEntry {
+                route: RouteRef {
+                    kind: "HTTPRoute".into(),
+                    namespace: "acme".into(),
+                    name: "web".into(),
+                    rule: 0,
+                },
+                matches: bulkhead_snapshot::HttpMatch {
+                    path: Some(PathMatch::RegularExpression(long)),
+                    ..Default::default()
+                },
+                filters: vec![],
+                backends: vec![],
+                timeouts: Timeouts::default(),
+            }],
+        });
+        let e = compile_err(&s);
+        assert!(
+            e.contains("HTTPRoute acme/web rule 0") && e.contains("longer than 1024"),
+            "{e:?}"
         );
     }
 
@@ -550,7 +577,7 @@ mod tests {
         let mut s = snapshot();
         s.https
             .terminate_tcp
-            .push(bulkhead_crds::snapshot::TlsTerminateTcp {
+            .push(bulkhead_snapshot::TlsTerminateTcp {
                 hostname: "db.acme.test".into(),
                 certificate: "acme/missing".into(),
                 listener: ListenerRef {

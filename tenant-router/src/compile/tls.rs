@@ -3,39 +3,34 @@
 //! also serves clients that send no SNI).
 
 use crate::error::CompileError;
-use bulkhead_crds::snapshot::Certificate;
 use bulkhead_hostmatch::{normalize_host, HostPattern, HostTable};
+use bulkhead_snapshot::Certificate;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 /// ALPN protocols offered on terminated TLS, in preference order.
 pub(crate) const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
-/// Parses one certificate chain and key, checking that they belong together.
+/// Parses one certificate chain and key with the snapshot contract's
+/// [`bulkhead_snapshot::pem::certified_key`], checking that they belong together.
 pub(crate) fn certified_key(
     id: &str,
     cert: &Certificate,
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, CompileError> {
-    let bad = |reason: String| CompileError::Certificate {
+    bulkhead_snapshot::pem::certified_key(
+        cert.cert_pem.as_bytes(),
+        cert.key_pem.as_bytes(),
+        provider,
+    )
+    .map(Arc::new)
+    .map_err(|e| CompileError::Certificate {
         id: id.to_owned(),
-        reason,
-    };
-    let chain = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("certificate PEM: {e}")))?;
-    if chain.is_empty() {
-        return Err(bad("certificate PEM holds no certificate".into()));
-    }
-    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
-        .map_err(|e| bad(format!("private key PEM: {e}")))?;
-    let ck = CertifiedKey::from_der(chain, key, provider).map_err(|e| bad(e.to_string()))?;
-    Ok(Arc::new(ck))
+        reason: e.to_string(),
+    })
 }
 
 /// Parsed certificates by content (SHA-256 of chain and key), shared by every live configuration.

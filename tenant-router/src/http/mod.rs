@@ -30,7 +30,7 @@ use crate::metrics::{
 use crate::otel::{Arrival, RequestSpan};
 use crate::outlier::{Health, OutlierPolicy};
 use crate::upstream::{UpstreamError, Upstreams};
-use bulkhead_crds::snapshot::BackendProtocol;
+use bulkhead_snapshot::BackendProtocol;
 use http::header::{CONTENT_TYPE, HOST, LOCATION};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -959,8 +959,8 @@ mod selection {
     use super::*;
     use crate::balance::EndpointRegistry;
     use crate::compile::{compile, CertificateCache};
-    use bulkhead_crds::snapshot::TenantSnapshot;
     use bulkhead_hostmatch::Host;
+    use bulkhead_snapshot::TenantSnapshot;
     use http::HeaderMap;
 
     fn config() -> CompiledConfig {

@@ -2,7 +2,7 @@
 //! mid-response (the client response is aborted), HTTP/2 prior-knowledge backends, upgrades.
 
 use crate::support::*;
-use bulkhead_crds::snapshot::{BackendProtocol, Timeouts};
+use bulkhead_snapshot::{BackendProtocol, Timeouts};
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};

@@ -2,7 +2,7 @@
 //! reason while the previous configuration keeps serving, shutdown drains.
 
 use crate::support::*;
-use bulkhead_crds::snapshot::{BackendProtocol, PathMatch, TenantSnapshot};
+use bulkhead_snapshot::{BackendProtocol, PathMatch, TenantSnapshot};
 use http::StatusCode;
 use std::time::Duration;
 

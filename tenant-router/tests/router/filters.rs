@@ -1,7 +1,7 @@
 //! Filters (header modifiers, redirects, rewrites) and forwarding headers.
 
 use crate::support::*;
-use bulkhead_crds::snapshot::{
+use bulkhead_snapshot::{
     BackendProtocol, HeaderModifier, HttpFilter, PathModifier, Redirect, RouteEntry,
     TenantSnapshot, UrlRewrite,
 };
@@ -254,7 +254,7 @@ async fn request_mirror_sends_a_copy_and_the_answer_comes_from_the_backend() {
             prefix("/"),
             vec![weighted(Some("acme/web:80"), 1)],
         ),
-        vec![HttpFilter::RequestMirror(bulkhead_crds::snapshot::Mirror {
+        vec![HttpFilter::RequestMirror(bulkhead_snapshot::Mirror {
             backend: "acme/shadow:80".into(),
             percent: 100,
         })],

@@ -1,7 +1,7 @@
 //! Connection and request limits are enforced.
 
 use crate::support::*;
-use bulkhead_crds::snapshot::BackendProtocol;
+use bulkhead_snapshot::BackendProtocol;
 use std::future::Future;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

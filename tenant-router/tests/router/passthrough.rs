@@ -1,7 +1,7 @@
 //! TLS passthrough: the raw stream reaches the TLSRoute backend byte for byte.
 
 use crate::support::*;
-use bulkhead_crds::snapshot::{BackendProtocol, PassthroughRoute, RouteRef, TlsTerminateTcp};
+use bulkhead_snapshot::{BackendProtocol, PassthroughRoute, RouteRef, TlsTerminateTcp};
 use rustls_pki_types::ServerName;
 use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

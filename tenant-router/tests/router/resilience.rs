@@ -2,7 +2,7 @@
 //! acted on) and passive ejection of failing endpoints, over real loopback sockets.
 
 use crate::support::*;
-use bulkhead_crds::snapshot::{BackendProtocol, TenantSnapshot};
+use bulkhead_snapshot::{BackendProtocol, TenantSnapshot};
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
@@ -607,11 +607,10 @@ async fn mirrors_beyond_the_bound_are_dropped_and_the_request_still_served() {
     let web = EchoBackend::start("web").await;
     let held = Hangup::holding().await;
     let mut s = snapshot_for(1, &[web.addr], &[("held", &[held.addr])]);
-    let mirror =
-        bulkhead_crds::snapshot::HttpFilter::RequestMirror(bulkhead_crds::snapshot::Mirror {
-            backend: "acme/held:80".into(),
-            percent: 100,
-        });
+    let mirror = bulkhead_snapshot::HttpFilter::RequestMirror(bulkhead_snapshot::Mirror {
+        backend: "acme/held:80".into(),
+        percent: 100,
+    });
     for vhost in &mut s.http.virtual_hosts {
         for route in &mut vhost.routes {
             route.filters = vec![mirror.clone()];

@@ -1,7 +1,7 @@
 //! Certificate choice by SNI, HTTP/1.1 and HTTP/2 routing by host and path, 404 / 421 / 500, weights.
 
 use crate::support::*;
-use bulkhead_crds::snapshot::{BackendProtocol, PathMatch, TenantSnapshot};
+use bulkhead_snapshot::{BackendProtocol, PathMatch, TenantSnapshot};
 use http::{StatusCode, Version};
 
 struct Fixture {

@@ -2,13 +2,13 @@
 //! that speak PROXY v2 + rustls + hyper over real loopback sockets.
 
 use bulkhead_admin::ReadyFlag;
-use bulkhead_crds::snapshot::{
-    Backend, BackendProtocol, Certificate, HttpMatch, ListenerRef, PathMatch, RouteEntry, RouteRef,
-    Sealed, TenantSnapshot, TlsTerminate, VirtualHost, WeightedBackend,
-};
 use bulkhead_proxy_io::{encode_v2, ProxyAddresses};
 use bulkhead_router::{Router, RouterConfig, RouterError, RouterMetrics};
 use bulkhead_snapshot::{Ack, Publisher};
+use bulkhead_snapshot::{
+    Backend, BackendProtocol, Certificate, HttpMatch, ListenerRef, PathMatch, RouteEntry, RouteRef,
+    Sealed, TenantSnapshot, TlsTerminate, VirtualHost, WeightedBackend,
+};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};

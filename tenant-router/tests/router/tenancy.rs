@@ -3,14 +3,14 @@
 //! (refused unread).
 
 use crate::support::*;
-use bulkhead_crds::snapshot::BackendProtocol;
+use bulkhead_snapshot::BackendProtocol;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `*.acme.test` served on both listeners by `web`, with `shop.acme.test` owned by another tenant.
-fn overlapping(pki: &Pki, web: &EchoBackend) -> bulkhead_crds::snapshot::TenantSnapshot {
+fn overlapping(pki: &Pki, web: &EchoBackend) -> bulkhead_snapshot::TenantSnapshot {
     let mut s = base_snapshot(pki, 1);
     s.hostnames = vec!["*.acme.test".into()];
     s.foreign_hostnames = vec!["shop.acme.test".into()];

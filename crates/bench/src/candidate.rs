@@ -1,4 +1,4 @@
-//! `bulkhead bench-candidate`: plugs one tier into the load harness in `shared/bench`.
+//! `bulkhead-bench bench-candidate`: plugs one tier into the load harness in `shared/bench`.
 //!
 //! The harness describes routes in a small text file (`$BENCH_ROUTES`, replaced atomically on every
 //! change) instead of Gateway API objects. This adapter turns that file into the same snapshots the
@@ -12,14 +12,14 @@
 
 use anyhow::Context;
 use bulkhead_admin::Readiness;
-use bulkhead_crds::snapshot::{
+use bulkhead_edge::{Edge, EdgeConfig, EdgeMetrics};
+use bulkhead_router::{Router, RouterConfig, RouterMetrics};
+use bulkhead_snapshot::Publisher;
+use bulkhead_snapshot::{
     Backend, BackendProtocol, Certificate, EdgeRoute, EdgeSnapshot, HttpMatch, ListenerRef,
     PathMatch, RouteEntry, RouteRef, RouterEndpoints, Sealed, TenantSnapshot, TlsTerminate,
     VirtualHost, WeightedBackend,
 };
-use bulkhead_edge::{Edge, EdgeConfig, EdgeMetrics};
-use bulkhead_router::{Router, RouterConfig, RouterMetrics};
-use bulkhead_snapshot::Publisher;
 use bulkhead_snapshot_wire::cert_reload::stamp;
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;

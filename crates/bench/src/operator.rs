@@ -1,4 +1,4 @@
-//! `bulkhead bench-operator`: the control plane's scale benchmark (a benchmark, not a test).
+//! `bulkhead-bench bench-operator`: the control plane's scale benchmark (a benchmark, not a test).
 //!
 //! It builds a synthetic cluster shaped like the origin story's tenants (per tenant: a Namespace, a
 //! Tenant, a Gateway with an HTTP and an HTTPS listener and its certificate Secret, `--services`
@@ -17,13 +17,13 @@
 //! It prints the operator's RSS, the full compile time, and p50/p99/max latency per phase.
 
 use anyhow::Context;
-use bulkhead_crds::snapshot::TenantSnapshot;
 use bulkhead_operator::kube::control::{ControlLoop, Statuses};
 use bulkhead_operator::kube::onboarding::Desired;
 use bulkhead_operator::kube::store::StoreEvent;
 use bulkhead_operator::kube::watch::WATCHED_KINDS;
 use bulkhead_operator::kube::TenantDirectory;
 use bulkhead_operator::objects::Object;
+use bulkhead_snapshot::TenantSnapshot;
 use bulkhead_snapshot_wire::{
     server_tls_config, subscribe, ClientConfig, Identity, SnapshotServer, StaticTokens, StreamName,
 };
@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 /// How long a probe may take before it counts as lost.
 const PROBE_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Arguments of `bulkhead bench-operator`.
+/// Arguments of `bulkhead-bench bench-operator`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ScaleArgs {
     /// Tenants in the synthetic cluster.
@@ -278,7 +278,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     );
     let (rss_start, _) = memory_kib();
 
-    let ca = crate::pki::DemoCa::new("bench-operator CA").context("CA")?;
+    let ca = bulkhead::pki::DemoCa::new("bench-operator CA").context("CA")?;
     let tenant_cert = ca.issue(&["*.bench.test"]).context("tenant certificate")?;
     let server_cert = ca.issue(&["localhost"]).context("server certificate")?;
     let extra = (0..args.certificates)
