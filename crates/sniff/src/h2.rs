@@ -94,7 +94,9 @@ pub(crate) enum Progress {
     Need(usize),
     /// The first header block is complete: its fragments, and where it ends.
     Block {
+        /// Where the block's fragments lie in the buffer, in order (padding excluded).
         fragments: Vec<Range<usize>>,
+        /// Length of everything up to the end of the block's last frame, preface included.
         len: usize,
     },
 }
