@@ -287,6 +287,14 @@ async fn h2c_clients_that_never_finish_their_first_request_get_goaway_and_are_co
     assert_eq!(goaway_code(&answer), 0x1, "PROTOCOL_ERROR");
     assert_eq!(refused(&s, "h2_malformed").await, 1);
 
+    // A complete first request for a host no tenant owns: GOAWAY, not an HTTP/1.1 404.
+    let mut unknown = preface_and_settings();
+    let mut block = vec![0x82, 0x86, 0x84, 0x01, 16];
+    block.extend_from_slice(b"nobody.else.test");
+    unknown.extend(frame(0x1, 0x5, 1, &block));
+    let answer = exchange(&s, &unknown).await;
+    assert_eq!(goaway_code(&answer), NO_ERROR);
+
     // The edge still serves.
     let (status, _, body) = eventually(SETTLE, || async {
         let mut sender = h2c_connect(&s).await;
