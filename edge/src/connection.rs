@@ -12,7 +12,7 @@ use crate::metrics::{
     ClosedLabels, EdgeMetrics, GaugeGuard, ListenerLabels, SniffLabels, TenantLabels,
 };
 use crate::refusals::RefusalTally;
-use crate::refuse::{refuse, Refusal};
+use crate::refuse::{refuse, Dialect, Refusal};
 use crate::sources::SourceLimits;
 use crate::table::{listener_label, EdgeTable, PortEntry, TenantEntry};
 use crate::upstream_proxy::{client_addresses, looks_like_proxy_header};
@@ -136,6 +136,7 @@ pub(crate) async fn serve(
     drop(sniff_slot);
     drop(source_slot);
     let peer = addrs.source;
+    let dialect = Dialect::of(port, &sniffed);
     let host = match host {
         Ok(host) => {
             sniff_outcome(metrics, listener, "ok");
@@ -148,12 +149,22 @@ pub(crate) async fn serve(
             tracing::debug!(%peer, listener, "refused: PROXY header from a peer that is not a trusted load balancer");
             return;
         }
+        Err(e) if dialect == Dialect::H2 => {
+            sniff_outcome(metrics, listener, e.reason());
+            let reason = h2_refusal_reason(&e);
+            shared.count_refusal(listener, "", reason);
+            tracing::debug!(%peer, listener, reason, error = %e, "refused: no valid first HTTP/2 request");
+            if let Some(refusal) = Refusal::for_sniff_error(&e) {
+                refuse(client, dialect, refusal, shared.limits.linger_timeout).await;
+            }
+            return;
+        }
         Err(e) => {
             sniff_outcome(metrics, listener, e.reason());
             shared.refusals.note(e.reason());
             tracing::debug!(%peer, listener, reason = e.reason(), error = %e, "refused: sniffing failed");
             if let Some(refusal) = Refusal::for_sniff_error(&e) {
-                refuse(client, port, refusal, shared.limits.linger_timeout).await;
+                refuse(client, dialect, refusal, shared.limits.linger_timeout).await;
             }
             return;
         }
@@ -175,7 +186,7 @@ pub(crate) async fn serve(
                 Refusal::NoCatchAll
             }
         };
-        refuse(client, port, refusal, shared.limits.linger_timeout).await;
+        refuse(client, dialect, refusal, shared.limits.linger_timeout).await;
         return;
     };
     drop(table);
@@ -186,7 +197,20 @@ pub(crate) async fn serve(
 /// by address) when no tenant owns `*`.
 const NO_CATCH_ALL: &str = "no_catch_all";
 
-/// Reads the routing name within `timeout`: the SNI on the TLS listener, the `Host` on the HTTP
+/// The `refused` reason of a cleartext HTTP/2 connection whose first request could not be read
+/// (preface, frames up to the end of the first header block): a fixed label per cause.
+fn h2_refusal_reason(e: &SniffError) -> &'static str {
+    match e {
+        SniffError::Timeout => "h2_timeout",
+        SniffError::TooLarge => "h2_too_large",
+        SniffError::Closed | SniffError::Io(_) => "h2_closed",
+        SniffError::MissingHost | SniffError::BadHost(_) => "h2_bad_host",
+        SniffError::NotTls | SniffError::NotHttp | SniffError::Malformed(_) => "h2_malformed",
+    }
+}
+
+/// Reads the routing name within `timeout`: the SNI on the TLS listener, the `Host` (or, for
+/// cleartext HTTP/2 with prior knowledge, the first request's `:authority`) on the HTTP
 /// listener; `None` when the client named no host (a ClientHello without SNI, a request by IP
 /// address), which only the tenant owning `*` serves. `buf` may already hold the stream's first
 /// bytes.
@@ -226,6 +250,7 @@ async fn forward(
     let limits = &shared.limits;
     let metrics = &shared.metrics;
     let peer = addrs.source;
+    let dialect = Dialect::of(port, &sniffed);
     let refused = |reason: &'static str| {
         shared.count_refusal(listener, &tenant.name, reason);
         tracing::debug!(%peer, listener, tenant = %tenant.name, reason, "refused");
@@ -235,25 +260,25 @@ async fn forward(
         Ok(slot) => slot,
         Err(reason) => {
             refused(reason);
-            refuse(client, port, Refusal::Unavailable, limits.linger_timeout).await;
+            refuse(client, dialect, Refusal::Unavailable, limits.linger_timeout).await;
             return;
         }
     };
     let Some(_tenant_slot) = tenant.try_acquire(limits.max_connections_per_tenant) else {
         refused("tenant_limit");
-        refuse(client, port, Refusal::Unavailable, limits.linger_timeout).await;
+        refuse(client, dialect, Refusal::Unavailable, limits.linger_timeout).await;
         return;
     };
     let entry = tenant.port(port);
     if entry.endpoints.is_empty() {
         refused("no_endpoint");
-        refuse(client, port, Refusal::Unavailable, limits.linger_timeout).await;
+        refuse(client, dialect, Refusal::Unavailable, limits.linger_timeout).await;
         return;
     }
     let Some((mut upstream, index)) = connect(entry, limits, metrics, &tenant.name, listener).await
     else {
         refused("connect_failed");
-        refuse(client, port, Refusal::Unavailable, limits.linger_timeout).await;
+        refuse(client, dialect, Refusal::Unavailable, limits.linger_timeout).await;
         return;
     };
     let endpoint = &entry.endpoints[index];

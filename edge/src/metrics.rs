@@ -126,7 +126,9 @@ impl EdgeMetrics {
         r.register(
             "refused",
             "Connections refused after they were accepted, by listener, tenant and reason \
-             (per source: source_rate_limit, source_sniffing_limit, source_tenant_limit)",
+             (per source: source_rate_limit, source_sniffing_limit, source_tenant_limit; \
+             cleartext HTTP/2 without a valid first request: h2_timeout, h2_too_large, \
+             h2_malformed, h2_bad_host, h2_closed)",
             m.refused.clone(),
         );
         r.register(

@@ -21,8 +21,20 @@ pub struct HttpHostInfo {
     /// The host named by the request, normalised (port stripped): a name, or an IP address for a
     /// request by address.
     pub host: Host,
-    /// Length of the request head, final empty line included.
+    /// Length of the request head, final empty line included; for HTTP/2, of everything up to
+    /// the end of the first header block (preface included).
     pub head_len: usize,
+    /// The protocol the connection speaks.
+    pub protocol: HttpProtocol,
+}
+
+/// The protocol of a plain HTTP connection, as its first bytes tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpProtocol {
+    /// HTTP/1.x: a request head.
+    Http1,
+    /// Cleartext HTTP/2 with prior knowledge: the client preface, then frames (RFC 9113 §3.3).
+    Http2PriorKnowledge,
 }
 
 /// Parses the request head at the start of `buf`.
@@ -69,7 +81,11 @@ pub fn sniff_http_host(buf: &[u8]) -> Result<Option<HttpHostInfo>, SniffError> {
         (None, Some(header)) => normalize_value(header)?,
         (None, None) => return Err(SniffError::MissingHost),
     };
-    Ok(Some(HttpHostInfo { host, head_len }))
+    Ok(Some(HttpHostInfo {
+        host,
+        head_len,
+        protocol: HttpProtocol::Http1,
+    }))
 }
 
 /// Refuses early what cannot become a request line: the first byte after at most a few empty lines
@@ -127,8 +143,8 @@ fn absolute_form_host(target: &str) -> Result<Option<&str>, SniffError> {
     Ok(Some(authority))
 }
 
-/// Normalises a `Host` header value; an empty value names no host.
-fn normalize_value(value: &[u8]) -> Result<Host, SniffError> {
+/// Normalises a `Host` header (or HTTP/2 `:authority`) value; an empty value names no host.
+pub(crate) fn normalize_value(value: &[u8]) -> Result<Host, SniffError> {
     let value = std::str::from_utf8(value)
         .map_err(|_| SniffError::malformed("Host header is not ASCII"))?
         .trim_matches([' ', '\t']);

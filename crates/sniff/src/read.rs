@@ -4,6 +4,7 @@
 //! (e.g. with `bulkhead_proxy_io::Rewind`). Reads stop as soon as the name is known; the buffer grows
 //! to at most the protocol limit plus one [`READ_CHUNK`].
 
+use crate::h2::{first_header_block, is_preface_prefix, sniff_h2_host, Progress, H2_PREFACE};
 use crate::http::{check_request_start, has_empty_line_after, sniff_http_host, HttpHostInfo};
 use crate::tls::{ClientHelloInfo, HelloAssembler};
 use crate::{SniffError, MAX_HTTP_HEAD};
@@ -35,24 +36,43 @@ pub async fn read_client_hello<R: AsyncRead + Unpin>(
         .map_err(|_| SniffError::Timeout)?
 }
 
-/// Reads an HTTP/1.x request head from `r`, appending every byte read to `buf` (which may already
-/// hold the first bytes of the stream), and returns its `Host`. Fails with [`SniffError::Timeout`] if
-/// the head is not complete within `timeout`, and reads no further than [`MAX_HTTP_HEAD`] bytes (plus
-/// one chunk).
+/// Reads the first request's host from a plain HTTP connection `r`: an HTTP/1.x request head, or,
+/// when the stream starts with the HTTP/2 preface, the first HTTP/2 header block (see
+/// [`sniff_h2_host`](crate::sniff_h2_host)). Every byte read is appended to `buf` (which may
+/// already hold the first bytes of the stream). Fails with [`SniffError::Timeout`] if the head is
+/// not complete within `timeout`, and reads no further than [`MAX_HTTP_HEAD`] bytes (plus one
+/// chunk).
 pub async fn read_http_host<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
     timeout: Duration,
 ) -> Result<HttpHostInfo, SniffError> {
     let sniff = async {
-        // The full parse runs only when an empty line (a possible end of head) arrived, so a peer
-        // trickling bytes costs linear time.
+        // A parse runs only when it can complete: for HTTP/1 when an empty line (a possible end
+        // of head) arrived, for HTTP/2 when the next frame is whole, so a peer trickling bytes
+        // costs linear time.
         let mut scanned = 0;
+        let mut h2_need = 0;
         loop {
-            check_request_start(buf)?;
-            if has_empty_line_after(buf, scanned) || buf.len() >= MAX_HTTP_HEAD {
-                if let Some(info) = sniff_http_host(buf)? {
-                    return Ok(info);
+            if buf.len() < H2_PREFACE.len() && is_preface_prefix(buf) {
+                // Too early to tell HTTP/2 from an HTTP/1 request line.
+            } else if buf.starts_with(H2_PREFACE) {
+                if buf.len() >= h2_need {
+                    match first_header_block(buf)? {
+                        Progress::Need(n) => h2_need = n,
+                        Progress::Block { .. } => {
+                            if let Some(info) = sniff_h2_host(buf)? {
+                                return Ok(info);
+                            }
+                        }
+                    }
+                }
+            } else {
+                check_request_start(buf)?;
+                if has_empty_line_after(buf, scanned) || buf.len() >= MAX_HTTP_HEAD {
+                    if let Some(info) = sniff_http_host(buf)? {
+                        return Ok(info);
+                    }
                 }
             }
             scanned = buf.len();
@@ -181,6 +201,70 @@ mod tests {
         assert_eq!(info.host.to_string(), "b.example");
         assert_eq!(info.head_len, req.len() - 4);
         assert!(req.starts_with(&buf));
+        let _client = writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn h2_prior_knowledge_from_a_real_client_is_read_and_kept_for_replay() {
+        let (client, mut server) = pair().await;
+        let client_task = tokio::spawn(async move {
+            let (mut send, conn) = h2::client::handshake(client).await.unwrap();
+            let conn = tokio::spawn(conn);
+            let req = http::Request::post("http://GRPC.example.test:8080/pkg.Svc/Call")
+                .header("content-type", "application/grpc")
+                .body(())
+                .unwrap();
+            let (_response, _stream) = send.send_request(req, false).unwrap();
+            // Keep the connection open until the server side is done.
+            let _ = conn.await;
+        });
+        let mut buf = Vec::new();
+        let info = read_http_host(&mut server, &mut buf, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(info.host.to_string(), "grpc.example.test");
+        assert_eq!(info.protocol, crate::HttpProtocol::Http2PriorKnowledge);
+        assert!(buf.starts_with(crate::H2_PREFACE));
+        assert!(info.head_len <= buf.len());
+        drop(server);
+        client_task.abort();
+    }
+
+    #[tokio::test]
+    async fn h2_preface_then_nothing_times_out_with_the_bytes_kept() {
+        let (mut client, mut server) = pair().await;
+        client.write_all(crate::H2_PREFACE).await.unwrap();
+        let mut buf = Vec::new();
+        let err = read_http_host(&mut server, &mut buf, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SniffError::Timeout), "{err:?}");
+        assert_eq!(buf, crate::H2_PREFACE);
+    }
+
+    #[tokio::test]
+    async fn h2_frames_trickled_byte_by_byte_are_read() {
+        let req = crate::h2::tests::request(&[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", "t.example"),
+            (":path", "/"),
+        ]);
+        let (mut client, mut server) = pair().await;
+        let sent = req.clone();
+        let writer = tokio::spawn(async move {
+            for b in sent {
+                client.write_all(&[b]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            client
+        });
+        let mut buf = Vec::new();
+        let info = read_http_host(&mut server, &mut buf, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(info.host.to_string(), "t.example");
+        assert_eq!(info.head_len, req.len());
         let _client = writer.await.unwrap();
     }
 

@@ -42,3 +42,14 @@ fn http_host_seeds_replay() {
         }
     }
 }
+
+#[test]
+fn h2_host_seeds_replay() {
+    for (name, bytes) in seeds("h2_host") {
+        let result = bulkhead_sniff::sniff_h2_host(&bytes);
+        if !name.starts_with("regression-") {
+            let info = result.unwrap_or_else(|e| panic!("{name}: {e}")).unwrap();
+            assert_eq!(info.host.to_string(), "www.example.com", "{name}");
+        }
+    }
+}
