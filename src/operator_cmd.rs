@@ -11,7 +11,7 @@
 
 use anyhow::Context;
 use bulkhead_admin::{AdminServer, AdminState, Readiness};
-use bulkhead_operator::children::ChildSettings;
+use bulkhead_operator::children::{self, ChildSettings, RouterResources};
 use bulkhead_operator::kube::leader::LeaderElector;
 use bulkhead_operator::kube::leader_label::LeaderLabel;
 use bulkhead_operator::kube::watch::{WatchSettings, DEFAULT_DEGRADE_AFTER};
@@ -63,6 +63,27 @@ pub struct OperatorArgs {
     /// address ranges (the pod CIDR cannot be known).
     #[arg(long, value_delimiter = ',', default_values_t = bulkhead_proxy_io::cidr::networks(&bulkhead_proxy_io::cidr::PRIVATE_NETWORKS))]
     pub router_accept_proxy_from: Vec<bulkhead_proxy_io::cidr::Cidr>,
+    /// `imagePullSecrets` of the router pods (comma separated Secret names). Each Secret must
+    /// exist in every tenant namespace; the operator does not copy it.
+    #[arg(long, value_delimiter = ',')]
+    pub router_image_pull_secrets: Vec<String>,
+    /// CPU request of each router container.
+    #[arg(long, default_value = children::DEFAULT_CPU_REQUEST)]
+    pub router_cpu_request: String,
+    /// Memory request of each router container.
+    #[arg(long, default_value = children::DEFAULT_MEMORY_REQUEST)]
+    pub router_memory_request: String,
+    /// CPU limit of each router container (none by default: throttling a proxy adds latency;
+    /// set it where a LimitRange or ResourceQuota requires one).
+    #[arg(long)]
+    pub router_cpu_limit: Option<String>,
+    /// Memory limit of each router container.
+    #[arg(long, default_value = children::DEFAULT_MEMORY_LIMIT)]
+    pub router_memory_limit: String,
+    /// Namespaces (comma separated) the routers may connect to besides their own tenant's
+    /// namespace, the operator and DNS: where cross-namespace backends live.
+    #[arg(long, value_delimiter = ',')]
+    pub router_egress_namespaces: Vec<String>,
     /// Seconds a kind's initial list may fail (anything but 404: 403, a broken conversion
     /// webhook) before the kind is served as empty and reported degraded, so every other kind
     /// and tenant is compiled.
@@ -88,6 +109,16 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         ChildSettings::new(args.router_image.clone(), args.operator_url.clone(), ca_pem);
     settings.system_namespace = args.namespace.clone();
     settings.router_accept_proxy_from = args.router_accept_proxy_from.clone();
+    settings.image_pull_secrets = args.router_image_pull_secrets.clone();
+    settings.router_egress_namespaces = args.router_egress_namespaces.clone();
+    settings.operator_snapshot_port = i32::from(args.snapshot_listen.port());
+    settings.resources = children::router_resources(&RouterResources {
+        cpu_request: args.router_cpu_request.clone(),
+        memory_request: args.router_memory_request.clone(),
+        cpu_limit: args.router_cpu_limit.clone(),
+        memory_limit: Some(args.router_memory_limit.clone()),
+    });
+    children::validate_settings(&settings).context("invalid tenant router settings")?;
 
     let client = provider::default_client()
         .await
