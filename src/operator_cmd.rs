@@ -11,7 +11,7 @@
 
 use anyhow::Context;
 use bulkhead_admin::{AdminServer, AdminState, Readiness};
-use bulkhead_operator::children::ChildSettings;
+use bulkhead_operator::children::{self, ChildSettings, RouterResources};
 use bulkhead_operator::kube::leader::LeaderElector;
 use bulkhead_operator::kube::leader_label::LeaderLabel;
 use bulkhead_operator::kube::watch::{WatchSettings, DEFAULT_DEGRADE_AFTER};
@@ -63,6 +63,27 @@ pub struct OperatorArgs {
     /// address ranges (the pod CIDR cannot be known).
     #[arg(long, value_delimiter = ',', default_values_t = bulkhead_proxy_io::cidr::networks(&bulkhead_proxy_io::cidr::PRIVATE_NETWORKS))]
     pub router_accept_proxy_from: Vec<bulkhead_proxy_io::cidr::Cidr>,
+    /// `imagePullSecrets` of the router pods (comma separated Secret names). Each Secret must
+    /// exist in every tenant namespace; the operator does not copy it.
+    #[arg(long, value_delimiter = ',')]
+    pub router_image_pull_secrets: Vec<String>,
+    /// CPU request of each router container.
+    #[arg(long, default_value = children::DEFAULT_CPU_REQUEST)]
+    pub router_cpu_request: String,
+    /// Memory request of each router container.
+    #[arg(long, default_value = children::DEFAULT_MEMORY_REQUEST)]
+    pub router_memory_request: String,
+    /// CPU limit of each router container (none by default: throttling a proxy adds latency;
+    /// set it where a LimitRange or ResourceQuota requires one).
+    #[arg(long)]
+    pub router_cpu_limit: Option<String>,
+    /// Memory limit of each router container.
+    #[arg(long, default_value = children::DEFAULT_MEMORY_LIMIT)]
+    pub router_memory_limit: String,
+    /// Namespaces (comma separated) the routers may connect to besides their own tenant's
+    /// namespace, the operator and DNS: where cross-namespace backends live.
+    #[arg(long, value_delimiter = ',')]
+    pub router_egress_namespaces: Vec<String>,
     /// Seconds a kind's initial list may fail (anything but 404: 403, a broken conversion
     /// webhook) before the kind is served as empty and reported degraded, so every other kind
     /// and tenant is compiled.
@@ -72,6 +93,26 @@ pub struct OperatorArgs {
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The settings of the tenant routers the operator applies, from its flags; a bad value (not a
+/// quantity, not a Secret or namespace name) is an error naming the setting.
+fn child_settings(args: &OperatorArgs, ca_pem: String) -> anyhow::Result<ChildSettings> {
+    let mut settings =
+        ChildSettings::new(args.router_image.clone(), args.operator_url.clone(), ca_pem);
+    settings.system_namespace = args.namespace.clone();
+    settings.router_accept_proxy_from = args.router_accept_proxy_from.clone();
+    settings.image_pull_secrets = args.router_image_pull_secrets.clone();
+    settings.router_egress_namespaces = args.router_egress_namespaces.clone();
+    settings.operator_snapshot_port = i32::from(args.snapshot_listen.port());
+    settings.resources = children::router_resources(&RouterResources {
+        cpu_request: args.router_cpu_request.clone(),
+        memory_request: args.router_memory_request.clone(),
+        cpu_limit: args.router_cpu_limit.clone(),
+        memory_limit: Some(args.router_memory_limit.clone()),
+    });
+    children::validate_settings(&settings).context("invalid tenant router settings")?;
+    Ok(settings)
 }
 
 /// Runs the operator until SIGTERM.
@@ -84,10 +125,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let tls = cert.server_config()?;
     let ca_pem = String::from_utf8(read(&args.ca_cert)?).context("--ca-cert is not PEM text")?;
     let (ca_tx, operator_ca) = watch::channel(ca_pem.clone());
-    let mut settings =
-        ChildSettings::new(args.router_image.clone(), args.operator_url.clone(), ca_pem);
-    settings.system_namespace = args.namespace.clone();
-    settings.router_accept_proxy_from = args.router_accept_proxy_from.clone();
+    let settings = child_settings(&args, ca_pem)?;
 
     let client = provider::default_client()
         .await
@@ -268,4 +306,89 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// `bulkhead operator` with the required flags and `extra`.
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: OperatorArgs,
+    }
+
+    fn parse(extra: &[&str]) -> OperatorArgs {
+        let mut argv = vec![
+            "operator",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--ca-cert",
+            "ca",
+            "--operator-url",
+            "https://bulkhead-operator.bulkhead-system.svc:8443",
+            "--router-image",
+            "ghcr.io/bulkhead/bulkhead:0.1.0",
+            "--namespace",
+            "bulkhead-system",
+        ];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).expect("flags parse").args
+    }
+
+    const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn router_flags_reach_the_child_settings() {
+        let args = parse(&[
+            "--snapshot-listen",
+            "[::]:9443",
+            "--router-image-pull-secrets",
+            "registry-a,registry-b",
+            "--router-cpu-limit",
+            "2",
+            "--router-memory-request",
+            "256Mi",
+            "--router-egress-namespaces",
+            "shared-db",
+        ]);
+        let settings = child_settings(&args, CA.to_owned()).expect("valid settings");
+        assert_eq!(settings.image_pull_secrets, ["registry-a", "registry-b"]);
+        assert_eq!(settings.router_egress_namespaces, ["shared-db"]);
+        assert_eq!(settings.operator_snapshot_port, 9443);
+        let limits = settings.resources.limits.expect("limits");
+        assert_eq!(limits.get("cpu").map(|q| q.0.as_str()), Some("2"));
+        assert_eq!(
+            limits.get("memory").map(|q| q.0.as_str()),
+            Some(children::DEFAULT_MEMORY_LIMIT)
+        );
+        let requests = settings.resources.requests.expect("requests");
+        assert_eq!(requests.get("memory").map(|q| q.0.as_str()), Some("256Mi"));
+    }
+
+    #[test]
+    fn defaults_match_the_child_defaults() {
+        let settings = child_settings(&parse(&[]), CA.to_owned()).expect("valid settings");
+        let defaults = ChildSettings::new("i", "https://o", CA);
+        assert_eq!(settings.resources, defaults.resources);
+        assert!(settings.image_pull_secrets.is_empty());
+        assert_eq!(
+            settings.operator_snapshot_port,
+            children::DEFAULT_OPERATOR_SNAPSHOT_PORT
+        );
+    }
+
+    #[test]
+    fn a_bad_router_setting_stops_the_operator_naming_it() {
+        let args = parse(&["--router-cpu-request", "a lot"]);
+        let err = child_settings(&args, CA.to_owned()).expect_err("refused");
+        assert!(format!("{err:#}").contains("resources"), "{err:#}");
+        let args = parse(&["--router-image-pull-secrets", "Bad_Name"]);
+        let err = child_settings(&args, CA.to_owned()).expect_err("refused");
+        assert!(format!("{err:#}").contains("image_pull_secrets"), "{err:#}");
+    }
 }

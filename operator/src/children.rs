@@ -10,7 +10,16 @@
 //!   API checks by TokenReview;
 //! - a `Service` (ports `https` 8443, `http` 8080, `admin` 9901);
 //! - a `PodDisruptionBudget` (at most one router down at a time);
-//! - a `NetworkPolicy` admitting the edge's pods on 8443/8080 and the metrics scraper on 9901 only;
+//! - a `NetworkPolicy` admitting the edge's pods on 8443/8080 and the metrics scraper on 9901 only,
+//!   and letting the routers reach only what they need, so they work in a namespace whose own
+//!   policies deny all egress (NetworkPolicies add up) and reach nothing else where none does:
+//!   the operator's snapshot port (its pods, in the operator's namespace), DNS (the `kube-dns`
+//!   pods of `kube-system`, UDP and TCP 53), every pod of the tenant's own namespace (its
+//!   backends), and the namespaces of [`ChildSettings::router_egress_namespaces`]. A backend in
+//!   another namespace (a cross-namespace `backendRef` a ReferenceGrant allows) is reachable only
+//!   when its namespace is listed there: an allow-list cannot say "anywhere but the other
+//!   tenants' namespaces" without naming them, and a per-tenant list derived from ReferenceGrants
+//!   would have to follow them (not done yet);
 //! - the `ConfigMap` [`OPERATOR_CA_CONFIG_MAP`] with the certificate the router trusts for the
 //!   snapshot API (public data, so a ConfigMap);
 //! - the `Secret` [`BOOTSTRAP_SECRET_NAME`] with the last snapshot (see [`Children::bootstrap`] for
@@ -31,6 +40,7 @@ use bulkhead_proxy_io::cidr::{networks, Cidr, PRIVATE_NETWORKS};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
+use k8s_openapi::api::core::v1::LocalObjectReference;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
     HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
@@ -39,12 +49,14 @@ use k8s_openapi::api::core::v1::{
     TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use kube::Resource;
@@ -97,11 +109,23 @@ pub const CA_DIR: &str = "/var/run/bulkhead/ca";
 pub const BOOTSTRAP_DIR: &str = "/var/run/bulkhead/bootstrap";
 
 /// Default CPU request of a router container.
-const DEFAULT_CPU_REQUEST: &str = "100m";
+pub const DEFAULT_CPU_REQUEST: &str = "100m";
 /// Default memory request of a router container.
-const DEFAULT_MEMORY_REQUEST: &str = "128Mi";
+pub const DEFAULT_MEMORY_REQUEST: &str = "128Mi";
 /// Default memory limit of a router container (no CPU limit: throttling a proxy adds latency).
-const DEFAULT_MEMORY_LIMIT: &str = "512Mi";
+pub const DEFAULT_MEMORY_LIMIT: &str = "512Mi";
+
+/// The operator's default snapshot API port (`bulkhead operator --snapshot-listen`): the port the
+/// routers' egress policy opens to the operator's pods.
+pub const DEFAULT_OPERATOR_SNAPSHOT_PORT: i32 = 8443;
+/// Name of the operator's pods (`app.kubernetes.io/name`), the routers' egress destination.
+pub const OPERATOR_NAME: &str = "bulkhead-operator";
+/// Namespace of the cluster DNS the routers' egress policy opens.
+pub const DNS_NAMESPACE: &str = "kube-system";
+/// Label (key, value) of the cluster DNS pods (CoreDNS and kube-dns both carry it).
+pub const DNS_POD_LABEL: (&str, &str) = ("k8s-app", "kube-dns");
+/// DNS port, opened for UDP and TCP.
+pub const DNS_PORT: i32 = 53;
 
 /// Namespaces no tenant may own: the system namespaces of Kubernetes and of Bulkhead.
 const RESERVED_NAMESPACE_PREFIX: &str = "kube-";
@@ -113,6 +137,14 @@ pub struct ChildSettings {
     pub image: String,
     /// `imagePullPolicy` of the router containers (cluster default when `None`).
     pub image_pull_policy: Option<String>,
+    /// `imagePullSecrets` of the router pods: Secret names that must exist in each tenant's
+    /// namespace (the operator does not copy them). Empty by default.
+    pub image_pull_secrets: Vec<String>,
+    /// The operator's snapshot API port on its pods, opened in the routers' egress policy.
+    pub operator_snapshot_port: i32,
+    /// Namespaces the routers may also reach (all ports), besides their own: where shared or
+    /// cross-namespace backends live. Empty by default.
+    pub router_egress_namespaces: Vec<String>,
     /// The snapshot API's URL as routers reach it (`https://…`).
     pub operator_url: String,
     /// The PEM certificate routers trust for the snapshot API.
@@ -142,27 +174,74 @@ impl ChildSettings {
         Self {
             image: image.into(),
             image_pull_policy: None,
+            image_pull_secrets: Vec::new(),
+            operator_snapshot_port: DEFAULT_OPERATOR_SNAPSHOT_PORT,
+            router_egress_namespaces: Vec::new(),
             operator_url: operator_url.into(),
             operator_ca_pem: operator_ca_pem.into(),
             system_namespace: SYSTEM_NAMESPACE.to_owned(),
             metrics_scraper_namespaces: Some(namespace_selector(DEFAULT_METRICS_NAMESPACE)),
-            resources: ResourceRequirements {
-                requests: Some(BTreeMap::from([
-                    ("cpu".to_owned(), Quantity(DEFAULT_CPU_REQUEST.to_owned())),
-                    (
-                        "memory".to_owned(),
-                        Quantity(DEFAULT_MEMORY_REQUEST.to_owned()),
-                    ),
-                ])),
-                limits: Some(BTreeMap::from([(
-                    "memory".to_owned(),
-                    Quantity(DEFAULT_MEMORY_LIMIT.to_owned()),
-                )])),
-                ..ResourceRequirements::default()
-            },
+            resources: router_resources(&RouterResources {
+                cpu_request: DEFAULT_CPU_REQUEST.to_owned(),
+                memory_request: DEFAULT_MEMORY_REQUEST.to_owned(),
+                cpu_limit: None,
+                memory_limit: Some(DEFAULT_MEMORY_LIMIT.to_owned()),
+            }),
             router_accept_proxy_from: networks(&PRIVATE_NETWORKS),
         }
     }
+}
+
+/// The router container's requests and limits, as quantities (`100m`, `128Mi`), so that a
+/// tenant namespace's LimitRange or ResourceQuota (which may require limits) can be met.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterResources {
+    /// CPU request.
+    pub cpu_request: String,
+    /// Memory request.
+    pub memory_request: String,
+    /// CPU limit; none by default (throttling a proxy adds latency).
+    pub cpu_limit: Option<String>,
+    /// Memory limit.
+    pub memory_limit: Option<String>,
+}
+
+/// The container resources of `r` (limits omitted when none is set).
+pub fn router_resources(r: &RouterResources) -> ResourceRequirements {
+    let quantities = |cpu: Option<&String>, memory: Option<&String>| {
+        let map: BTreeMap<String, Quantity> = [("cpu", cpu), ("memory", memory)]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), Quantity(v.clone()))))
+            .collect();
+        (!map.is_empty()).then_some(map)
+    };
+    ResourceRequirements {
+        requests: quantities(Some(&r.cpu_request), Some(&r.memory_request)),
+        limits: quantities(r.cpu_limit.as_ref(), r.memory_limit.as_ref()),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// Whether `text` is a Kubernetes resource quantity: a decimal number with an optional exponent
+/// (`e3`), binary (`Ki` … `Ei`) or decimal (`n` … `E`) suffix.
+pub fn is_quantity(text: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E",
+    ];
+    let number_end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(number_end);
+    let unsigned = number.strip_prefix(['+', '-']).unwrap_or(number);
+    let digits_ok = !unsigned.is_empty()
+        && unsigned.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && unsigned.matches('.').count() <= 1
+        && unsigned != ".";
+    let exponent_ok = suffix.strip_prefix(['e', 'E']).is_some_and(|e| {
+        let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+        !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())
+    });
+    digits_ok && (SUFFIXES.contains(&suffix) || exponent_ok)
 }
 
 /// Why a Tenant's children cannot be rendered. Each becomes the Tenant's `Ready=False` condition.
@@ -431,8 +510,9 @@ impl Ctx<'_> {
     }
 }
 
-/// Checks the settings every tenant's children are rendered with.
-pub(crate) fn validate_settings(settings: &ChildSettings) -> Result<(), ChildError> {
+/// Checks the settings every tenant's children are rendered with (the operator also checks them
+/// at start, so a bad flag stops it with this error instead of failing every Tenant).
+pub fn validate_settings(settings: &ChildSettings) -> Result<(), ChildError> {
     let invalid = |field, reason| Err(ChildError::InvalidSettings { field, reason });
     if settings.image.trim().is_empty() {
         return invalid("image", "empty");
@@ -448,6 +528,31 @@ pub(crate) fn validate_settings(settings: &ChildSettings) -> Result<(), ChildErr
     }
     if dns1123_label(&settings.system_namespace).is_err() {
         return invalid("system_namespace", "not a valid namespace name");
+    }
+    if settings
+        .image_pull_secrets
+        .iter()
+        .any(|n| dns1123_subdomain(n).is_err())
+    {
+        return invalid("image_pull_secrets", "not a valid Secret name");
+    }
+    if settings
+        .router_egress_namespaces
+        .iter()
+        .any(|n| dns1123_label(n).is_err())
+    {
+        return invalid("router_egress_namespaces", "not a valid namespace name");
+    }
+    let all_quantities = [&settings.resources.requests, &settings.resources.limits]
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m.values())
+        .all(|q| is_quantity(&q.0));
+    if !all_quantities {
+        return invalid("resources", "not a resource quantity");
+    }
+    if !(1..=65535).contains(&settings.operator_snapshot_port) {
+        return invalid("operator_snapshot_port", "not a port number");
     }
     if settings.router_accept_proxy_from.is_empty() {
         return invalid(
@@ -705,6 +810,7 @@ fn deployment(ctx: &Ctx<'_>, replicas: i32) -> Deployment {
                         spread("topology.kubernetes.io/zone"),
                     ]),
                     containers: vec![container],
+                    image_pull_secrets: image_pull_secrets(settings),
                     volumes: Some(volumes()),
                     ..PodSpec::default()
                 }),
@@ -713,6 +819,17 @@ fn deployment(ctx: &Ctx<'_>, replicas: i32) -> Deployment {
         }),
         ..Deployment::default()
     }
+}
+
+/// The pods' `imagePullSecrets`, or `None` (not an empty list) when there are none.
+fn image_pull_secrets(settings: &ChildSettings) -> Option<Vec<LocalObjectReference>> {
+    (!settings.image_pull_secrets.is_empty()).then(|| {
+        settings
+            .image_pull_secrets
+            .iter()
+            .map(|name| LocalObjectReference { name: name.clone() })
+            .collect()
+    })
 }
 
 fn service(ctx: &Ctx<'_>) -> Service {
@@ -751,29 +868,87 @@ pub fn namespace_selector(namespace: &str) -> LabelSelector {
 }
 
 fn tcp_port(port: i32) -> NetworkPolicyPort {
+    protocol_port("TCP", port)
+}
+
+fn protocol_port(protocol: &str, port: i32) -> NetworkPolicyPort {
     NetworkPolicyPort {
         port: Some(IntOrString::Int(port)),
-        protocol: Some("TCP".to_owned()),
+        protocol: Some(protocol.to_owned()),
         ..NetworkPolicyPort::default()
     }
 }
 
-/// Ingress only: the edge's pods (namespace and pod selector in one peer, so both must match) on
-/// the traffic ports, the metrics scraper on the admin port. Egress stays open: routers reach
-/// backends in any namespace a ReferenceGrant allows, the snapshot API and DNS.
-fn network_policy(ctx: &Ctx<'_>) -> NetworkPolicy {
-    let edge = NetworkPolicyIngressRule {
-        from: Some(vec![NetworkPolicyPeer {
-            namespace_selector: Some(namespace_selector(&ctx.settings.system_namespace)),
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(
-                    "app.kubernetes.io/name".to_owned(),
-                    EDGE_NAME.to_owned(),
-                )])),
-                ..LabelSelector::default()
-            }),
+/// Pods labelled `key=value` in the namespace `namespace` (both must match: one peer).
+fn pods_in(namespace: &str, key: &str, value: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(namespace_selector(namespace)),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(key.to_owned(), value.to_owned())])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+/// Where the routers may connect (see the module documentation).
+fn router_egress(settings: &ChildSettings) -> Vec<NetworkPolicyEgressRule> {
+    let operator = NetworkPolicyEgressRule {
+        to: Some(vec![pods_in(
+            &settings.system_namespace,
+            "app.kubernetes.io/name",
+            OPERATOR_NAME,
+        )]),
+        ports: Some(vec![tcp_port(settings.operator_snapshot_port)]),
+    };
+    let dns = NetworkPolicyEgressRule {
+        to: Some(vec![pods_in(
+            DNS_NAMESPACE,
+            DNS_POD_LABEL.0,
+            DNS_POD_LABEL.1,
+        )]),
+        ports: Some(vec![
+            protocol_port("UDP", DNS_PORT),
+            protocol_port("TCP", DNS_PORT),
+        ]),
+    };
+    // A peer with only a pod selector selects pods of the policy's own namespace.
+    let own_namespace = NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            pod_selector: Some(LabelSelector::default()),
             ..NetworkPolicyPeer::default()
         }]),
+        ports: None,
+    };
+    let mut egress = vec![operator, dns, own_namespace];
+    if !settings.router_egress_namespaces.is_empty() {
+        egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_expressions: Some(vec![LabelSelectorRequirement {
+                        key: "kubernetes.io/metadata.name".to_owned(),
+                        operator: "In".to_owned(),
+                        values: Some(settings.router_egress_namespaces.clone()),
+                    }]),
+                    ..LabelSelector::default()
+                }),
+                ..NetworkPolicyPeer::default()
+            }]),
+            ports: None,
+        });
+    }
+    egress
+}
+
+/// Ingress: the edge's pods (namespace and pod selector in one peer, so both must match) on the
+/// traffic ports, the metrics scraper on the admin port. Egress: [`router_egress`].
+fn network_policy(ctx: &Ctx<'_>) -> NetworkPolicy {
+    let edge = NetworkPolicyIngressRule {
+        from: Some(vec![pods_in(
+            &ctx.settings.system_namespace,
+            "app.kubernetes.io/name",
+            EDGE_NAME,
+        )]),
         ports: Some(vec![tcp_port(HTTPS_PORT), tcp_port(HTTP_PORT)]),
     };
     let mut ingress = vec![edge];
@@ -790,9 +965,9 @@ fn network_policy(ctx: &Ctx<'_>) -> NetworkPolicy {
         metadata: ctx.meta(ROUTER_NAME),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(ctx.selector()),
-            policy_types: Some(vec!["Ingress".to_owned()]),
+            policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
             ingress: Some(ingress),
-            ..NetworkPolicySpec::default()
+            egress: Some(router_egress(ctx.settings)),
         }),
     }
 }
@@ -1056,7 +1231,10 @@ mod tests {
     fn network_policy_admits_only_edge_and_scraper() {
         let children = render(&tenant("acme", "team-a", None));
         let spec = children.network_policy.spec.expect("spec");
-        assert_eq!(spec.policy_types, Some(vec!["Ingress".to_owned()]));
+        assert_eq!(
+            spec.policy_types,
+            Some(vec!["Ingress".to_owned(), "Egress".to_owned()])
+        );
         let rules = spec.ingress.expect("ingress rules");
         assert_eq!(rules.len(), 2);
         let ports = |r: &NetworkPolicyIngressRule| -> Vec<IntOrString> {
@@ -1102,5 +1280,152 @@ mod tests {
         let mut s = settings();
         s.operator_ca_pem = String::new();
         assert!(render_children(&t, &s, None).is_err());
+        let mut s = settings();
+        s.image_pull_secrets = vec!["Not_A_Name".to_owned()];
+        assert!(render_children(&t, &s, None).is_err());
+        let mut s = settings();
+        s.router_egress_namespaces = vec!["shared/".to_owned()];
+        assert!(render_children(&t, &s, None).is_err());
+    }
+
+    /// (namespace selector's name, pod selector labels, ports as "PROTO/port") of each egress peer.
+    fn egress_summary(children: &Children) -> Vec<(Option<String>, bool, Vec<String>)> {
+        let spec = children.network_policy.spec.clone().expect("spec");
+        spec.egress
+            .expect("egress rules")
+            .iter()
+            .flat_map(|rule| {
+                let ports: Vec<String> = rule
+                    .ports
+                    .iter()
+                    .flatten()
+                    .map(|p| format!("{}/{:?}", p.protocol.clone().unwrap_or_default(), p.port))
+                    .collect();
+                rule.to.iter().flatten().map(move |peer| {
+                    let ns = peer
+                        .namespace_selector
+                        .as_ref()
+                        .and_then(|s| s.match_labels.as_ref())
+                        .and_then(|l| l.get("kubernetes.io/metadata.name").cloned());
+                    (ns, peer.pod_selector.is_some(), ports.clone())
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn routers_may_reach_the_operator_dns_and_their_own_namespace_only() {
+        let children = render(&tenant("acme", "team-a", None));
+        let egress = egress_summary(&children);
+        assert_eq!(
+            egress,
+            vec![
+                (
+                    Some("bulkhead-system".to_owned()),
+                    true,
+                    vec!["TCP/Some(Int(8443))".to_owned()]
+                ),
+                (
+                    Some("kube-system".to_owned()),
+                    true,
+                    vec![
+                        "UDP/Some(Int(53))".to_owned(),
+                        "TCP/Some(Int(53))".to_owned()
+                    ]
+                ),
+                // Own namespace: a pod selector alone, every port.
+                (None, true, vec![]),
+            ]
+        );
+        let spec = children.network_policy.spec.expect("spec");
+        let rules = spec.egress.expect("egress");
+        let operator_pods = rules[0].to.as_ref().expect("peers")[0]
+            .pod_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.clone());
+        assert_eq!(
+            operator_pods,
+            Some(BTreeMap::from([(
+                "app.kubernetes.io/name".to_owned(),
+                OPERATOR_NAME.to_owned()
+            )]))
+        );
+        assert_eq!(
+            rules[2].to.as_ref().expect("peers")[0].namespace_selector,
+            None
+        );
+    }
+
+    #[test]
+    fn listed_egress_namespaces_and_the_snapshot_port_follow_the_settings() {
+        let mut s = settings();
+        s.router_egress_namespaces = vec!["shared-db".to_owned()];
+        s.operator_snapshot_port = 9443;
+        let children = render_children(&tenant("acme", "team-a", None), &s, None).expect("renders");
+        let rules = children
+            .network_policy
+            .spec
+            .and_then(|s| s.egress)
+            .expect("egress");
+        assert_eq!(rules.len(), 4);
+        assert_eq!(
+            rules[0].ports.as_ref().expect("ports")[0].port,
+            Some(IntOrString::Int(9443))
+        );
+        let listed = rules[3].to.as_ref().expect("peers")[0]
+            .namespace_selector
+            .as_ref()
+            .and_then(|s| s.match_expressions.clone())
+            .expect("expressions");
+        assert_eq!(listed[0].operator, "In");
+        assert_eq!(listed[0].values, Some(vec!["shared-db".to_owned()]));
+    }
+
+    #[test]
+    fn quantities_are_checked() {
+        for good in ["100m", "128Mi", "1", "0.5", "2Gi", "1e3", "1.5G"] {
+            assert!(is_quantity(good), "{good}");
+        }
+        for bad in ["", "Mi", "12 Mi", "1..2", "abc", "1Gb", "."] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+        let mut s = settings();
+        s.resources.requests = Some(BTreeMap::from([(
+            "cpu".to_owned(),
+            Quantity("lots".to_owned()),
+        )]));
+        assert!(matches!(
+            render_children(&tenant("acme", "team-a", None), &s, None),
+            Err(ChildError::InvalidSettings {
+                field: "resources",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn image_pull_secrets_and_resources_follow_the_settings() {
+        let children = render(&tenant("acme", "team-a", None));
+        assert_eq!(pod_spec(&children).image_pull_secrets, None);
+        let mut s = settings();
+        s.image_pull_secrets = vec!["registry-creds".to_owned()];
+        s.resources.limits = Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("1".to_owned())),
+            ("memory".to_owned(), Quantity("256Mi".to_owned())),
+        ]));
+        let children = render_children(&tenant("acme", "team-a", None), &s, None).expect("renders");
+        let pod = pod_spec(&children);
+        assert_eq!(
+            pod.image_pull_secrets,
+            Some(vec![LocalObjectReference {
+                name: "registry-creds".to_owned()
+            }])
+        );
+        let limits = pod.containers[0]
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.clone())
+            .expect("limits");
+        assert_eq!(limits.get("cpu"), Some(&Quantity("1".to_owned())));
     }
 }

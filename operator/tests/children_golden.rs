@@ -26,15 +26,25 @@ struct Input {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default)]
 struct Overrides {
     /// `false` admits no metrics scraper.
     metrics_scraper: bool,
+    /// `--router-image-pull-secrets`.
+    image_pull_secrets: Vec<String>,
+    /// `--router-egress-namespaces`.
+    egress_namespaces: Vec<String>,
+    /// `--router-cpu-limit`.
+    cpu_limit: Option<String>,
 }
 
 impl Default for Overrides {
     fn default() -> Self {
         Self {
             metrics_scraper: true,
+            image_pull_secrets: Vec::new(),
+            egress_namespaces: Vec::new(),
+            cpu_limit: None,
         }
     }
 }
@@ -51,6 +61,18 @@ fn render(input: &Input) -> String {
     );
     if !input.settings.metrics_scraper {
         settings.metrics_scraper_namespaces = None;
+    }
+    settings.image_pull_secrets = input.settings.image_pull_secrets.clone();
+    settings.router_egress_namespaces = input.settings.egress_namespaces.clone();
+    if let Some(cpu) = &input.settings.cpu_limit {
+        let limits = settings
+            .resources
+            .limits
+            .get_or_insert_with(Default::default);
+        limits.insert(
+            "cpu".to_owned(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity(cpu.clone()),
+        );
     }
     match render_children(&input.tenant, &settings, input.bootstrap.as_ref()) {
         Ok(children) => children.to_yaml().expect("children serialise"),

@@ -16,6 +16,9 @@ use bulkhead_operator::children::{
 };
 use bulkhead_operator::rbac;
 use gateway_api::apis::standard::gatewayclasses::GatewayClass;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, PodSpec, Service, ServiceAccount};
@@ -35,8 +38,10 @@ use std::process::Command;
 const OPERATOR_SA: &str = "bulkhead-operator";
 /// Data-plane service accounts: never bound to any role.
 const DATA_PLANE_SAS: &[&str] = &["bulkhead-edge", "bulkhead-router"];
-/// The snapshot API as the edge and routers reach it.
-const OPERATOR_URL: &str = "https://bulkhead-operator.bulkhead-system.svc:8443";
+/// The snapshot API as the edge reaches it (and the operator tells the routers): derived from the
+/// pod's namespace, which Kubernetes expands from the `POD_NAMESPACE` env var, so a kustomize
+/// `namespace:` override keeps it right.
+const OPERATOR_URL: &str = "https://bulkhead-operator.$(POD_NAMESPACE).svc:8443";
 
 /// One typed install object.
 #[derive(Debug, Clone)]
@@ -54,6 +59,8 @@ enum Manifest {
     HorizontalPodAutoscaler(HorizontalPodAutoscaler),
     NetworkPolicy(NetworkPolicy),
     GatewayClass(GatewayClass),
+    AdmissionPolicy(Box<ValidatingAdmissionPolicy>),
+    AdmissionPolicyBinding(ValidatingAdmissionPolicyBinding),
 }
 
 /// The parsed install: typed objects and their JSON, keyed by (kind, namespace, name).
@@ -156,6 +163,12 @@ fn parse_install(source: &str, text: &str) -> Install {
             ("gateway.networking.k8s.io/v1", "GatewayClass") => {
                 Manifest::GatewayClass(typed(&at, &value))
             }
+            ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+                Manifest::AdmissionPolicy(Box::new(typed(&at, &value)))
+            }
+            ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+                Manifest::AdmissionPolicyBinding(typed(&at, &value))
+            }
             _ => panic!("{at}: unknown apiVersion/kind {api_version}/{kind}"),
         };
         let key = (kind, namespace.to_owned(), name.to_owned());
@@ -210,6 +223,8 @@ fn meta_of(m: &Manifest) -> &ObjectMeta {
         Manifest::PodDisruptionBudget(o) => &o.metadata,
         Manifest::HorizontalPodAutoscaler(o) => &o.metadata,
         Manifest::NetworkPolicy(o) => &o.metadata,
+        Manifest::AdmissionPolicy(o) => &o.metadata,
+        Manifest::AdmissionPolicyBinding(o) => &o.metadata,
         Manifest::GatewayClass(o) => &o.metadata,
     }
 }
@@ -361,14 +376,8 @@ fn check_data_plane_has_no_credentials(install: &Install) {
         assert_eq!(tokens.len(), 1, "{name}: one projected token");
         assert_eq!(tokens[0].audience.as_deref(), Some(SNAPSHOT_AUDIENCE));
         assert_eq!(tokens[0].expiration_seconds, Some(3600));
-        let args = pod.containers[0].args.clone().unwrap_or_default();
-        let flag = |f: &str| {
-            args.iter()
-                .position(|a| a == f)
-                .and_then(|i| args.get(i + 1))
-                .cloned()
-                .unwrap_or_else(|| panic!("{name}: no {f}"))
-        };
+        let flag = |f: &str| flag_value(name, pod, f);
+        check_pod_namespace_env(name, pod);
         assert_eq!(flag("--operator-url"), OPERATOR_URL);
         assert_eq!(flag("--token-file"), "/var/run/secrets/bulkhead/token");
         assert_eq!(flag("--operator-ca"), "/var/run/bulkhead/ca/ca.crt");
@@ -433,6 +442,75 @@ fn check_rbac(install: &Install) {
     assert_eq!((cluster_roles, roles), (1, 1), "one ClusterRole, one Role");
 }
 
+/// The admission policy bounding the operator's writes equals `rbac::admission_policy()` (and its
+/// binding `rbac::admission_policy_binding()`): exactly one of each. Both are cluster-scoped; a
+/// kustomize `namespace:` override (v5.5 does not know these kinds) sets a namespace on them, which
+/// the API server drops, so it is ignored here.
+fn check_admission_policy(install: &Install) {
+    let policy = rbac::admission_policy();
+    let binding = rbac::admission_policy_binding();
+    let mut seen = (0, 0);
+    for m in &install.objects {
+        match m {
+            Manifest::AdmissionPolicy(p) => {
+                seen.0 += 1;
+                let mut p = (**p).clone();
+                p.metadata.namespace = None;
+                assert_eq!(
+                    p,
+                    policy,
+                    "deploy/admission.yaml's policy differs from rbac::admission_policy(); expected:\n{}",
+                    serde_yaml::to_string(&policy).unwrap_or_default()
+                );
+            }
+            Manifest::AdmissionPolicyBinding(b) => {
+                seen.1 += 1;
+                let mut b = b.clone();
+                b.metadata.namespace = None;
+                assert_eq!(
+                    b,
+                    binding,
+                    "deploy/admission.yaml's binding differs from rbac::admission_policy_binding(); expected:\n{}",
+                    serde_yaml::to_string(&binding).unwrap_or_default()
+                );
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        seen,
+        (1, 1),
+        "one ValidatingAdmissionPolicy bounding the operator's writes, one binding"
+    );
+}
+
+/// A pod's `POD_NAMESPACE` env var comes from its own namespace (the Downward API).
+fn check_pod_namespace_env(name: &str, pod: &PodSpec) {
+    let from_namespace = pod.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "POD_NAMESPACE")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    assert_eq!(
+        from_namespace,
+        Some("metadata.namespace"),
+        "{name}: POD_NAMESPACE (the operator URL is derived from it)"
+    );
+}
+
+/// The value following `flag` in the first container's args.
+fn flag_value(name: &str, pod: &PodSpec, flag: &str) -> String {
+    let args = pod.containers[0].args.clone().unwrap_or_default();
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| panic!("{name}: no {flag}"))
+}
+
 fn check_binding_subjects(binding: &str, subjects: Option<&[Subject]>) {
     let subjects = subjects.unwrap_or_default();
     assert!(!subjects.is_empty(), "{binding}: no subjects");
@@ -486,6 +564,8 @@ fn check_namespaces(install: &Install) {
                 | Manifest::ClusterRole(_)
                 | Manifest::ClusterRoleBinding(_)
                 | Manifest::GatewayClass(_)
+                | Manifest::AdmissionPolicy(_)
+                | Manifest::AdmissionPolicyBinding(_)
         );
         let expected = scoped.then_some(SYSTEM_NAMESPACE);
         assert_eq!(
@@ -600,6 +680,11 @@ fn check_operator(install: &Install) {
     let pod = pod_spec(op);
     assert_eq!(pod.service_account_name.as_deref(), Some(OPERATOR_SA));
     assert_eq!(pod.automount_service_account_token, Some(true));
+    check_pod_namespace_env("bulkhead-operator", pod);
+    assert_eq!(
+        flag_value("bulkhead-operator", pod, "--operator-url"),
+        OPERATOR_URL
+    );
     let svc = install.service("bulkhead-operator");
     let ports: BTreeSet<i32> = svc
         .spec
@@ -716,6 +801,7 @@ fn check_install(install: &Install) {
     check_pods_are_hardened(install);
     check_data_plane_has_no_credentials(install);
     check_rbac(install);
+    check_admission_policy(install);
     check_crd(install);
     check_namespaces(install);
     check_edge(install);
@@ -759,26 +845,37 @@ fn a_misspelt_field_is_refused() {
     assert!(std::panic::catch_unwind(|| parse_install("test", unknown)).is_err());
 }
 
-#[test]
-fn kustomize_output_is_the_same_install() {
+/// `kubectl kustomize dir`, or `None` (with a note) when kubectl is not on `PATH`.
+fn kustomize(dir: &Path) -> Option<String> {
     let probe = Command::new("kubectl")
         .args(["version", "--client"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("note: kubectl is not on PATH; skipping the `kubectl kustomize deploy/` check");
-        return;
+        eprintln!(
+            "note: kubectl is not on PATH; skipping the `kubectl kustomize {}` check",
+            dir.display()
+        );
+        return None;
     }
     let output = Command::new("kubectl")
         .arg("kustomize")
-        .arg(deploy_dir())
+        .arg(dir)
         .output()
         .expect("kubectl runs");
     assert!(
         output.status.success(),
-        "kubectl kustomize failed: {}",
+        "kubectl kustomize {} failed: {}",
+        dir.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    let text = String::from_utf8(output.stdout).expect("UTF-8 output");
+    Some(String::from_utf8(output.stdout).expect("UTF-8 output"))
+}
+
+#[test]
+fn kustomize_output_is_the_same_install() {
+    let Some(text) = kustomize(&deploy_dir()) else {
+        return;
+    };
     let rendered = parse_install("kubectl kustomize deploy/", &text);
     check_install(&rendered);
     let files = parse_files();
@@ -802,6 +899,153 @@ fn kustomize_output_is_the_same_install() {
         .find(|e| e.name == "BULKHEAD_ROUTER_IMAGE")
         .and_then(|e| e.value.clone());
     assert_eq!(router_image, container.image);
+}
+
+/// Every YAML document of `text` as JSON.
+fn json_documents(source: &str, text: &str) -> Vec<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| {
+            let yaml = serde_yaml::Value::deserialize(d)
+                .unwrap_or_else(|e| panic!("{source}: invalid YAML: {e}"));
+            serde_json::to_value(&yaml).expect("YAML converts to JSON")
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The kustomizations of `operator/testdata/kustomize/` (overlays of `deploy/`).
+fn overlay_dir(name: &str) -> PathBuf {
+    repo_root().join("operator/testdata/kustomize").join(name)
+}
+
+/// The namespace of the install under test in `operator/testdata/kustomize/`.
+const OTHER_NAMESPACE: &str = "bulkhead-alt";
+
+/// A `namespace:` override moves the whole install: nothing still names `bulkhead-system` (the
+/// operator URL is derived from the pod's namespace, the RBAC subjects follow), and the policy
+/// checks still hold.
+#[test]
+fn a_namespace_override_moves_the_whole_install() {
+    let Some(text) = kustomize(&overlay_dir("other-namespace")) else {
+        return;
+    };
+    assert!(
+        !text.contains(SYSTEM_NAMESPACE),
+        "the install in {OTHER_NAMESPACE} still names {SYSTEM_NAMESPACE}:\n{}",
+        text.lines()
+            .filter(|l| l.contains(SYSTEM_NAMESPACE))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let install = parse_install("other-namespace", &text);
+    for (kind, namespace, name) in install.json.keys() {
+        let cluster_scoped = [
+            "Namespace",
+            "CustomResourceDefinition",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "GatewayClass",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        ];
+        if !cluster_scoped.contains(&kind.as_str()) {
+            assert_eq!(namespace, OTHER_NAMESPACE, "{kind} {name}");
+        }
+    }
+    for m in &install.objects {
+        let subjects = match m {
+            Manifest::ClusterRoleBinding(b) => b.subjects.clone(),
+            Manifest::RoleBinding(b) => b.subjects.clone(),
+            _ => continue,
+        };
+        for s in subjects.into_iter().flatten() {
+            assert_eq!(s.namespace.as_deref(), Some(OTHER_NAMESPACE), "{s:?}");
+        }
+    }
+    check_admission_policy(&install);
+    check_pods_are_hardened(&install);
+}
+
+/// The cert-manager component's leaf certificate, as JSON, from `documents`.
+fn leaf_certificate(documents: &[serde_json::Value]) -> &serde_json::Value {
+    documents
+        .iter()
+        .find(|d| d["kind"] == "Certificate" && d["metadata"]["name"] == "bulkhead-operator")
+        .expect("Certificate bulkhead-operator")
+}
+
+/// The component issues exactly the Secret the operator mounts, for the host of the operator URL
+/// in the install namespace; its CA issuer is its own, in that namespace.
+fn check_cert_manager(documents: &[serde_json::Value], install: &Install, namespace: &str) {
+    let leaf = leaf_certificate(documents);
+    let mounted = pod_spec(install.deployment("bulkhead-operator"))
+        .volumes
+        .iter()
+        .flatten()
+        .find_map(|v| v.secret.as_ref()?.secret_name.clone());
+    assert_eq!(leaf["spec"]["secretName"].as_str(), mounted.as_deref());
+    let host = OPERATOR_URL
+        .trim_start_matches("https://")
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .replace("$(POD_NAMESPACE)", namespace);
+    assert_eq!(leaf["spec"]["dnsNames"][0].as_str(), Some(host.as_str()));
+    assert_eq!(
+        leaf["spec"]["dnsNames"][1].as_str(),
+        Some(format!("{host}.cluster.local").as_str())
+    );
+    assert_eq!(leaf["spec"]["usages"], serde_json::json!(["server auth"]));
+    for d in documents {
+        if d["apiVersion"] == "cert-manager.io/v1" {
+            assert_eq!(
+                d["metadata"]["namespace"].as_str(),
+                Some(namespace),
+                "{}",
+                d["metadata"]["name"]
+            );
+        }
+    }
+    let issuers: Vec<&str> = documents
+        .iter()
+        .filter(|d| d["kind"] == "Issuer")
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        leaf["spec"]["issuerRef"]["kind"], "Issuer",
+        "a namespaced issuer of its own, not a ClusterIssuer"
+    );
+    let issuer = leaf["spec"]["issuerRef"]["name"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(issuers.contains(&issuer), "{issuer} is not in {issuers:?}");
+}
+
+#[test]
+fn the_cert_manager_component_issues_the_operator_secret() {
+    let dir = deploy_dir().join("components/cert-manager");
+    let text = std::fs::read_to_string(dir.join("certificates.yaml")).expect("certificates");
+    let documents = json_documents("components/cert-manager", &text);
+    check_cert_manager(&documents, &parse_files(), SYSTEM_NAMESPACE);
+    let component =
+        std::fs::read_to_string(dir.join("kustomization.yaml")).expect("component kustomization");
+    assert!(component.contains("kind: Component"));
+}
+
+#[test]
+fn the_cert_manager_component_follows_a_namespace_override() {
+    let Some(text) = kustomize(&overlay_dir("cert-manager-other-namespace")) else {
+        return;
+    };
+    assert!(!text.contains(SYSTEM_NAMESPACE), "{text}");
+    let documents = json_documents("cert-manager-other-namespace", &text);
+    let install_only: Vec<String> = documents
+        .iter()
+        .filter(|d| d["apiVersion"] != "cert-manager.io/v1")
+        .map(|d| serde_yaml::to_string(d).expect("YAML"))
+        .collect();
+    let install = parse_install("cert-manager-other-namespace", &install_only.join("---\n"));
+    check_cert_manager(&documents, &install, OTHER_NAMESPACE);
 }
 
 /// Metric names each tier registers, read from its source (prefix + registered name).
@@ -869,6 +1113,22 @@ fn dockerfile_builds_one_non_root_image() {
     assert!(text.contains("cargo build --release --locked"));
     assert!(text.contains("USER 65532:65532"));
     assert!(text.contains(r#"ENTRYPOINT ["/bulkhead"]"#));
+    // Every base image comes from a build argument declared before the first stage, so it can
+    // be pinned by digest (`--build-arg BUILD_IMAGE=rust:1-bookworm@sha256:…`).
+    let args: BTreeSet<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("FROM "))
+        .filter_map(|l| l.strip_prefix("ARG "))
+        .filter_map(|a| a.split_once('=').map(|(name, _)| name))
+        .collect();
+    for from in text.lines().filter(|l| l.starts_with("FROM ")) {
+        let image = from.split_whitespace().nth(1).unwrap_or_default();
+        let arg = image
+            .strip_prefix("${")
+            .and_then(|i| i.strip_suffix('}'))
+            .unwrap_or_else(|| panic!("{from}: not pinnable by a build argument"));
+        assert!(args.contains(arg), "{from}: ARG {arg} has no default");
+    }
     // The program the edge and router pods run is built and copied into the image.
     let program = bulkhead_operator::children::ROUTER_PROGRAM;
     let name = program.trim_start_matches('/');

@@ -18,7 +18,7 @@ use super::status_writer::{OnboardingFailure, StatusWriter};
 use super::FIELD_MANAGER;
 use crate::children::{render_children, validate_settings, ChildError, ChildSettings, Children};
 use crate::children::{BOOTSTRAP_SECRET_NAME, OPERATOR_CA_CONFIG_MAP, ROUTER_NAME};
-use ::kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use ::kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use ::kube::{Client, Resource, ResourceExt};
 use bulkhead_crds::snapshot::TenantSnapshot;
 use bulkhead_crds::Tenant;
@@ -313,7 +313,9 @@ pub async fn remove_children(
 }
 
 /// Deletes `namespace/name` if `owner_uid` owns it (with the object's uid as a precondition, so
-/// a replacement created meanwhile is kept); `true` when deleted.
+/// a replacement created meanwhile is kept); `true` when deleted. The object is looked up by a
+/// metadata-only `list` selecting its name, never `get`: the operator holds no `get` permission
+/// on its children (`crate::rbac`), and a Secret's data is not fetched at all.
 async fn remove<K>(
     client: &Client,
     namespace: &str,
@@ -334,7 +336,9 @@ where
         name: name.to_owned(),
         source,
     };
-    let Some(object) = api.get_opt(name).await.map_err(error)? else {
+    let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
+    let listed = api.list_metadata(&by_name).await.map_err(error)?;
+    let Some(object) = listed.items.into_iter().find(|o| o.name_any() == name) else {
         return Ok(false);
     };
     let owned = object
@@ -972,6 +976,7 @@ mod tests {
             let (request, send) = mock.next_request().await;
             let method = request.method().to_string();
             let path = request.uri().path().to_owned();
+            let selector = query_param(&request, "fieldSelector").unwrap_or_default();
             let name = path.rsplit('/').next().unwrap_or_default().to_owned();
             let body = if method == "PATCH" {
                 json_body(request).await
@@ -981,24 +986,36 @@ mod tests {
             let _ = seen.send((method.clone(), path.clone()));
             match method.as_str() {
                 "PATCH" => respond_json(send, 200, &body),
-                "GET" if path.contains("/secrets/") => {
-                    respond_json(send, 404, &failure(404, "NotFound", "not found"))
-                }
-                "GET" | "DELETE" => {
-                    let owner = if path.contains("/configmaps/") {
-                        "another-tenant-uid"
+                "GET" => {
+                    // Children are looked up by a metadata-only list selecting the name (the
+                    // operator has no `get` on them): the Secret is gone, the rest exist.
+                    let name = selector.rsplit("%3D").next().unwrap_or_default();
+                    let items = if path.ends_with("/secrets") {
+                        Vec::new()
                     } else {
-                        "0b5c2f4e-0000-4000-8000-000000000001"
+                        vec![child_metadata(&path, name)]
                     };
-                    let object = serde_json::json!({"metadata": {
-                        "name": name, "namespace": "team-a", "uid": "child-uid",
-                        "ownerReferences": [{"apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
-                                             "name": "acme", "uid": owner, "controller": true}]}});
-                    respond_json(send, 200, &object);
+                    let list = serde_json::json!({"apiVersion": "meta.k8s.io/v1",
+                        "kind": "PartialObjectMetadataList", "metadata": {}, "items": items});
+                    respond_json(send, 200, &list);
                 }
+                "DELETE" => respond_json(send, 200, &child_metadata(&path, &name)),
                 _ => respond_json(send, 405, &failure(405, "MethodNotAllowed", "no")),
             }
         }
+    }
+
+    /// A child's metadata in team-a: the ConfigMap belongs to another tenant, the rest to acme.
+    fn child_metadata(path: &str, name: &str) -> serde_json::Value {
+        let owner = if path.contains("/configmaps") {
+            "another-tenant-uid"
+        } else {
+            "0b5c2f4e-0000-4000-8000-000000000001"
+        };
+        serde_json::json!({"metadata": {
+            "name": name, "namespace": "team-a", "uid": "child-uid",
+            "ownerReferences": [{"apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
+                                 "name": "acme", "uid": owner, "controller": true}]}})
     }
 
     /// The next (method, path) the operator sent, waiting at most a generous 30 s.
@@ -1050,6 +1067,11 @@ mod tests {
                 "PATCH" => assert!(path.contains("/namespaces/team-b/"), "{path}"),
                 "GET" => {
                     assert!(path.contains("/namespaces/team-a/"), "{path}");
+                    let (group, resource) = group_and_resource(&format!("{path}/x"));
+                    assert!(
+                        allows(&group, &resource, "list", Scope::Cluster),
+                        "a lookup the RBAC grants: list {group}/{resource}"
+                    );
                     looked_up += 1;
                 }
                 "DELETE" => {
@@ -1079,7 +1101,8 @@ mod tests {
             "acme's children only: not another owner's ConfigMap, not a missing Secret"
         );
         assert!(allows("", "serviceaccounts", "delete", Scope::Cluster));
-        assert!(allows("apps", "deployments", "get", Scope::Cluster));
+        assert!(!allows("apps", "deployments", "get", Scope::Cluster));
+        assert!(!allows("", "secrets", "get", Scope::Cluster));
         shutdown.cancel();
         run.await.expect("onboarding loop");
         api.abort();
