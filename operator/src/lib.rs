@@ -6,6 +6,7 @@
 //!   and the status of every object, following the Gateway API specification.
 //! * [`compiler`]: the translator run incrementally (only tenants whose inputs changed are
 //!   re-translated), with snapshot versions.
+//! * [`features`]: the Gateway API features Bulkhead implements (`GatewayClass.status.supportedFeatures`).
 //! * [`index`]: every object, indexed by kind, namespace and name for incremental compilation.
 //! * [`status`]: object statuses, marking Gateways `Programmed` once routers acknowledge, and
 //!   stamping condition transition times.
@@ -20,6 +21,7 @@
 
 pub mod children;
 pub mod compiler;
+pub mod features;
 pub mod file_provider;
 pub mod index;
 pub mod kube;
