@@ -4,6 +4,7 @@
 
 mod bench_operator;
 mod demo;
+mod gateway_flags;
 mod operator_cmd;
 mod pki;
 mod quickstart;
