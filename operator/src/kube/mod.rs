@@ -13,6 +13,7 @@
 //! * [`onboarding`]: each served Tenant's children server-side applied, with backoff.
 //! * [`child_watch`]: the children watched, so a deleted or edited one is repaired at once.
 //! * [`events`]: Kubernetes Events for snapshot rejections.
+//! * [`installation`]: Gateway addresses (edge Service load balancer) and the CRD bundle version.
 //! * [`edge_bootstrap`]: the edge's bootstrap ConfigMap, the last acknowledged edge snapshot.
 //! * [`auth`]: the snapshot API's `TokenReview` authenticator.
 //! * [`leader`]: leader election by a `Lease` in the operator's namespace.
@@ -24,6 +25,7 @@ pub mod control;
 pub mod decode;
 pub mod edge_bootstrap;
 pub mod events;
+pub mod installation;
 pub mod leader;
 pub mod leader_label;
 pub mod onboarding;
