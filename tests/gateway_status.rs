@@ -166,11 +166,10 @@ async fn gateway_address_flags_override_the_listener_addresses() {
 
 #[tokio::test]
 async fn listener_ports_are_a_setting() {
-    let bh = Standalone::start_with_env(
-        &files().await,
-        &[("BULKHEAD_LISTENER_HTTP_PORTS", "80,8081")],
-    )
-    .await;
+    // The edge receives HTTP listeners on 8081 only: the 80 listener is the odd one out now.
+    let bh =
+        Standalone::start_with_env(&files().await, &[("BULKHEAD_LISTENER_HTTP_PORTS", "8081")])
+            .await;
     let served = eventually(SETTLE, || async {
         let (code, _, body) = http_get(bh.http, "odd.acme.test", "/").await.ok()?;
         (code == 200).then_some(body)
@@ -178,4 +177,16 @@ async fn listener_ports_are_a_setting() {
     .await
     .expect("odd.acme.test served once 8081 is a listener port");
     assert_eq!(answer_field(&served, "backend").as_deref(), Some("web"));
+
+    let status = bh
+        .object_status("Gateway", "acme", "gw")
+        .await
+        .expect("Gateway status");
+    let http = status["listeners"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["name"] == "http"))
+        .cloned()
+        .expect("listener http");
+    let accepted = condition(&http["conditions"], "Accepted");
+    assert_eq!(accepted["reason"], "PortUnavailable", "{http}");
 }
