@@ -59,6 +59,11 @@ pub const SUPPORTED_FEATURES: &[Feature] = &[
         "tests/tenancy.rs::https_reaches_each_tenants_backend_with_its_own_certificate",
     ),
     feature(
+        "GatewayHTTPListenerIsolation",
+        Level::Extended,
+        "tests/conformance_listener_isolation.rs::each_request_reaches_only_the_routes_of_its_most_specific_listener",
+    ),
+    feature(
         "GatewayHTTPSListenerDetectMisdirectedRequests",
         Level::Extended,
         "tests/conformance_misdirected.rs::https_listeners_on_one_port_answer_421_for_hosts_the_sni_listener_does_not_serve",
