@@ -50,9 +50,14 @@ const fn feature(name: &'static str, level: Level, proven_by: &'static str) -> F
     }
 }
 
-/// Every Gateway API feature Bulkhead implements, sorted by name (the order
-/// `GatewayClass.status.supportedFeatures` must have).
+/// Every Gateway API feature Bulkhead implements, sorted by name in byte order (the order
+/// `GatewayClass.status.supportedFeatures` must have: `GRPCRoute` before `Gateway`).
 pub const SUPPORTED_FEATURES: &[Feature] = &[
+    feature(
+        "GRPCRoute",
+        Level::Core,
+        "tests/conformance_grpc_route.rs::grpc_calls_are_routed_by_service_and_method",
+    ),
     feature(
         "Gateway",
         Level::Core,
