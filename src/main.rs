@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod gateway_flags;
 mod operator_cmd;
 mod quickstart;
 mod standalone;

@@ -12,6 +12,9 @@
 use anyhow::Context;
 use bulkhead_admin::{AdminServer, AdminState, Readiness};
 use bulkhead_operator::children::{self, ChildSettings, RouterResources};
+use bulkhead_operator::kube::installation::{
+    parse_service_ref, InstallationSource, DEFAULT_EDGE_SERVICE,
+};
 use bulkhead_operator::kube::leader::LeaderElector;
 use bulkhead_operator::kube::leader_label::LeaderLabel;
 use bulkhead_operator::kube::watch::{WatchSettings, DEFAULT_DEGRADE_AFTER};
@@ -89,6 +92,13 @@ pub struct OperatorArgs {
     /// and tenant is compiled.
     #[arg(long, env = "BULKHEAD_WATCH_DEGRADE_AFTER_SECS", default_value_t = DEFAULT_DEGRADE_AFTER.as_secs())]
     pub watch_degrade_after_secs: u64,
+    /// The edge Service (NAMESPACE/NAME) whose status.loadBalancer.ingress becomes every served
+    /// Gateway's status.addresses (unless --gateway-address is given).
+    #[arg(long, env = "BULKHEAD_EDGE_SERVICE", default_value = DEFAULT_EDGE_SERVICE, value_parser = parse_service_ref)]
+    pub edge_service: (String, String),
+    /// Listener ports and static Gateway addresses.
+    #[command(flatten)]
+    pub gateway: crate::gateway_flags::GatewayArgs,
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -288,6 +298,11 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                 degrade_after: std::time::Duration::from_secs(args.watch_degrade_after_secs),
             },
             readiness_detail: detail_tx,
+            translate: args.gateway.settings(),
+            installation: InstallationSource {
+                static_addresses: args.gateway.static_addresses(),
+                edge_service: args.edge_service.clone(),
+            },
         },
         server,
         acks,

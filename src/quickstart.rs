@@ -60,6 +60,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             router_accept_proxy_from: standalone::default_router_accept_proxy_from(),
             edge_limits: Default::default(),
             router_worker_threads: standalone::DEFAULT_ROUTER_WORKER_THREADS,
+            gateway: Default::default(),
         },
         shutdown.clone(),
     )

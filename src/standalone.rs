@@ -11,6 +11,9 @@ use bulkhead_edge::{Edge, EdgeConfig, EdgeMetrics};
 use bulkhead_operator::compiler::Compiler;
 use bulkhead_operator::file_provider::{FileProvider, LoadedState};
 use bulkhead_operator::status::{apply_acks, stamp_transitions, ObjectStatus};
+use bulkhead_operator::status_installation::{
+    apply_installation, CrdBundle, GatewayAddress, Installation,
+};
 use bulkhead_proxy_io::cidr::Cidr;
 use bulkhead_router::{Router, RouterConfig, RouterMetrics};
 use bulkhead_snapshot::{Ack, Publisher};
@@ -76,6 +79,9 @@ pub struct StandaloneArgs {
     /// in a pod of its own in a cluster, so one tenant's load never queues another tenant's tasks.
     #[arg(long, default_value_t = DEFAULT_ROUTER_WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub router_worker_threads: u16,
+    /// Listener ports and Gateway addresses.
+    #[command(flatten)]
+    pub gateway: crate::gateway_flags::GatewayArgs,
 }
 
 /// Counters of the standalone control loop.
@@ -124,6 +130,8 @@ struct StatusView {
     published: BTreeMap<String, u64>,
     /// Tenant → (version acknowledged as served, last rejection).
     acked: BTreeMap<String, (u64, Option<String>)>,
+    /// Gateway addresses and CRD bundle (built in).
+    installation: Installation,
 }
 
 impl StatusView {
@@ -140,6 +148,7 @@ impl StatusView {
             })
             .collect();
         apply_acks(&mut statuses, &served);
+        apply_installation(&mut statuses, &self.installation);
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         stamp_transitions(&mut statuses, &self.rendered, &now);
         self.rendered = statuses;
@@ -160,6 +169,24 @@ impl StatusView {
             "rejections": rejections,
         })
     }
+}
+
+/// The Gateway addresses `/status` shows: `--gateway-address`, else the IP addresses of the HTTP
+/// and HTTPS listeners (unspecified ones, `0.0.0.0` and `[::]`, are left out).
+fn standalone_addresses(args: &StandaloneArgs) -> Vec<GatewayAddress> {
+    let given = args.gateway.static_addresses();
+    if !given.is_empty() {
+        return given;
+    }
+    let mut out: Vec<GatewayAddress> = [args.http_listen, args.https_listen]
+        .iter()
+        .map(SocketAddr::ip)
+        .filter(|ip| !ip.is_unspecified())
+        .map(GatewayAddress::ip)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// One tenant router running in this process.
@@ -195,7 +222,13 @@ pub async fn start(
     let router_metrics = RouterMetrics::register(&mut registry);
     let loop_metrics = LoopMetrics::register(&mut registry);
     let readiness = Readiness::new();
-    let view = Arc::new(Mutex::new(StatusView::default()));
+    let view = Arc::new(Mutex::new(StatusView {
+        installation: Installation {
+            addresses: standalone_addresses(&args),
+            crd_bundle: CrdBundle::BuiltIn,
+        },
+        ..StatusView::default()
+    }));
 
     let status_view = view.clone();
     let admin = AdminServer::bind(
@@ -238,7 +271,7 @@ pub async fn start(
     tracing::info!(dir = %manifests.display(), "watching manifests");
 
     let control = ControlLoop {
-        compiler: Compiler::new(),
+        compiler: Compiler::with_settings(args.gateway.settings()),
         routers: BTreeMap::new(),
         router_metrics,
         router_limits: args.router_limits.limits(),

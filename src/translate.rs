@@ -9,7 +9,7 @@
 use anyhow::Context;
 use bulkhead_operator::file_provider::FileProvider;
 use bulkhead_operator::status::{apply_acks, ObjectStatus};
-use bulkhead_operator::{translate, TranslateInput};
+use bulkhead_operator::{translate_with, TranslateInput};
 use bulkhead_snapshot::TenantSnapshot;
 use serde::Serialize;
 use serde_json::Value;
@@ -29,6 +29,9 @@ pub struct TranslateArgs {
     /// Leave the tenant snapshots out of the output (statuses and rejections only).
     #[arg(long)]
     pub no_snapshots: bool,
+    /// Listener ports, as for `operator` and `standalone`.
+    #[command(flatten)]
+    pub gateway: crate::gateway_flags::GatewayArgs,
 }
 
 /// One thing that would not be served as written.
@@ -63,10 +66,13 @@ struct Report {
 pub fn run(args: TranslateArgs) -> anyhow::Result<()> {
     let loaded = FileProvider::load_once(&args.manifests)
         .with_context(|| format!("cannot load {}", args.manifests.display()))?;
-    let translation = translate(&TranslateInput {
-        objects: &loaded.objects,
-        router_endpoints: &BTreeMap::new(),
-    });
+    let translation = translate_with(
+        &TranslateInput {
+            objects: &loaded.objects,
+            router_endpoints: &BTreeMap::new(),
+        },
+        &args.gateway.settings(),
+    );
     let mut rejected: Vec<Rejection> = loaded
         .errors
         .iter()

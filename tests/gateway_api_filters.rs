@@ -173,7 +173,9 @@ async fn start() -> Env {
         ("shared.yaml", shared),
         ("routes.yaml", routes),
     ];
-    let bh = Standalone::start(&files).await;
+    // The edge receives HTTP listeners on 8080 too (a second edge Service port in a cluster).
+    let bh =
+        Standalone::start_with_env(&files, &[("BULKHEAD_LISTENER_HTTP_PORTS", "80,8080")]).await;
     let env = Env {
         bh,
         ca: ca.cert_pem().to_owned(),

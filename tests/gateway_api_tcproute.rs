@@ -94,7 +94,9 @@ async fn tls_terminate_listener_copies_plaintext_to_the_tcproute_backend() {
             service_yaml("acme", "web", web) + "---\n" + &web_route,
         ),
     ];
-    let bh = Standalone::start(&files).await;
+    // The edge receives TLS listeners on 5433 too (a second edge Service port in a cluster).
+    let bh =
+        Standalone::start_with_env(&files, &[("BULKHEAD_LISTENER_TLS_PORTS", "443,5433")]).await;
 
     let tls = eventually(SETTLE, || async {
         tls_connect(bh.https, "db.acme.test", ca.cert_pem(), &[])

@@ -28,6 +28,7 @@ use crate::translator::fingerprint::{collect_refs, fingerprint};
 use crate::translator::global::{self, TenantPlan};
 use crate::translator::tenant::{self, RouteParentFragment};
 use crate::translator::world::{RouteKind, World};
+use crate::translator::TranslateSettings;
 use bulkhead_crds::snapshot::{EdgeSnapshot, RouterEndpoints, Sealed, TenantSnapshot};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -175,6 +176,8 @@ pub struct Compiler {
     /// The fair queue: dirty tenant → its place (lower first).
     queue: BTreeMap<String, u64>,
     next_place: u64,
+    /// What every translation reads besides objects.
+    settings: TranslateSettings,
 }
 
 impl std::fmt::Debug for Compiler {
@@ -254,6 +257,14 @@ impl Compiler {
     /// A compiler that has published nothing yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A compiler that has published nothing yet and translates with `settings`.
+    pub fn with_settings(settings: TranslateSettings) -> Self {
+        Self {
+            settings,
+            ..Self::default()
+        }
     }
 
     /// Compiles a whole object set (standalone mode: every reload is a new set) and returns every
@@ -542,7 +553,8 @@ impl Compiler {
         affected: &mut BTreeSet<String>,
     ) {
         let (view, reads) = tenant_view(index, &plan.namespace);
-        let world = World::with_existing(&view, BTreeSet::new());
+        let world =
+            World::with_existing(&view, BTreeSet::new()).with_settings(self.settings.clone());
         let fp = fingerprint(&world, plan);
         if self
             .tenants

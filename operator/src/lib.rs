@@ -6,9 +6,11 @@
 //!   and the status of every object, following the Gateway API specification.
 //! * [`compiler`]: the translator run incrementally (only tenants whose inputs changed are
 //!   re-translated), with snapshot versions.
+//! * [`features`]: the Gateway API features Bulkhead implements (`GatewayClass.status.supportedFeatures`).
 //! * [`index`]: every object, indexed by kind, namespace and name for incremental compilation.
 //! * [`status`]: object statuses, marking Gateways `Programmed` once routers acknowledge, and
-//!   stamping condition transition times.
+//!   stamping condition transition times; [`status_installation`]: Gateway addresses and the
+//!   GatewayClass `SupportedVersion` condition, from the installation around the objects.
 //! * [`children`]: the objects applied for each Tenant (router Deployment, Service, PDB,
 //!   NetworkPolicy, ServiceAccount, bootstrap Secret), typed and pure.
 //! * [`metrics`]: the control plane's Prometheus metrics.
@@ -22,6 +24,7 @@
 
 pub mod children;
 pub mod compiler;
+pub mod features;
 pub mod file_provider;
 pub mod index;
 pub mod kube;
@@ -30,10 +33,11 @@ pub mod objects;
 pub mod rbac;
 pub mod router_endpoints;
 pub mod status;
+pub mod status_installation;
 pub mod translator;
 
 pub use compiler::{CompileOutput, Compiler};
 pub use file_provider::{FileProvider, LoadedState, ProviderError};
 pub use objects::{parse_documents, LoadError, Object, ObjectSet};
 pub use status::{apply_acks, ObjectStatus};
-pub use translator::{translate, TranslateInput, Translation};
+pub use translator::{translate, translate_with, TranslateInput, TranslateSettings, Translation};

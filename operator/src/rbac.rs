@@ -167,6 +167,14 @@ pub const OPERATOR_API_CALLS: &[ApiCall] = &[
         verbs: &["create"],
         scope: Scope::Cluster,
     },
+    // The Gateway API CRDs' bundle-version annotation (GatewayClass `SupportedVersion`,
+    // `kube::installation`): read one by one, never listed or watched.
+    ApiCall {
+        group: "apiextensions.k8s.io",
+        resources: &["customresourcedefinitions"],
+        verbs: &["get"],
+        scope: Scope::Cluster,
+    },
     // Events about the objects it reconciles (kube-rs writes `events.k8s.io/v1`).
     ApiCall {
         group: "events.k8s.io",

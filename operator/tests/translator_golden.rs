@@ -6,11 +6,14 @@
 //! and review the diff. Secrets may write `"@pem:FILE"` for a value of `stringData`: the harness
 //! substitutes `testdata/translator/certs/FILE` (real, throw-away certificates, since the translator
 //! validates them as the router will) and writes the same placeholder back in the output.
-//! Each tenant i (by name) gets router endpoints `192.0.2.(i+1):8443` (TLS) and `:8080` (HTTP).
+//! Each tenant i (by name) gets router endpoints `192.0.2.(i+1):8443` (TLS) and `:8080` (HTTP); the
+//! edge receives HTTP listeners on ports 80 and 8080 and TLS listeners on 443 and 5433.
 
 use bulkhead_crds::snapshot::{RouterEndpoints, TenantSnapshot};
 use bulkhead_operator::objects::{parse_documents, ObjectSet};
-use bulkhead_operator::translator::{translate, TranslateInput, Translation};
+use bulkhead_operator::translator::{
+    translate, translate_with, TranslateInput, TranslateSettings, Translation,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -95,13 +98,24 @@ fn placeholders(t: &mut Translation, pems: &BTreeMap<String, String>) {
     }
 }
 
+/// The listener ports the harness's edge receives: HTTP 80 and 8080, TLS 443 and 5433.
+fn settings() -> TranslateSettings {
+    TranslateSettings {
+        http_ports: [80, 8080].into(),
+        tls_ports: [443, 5433].into(),
+    }
+}
+
 fn render(path: &Path, pems: &BTreeMap<String, String>) -> String {
     let (set, load_errors) = load(path, pems);
     let endpoints = router_endpoints(&set);
-    let mut t = translate(&TranslateInput {
-        objects: &set,
-        router_endpoints: &endpoints,
-    });
+    let mut t = translate_with(
+        &TranslateInput {
+            objects: &set,
+            router_endpoints: &endpoints,
+        },
+        &settings(),
+    );
     placeholders(&mut t, pems);
     serde_yaml::to_string(&Golden {
         load_errors,

@@ -310,6 +310,52 @@ pub async fn h2_connect(
     Ok((sender, alpn))
 }
 
+/// What a gRPC client sees of one unary call's answer.
+#[derive(Debug)]
+pub struct GrpcAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers (a trailers-only answer carries `grpc-status` here).
+    pub headers: http::HeaderMap,
+    /// Whether the HEADERS frame ended the stream (a trailers-only response).
+    pub trailers_only: bool,
+    /// The response body.
+    pub body: Bytes,
+}
+
+/// One unary gRPC call (an empty message) to `path`, as a gRPC client sends it: an HTTP/2 POST
+/// with `content-type: application/grpc` and `te: trailers`, over TLS to `addr` with SNI and
+/// `:authority` `authority` and ALPN `h2`.
+pub async fn grpc_unary(
+    addr: SocketAddr,
+    authority: &str,
+    ca_pem: &str,
+    path: &str,
+) -> Result<GrpcAnswer, String> {
+    use hyper::body::Body as _;
+    let (mut sender, _) = h2_connect(addr, authority, ca_pem).await?;
+    let req = http::Request::post(format!("https://{authority}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let trailers_only = resp.body().is_end_stream();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(GrpcAnswer {
+        status,
+        headers,
+        trailers_only,
+        body: body.to_bytes(),
+    })
+}
+
 /// One HTTPS GET over HTTP/2 (ALPN h2); returns status, body and the negotiated ALPN.
 pub async fn https_get_h2(
     addr: SocketAddr,

@@ -16,6 +16,7 @@ use super::decode::Unreadable;
 use super::discovery::{discover, ServedVersions};
 use super::edge_bootstrap::run_edge_bootstrap;
 use super::events::{run_events, Notice, NOTICE_QUEUE};
+use super::installation::{self, InstallationSource};
 use super::onboarding::{run_onboarding, Desired, DesiredTenant, Onboarding};
 use super::status_writer::StatusWriter;
 use super::store::{Debounce, ObjectStore, StoreEvent};
@@ -26,6 +27,8 @@ use crate::compiler::{Compiler, Endpoints, PackedPartition, Partition, CLUSTER_P
 use crate::index::{ObjectIndex, ROUTE_KINDS};
 use crate::metrics::{KindLabel, OperatorMetrics};
 use crate::status::{apply_acks, stamp_transitions, ObjectStatus};
+use crate::status_installation::{apply_installation, Installation};
+use crate::translator::TranslateSettings;
 use ::kube::Client;
 use bulkhead_crds::snapshot::{EdgeSnapshot, TenantSnapshot};
 use bulkhead_crds::{Tenant, CONTROLLER_NAME};
@@ -89,6 +92,10 @@ pub struct ControlLoop<A: Authenticator> {
     edge_acked: Option<watch::Sender<Option<Arc<EdgeSnapshot>>>>,
     /// What the watchers could not read ([`readiness_detail`]), for `/readyz`.
     detail: watch::Sender<String>,
+    /// Gateway addresses and CRD bundle, applied to every rendered status.
+    installation: Installation,
+    /// Where changes of `installation` come from (taken by [`ControlLoop::run`]).
+    installation_rx: Option<watch::Receiver<Installation>>,
 }
 
 impl<A: Authenticator> std::fmt::Debug for ControlLoop<A> {
@@ -136,7 +143,38 @@ impl<A: Authenticator> ControlLoop<A> {
             edge_published: None,
             edge_acked: None,
             detail: watch::Sender::new(String::new()),
+            installation: Installation::default(),
+            installation_rx: None,
         }
+    }
+
+    /// Translates with `settings` (listener ports) instead of the defaults.
+    pub fn with_translate_settings(mut self, settings: TranslateSettings) -> Self {
+        self.compiler = Compiler::with_settings(settings);
+        self
+    }
+
+    /// Follows `installation` (Gateway addresses, CRD bundle; [`super::installation`]).
+    pub fn with_installation(mut self, installation: watch::Receiver<Installation>) -> Self {
+        self.installation = installation.borrow().clone();
+        self.installation_rx = Some(installation);
+        self
+    }
+
+    /// Uses `installation` from now on: every rendered partition is rendered again.
+    pub fn set_installation(&mut self, installation: Installation) {
+        if installation == self.installation {
+            return;
+        }
+        self.installation = installation;
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let names: Vec<String> = self.rendered.keys().cloned().collect();
+        for name in names {
+            if let Some(previous) = self.rendered.get(&name).cloned() {
+                self.render_partition(name, ours_only(&previous.unpack()), &now);
+            }
+        }
+        self.statuses.send_replace(Arc::new(self.rendered.clone()));
     }
 
     /// Publishes the readiness detail (degraded kinds, undecodable objects) on `detail`.
@@ -185,6 +223,7 @@ impl<A: Authenticator> ControlLoop<A> {
     ) {
         let mut acks_open = true;
         let mut announced_sync = false;
+        let mut installation = self.installation_rx.take();
         let mut gauges = tokio::time::interval(GAUGE_INTERVAL);
         gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -197,6 +236,11 @@ impl<A: Authenticator> ControlLoop<A> {
                     None => {
                         tracing::error!("every watcher stopped; the control loop ends");
                         break;
+                    }
+                },
+                changed = next_installation(&mut installation) => {
+                    if let Some(i) = changed {
+                        self.set_installation(i);
                     }
                 },
                 ack = acks.recv(), if acks_open => match ack {
@@ -574,7 +618,14 @@ impl<A: Authenticator> ControlLoop<A> {
             .get(&name)
             .map(|p| p.unpack())
             .unwrap_or_default();
-        let mut rendered = render_statuses(&base, &self.published, &self.acked, &previous, now);
+        let mut rendered = render_statuses(
+            &base,
+            &self.published,
+            &self.acked,
+            &self.installation,
+            &previous,
+            now,
+        );
         let index = self.store.index();
         let detached = if name == CLUSTER_PARTITION {
             let compiler = &self.compiler;
@@ -771,13 +822,28 @@ pub fn desired_tenants<'a>(
         .collect()
 }
 
+/// The next installation from `rx` (`None` when it closed, then never again).
+async fn next_installation(rx: &mut Option<watch::Receiver<Installation>>) -> Option<Installation> {
+    let Some(r) = rx else {
+        return std::future::pending().await;
+    };
+    if r.changed().await.is_err() {
+        *rx = None;
+        return None;
+    }
+    let installation = r.borrow_and_update().clone();
+    Some(installation)
+}
+
 /// The statuses to write: `compiled` with acknowledgements applied (a tenant is served when a
-/// router acknowledged its published version), `acknowledgedVersion` set on Tenants, and
-/// transition times carried over from `previous`.
+/// router acknowledged its published version), `acknowledgedVersion` set on Tenants, the
+/// installation applied (Gateway addresses, GatewayClass `SupportedVersion`), and transition
+/// times carried over from `previous`.
 pub fn render_statuses(
     compiled: &[ObjectStatus],
     published: &BTreeMap<String, u64>,
     acked: &BTreeMap<String, u64>,
+    installation: &Installation,
     previous: &[ObjectStatus],
     now: &Time,
 ) -> Vec<ObjectStatus> {
@@ -793,6 +859,7 @@ pub fn render_statuses(
             map.insert("acknowledgedVersion".into(), serde_json::json!(v));
         }
     }
+    apply_installation(&mut statuses, installation);
     stamp_transitions(&mut statuses, previous, now);
     statuses
 }
@@ -847,6 +914,10 @@ pub struct OperatorConfig {
     /// Receives the readiness detail: degraded kinds and undecodable objects (see
     /// [`super::watch_health`]).
     pub readiness_detail: watch::Sender<String>,
+    /// Listener ports the edge receives.
+    pub translate: TranslateSettings,
+    /// Where Gateway addresses come from.
+    pub installation: InstallationSource,
 }
 
 /// Waits until this replica leads; `false` when `shutdown` comes first.
@@ -930,7 +1001,11 @@ pub async fn run<A: Authenticator>(
         leading,
         shutdown.clone(),
     ));
+    let installation =
+        installation::spawn(config.client.clone(), config.installation, shutdown.clone());
     ControlLoop::new(server, config.directory, desired_tx, status_tx, ready)
+        .with_translate_settings(config.translate)
+        .with_installation(installation)
         .with_metrics(config.metrics)
         .with_notices(notice_tx)
         .with_edge_bootstrap(edge_acked_tx)
@@ -1035,6 +1110,35 @@ mod tests {
         let due = h.control.due().expect("due once synced");
         assert!(due <= now + Debounce::MAX_DELAY);
         assert!(!*h.ready.borrow());
+    }
+
+    #[tokio::test]
+    async fn a_new_installation_renders_gateway_addresses_again() {
+        use crate::status_installation::GatewayAddress;
+        let mut h = harness();
+        list_everything(&mut h.control, Instant::now());
+        h.control.compile();
+        let before = h.statuses.borrow().clone();
+        assert!(status(&before, "Gateway", "web")
+            .status
+            .get("addresses")
+            .is_none());
+
+        h.control.set_installation(Installation {
+            addresses: vec![GatewayAddress::parse("203.0.113.5")],
+            crd_bundle: crate::status_installation::CrdBundle::Unknown,
+        });
+        let after = h.statuses.borrow().clone();
+        assert_eq!(
+            status(&after, "Gateway", "web").status["addresses"],
+            serde_json::json!([{"type": "IPAddress", "value": "203.0.113.5"}])
+        );
+        let gateway = status(&after, "Gateway", "web");
+        assert_eq!(
+            condition(&gateway.status, "Accepted")["lastTransitionTime"],
+            condition(&status(&before, "Gateway", "web").status, "Accepted")["lastTransitionTime"],
+            "conditions keep their transition times"
+        );
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@
 //! * [`child_watch`]: the children watched, so a deleted or edited one is repaired at once.
 //! * [`events`]: Kubernetes Events for snapshot rejections.
 //! * [`discovery`]: the version of each Gateway API kind the API server serves.
+//! * [`installation`]: Gateway addresses (edge Service load balancer) and the CRD bundle version.
 //! * [`edge_bootstrap`]: the edge's bootstrap ConfigMap, the last acknowledged edge snapshot.
 //! * [`auth`]: the snapshot API's `TokenReview` authenticator.
 //! * [`leader`]: leader election by a `Lease` in the operator's namespace.
@@ -26,6 +27,7 @@ pub mod decode;
 pub mod discovery;
 pub mod edge_bootstrap;
 pub mod events;
+pub mod installation;
 pub mod leader;
 pub mod leader_label;
 pub mod onboarding;

@@ -7,7 +7,7 @@ use crate::status::{condition, ObjectMeta, ObjectStatus, REASON_PENDING};
 use bulkhead_crds::snapshot::{EdgeRoute, EdgeSnapshot, RouterEndpoints, Sealed};
 use bulkhead_crds::{Tenant, TenantStatus, CONTROLLER_NAME};
 use bulkhead_hostmatch::HostPattern;
-use gateway_api::gatewayclasses::GatewayClassStatus;
+use gateway_api::gatewayclasses::{GatewayClassStatus, GatewayClassStatusSupportedFeatures};
 use gateway_api::gateways::GatewayStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use std::collections::{BTreeMap, BTreeSet};
@@ -305,7 +305,8 @@ fn overlap_condition(
     })
 }
 
-/// `Accepted=True` for every GatewayClass naming our controller.
+/// `Accepted=True` and the features Bulkhead implements for every GatewayClass naming our
+/// controller.
 fn gateway_class_statuses(world: &World<'_>) -> Vec<ObjectStatus> {
     world
         .objects
@@ -321,7 +322,7 @@ fn gateway_class_statuses(world: &World<'_>) -> Vec<ObjectStatus> {
                     "Bulkhead serves Gateways of this class",
                     c.metadata.generation,
                 )]),
-                supported_features: None,
+                supported_features: Some(supported_features()),
             };
             ObjectStatus {
                 api_version: "gateway.networking.k8s.io/v1".into(),
@@ -333,6 +334,15 @@ fn gateway_class_statuses(world: &World<'_>) -> Vec<ObjectStatus> {
                 status: serde_json::to_value(status).unwrap_or_default(),
                 tenant: None,
             }
+        })
+        .collect()
+}
+
+/// [`crate::features::SUPPORTED_FEATURES`] as `status.supportedFeatures` (sorted by name).
+fn supported_features() -> Vec<GatewayClassStatusSupportedFeatures> {
+    crate::features::supported_feature_names()
+        .map(|name| GatewayClassStatusSupportedFeatures {
+            name: name.to_owned(),
         })
         .collect()
 }

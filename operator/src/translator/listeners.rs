@@ -1,4 +1,5 @@
-//! Gateway listeners of one tenant: protocol and port mapping to the two edge ports, hostnames within
+//! Gateway listeners of one tenant: protocol and port mapping to the two edge ports (a port the
+//! edge does not receive for that protocol is `PortUnavailable`), hostnames within
 //! the tenant's, allowed routes, certificates, and conflicts between listeners (every Gateway of a
 //! tenant is served by the same router, so two listeners with the same hostname on the same edge
 //! port conflict even when they belong to different Gateways; the oldest Gateway, then the first
@@ -193,6 +194,9 @@ fn listener(
             format!("{field}.port: {} is not a valid port", l.port),
         ));
     }
+    if not_accepted.is_none() {
+        not_accepted = port.and_then(|p| port_unavailable(world, mode, p, &field));
+    }
 
     let patterns = match l.hostname.as_deref() {
         None => {
@@ -318,6 +322,26 @@ fn listener(
         certificate,
         attached: BTreeSet::new(),
     }
+}
+
+/// `PortUnavailable` when the edge does not receive listener port `port` on the side `mode` is
+/// served on ([`super::TranslateSettings`]).
+fn port_unavailable(world: &World<'_>, mode: Mode, port: u16, field: &str) -> Option<Problem> {
+    let (ports, side, flag) = match mode.edge()? {
+        EdgePort::Http => (&world.settings.http_ports, "HTTP", "--listener-http-ports"),
+        EdgePort::Https => (&world.settings.tls_ports, "TLS", "--listener-tls-ports"),
+    };
+    if ports.contains(&port) {
+        return None;
+    }
+    let served: Vec<String> = ports.iter().map(u16::to_string).collect();
+    Some(Problem::new(
+        "PortUnavailable",
+        format!(
+            "{field}.port: the edge receives {side} listeners on ports {} only, not {port} (set with {flag})",
+            served.join(", ")
+        ),
+    ))
 }
 
 /// Marks a listener conflicted when one of its patterns is already served on its edge port by an

@@ -34,8 +34,9 @@
 //! (`NamespaceNotOnboarded`). A route gets a `status.parents[]` entry only for parentRefs naming one
 //! of our Gateways in a served tenant's namespace (a parentRef to a Gateway that does not exist, or
 //! to one outside every tenant, might belong to another controller, so it is left alone). Listener protocol decides the edge port: `HTTP` → HTTP side; `HTTPS`
-//! (TLS mode `Terminate`), `TLS` mode `Passthrough` and `TLS` mode `Terminate` → TLS side, whatever
-//! the port number (the port is kept for redirects); `TCP` (the edge cannot tell plain TCP
+//! (TLS mode `Terminate`), `TLS` mode `Passthrough` and `TLS` mode `Terminate` → TLS side; the port must
+//! be one the edge receives on that side ([`TranslateSettings`]: 80 for HTTP, 443 for TLS by
+//! default), else `Accepted=False`/`PortUnavailable` (the port is kept for redirects); `TCP` (the edge cannot tell plain TCP
 //! connections apart), `UDP` and `HTTPS`/`Passthrough` → `Accepted=False`/`UnsupportedProtocol`. A listener hostname must lie within one of the tenant's patterns, else
 //! `Accepted=False`/`HostnameNotPermitted`; no hostname means all of the tenant's patterns. An HTTPS
 //! or `TLS`/`Terminate` listener serves the first valid `certificateRef` (a `kubernetes.io/tls` Secret whose `tls.crt` and
@@ -93,7 +94,7 @@ use crate::status::{ObjectMeta, ObjectStatus};
 use bulkhead_crds::snapshot::{EdgeSnapshot, RouterEndpoints, TenantSnapshot};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use tenant::{RouteParentFragment, TenantOutput};
 use world::World;
 
@@ -117,9 +118,43 @@ pub struct Translation {
     pub statuses: Vec<ObjectStatus>,
 }
 
-/// Translates objects into snapshots and statuses. Pure and deterministic.
+/// Gateway listener ports of protocol `HTTP` served by default: 80, the port of the edge Service
+/// that leads to the edge's HTTP listener. Override: `--listener-http-ports`.
+pub const DEFAULT_HTTP_LISTENER_PORTS: &[u16] = &[80];
+
+/// Gateway listener ports of protocol `HTTPS` and `TLS` served by default: 443, the port of the
+/// edge Service that leads to the edge's TLS listener. Override: `--listener-tls-ports`.
+pub const DEFAULT_TLS_LISTENER_PORTS: &[u16] = &[443];
+
+/// What a translation reads besides objects, fixed for the life of a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranslateSettings {
+    /// Listener ports of protocol `HTTP` the edge receives (on its HTTP listener); a listener on
+    /// another port is `Accepted=False`/`PortUnavailable`.
+    pub http_ports: BTreeSet<u16>,
+    /// Listener ports of protocol `HTTPS` and `TLS` the edge receives (on its TLS listener); a
+    /// listener on another port is `Accepted=False`/`PortUnavailable`.
+    pub tls_ports: BTreeSet<u16>,
+}
+
+impl Default for TranslateSettings {
+    fn default() -> Self {
+        Self {
+            http_ports: DEFAULT_HTTP_LISTENER_PORTS.iter().copied().collect(),
+            tls_ports: DEFAULT_TLS_LISTENER_PORTS.iter().copied().collect(),
+        }
+    }
+}
+
+/// Translates objects into snapshots and statuses, with the default [`TranslateSettings`]. Pure
+/// and deterministic.
 pub fn translate(input: &TranslateInput<'_>) -> Translation {
-    let world = World::new(input.objects);
+    translate_with(input, &TranslateSettings::default())
+}
+
+/// Translates objects into snapshots and statuses with `settings`. Pure and deterministic.
+pub fn translate_with(input: &TranslateInput<'_>, settings: &TranslateSettings) -> Translation {
+    let world = World::new(input.objects).with_settings(settings.clone());
     let global = global::resolve(&world);
     let outputs: BTreeMap<String, TenantOutput> = global
         .plans

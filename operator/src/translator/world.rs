@@ -2,6 +2,7 @@
 //! and EndpointSlices by name, ReferenceGrants by namespace, routes by the namespace of the Gateways
 //! they name, namespace labels, and which GatewayClasses are ours.
 
+use super::TranslateSettings;
 use crate::objects::ObjectSet;
 use bulkhead_crds::{CONTROLLER_NAME, GATEWAY_CLASS_NAME};
 use gateway_api::experimental::tcproutes::TcpRoute;
@@ -152,6 +153,8 @@ pub(crate) struct World<'a> {
     grants: BTreeMap<&'a str, Vec<&'a ReferenceGrant>>,
     gateways: BTreeMap<&'a str, Vec<&'a Gateway>>,
     routes_into: BTreeMap<String, Vec<RouteObject<'a>>>,
+    /// What the translation reads besides objects.
+    pub(crate) settings: TranslateSettings,
 }
 
 impl<'a> World<'a> {
@@ -288,7 +291,14 @@ impl<'a> World<'a> {
             grants,
             gateways,
             routes_into,
+            settings: TranslateSettings::default(),
         }
+    }
+
+    /// The same indexes, translated with `settings`.
+    pub(crate) fn with_settings(mut self, settings: TranslateSettings) -> Self {
+        self.settings = settings;
+        self
     }
 
     pub(crate) fn service(&self, ns: &str, name: &str) -> Option<&'a Service> {

@@ -1,0 +1,63 @@
+//! Gateway flags shared by `bulkhead operator` and `bulkhead standalone`: the listener ports the
+//! edge receives (defaults and meaning: `bulkhead_operator::translator::TranslateSettings`) and the
+//! static addresses written to every served Gateway's `status.addresses`
+//! (`bulkhead_operator::status_installation`).
+
+use bulkhead_operator::status_installation::GatewayAddress;
+use bulkhead_operator::translator::{
+    TranslateSettings, DEFAULT_HTTP_LISTENER_PORTS, DEFAULT_TLS_LISTENER_PORTS,
+};
+
+/// Listener ports and Gateway addresses on the command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GatewayArgs {
+    /// Gateway listener ports of protocol HTTP the edge receives on its HTTP listener (comma
+    /// separated); a listener on another port is Accepted=False/PortUnavailable.
+    #[arg(long, env = "BULKHEAD_LISTENER_HTTP_PORTS", value_delimiter = ',', default_values_t = DEFAULT_HTTP_LISTENER_PORTS.to_vec(), value_parser = clap::value_parser!(u16).range(1..))]
+    pub listener_http_ports: Vec<u16>,
+    /// Gateway listener ports of protocol HTTPS and TLS the edge receives on its TLS listener
+    /// (comma separated); a listener on another port is Accepted=False/PortUnavailable.
+    #[arg(long, env = "BULKHEAD_LISTENER_TLS_PORTS", value_delimiter = ',', default_values_t = DEFAULT_TLS_LISTENER_PORTS.to_vec(), value_parser = clap::value_parser!(u16).range(1..))]
+    pub listener_tls_ports: Vec<u16>,
+    /// An address (IP or hostname) clients reach the edge at, written to every served Gateway's
+    /// status.addresses (repeatable; overrides the addresses found otherwise).
+    #[arg(
+        long = "gateway-address",
+        env = "BULKHEAD_GATEWAY_ADDRESSES",
+        value_delimiter = ','
+    )]
+    pub gateway_addresses: Vec<String>,
+}
+
+impl Default for GatewayArgs {
+    fn default() -> Self {
+        Self {
+            listener_http_ports: DEFAULT_HTTP_LISTENER_PORTS.to_vec(),
+            listener_tls_ports: DEFAULT_TLS_LISTENER_PORTS.to_vec(),
+            gateway_addresses: Vec::new(),
+        }
+    }
+}
+
+impl GatewayArgs {
+    /// The translator's settings.
+    pub fn settings(&self) -> TranslateSettings {
+        TranslateSettings {
+            http_ports: self.listener_http_ports.iter().copied().collect(),
+            tls_ports: self.listener_tls_ports.iter().copied().collect(),
+        }
+    }
+
+    /// The static Gateway addresses, sorted (empty: none given).
+    pub fn static_addresses(&self) -> Vec<GatewayAddress> {
+        let mut out: Vec<GatewayAddress> = self
+            .gateway_addresses
+            .iter()
+            .filter(|a| !a.trim().is_empty())
+            .map(|a| GatewayAddress::parse(a))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
