@@ -506,9 +506,10 @@ mod tests {
     }
 
     /// Watchers list and watch; children are found by a `list` selecting their name. Only routes
-    /// are read one by one (their live status, before it is replaced).
+    /// (their live status, before it is replaced), the lease and the Gateway API CRDs (their
+    /// bundle version) are read one by one.
     #[test]
-    fn get_is_granted_only_on_routes_and_leases() {
+    fn get_is_granted_only_on_routes_leases_and_crds() {
         let mut with_get: Vec<&str> = OPERATOR_API_CALLS
             .iter()
             .filter(|c| c.verbs.contains(&"get"))
@@ -518,6 +519,7 @@ mod tests {
         assert_eq!(
             with_get,
             [
+                "customresourcedefinitions",
                 "grpcroutes",
                 "httproutes",
                 "leases",
