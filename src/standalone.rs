@@ -271,7 +271,12 @@ pub async fn start(
     tracing::info!(dir = %manifests.display(), "watching manifests");
 
     let control = ControlLoop {
-        compiler: Compiler::with_settings(args.gateway.settings()),
+        // Fixed contract: a listener is served by its protocol on either listen address, whatever
+        // its port, unless ports are given.
+        compiler: Compiler::with_settings(
+            args.gateway
+                .settings_or(&bulkhead_operator::translator::TranslateSettings::every_port()),
+        ),
         routers: BTreeMap::new(),
         router_metrics,
         router_limits: args.router_limits.limits(),

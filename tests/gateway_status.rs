@@ -89,9 +89,25 @@ async fn gateway_status(bh: &Standalone) -> Value {
     }
 }
 
+/// Standalone's fixed contract: without port flags, a listener is served by its protocol whatever
+/// its port (here HTTP on 8081, on `--http-listen`).
+#[tokio::test]
+async fn standalone_serves_every_listener_port_by_protocol_by_default() {
+    let bh = Standalone::start(&files().await).await;
+    let served = eventually(SETTLE, || async {
+        let (code, _, body) = http_get(bh.http, "odd.acme.test", "/").await.ok()?;
+        (code == 200).then_some(body)
+    })
+    .await
+    .expect("odd.acme.test served on the HTTP listen address");
+    assert_eq!(answer_field(&served, "backend").as_deref(), Some("web"));
+}
+
 #[tokio::test]
 async fn gateway_addresses_are_the_listener_addresses_and_an_odd_port_is_unavailable() {
-    let bh = Standalone::start(&files().await).await;
+    // The edge receives HTTP listeners on port 80 only, as in a cluster by default.
+    let bh =
+        Standalone::start_with_env(&files().await, &[("BULKHEAD_LISTENER_HTTP_PORTS", "80")]).await;
     let status = gateway_status(&bh).await;
     assert_eq!(
         status["addresses"],

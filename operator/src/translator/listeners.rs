@@ -331,7 +331,7 @@ fn port_unavailable(world: &World<'_>, mode: Mode, port: u16, field: &str) -> Op
         EdgePort::Http => (&world.settings.http_ports, "HTTP", "--listener-http-ports"),
         EdgePort::Https => (&world.settings.tls_ports, "TLS", "--listener-tls-ports"),
     };
-    if ports.contains(&port) {
+    if ports.is_empty() || ports.contains(&port) {
         return None;
     }
     let served: Vec<String> = ports.iter().map(u16::to_string).collect();

@@ -130,11 +130,23 @@ pub const DEFAULT_TLS_LISTENER_PORTS: &[u16] = &[443];
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TranslateSettings {
     /// Listener ports of protocol `HTTP` the edge receives (on its HTTP listener); a listener on
-    /// another port is `Accepted=False`/`PortUnavailable`.
+    /// another port is `Accepted=False`/`PortUnavailable`. Empty: every port.
     pub http_ports: BTreeSet<u16>,
     /// Listener ports of protocol `HTTPS` and `TLS` the edge receives (on its TLS listener); a
-    /// listener on another port is `Accepted=False`/`PortUnavailable`.
+    /// listener on another port is `Accepted=False`/`PortUnavailable`. Empty: every port.
     pub tls_ports: BTreeSet<u16>,
+}
+
+impl TranslateSettings {
+    /// Every listener port served by its protocol (HTTP on the edge's HTTP listener, HTTPS and TLS
+    /// on its TLS listener): `bulkhead standalone`'s fixed contract, where one process's two listen
+    /// addresses stand for the edge's every port.
+    pub fn every_port() -> Self {
+        Self {
+            http_ports: BTreeSet::new(),
+            tls_ports: BTreeSet::new(),
+        }
+    }
 }
 
 impl Default for TranslateSettings {
