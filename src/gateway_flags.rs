@@ -9,7 +9,7 @@ use bulkhead_operator::translator::TranslateSettings;
 use bulkhead_operator::translator::{DEFAULT_HTTP_LISTENER_PORTS, DEFAULT_TLS_LISTENER_PORTS};
 
 /// Listener ports and Gateway addresses on the command line.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct GatewayArgs {
     /// Gateway listener ports of protocol HTTP the edge receives on its HTTP listener (comma
     /// separated); a listener on another port is Accepted=False/PortUnavailable. Default: 80 for
@@ -29,16 +29,6 @@ pub struct GatewayArgs {
         value_delimiter = ','
     )]
     pub gateway_addresses: Vec<String>,
-}
-
-impl Default for GatewayArgs {
-    fn default() -> Self {
-        Self {
-            listener_http_ports: Vec::new(),
-            listener_tls_ports: Vec::new(),
-            gateway_addresses: Vec::new(),
-        }
-    }
 }
 
 impl GatewayArgs {
