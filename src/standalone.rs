@@ -226,6 +226,7 @@ pub async fn start(
         installation: Installation {
             addresses: standalone_addresses(&args),
             crd_bundle: CrdBundle::BuiltIn,
+            missing_kinds: Vec::new(),
         },
         ..StatusView::default()
     }));

@@ -147,6 +147,10 @@ pub struct Installation {
     pub addresses: Vec<GatewayAddress>,
     /// The installed CRD bundle.
     pub crd_bundle: CrdBundle,
+    /// Gateway API kinds Bulkhead needs that the API server serves at no version Bulkhead reads
+    /// (API discovery, [`crate::kube::discovery`]), each with the versions looked for: the
+    /// GatewayClass then says `SupportedVersion=False`, naming them.
+    pub missing_kinds: Vec<String>,
 }
 
 /// Writes `installation` into `statuses` (again and again: the result depends on the last call
@@ -159,7 +163,17 @@ pub fn apply_installation(statuses: &mut [ObjectStatus], installation: &Installa
         .iter()
         .map(|a| serde_json::to_value(a.to_status()).unwrap_or_default())
         .collect();
-    let verdict = installation.crd_bundle.verdict();
+    let verdict = match installation.missing_kinds.as_slice() {
+        [] => installation.crd_bundle.verdict(),
+        missing => Some((
+            false,
+            UNSUPPORTED_VERSION,
+            format!(
+                "Gateway API kinds Bulkhead needs are not served by the API server: {}; every other kind is served without them",
+                missing.join(", ")
+            ),
+        )),
+    };
     for s in statuses.iter_mut() {
         match s.kind.as_str() {
             "Gateway" if s.tenant.is_some() => {
@@ -239,6 +253,7 @@ mod tests {
                 GatewayAddress::parse("lb.example.test"),
             ],
             crd_bundle: CrdBundle::Unknown,
+            missing_kinds: Vec::new(),
         };
         apply_installation(&mut statuses, &installation);
         assert_eq!(
@@ -316,6 +331,7 @@ mod tests {
             let installation = Installation {
                 addresses: Vec::new(),
                 crd_bundle: bundle.clone(),
+                missing_kinds: Vec::new(),
             };
             apply_installation(&mut statuses, &installation);
             apply_installation(&mut statuses, &installation);
@@ -331,5 +347,27 @@ mod tests {
         let mut statuses = vec![class()];
         apply_installation(&mut statuses, &Installation::default());
         assert_eq!(supported_version(&statuses[0]), Value::Null);
+    }
+
+    /// A required kind the cluster does not serve (Gateway API v1.4 without ReferenceGrant, say)
+    /// is said on the GatewayClass, whatever the bundle version.
+    #[test]
+    fn a_missing_kind_makes_the_version_unsupported_and_is_named() {
+        let mut statuses = vec![class()];
+        let installation = Installation {
+            addresses: Vec::new(),
+            crd_bundle: CrdBundle::Installed(Some("v1.5.0".into())),
+            missing_kinds: vec!["ReferenceGrant (v1, v1beta1)".into()],
+        };
+        apply_installation(&mut statuses, &installation);
+        let c = supported_version(&statuses[0]);
+        assert_eq!(c["status"], "False", "{c}");
+        assert_eq!(c["reason"], "UnsupportedVersion", "{c}");
+        assert!(
+            c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("ReferenceGrant (v1, v1beta1)")),
+            "{c}"
+        );
     }
 }

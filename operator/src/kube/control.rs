@@ -1001,8 +1001,17 @@ pub async fn run<A: Authenticator>(
         leading,
         shutdown.clone(),
     ));
-    let installation =
-        installation::spawn(config.client.clone(), config.installation, shutdown.clone());
+    let missing_kinds = versions
+        .missing_required
+        .iter()
+        .map(|k| format!("{} ({})", k.kind, k.versions.join(", ")))
+        .collect();
+    let installation = installation::spawn(
+        config.client.clone(),
+        config.installation,
+        missing_kinds,
+        shutdown.clone(),
+    );
     ControlLoop::new(server, config.directory, desired_tx, status_tx, ready)
         .with_translate_settings(config.translate)
         .with_installation(installation)
@@ -1127,6 +1136,7 @@ mod tests {
         h.control.set_installation(Installation {
             addresses: vec![GatewayAddress::parse("203.0.113.5")],
             crd_bundle: crate::status_installation::CrdBundle::Unknown,
+            missing_kinds: Vec::new(),
         });
         let after = h.statuses.borrow().clone();
         assert_eq!(

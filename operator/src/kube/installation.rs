@@ -64,14 +64,18 @@ pub fn parse_service_ref(text: &str) -> Result<(String, String), String> {
 }
 
 /// Starts reading the installation; the receiver sees every change until `shutdown`.
+/// `missing_kinds` are the required Gateway API kinds API discovery did not find (see
+/// [`super::discovery`]), reported on the GatewayClass.
 pub fn spawn(
     client: Client,
     source: InstallationSource,
+    missing_kinds: Vec<String>,
     shutdown: CancellationToken,
 ) -> watch::Receiver<Installation> {
     let (tx, rx) = watch::channel(Installation {
         addresses: source.static_addresses.clone(),
         crd_bundle: CrdBundle::Unknown,
+        missing_kinds,
     });
     if source.static_addresses.is_empty() {
         let (client, tx, stop) = (client.clone(), tx.clone(), shutdown.clone());
@@ -282,7 +286,7 @@ mod tests {
             edge_service: ("bulkhead-system".into(), "bulkhead-edge".into()),
         };
         let stop = CancellationToken::new();
-        let mut rx = spawn(client, source, stop.clone());
+        let mut rx = spawn(client, source, Vec::new(), stop.clone());
         let mut listed = false;
         while !listed {
             let (request, send) = api.next_request().await;
