@@ -8,33 +8,30 @@
 //! acknowledged snapshot to the tenant's bootstrap Secret: a bootstrap snapshot is always one a
 //! router accepted.
 //!
-//! [`run`] wires everything: watchers, this loop, the status task and the onboarding task.
+//! [`super::wiring::run`] wires everything: watchers, this loop, the status task and the onboarding
+//! task. Other controllers' route `status.parents` entries: [`super::route_parents`].
 
 use super::auth::TenantDirectory;
-use super::child_watch::{spawn_child_watchers, REPAIR_QUEUE};
 use super::decode::Unreadable;
-use super::discovery::{discover, ServedVersions};
-use super::edge_bootstrap::run_edge_bootstrap;
-use super::events::{run_events, Notice, NOTICE_QUEUE};
-use super::installation::{self, InstallationSource};
-use super::onboarding::{run_onboarding, Desired, DesiredTenant, Onboarding};
-use super::status_writer::StatusWriter;
+use super::events::Notice;
+use super::onboarding::{Desired, DesiredTenant};
+use super::route_parents::{detached_routes, ours_only};
+pub use super::route_parents::{foreign_parents, merge_foreign_parents, ForeignParents};
 use super::store::{Debounce, ObjectStore, StoreEvent};
-use super::watch::{spawn_watchers, WatchSettings, EVENT_QUEUE, WATCHED_KINDS};
+use super::watch::WATCHED_KINDS;
 use super::watch_health::{readiness_detail, update_gauges};
-use crate::children::ChildSettings;
+pub use super::wiring::{run, run_status_writer, OperatorConfig};
 use crate::compiler::{Compiler, Endpoints, PackedPartition, Partition, CLUSTER_PARTITION};
-use crate::index::{ObjectIndex, ROUTE_KINDS};
+use crate::index::ROUTE_KINDS;
 use crate::metrics::{KindLabel, OperatorMetrics};
 use crate::status::{apply_acks, stamp_transitions, ObjectStatus};
 use crate::status_installation::{apply_installation, Installation};
 use crate::translator::TranslateSettings;
-use ::kube::Client;
 use bulkhead_crds::snapshot::{EdgeSnapshot, TenantSnapshot};
-use bulkhead_crds::{Tenant, CONTROLLER_NAME};
+use bulkhead_crds::Tenant;
 use bulkhead_snapshot::Ack;
 use bulkhead_snapshot_wire::{AckReceiver, Authenticator, SnapshotServer, StreamName};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -665,142 +662,6 @@ async fn sleep_until(due: Option<Instant>) {
     }
 }
 
-/// Route `status.parents` entries written by other controllers, by (kind, namespace, name).
-pub type ForeignParents = BTreeMap<(String, String, String), Vec<serde_json::Value>>;
-
-/// The entries of the `status.parents` of the routes listed in `statuses` whose `controllerName`
-/// is not Bulkhead's, read from the cached routes. `parents` is an atomic list for server-side
-/// apply: writing only ours would delete theirs.
-pub fn foreign_parents(statuses: &[ObjectStatus], index: &ObjectIndex) -> ForeignParents {
-    fn collect<S: serde::Serialize>(
-        out: &mut ForeignParents,
-        kind: &str,
-        meta: &ObjectMeta,
-        status: Option<&S>,
-    ) {
-        let Some(status) = status.and_then(|s| serde_json::to_value(s).ok()) else {
-            return;
-        };
-        let theirs: Vec<serde_json::Value> = status["parents"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["controllerName"] != CONTROLLER_NAME)
-            .cloned()
-            .collect();
-        if !theirs.is_empty() {
-            let key = (
-                kind.to_owned(),
-                meta.namespace.clone().unwrap_or_default(),
-                meta.name.clone().unwrap_or_default(),
-            );
-            out.insert(key, theirs);
-        }
-    }
-    use crate::objects::Object;
-    let mut out = ForeignParents::new();
-    for s in statuses
-        .iter()
-        .filter(|s| ROUTE_KINDS.contains(&s.kind.as_str()))
-    {
-        let ns = s.metadata.namespace.as_deref().unwrap_or_default();
-        let Some(kind) = ROUTE_KINDS.iter().find(|k| **k == s.kind) else {
-            continue;
-        };
-        match index.get(kind, ns, &s.metadata.name) {
-            Some(Object::HttpRoute(r)) => collect(&mut out, kind, &r.metadata, r.status.as_ref()),
-            Some(Object::GrpcRoute(r)) => collect(&mut out, kind, &r.metadata, r.status.as_ref()),
-            Some(Object::TlsRoute(r)) => collect(&mut out, kind, &r.metadata, r.status.as_ref()),
-            Some(Object::TcpRoute(r)) => collect(&mut out, kind, &r.metadata, r.status.as_ref()),
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Routes in `namespaces` whose status in the cluster still holds an entry of ours (see
-/// [`crate::objects::HAS_OUR_PARENTS_ANNOTATION`]) although no Gateway of ours lists them in
-/// `current` any more: each gets a status without entries of ours, so the stale ones are removed
-/// (other controllers' entries are merged in after).
-fn detached_routes<'a>(
-    namespaces: impl Iterator<Item = &'a str>,
-    current: &[ObjectStatus],
-    index: &ObjectIndex,
-) -> Vec<ObjectStatus> {
-    let listed: std::collections::BTreeSet<(&str, Option<&str>, &str)> = current
-        .iter()
-        .map(|s| {
-            (
-                s.kind.as_str(),
-                s.metadata.namespace.as_deref(),
-                s.metadata.name.as_str(),
-            )
-        })
-        .collect();
-    let mut out = Vec::new();
-    for ns in namespaces {
-        for kind in ROUTE_KINDS {
-            for route in index.in_namespace(kind, ns) {
-                let meta = route.metadata();
-                let marked = meta
-                    .annotations
-                    .as_ref()
-                    .is_some_and(|a| a.contains_key(crate::objects::HAS_OUR_PARENTS_ANNOTATION));
-                let name = meta.name.as_deref().unwrap_or_default();
-                if !marked || listed.contains(&(kind, Some(ns), name)) {
-                    continue;
-                }
-                let version = match route {
-                    crate::objects::Object::TcpRoute(_) => "gateway.networking.k8s.io/v1alpha2",
-                    _ => "gateway.networking.k8s.io/v1",
-                };
-                out.push(ObjectStatus {
-                    api_version: version.to_owned(),
-                    kind: kind.to_owned(),
-                    metadata: crate::status::ObjectMeta {
-                        namespace: Some(ns.to_owned()),
-                        name: name.to_owned(),
-                    },
-                    status: serde_json::json!({ "parents": [] }),
-                    tenant: None,
-                });
-            }
-        }
-    }
-    out
-}
-
-/// `statuses` without other controllers' route entries (as compiled).
-fn ours_only(statuses: &[ObjectStatus]) -> Vec<ObjectStatus> {
-    let mut out = statuses.to_vec();
-    for s in out
-        .iter_mut()
-        .filter(|s| ROUTE_KINDS.contains(&s.kind.as_str()))
-    {
-        if let Some(serde_json::Value::Array(parents)) = s.status.get_mut("parents") {
-            parents.retain(|p| p["controllerName"] == CONTROLLER_NAME);
-        }
-    }
-    out
-}
-
-/// Appends other controllers' entries to the `parents` of the route statuses we write.
-pub fn merge_foreign_parents(statuses: &mut [ObjectStatus], foreign: &ForeignParents) {
-    for s in statuses.iter_mut() {
-        let key = (
-            s.kind.clone(),
-            s.metadata.namespace.clone().unwrap_or_default(),
-            s.metadata.name.clone(),
-        );
-        let Some(theirs) = foreign.get(&key) else {
-            continue;
-        };
-        if let Some(serde_json::Value::Array(parents)) = s.status.get_mut("parents") {
-            parents.extend(theirs.iter().cloned());
-        }
-    }
-}
-
 /// The Tenants to onboard: those served (`served(name)`), each with its bootstrap snapshot.
 pub fn desired_tenants<'a>(
     tenants: impl IntoIterator<Item = &'a Arc<Tenant>>,
@@ -864,182 +725,12 @@ pub fn render_statuses(
     statuses
 }
 
-/// Writes the newest statuses whenever they change, retrying failures every
-/// [`STATUS_RETRY_INTERVAL`], until `shutdown`.
-pub async fn run_status_writer(
-    writer: Arc<StatusWriter>,
-    mut statuses: watch::Receiver<Statuses>,
-    shutdown: CancellationToken,
-) {
-    let mut retry = false;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            changed = statuses.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(STATUS_RETRY_INTERVAL), if retry => {}
-        }
-        let current = statuses.borrow_and_update().clone();
-        let report = tokio::select! {
-            () = shutdown.cancelled() => return,
-            report = writer.sync_partitions(&current) => report,
-        };
-        if report.written > 0 || report.failed > 0 {
-            tracing::debug!(
-                written = report.written,
-                failed = report.failed,
-                "statuses written"
-            );
-        }
-        retry = report.failed > 0;
-    }
-}
-
-/// What the Kubernetes side of the operator needs.
-#[derive(Clone)]
-pub struct OperatorConfig {
-    /// The API client (in-cluster credentials).
-    pub client: Client,
-    /// Settings of the Tenants' children.
-    pub settings: ChildSettings,
-    /// The snapshot API's CA bundle as it changes (the routers' CA ConfigMaps follow it).
-    pub operator_ca: watch::Receiver<String>,
-    /// The directory the snapshot API's authenticator reads.
-    pub directory: TenantDirectory,
-    /// The control plane's metrics (registered by the caller).
-    pub metrics: OperatorMetrics,
-    /// This replica's name (the `reportingInstance` of its events).
-    pub identity: String,
-    /// Settings of the watchers.
-    pub watch: WatchSettings,
-    /// Receives the readiness detail: degraded kinds and undecodable objects (see
-    /// [`super::watch_health`]).
-    pub readiness_detail: watch::Sender<String>,
-    /// Listener ports the edge receives.
-    pub translate: TranslateSettings,
-    /// Where Gateway addresses come from.
-    pub installation: InstallationSource,
-}
-
-/// Waits until this replica leads; `false` when `shutdown` comes first.
-async fn until_leading(leading: &mut watch::Receiver<bool>, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = shutdown.cancelled() => false,
-        r = leading.wait_for(|l| *l) => r.is_ok(),
-    }
-}
-
-/// Runs watchers and the control loop (every replica compiles and serves snapshots), and, while
-/// `leading` says this replica holds the Lease, the writers: statuses, onboarding and events.
-/// Runs until `shutdown`. `ready` becomes `true` after the first full compilation (every initial
-/// list is in and every tenant's first snapshot is published).
-pub async fn run<A: Authenticator>(
-    config: OperatorConfig,
-    server: SnapshotServer<A>,
-    acks: AckReceiver,
-    ready: watch::Sender<bool>,
-    leading: watch::Receiver<bool>,
-    shutdown: CancellationToken,
-) {
-    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-    let versions = match discover(&config.client).await {
-        Ok(versions) => {
-            tracing::info!(versions = ?versions.chosen, "Gateway API versions discovered");
-            versions
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "API discovery failed; watching each Gateway API kind at its newest version");
-            ServedVersions::newest()
-        }
-    };
-    let writer = Arc::new(StatusWriter::new(config.client.clone()).with_versions(&versions));
-    let mut watchers = spawn_watchers(&config.client, &event_tx, &writer, &config.watch, &versions);
-    drop(event_tx);
-    let (desired_tx, desired_rx) = watch::channel(Desired::new());
-    let (status_tx, mut status_rx) = watch::channel(Statuses::default());
-    let (notice_tx, notice_rx) = mpsc::channel(NOTICE_QUEUE);
-    let system_namespace = config.settings.system_namespace.clone();
-    let onboarding = Onboarding::new(config.client.clone(), config.settings, Arc::clone(&writer));
-    let operator_ca = config.operator_ca;
-    let onboarding_task = {
-        let (mut leading, shutdown) = (leading.clone(), shutdown.clone());
-        let client = config.client.clone();
-        tokio::spawn(async move {
-            if until_leading(&mut leading, &shutdown).await {
-                let (repair_tx, repairs) = mpsc::channel(REPAIR_QUEUE);
-                let mut child_watchers = spawn_child_watchers(&client, &repair_tx);
-                drop(repair_tx);
-                run_onboarding(onboarding, desired_rx, operator_ca, repairs, shutdown).await;
-                child_watchers.shutdown().await;
-            }
-        })
-    };
-    let status_task = {
-        let (mut leading, shutdown) = (leading.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            if until_leading(&mut leading, &shutdown).await {
-                status_rx.mark_changed();
-                run_status_writer(writer, status_rx, shutdown).await;
-            }
-        })
-    };
-    let (edge_acked_tx, edge_acked) = watch::channel(None);
-    let edge_bootstrap_task = {
-        let (mut leading, shutdown) = (leading.clone(), shutdown.clone());
-        let (client, namespace) = (config.client.clone(), system_namespace.clone());
-        let metrics = config.metrics.clone();
-        tokio::spawn(async move {
-            if until_leading(&mut leading, &shutdown).await {
-                run_edge_bootstrap(client, namespace, edge_acked, metrics, shutdown).await;
-            }
-        })
-    };
-    let events_task = tokio::spawn(run_events(
-        config.client.clone(),
-        Some(config.identity.clone()),
-        system_namespace,
-        notice_rx,
-        leading,
-        shutdown.clone(),
-    ));
-    let missing_kinds = versions
-        .missing_required
-        .iter()
-        .map(|k| format!("{} ({})", k.kind, k.versions.join(", ")))
-        .collect();
-    let installation = installation::spawn(
-        config.client.clone(),
-        config.installation,
-        missing_kinds,
-        shutdown.clone(),
-    );
-    ControlLoop::new(server, config.directory, desired_tx, status_tx, ready)
-        .with_translate_settings(config.translate)
-        .with_installation(installation)
-        .with_metrics(config.metrics)
-        .with_notices(notice_tx)
-        .with_edge_bootstrap(edge_acked_tx)
-        .with_readiness_detail(config.readiness_detail)
-        .run(event_rx, acks, shutdown.clone())
-        .await;
-    shutdown.cancel();
-    watchers.shutdown().await;
-    for task in [
-        onboarding_task,
-        status_task,
-        edge_bootstrap_task,
-        events_task,
-    ] {
-        if let Err(e) = task.await {
-            tracing::error!(error = %e, "operator task failed");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kube::testing::WORLD;
     use crate::objects::{parse_documents, Object};
+    use bulkhead_crds::CONTROLLER_NAME;
     use bulkhead_snapshot_wire::{Identity, StaticTokens};
     use std::path::Path;
 

@@ -7,6 +7,8 @@
 //! * [`store`]: the cache those watchers fill, the initial-list gate, router endpoints, debounce.
 //! * [`control`]: the control loop (store → compiler → snapshot server → statuses, onboarding)
 //!   and [`run`], which wires everything.
+//! * [`route_parents`]: other controllers' route `status.parents` entries, kept in our writes.
+//! * [`wiring`]: [`run`], which wires watchers, the control loop and the writers.
 //! * [`status_writer`]: statuses written by server-side apply, only when they changed.
 //! * [`route_status`]: route statuses merged with the live `status.parents` of other
 //!   controllers and replaced with optimistic concurrency.
@@ -31,6 +33,7 @@ pub mod installation;
 pub mod leader;
 pub mod leader_label;
 pub mod onboarding;
+pub mod route_parents;
 pub mod route_status;
 pub mod status_writer;
 pub mod store;
@@ -38,10 +41,11 @@ pub mod store;
 pub(crate) mod testing;
 pub mod watch;
 pub mod watch_health;
+pub mod wiring;
 
 pub use ::kube::Client;
 pub use auth::{TenantDirectory, TokenReviewAuth};
-pub use control::{run, OperatorConfig};
+pub use wiring::{run, OperatorConfig};
 
 /// The field manager of every server-side apply the operator makes (children and statuses).
 pub const FIELD_MANAGER: &str = "bulkhead-operator";
