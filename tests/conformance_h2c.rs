@@ -193,18 +193,9 @@ async fn grpc_and_http_routes_on_an_http_listener_serve_h2c_prior_knowledge() {
     assert_eq!(status, 200, "{body}");
 }
 
-/// A raw HTTP/2 frame.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).expect("length").to_be_bytes();
-    let mut out = vec![len[1], len[2], len[3], kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
 /// The preface and an empty SETTINGS frame.
 fn preface_and_settings() -> Vec<u8> {
-    [PREFACE, &frame(0x4, 0, 0, &[])].concat()
+    [PREFACE, &h2_frame(0x4, 0, 0, &[])].concat()
 }
 
 /// Sends `bytes` (ignoring a write the edge cut short) and reads until the edge closes.
@@ -265,16 +256,16 @@ async fn h2c_clients_that_never_finish_their_first_request_get_goaway_and_are_co
     // A header block larger than the edge's budget: a HEADERS frame without END_HEADERS, then
     // CONTINUATION frames past 16 KiB.
     let mut big = preface_and_settings();
-    big.extend(frame(0x1, 0, 1, &[0x82; 16_000]));
-    big.extend(frame(0x9, 0, 1, &[0x82; 2_000]));
+    big.extend(h2_frame(0x1, 0, 1, &[0x82; 16_000]));
+    big.extend(h2_frame(0x9, 0, 1, &[0x82; 2_000]));
     let answer = exchange(&s, &big).await;
     assert_eq!(goaway_code(&answer), ENHANCE_YOUR_CALM);
 
     // An endless chain of empty CONTINUATION frames is cut at the same budget.
     let mut chain = preface_and_settings();
-    chain.extend(frame(0x1, 0, 1, &[0x82]));
+    chain.extend(h2_frame(0x1, 0, 1, &[0x82]));
     while chain.len() < 64 * 1024 {
-        chain.extend(frame(0x9, 0, 1, &[]));
+        chain.extend(h2_frame(0x9, 0, 1, &[]));
     }
     let answer = exchange(&s, &chain).await;
     assert_eq!(goaway_code(&answer), ENHANCE_YOUR_CALM);
@@ -282,7 +273,7 @@ async fn h2c_clients_that_never_finish_their_first_request_get_goaway_and_are_co
 
     // A frame the client may not send before its first request.
     let mut bad = preface_and_settings();
-    bad.extend(frame(0x0, 0, 1, b"data first"));
+    bad.extend(h2_frame(0x0, 0, 1, b"data first"));
     let answer = exchange(&s, &bad).await;
     assert_eq!(goaway_code(&answer), 0x1, "PROTOCOL_ERROR");
     assert_eq!(refused(&s, "h2_malformed").await, 1);
@@ -291,7 +282,7 @@ async fn h2c_clients_that_never_finish_their_first_request_get_goaway_and_are_co
     let mut unknown = preface_and_settings();
     let mut block = vec![0x82, 0x86, 0x84, 0x01, 16];
     block.extend_from_slice(b"nobody.else.test");
-    unknown.extend(frame(0x1, 0x5, 1, &block));
+    unknown.extend(h2_frame(0x1, 0x5, 1, &block));
     let answer = exchange(&s, &unknown).await;
     assert_eq!(goaway_code(&answer), NO_ERROR);
 

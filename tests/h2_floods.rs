@@ -60,23 +60,14 @@ async fn bulk_backend() -> SocketAddr {
     addr
 }
 
-/// One HTTP/2 frame: 9-byte header and payload.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
-    let mut f = vec![len[1], len[2], len[3], kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
 /// Preface, windows opened to the maximum, then `streams` GET requests for `/big`; nothing is read.
 fn flood_bytes(authority: &str, streams: u32) -> Vec<u8> {
     const MAX_WINDOW: u32 = 0x7fff_ffff;
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     let mut settings = vec![0x00, 0x04];
     settings.extend_from_slice(&MAX_WINDOW.to_be_bytes());
-    out.extend(frame(0x4, 0, 0, &settings));
-    out.extend(frame(0x8, 0, 0, &(MAX_WINDOW - 65_535).to_be_bytes()));
+    out.extend(h2_frame(0x4, 0, 0, &settings));
+    out.extend(h2_frame(0x8, 0, 0, &(MAX_WINDOW - 65_535).to_be_bytes()));
     // HPACK: :method GET, :scheme https (static table), :path /big and :authority as literals.
     let mut block = vec![0x82, 0x87, 0x04, 4];
     block.extend_from_slice(b"/big");
@@ -84,7 +75,7 @@ fn flood_bytes(authority: &str, streams: u32) -> Vec<u8> {
     block.push(u8::try_from(authority.len()).unwrap());
     block.extend_from_slice(authority.as_bytes());
     for i in 0..streams {
-        out.extend(frame(0x1, 0x5, 1 + 2 * i, &block));
+        out.extend(h2_frame(0x1, 0x5, 1 + 2 * i, &block));
     }
     out
 }

@@ -813,3 +813,15 @@ pub fn tls_server_config(leaf: &pki::LeafCert) -> Arc<rustls::ServerConfig> {
     .expect("certificate and key match");
     Arc::new(config)
 }
+
+/// One raw HTTP/2 frame: the 9-byte header and `payload` (for tests that send what a client
+/// library would not).
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len())
+        .expect("frame length")
+        .to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
