@@ -284,7 +284,7 @@ impl SnapshotApplier {
                 state.current.store(Some(Arc::new(compiled)));
                 self.registry.prune();
                 self.certificates.prune();
-                state.shared.upstreams.retain_h2(&live);
+                state.shared.upstreams.retain(&live);
                 count(SnapshotOutcome::Applied);
                 metrics
                     .snapshot_version

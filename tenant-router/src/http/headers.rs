@@ -177,22 +177,31 @@ pub(crate) struct Forwarding<'a> {
 /// Returns the request id and how many client-supplied forwarding fields were dropped
 /// (`X-Forwarded-For` fields not counted when hops are trusted).
 pub(crate) fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) -> (String, usize) {
-    let client_xff: Vec<String> = comma_tokens(headers, &X_FORWARDED_FOR)
-        .map(str::to_owned)
-        .collect();
-    let kept = client_xff.len().min(f.trusted_hops);
-    let trusted_fields = match f.trusted_hops {
-        0 => 0,
-        _ => headers.get_all(&X_FORWARDED_FOR).iter().count(),
+    let (dropped, xff, real_ip) = if f.trusted_hops == 0 {
+        // The common case, without a string per address: the client alone.
+        let client = ip_value(f.client);
+        (
+            remove_forwarding(headers),
+            Some(client.clone()),
+            Some(client),
+        )
+    } else {
+        let client_xff: Vec<String> = comma_tokens(headers, &X_FORWARDED_FOR)
+            .map(str::to_owned)
+            .collect();
+        let kept = client_xff.len().min(f.trusted_hops);
+        let trusted_fields = headers.get_all(&X_FORWARDED_FOR).iter().count();
+        let dropped = remove_forwarding(headers).saturating_sub(trusted_fields);
+        let mut chain: Vec<String> = client_xff[client_xff.len() - kept..].to_vec();
+        chain.push(f.client.to_string());
+        let xff = HeaderValue::from_str(&chain.join(", ")).ok();
+        (dropped, xff, HeaderValue::from_str(&chain[0]).ok())
     };
-    let dropped = remove_forwarding(headers).saturating_sub(trusted_fields);
-    let mut chain: Vec<String> = client_xff[client_xff.len() - kept..].to_vec();
-    chain.push(f.client.to_string());
-    if let Ok(v) = HeaderValue::from_str(&chain.join(", ")) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    if let Some(xff) = xff {
+        headers.insert(X_FORWARDED_FOR.clone(), xff);
     }
-    if let Ok(v) = HeaderValue::from_str(&chain[0]) {
-        headers.insert(X_REAL_IP.clone(), v);
+    if let Some(real_ip) = real_ip {
+        headers.insert(X_REAL_IP.clone(), real_ip);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
     headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(f.port));
@@ -200,6 +209,16 @@ pub(crate) fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) -> (St
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
     (request_id(headers), dropped)
+}
+
+/// An address as a header value, formatted without a heap string.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    use std::io::Write as _;
+    // The longest IPv6 text form is 45 bytes.
+    let mut buf = [0u8; 48];
+    let mut out = &mut buf[..];
+    let written = write!(out, "{ip}").map(|()| 48 - out.len()).unwrap_or(0);
+    HeaderValue::from_bytes(&buf[..written]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Removes every [`FORWARDING_HEADERS`] field, in `-` or `_` spelling; returns how many there were.
@@ -228,8 +247,14 @@ fn request_id(headers: &mut HeaderMap) -> String {
     match headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() => id.to_owned(),
         _ => {
-            let id = format!("{:032x}", rand::random::<u128>());
-            if let Ok(v) = HeaderValue::from_str(&id) {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let n = rand::random::<u128>();
+            let mut hex = [0u8; 32];
+            for (i, digit) in hex.iter_mut().enumerate() {
+                *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+            }
+            let id = String::from_utf8_lossy(&hex).into_owned();
+            if let Ok(v) = HeaderValue::from_bytes(&hex) {
                 headers.insert(X_REQUEST_ID.clone(), v);
             }
             id

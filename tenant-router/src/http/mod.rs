@@ -29,7 +29,7 @@ use crate::metrics::{
 };
 use crate::otel::{Arrival, RequestSpan};
 use crate::outlier::{Health, OutlierPolicy};
-use crate::upstream::{UpstreamError, Upstreams};
+use crate::upstream::{UpstreamBody, UpstreamError, Upstreams};
 use bulkhead_snapshot::BackendProtocol;
 use http::header::{CONTENT_TYPE, HOST, LOCATION};
 use http::uri::{PathAndQuery, Scheme};
@@ -290,7 +290,7 @@ async fn route_and_forward(
     };
     let client_upgrade = upgrading.is_some().then(|| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
-    let built = build_request(ctx, parts, &host.raw, vhost, route, backend, &first, &plan)
+    let built = build_request(ctx, parts, &host.raw, vhost, route, backend, &plan)
         .map_err(|r| plan.refuse(r))?;
     let mut parts = built.head;
     if let Some(protocols) = &upgrading {
@@ -321,7 +321,6 @@ async fn route_and_forward(
     let outgoing = Outgoing {
         head: parts,
         body: request_body,
-        path_and_query: built.path_and_query,
     };
     let result =
         forward_with_retries(ctx, backend, route, &first, outgoing, &watch, record, start).await;
@@ -449,15 +448,13 @@ fn pick_endpoint(
 /// The head of the request to send, and what retries and mirrors need of it.
 struct BuiltRequest {
     head: http::request::Parts,
-    path_and_query: String,
     /// The authority the backend gets (`Host` or `:authority`).
     host_authority: String,
     request_id: String,
 }
 
 /// Phase 6: the upstream request head: rewrites, forwarding headers, `Host` or `:authority`, the
-/// protocol version and the absolute URI for `first`.
-#[allow(clippy::too_many_arguments)]
+/// protocol version and the URI (the same for every endpoint of `backend`).
 fn build_request(
     ctx: &ConnContext,
     mut parts: http::request::Parts,
@@ -465,22 +462,34 @@ fn build_request(
     vhost: &CompiledVhost,
     route: &CompiledRoute,
     backend: &CompiledBackend,
-    first: &EndpointState,
     plan: &FilterPlan<'_>,
 ) -> Result<BuiltRequest, Refusal> {
-    let mut path = parts.uri.path().to_owned();
     let mut upstream_host = HeaderValue::from_str(host_value).map_err(|_| Refusal::BadHead)?;
+    let mut path: Option<String> = None;
     for rw in &plan.rewrites {
         if let Some(h) = &rw.hostname {
             upstream_host = h.clone();
         }
         if let Some(change) = &rw.path {
-            path = change.apply(&path, route.matched_prefix());
+            let current = path.as_deref().unwrap_or(parts.uri.path());
+            path = Some(change.apply(current, route.matched_prefix()));
         }
     }
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
+    // Without a path rewrite the client's (normalised) path and query go on as they are: the
+    // same shared bytes, no copy.
+    let path_and_query = match path {
+        None => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        Some(path) => {
+            let joined = match parts.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            PathAndQuery::try_from(joined).map_err(|_| Refusal::BadHead)?
+        }
     };
     let original_host = HeaderValue::from_str(host_value).ok();
     let (request_id, replaced) = headers::add_forwarding(
@@ -498,43 +507,49 @@ fn build_request(
         tracing::debug!(tenant = %ctx.shared.tenant, replaced, "client-supplied forwarding headers replaced");
     }
     let host_authority = upstream_host.to_str().unwrap_or_default().to_owned();
-    let uri_authority = match backend.protocol {
+    // The URI does not depend on the endpoint, so a retry to another one reuses it: HTTP/1 sends
+    // the origin form (the endpoint is the connection's), HTTP/2 the `:authority` of the host.
+    parts.uri = match backend.protocol {
         BackendProtocol::H2c => {
             parts.headers.remove(HOST);
             parts.version = Version::HTTP_2;
-            host_authority.clone()
+            absolute_uri(&host_authority, path_and_query).map_err(|_| Refusal::BadHead)?
         }
         BackendProtocol::Http1 | BackendProtocol::Tcp => {
             parts.headers.insert(HOST, upstream_host);
             headers::join_cookies(&mut parts.headers);
             parts.version = Version::HTTP_11;
-            first.addr.to_string()
+            origin_uri(path_and_query)
         }
     };
-    parts.uri = absolute_uri(&uri_authority, &path_and_query).map_err(|_| Refusal::BadHead)?;
     Ok(BuiltRequest {
         head: parts,
-        path_and_query,
         host_authority,
         request_id,
     })
 }
 
-fn absolute_uri(authority: &str, path_and_query: &str) -> Result<Uri, http::Error> {
+/// `http://authority/path`.
+fn absolute_uri(authority: &str, path_and_query: PathAndQuery) -> Result<Uri, http::Error> {
     Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(authority)
-        .path_and_query(PathAndQuery::try_from(path_and_query)?)
+        .path_and_query(path_and_query)
         .build()
+}
+
+/// The origin form `/path?query` that HTTP/1.1 sends to an endpoint it is connected to.
+fn origin_uri(path_and_query: PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).unwrap_or_default()
 }
 
 /// A request ready to forward but for the endpoint it goes to.
 struct Outgoing {
-    /// The head, with an absolute URI for the first endpoint.
+    /// The head; its URI serves every endpoint of the backend.
     head: http::request::Parts,
     body: ProxyBody,
-    /// The URI's path and query (for the URI of another endpoint).
-    path_and_query: String,
 }
 
 /// Methods whose requests may be sent twice (RFC 9110 section 9.2.2).
@@ -578,14 +593,10 @@ async fn forward_with_retries(
     watch: &ClientBodyWatch,
     record: &mut RequestRecord,
     start: Instant,
-) -> Result<(Response<Incoming>, Option<Instant>), ForwardError> {
+) -> Result<(Response<UpstreamBody>, Option<Instant>), ForwardError> {
     let shared = &ctx.shared;
     let max_retries = shared.limits.max_retries;
-    let Outgoing {
-        mut head,
-        mut body,
-        path_and_query,
-    } = outgoing;
+    let Outgoing { mut head, mut body } = outgoing;
     let idempotent = is_idempotent(&head.method);
     let bodiless = body.is_end_stream() || body.size_hint().exact() == Some(0);
     let request_deadline = route.request_timeout.map(|t| start + t);
@@ -626,9 +637,9 @@ async fn forward_with_retries(
             Err(SendFailure::Upstream(error)) => error,
         };
         let failure = blame(ctx, backend, &endpoint, &error, watch);
-        let ForwardError::Upstream(kind) = failure else {
+        if !matches!(failure, ForwardError::Upstream(_)) {
             return Err(failure);
-        };
+        }
         let reason = if error.nothing_sent() {
             RetryReason::NotSent
         } else if error.connection_failed() && idempotent && bodiless {
@@ -649,11 +660,6 @@ async fn forward_with_retries(
             .map(Arc::clone)
             .unwrap_or(endpoint);
         head = next_head;
-        if backend.protocol != BackendProtocol::H2c {
-            // An address and an already validated path always make a valid URI.
-            head.uri = absolute_uri(&next.addr.to_string(), &path_and_query)
-                .map_err(|_| ForwardError::Upstream(kind))?;
-        }
         tracing::debug!(backend = %backend.id, from = ?tried.last(), to = %next.addr, ?reason, "retrying upstream request");
         shared
             .metrics
@@ -754,7 +760,7 @@ async fn send_with_deadline(
     endpoint: &EndpointState,
     req: Request<ProxyBody>,
     deadline: Option<Instant>,
-) -> Result<Response<Incoming>, SendFailure> {
+) -> Result<Response<UpstreamBody>, SendFailure> {
     let send = upstreams.send(backend.protocol, endpoint.addr, req);
     let result = match deadline {
         Some(d) => tokio::time::timeout_at(d.into(), send)
@@ -860,8 +866,8 @@ fn mirror_head(
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let uri = absolute_uri(&authority, path_and_query).ok()?;
     let mut builder = Request::builder()
         .method(parts.method.clone())

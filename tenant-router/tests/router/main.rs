@@ -9,3 +9,4 @@ mod resilience;
 mod routing;
 mod support;
 mod tenancy;
+mod upstream_pool;

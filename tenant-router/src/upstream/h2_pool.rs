@@ -1,0 +1,92 @@
+//! HTTP/2 prior knowledge upstreams: one multiplexed connection per endpoint.
+
+use super::UpstreamError;
+use crate::body::ProxyBody;
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// One HTTP/2 connection per endpoint, re-established when it closes.
+#[derive(Debug)]
+pub(super) struct H2Pool {
+    pub(super) connect_timeout: Duration,
+    pub(super) keep_alive_interval: Duration,
+    pub(super) keep_alive_timeout: Duration,
+    pub(super) senders: Mutex<HashMap<SocketAddr, http2::SendRequest<ProxyBody>>>,
+}
+
+impl H2Pool {
+    pub(super) async fn send(
+        &self,
+        endpoint: SocketAddr,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let cached = self
+            .senders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&endpoint)
+            .filter(|s| !s.is_closed())
+            .cloned();
+        let mut sender = match cached {
+            Some(s) => s,
+            // Boxed: connecting is the rare path (see `h1_pool::send`).
+            None => Box::pin(self.connect(endpoint)).await?,
+        };
+        sender
+            .ready()
+            .await
+            .map_err(|e| UpstreamError::Connect(Box::new(e)))?;
+        sender.try_send_request(req).await.map_err(|mut e| {
+            if e.take_message().is_some() {
+                UpstreamError::Unsent(Box::new(e.into_error()))
+            } else {
+                UpstreamError::from_sent(e.into_error())
+            }
+        })
+    }
+
+    async fn connect(
+        &self,
+        endpoint: SocketAddr,
+    ) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(endpoint))
+            .await
+            .map_err(|_| UpstreamError::Connect("connect timed out".into()))?
+            .map_err(|e| UpstreamError::Connect(Box::new(e)))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.keep_alive_interval)
+            .keep_alive_timeout(self.keep_alive_timeout)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| UpstreamError::Connect(Box::new(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%endpoint, error = %e, "h2 upstream connection ended");
+            }
+        });
+        self.senders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(endpoint, sender.clone());
+        Ok(sender)
+    }
+}
+
+impl H2Pool {
+    /// Drops the connections to endpoints not in `live`.
+    pub(super) fn retain(&self, live: &HashSet<SocketAddr>) {
+        self.senders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|addr, _| live.contains(addr));
+    }
+}

@@ -1,0 +1,211 @@
+//! Upstream connections: pooled HTTP/1.1 keep-alive connections ([`h1_pool`]) and HTTP/2 prior knowledge
+//! (one multiplexed connection per endpoint, [`h2_pool`], for gRPC and `h2c` backends).
+//!
+//! Pools belong to the router, not to a snapshot: a configuration swap keeps warm connections.
+
+mod h1_pool;
+mod h2_pool;
+
+use crate::body::{BoxError, ProxyBody};
+use crate::limits::{RouterLimits, MIN_H1_BUF_SIZE};
+use bulkhead_snapshot::BackendProtocol;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use pin_project_lite::pin_project;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+/// Why an upstream exchange failed before a response head arrived. The variants say how much of
+/// the request may have reached the endpoint, which decides whether it may be sent again.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    /// The endpoint could not be reached; nothing was sent (answered 503).
+    #[error("connect to backend failed: {0}")]
+    Connect(BoxError),
+    /// A connection was open but closed before the request was written; nothing was sent
+    /// (answered 502).
+    #[error("backend connection closed before the request was sent: {0}")]
+    Unsent(BoxError),
+    /// The connection broke (closed, reset) after the request was at least partly written and
+    /// before a response head arrived (answered 502).
+    #[error("backend connection failed: {0}")]
+    Broken(BoxError),
+    /// The backend broke the exchange otherwise, e.g. with an invalid response head (answered 502).
+    #[error("backend exchange failed: {0}")]
+    Protocol(BoxError),
+}
+
+impl UpstreamError {
+    /// Whether no byte of the request reached the endpoint (any request may be sent again).
+    pub(crate) fn nothing_sent(&self) -> bool {
+        matches!(self, Self::Connect(_) | Self::Unsent(_))
+    }
+
+    /// Whether the connection itself failed (an idempotent request without a body may be sent
+    /// again).
+    pub(crate) fn connection_failed(&self) -> bool {
+        !matches!(self, Self::Protocol(_))
+    }
+
+    /// Classifies an error of a started exchange. An HTTP/2 stream the server refused
+    /// (`REFUSED_STREAM`) was not processed at all (RFC 9113 section 8.7), so it counts as unsent.
+    fn from_sent(e: hyper::Error) -> Self {
+        if is_refused_stream(&e) {
+            Self::Unsent(Box::new(e))
+        } else if is_connection_error(&e) {
+            Self::Broken(Box::new(e))
+        } else {
+            Self::Protocol(Box::new(e))
+        }
+    }
+}
+
+/// Whether `e` or one of its sources is an HTTP/2 `REFUSED_STREAM` reset.
+fn is_refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        current = err.source();
+    }
+    false
+}
+
+/// Whether `e` or one of its sources says the connection failed: hyper's "closed before the message
+/// completed", "connection closed" or "canceled", or any I/O error.
+fn is_connection_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+                return true;
+            }
+        }
+        if err.is::<std::io::Error>() {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
+/// The router's upstream clients.
+#[derive(Debug)]
+pub(crate) struct Upstreams {
+    h1: Arc<h1_pool::H1Pool>,
+    h2: h2_pool::H2Pool,
+}
+
+impl Upstreams {
+    /// Clients configured from the router limits.
+    pub(crate) fn new(limits: &RouterLimits) -> Self {
+        Self {
+            h1: Arc::new(h1_pool::H1Pool::new(h1_pool::H1Settings {
+                connect_timeout: limits.upstream_connect_timeout,
+                idle_timeout: limits.upstream_idle_timeout,
+                max_idle_per_endpoint: limits.upstream_max_idle_per_endpoint,
+                max_buf_size: limits.upstream_max_buf_size.max(MIN_H1_BUF_SIZE),
+            })),
+            h2: h2_pool::H2Pool {
+                connect_timeout: limits.upstream_connect_timeout,
+                keep_alive_interval: limits.h2_keep_alive_interval,
+                keep_alive_timeout: limits.h2_keep_alive_timeout,
+                senders: Mutex::new(HashMap::new()),
+            },
+        }
+    }
+
+    /// Sends `req` (whose URI must already be absolute: `http://endpoint/path` for HTTP/1,
+    /// `http://host/path` for HTTP/2) to `endpoint`.
+    pub(crate) async fn send(
+        &self,
+        protocol: BackendProtocol,
+        endpoint: SocketAddr,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        match protocol {
+            BackendProtocol::H2c => {
+                Ok(self
+                    .h2
+                    .send(endpoint, req)
+                    .await?
+                    .map(|inner| UpstreamBody {
+                        inner,
+                        release: None,
+                    }))
+            }
+            BackendProtocol::Http1 | BackendProtocol::Tcp => {
+                h1_pool::send(&self.h1, endpoint, req).await
+            }
+        }
+    }
+
+    /// Drops pooled connections to endpoints no longer configured.
+    pub(crate) fn retain(&self, live: &HashSet<SocketAddr>) {
+        self.h1.retain(live);
+        self.h2.retain(live);
+    }
+}
+
+pin_project! {
+    /// A backend's response body. An HTTP/1 connection goes back to its pool when the body has
+    /// been read to its end (not when it is dropped half read: hyper then closes the connection).
+    pub(crate) struct UpstreamBody {
+        #[pin]
+        inner: Incoming,
+        release: Option<h1_pool::Release>,
+    }
+
+    impl PinnedDrop for UpstreamBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(release) = this.release.take() {
+                if this.inner.is_end_stream() {
+                    release.give_back();
+                }
+            }
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        match &frame {
+            Some(Err(_)) => drop(this.release.take()),
+            None => {
+                if let Some(release) = this.release.take() {
+                    release.give_back();
+                }
+            }
+            Some(Ok(_)) if this.inner.is_end_stream() => {
+                if let Some(release) = this.release.take() {
+                    release.give_back();
+                }
+            }
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
