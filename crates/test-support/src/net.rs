@@ -1,11 +1,11 @@
 //! Loopback backends for tests: an accept loop on an ephemeral port that hands each connection to
 //! a handler on its own task ([`serve_each`]), the handlers tests keep writing ([`echo`],
-//! [`drain`]), an address nothing listens on ([`closed_port`]), and a client bound to another
-//! loopback source ([`connect_from`]). Backends live as long as the test's runtime.
+//! [`drain`]), an address nothing listens on ([`closed_port`]), a connected socket pair
+//! ([`tcp_pair`]) and a client bound to another loopback source ([`connect_from`]). Backends live as long as the test's runtime.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Where test backends listen: an ephemeral port on 127.0.0.1.
@@ -56,11 +56,16 @@ pub async fn echo_backend() -> SocketAddr {
     serve_each(echo).await
 }
 
-/// Reads `stream` to its end; `None` on an error.
-pub async fn read_all<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
-    let mut all = Vec::new();
-    stream.read_to_end(&mut all).await.ok()?;
-    Some(all)
+/// A connected pair of TCP sockets on 127.0.0.1: (client, server).
+pub async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind(LOOPBACK_EPHEMERAL)
+        .await
+        .expect("bind an ephemeral loopback port");
+    let client = TcpStream::connect(listener.local_addr().expect("local addr"))
+        .await
+        .expect("connect");
+    let (server, _) = listener.accept().await.expect("accept");
+    (client, server)
 }
 
 /// A loopback address nothing listens on (bound, then released).
