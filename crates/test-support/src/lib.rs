@@ -9,7 +9,7 @@
 //! | [`fuzz`] | (always) | reading `fuzz/seeds/<target>/` |
 //! | [`manifests`] | (always) | YAML builders for `bulkhead standalone`; (`tls`) the two-tenant world |
 //! | `fuzz::frames` | `frames` | the snapshot frame decoder checks (shared with the fuzz target) |
-//! | `net` | `net` | ephemeral loopback backends: `net::serve_each`, echo, drain, closed ports |
+//! | `net` | `net` | loopback backends (`net::serve_each`, echo, drain, closed ports) and raw clients |
 //! | `pki` | `tls` | the demo CA of `src/pki.rs` (one copy) with the DER forms tests compare |
 //! | `tls` | `tls` | rustls client and server configurations, a ClientHello taken out of rustls |
 #![forbid(unsafe_code)]

@@ -1,11 +1,13 @@
 //! Loopback backends for tests: an accept loop on an ephemeral port that hands each connection to
 //! a handler on its own task ([`serve_each`]), the handlers tests keep writing ([`echo`],
 //! [`drain`]), an address nothing listens on ([`closed_port`]), a connected socket pair
-//! ([`tcp_pair`]) and a client bound to another loopback source ([`connect_from`]). Backends live as long as the test's runtime.
+//! ([`tcp_pair`]), a client bound to another loopback source ([`connect_from`]) and a raw request
+//! whose response head is read back ([`exchange_head`]). Backends live as long as the test's runtime.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Where test backends listen: an ephemeral port on 127.0.0.1.
@@ -54,6 +56,36 @@ pub async fn drain<S: AsyncRead + Unpin>(mut stream: S) {
 /// A backend that echoes every byte on each connection ([`echo`]).
 pub async fn echo_backend() -> SocketAddr {
     serve_each(echo).await
+}
+
+/// Writes `bytes` on `stream` (raw: what a client library would not send), half-closes it when
+/// `half_close`, and returns the response head that came back within `wait`, up to the blank line
+/// ending it (what came before the peer closed, or nothing).
+pub async fn exchange_head<S>(
+    stream: &mut S,
+    bytes: &[u8],
+    half_close: bool,
+    wait: Duration,
+) -> String
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    stream.write_all(bytes).await.expect("write the request");
+    if half_close {
+        stream.shutdown().await.expect("half-close");
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_head = async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(wait, read_head).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// A connected pair of TCP sockets on 127.0.0.1: (client, server).

@@ -3,7 +3,7 @@
 
 use crate::support::*;
 use bulkhead_snapshot::{BackendProtocol, TenantSnapshot};
-use bulkhead_test_support::net::serve_each;
+use bulkhead_test_support::net::{exchange_head, serve_each};
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
@@ -455,24 +455,8 @@ fn client_errors(router: &TestRouter, kind: &str) -> f64 {
 /// Writes `bytes` on a new plain connection (after the PROXY header), half-closes it when asked,
 /// and returns the response head the router sent (empty when it sent none).
 async fn raw_exchange(router: &TestRouter, bytes: &[u8], half_close: bool) -> String {
-    use tokio::io::AsyncWriteExt;
     let mut s = proxied_tcp(router.http).await;
-    s.write_all(bytes).await.unwrap();
-    if half_close {
-        s.shutdown().await.unwrap();
-    }
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    let read_head = async {
-        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(RAW_ANSWER_WAIT, read_head).await;
-    String::from_utf8_lossy(&answer).into_owned()
+    exchange_head(&mut s, bytes, half_close, RAW_ANSWER_WAIT).await
 }
 
 #[tokio::test]
