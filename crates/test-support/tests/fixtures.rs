@@ -36,7 +36,10 @@ async fn a_leaf_is_served_to_clients_of_its_ca_and_refused_by_clients_of_another
     assert_eq!(presented, leaf.der());
     tls.write_all(b"ping").await.unwrap();
     let mut back = [0u8; 4];
-    tls.read_exact(&mut back).await.unwrap();
+    tokio::time::timeout(PATIENCE, tls.read_exact(&mut back))
+        .await
+        .expect("the echo within the patience")
+        .unwrap();
     assert_eq!(&back, b"ping");
 
     let stranger = TlsConnector::from(client_config(other.cert_pem(), &[]));
