@@ -217,6 +217,9 @@ fn resource() -> Resource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bulkhead_test_support::net::serve_each;
+    use bulkhead_test_support::pki::DemoCa;
+    use bulkhead_test_support::tls::server_config;
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use hyper::body::Incoming;
@@ -234,47 +237,46 @@ mod tests {
     /// Starts an OTLP/HTTP receiver on loopback that keeps every decoded `POST /v1/traces`; over
     /// TLS with `tls` (then its URL names `localhost`).
     async fn receiver_with(tls: Option<Arc<rustls::ServerConfig>>) -> (String, Kept) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let url = match tls {
-            Some(_) => format!("https://localhost:{port}/v1/traces"),
-            None => format!("http://127.0.0.1:{port}/v1/traces"),
-        };
+        let https = tls.is_some();
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let kept = Arc::new(Mutex::new(Vec::new()));
         let store = Arc::clone(&kept);
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
+        let addr = serve_each(move |tcp| {
+            let store = Arc::clone(&store);
+            let service = service_fn(move |req: hyper::Request<Incoming>| {
                 let store = Arc::clone(&store);
-                let service = service_fn(move |req: hyper::Request<Incoming>| {
-                    let store = Arc::clone(&store);
-                    async move {
-                        let path_ok = req.method() == "POST" && req.uri().path() == "/v1/traces";
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let mut resp = hyper::Response::new(Full::<Bytes>::default());
-                        match ExportTraceServiceRequest::decode(body) {
-                            Ok(export) if path_ok => store.lock().unwrap().push(export),
-                            _ => *resp.status_mut() = hyper::StatusCode::BAD_REQUEST,
-                        }
-                        Ok::<_, Infallible>(resp)
+                async move {
+                    let path_ok = req.method() == "POST" && req.uri().path() == "/v1/traces";
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let mut resp = hyper::Response::new(Full::<Bytes>::default());
+                    match ExportTraceServiceRequest::decode(body) {
+                        Ok(export) if path_ok => store.lock().unwrap().push(export),
+                        _ => *resp.status_mut() = hyper::StatusCode::BAD_REQUEST,
                     }
-                });
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let http = hyper::server::conn::http1::Builder::new();
-                    match acceptor {
-                        Some(acceptor) => {
-                            if let Ok(tls) = acceptor.accept(tcp).await {
-                                let _ = http.serve_connection(TokioIo::new(tls), service).await;
-                            }
-                        }
-                        None => {
-                            let _ = http.serve_connection(TokioIo::new(tcp), service).await;
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let acceptor = acceptor.clone();
+            async move {
+                let http = hyper::server::conn::http1::Builder::new();
+                match acceptor {
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(tcp).await {
+                            let _ = http.serve_connection(TokioIo::new(tls), service).await;
                         }
                     }
-                });
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(tcp), service).await;
+                    }
+                }
             }
-        });
+        })
+        .await;
+        let url = if https {
+            format!("https://localhost:{}/v1/traces", addr.port())
+        } else {
+            format!("http://{addr}/v1/traces")
+        };
         (url, kept)
     }
 
@@ -295,29 +297,11 @@ mod tests {
 
     #[tokio::test]
     async fn spans_reach_an_https_collector_that_the_configured_ca_signs() {
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca)
-            .unwrap();
-        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls_pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
-        )
-        .unwrap();
-        let (url, kept) = receiver_with(Some(Arc::new(server))).await;
+        let ca = DemoCa::new("collector CA").unwrap();
+        let leaf = ca.issue(&["localhost"]).unwrap();
+        let (url, kept) = receiver_with(Some(server_config(&leaf))).await;
 
-        let trusted = OtlpClient::new(Some(ca.as_ref().pem().as_bytes()), DEFAULT_OTLP_TIMEOUT);
+        let trusted = OtlpClient::new(Some(ca.cert_pem().as_bytes()), DEFAULT_OTLP_TIMEOUT);
         let provider = tracer_provider(Some(&url), trusted.unwrap()).unwrap();
         let mut span = provider.tracer("test").start("over-tls");
         span.end();
@@ -325,17 +309,8 @@ mod tests {
         assert!(exported(&kept, "over-tls"), "span not received over TLS");
 
         // A CA that did not sign the collector's certificate: nothing arrives.
-        let other = rcgen::CertifiedIssuer::self_signed(
-            {
-                let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-                p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-                p
-            },
-            rcgen::KeyPair::generate().unwrap(),
-        )
-        .unwrap();
-        let untrusted =
-            OtlpClient::new(Some(other.as_ref().pem().as_bytes()), DEFAULT_OTLP_TIMEOUT);
+        let other = DemoCa::new("other CA").unwrap();
+        let untrusted = OtlpClient::new(Some(other.cert_pem().as_bytes()), DEFAULT_OTLP_TIMEOUT);
         let provider = tracer_provider(Some(&url), untrusted.unwrap()).unwrap();
         let mut span = provider.tracer("test").start("untrusted");
         span.end();

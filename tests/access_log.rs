@@ -136,24 +136,8 @@ const RAW_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Writes `bytes` on a new plain connection to `addr`, half-closes it when asked, and returns the
 /// response head received (empty when none came).
 async fn raw_exchange(addr: SocketAddr, bytes: &[u8], half_close: bool) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(bytes).await.expect("write");
-    if half_close {
-        s.shutdown().await.expect("half-close");
-    }
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    let read_head = async {
-        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(RAW_ANSWER_WAIT, read_head).await;
-    String::from_utf8_lossy(&answer).into_owned()
+    bulkhead_test_support::net::exchange_head(&mut s, bytes, half_close, RAW_ANSWER_WAIT).await
 }
 
 #[tokio::test]

@@ -89,25 +89,18 @@ async fn hashing_backend(
     leaf: &pki::LeafCert,
     total: usize,
 ) -> (SocketAddr, mpsc::UnboundedReceiver<Tally>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls_server_config(leaf));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (done, tallies) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (acceptor, done) = (acceptor.clone(), done.clone());
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let received = receive_all(&mut tls).await;
-                assert_tcp_eof(tls.get_mut().0, "backend").await;
-                let sent = send_random(&mut tls, total).await;
-                tls.shutdown().await.expect("backend close");
-                let _ = done.send(Tally { received, sent });
-            });
+    let addr = serve_tls_each(tls_server_config(leaf), move |mut tls| {
+        let done = done.clone();
+        async move {
+            let received = receive_all(&mut tls).await;
+            assert_tcp_eof(tls.get_mut().0, "backend").await;
+            let sent = send_random(&mut tls, total).await;
+            tls.shutdown().await.expect("backend close");
+            let _ = done.send(Tally { received, sent });
         }
-    });
+    })
+    .await;
     (addr, tallies)
 }
 

@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use std::net::SocketAddr;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
 
 const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -54,24 +53,18 @@ spec:
 
 /// A TCP backend answering every line with the line in upper case.
 async fn upper_case_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (rd, mut wr) = stream.into_split();
-                let mut lines = BufReader::new(rd).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let answer = format!("{}\n", line.to_uppercase());
-                    if wr.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = wr.shutdown().await;
-            });
+    serve_each(|stream| async move {
+        let (rd, mut wr) = stream.into_split();
+        let mut lines = BufReader::new(rd).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let answer = format!("{}\n", line.to_uppercase());
+            if wr.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
         }
-    });
-    addr
+        let _ = wr.shutdown().await;
+    })
+    .await
 }
 
 #[tokio::test]

@@ -9,7 +9,6 @@ use common::*;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// Size of each response of the bulk backend.
 const RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -26,38 +25,34 @@ const MAX_GROWTH_KIB: u64 = 96 * 1024;
 
 /// A backend that answers every HTTP/1.1 request with `RESPONSE_BYTES` as fast as it is read.
 async fn bulk_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let body = std::sync::Arc::new(vec![b'x'; RESPONSE_BYTES]);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let body = std::sync::Arc::clone(&body);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let Ok(n) = s.read(&mut buf).await else {
+    serve_each(move |mut s| {
+        let body = std::sync::Arc::clone(&body);
+        async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let Ok(n) = s.read(&mut buf).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                head.extend_from_slice(&buf[..n]);
+                while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                    head.drain(..end + 4);
+                    let answer =
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {RESPONSE_BYTES}\r\n\r\n");
+                    if s.write_all(answer.as_bytes()).await.is_err()
+                        || s.write_all(&body).await.is_err()
+                    {
                         return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        head.drain(..end + 4);
-                        let answer =
-                            format!("HTTP/1.1 200 OK\r\ncontent-length: {RESPONSE_BYTES}\r\n\r\n");
-                        if s.write_all(answer.as_bytes()).await.is_err()
-                            || s.write_all(&body).await.is_err()
-                        {
-                            return;
-                        }
                     }
                 }
-            });
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// Preface, windows opened to the maximum, then `streams` GET requests for `/big`; nothing is read.

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// How long one raw exchange may take before the test fails (the router closes after answering).
 const EXCHANGE_DEADLINE: Duration = Duration::from_secs(10);
@@ -19,27 +19,21 @@ const EXCHANGE_DEADLINE: Duration = Duration::from_secs(10);
 /// A backend that answers every request with `101 Switching Protocols` to `h2c` and then writes
 /// bytes no HTTP client should ever see, whatever the request asked for.
 async fn h2c_switching_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match stream.read(&mut byte).await {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nTUNNELLED")
-                    .await;
-                let _ = stream.shutdown().await;
-            });
+    serve_each(|mut stream| async move {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
         }
-    });
-    addr
+        let _ = stream
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nTUNNELLED")
+            .await;
+        let _ = stream.shutdown().await;
+    })
+    .await
 }
 
 fn rule(prefix: &str, svc: &str) -> String {

@@ -5,62 +5,6 @@ mod common;
 
 use common::*;
 
-struct TwoTenants {
-    bh: Standalone,
-    acme_ca: String,
-    globex_ca: String,
-}
-
-async fn two_tenants() -> TwoTenants {
-    let acme_ca = pki::DemoCa::new("acme CA").unwrap();
-    let globex_ca = pki::DemoCa::new("globex CA").unwrap();
-    let acme_leaf = acme_ca.issue(&["*.acme.test"]).unwrap();
-    let globex_leaf = globex_ca.issue(&["*.globex.test"]).unwrap();
-    let acme_web = backend("acme-web").await;
-    let globex_web = backend("globex-web").await;
-    let files = vec![
-        ("tenants/acme.yaml", tenant_yaml("acme", &["*.acme.test"])),
-        (
-            "tenants/globex.yaml",
-            tenant_yaml("globex", &["*.globex.test"]),
-        ),
-        (
-            "acme/gw.yaml",
-            gateway_yaml("acme", "*.acme.test", Some("acme-tls")),
-        ),
-        (
-            "acme/tls.yaml",
-            pki::tls_secret_yaml("acme", "acme-tls", &acme_leaf),
-        ),
-        (
-            "acme/web.yaml",
-            route_yaml("acme", "web", &["www.acme.test"], "/", "web")
-                + "---\n"
-                + &service_yaml("acme", "web", acme_web),
-        ),
-        (
-            "globex/gw.yaml",
-            gateway_yaml("globex", "*.globex.test", Some("globex-tls")),
-        ),
-        (
-            "globex/tls.yaml",
-            pki::tls_secret_yaml("globex", "globex-tls", &globex_leaf),
-        ),
-        (
-            "globex/web.yaml",
-            route_yaml("globex", "web", &["www.globex.test"], "/", "web")
-                + "---\n"
-                + &service_yaml("globex", "web", globex_web),
-        ),
-    ];
-    let bh = Standalone::start(&files).await;
-    TwoTenants {
-        bh,
-        acme_ca: acme_ca.cert_pem().to_owned(),
-        globex_ca: globex_ca.cert_pem().to_owned(),
-    }
-}
-
 #[tokio::test]
 async fn https_reaches_each_tenants_backend_with_its_own_certificate() {
     let t = two_tenants().await;
@@ -217,36 +161,33 @@ impl Recorder {
     async fn start() -> Recorder {
         use hyper::service::service_fn;
         use hyper_util::rt::{TokioExecutor, TokioIo};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = std::sync::Arc::clone(&seen);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let log = std::sync::Arc::clone(&log);
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let host = req
-                            .headers()
-                            .get(http::header::HOST)
-                            .and_then(|h| h.to_str().ok())
-                            .unwrap_or_default()
-                            .to_owned();
-                        log.lock()
-                            .unwrap()
-                            .push(format!("{host} {}", req.uri().path()));
-                        async {
-                            Ok::<_, std::convert::Infallible>(http::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n")),
-                            ))
-                        }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+        let addr = serve_each(move |stream| {
+            let log = std::sync::Arc::clone(&log);
+            async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let host = req
+                        .headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    log.lock()
+                        .unwrap()
+                        .push(format!("{host} {}", req.uri().path()));
+                    async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n")),
+                        ))
+                    }
                 });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             }
-        });
+        })
+        .await;
         Recorder { addr, seen }
     }
 

@@ -5,38 +5,20 @@ use bulkhead_edge::{Edge, EdgeConfig, EdgeError, EdgeLimits, EdgeMetrics};
 use bulkhead_proxy_io::{encode_v2, read_proxy_header, ProxyAddresses, ProxyHeader};
 use bulkhead_snapshot::{Ack, Publisher};
 use bulkhead_snapshot::{EdgeRoute, EdgeSnapshot, RouterEndpoints, Sealed};
+use bulkhead_test_support::net::{closed_port, connect_from, serve_each};
+use bulkhead_test_support::tls::{
+    client_hello, ALERT_DECODE_ERROR, ALERT_INTERNAL_ERROR, ALERT_UNRECOGNIZED_NAME,
+};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
-const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
-const ALERT_DECODE_ERROR: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32];
-const ALERT_INTERNAL_ERROR: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50];
-
-/// A real ClientHello for `sni`, as rustls writes it.
-fn client_hello(sni: &str) -> Vec<u8> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from(sni.to_owned()).unwrap();
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let mut out = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut out).unwrap();
-    }
-    out
-}
-
 /// A stand-in for a tenant router: reads the PROXY header, reports it, echoes every byte after it.
 struct FakeRouter {
     addr: SocketAddr,
@@ -44,30 +26,21 @@ struct FakeRouter {
 }
 
 async fn fake_router() -> FakeRouter {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, seen) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let header = read_proxy_header(&mut s, &mut buf, WAIT).await.unwrap();
-                let _ = tx.send(header);
-                let (mut r, mut w) = s.split();
-                w.write_all(&buf).await.unwrap();
-                tokio::io::copy(&mut r, &mut w).await.unwrap();
-                w.shutdown().await.unwrap();
-            });
+    let addr = serve_each(move |mut s| {
+        let tx = tx.clone();
+        async move {
+            let mut buf = Vec::new();
+            let header = read_proxy_header(&mut s, &mut buf, WAIT).await.unwrap();
+            let _ = tx.send(header);
+            let (mut r, mut w) = s.split();
+            w.write_all(&buf).await.unwrap();
+            tokio::io::copy(&mut r, &mut w).await.unwrap();
+            w.shutdown().await.unwrap();
         }
-    });
+    })
+    .await;
     FakeRouter { addr, seen }
-}
-
-/// A port with nothing listening.
-async fn dead_endpoint() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
 }
 
 struct Harness {
@@ -214,15 +187,6 @@ async fn tls_roundtrip_from(source: &str, edge: SocketAddr, sni: &str) -> TcpStr
         "the router received the ClientHello byte for byte"
     );
     c
-}
-
-/// A connection to `edge` from the loopback address `source`.
-async fn connect_from(source: &str, edge: SocketAddr) -> TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(source.parse().unwrap(), 0))
-        .unwrap();
-    socket.connect(edge).await.unwrap()
 }
 
 async fn read_all(c: &mut TcpStream) -> Vec<u8> {
@@ -438,7 +402,7 @@ async fn invalid_snapshot_is_refused_and_the_previous_one_keeps_serving() {
 #[tokio::test]
 async fn unreachable_router_endpoint_is_skipped() {
     let mut acme = fake_router().await;
-    let dead = dead_endpoint().await;
+    let dead = closed_port().await;
     let mut h = start(EdgeLimits::default()).await;
     h.publish(
         &[("a.example", "acme")],
@@ -458,7 +422,7 @@ async fn unreachable_router_endpoint_is_skipped() {
 #[tokio::test]
 async fn refused_router_endpoint_is_marked_failing_and_skipped() {
     let mut acme = fake_router().await;
-    let dead = dead_endpoint().await;
+    let dead = closed_port().await;
     // A backoff that outlasts the test: "skipped" never depends on timing.
     let limits = EdgeLimits {
         failing_mark_base: Duration::from_secs(3600),
@@ -517,7 +481,7 @@ async fn refused_router_endpoint_is_marked_failing_and_skipped() {
 
 #[tokio::test]
 async fn tenant_without_reachable_router_gets_internal_error() {
-    let dead = dead_endpoint().await;
+    let dead = closed_port().await;
     let mut h = start(EdgeLimits::default()).await;
     h.publish(&[("a.example", "acme")], &[("acme", vec![dead], vec![])])
         .await

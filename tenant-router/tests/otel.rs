@@ -9,6 +9,7 @@
 mod support;
 
 use bulkhead_snapshot::{BackendProtocol, TenantSnapshot};
+use bulkhead_test_support::net::serve_each;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -31,7 +32,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
-use tokio::net::TcpListener;
 
 const HOST: &str = "a.acme.test";
 const WEB: &str = "acme/web:80";
@@ -48,26 +48,21 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let spans = Arc::new(Mutex::new(Vec::new()));
         let kept = Arc::clone(&spans);
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
+        let addr = serve_each(move |tcp| {
+            let kept = Arc::clone(&kept);
+            let service = service_fn(move |req: Request<Incoming>| {
                 let kept = Arc::clone(&kept);
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let kept = Arc::clone(&kept);
-                    async move { Ok::<_, Infallible>(receive(req, &kept).await) }
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service),
-                );
+                async move { Ok::<_, Infallible>(receive(req, &kept).await) }
+            });
+            async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
             }
-        });
+        })
+        .await;
         Receiver { addr, spans }
     }
 

@@ -4,17 +4,25 @@
 
 #[path = "../../src/demo.rs"]
 pub mod demo;
-#[path = "../../src/pki.rs"]
-pub mod pki;
+// The shared fixtures under the names the tests use (each test binary uses some of them).
+#[allow(unused_imports)]
+pub use bulkhead_test_support::{
+    manifests::{gateway_yaml, route_yaml, service_yaml, tenant_yaml, tls_passthrough_yaml},
+    net::{connect_from, echo, serve_each},
+    pki,
+    tls::{
+        client_config as tls_client_config, first_flight, serve_tls_each,
+        server_config as tls_server_config, ALERT_DECODE_ERROR, ALERT_UNRECOGNIZED_NAME,
+    },
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -233,28 +241,7 @@ where
 
 /// A TLS client that trusts `ca_pem` and offers the given ALPN protocols.
 pub fn tls_connector(ca_pem: &str, alpn: &[&[u8]]) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    let mut reader = std::io::BufReader::new(ca_pem.as_bytes());
-    for cert in rustls_pemfile_certs(&mut reader) {
-        roots.add(cert).expect("add CA");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    TlsConnector::from(Arc::new(config))
-}
-
-fn rustls_pemfile_certs(reader: &mut dyn std::io::BufRead) -> Vec<CertificateDer<'static>> {
-    use rustls_pki_types::pem::PemObject;
-    let mut all = Vec::new();
-    let _ = reader.read_to_end(&mut all);
-    CertificateDer::pem_slice_iter(&all)
-        .filter_map(Result::ok)
-        .collect()
+    TlsConnector::from(tls_client_config(ca_pem, alpn))
 }
 
 /// Opens a TLS connection to `addr` with SNI `sni`.
@@ -398,48 +385,6 @@ pub fn peer_leaf_der<S>(tls: &tokio_rustls::client::TlsStream<S>) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-// ---- manifest builders ------------------------------------------------------------------------
-
-/// A Namespace and a Tenant owning `hostnames`.
-pub fn tenant_yaml(name: &str, hostnames: &[&str]) -> String {
-    let hosts: Vec<String> = hostnames.iter().map(|h| format!("\"{h}\"")).collect();
-    format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n---\napiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata:\n  name: {name}\nspec:\n  namespace: {name}\n  hostnames: [{}]\n",
-        hosts.join(", ")
-    )
-}
-
-/// A Gateway with an HTTP listener on 80 and, when `secret` is given, an HTTPS listener on 443.
-pub fn gateway_yaml(ns: &str, hostname: &str, secret: Option<&str>) -> String {
-    let mut s = format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  namespace: {ns}\n  name: gw\nspec:\n  gatewayClassName: bulkhead\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: 80\n    hostname: \"{hostname}\"\n"
-    );
-    if let Some(secret) = secret {
-        s.push_str(&format!(
-            "  - name: https\n    protocol: HTTPS\n    port: 443\n    hostname: \"{hostname}\"\n    tls:\n      mode: Terminate\n      certificateRefs:\n      - name: {secret}\n"
-        ));
-    }
-    s
-}
-
-/// An HTTPRoute sending `path` (PathPrefix) on `hostnames` to Service `svc` port 80.
-pub fn route_yaml(ns: &str, name: &str, hostnames: &[&str], path: &str, svc: &str) -> String {
-    let hosts: Vec<String> = hostnames.iter().map(|h| format!("\"{h}\"")).collect();
-    format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  namespace: {ns}\n  name: {name}\nspec:\n  parentRefs:\n  - name: gw\n  hostnames: [{}]\n  rules:\n  - matches:\n    - path: {{type: PathPrefix, value: \"{path}\"}}\n    backendRefs:\n    - name: {svc}\n      port: 80\n",
-        hosts.join(", ")
-    )
-}
-
-/// A Service (port 80, name http) and an EndpointSlice pointing at `addr`.
-pub fn service_yaml(ns: &str, svc: &str, addr: SocketAddr) -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  namespace: {ns}\n  name: {svc}\nspec:\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  namespace: {ns}\n  name: {svc}-1\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- name: http\n  port: {}\nendpoints:\n- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n",
-        addr.port(),
-        addr.ip()
-    )
-}
-
 /// Starts a demo backend named `name` on an ephemeral loopback port.
 pub async fn backend(name: &str) -> SocketAddr {
     let token = tokio_util::sync::CancellationToken::new();
@@ -455,14 +400,39 @@ pub async fn backend(name: &str) -> SocketAddr {
     addr
 }
 
-/// A connection to `addr` from the loopback address `source` (Linux routes all of 127/8 to `lo`),
-/// to act as another client.
-pub async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::new(source.parse().expect("source"), 0))
-        .expect("bind a loopback source");
-    socket.connect(addr).await.expect("connect")
+/// The two-tenant world (`bulkhead_test_support::manifests::TwoTenants`) running in
+/// `bulkhead standalone`, each tenant's `web` a demo backend (`acme-web`, `globex-web`).
+pub struct TwoTenants {
+    /// The running process.
+    pub bh: Standalone,
+    /// acme's CA, PEM.
+    pub acme_ca: String,
+    /// globex's CA, PEM.
+    pub globex_ca: String,
+}
+
+/// Starts the two-tenant world and waits until both tenants serve `www.<tenant>.test` over HTTPS.
+pub async fn two_tenants() -> TwoTenants {
+    let world = bulkhead_test_support::manifests::TwoTenants::new(
+        backend("acme-web").await,
+        backend("globex-web").await,
+    )
+    .expect("two-tenant manifests");
+    let bh = Standalone::start(&world.file_refs()).await;
+    let (acme_ca, globex_ca) = (world.acme_ca.cert_pem(), world.globex_ca.cert_pem());
+    for (host, ca) in [("www.acme.test", acme_ca), ("www.globex.test", globex_ca)] {
+        let served = eventually(SETTLE, || async {
+            let (status, _, _) = https_get(bh.https, host, "/", ca).await.ok()?;
+            (status == 200).then_some(())
+        })
+        .await;
+        assert!(served.is_some(), "{host} never served\n{}", bh.log());
+    }
+    TwoTenants {
+        bh,
+        acme_ca: acme_ca.to_owned(),
+        globex_ca: globex_ca.to_owned(),
+    }
 }
 
 /// An HTTP/1.1 keep-alive connection that stays open across requests.
@@ -631,43 +601,6 @@ pub fn parent_condition(status: &serde_json::Value, kind: &str) -> serde_json::V
 
 // ---- raw TLS clients (edge sniffing tests) ----------------------------------------------------
 
-/// The TLS alert record the edge sends for an SNI no tenant owns (fatal `unrecognized_name`).
-pub const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
-/// The TLS alert record the edge sends for a ClientHello that does not parse (fatal `decode_error`).
-pub const ALERT_DECODE_ERROR: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32];
-
-/// A rustls client configuration trusting `ca_pem` and offering `alpn`.
-pub fn tls_client_config(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    let mut reader = std::io::BufReader::new(ca_pem.as_bytes());
-    for cert in rustls_pemfile_certs(&mut reader) {
-        roots.add(cert).expect("add CA");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
-
-/// A client connection to `server_name` (a DNS name sends SNI, an IP address sends none) and the
-/// ClientHello records it wants to send first, taken out so a test can deliver them its own way.
-pub fn first_flight(
-    config: Arc<rustls::ClientConfig>,
-    server_name: &str,
-) -> (rustls::ClientConnection, Vec<u8>) {
-    let name = ServerName::try_from(server_name.to_owned()).expect("server name");
-    let mut conn = rustls::ClientConnection::new(config, name).expect("client connection");
-    let mut flight = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut flight).expect("write to a Vec");
-    }
-    (conn, flight)
-}
-
 /// Re-frames one TLS record (`flight` must be exactly one handshake record) into `parts` records
 /// carrying the same handshake bytes, with the same content type and record version.
 pub fn split_into_records(flight: &[u8], parts: usize) -> Vec<u8> {
@@ -782,36 +715,6 @@ pub async fn read_to_close(stream: &mut TcpStream, wait: Duration) -> Ending {
         Ok(false) => Ending::Reset(got),
         Err(_) => Ending::Open(got),
     }
-}
-
-/// A Gateway with a TLS passthrough listener for `hostname` on 443, a TLSRoute to Service `svc`
-/// port 443, and the Service with an EndpointSlice pointing at `backend`.
-pub fn tls_passthrough_yaml(ns: &str, hostname: &str, svc: &str, backend: SocketAddr) -> String {
-    format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  namespace: {ns}\n  name: gw\nspec:\n  gatewayClassName: bulkhead\n  listeners:\n  - name: tls\n    protocol: TLS\n    port: 443\n    hostname: \"{hostname}\"\n    tls:\n      mode: Passthrough\n---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TLSRoute\nmetadata:\n  namespace: {ns}\n  name: {svc}\nspec:\n  parentRefs:\n  - name: gw\n  hostnames: [\"{hostname}\"]\n  rules:\n  - backendRefs:\n    - name: {svc}\n      port: 443\n---\napiVersion: v1\nkind: Service\nmetadata:\n  namespace: {ns}\n  name: {svc}\nspec:\n  ports:\n  - name: tls\n    port: 443\n    targetPort: 8443\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  namespace: {ns}\n  name: {svc}-1\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- name: tls\n  port: {}\nendpoints:\n- addresses: [\"{}\"]\n",
-        backend.port(),
-        backend.ip()
-    )
-}
-
-/// A rustls server configuration serving `leaf` (for TLS backends behind passthrough routes).
-pub fn tls_server_config(leaf: &pki::LeafCert) -> Arc<rustls::ServerConfig> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::PrivateKeyDer;
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .expect("leaf certificate PEM");
-    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("leaf key PEM");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("certificate and key match");
-    Arc::new(config)
 }
 
 /// One raw HTTP/2 frame: the 9-byte header and `payload` (for tests that send what a client

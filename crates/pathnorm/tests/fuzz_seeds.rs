@@ -1,26 +1,15 @@
 //! Replays the fuzz seeds (`fuzz/seeds/path/`, regression inputs included) through the normaliser:
 //! none may panic, and the named valid seeds must normalise to `/admin/`.
 
-use std::path::PathBuf;
+use bulkhead_test_support::fuzz::seeds;
 
 #[test]
 fn path_seeds_replay() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/path");
-    let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("directory entry").path();
-        let name = path
-            .file_name()
-            .expect("file name")
-            .to_string_lossy()
-            .into_owned();
-        let bytes = std::fs::read(&path).expect("seed file");
-        let text = String::from_utf8_lossy(&bytes);
+    for seed in seeds("path") {
+        let text = String::from_utf8_lossy(&seed.bytes);
         let result = bulkhead_pathnorm::normalize_path(&text);
-        if !name.starts_with("regression-") {
-            assert_eq!(result.as_deref(), Ok("/admin/"), "{name}");
+        if !seed.is_regression() {
+            assert_eq!(result.as_deref(), Ok("/admin/"), "{}", seed.name);
         }
-        seen += 1;
     }
-    assert!(seen > 0, "no seeds in {}", dir.display());
 }

@@ -341,11 +341,7 @@ mod tests {
 
     #[tokio::test]
     async fn read_removes_exactly_the_header_over_tcp() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut server, _) = listener.accept().await.unwrap();
+        let (mut client, mut server) = crate::test_support::tcp_pair().await;
         let a = addrs("192.0.2.7:4242", "10.0.0.1:443");
         let mut bytes = encode_v2(&a);
         bytes.extend_from_slice(b"\x16\x03\x01hello");

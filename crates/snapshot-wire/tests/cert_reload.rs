@@ -2,13 +2,15 @@
 //! handshakes, a broken one is refused and the previous pair keeps serving.
 
 use bulkhead_snapshot_wire::{client_tls_config, watch_cert_files, CertFiles, ReloadingCert};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use bulkhead_test_support::net::drain;
+use bulkhead_test_support::pki::DemoCa;
+use bulkhead_test_support::tls::serve_tls_each;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 const SERVER_NAME: &str = "bulkhead-operator.bulkhead-system.svc";
 
@@ -20,20 +22,15 @@ fn replace_file(path: &Path, content: &[u8]) {
 }
 
 /// A fresh self-signed CA.
-fn ca() -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
+fn ca() -> DemoCa {
+    DemoCa::new("operator CA").expect("CA")
 }
 
 /// A leaf for `SERVER_NAME` signed by `ca`: (certificate PEM, key PEM, certificate DER).
-fn leaf(ca: &CertifiedIssuer<'_, KeyPair>) -> (String, String, Vec<u8>) {
-    let key = KeyPair::generate().expect("key");
-    let cert = CertificateParams::new(vec![SERVER_NAME.to_owned()])
-        .expect("params")
-        .signed_by(&key, ca)
-        .expect("sign");
-    (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+fn leaf(ca: &DemoCa) -> (String, String, Vec<u8>) {
+    let leaf = ca.issue(&[SERVER_NAME]).expect("leaf");
+    let der = leaf.der().to_vec();
+    (leaf.cert_pem, leaf.key_pem, der)
 }
 
 /// The DER of the certificate a new TLS connection to `addr` is shown.
@@ -53,7 +50,7 @@ async fn served_cert(addr: std::net::SocketAddr, ca_pem: &str) -> Vec<u8> {
 #[tokio::test]
 async fn a_renewed_certificate_reaches_new_handshakes_and_a_broken_one_is_refused() {
     let ca = ca();
-    let ca_pem = ca.as_ref().pem();
+    let ca_pem = ca.cert_pem().to_owned();
     let dir = tempfile::tempdir().expect("tempdir");
     let files = CertFiles {
         cert: dir.path().join("tls.crt"),
@@ -65,22 +62,8 @@ async fn a_renewed_certificate_reaches_new_handshakes_and_a_broken_one_is_refuse
 
     let cert =
         Arc::new(ReloadingCert::new(first_pem.as_bytes(), first_key.as_bytes()).expect("pair"));
-    let acceptor = TlsAcceptor::from(cert.server_config().expect("server config"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                // Hold the connection open until the client goes.
-                if let Ok(mut tls) = acceptor.accept(tcp).await {
-                    let _ = tokio::io::copy(&mut tokio::io::empty(), &mut tls).await;
-                    let mut sink = tokio::io::sink();
-                    let _ = tokio::io::copy(&mut tls, &mut sink).await;
-                }
-            });
-        }
-    });
+    // Each connection is held open until the client goes.
+    let addr = serve_tls_each(cert.server_config().expect("server config"), drain).await;
     let (loaded, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let (l, r) = (Arc::clone(&loaded), Arc::clone(&refused));
     let stop = tokio_util_stop();

@@ -8,11 +8,12 @@ use bulkhead_snapshot_wire::{
     client_tls_config, server_tls_config, subscribe, write_bootstrap, AckReceiver, ClientConfig,
     ClientDriver, Identity, LinkStatus, SnapshotServer, StaticTokens, StreamName,
 };
+use bulkhead_test_support::net::closed_port;
+use bulkhead_test_support::pki::DemoCa;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,18 +42,11 @@ struct Pki {
 }
 
 fn pki() -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec![SERVER_NAME.to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    let tls =
-        server_tls_config(leaf.pem().as_bytes(), leaf_key.serialize_pem().as_bytes()).unwrap();
+    let ca = DemoCa::new("snapshot CA").unwrap();
+    let leaf = ca.issue(&[SERVER_NAME]).unwrap();
+    let tls = server_tls_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
     Pki {
-        ca_pem: ca.as_ref().pem(),
+        ca_pem: ca.cert_pem().to_owned(),
         tls,
     }
 }
@@ -456,11 +450,7 @@ async fn client_keeps_its_snapshot_while_the_server_is_down_and_resumes_after_re
 async fn bootstrap_snapshot_is_served_while_the_server_is_down_until_the_server_answers() {
     let pki = pki();
     // An address where nothing listens yet.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = closed_port().await;
     let mut client = Client::new(&pki, addr, ACME_TOKEN, "router/acme/0");
     write_bootstrap(&client.bootstrap_path(), &tenant_snapshot("acme", 41))
         .await
@@ -492,11 +482,7 @@ async fn bootstrap_snapshot_is_served_while_the_server_is_down_until_the_server_
 #[tokio::test]
 async fn yaml_bootstrap_is_served_and_a_missing_one_is_not_an_error() {
     let pki = pki();
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = closed_port().await;
     let mut client = Client::new(&pki, addr, ACME_TOKEN, "router/acme/0");
     let path = client.dir.path().join("bootstrap.yaml");
     client.config.bootstrap_path = Some(path.clone());

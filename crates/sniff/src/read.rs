@@ -99,18 +99,8 @@ async fn read_more<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Result
 mod tests {
     use super::*;
     use crate::tls::tests::{reframe, rustls_client_hello};
+    use bulkhead_test_support::net::tcp_pair as pair;
     use tokio::io::AsyncWriteExt;
-    use tokio::net::{TcpListener, TcpStream};
-
-    /// A connected pair of real sockets on 127.0.0.1.
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        (client, server)
-    }
 
     #[tokio::test]
     async fn client_hello_trickled_over_tcp_is_read_and_kept_for_replay() {

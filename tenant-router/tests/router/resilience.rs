@@ -3,6 +3,7 @@
 
 use crate::support::*;
 use bulkhead_snapshot::{BackendProtocol, TenantSnapshot};
+use bulkhead_test_support::net::{exchange_head, serve_each};
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
@@ -11,7 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpListener;
 
 const HOST: &str = "a.acme.test";
 const WEB: &str = "acme/web:80";
@@ -40,33 +40,30 @@ impl Hangup {
     }
 
     async fn serve(hold: bool) -> Hangup {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let heads = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&heads);
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let count = Arc::clone(&count);
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    loop {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                        let ends = head.windows(4).filter(|w| w == b"\r\n\r\n").count();
-                        if ends > 0 {
-                            head.clear();
-                            count.fetch_add(ends, Ordering::SeqCst);
-                            if !hold {
-                                return;
-                            }
+        let addr = serve_each(move |mut s| {
+            let count = Arc::clone(&count);
+            async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                    let ends = head.windows(4).filter(|w| w == b"\r\n\r\n").count();
+                    if ends > 0 {
+                        head.clear();
+                        count.fetch_add(ends, Ordering::SeqCst);
+                        if !hold {
+                            return;
                         }
                     }
-                });
+                }
             }
-        });
+        })
+        .await;
         Hangup { addr, heads }
     }
 
@@ -263,34 +260,31 @@ struct Refuser {
 
 impl Refuser {
     async fn start(refuse: usize) -> Refuser {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let streams = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&streams);
-        tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                let count = Arc::clone(&count);
-                tokio::spawn(async move {
-                    let Ok(mut conn) = h2::server::handshake(s).await else {
-                        return;
-                    };
-                    while let Some(Ok((_request, mut respond))) = conn.accept().await {
-                        if count.fetch_add(1, Ordering::SeqCst) < refuse {
-                            respond.send_reset(h2::Reason::REFUSED_STREAM);
-                            continue;
-                        }
-                        let head = http::Response::builder()
-                            .status(200)
-                            .header("x-backend", "refuser")
-                            .body(())
-                            .unwrap();
-                        if let Ok(mut body) = respond.send_response(head, false) {
-                            let _ = body.send_data(Bytes::from_static(b"ok"), true);
-                        }
+        let addr = serve_each(move |s| {
+            let count = Arc::clone(&count);
+            async move {
+                let Ok(mut conn) = h2::server::handshake(s).await else {
+                    return;
+                };
+                while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                    if count.fetch_add(1, Ordering::SeqCst) < refuse {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
                     }
-                });
+                    let head = http::Response::builder()
+                        .status(200)
+                        .header("x-backend", "refuser")
+                        .body(())
+                        .unwrap();
+                    if let Ok(mut body) = respond.send_response(head, false) {
+                        let _ = body.send_data(Bytes::from_static(b"ok"), true);
+                    }
+                }
             }
-        });
+        })
+        .await;
         Refuser { addr, streams }
     }
 }
@@ -461,24 +455,8 @@ fn client_errors(router: &TestRouter, kind: &str) -> f64 {
 /// Writes `bytes` on a new plain connection (after the PROXY header), half-closes it when asked,
 /// and returns the response head the router sent (empty when it sent none).
 async fn raw_exchange(router: &TestRouter, bytes: &[u8], half_close: bool) -> String {
-    use tokio::io::AsyncWriteExt;
     let mut s = proxied_tcp(router.http).await;
-    s.write_all(bytes).await.unwrap();
-    if half_close {
-        s.shutdown().await.unwrap();
-    }
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    let read_head = async {
-        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(RAW_ANSWER_WAIT, read_head).await;
-    String::from_utf8_lossy(&answer).into_owned()
+    exchange_head(&mut s, bytes, half_close, RAW_ANSWER_WAIT).await
 }
 
 #[tokio::test]

@@ -9,6 +9,11 @@ use bulkhead_snapshot::{
     Backend, BackendProtocol, Certificate, HttpMatch, ListenerRef, PathMatch, RouteEntry, RouteRef,
     Sealed, TenantSnapshot, TlsTerminate, VirtualHost, WeightedBackend,
 };
+#[allow(unused_imports)] // otel.rs includes this module and needs no closed port
+pub use bulkhead_test_support::net::closed_port;
+use bulkhead_test_support::net::serve_each;
+use bulkhead_test_support::pki::{DemoCa, LeafCert};
+use bulkhead_test_support::tls;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
@@ -25,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
@@ -51,70 +56,40 @@ pub struct Issued {
     pub der: CertificateDer<'static>,
 }
 
+impl From<LeafCert> for Issued {
+    fn from(leaf: LeafCert) -> Issued {
+        let der = leaf.der();
+        Issued {
+            pem: Certificate {
+                cert_pem: leaf.cert_pem,
+                key_pem: leaf.key_pem,
+            },
+            der,
+        }
+    }
+}
+
 /// A test CA and leaf certificates for `a.acme.test` and `*.acme.test`.
 pub struct Pki {
-    pub ca: CertificateDer<'static>,
     pub exact: Issued,
     pub wildcard: Issued,
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    authority: DemoCa,
 }
 
 impl Pki {
     pub fn new() -> Pki {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let issuer =
-            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-                .unwrap();
-        let ca = issuer.der().clone();
-        let mut pki = Pki {
-            ca,
-            exact: dummy(),
-            wildcard: dummy(),
-            issuer,
-        };
-        pki.exact = pki.issue(&["a.acme.test"]);
-        pki.wildcard = pki.issue(&["*.acme.test"]);
-        pki
-    }
-
-    pub fn issue(&self, names: &[&str]) -> Issued {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params =
-            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Issued {
-            pem: Certificate {
-                cert_pem: cert.pem(),
-                key_pem: key.serialize_pem(),
-            },
-            der: cert.der().clone(),
+        let authority = DemoCa::new("acme test CA").expect("test CA");
+        let issue = |names: &[&str]| Issued::from(authority.issue(names).expect("leaf"));
+        Pki {
+            exact: issue(&["a.acme.test"]),
+            wildcard: issue(&["*.acme.test"]),
+            authority,
         }
     }
 
+    /// A client configuration trusting the test CA and offering `alpn`.
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.clone()).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
-    }
-}
-
-fn dummy() -> Issued {
-    Issued {
-        pem: Certificate {
-            cert_pem: String::new(),
-            key_pem: String::new(),
-        },
-        der: CertificateDer::from(Vec::new()),
+        tls::client_config(self.authority.cert_pem(), alpn)
     }
 }
 
@@ -127,41 +102,30 @@ pub struct EchoBackend {
     pub addr: SocketAddr,
     /// `METHOD path` of every request received, in order.
     pub seen: Arc<Mutex<Vec<String>>>,
-    _task: JoinHandle<()>,
 }
 
 impl EchoBackend {
     pub async fn start(name: &str) -> EchoBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let name: Arc<str> = Arc::from(name);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let name = Arc::clone(&name);
-                let log = Arc::clone(&log);
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        log.lock()
-                            .unwrap()
-                            .push(format!("{} {}", req.method(), req.uri().path()));
-                        echo(Arc::clone(&name), req)
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+        let addr = serve_each(move |stream| {
+            let name = Arc::clone(&name);
+            let log = Arc::clone(&log);
+            async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    log.lock()
+                        .unwrap()
+                        .push(format!("{} {}", req.method(), req.uri().path()));
+                    echo(Arc::clone(&name), req)
                 });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
             }
-        });
-        EchoBackend {
-            addr,
-            seen,
-            _task: task,
-        }
+        })
+        .await;
+        EchoBackend { addr, seen }
     }
 }
 
@@ -277,29 +241,15 @@ async fn echo(
 /// A raw TCP backend: reads until EOF, answers with the hex SHA-256 of everything it received.
 pub async fn hashing_tcp_backend() -> SocketAddr {
     use sha2::Digest;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut all = Vec::new();
-                if s.read_to_end(&mut all).await.is_ok() {
-                    let digest = hex::encode(sha2::Sha256::digest(&all));
-                    let _ = s.write_all(digest.as_bytes()).await;
-                    let _ = s.shutdown().await;
-                }
-            });
+    serve_each(|mut s| async move {
+        let mut all = Vec::new();
+        if s.read_to_end(&mut all).await.is_ok() {
+            let digest = hex::encode(sha2::Sha256::digest(&all));
+            let _ = s.write_all(digest.as_bytes()).await;
+            let _ = s.shutdown().await;
         }
-    });
-    addr
-}
-
-/// An address nothing listens on.
-pub async fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    drop(l);
-    a
+    })
+    .await
 }
 
 // ---------------------------------------------------------------- snapshots
