@@ -96,7 +96,8 @@ impl ConnContext {
     }
 }
 
-static NONE_LABEL: &str = "-";
+/// The route and backend label of a request that got neither: one shared string, not one per request.
+static NONE_LABEL: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("-"));
 
 /// Serves one request; never fails (errors become statuses or aborted bodies).
 pub(crate) async fn serve_request(
@@ -104,7 +105,7 @@ pub(crate) async fn serve_request(
     req: Request<Incoming>,
 ) -> Result<Response<ObservedBody>, Infallible> {
     let start = Instant::now();
-    let none: Arc<str> = Arc::from(NONE_LABEL);
+    let none: Arc<str> = Arc::clone(&NONE_LABEL);
     let mut record = RequestRecord {
         metrics: Arc::clone(&ctx.shared.metrics),
         tenant: Arc::clone(&ctx.shared.tenant),
