@@ -17,6 +17,7 @@ use super::events::Notice;
 use super::onboarding::{Desired, DesiredTenant};
 use super::route_parents::{detached_routes, ours_only};
 pub use super::route_parents::{foreign_parents, merge_foreign_parents, ForeignParents};
+use super::secret_data::{FetchedSecret, SecretFetch};
 use super::store::{Debounce, ObjectStore, StoreEvent};
 use super::watch::WATCHED_KINDS;
 use super::watch_health::{readiness_detail, update_gauges};
@@ -93,6 +94,11 @@ pub struct ControlLoop<A: Authenticator> {
     installation: Installation,
     /// Where changes of `installation` come from (taken by [`ControlLoop::run`]).
     installation_rx: Option<watch::Receiver<Installation>>,
+    /// Where Secret reads go ([`super::secret_data::run_secret_fetcher`]); without it a read
+    /// fails at once (the Secret counts as missing).
+    secret_fetches: Option<mpsc::UnboundedSender<SecretFetch>>,
+    /// A referenced Secret is read for the first time: no compilation until it is answered.
+    awaiting_secrets: bool,
 }
 
 impl<A: Authenticator> std::fmt::Debug for ControlLoop<A> {
@@ -117,7 +123,9 @@ impl<A: Authenticator> ControlLoop<A> {
         ready: watch::Sender<bool>,
     ) -> Self {
         Self {
-            store: ObjectStore::new(WATCHED_KINDS).with_parking(),
+            store: ObjectStore::new(WATCHED_KINDS)
+                .with_parking()
+                .with_secrets_on_demand(),
             compiler: Compiler::new(),
             server,
             directory,
@@ -142,7 +150,16 @@ impl<A: Authenticator> ControlLoop<A> {
             detail: watch::Sender::new(String::new()),
             installation: Installation::default(),
             installation_rx: None,
+            secret_fetches: None,
+            awaiting_secrets: false,
         }
+    }
+
+    /// Sends the Secrets whose data is needed to `fetches` (the Secret reader); its answers come
+    /// back as [`StoreEvent::SecretFetched`].
+    pub fn with_secret_fetcher(mut self, fetches: mpsc::UnboundedSender<SecretFetch>) -> Self {
+        self.secret_fetches = Some(fetches);
+        self
     }
 
     /// Translates with `settings` (listener ports) instead of the defaults.
@@ -263,6 +280,11 @@ impl<A: Authenticator> ControlLoop<A> {
                 self.report_unreadable(u);
                 u.namespace.clone()
             }
+            StoreEvent::SecretFetched(f) => {
+                self.awaiting_secrets = false;
+                self.report_secret_fetch(f);
+                Some(f.request.namespace.clone())
+            }
             _ => None,
         };
         let changed = self.store.apply(event);
@@ -306,10 +328,46 @@ impl<A: Authenticator> ControlLoop<A> {
         }
     }
 
-    /// When the next compilation is due: `None` while nothing changed or while some kind has not
-    /// finished its initial list.
+    /// Counts and logs a Secret that could not be read.
+    fn report_secret_fetch(&self, fetched: &FetchedSecret) {
+        if let Err(error) = &fetched.result {
+            self.metrics.error("secret_fetch");
+            let SecretFetch {
+                namespace, name, ..
+            } = &fetched.request;
+            tracing::warn!(%namespace, %name, %error, "referenced Secret cannot be read; it counts as missing");
+        }
+    }
+
+    /// Sends the reads of referenced Secrets whose data is not held at their current version,
+    /// and drops the data of Secrets no longer referenced. Returns whether the compilation must
+    /// wait for a Secret read for the first time.
+    fn request_secrets(&mut self) -> bool {
+        let plan = self.store.plan_secrets();
+        for request in plan.fetch {
+            tracing::debug!(namespace = %request.namespace, name = %request.name, "reading a referenced Secret");
+            let unsent = match &self.secret_fetches {
+                Some(tx) => tx.send(request).err().map(|e| e.0),
+                None => Some(request),
+            };
+            if let Some(request) = unsent {
+                self.on_event(
+                    StoreEvent::SecretFetched(Box::new(FetchedSecret {
+                        request,
+                        result: Err("cannot be read (no Secret reader)".to_owned()),
+                    })),
+                    Instant::now(),
+                );
+            }
+        }
+        self.awaiting_secrets = plan.waiting && self.secret_fetches.is_some();
+        self.awaiting_secrets
+    }
+
+    /// When the next compilation is due: `None` while nothing changed, while some kind has not
+    /// finished its initial list, or while a referenced Secret is read for the first time.
     pub fn due(&self) -> Option<Instant> {
-        if !self.store.is_synced() {
+        if !self.store.is_synced() || self.awaiting_secrets {
             None
         } else if self.backlog {
             Some(self.debounce.deadline().unwrap_or_else(Instant::now))
@@ -338,6 +396,9 @@ impl<A: Authenticator> ControlLoop<A> {
     pub fn compile(&mut self) {
         let started = std::time::Instant::now();
         self.debounce.clear();
+        if self.request_secrets() {
+            return;
+        }
         let changes = self.store.take_changes();
         let out = self.compiler.update(
             self.store.index(),
@@ -652,6 +713,11 @@ impl<A: Authenticator> ControlLoop<A> {
     /// Number of compilations so far.
     pub fn compiles(&self) -> u64 {
         self.compiles
+    }
+
+    /// The cached objects (for tests and tools).
+    pub fn store(&self) -> &ObjectStore {
+        &self.store
     }
 }
 
@@ -1198,5 +1264,281 @@ mod tests {
             Some(4)
         );
         assert!(desired_tenants(&tenants, |_| false, &bootstrap).is_empty());
+    }
+
+    /// Two certificates and keys (ECDSA P-256, `a.test` and `b.test`), the golden files' own.
+    const PEMS: [(&str, &str); 2] = [
+        (
+            include_str!("../../testdata/translator/certs/a.crt"),
+            include_str!("../../testdata/translator/certs/a.key"),
+        ),
+        (
+            include_str!("../../testdata/translator/certs/b.crt"),
+            include_str!("../../testdata/translator/certs/b.key"),
+        ),
+    ];
+
+    /// A TLS Secret of `team-a` as the metadata watch delivers it: no data.
+    fn secret_meta(name: &str, version: &str) -> Object {
+        one(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: team-a, resourceVersion: \"{version}\"}}\ntype: kubernetes.io/tls\n"
+        ))
+    }
+
+    /// The same Secret as a `GET` returns it: with its data (a certificate per version).
+    fn secret_read(name: &str, version: &str) -> k8s_openapi::api::core::v1::Secret {
+        let (crt, key) = PEMS[version.parse::<usize>().unwrap_or(0) % 2];
+        let Object::Secret(mut secret) = secret_meta(name, version) else {
+            unreachable!("secret_meta is a Secret");
+        };
+        secret.string_data = Some(BTreeMap::from([
+            ("tls.crt".to_owned(), crt.to_owned()),
+            ("tls.key".to_owned(), key.to_owned()),
+        ]));
+        *secret
+    }
+
+    fn one(yaml: &str) -> Object {
+        let (mut objects, errors) = parse_documents(Path::new("o.yaml"), yaml);
+        assert!(errors.is_empty(), "{errors:?}");
+        objects.remove(0)
+    }
+
+    /// Gateway `web` with an HTTP listener and, when `cert` is given, an HTTPS listener serving
+    /// that Secret.
+    fn gateway(cert: Option<&str>, generation: u32) -> Object {
+        let https = cert.map_or(String::new(), |c| {
+            format!("\n  - {{name: https, protocol: HTTPS, port: 443, hostname: secure.acme.test, tls: {{certificateRefs: [{{name: {c}}}]}}}}")
+        });
+        one(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: web, namespace: team-a, generation: {generation}, resourceVersion: \"{generation}\"}}\nspec:\n  gatewayClassName: bulkhead\n  listeners:\n  - {{name: http, protocol: HTTP, port: 80, hostname: www.acme.test}}{https}\n"
+        ))
+    }
+
+    /// The world with `gateway` for its Gateway and `secrets` listed by the metadata watch.
+    fn list_with_secrets(control: &mut ControlLoop<StaticTokens>, gw: Object, secrets: &[Object]) {
+        let now = Instant::now();
+        let mut objects: Vec<Object> = world()
+            .into_iter()
+            .filter(|o| o.kind() != "Gateway")
+            .collect();
+        objects.push(gw);
+        objects.extend(secrets.iter().cloned());
+        for &kind in WATCHED_KINDS {
+            control.on_event(StoreEvent::Init(kind), now);
+            for o in objects.iter().filter(|o| o.kind() == kind) {
+                control.on_event(StoreEvent::InitApply(o.clone()), now);
+            }
+            control.on_event(StoreEvent::InitDone(kind), now);
+        }
+    }
+
+    fn answer(
+        request: SecretFetch,
+        result: Result<k8s_openapi::api::core::v1::Secret, String>,
+    ) -> StoreEvent {
+        StoreEvent::SecretFetched(Box::new(FetchedSecret { request, result }))
+    }
+
+    fn listener_condition(statuses: &Statuses, listener: &str, type_: &str) -> serde_json::Value {
+        let gateway = status(statuses, "Gateway", "web");
+        let listeners = gateway.status["listeners"]
+            .as_array()
+            .expect("listeners")
+            .clone();
+        let l = listeners
+            .iter()
+            .find(|l| l["name"] == listener)
+            .expect("listener status");
+        condition(l, type_).clone()
+    }
+
+    fn secret_harness() -> (Harness, mpsc::UnboundedReceiver<SecretFetch>) {
+        let mut h = harness();
+        let (tx, rx) = mpsc::unbounded_channel();
+        h.control = std::mem::replace(&mut h.control, harness().control).with_secret_fetcher(tx);
+        (h, rx)
+    }
+
+    fn has_secret_data(control: &ControlLoop<StaticTokens>, name: &str) -> bool {
+        control
+            .store()
+            .index()
+            .get("Secret", "team-a", name)
+            .is_some()
+            || control.store().tracks_secret_data("team-a", name)
+    }
+
+    /// Only the referenced Secret is read; the compilation waits for it, and its certificate is
+    /// then served. The unreferenced one is never read and its data never held.
+    #[tokio::test]
+    async fn only_referenced_secrets_are_read_and_the_first_compile_waits_for_them() {
+        let (mut h, mut fetches) = secret_harness();
+        let secrets = [secret_meta("web-cert", "1"), secret_meta("unused", "1")];
+        list_with_secrets(&mut h.control, gateway(Some("web-cert"), 1), &secrets);
+        h.control.compile();
+        let request = fetches.try_recv().expect("the referenced Secret is read");
+        assert_eq!(
+            (request.namespace.as_str(), request.name.as_str()),
+            ("team-a", "web-cert")
+        );
+        assert_eq!(request.resource_version, "1");
+        assert!(fetches.try_recv().is_err(), "nothing else is read");
+        assert!(
+            h.control.published().is_empty(),
+            "no snapshot without the certificate"
+        );
+        assert_eq!(h.control.due(), None, "waiting for the read");
+        assert!(!has_secret_data(&h.control, "unused"));
+
+        h.control.on_event(
+            answer(request, Ok(secret_read("web-cert", "1"))),
+            Instant::now(),
+        );
+        assert!(h.control.due().is_some());
+        h.control.compile();
+        assert_eq!(h.control.published().get("acme"), Some(&1));
+        let statuses = h.statuses.borrow().clone();
+        assert_eq!(
+            listener_condition(&statuses, "https", "ResolvedRefs")["status"],
+            "True"
+        );
+        assert!(has_secret_data(&h.control, "web-cert"));
+        assert!(!has_secret_data(&h.control, "unused"), "never held");
+        assert!(fetches.try_recv().is_err());
+    }
+
+    /// A new resourceVersion of a referenced Secret (from the metadata watch) is read again
+    /// and published; its old data serves meanwhile.
+    #[tokio::test]
+    async fn a_changed_referenced_secret_is_read_again_and_published() {
+        let (mut h, mut fetches) = secret_harness();
+        list_with_secrets(
+            &mut h.control,
+            gateway(Some("web-cert"), 1),
+            &[secret_meta("web-cert", "1")],
+        );
+        h.control.compile();
+        let first = fetches.try_recv().expect("read");
+        h.control.on_event(
+            answer(first, Ok(secret_read("web-cert", "1"))),
+            Instant::now(),
+        );
+        h.control.compile();
+        assert_eq!(h.control.published().get("acme"), Some(&1));
+
+        h.control.on_event(
+            StoreEvent::Apply(secret_meta("web-cert", "2")),
+            Instant::now(),
+        );
+        assert!(h.control.due().is_some(), "a referenced Secret changed");
+        h.control.compile();
+        let again = fetches.try_recv().expect("read again");
+        assert_eq!(again.resource_version, "2");
+        assert!(
+            has_secret_data(&h.control, "web-cert"),
+            "the old data serves meanwhile"
+        );
+        h.control.on_event(
+            answer(again, Ok(secret_read("web-cert", "2"))),
+            Instant::now(),
+        );
+        h.control.compile();
+        assert_eq!(
+            h.control.published().get("acme"),
+            Some(&2),
+            "a new snapshot"
+        );
+
+        // A change of a Secret nobody references costs nothing.
+        let before = h.control.compiles();
+        h.control
+            .on_event(StoreEvent::Apply(secret_meta("other", "5")), Instant::now());
+        assert_eq!(h.control.due(), None);
+        assert_eq!(h.control.compiles(), before);
+    }
+
+    /// A Secret the Gateway stops referencing has its data dropped from memory.
+    #[tokio::test]
+    async fn a_secret_no_longer_referenced_has_its_data_dropped() {
+        let (mut h, mut fetches) = secret_harness();
+        list_with_secrets(
+            &mut h.control,
+            gateway(Some("web-cert"), 1),
+            &[secret_meta("web-cert", "1")],
+        );
+        h.control.compile();
+        let request = fetches.try_recv().expect("read");
+        h.control.on_event(
+            answer(request, Ok(secret_read("web-cert", "1"))),
+            Instant::now(),
+        );
+        h.control.compile();
+        assert!(has_secret_data(&h.control, "web-cert"));
+
+        h.control
+            .on_event(StoreEvent::Apply(gateway(None, 2)), Instant::now());
+        h.control.compile();
+        assert!(!has_secret_data(&h.control, "web-cert"), "dropped");
+        assert!(fetches.try_recv().is_err());
+
+        // Referenced again: read again.
+        h.control.on_event(
+            StoreEvent::Apply(gateway(Some("web-cert"), 3)),
+            Instant::now(),
+        );
+        h.control.compile();
+        assert_eq!(fetches.try_recv().expect("read anew").name, "web-cert");
+    }
+
+    /// A read refused (403) or not found (404) is reported as a missing Secret on its listener;
+    /// the other listener and the tenant are served, and the failure is counted.
+    #[tokio::test]
+    async fn an_unreadable_secret_counts_as_missing_and_the_rest_is_served() {
+        let (mut h, mut fetches) = secret_harness();
+        list_with_secrets(
+            &mut h.control,
+            gateway(Some("web-cert"), 1),
+            &[secret_meta("web-cert", "1")],
+        );
+        h.control.compile();
+        let request = fetches.try_recv().expect("read");
+        h.control.on_event(
+            answer(request, Err("cannot be read (403 Forbidden)".into())),
+            Instant::now(),
+        );
+        h.control.compile();
+        assert_eq!(
+            h.control.published().get("acme"),
+            Some(&1),
+            "the tenant is served"
+        );
+        let statuses = h.statuses.borrow().clone();
+        let refs = listener_condition(&statuses, "https", "ResolvedRefs");
+        assert_eq!(refs["status"], "False");
+        assert_eq!(refs["reason"], "InvalidCertificateRef");
+        assert_eq!(
+            listener_condition(&statuses, "http", "ResolvedRefs")["status"],
+            "True"
+        );
+        assert!(h
+            .control
+            .store()
+            .index()
+            .get("Secret", "team-a", "web-cert")
+            .is_none());
+        let failures = h
+            .control
+            .metrics()
+            .reconcile_errors
+            .get_or_create(&KindLabel {
+                kind: "secret_fetch",
+            })
+            .get();
+        assert_eq!(failures, 1);
+        assert!(
+            fetches.try_recv().is_err(),
+            "not read again until it changes"
+        );
     }
 }

@@ -1102,7 +1102,7 @@ mod tests {
         );
         assert!(allows("", "serviceaccounts", "delete", Scope::Cluster));
         assert!(!allows("apps", "deployments", "get", Scope::Cluster));
-        assert!(!allows("", "secrets", "get", Scope::Cluster));
+        assert!(!allows("", "configmaps", "get", Scope::Cluster));
         shutdown.cancel();
         run.await.expect("onboarding loop");
         api.abort();
