@@ -213,21 +213,46 @@ impl Compiler {
         let mut out = CompileOutput::default();
         let mut affected: BTreeSet<String> = BTreeSet::new();
 
-        let cluster_wide = !self.initialized
-            || changes.all
-            || changes.cluster
-            || changes.touched.iter().any(|(ns, kinds)| {
-                self.tenant_of_namespace(ns).is_none()
-                    && (self.claims.contains_key(ns) || kinds.contains("Gateway"))
-            });
+        let cluster_wide = self.is_cluster_wide(changes);
         let mut all_dirty = changes.all || !self.initialized;
         if cluster_wide {
             all_dirty |= self.resolve_cluster(index, &mut affected);
         }
         self.initialized = true;
+        let endpoints_changed = self.refresh_endpoints(index, changes, endpoints, cluster_wide);
+        self.enqueue_dirty(changes, &affected, all_dirty);
+        if cluster_wide {
+            self.drop_unserved(&mut out, &mut affected);
+        }
+        self.translate_queue(index, started, budget, &mut out, &mut affected);
+        if cluster_wide || endpoints_changed {
+            self.publish_edge(&mut out);
+        }
+        self.report_partitions(affected, &mut out);
+        out
+    }
 
-        // Router endpoints.
-        let endpoints_changed = match endpoints {
+    /// Whether `changes` need the cluster-wide part recomputed: the first round, a cluster-scoped
+    /// change, or a change in a namespace no served tenant owns that holds Gateways or is claimed.
+    fn is_cluster_wide(&self, changes: &Changes) -> bool {
+        !self.initialized
+            || changes.all
+            || changes.cluster
+            || changes.touched.iter().any(|(ns, kinds)| {
+                self.tenant_of_namespace(ns).is_none()
+                    && (self.claims.contains_key(ns) || kinds.contains("Gateway"))
+            })
+    }
+
+    /// Updates the tenants' router endpoints; returns whether any changed.
+    fn refresh_endpoints(
+        &mut self,
+        index: &ObjectIndex,
+        changes: &Changes,
+        endpoints: Endpoints<'_>,
+        cluster_wide: bool,
+    ) -> bool {
+        match endpoints {
             Endpoints::Given(map) => {
                 let changed = *map != self.endpoints;
                 if changed {
@@ -235,46 +260,58 @@ impl Compiler {
                 }
                 changed
             }
-            Endpoints::FromIndex => {
-                let namespaces: Vec<String> = if cluster_wide {
-                    self.claims.keys().cloned().collect()
-                } else {
-                    changes
-                        .touched
-                        .iter()
-                        .filter(|(ns, kinds)| {
-                            kinds.contains("EndpointSlice") && self.claims.contains_key(*ns)
-                        })
-                        .map(|(ns, _)| ns.clone())
-                        .collect()
-                };
-                let mut changed = false;
-                for ns in namespaces {
-                    let Some(tenant) = self.claims.get(&ns).cloned() else {
-                        continue;
-                    };
-                    let mut objects: Vec<Object> =
-                        index.in_namespace("EndpointSlice", &ns).cloned().collect();
-                    objects.extend(index.get("Tenant", "", &tenant).cloned());
-                    let found = router_endpoints(&ObjectSet::from_objects(objects))
-                        .remove(&tenant)
-                        .unwrap_or_default();
-                    if self.endpoints.get(&tenant) != Some(&found) {
-                        self.endpoints.insert(tenant, found);
-                        changed = true;
-                    }
-                }
-                if cluster_wide {
-                    let before = self.endpoints.len();
-                    let plans = &self.plans;
-                    self.endpoints.retain(|t, _| plans.contains_key(t));
-                    changed |= before != self.endpoints.len();
-                }
-                changed
-            }
-        };
+            Endpoints::FromIndex => self.endpoints_from_index(index, changes, cluster_wide),
+        }
+    }
 
-        // Dirty tenants.
+    /// Router endpoints read from the EndpointSlices of the claimed namespaces that changed
+    /// (all of them after a cluster-wide change); returns whether any changed.
+    fn endpoints_from_index(
+        &mut self,
+        index: &ObjectIndex,
+        changes: &Changes,
+        cluster_wide: bool,
+    ) -> bool {
+        let namespaces: Vec<String> = if cluster_wide {
+            self.claims.keys().cloned().collect()
+        } else {
+            changes
+                .touched
+                .iter()
+                .filter(|(ns, kinds)| {
+                    kinds.contains("EndpointSlice") && self.claims.contains_key(*ns)
+                })
+                .map(|(ns, _)| ns.clone())
+                .collect()
+        };
+        let mut changed = false;
+        for ns in namespaces {
+            let Some(tenant) = self.claims.get(&ns).cloned() else {
+                continue;
+            };
+            let mut objects: Vec<Object> =
+                index.in_namespace("EndpointSlice", &ns).cloned().collect();
+            objects.extend(index.get("Tenant", "", &tenant).cloned());
+            let found = router_endpoints(&ObjectSet::from_objects(objects))
+                .remove(&tenant)
+                .unwrap_or_default();
+            if self.endpoints.get(&tenant) != Some(&found) {
+                self.endpoints.insert(tenant, found);
+                changed = true;
+            }
+        }
+        if cluster_wide {
+            let before = self.endpoints.len();
+            let plans = &self.plans;
+            self.endpoints.retain(|t, _| plans.contains_key(t));
+            changed |= before != self.endpoints.len();
+        }
+        changed
+    }
+
+    /// Queues the tenants `changes` made dirty: every active one when `all_dirty`, else the
+    /// owners and readers of the touched namespaces and the active tenants whose plan changed.
+    fn enqueue_dirty(&mut self, changes: &Changes, affected: &BTreeSet<String>, all_dirty: bool) {
         if all_dirty {
             let active: Vec<String> = self
                 .plans
@@ -283,45 +320,55 @@ impl Compiler {
                 .map(|p| p.name.clone())
                 .collect();
             active.iter().for_each(|t| self.enqueue(t));
-        } else {
-            let mut dirty = BTreeSet::new();
-            for ns in changes.touched.keys() {
-                if let Some(t) = self.tenant_of_namespace(ns) {
-                    dirty.insert(t.to_owned());
-                }
-                if let Some(readers) = self.readers.get(ns) {
-                    dirty.extend(readers.iter().cloned());
-                }
-            }
-            for t in &affected {
-                if self.plans.get(t).is_some_and(|p| p.active) {
-                    dirty.insert(t.clone());
-                }
-            }
-            dirty.iter().for_each(|t| self.enqueue(t));
+            return;
         }
+        let mut dirty = BTreeSet::new();
+        for ns in changes.touched.keys() {
+            if let Some(t) = self.tenant_of_namespace(ns) {
+                dirty.insert(t.to_owned());
+            }
+            if let Some(readers) = self.readers.get(ns) {
+                dirty.extend(readers.iter().cloned());
+            }
+        }
+        for t in affected {
+            if self.plans.get(t).is_some_and(|p| p.active) {
+                dirty.insert(t.clone());
+            }
+        }
+        dirty.iter().for_each(|t| self.enqueue(t));
+    }
 
-        // Tenants no longer served (plans change only with the cluster-wide part).
-        let gone: Vec<String> = if cluster_wide {
-            self.tenants
-                .keys()
-                .filter(|t| !self.plans.get(*t).is_some_and(|p| p.active))
-                .cloned()
-                .collect()
-        } else {
-            Vec::new()
-        };
+    /// Forgets the tenants no longer served (plans change only with the cluster-wide part) and
+    /// reports them removed.
+    fn drop_unserved(&mut self, out: &mut CompileOutput, affected: &mut BTreeSet<String>) {
+        let gone: Vec<String> = self
+            .tenants
+            .keys()
+            .filter(|t| !self.plans.get(*t).is_some_and(|p| p.active))
+            .cloned()
+            .collect();
         for t in gone {
             if let Some(state) = self.tenants.remove(&t) {
-                self.forget(&t, &state, &mut affected);
+                self.forget(&t, &state, affected);
             }
             self.queue.remove(&t);
             affected.insert(t.clone());
             affected.insert(CLUSTER_PARTITION.to_owned());
             out.removed.push(t);
         }
+    }
 
-        // The fair queue, oldest place first, within the budget.
+    /// Translates the fair queue, oldest place first, until `budget` (counted from `started`)
+    /// is spent.
+    fn translate_queue(
+        &mut self,
+        index: &ObjectIndex,
+        started: Instant,
+        budget: Option<Duration>,
+        out: &mut CompileOutput,
+        affected: &mut BTreeSet<String>,
+    ) {
         let mut order: Vec<(u64, String)> = self
             .queue
             .iter()
@@ -336,24 +383,27 @@ impl Compiler {
             let Some(plan) = self.plans.get(&name).filter(|p| p.active).cloned() else {
                 continue;
             };
-            self.refresh_tenant(index, &plan, &mut out, &mut affected);
+            self.refresh_tenant(index, &plan, out, affected);
         }
         out.deferred = self.queue.len();
         out.recomputed.sort();
+    }
 
-        // The edge snapshot.
-        if cluster_wide || endpoints_changed {
-            let mut edge = global::edge_snapshot(&self.plans, &self.endpoints);
-            if self.edge_content_hash.as_deref() != Some(edge.hash.as_str()) {
-                self.edge_content_hash = Some(edge.hash.clone());
-                self.edge_version += 1;
-                edge.version = self.edge_version;
-                edge.seal();
-                self.edge = Some(edge.clone());
-                out.edge = Some(edge);
-            }
+    /// Builds the edge snapshot; publishes it with a new version when its content changed.
+    fn publish_edge(&mut self, out: &mut CompileOutput) {
+        let mut edge = global::edge_snapshot(&self.plans, &self.endpoints);
+        if self.edge_content_hash.as_deref() != Some(edge.hash.as_str()) {
+            self.edge_content_hash = Some(edge.hash.clone());
+            self.edge_version += 1;
+            edge.version = self.edge_version;
+            edge.seal();
+            self.edge = Some(edge.clone());
+            out.edge = Some(edge);
         }
+    }
 
+    /// Rebuilds the `affected` status partitions and reports those whose content changed.
+    fn report_partitions(&mut self, affected: BTreeSet<String>, out: &mut CompileOutput) {
         for p in affected {
             let partition = self.build_partition(&p);
             let digest = partition.as_deref().map(digest);
@@ -365,7 +415,6 @@ impl Compiler {
                 out.partitions.insert(p, partition);
             }
         }
-        out
     }
 
     /// Recomputes the cluster-wide part; returns whether every tenant must be re-translated (the

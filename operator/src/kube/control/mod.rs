@@ -31,7 +31,9 @@ use crate::translator::TranslateSettings;
 use bulkhead_crds::snapshot::{EdgeSnapshot, TenantSnapshot};
 use bulkhead_crds::Tenant;
 use bulkhead_snapshot::Ack;
-use bulkhead_snapshot_wire::{AckReceiver, Authenticator, SnapshotServer, StreamName};
+use bulkhead_snapshot_wire::{
+    AckReceiver, Authenticator, PublishError, SnapshotServer, StreamName,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -427,80 +429,106 @@ impl<A: Authenticator> ControlLoop<A> {
             self.refresh_directory();
         }
         if let Some(edge) = &out.edge {
-            match self.server.publish(&StreamName::Edge, edge) {
-                Ok(()) => {
-                    if self.edge_acked.is_some() {
-                        self.edge_published = Some(Arc::new(edge.clone()));
-                    }
-                    tracing::info!(
-                        version = edge.version,
-                        routes = edge.routes.len(),
-                        "edge snapshot published"
-                    );
-                }
-                Err(e) => {
-                    self.metrics.error("publish");
-                    tracing::error!(error = %e, "cannot publish the edge snapshot");
-                }
-            }
+            self.publish_edge(edge);
         }
         for snapshot in &out.changed {
-            let published = StreamName::tenant(snapshot.tenant.clone())
-                .map_err(|e| e.to_string())
-                .and_then(|stream| {
-                    self.server
-                        .publish(&stream, snapshot.as_ref())
-                        .map_err(|e| e.to_string())
-                });
-            match published {
-                Ok(()) => {
-                    tracing::debug!(tenant = %snapshot.tenant, version = snapshot.version, "tenant snapshot published");
-                    self.metrics
-                        .snapshots_published
-                        .get_or_create(&crate::metrics::KindLabel { kind: "router" })
-                        .inc();
-                    self.published
-                        .insert(snapshot.tenant.clone(), snapshot.version);
-                    if let Some(since) = self.first_change.remove(&snapshot.tenant) {
-                        let since = self
-                            .awaiting
-                            .get(&snapshot.tenant)
-                            .map_or(since, |(_, t)| (*t).min(since));
-                        self.awaiting
-                            .insert(snapshot.tenant.clone(), (snapshot.version, since));
-                    }
-                }
-                Err(e) => {
-                    self.metrics.error("publish");
-                    tracing::error!(tenant = %snapshot.tenant, error = %e, "cannot publish the tenant snapshot");
-                }
-            }
+            self.publish_tenant(snapshot);
         }
         for tenant in &out.removed {
-            if let Ok(stream) = StreamName::tenant(tenant.clone()) {
-                self.server.remove_stream(&stream);
-            }
-            self.published.remove(tenant);
-            self.acked.remove(tenant);
-            self.bootstrap.remove(tenant);
+            self.forget_tenant(tenant);
         }
         if changes.all || changes.cluster {
-            self.tenants = self
-                .store
-                .index()
-                .of_kind("Tenant")
-                .filter_map(|o| match o {
-                    crate::objects::Object::Tenant(t) => {
-                        Some((t.metadata.name.clone()?, Arc::new((**t).clone())))
-                    }
-                    _ => None,
-                })
-                .collect();
+            self.refresh_tenants();
         }
         if served_set_changed {
             self.push_desired();
         }
-        // Queue bookkeeping: what is no longer queued has been translated.
+        self.settle_queue();
+        self.refresh_statuses(out.partitions);
+        self.metrics
+            .record_compile(started.elapsed(), out.recomputed.len());
+        if !self.backlog {
+            // Ready once every tenant of the first compilation is translated and published.
+            self.ready.send_replace(true);
+        }
+    }
+
+    /// Counts and logs a snapshot that could not be published, labelled by the error's variant.
+    fn publish_failed(&self, stream: &str, error: &PublishError) {
+        self.metrics.error(publish_error_label(error));
+        tracing::error!(stream, %error, "cannot publish the snapshot");
+    }
+
+    /// Publishes the edge snapshot (kept until an edge acknowledges it, for its bootstrap).
+    fn publish_edge(&mut self, edge: &EdgeSnapshot) {
+        match self.server.publish(&StreamName::Edge, edge) {
+            Ok(()) => {
+                if self.edge_acked.is_some() {
+                    self.edge_published = Some(Arc::new(edge.clone()));
+                }
+                tracing::info!(
+                    version = edge.version,
+                    routes = edge.routes.len(),
+                    "edge snapshot published"
+                );
+            }
+            Err(e) => self.publish_failed("edge", &e),
+        }
+    }
+
+    /// Publishes a tenant's snapshot and starts timing its acknowledgement.
+    fn publish_tenant(&mut self, snapshot: &Arc<TenantSnapshot>) {
+        let published = StreamName::tenant(snapshot.tenant.clone())
+            .map_err(PublishError::from)
+            .and_then(|stream| self.server.publish(&stream, snapshot.as_ref()));
+        if let Err(e) = published {
+            self.publish_failed(&snapshot.tenant, &e);
+            return;
+        }
+        tracing::debug!(tenant = %snapshot.tenant, version = snapshot.version, "tenant snapshot published");
+        self.metrics
+            .snapshots_published
+            .get_or_create(&crate::metrics::KindLabel { kind: "router" })
+            .inc();
+        self.published
+            .insert(snapshot.tenant.clone(), snapshot.version);
+        if let Some(since) = self.first_change.remove(&snapshot.tenant) {
+            let since = self
+                .awaiting
+                .get(&snapshot.tenant)
+                .map_or(since, |(_, t)| (*t).min(since));
+            self.awaiting
+                .insert(snapshot.tenant.clone(), (snapshot.version, since));
+        }
+    }
+
+    /// Closes the streams of a tenant no longer served and forgets what it published.
+    fn forget_tenant(&mut self, tenant: &str) {
+        if let Ok(stream) = StreamName::tenant(tenant.to_owned()) {
+            self.server.remove_stream(&stream);
+        }
+        self.published.remove(tenant);
+        self.acked.remove(tenant);
+        self.bootstrap.remove(tenant);
+    }
+
+    /// Reads the Tenants again from the store (after a cluster-wide change).
+    fn refresh_tenants(&mut self) {
+        self.tenants = self
+            .store
+            .index()
+            .of_kind("Tenant")
+            .filter_map(|o| match o {
+                crate::objects::Object::Tenant(t) => {
+                    Some((t.metadata.name.clone()?, Arc::new((**t).clone())))
+                }
+                _ => None,
+            })
+            .collect();
+    }
+
+    /// Queue bookkeeping after a round: what is no longer queued has been translated.
+    fn settle_queue(&mut self) {
         let compiler = &self.compiler;
         let metrics = &self.metrics;
         self.depth.retain(|tenant, _| {
@@ -515,14 +543,6 @@ impl<A: Authenticator> ControlLoop<A> {
         self.metrics
             .queue_depth_total
             .set(i64::try_from(self.compiler.queued()).unwrap_or(i64::MAX));
-
-        self.refresh_statuses(out.partitions);
-        self.metrics
-            .record_compile(started.elapsed(), out.recomputed.len());
-        if !self.backlog {
-            // Ready once every tenant of the first compilation is translated and published.
-            self.ready.send_replace(true);
-        }
     }
 
     /// Replaces the [`TenantDirectory`] with the compiled tenants and closes the streams of every
@@ -718,6 +738,16 @@ impl<A: Authenticator> ControlLoop<A> {
     /// The cached objects (for tests and tools).
     pub fn store(&self) -> &ObjectStore {
         &self.store
+    }
+}
+
+/// The `bulkhead_operator_reconcile_errors_total` label of a publishing failure, by variant (as
+/// controller-rs labels its errors).
+fn publish_error_label(error: &PublishError) -> &'static str {
+    match error {
+        PublishError::Stream(_) => "publish_stream_name",
+        PublishError::Encode(_) => "publish_encode",
+        PublishError::Frame(_) => "publish_frame",
     }
 }
 
