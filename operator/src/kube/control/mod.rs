@@ -346,6 +346,7 @@ impl<A: Authenticator> ControlLoop<A> {
     /// wait for a Secret read for the first time.
     fn request_secrets(&mut self) -> bool {
         let plan = self.store.plan_secrets();
+        let mut all_sent = true;
         for request in plan.fetch {
             tracing::debug!(namespace = %request.namespace, name = %request.name, "reading a referenced Secret");
             let unsent = match &self.secret_fetches {
@@ -353,6 +354,7 @@ impl<A: Authenticator> ControlLoop<A> {
                 None => Some(request),
             };
             if let Some(request) = unsent {
+                all_sent = false;
                 self.on_event(
                     StoreEvent::SecretFetched(Box::new(FetchedSecret {
                         request,
@@ -362,7 +364,8 @@ impl<A: Authenticator> ControlLoop<A> {
                 );
             }
         }
-        self.awaiting_secrets = plan.waiting && self.secret_fetches.is_some();
+        // A read that could not be sent was answered (as failed) at once: nothing to wait for.
+        self.awaiting_secrets = plan.waiting && all_sent;
         self.awaiting_secrets
     }
 
