@@ -745,3 +745,21 @@ async fn an_unreadable_secret_counts_as_missing_and_the_rest_is_served() {
         "not read again until it changes"
     );
 }
+
+/// With the Secret reader gone, a referenced Secret counts as unreadable at once: the
+/// compilation does not wait for an answer that cannot come.
+#[tokio::test]
+async fn without_a_secret_reader_the_compilation_never_waits() {
+    let (mut h, fetches) = secret_harness();
+    drop(fetches);
+    list_with_secrets(
+        &mut h.control,
+        gateway(Some("web-cert"), 1),
+        &[secret_meta("web-cert", "1")],
+    );
+    h.control.compile();
+    assert_eq!(h.control.published().get("acme"), Some(&1));
+    let statuses = h.statuses.borrow().clone();
+    let refs = listener_condition(&statuses, "https", "ResolvedRefs");
+    assert_eq!(refs["reason"], "InvalidCertificateRef");
+}
