@@ -17,6 +17,7 @@ use bulkhead_operator::kube::installation::{
 };
 use bulkhead_operator::kube::leader::LeaderElector;
 use bulkhead_operator::kube::leader_label::LeaderLabel;
+use bulkhead_operator::kube::secret_data::DEFAULT_SECRET_FETCH_TIMEOUT;
 use bulkhead_operator::kube::watch::{WatchSettings, DEFAULT_DEGRADE_AFTER};
 use bulkhead_operator::kube::{self as provider, OperatorConfig, TenantDirectory, TokenReviewAuth};
 use bulkhead_operator::metrics::{KindLabel, OperatorMetrics};
@@ -92,6 +93,10 @@ pub struct OperatorArgs {
     /// and tenant is compiled.
     #[arg(long, env = "BULKHEAD_WATCH_DEGRADE_AFTER_SECS", default_value_t = DEFAULT_DEGRADE_AFTER.as_secs())]
     pub watch_degrade_after_secs: u64,
+    /// Seconds one read of a referenced TLS Secret may take before it counts as failed (the
+    /// Secret is then reported missing until it changes).
+    #[arg(long, env = "BULKHEAD_SECRET_FETCH_TIMEOUT_SECS", default_value_t = DEFAULT_SECRET_FETCH_TIMEOUT.as_secs())]
+    pub secret_fetch_timeout_secs: u64,
     /// The edge Service (NAMESPACE/NAME) whose status.loadBalancer.ingress becomes every served
     /// Gateway's status.addresses (unless --gateway-address is given).
     #[arg(long, env = "BULKHEAD_EDGE_SERVICE", default_value = DEFAULT_EDGE_SERVICE, value_parser = parse_service_ref)]
@@ -296,6 +301,9 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             identity,
             watch: WatchSettings {
                 degrade_after: std::time::Duration::from_secs(args.watch_degrade_after_secs),
+                secret_fetch_timeout: std::time::Duration::from_secs(
+                    args.secret_fetch_timeout_secs,
+                ),
             },
             readiness_detail: detail_tx,
             translate: args.gateway.settings(),

@@ -24,6 +24,7 @@
 
 pub mod children;
 pub mod compiler;
+pub mod conditions;
 pub mod features;
 pub mod file_provider;
 pub mod index;

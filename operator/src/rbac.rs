@@ -66,6 +66,9 @@ const READ_ONE: &[&str] = &["get", "list", "watch"];
 /// finds the object by a `list` selecting its name). A server-side apply that creates an object
 /// needs `create` as well as `patch`; nothing needs `get`.
 const APPLY: &[&str] = &["list", "watch", "create", "patch", "delete"];
+/// Verbs on Secrets: [`APPLY`] (the bootstrap snapshot) and `get` (a referenced TLS Secret's
+/// data, read on demand).
+const SECRETS: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
 /// Verbs of a status subresource written by server-side apply.
 const STATUS: &[&str] = &["patch"];
 /// Verbs of a route status subresource: replaced with the live resourceVersion after merging
@@ -134,12 +137,21 @@ pub const OPERATOR_API_CALLS: &[ApiCall] = &[
         verbs: &["list", "watch"],
         scope: Scope::Cluster,
     },
-    // Children of a Tenant, server-side applied in the tenant's namespace. Secrets: the bootstrap
-    // snapshot (and TLS Secrets read as inputs); ConfigMaps: the operator's CA certificate.
+    // Children of a Tenant, server-side applied in the tenant's namespace. ConfigMaps: the
+    // operator's CA certificate.
     ApiCall {
         group: "",
-        resources: &["secrets", "services", "serviceaccounts", "configmaps"],
+        resources: &["services", "serviceaccounts", "configmaps"],
         verbs: APPLY,
+        scope: Scope::Cluster,
+    },
+    // Secrets: a child (the bootstrap snapshot, applied like the others) and an input. TLS
+    // Secrets are watched by metadata only; the data (private keys) of one is read by `get`, and
+    // only while a Gateway's `certificateRefs` names it (`kube::secret_data`).
+    ApiCall {
+        group: "",
+        resources: &["secrets"],
+        verbs: SECRETS,
         scope: Scope::Cluster,
     },
     ApiCall {
@@ -506,10 +518,10 @@ mod tests {
     }
 
     /// Watchers list and watch; children are found by a `list` selecting their name. Only routes
-    /// (their live status, before it is replaced), the lease and the Gateway API CRDs (their
-    /// bundle version) are read one by one.
+    /// (their live status, before it is replaced), referenced TLS Secrets (their data), the lease
+    /// and the Gateway API CRDs (their bundle version) are read one by one.
     #[test]
-    fn get_is_granted_only_on_routes_leases_and_crds() {
+    fn get_is_granted_only_on_routes_secrets_leases_and_crds() {
         let mut with_get: Vec<&str> = OPERATOR_API_CALLS
             .iter()
             .filter(|c| c.verbs.contains(&"get"))
@@ -523,11 +535,12 @@ mod tests {
                 "grpcroutes",
                 "httproutes",
                 "leases",
+                "secrets",
                 "tcproutes",
                 "tlsroutes"
             ]
         );
-        assert!(!allows("", "secrets", "get", Scope::Cluster));
+        assert!(allows("", "secrets", "get", Scope::Cluster));
         assert!(!allows("", "namespaces", "get", Scope::Cluster));
     }
 

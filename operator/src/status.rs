@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 pub const TRUE: &str = "True";
 /// Condition status `"False"`.
 pub const FALSE: &str = "False";
-/// Reason of a `Programmed` / `Ready` condition that waits for the routers' acknowledgement.
-pub const REASON_PENDING: &str = "Pending";
+pub use crate::conditions::REASON_PENDING;
+use crate::conditions::{PROGRAMMED, READY, REASON_PROGRAMMED, REASON_READY};
 
 /// The status of one object: the item shape of the admin `/status` endpoint
 /// (`{"apiVersion", "kind", "metadata": {"namespace", "name"}, "status": {...}}`).
@@ -79,16 +79,16 @@ pub fn apply_acks(statuses: &mut [ObjectStatus], acked: &BTreeMap<String, bool>)
             "Gateway" => {
                 flip_pending(
                     s.status.get_mut("conditions"),
-                    "Programmed",
-                    "Programmed",
+                    PROGRAMMED,
+                    REASON_PROGRAMMED,
                     "The tenant's routers serve this Gateway",
                 );
                 if let Some(Value::Array(listeners)) = s.status.get_mut("listeners") {
                     for l in listeners {
                         flip_pending(
                             l.get_mut("conditions"),
-                            "Programmed",
-                            "Programmed",
+                            PROGRAMMED,
+                            REASON_PROGRAMMED,
                             "The tenant's routers serve this listener",
                         );
                     }
@@ -96,8 +96,8 @@ pub fn apply_acks(statuses: &mut [ObjectStatus], acked: &BTreeMap<String, bool>)
             }
             "Tenant" => flip_pending(
                 s.status.get_mut("conditions"),
-                "Ready",
-                "Ready",
+                READY,
+                REASON_READY,
                 "The tenant's routers serve the current snapshot",
             ),
             _ => {}

@@ -21,10 +21,8 @@ pub const BUNDLE_VERSION_ANNOTATION: &str = "gateway.networking.k8s.io/bundle-ve
 /// `v1.4.1`, ...).
 pub const SUPPORTED_BUNDLE_VERSIONS: &[&str] = &["v1.4.", "v1.5."];
 
-/// The `GatewayClass` condition type about the installed CRD version.
-pub const SUPPORTED_VERSION: &str = "SupportedVersion";
-/// Reason of `SupportedVersion=False`.
-pub const UNSUPPORTED_VERSION: &str = "UnsupportedVersion";
+use crate::conditions::REASON_SUPPORTED_VERSION;
+pub use crate::conditions::{REASON_UNSUPPORTED_VERSION as UNSUPPORTED_VERSION, SUPPORTED_VERSION};
 
 /// The type of a Gateway address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -118,12 +116,12 @@ impl CrdBundle {
             Self::Unknown => None,
             Self::BuiltIn => Some((
                 true,
-                SUPPORTED_VERSION,
+                REASON_SUPPORTED_VERSION,
                 format!("standalone mode reads Gateway API objects with Bulkhead's own types (bundle versions {supported})"),
             )),
             Self::Installed(Some(v)) if SUPPORTED_BUNDLE_VERSIONS.iter().any(|p| v.starts_with(p)) => Some((
                 true,
-                SUPPORTED_VERSION,
+                REASON_SUPPORTED_VERSION,
                 format!("Gateway API CRD bundle version {v} is supported"),
             )),
             Self::Installed(Some(v)) => Some((
@@ -203,7 +201,7 @@ fn set_condition(status: &mut Value, type_: &str, ok: bool, reason: &str, messag
     };
     let generation = conditions
         .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some("Accepted"))
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(crate::conditions::ACCEPTED))
         .and_then(|c| c.get("observedGeneration"))
         .and_then(Value::as_i64);
     let c =

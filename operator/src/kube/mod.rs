@@ -4,6 +4,7 @@
 //!   a kind that cannot be listed is degraded, not waited for.
 //! * [`decode`]: objects decoded one by one, so one unreadable object never fails a list.
 //! * [`watch_health`]: degraded kinds and undecodable objects as readiness detail and gauges.
+//! * [`secret_data`]: TLS Secrets' data read only while a Gateway references them.
 //! * [`store`]: the cache those watchers fill, the initial-list gate, router endpoints, debounce.
 //! * [`control`]: the control loop (store → compiler → snapshot server → statuses, onboarding)
 //!   and [`run`], which wires everything.
@@ -35,6 +36,7 @@ pub mod leader_label;
 pub mod onboarding;
 pub mod route_parents;
 pub mod route_status;
+pub mod secret_data;
 pub mod status_writer;
 pub mod store;
 #[cfg(test)]

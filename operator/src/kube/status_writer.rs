@@ -14,6 +14,7 @@
 use super::route_status::replace_route_status;
 use super::FIELD_MANAGER;
 use crate::compiler::PackedPartition;
+use crate::conditions::ACCEPTED;
 use crate::index::ROUTE_KINDS;
 use crate::objects::typed_status;
 use crate::status::{
@@ -78,7 +79,7 @@ pub fn overlay_onboarding(
     let old = previous
         .and_then(|p| p.get("conditions"))
         .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Accepted"));
+        .and_then(|cs| cs.iter().find(|c| c["type"] == ACCEPTED));
     let time = match old {
         Some(c) if c["status"] == FALSE && c["reason"] == failure.reason.as_str() => {
             c["lastTransitionTime"].clone()
@@ -90,7 +91,7 @@ pub fn overlay_onboarding(
     }
     let generation = status.get("observedGeneration").cloned();
     let mut condition = json!({
-        "type": "Accepted",
+        "type": ACCEPTED,
         "status": FALSE,
         "reason": failure.reason,
         "message": failure.message,
@@ -103,7 +104,7 @@ pub fn overlay_onboarding(
         .as_object_mut()
         .map(|m| m.entry("conditions").or_insert_with(|| json!([])));
     if let Some(Value::Array(list)) = conditions {
-        match list.iter_mut().find(|c| c["type"] == "Accepted") {
+        match list.iter_mut().find(|c| c["type"] == ACCEPTED) {
             Some(c) => *c = condition,
             None => list.insert(0, condition),
         }

@@ -13,9 +13,13 @@
 //!   costs no compilation; they are indexed when their namespace is admitted.
 //! - [`strip_metadata`] drops what the translator never reads (`managedFields`, annotations
 //!   outside `bulkhead.dev/`) before an object is cached.
+//! - With [`ObjectStore::with_secrets_on_demand`] (the operator), Secret events carry metadata
+//!   only: the store keeps their `resourceVersion`s and indexes the data only of the Secrets a
+//!   Gateway references, once fetched ([`super::secret_data`]).
 //! - [`Debounce`] decides when a burst of events is over.
 
 use super::decode::Unreadable;
+use super::secret_data::{referenced_secrets, FetchedSecret, SecretData, SecretPlan};
 use crate::index::{Changes, ObjectIndex};
 use crate::objects::{Object, ObjectSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -48,6 +52,8 @@ pub enum StoreEvent {
     Unreadable(Box<Unreadable>),
     /// An object that could not be decoded was deleted.
     UnreadableGone(Box<Unreadable>),
+    /// A Secret's data, read because a Gateway references it (or why it could not be read).
+    SecretFetched(Box<FetchedSecret>),
     /// The kind cannot be listed (for example 403, or a broken conversion webhook): it counts as
     /// listed and empty, with this reason, until a list succeeds.
     Degraded(&'static str, String),
@@ -84,6 +90,9 @@ pub struct ObjectStore {
     /// Namespace → (kind, name) → compact JSON of objects of [`PARKED_KINDS`] outside admitted
     /// namespaces: kept, but neither indexed nor compiled.
     parked: HashMap<String, BTreeMap<(&'static str, String), Box<str>>>,
+    /// Secrets watched by metadata, their data held only while referenced (`None`: Secret events
+    /// carry their data and are indexed as they come).
+    secrets: Option<SecretData>,
 }
 
 /// Kinds parked outside admitted namespaces: the bulk of a cluster (every namespace has
@@ -101,7 +110,65 @@ impl ObjectStore {
             changes: Changes::default(),
             admitted: None,
             parked: HashMap::new(),
+            secrets: None,
         }
+    }
+
+    /// Takes Secret events as metadata only (the operator's metadata watch): the store keeps
+    /// each Secret's `resourceVersion`, and indexes the data of referenced Secrets when it is
+    /// fetched ([`ObjectStore::plan_secrets`], [`StoreEvent::SecretFetched`]).
+    pub fn with_secrets_on_demand(mut self) -> Self {
+        self.secrets = Some(SecretData::default());
+        self
+    }
+
+    /// Decides which Secrets' data to fetch and drops from the index the data of Secrets no
+    /// longer referenced (see [`super::secret_data`]); empty without
+    /// [`ObjectStore::with_secrets_on_demand`].
+    pub fn plan_secrets(&mut self) -> SecretPlan {
+        let Some(secrets) = self.secrets.as_mut() else {
+            return SecretPlan::default();
+        };
+        let plan = secrets.plan(&referenced_secrets(&self.index));
+        for (ns, name) in &plan.drop {
+            self.index.remove("Secret", ns, name, &mut self.changes);
+        }
+        plan
+    }
+
+    /// Whether the data of Secret `ns`/`name` is held or being fetched.
+    pub fn tracks_secret_data(&self, ns: &str, name: &str) -> bool {
+        self.secrets
+            .as_ref()
+            .is_some_and(|s| s.is_tracked(&(ns.to_owned(), name.to_owned())))
+    }
+
+    /// Applies the answer to a Secret fetch: its data is indexed, or (the fetch failed) the
+    /// Secret leaves the index and counts as missing. Always counts as a change, so the waiting
+    /// compilation runs.
+    fn secret_fetched(&mut self, fetched: FetchedSecret) {
+        self.changes.events += 1;
+        let Some(secrets) = self.secrets.as_mut() else {
+            return;
+        };
+        let (ns, name) = (
+            fetched.request.namespace.clone(),
+            fetched.request.name.clone(),
+        );
+        match secrets.fetched(fetched) {
+            Some(Ok(mut secret)) => {
+                strip_metadata(&mut secret.metadata);
+                self.index
+                    .upsert(Object::Secret(Box::new(secret)), &mut self.changes);
+            }
+            Some(Err(_)) => self.index.remove("Secret", &ns, &name, &mut self.changes),
+            None => {}
+        }
+    }
+
+    /// Whether Secret events carry metadata only (they go to [`SecretData`], not the index).
+    fn secret_meta(&self, kind: &str) -> bool {
+        kind == "Secret" && self.secrets.is_some()
     }
 
     /// Parks Secrets, Services and EndpointSlices outside admitted namespaces (a Tenant's
@@ -119,7 +186,9 @@ impl ObjectStore {
 
     /// Whether objects of `kind` in `ns` go to the parking instead of the index.
     fn parks(&self, kind: &str, ns: &str) -> bool {
-        Self::is_parked_kind(kind) && self.admitted.as_ref().is_some_and(|a| !a.contains(ns))
+        !self.secret_meta(kind)
+            && Self::is_parked_kind(kind)
+            && self.admitted.as_ref().is_some_and(|a| !a.contains(ns))
     }
 
     fn park(&mut self, object: &Object) {
@@ -218,6 +287,15 @@ impl ObjectStore {
                     state.degraded = None;
                     let first = !state.synced;
                     state.synced = true;
+                    if let (Some(secrets), "Secret") = (self.secrets.as_mut(), kind) {
+                        for (ns, name) in secrets.replace_meta(&objects) {
+                            self.index.remove("Secret", &ns, &name, &mut self.changes);
+                        }
+                        if first {
+                            self.changes.events += 1;
+                        }
+                        return self.changes.events != before;
+                    }
                     let (indexed, parked): (Vec<Object>, Vec<Object>) =
                         objects.into_iter().partition(|o| {
                             !self.parks(kind, o.metadata().namespace.as_deref().unwrap_or_default())
@@ -244,7 +322,11 @@ impl ObjectStore {
             StoreEvent::Apply(object) => {
                 let kind = object.kind();
                 self.readable_again(&object);
-                if self.kinds.contains_key(kind) {
+                if let (Some(secrets), "Secret") = (self.secrets.as_mut(), kind) {
+                    if secrets.upsert_meta(&object) {
+                        self.changes.events += 1;
+                    }
+                } else if self.kinds.contains_key(kind) {
                     let ns = object.metadata().namespace.clone().unwrap_or_default();
                     if self.parks(kind, &ns) {
                         self.park(&object);
@@ -263,6 +345,11 @@ impl ObjectStore {
                     let meta = object.metadata();
                     let ns = meta.namespace.as_deref().unwrap_or_default();
                     let name = meta.name.as_deref().unwrap_or_default();
+                    if let (Some(secrets), "Secret") = (self.secrets.as_mut(), kind) {
+                        if secrets.remove_meta(&(ns.to_owned(), name.to_owned())) {
+                            self.changes.events += 1;
+                        }
+                    }
                     self.unpark(kind, ns, name);
                     self.index.remove(kind, ns, name, &mut self.changes);
                 }
@@ -273,6 +360,7 @@ impl ObjectStore {
                     state.unreadable.remove(&unreadable_key(&u));
                 }
             }
+            StoreEvent::SecretFetched(fetched) => self.secret_fetched(*fetched),
             StoreEvent::Degraded(kind, reason) => {
                 if let Some(state) = self.kinds.get_mut(kind) {
                     state.degraded = Some(reason);

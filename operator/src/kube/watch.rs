@@ -5,8 +5,9 @@
 //! the control loop over one bounded channel (a slow control loop slows the watchers down rather
 //! than growing memory).
 //!
-//! Secrets are watched with the field selector `type=kubernetes.io/tls` (the only Secrets a
-//! listener may reference). A Gateway API kind whose CRD is not installed (the initial list answers
+//! Secrets are watched by metadata only ([`spawn_secret_metadata`]), with the field selector
+//! `type=kubernetes.io/tls` (the only Secrets a listener may reference): their data (private
+//! keys) is read only for the Secrets a Gateway references ([`super::secret_data`]). A Gateway API kind whose CRD is not installed (the initial list answers
 //! 404, e.g. the experimental `TCPRoute`) counts as listed and empty, so it does not hold back the
 //! first compilation; the watcher keeps retrying and picks the kind up once the CRD appears. Any
 //! other failure of a kind's initial list that lasts [`WatchSettings::degrade_after`] (403, a
@@ -22,6 +23,7 @@ use super::status_writer::StatusWriter;
 use super::store::{strip_metadata, StoreEvent};
 use crate::objects::{Object, StatusKey};
 use ::kube::api::Api;
+use ::kube::core::PartialObjectMeta;
 use ::kube::runtime::watcher::{self, watcher};
 use ::kube::runtime::WatchStreamExt;
 use ::kube::{Client, Resource};
@@ -51,8 +53,11 @@ pub const WATCHED_KINDS: &[&str] = &crate::index::ALL_KINDS;
 /// Capacity of the channel from the watchers to the control loop.
 pub const EVENT_QUEUE: usize = 1024;
 
-/// The field selector of watched Secrets.
+/// The field selector of watched Secrets: [`TLS_SECRET_TYPE`] only.
 pub const TLS_SECRET_SELECTOR: &str = "type=kubernetes.io/tls";
+
+/// The type of the Secrets watched (the only Secrets a listener may reference).
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
 /// How long a kind's initial list may fail (with anything but 404) before the kind is degraded:
 /// counted as listed and empty so every other kind and tenant is compiled, reported in
@@ -66,12 +71,15 @@ pub const DEFAULT_DEGRADE_AFTER: Duration = Duration::from_secs(30);
 pub struct WatchSettings {
     /// See [`DEFAULT_DEGRADE_AFTER`].
     pub degrade_after: Duration,
+    /// See [`super::secret_data::DEFAULT_SECRET_FETCH_TIMEOUT`].
+    pub secret_fetch_timeout: Duration,
 }
 
 impl Default for WatchSettings {
     fn default() -> Self {
         Self {
             degrade_after: DEFAULT_DEGRADE_AFTER,
+            secret_fetch_timeout: super::secret_data::DEFAULT_SECRET_FETCH_TIMEOUT,
         }
     }
 }
@@ -206,12 +214,10 @@ pub fn spawn_watchers(
         |o| Object::ReferenceGrant(Box::new(o)),
         &context,
     );
-    spawn_kind::<Secret>(
+    spawn_secret_metadata(
         &mut set,
-        Some(Api::all(c.clone())),
+        Api::all(c.clone()),
         all.clone().fields(TLS_SECRET_SELECTOR),
-        "Secret",
-        |o| Object::Secret(Box::new(o)),
         &context,
     );
     spawn_kind::<Service>(
@@ -335,12 +341,52 @@ fn spawn_kind<K>(
     let Some(api) = api else {
         return;
     };
-    let events = context.events.clone();
     let statuses = Arc::clone(&context.statuses);
+    let convert = move |event| {
+        let observe = |key, status| statuses.observe(key, status);
+        lenient_store_event(kind, event, wrap, &observe)
+    };
+    spawn_watch(set, watcher(api, config), kind, convert, context);
+}
+
+/// A TLS Secret as its metadata shows it: no data (see [`super::secret_data`]).
+fn secret_from_metadata(meta: PartialObjectMeta<Secret>) -> Object {
+    Object::Secret(Box::new(Secret {
+        metadata: meta.metadata,
+        type_: Some(TLS_SECRET_TYPE.to_owned()),
+        ..Secret::default()
+    }))
+}
+
+/// Watches TLS Secrets by metadata only (`PartialObjectMetadata` lists and watches): the
+/// operator never lists or caches the data of a Secret no Gateway references.
+fn spawn_secret_metadata(
+    set: &mut JoinSet<()>,
+    api: Api<PartialObjectMeta<Secret>>,
+    config: watcher::Config,
+    context: &WatchContext,
+) {
+    let convert = |event| store_event("Secret", event, secret_from_metadata, &|_, _| {});
+    spawn_watch(set, watcher(api, config), "Secret", convert, context);
+}
+
+/// Runs one kind's watch stream (with the default backoff), turning its events into store events
+/// with `convert`; a failing initial list is retried, or the kind counted as listed and empty
+/// (not served, or degraded: see the module documentation).
+fn spawn_watch<T, S>(
+    set: &mut JoinSet<()>,
+    stream: S,
+    kind: &'static str,
+    convert: impl Fn(watcher::Event<T>) -> StoreEvent + Send + 'static,
+    context: &WatchContext,
+) where
+    T: Resource + Clone + Send + 'static,
+    S: futures::Stream<Item = watcher::Result<watcher::Event<T>>> + Send + 'static,
+{
+    let events = context.events.clone();
     let settings = context.settings.clone();
     set.spawn(async move {
-        let observe = |key, status| statuses.observe(key, status);
-        let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
+        let mut stream = std::pin::pin!(stream.default_backoff());
         let mut listed = false;
         let mut failing_since: Option<Instant> = None;
         while let Some(item) = stream.next().await {
@@ -348,23 +394,8 @@ fn spawn_kind<K>(
                 Ok(event) => event,
                 Err(e) if !listed => {
                     let since = *failing_since.get_or_insert_with(Instant::now);
-                    let synthetic = match classify_first_failure(&e, since, &settings) {
-                        ListFailure::Retry => {
-                            tracing::warn!(kind, error = %e, "initial list failed; retrying with backoff");
-                            continue;
-                        }
-                        ListFailure::NotServed => {
-                            tracing::warn!(kind, "kind not served by the API server (CRD not installed?); treating it as empty");
-                            vec![StoreEvent::Init(kind), StoreEvent::InitDone(kind)]
-                        }
-                        ListFailure::Degrade(reason) => {
-                            tracing::error!(kind, error = %reason, "kind cannot be listed; serving every other kind without it (degraded) and retrying with backoff");
-                            vec![
-                                StoreEvent::Init(kind),
-                                StoreEvent::InitDone(kind),
-                                StoreEvent::Degraded(kind, reason),
-                            ]
-                        }
+                    let Some(synthetic) = first_failure_events(kind, &e, since, &settings) else {
+                        continue;
                     };
                     listed = true;
                     for synthetic in synthetic {
@@ -386,7 +417,7 @@ fn spawn_kind<K>(
             if matches!(event, watcher::Event::InitDone) {
                 listed = true;
             }
-            let event = lenient_store_event(kind, event, wrap, &observe);
+            let event = convert(event);
             if let StoreEvent::Unreadable(u) | StoreEvent::UnreadableGone(u) = &event {
                 tracing::debug!(kind, namespace = ?u.namespace, name = %u.name, error = %u.error, "object cannot be decoded");
             }
@@ -395,6 +426,36 @@ fn spawn_kind<K>(
             }
         }
     });
+}
+
+/// The synthetic events that end a kind's failing initial list (`None`: retry first), logged.
+fn first_failure_events(
+    kind: &'static str,
+    e: &watcher::Error,
+    failing_since: Instant,
+    settings: &WatchSettings,
+) -> Option<Vec<StoreEvent>> {
+    match classify_first_failure(e, failing_since, settings) {
+        ListFailure::Retry => {
+            tracing::warn!(kind, error = %e, "initial list failed; retrying with backoff");
+            None
+        }
+        ListFailure::NotServed => {
+            tracing::warn!(
+                kind,
+                "kind not served by the API server (CRD not installed?); treating it as empty"
+            );
+            Some(vec![StoreEvent::Init(kind), StoreEvent::InitDone(kind)])
+        }
+        ListFailure::Degrade(reason) => {
+            tracing::error!(kind, error = %reason, "kind cannot be listed; serving every other kind without it (degraded) and retrying with backoff");
+            Some(vec![
+                StoreEvent::Init(kind),
+                StoreEvent::InitDone(kind),
+                StoreEvent::Degraded(kind, reason),
+            ])
+        }
+    }
 }
 
 #[cfg(test)]
@@ -763,6 +824,7 @@ mod tests {
             |o| Object::TcpRoute(Box::new(o)),
             WatchSettings {
                 degrade_after: std::time::Duration::ZERO,
+                ..WatchSettings::default()
             },
         );
         let server = tokio::spawn(async move {
@@ -886,6 +948,67 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+        set.abort_all();
+    }
+
+    /// TLS Secrets are listed and watched as metadata only: what the watch delivers carries no
+    /// data, so no private key of an unreferenced Secret is ever received or cached.
+    #[tokio::test]
+    async fn secrets_are_watched_by_metadata_only() {
+        let (client, mut mock) = MockApi::pair();
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut set = JoinSet::new();
+        let context = WatchContext {
+            events: tx,
+            statuses: Arc::new(StatusWriter::new(client.clone())),
+            settings: WatchSettings::default(),
+        };
+        spawn_secret_metadata(
+            &mut set,
+            Api::all(client),
+            watcher::Config::default().fields(TLS_SECRET_SELECTOR),
+            &context,
+        );
+        let (request, send) = mock.next_request().await;
+        assert_eq!(request.uri().path(), "/api/v1/secrets");
+        assert_eq!(
+            query_param(&request, "fieldSelector").as_deref(),
+            Some("type%3Dkubernetes.io%2Ftls")
+        );
+        let accept = request
+            .headers()
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            accept.contains("as=PartialObjectMetadataList"),
+            "{accept:?}"
+        );
+        respond_json(
+            send,
+            200,
+            &serde_json::json!({
+                "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                "metadata": {"resourceVersion": "10"},
+                "items": [{"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                           "metadata": {"name": "unused", "namespace": "team-a",
+                                        "resourceVersion": "9"}}]
+            }),
+        );
+        assert!(matches!(rx.recv().await, Some(StoreEvent::Init("Secret"))));
+        match rx.recv().await {
+            Some(StoreEvent::InitApply(Object::Secret(s))) => {
+                assert_eq!(s.metadata.name.as_deref(), Some("unused"));
+                assert_eq!(s.metadata.resource_version.as_deref(), Some("9"));
+                assert!(s.data.is_none() && s.string_data.is_none(), "no data");
+                assert_eq!(s.type_.as_deref(), Some(TLS_SECRET_TYPE));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            rx.recv().await,
+            Some(StoreEvent::InitDone("Secret"))
+        ));
         set.abort_all();
     }
 

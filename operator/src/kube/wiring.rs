@@ -1,5 +1,5 @@
-//! The Kubernetes side of the operator wired together: watchers, the control loop, and, while
-//! this replica leads, the status, onboarding, edge bootstrap and event writers.
+//! The Kubernetes side of the operator wired together: watchers, the Secret reader, the control
+//! loop, and, while this replica leads, the status, onboarding, edge bootstrap and event writers.
 
 use super::auth::TenantDirectory;
 use super::child_watch::{spawn_child_watchers, REPAIR_QUEUE};
@@ -9,6 +9,7 @@ use super::edge_bootstrap::run_edge_bootstrap;
 use super::events::{run_events, NOTICE_QUEUE};
 use super::installation::{self, InstallationSource};
 use super::onboarding::{run_onboarding, Desired, Onboarding};
+use super::secret_data::run_secret_fetcher;
 use super::status_writer::StatusWriter;
 use super::watch::{spawn_watchers, WatchSettings, EVENT_QUEUE};
 use crate::children::ChildSettings;
@@ -109,7 +110,20 @@ pub async fn run<A: Authenticator>(
     };
     let writer = Arc::new(StatusWriter::new(config.client.clone()).with_versions(&versions));
     let mut watchers = spawn_watchers(&config.client, &event_tx, &writer, &config.watch, &versions);
+    // The reader holds a weak sender: the control loop still ends when every watcher stops.
+    let answers = event_tx.downgrade();
     drop(event_tx);
+    let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
+    let fetcher_task = {
+        let (client, timeout) = (config.client.clone(), config.watch.secret_fetch_timeout);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = run_secret_fetcher(client, fetch_rx, answers, timeout) => {}
+            }
+        })
+    };
     let (desired_tx, desired_rx) = watch::channel(Desired::new());
     let (status_tx, mut status_rx) = watch::channel(Statuses::default());
     let (notice_tx, notice_rx) = mpsc::channel(NOTICE_QUEUE);
@@ -175,6 +189,7 @@ pub async fn run<A: Authenticator>(
         .with_notices(notice_tx)
         .with_edge_bootstrap(edge_acked_tx)
         .with_readiness_detail(config.readiness_detail)
+        .with_secret_fetcher(fetch_tx)
         .run(event_rx, acks, shutdown.clone())
         .await;
     shutdown.cancel();
@@ -184,6 +199,7 @@ pub async fn run<A: Authenticator>(
         status_task,
         edge_bootstrap_task,
         events_task,
+        fetcher_task,
     ] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "operator task failed");

@@ -227,7 +227,8 @@ pub(crate) struct RouteModel<'a> {
 }
 
 impl<'a> RouteModel<'a> {
-    /// Reads a route; `Err` carries the reason the JSON did not fit (a bug, reported in status).
+    /// Reads a route; `Err` carries the reason the JSON did not fit (a bug: the caller skips the
+    /// route and logs it at `warn`; no status says so).
     pub(crate) fn read(route: RouteObject<'a>) -> Result<Self, String> {
         let meta = route.meta();
         let json = route.spec_json();

@@ -17,6 +17,7 @@ use super::events::Notice;
 use super::onboarding::{Desired, DesiredTenant};
 use super::route_parents::{detached_routes, ours_only};
 pub use super::route_parents::{foreign_parents, merge_foreign_parents, ForeignParents};
+use super::secret_data::{FetchedSecret, SecretFetch};
 use super::store::{Debounce, ObjectStore, StoreEvent};
 use super::watch::WATCHED_KINDS;
 use super::watch_health::{readiness_detail, update_gauges};
@@ -30,7 +31,9 @@ use crate::translator::TranslateSettings;
 use bulkhead_crds::snapshot::{EdgeSnapshot, TenantSnapshot};
 use bulkhead_crds::Tenant;
 use bulkhead_snapshot::Ack;
-use bulkhead_snapshot_wire::{AckReceiver, Authenticator, SnapshotServer, StreamName};
+use bulkhead_snapshot_wire::{
+    AckReceiver, Authenticator, PublishError, SnapshotServer, StreamName,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -93,6 +96,11 @@ pub struct ControlLoop<A: Authenticator> {
     installation: Installation,
     /// Where changes of `installation` come from (taken by [`ControlLoop::run`]).
     installation_rx: Option<watch::Receiver<Installation>>,
+    /// Where Secret reads go ([`super::secret_data::run_secret_fetcher`]); without it a read
+    /// fails at once (the Secret counts as missing).
+    secret_fetches: Option<mpsc::UnboundedSender<SecretFetch>>,
+    /// A referenced Secret is read for the first time: no compilation until it is answered.
+    awaiting_secrets: bool,
 }
 
 impl<A: Authenticator> std::fmt::Debug for ControlLoop<A> {
@@ -117,7 +125,9 @@ impl<A: Authenticator> ControlLoop<A> {
         ready: watch::Sender<bool>,
     ) -> Self {
         Self {
-            store: ObjectStore::new(WATCHED_KINDS).with_parking(),
+            store: ObjectStore::new(WATCHED_KINDS)
+                .with_parking()
+                .with_secrets_on_demand(),
             compiler: Compiler::new(),
             server,
             directory,
@@ -142,7 +152,16 @@ impl<A: Authenticator> ControlLoop<A> {
             detail: watch::Sender::new(String::new()),
             installation: Installation::default(),
             installation_rx: None,
+            secret_fetches: None,
+            awaiting_secrets: false,
         }
+    }
+
+    /// Sends the Secrets whose data is needed to `fetches` (the Secret reader); its answers come
+    /// back as [`StoreEvent::SecretFetched`].
+    pub fn with_secret_fetcher(mut self, fetches: mpsc::UnboundedSender<SecretFetch>) -> Self {
+        self.secret_fetches = Some(fetches);
+        self
     }
 
     /// Translates with `settings` (listener ports) instead of the defaults.
@@ -263,6 +282,11 @@ impl<A: Authenticator> ControlLoop<A> {
                 self.report_unreadable(u);
                 u.namespace.clone()
             }
+            StoreEvent::SecretFetched(f) => {
+                self.awaiting_secrets = false;
+                self.report_secret_fetch(f);
+                Some(f.request.namespace.clone())
+            }
             _ => None,
         };
         let changed = self.store.apply(event);
@@ -306,10 +330,49 @@ impl<A: Authenticator> ControlLoop<A> {
         }
     }
 
-    /// When the next compilation is due: `None` while nothing changed or while some kind has not
-    /// finished its initial list.
+    /// Counts and logs a Secret that could not be read.
+    fn report_secret_fetch(&self, fetched: &FetchedSecret) {
+        if let Err(error) = &fetched.result {
+            self.metrics.error("secret_fetch");
+            let SecretFetch {
+                namespace, name, ..
+            } = &fetched.request;
+            tracing::warn!(%namespace, %name, %error, "referenced Secret cannot be read; it counts as missing");
+        }
+    }
+
+    /// Sends the reads of referenced Secrets whose data is not held at their current version,
+    /// and drops the data of Secrets no longer referenced. Returns whether the compilation must
+    /// wait for a Secret read for the first time.
+    fn request_secrets(&mut self) -> bool {
+        let plan = self.store.plan_secrets();
+        let mut all_sent = true;
+        for request in plan.fetch {
+            tracing::debug!(namespace = %request.namespace, name = %request.name, "reading a referenced Secret");
+            let unsent = match &self.secret_fetches {
+                Some(tx) => tx.send(request).err().map(|e| e.0),
+                None => Some(request),
+            };
+            if let Some(request) = unsent {
+                all_sent = false;
+                self.on_event(
+                    StoreEvent::SecretFetched(Box::new(FetchedSecret {
+                        request,
+                        result: Err("cannot be read (no Secret reader)".to_owned()),
+                    })),
+                    Instant::now(),
+                );
+            }
+        }
+        // A read that could not be sent was answered (as failed) at once: nothing to wait for.
+        self.awaiting_secrets = plan.waiting && all_sent;
+        self.awaiting_secrets
+    }
+
+    /// When the next compilation is due: `None` while nothing changed, while some kind has not
+    /// finished its initial list, or while a referenced Secret is read for the first time.
     pub fn due(&self) -> Option<Instant> {
-        if !self.store.is_synced() {
+        if !self.store.is_synced() || self.awaiting_secrets {
             None
         } else if self.backlog {
             Some(self.debounce.deadline().unwrap_or_else(Instant::now))
@@ -338,6 +401,9 @@ impl<A: Authenticator> ControlLoop<A> {
     pub fn compile(&mut self) {
         let started = std::time::Instant::now();
         self.debounce.clear();
+        if self.request_secrets() {
+            return;
+        }
         let changes = self.store.take_changes();
         let out = self.compiler.update(
             self.store.index(),
@@ -366,80 +432,106 @@ impl<A: Authenticator> ControlLoop<A> {
             self.refresh_directory();
         }
         if let Some(edge) = &out.edge {
-            match self.server.publish(&StreamName::Edge, edge) {
-                Ok(()) => {
-                    if self.edge_acked.is_some() {
-                        self.edge_published = Some(Arc::new(edge.clone()));
-                    }
-                    tracing::info!(
-                        version = edge.version,
-                        routes = edge.routes.len(),
-                        "edge snapshot published"
-                    );
-                }
-                Err(e) => {
-                    self.metrics.error("publish");
-                    tracing::error!(error = %e, "cannot publish the edge snapshot");
-                }
-            }
+            self.publish_edge(edge);
         }
         for snapshot in &out.changed {
-            let published = StreamName::tenant(snapshot.tenant.clone())
-                .map_err(|e| e.to_string())
-                .and_then(|stream| {
-                    self.server
-                        .publish(&stream, snapshot.as_ref())
-                        .map_err(|e| e.to_string())
-                });
-            match published {
-                Ok(()) => {
-                    tracing::debug!(tenant = %snapshot.tenant, version = snapshot.version, "tenant snapshot published");
-                    self.metrics
-                        .snapshots_published
-                        .get_or_create(&crate::metrics::KindLabel { kind: "router" })
-                        .inc();
-                    self.published
-                        .insert(snapshot.tenant.clone(), snapshot.version);
-                    if let Some(since) = self.first_change.remove(&snapshot.tenant) {
-                        let since = self
-                            .awaiting
-                            .get(&snapshot.tenant)
-                            .map_or(since, |(_, t)| (*t).min(since));
-                        self.awaiting
-                            .insert(snapshot.tenant.clone(), (snapshot.version, since));
-                    }
-                }
-                Err(e) => {
-                    self.metrics.error("publish");
-                    tracing::error!(tenant = %snapshot.tenant, error = %e, "cannot publish the tenant snapshot");
-                }
-            }
+            self.publish_tenant(snapshot);
         }
         for tenant in &out.removed {
-            if let Ok(stream) = StreamName::tenant(tenant.clone()) {
-                self.server.remove_stream(&stream);
-            }
-            self.published.remove(tenant);
-            self.acked.remove(tenant);
-            self.bootstrap.remove(tenant);
+            self.forget_tenant(tenant);
         }
         if changes.all || changes.cluster {
-            self.tenants = self
-                .store
-                .index()
-                .of_kind("Tenant")
-                .filter_map(|o| match o {
-                    crate::objects::Object::Tenant(t) => {
-                        Some((t.metadata.name.clone()?, Arc::new((**t).clone())))
-                    }
-                    _ => None,
-                })
-                .collect();
+            self.refresh_tenants();
         }
         if served_set_changed {
             self.push_desired();
         }
-        // Queue bookkeeping: what is no longer queued has been translated.
+        self.settle_queue();
+        self.refresh_statuses(out.partitions);
+        self.metrics
+            .record_compile(started.elapsed(), out.recomputed.len());
+        if !self.backlog {
+            // Ready once every tenant of the first compilation is translated and published.
+            self.ready.send_replace(true);
+        }
+    }
+
+    /// Counts and logs a snapshot that could not be published, labelled by the error's variant.
+    fn publish_failed(&self, stream: &str, error: &PublishError) {
+        self.metrics.error(publish_error_label(error));
+        tracing::error!(stream, %error, "cannot publish the snapshot");
+    }
+
+    /// Publishes the edge snapshot (kept until an edge acknowledges it, for its bootstrap).
+    fn publish_edge(&mut self, edge: &EdgeSnapshot) {
+        match self.server.publish(&StreamName::Edge, edge) {
+            Ok(()) => {
+                if self.edge_acked.is_some() {
+                    self.edge_published = Some(Arc::new(edge.clone()));
+                }
+                tracing::info!(
+                    version = edge.version,
+                    routes = edge.routes.len(),
+                    "edge snapshot published"
+                );
+            }
+            Err(e) => self.publish_failed("edge", &e),
+        }
+    }
+
+    /// Publishes a tenant's snapshot and starts timing its acknowledgement.
+    fn publish_tenant(&mut self, snapshot: &Arc<TenantSnapshot>) {
+        let published = StreamName::tenant(snapshot.tenant.clone())
+            .map_err(PublishError::from)
+            .and_then(|stream| self.server.publish(&stream, snapshot.as_ref()));
+        if let Err(e) = published {
+            self.publish_failed(&snapshot.tenant, &e);
+            return;
+        }
+        tracing::debug!(tenant = %snapshot.tenant, version = snapshot.version, "tenant snapshot published");
+        self.metrics
+            .snapshots_published
+            .get_or_create(&crate::metrics::KindLabel { kind: "router" })
+            .inc();
+        self.published
+            .insert(snapshot.tenant.clone(), snapshot.version);
+        if let Some(since) = self.first_change.remove(&snapshot.tenant) {
+            let since = self
+                .awaiting
+                .get(&snapshot.tenant)
+                .map_or(since, |(_, t)| (*t).min(since));
+            self.awaiting
+                .insert(snapshot.tenant.clone(), (snapshot.version, since));
+        }
+    }
+
+    /// Closes the streams of a tenant no longer served and forgets what it published.
+    fn forget_tenant(&mut self, tenant: &str) {
+        if let Ok(stream) = StreamName::tenant(tenant.to_owned()) {
+            self.server.remove_stream(&stream);
+        }
+        self.published.remove(tenant);
+        self.acked.remove(tenant);
+        self.bootstrap.remove(tenant);
+    }
+
+    /// Reads the Tenants again from the store (after a cluster-wide change).
+    fn refresh_tenants(&mut self) {
+        self.tenants = self
+            .store
+            .index()
+            .of_kind("Tenant")
+            .filter_map(|o| match o {
+                crate::objects::Object::Tenant(t) => {
+                    Some((t.metadata.name.clone()?, Arc::new((**t).clone())))
+                }
+                _ => None,
+            })
+            .collect();
+    }
+
+    /// Queue bookkeeping after a round: what is no longer queued has been translated.
+    fn settle_queue(&mut self) {
         let compiler = &self.compiler;
         let metrics = &self.metrics;
         self.depth.retain(|tenant, _| {
@@ -454,14 +546,6 @@ impl<A: Authenticator> ControlLoop<A> {
         self.metrics
             .queue_depth_total
             .set(i64::try_from(self.compiler.queued()).unwrap_or(i64::MAX));
-
-        self.refresh_statuses(out.partitions);
-        self.metrics
-            .record_compile(started.elapsed(), out.recomputed.len());
-        if !self.backlog {
-            // Ready once every tenant of the first compilation is translated and published.
-            self.ready.send_replace(true);
-        }
     }
 
     /// Replaces the [`TenantDirectory`] with the compiled tenants and closes the streams of every
@@ -653,6 +737,21 @@ impl<A: Authenticator> ControlLoop<A> {
     pub fn compiles(&self) -> u64 {
         self.compiles
     }
+
+    /// The cached objects (for tests and tools).
+    pub fn store(&self) -> &ObjectStore {
+        &self.store
+    }
+}
+
+/// The `bulkhead_operator_reconcile_errors_total` label of a publishing failure, by variant (as
+/// controller-rs labels its errors).
+fn publish_error_label(error: &PublishError) -> &'static str {
+    match error {
+        PublishError::Stream(_) => "publish_stream_name",
+        PublishError::Encode(_) => "publish_encode",
+        PublishError::Frame(_) => "publish_frame",
+    }
 }
 
 async fn sleep_until(due: Option<Instant>) {
@@ -726,477 +825,4 @@ pub fn render_statuses(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kube::testing::WORLD;
-    use crate::objects::{parse_documents, Object};
-    use bulkhead_crds::CONTROLLER_NAME;
-    use bulkhead_snapshot_wire::{Identity, StaticTokens};
-    use std::path::Path;
-
-    struct Harness {
-        control: ControlLoop<StaticTokens>,
-        directory: TenantDirectory,
-        desired: watch::Receiver<Desired>,
-        statuses: watch::Receiver<Statuses>,
-        ready: watch::Receiver<bool>,
-    }
-
-    fn harness() -> Harness {
-        let (server, _acks) = SnapshotServer::new(StaticTokens::new().with("t", Identity::Edge));
-        let directory = TenantDirectory::new();
-        let (desired_tx, desired) = watch::channel(Desired::new());
-        let (status_tx, statuses) = watch::channel(Statuses::default());
-        let (ready_tx, ready) = watch::channel(false);
-        Harness {
-            control: ControlLoop::new(server, directory.clone(), desired_tx, status_tx, ready_tx),
-            directory,
-            desired,
-            statuses,
-            ready,
-        }
-    }
-
-    fn world() -> Vec<Object> {
-        let (objects, errors) = parse_documents(Path::new("w.yaml"), WORLD);
-        assert!(errors.is_empty(), "{errors:?}");
-        objects
-    }
-
-    /// Lists every kind: the world's objects as initial lists.
-    fn list_everything(control: &mut ControlLoop<StaticTokens>, now: Instant) {
-        let objects = world();
-        for &kind in WATCHED_KINDS {
-            control.on_event(StoreEvent::Init(kind), now);
-            for o in objects.iter().filter(|o| o.kind() == kind) {
-                control.on_event(StoreEvent::InitApply(o.clone()), now);
-            }
-            control.on_event(StoreEvent::InitDone(kind), now);
-        }
-    }
-
-    fn status(statuses: &Statuses, kind: &str, name: &str) -> ObjectStatus {
-        statuses
-            .values()
-            .flat_map(|p| p.unpack())
-            .find(|s| s.kind == kind && s.metadata.name == name)
-            .expect("status present")
-    }
-
-    fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> &'a serde_json::Value {
-        status["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
-            .expect("condition present")
-    }
-
-    #[tokio::test]
-    async fn nothing_compiles_before_every_initial_list_is_done() {
-        let mut h = harness();
-        let now = Instant::now();
-        let objects = world();
-        for &kind in &WATCHED_KINDS[..WATCHED_KINDS.len() - 1] {
-            h.control.on_event(StoreEvent::Init(kind), now);
-            for o in objects.iter().filter(|o| o.kind() == kind) {
-                h.control.on_event(StoreEvent::InitApply(o.clone()), now);
-            }
-            h.control.on_event(StoreEvent::InitDone(kind), now);
-        }
-        assert_eq!(h.control.due(), None, "EndpointSlices not listed yet");
-        assert!(!h.directory.is_loaded());
-        let last = WATCHED_KINDS[WATCHED_KINDS.len() - 1];
-        h.control.on_event(StoreEvent::Init(last), now);
-        h.control.on_event(StoreEvent::InitDone(last), now);
-        let due = h.control.due().expect("due once synced");
-        assert!(due <= now + Debounce::MAX_DELAY);
-        assert!(!*h.ready.borrow());
-    }
-
-    #[tokio::test]
-    async fn a_new_installation_renders_gateway_addresses_again() {
-        use crate::status_installation::GatewayAddress;
-        let mut h = harness();
-        list_everything(&mut h.control, Instant::now());
-        h.control.compile();
-        let before = h.statuses.borrow().clone();
-        assert!(status(&before, "Gateway", "web")
-            .status
-            .get("addresses")
-            .is_none());
-
-        h.control.set_installation(Installation {
-            addresses: vec![GatewayAddress::parse("203.0.113.5")],
-            crd_bundle: crate::status_installation::CrdBundle::Unknown,
-            missing_kinds: Vec::new(),
-        });
-        let after = h.statuses.borrow().clone();
-        assert_eq!(
-            status(&after, "Gateway", "web").status["addresses"],
-            serde_json::json!([{"type": "IPAddress", "value": "203.0.113.5"}])
-        );
-        let gateway = status(&after, "Gateway", "web");
-        assert_eq!(
-            condition(&gateway.status, "Accepted")["lastTransitionTime"],
-            condition(&status(&before, "Gateway", "web").status, "Accepted")["lastTransitionTime"],
-            "conditions keep their transition times"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_compile_publishes_fills_the_directory_and_hands_on_statuses() {
-        let mut h = harness();
-        list_everything(&mut h.control, Instant::now());
-        h.control.compile();
-        assert!(*h.ready.borrow());
-        assert_eq!(h.control.published().get("acme"), Some(&1));
-        assert!(!h.control.published().contains_key("ghost"), "not served");
-        assert_eq!(h.directory.tenant_of("team-a").as_deref(), Some("acme"));
-        assert_eq!(h.directory.tenant_of("nowhere"), None);
-
-        let desired = h.desired.borrow().clone();
-        assert_eq!(desired.keys().collect::<Vec<_>>(), vec!["acme"]);
-        assert!(
-            desired["acme"].bootstrap.is_none(),
-            "no snapshot is acknowledged yet"
-        );
-
-        let statuses = h.statuses.borrow().clone();
-        let gateway = status(&statuses, "Gateway", "web");
-        assert_eq!(condition(&gateway.status, "Programmed")["status"], "False");
-        let acme = status(&statuses, "Tenant", "acme");
-        assert_eq!(condition(&acme.status, "Ready")["status"], "False");
-        assert_ne!(
-            condition(&acme.status, "Ready")["lastTransitionTime"],
-            "1970-01-01T00:00:00Z",
-            "transition times are stamped"
-        );
-        assert_eq!(h.control.due(), None, "the burst is consumed");
-    }
-
-    #[tokio::test]
-    async fn an_acknowledgement_programs_the_gateway_and_promotes_the_bootstrap() {
-        let mut h = harness();
-        list_everything(&mut h.control, Instant::now());
-        h.control.compile();
-        let stream = StreamName::tenant("acme").expect("stream");
-        h.control.on_ack(
-            stream.clone(),
-            Ack {
-                subscriber: "router/acme/0".into(),
-                version: 1,
-                outcome: Ok(()),
-            },
-        );
-        let statuses = h.statuses.borrow().clone();
-        let gateway = status(&statuses, "Gateway", "web");
-        assert_eq!(condition(&gateway.status, "Programmed")["status"], "True");
-        let acme = status(&statuses, "Tenant", "acme");
-        assert_eq!(condition(&acme.status, "Ready")["status"], "True");
-        assert_eq!(acme.status["acknowledgedVersion"], 1);
-        let desired = h.desired.borrow().clone();
-        let bootstrap = desired["acme"].bootstrap.as_ref().expect("bootstrap");
-        assert_eq!(bootstrap.version, 1);
-        assert_eq!(bootstrap.tenant, "acme");
-
-        // A rejection changes nothing.
-        h.control.on_ack(
-            stream,
-            Ack {
-                subscriber: "router/acme/1".into(),
-                version: 2,
-                outcome: Err("bad".into()),
-            },
-        );
-        let again = h.statuses.borrow().clone();
-        assert_eq!(*again, *statuses);
-    }
-
-    #[tokio::test]
-    async fn a_route_detached_from_our_gateways_gets_its_stale_entries_removed() {
-        let mut h = harness();
-        let now = Instant::now();
-        list_everything(&mut h.control, now);
-        h.control.compile();
-        let route = status(&h.statuses.borrow().clone(), "HTTPRoute", "app");
-        assert_eq!(route.status["parents"].as_array().map(Vec::len), Some(1));
-
-        // The route now names another Gateway; the cluster still shows our entry (and another
-        // controller's), as the watcher delivers it.
-        let route: gateway_api::httproutes::HttpRoute = serde_json::from_value(serde_json::json!({
-            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-            "metadata": {"name": "app", "namespace": "team-a"},
-            "spec": {"parentRefs": [{"name": "elsewhere"}]},
-            "status": {"parents": [
-                {"parentRef": {"name": "web"}, "controllerName": CONTROLLER_NAME, "conditions": []},
-                {"parentRef": {"name": "elsewhere"}, "controllerName": "example.com/other",
-                 "conditions": []}
-            ]}
-        }))
-        .expect("route");
-        let mut detached = Object::HttpRoute(Box::new(route));
-        detached.strip_owned_status();
-        h.control.on_event(StoreEvent::Apply(detached), now);
-        h.control.compile();
-        let route = status(&h.statuses.borrow().clone(), "HTTPRoute", "app");
-        let parents = route.status["parents"].as_array().expect("parents");
-        assert_eq!(parents.len(), 1, "ours removed: {parents:?}");
-        assert_eq!(parents[0]["controllerName"], "example.com/other");
-
-        // A route that never had an entry of ours gets no status from us.
-        let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: stranger, namespace: team-a}\nspec:\n  parentRefs: [{name: elsewhere}]\n";
-        let mut stranger = parse_documents(Path::new("s.yaml"), yaml).0.remove(0);
-        stranger.strip_owned_status();
-        h.control.on_event(StoreEvent::Apply(stranger), now);
-        h.control.compile();
-        let listed = h
-            .statuses
-            .borrow()
-            .values()
-            .flat_map(|p| p.unpack())
-            .any(|s| s.metadata.name == "stranger");
-        assert!(!listed);
-    }
-
-    /// Only an edge snapshot an edge served becomes the edge's bootstrap: a refusal, or an
-    /// acknowledgement of an older version, leaves the bootstrap as it was.
-    #[tokio::test]
-    async fn an_acknowledged_edge_snapshot_becomes_the_edge_bootstrap() {
-        let mut h = harness();
-        let (tx, rx) = watch::channel(None);
-        let mut control =
-            std::mem::replace(&mut h.control, harness().control).with_edge_bootstrap(tx);
-        list_everything(&mut control, Instant::now());
-        control.compile();
-        let edge_ack = |version, outcome| Ack {
-            subscriber: "edge/0".into(),
-            version,
-            outcome,
-        };
-        control.on_ack(StreamName::Edge, edge_ack(1, Err("bad edge".into())));
-        assert!(
-            rx.borrow().is_none(),
-            "a refused snapshot is nobody's bootstrap"
-        );
-        control.on_ack(StreamName::Edge, edge_ack(0, Ok(())));
-        assert!(rx.borrow().is_none(), "not the version published");
-        control.on_ack(StreamName::Edge, edge_ack(1, Ok(())));
-        let bootstrap = rx.borrow().clone().expect("promoted");
-        assert_eq!(bootstrap.version, 1);
-        assert_eq!(
-            bootstrap
-                .routes
-                .iter()
-                .map(|r| r.tenant.as_str())
-                .collect::<Vec<_>>(),
-            vec!["acme"]
-        );
-    }
-
-    #[tokio::test]
-    async fn rejections_become_notices_for_events_and_are_counted() {
-        let mut h = harness();
-        let (tx, mut rx) = mpsc::channel(4);
-        let mut control = std::mem::replace(&mut h.control, harness().control).with_notices(tx);
-        list_everything(&mut control, Instant::now());
-        control.compile();
-        control.on_ack(
-            StreamName::tenant("acme").expect("stream"),
-            Ack {
-                subscriber: "router/acme/1".into(),
-                version: 1,
-                outcome: Err("certificate does not load".into()),
-            },
-        );
-        control.on_ack(
-            StreamName::Edge,
-            Ack {
-                subscriber: "edge/0".into(),
-                version: 1,
-                outcome: Err("bad edge".into()),
-            },
-        );
-        assert_eq!(
-            rx.try_recv().expect("tenant notice"),
-            Notice::TenantSnapshotRejected {
-                tenant: "acme".into(),
-                uid: Some("0b5c2f4e-0000-4000-8000-000000000001".into()),
-                subscriber: "router/acme/1".into(),
-                version: 1,
-                reason: "certificate does not load".into(),
-            }
-        );
-        assert!(matches!(
-            rx.try_recv().expect("edge notice"),
-            Notice::EdgeSnapshotRejected { version: 1, .. }
-        ));
-        let rejected = control
-            .metrics()
-            .acks
-            .get_or_create(&crate::metrics::AckLabel {
-                kind: "router",
-                outcome: "rejected",
-            })
-            .get();
-        assert_eq!(rejected, 1);
-    }
-
-    #[tokio::test]
-    async fn deleting_the_tenant_removes_its_stream_and_directory_entry() {
-        let mut h = harness();
-        let now = Instant::now();
-        list_everything(&mut h.control, now);
-        h.control.compile();
-        let acme = world()
-            .into_iter()
-            .find(|o| o.kind() == "Tenant")
-            .expect("tenant");
-        h.control.on_event(StoreEvent::Delete(acme), now);
-        assert!(h.control.due().is_some());
-        h.control.compile();
-        assert!(h.control.published().is_empty());
-        assert_eq!(h.directory.tenant_of("team-a"), None);
-        assert!(h.desired.borrow().is_empty());
-    }
-
-    /// Admits `token` as `username` through a [`TokenReviewAuth`] on `directory`, the mock API
-    /// server answering the review.
-    async fn admit_router(
-        directory: &TenantDirectory,
-        username: &str,
-    ) -> (
-        super::super::auth::TokenReviewAuth,
-        bulkhead_snapshot_wire::Admission,
-    ) {
-        use crate::kube::testing::{respond_json, MockApi};
-        let (client, mut mock) = MockApi::pair();
-        let auth =
-            super::super::auth::TokenReviewAuth::new(client, directory.clone(), "bulkhead-system");
-        let answer = serde_json::json!({
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {},
-            "spec": {}, "status": {"authenticated": true, "user": {"username": username},
-                                   "audiences": [crate::children::SNAPSHOT_AUDIENCE]}
-        });
-        let serve = async {
-            let (_request, send) = mock.next_request().await;
-            respond_json(send, 200, &answer);
-        };
-        let (admission, ()) = tokio::join!(auth.admit("router-token"), serve);
-        (auth, admission.expect("admitted"))
-    }
-
-    #[tokio::test]
-    async fn a_tenant_moved_to_another_namespace_is_no_longer_served_to_the_old_one() {
-        let mut h = harness();
-        let now = Instant::now();
-        list_everything(&mut h.control, now);
-        h.control.compile();
-        let (auth, admission) =
-            admit_router(&h.directory, "system:serviceaccount:team-a:bulkhead-router").await;
-        assert_eq!(admission.identity, Identity::Tenant("acme".into()));
-        assert!(admission.still_allowed());
-
-        // spec.namespace changes (the CRD forbids it; this is the defence behind that rule).
-        let mut moved = world()
-            .into_iter()
-            .find(|o| o.kind() == "Tenant")
-            .expect("tenant");
-        if let Object::Tenant(t) = &mut moved {
-            t.spec.namespace = "team-b".into();
-            t.metadata.generation = Some(2);
-        }
-        let (team_b, errors) = parse_documents(
-            Path::new("b.yaml"),
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-b}\n",
-        );
-        assert!(errors.is_empty(), "{errors:?}");
-        for o in team_b.into_iter().chain([moved]) {
-            h.control.on_event(StoreEvent::Apply(o), now);
-        }
-        h.control.compile();
-
-        assert_eq!(h.directory.tenant_of("team-a"), None);
-        assert_eq!(h.directory.tenant_of("team-b").as_deref(), Some("acme"));
-        assert!(
-            !admission.still_allowed(),
-            "the open stream of team-a's router must end before team-b's snapshot is sent"
-        );
-        // Reconnecting (with the cached review) is refused too.
-        let again = tokio::time::timeout(Duration::from_secs(30), auth.admit("router-token"))
-            .await
-            .expect("cached review, no API call");
-        assert!(
-            matches!(
-                again,
-                Err(bulkhead_snapshot_wire::AuthError::Unauthenticated(_))
-            ),
-            "{again:?}"
-        );
-        let desired = h.desired.borrow().clone();
-        assert_eq!(desired["acme"].tenant.spec.namespace, "team-b");
-    }
-
-    #[tokio::test]
-    async fn other_controllers_route_parents_are_kept_in_our_writes() {
-        let mut h = harness();
-        let now = Instant::now();
-        let objects = world();
-        for &kind in WATCHED_KINDS {
-            h.control.on_event(StoreEvent::Init(kind), now);
-            for o in objects.iter().filter(|o| o.kind() == kind) {
-                let mut o = o.clone();
-                if let Object::HttpRoute(route) = &mut o {
-                    route.status = Some(
-                        serde_json::from_value(serde_json::json!({"parents": [
-                            {"parentRef": {"name": "other"}, "controllerName": "example.com/other",
-                             "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
-                                             "message": "theirs", "lastTransitionTime": "2020-01-01T00:00:00Z"}]},
-                            {"parentRef": {"name": "web"}, "controllerName": CONTROLLER_NAME,
-                             "conditions": []}
-                        ]}))
-                        .expect("route status"),
-                    );
-                }
-                h.control.on_event(StoreEvent::InitApply(o), now);
-            }
-            h.control.on_event(StoreEvent::InitDone(kind), now);
-        }
-        h.control.compile();
-        let statuses = h.statuses.borrow().clone();
-        let route = status(&statuses, "HTTPRoute", "app");
-        let parents = route.status["parents"].as_array().expect("parents");
-        let controllers: Vec<&str> = parents
-            .iter()
-            .filter_map(|p| p["controllerName"].as_str())
-            .collect();
-        assert_eq!(controllers, vec![CONTROLLER_NAME, "example.com/other"]);
-        assert_eq!(
-            parents[1]["conditions"][0]["lastTransitionTime"], "2020-01-01T00:00:00Z",
-            "their conditions are carried as they are"
-        );
-    }
-
-    #[test]
-    fn desired_tenants_are_the_served_ones_with_their_bootstrap() {
-        let tenants: Vec<Arc<Tenant>> = world()
-            .into_iter()
-            .filter_map(|o| match o {
-                Object::Tenant(t) => Some(Arc::new(*t)),
-                _ => None,
-            })
-            .collect();
-        let snap = Arc::new(TenantSnapshot {
-            tenant: "acme".into(),
-            namespace: "team-a".into(),
-            version: 4,
-            ..TenantSnapshot::default()
-        });
-        let bootstrap = BTreeMap::from([("acme".to_owned(), snap)]);
-        let desired = desired_tenants(&tenants, |n| n == "acme", &bootstrap);
-        assert_eq!(desired.len(), 1);
-        assert_eq!(
-            desired["acme"].bootstrap.as_ref().map(|s| s.version),
-            Some(4)
-        );
-        assert!(desired_tenants(&tenants, |_| false, &bootstrap).is_empty());
-    }
-}
+mod tests;

@@ -1,0 +1,361 @@
+//! TLS Secrets on demand: the operator caches the metadata of every `kubernetes.io/tls` Secret
+//! (a metadata-only watch, [`super::watch`]) and holds the data (the private key) only of the
+//! Secrets a Gateway of ours references.
+//!
+//! - [`referenced_secrets`]: the Secrets the translator would resolve: every `certificateRefs`
+//!   entry of a Gateway whose class Bulkhead serves, in the Gateway's namespace or in another one
+//!   whose ReferenceGrant permits it (the same collection and grant check the translator makes).
+//! - [`SecretData`] (in the store): where each referenced Secret's data stands, and what to fetch
+//!   ([`SecretData::plan`]): a Secret referenced for the first time, or whose metadata shows a new
+//!   `resourceVersion`, is fetched (`GET`); one no longer referenced, or deleted, has its data
+//!   dropped from memory. While a Secret is re-fetched its previous data keeps serving.
+//! - [`run_secret_fetcher`]: the task making the `GET`s, each bounded by
+//!   [`DEFAULT_SECRET_FETCH_TIMEOUT`], at most [`SECRET_FETCH_CONCURRENCY`] at once, answering
+//!   with [`super::store::StoreEvent::SecretFetched`].
+//!
+//! A failed `GET` (403, 404, timeout) is counted (`bulkhead_operator_reconcile_errors_total{kind=
+//! "secret_fetch"}`), logged, and the Secret is treated as missing: its listener reports
+//! `ResolvedRefs=False` / `InvalidCertificateRef`, as for a Secret that does not exist, and every
+//! other listener and tenant keeps serving. It is fetched again when its metadata changes, or
+//! when it is referenced anew.
+
+use super::store::StoreEvent;
+use crate::index::ObjectIndex;
+use crate::objects::{Object, ObjectSet};
+use crate::translator::fingerprint::collect_refs;
+use crate::translator::world::World;
+use ::kube::api::Api;
+use ::kube::Client;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The Gateway API group (a Gateway's `from` in a ReferenceGrant).
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// Longest one Secret `GET` may take before it counts as failed (the Secret is then treated as
+/// missing until its metadata changes). Flag: `bulkhead operator --secret-fetch-timeout-secs`.
+pub const DEFAULT_SECRET_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most Secret `GET`s in flight at once.
+pub const SECRET_FETCH_CONCURRENCY: usize = 8;
+
+/// Namespace and name of a Secret.
+pub type SecretKey = (String, String);
+
+/// A request to read one Secret's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretFetch {
+    /// The Secret's namespace.
+    pub namespace: String,
+    /// The Secret's name.
+    pub name: String,
+    /// The `resourceVersion` its metadata showed when the fetch was decided.
+    pub resource_version: String,
+}
+
+/// The answer to a [`SecretFetch`].
+#[derive(Debug, Clone)]
+pub struct FetchedSecret {
+    /// What was asked.
+    pub request: SecretFetch,
+    /// The Secret, or why it could not be read.
+    pub result: Result<Secret, String>,
+}
+
+/// Where one referenced Secret's data stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DataState {
+    /// A `GET` is in flight; `held`: data of an older version is in the index meanwhile.
+    Fetching { version: String, held: bool },
+    /// The data of `version` is in the index.
+    Held { version: String },
+    /// The `GET` of `version` failed: the Secret counts as missing.
+    Failed { version: String },
+}
+
+impl DataState {
+    fn version(&self) -> &str {
+        match self {
+            Self::Fetching { version, .. } | Self::Held { version } | Self::Failed { version } => {
+                version
+            }
+        }
+    }
+}
+
+/// What [`SecretData::plan`] decided.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SecretPlan {
+    /// Secrets to read.
+    pub fetch: Vec<SecretFetch>,
+    /// Secrets whose data must leave the index (no longer referenced).
+    pub drop: Vec<SecretKey>,
+    /// Some referenced Secret has never been read yet: compiling now would publish its listener
+    /// without a certificate, so the compilation waits for the answer.
+    pub waiting: bool,
+}
+
+/// The TLS Secrets as the metadata watch shows them, and the data state of the referenced ones
+/// (the data itself is in the store's index, where the translator reads it).
+#[derive(Debug, Default)]
+pub struct SecretData {
+    /// Secret → `resourceVersion`, as last listed or changed.
+    meta: BTreeMap<SecretKey, String>,
+    /// Referenced Secrets and their data.
+    data: BTreeMap<SecretKey, DataState>,
+    /// The Secrets referenced as of the last [`SecretData::plan`]: a change of one of them needs
+    /// a new plan.
+    referenced: BTreeSet<SecretKey>,
+}
+
+impl SecretData {
+    /// Replaces the metadata after a (re)list; returns the Secrets gone whose data is held.
+    pub fn replace_meta(&mut self, objects: &[Object]) -> Vec<SecretKey> {
+        self.meta = objects.iter().filter_map(meta_entry).collect();
+        let gone: Vec<SecretKey> = self
+            .data
+            .keys()
+            .filter(|k| !self.meta.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in &gone {
+            self.data.remove(key);
+        }
+        gone
+    }
+
+    /// Records a Secret added or changed; returns whether it is referenced and its version
+    /// changed (its data must be read again).
+    pub fn upsert_meta(&mut self, object: &Object) -> bool {
+        let Some((key, version)) = meta_entry(object) else {
+            return false;
+        };
+        let referenced = self.referenced.contains(&key);
+        let old = self.meta.insert(key, version.clone());
+        referenced && old.as_ref() != Some(&version)
+    }
+
+    /// Forgets a deleted Secret (its data, if held, must leave the index); returns whether it
+    /// was referenced.
+    pub fn remove_meta(&mut self, key: &SecretKey) -> bool {
+        self.meta.remove(key);
+        self.data.remove(key);
+        self.referenced.contains(key)
+    }
+
+    /// Whether the data of `key` is held or being fetched (for tests).
+    pub fn is_tracked(&self, key: &SecretKey) -> bool {
+        self.data.contains_key(key)
+    }
+
+    /// Decides what to fetch and what to drop, given the Secrets referenced now.
+    pub fn plan(&mut self, referenced: &BTreeSet<SecretKey>) -> SecretPlan {
+        self.referenced.clone_from(referenced);
+        let mut plan = SecretPlan::default();
+        let unreferenced: Vec<SecretKey> = self
+            .data
+            .keys()
+            .filter(|k| !referenced.contains(*k) || !self.meta.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in unreferenced {
+            self.data.remove(&key);
+            plan.drop.push(key);
+        }
+        for key in referenced {
+            let Some(version) = self.meta.get(key) else {
+                continue;
+            };
+            let state = self.data.get(key);
+            if let Some(DataState::Fetching { held: false, .. }) = state {
+                plan.waiting = true;
+            }
+            let held = match state {
+                None => false,
+                Some(DataState::Fetching { .. }) => continue,
+                Some(s) if s.version() == version => continue,
+                Some(s) => matches!(s, DataState::Held { .. }),
+            };
+            plan.waiting |= !held;
+            self.data.insert(
+                key.clone(),
+                DataState::Fetching {
+                    version: version.clone(),
+                    held,
+                },
+            );
+            plan.fetch.push(SecretFetch {
+                namespace: key.0.clone(),
+                name: key.1.clone(),
+                resource_version: version.clone(),
+            });
+        }
+        plan
+    }
+
+    /// Records the answer to a fetch: the Secret to index (`Some(Ok)`), to remove from the index
+    /// (`Some(Err)`, the fetch failed), or nothing (no longer referenced: the answer is stale).
+    pub fn fetched(&mut self, fetched: FetchedSecret) -> Option<Result<Secret, String>> {
+        let FetchedSecret { request, result } = fetched;
+        let key = (request.namespace, request.name);
+        let state = self.data.get_mut(&key)?;
+        if !matches!(state, DataState::Fetching { .. }) {
+            return None;
+        }
+        *state = match &result {
+            Ok(secret) => DataState::Held {
+                version: secret
+                    .metadata
+                    .resource_version
+                    .clone()
+                    .unwrap_or(request.resource_version),
+            },
+            Err(_) => DataState::Failed {
+                version: request.resource_version,
+            },
+        };
+        Some(result)
+    }
+}
+
+fn meta_entry(object: &Object) -> Option<(SecretKey, String)> {
+    let meta = object.metadata();
+    let key = (meta.namespace.clone()?, meta.name.clone()?);
+    Some((key, meta.resource_version.clone().unwrap_or_default()))
+}
+
+/// The Secrets the Gateways of our classes reference (`certificateRefs`), where the reference is
+/// permitted: in the Gateway's namespace, or granted by a ReferenceGrant.
+pub fn referenced_secrets(index: &ObjectIndex) -> BTreeSet<SecretKey> {
+    let set = ObjectSet::from_objects(
+        ["GatewayClass", "Gateway", "ReferenceGrant"]
+            .into_iter()
+            .flat_map(|kind| index.of_kind(kind).cloned()),
+    );
+    let world = World::new(&set);
+    let mut out = BTreeSet::new();
+    for gateway in set.gateways.iter().filter(|g| world.is_ours(g)) {
+        let gateway_ns = gateway.metadata.namespace.as_deref().unwrap_or_default();
+        let spec = serde_json::to_value(&gateway.spec).unwrap_or_default();
+        let mut refs = BTreeSet::new();
+        collect_refs(&spec, gateway_ns, &mut refs);
+        for (kind, ns, name) in refs {
+            let permitted = ns == gateway_ns
+                || world.grant_permits(
+                    (GATEWAY_GROUP, "Gateway", gateway_ns),
+                    ("", "Secret", &ns, &name),
+                );
+            if kind == "Secret" && permitted {
+                out.insert((ns, name));
+            }
+        }
+    }
+    out
+}
+
+/// Reads each requested Secret (`GET`, [`SECRET_FETCH_CONCURRENCY`] at once, each within
+/// `timeout`) and answers on `events` (while it is open), until `requests` closes.
+pub async fn run_secret_fetcher(
+    client: Client,
+    requests: mpsc::UnboundedReceiver<SecretFetch>,
+    events: mpsc::WeakSender<StoreEvent>,
+    timeout: Duration,
+) {
+    let mut requests = requests;
+    let incoming = futures::stream::poll_fn(move |cx| requests.poll_recv(cx));
+    incoming
+        .for_each_concurrent(SECRET_FETCH_CONCURRENCY, |request| {
+            let (client, events) = (client.clone(), events.clone());
+            async move {
+                let result = fetch(client, &request, timeout).await;
+                let answer = FetchedSecret { request, result };
+                if let Some(events) = events.upgrade() {
+                    let _ = events
+                        .send(StoreEvent::SecretFetched(Box::new(answer)))
+                        .await;
+                }
+            }
+        })
+        .await;
+}
+
+/// One `GET`, its failure worded for the listener condition and the log.
+async fn fetch(client: Client, request: &SecretFetch, timeout: Duration) -> Result<Secret, String> {
+    let api: Api<Secret> = Api::namespaced(client, &request.namespace);
+    match tokio::time::timeout(timeout, api.get(&request.name)).await {
+        Ok(Ok(secret)) => Ok(secret),
+        Ok(Err(::kube::Error::Api(status))) => Err(format!(
+            "cannot be read ({} {})",
+            status.code, status.reason
+        )),
+        Ok(Err(e)) => Err(format!("cannot be read ({e})")),
+        Err(_) => Err(format!("cannot be read (no answer within {timeout:?})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::testing::{failure, respond_json, MockApi};
+
+    fn request(name: &str) -> SecretFetch {
+        SecretFetch {
+            namespace: "team-a".into(),
+            name: name.into(),
+            resource_version: "4".into(),
+        }
+    }
+
+    async fn next_answer(rx: &mut mpsc::Receiver<StoreEvent>) -> FetchedSecret {
+        match rx.recv().await {
+            Some(StoreEvent::SecretFetched(f)) => *f,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// The reader makes exactly the `GET` asked for, and a refusal (403) or a Secret gone (404)
+    /// comes back as a failure naming the status.
+    #[tokio::test]
+    async fn the_reader_gets_each_requested_secret_and_reports_refusals() {
+        let (client, mut mock) = MockApi::pair();
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let (events, mut answers) = mpsc::channel(4);
+        let reader = tokio::spawn(run_secret_fetcher(
+            client,
+            requests_rx,
+            events.downgrade(),
+            DEFAULT_SECRET_FETCH_TIMEOUT,
+        ));
+        requests.send(request("web-cert")).expect("reader running");
+        let (r, send) = mock.next_request().await;
+        assert_eq!(r.method(), http::Method::GET);
+        assert_eq!(r.uri().path(), "/api/v1/namespaces/team-a/secrets/web-cert");
+        respond_json(
+            send,
+            200,
+            &serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                "metadata": {"name": "web-cert", "namespace": "team-a", "resourceVersion": "4"},
+                "data": {"tls.crt": "Y3J0", "tls.key": "a2V5"}
+            }),
+        );
+        let fetched = next_answer(&mut answers).await;
+        assert_eq!(fetched.request, request("web-cert"));
+        let secret = fetched.result.expect("read");
+        assert!(secret.data.is_some_and(|d| d.contains_key("tls.key")));
+
+        for (code, reason) in [(403, "Forbidden"), (404, "NotFound")] {
+            requests.send(request("locked")).expect("reader running");
+            let (r, send) = mock.next_request().await;
+            assert_eq!(r.uri().path(), "/api/v1/namespaces/team-a/secrets/locked");
+            respond_json(send, code, &failure(code, reason, "no"));
+            let error = next_answer(&mut answers).await.result.expect_err("failed");
+            assert!(error.contains(&code.to_string()), "{error}");
+        }
+        drop(requests);
+        reader.await.expect("the reader ends with its requests");
+    }
+}
