@@ -81,6 +81,7 @@
 //! [`TlsTerminateTcp`]: bulkhead_crds::snapshot::TlsTerminateTcp
 
 pub(crate) mod fingerprint;
+mod frontend;
 pub(crate) mod global;
 mod listeners;
 mod model;
