@@ -26,6 +26,9 @@ fn with_pems(mut snapshot: TenantSnapshot) -> TenantSnapshot {
         read(&mut cert.cert_pem);
         read(&mut cert.key_pem);
     }
+    for validation in snapshot.client_validation.values_mut() {
+        read(&mut validation.ca_pem);
+    }
     snapshot
 }
 

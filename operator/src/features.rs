@@ -64,6 +64,16 @@ pub const SUPPORTED_FEATURES: &[Feature] = &[
         "tests/tenancy.rs::https_reaches_each_tenants_backend_with_its_own_certificate",
     ),
     feature(
+        "GatewayFrontendClientCertificateValidation",
+        Level::Extended,
+        "tests/conformance_frontend_tls.rs::allow_valid_only_serves_only_clients_with_a_valid_certificate_and_passes_their_identity",
+    ),
+    feature(
+        "GatewayFrontendClientCertificateValidationInsecureFallback",
+        Level::Extended,
+        "tests/conformance_frontend_tls.rs::insecure_fallback_serves_every_client_but_only_a_valid_certificate_gives_an_identity",
+    ),
+    feature(
         "GatewayHTTPListenerIsolation",
         Level::Extended,
         "tests/conformance_listener_isolation.rs::each_request_reaches_only_the_routes_of_its_most_specific_listener",

@@ -6,7 +6,7 @@
 //! | kind | apiVersion |
 //! |---|---|
 //! | `Tenant` | `bulkhead.dev/v1alpha1` |
-//! | `Namespace`, `Secret`, `Service` | `v1` |
+//! | `Namespace`, `Secret`, `Service`, `ConfigMap` | `v1` |
 //! | `EndpointSlice` | `discovery.k8s.io/v1` |
 //! | `GatewayClass`, `Gateway`, `HTTPRoute`, `ReferenceGrant` | `gateway.networking.k8s.io/v1` or `v1beta1` |
 //! | `GRPCRoute` | `gateway.networking.k8s.io/v1` |
@@ -17,14 +17,14 @@
 //! `metadata.namespace` lands in `default`, as `kubectl apply` would put it.
 
 use bulkhead_crds::Tenant;
+use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::experimental::tlsroutes::TlsRoute;
 use gateway_api::gatewayclasses::GatewayClass;
-use gateway_api::gateways::Gateway;
 use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
@@ -69,6 +69,8 @@ pub enum Object {
     Service(Box<Service>),
     /// `discovery.k8s.io/v1` `EndpointSlice`.
     EndpointSlice(Box<EndpointSlice>),
+    /// `v1` `ConfigMap` (CA certificate bundles, key `ca.crt`).
+    ConfigMap(Box<ConfigMap>),
 }
 
 /// Identity of an object: kind, namespace (empty for cluster-scoped kinds) and name.
@@ -108,6 +110,7 @@ impl Object {
             Self::Secret(o) => &o.metadata,
             Self::Service(o) => &o.metadata,
             Self::EndpointSlice(o) => &o.metadata,
+            Self::ConfigMap(o) => &o.metadata,
         }
     }
 
@@ -126,6 +129,7 @@ impl Object {
             Self::Secret(_) => "Secret",
             Self::Service(_) => "Service",
             Self::EndpointSlice(_) => "EndpointSlice",
+            Self::ConfigMap(_) => "ConfigMap",
         }
     }
 
@@ -208,6 +212,8 @@ pub struct ObjectSet {
     pub services: Vec<Service>,
     /// `EndpointSlice`s.
     pub endpoint_slices: Vec<EndpointSlice>,
+    /// `ConfigMap`s.
+    pub config_maps: Vec<ConfigMap>,
 }
 
 impl ObjectSet {
@@ -239,6 +245,7 @@ impl ObjectSet {
             Object::Secret(o) => self.secrets.push(*o),
             Object::Service(o) => self.services.push(*o),
             Object::EndpointSlice(o) => self.endpoint_slices.push(*o),
+            Object::ConfigMap(o) => self.config_maps.push(*o),
         }
     }
 
@@ -261,6 +268,7 @@ impl ObjectSet {
         self.secrets.sort_by_key(|o| key(&o.metadata));
         self.services.sort_by_key(|o| key(&o.metadata));
         self.endpoint_slices.sort_by_key(|o| key(&o.metadata));
+        self.config_maps.sort_by_key(|o| key(&o.metadata));
     }
 
     /// Every object of the set, by kind.
@@ -323,6 +331,11 @@ impl ObjectSet {
                     .into_iter()
                     .map(|o| Object::EndpointSlice(Box::new(o))),
             )
+            .chain(
+                self.config_maps
+                    .into_iter()
+                    .map(|o| Object::ConfigMap(Box::new(o))),
+            )
     }
 
     /// Number of objects in the set.
@@ -339,6 +352,7 @@ impl ObjectSet {
             + self.secrets.len()
             + self.services.len()
             + self.endpoint_slices.len()
+            + self.config_maps.len()
     }
 
     /// Whether the set holds no object.
@@ -422,6 +436,11 @@ const KINDS: &[KindSpec] = &[
     KindSpec {
         kind: "EndpointSlice",
         api_versions: &["discovery.k8s.io/v1"],
+        namespaced: true,
+    },
+    KindSpec {
+        kind: "ConfigMap",
+        api_versions: &["v1"],
         namespaced: true,
     },
 ];
@@ -652,7 +671,10 @@ impl Object {
             Self::GrpcRoute(r) => ours_out!(r),
             Self::TlsRoute(r) => ours_out!(r),
             Self::TcpRoute(r) => ours_out!(r),
-            Self::ReferenceGrant(_) | Self::Secret(_) | Self::EndpointSlice(_) => {}
+            Self::ReferenceGrant(_)
+            | Self::Secret(_)
+            | Self::EndpointSlice(_)
+            | Self::ConfigMap(_) => {}
         }
     }
 
@@ -760,6 +782,7 @@ fn parse_object_inner(json: &mut Value) -> Result<Object, ObjectError> {
         "Secret" => typed(value).map(|o| Object::Secret(Box::new(o))),
         "Service" => typed(value).map(|o| Object::Service(Box::new(o))),
         "EndpointSlice" => typed(value).map(|o| Object::EndpointSlice(Box::new(o))),
+        "ConfigMap" => typed(value).map(|o| Object::ConfigMap(Box::new(o))),
         other => Err((None, format!("unsupported kind {other:?} (skipped)"))),
     };
     typed.map_err(|(field, message)| with_name(field, message))

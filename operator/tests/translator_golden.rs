@@ -3,7 +3,8 @@
 //! `load_errors` when the input has invalid documents).
 //!
 //! Regenerate with `BULKHEAD_UPDATE_GOLDEN=1 cargo test -p bulkhead-operator --test translator_golden`
-//! and review the diff. Secrets may write `"@pem:FILE"` for a value of `stringData`: the harness
+//! and review the diff. Secrets may write `"@pem:FILE"` for a value of `stringData` (ConfigMaps
+//! for a value of `data`, CA bundles): the harness
 //! substitutes `testdata/translator/certs/FILE` (real, throw-away certificates, since the translator
 //! validates them as the router will) and writes the same placeholder back in the output.
 //! Each tenant i (by name) gets router endpoints `192.0.2.(i+1):8443` (TLS) and `:8080` (HTTP); the
@@ -49,14 +50,20 @@ fn load(path: &Path, pems: &BTreeMap<String, String>) -> (ObjectSet, Vec<String>
     let display = Path::new(path.file_name().unwrap());
     let (objects, errors) = parse_documents(display, &text);
     let mut set = ObjectSet::from_objects(objects);
-    for secret in &mut set.secrets {
-        for value in secret.string_data.iter_mut().flat_map(|d| d.values_mut()) {
-            if let Some(file) = value.strip_prefix(PEM_PREFIX) {
-                *value = pems
-                    .get(file)
-                    .unwrap_or_else(|| panic!("unknown pem {file}"))
-                    .clone();
-            }
+    let secret_values = set
+        .secrets
+        .iter_mut()
+        .flat_map(|s| s.string_data.iter_mut().flat_map(|d| d.values_mut()));
+    let config_map_values = set
+        .config_maps
+        .iter_mut()
+        .flat_map(|c| c.data.iter_mut().flat_map(|d| d.values_mut()));
+    for value in secret_values.chain(config_map_values) {
+        if let Some(file) = value.strip_prefix(PEM_PREFIX) {
+            *value = pems
+                .get(file)
+                .unwrap_or_else(|| panic!("unknown pem {file}"))
+                .clone();
         }
     }
     (set, errors.iter().map(ToString::to_string).collect())
@@ -88,11 +95,18 @@ fn router_endpoints(set: &ObjectSet) -> BTreeMap<String, RouterEndpoints> {
 
 fn placeholders(t: &mut Translation, pems: &BTreeMap<String, String>) {
     for snapshot in t.tenants.values_mut() {
-        for cert in snapshot.certificates.values_mut() {
-            for value in [&mut cert.cert_pem, &mut cert.key_pem] {
-                if let Some((name, _)) = pems.iter().find(|(_, pem)| *pem == value) {
-                    *value = format!("{PEM_PREFIX}{name}");
-                }
+        let cas = snapshot
+            .client_validation
+            .values_mut()
+            .map(|v| &mut v.ca_pem);
+        for value in snapshot
+            .certificates
+            .values_mut()
+            .flat_map(|c| [&mut c.cert_pem, &mut c.key_pem])
+            .chain(cas)
+        {
+            if let Some((name, _)) = pems.iter().find(|(_, pem)| *pem == value) {
+                *value = format!("{PEM_PREFIX}{name}");
             }
         }
     }
@@ -212,6 +226,7 @@ fn translation_does_not_depend_on_input_order() {
         // Same objects, reversed, collected again.
         let mut reversed = ObjectSet::from_objects(objects.into_iter().rev());
         std::mem::swap(&mut reversed.secrets, &mut set.secrets);
+        std::mem::swap(&mut reversed.config_maps, &mut set.config_maps);
         let backward = translate(&TranslateInput {
             objects: &reversed,
             router_endpoints: &endpoints,

@@ -56,6 +56,14 @@ pub enum CompileError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A listener's client certificate validation cannot be used (an unusable CA bundle).
+    #[error("client validation of listener {listener:?}: {reason}")]
+    ClientValidation {
+        /// The listener id.
+        listener: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A regular expression does not compile (or is too large).
     #[error("{route}: {field}: invalid regular expression {pattern:?}: {reason}")]
     Regex {

@@ -23,6 +23,7 @@
 
 mod balance;
 mod body;
+mod client_cert;
 mod compile;
 mod error;
 mod fault;

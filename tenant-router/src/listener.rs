@@ -10,6 +10,7 @@
 
 use crate::balance::OutstandingGuard;
 use crate::body::{ObservedBody, ProxyBody};
+use crate::compile::tls::ClientAuth;
 use crate::compile::{CompiledConfig, CompiledPassthrough, SniTarget};
 use crate::http::{grpc, local_response};
 use crate::http::{serve_request, ConnContext, Entry, Shared};
@@ -366,8 +367,11 @@ async fn serve_tls_connection(state: &ListenerState, conn: Accepted) -> Connecti
         Some(SniTarget::Passthrough(route)) => {
             passthrough(state, Arc::clone(route), stream, buf, client).await
         }
-        Some(SniTarget::Terminate { listener }) => {
-            let listener = Arc::clone(listener);
+        Some(SniTarget::Terminate {
+            listener,
+            client_auth,
+        }) => {
+            let (listener, client_auth) = (Arc::clone(listener), client_auth.clone());
             let conn = Accepted {
                 config,
                 stream,
@@ -375,7 +379,7 @@ async fn serve_tls_connection(state: &ListenerState, conn: Accepted) -> Connecti
                 client,
                 slot,
             };
-            terminate(state, conn, listener).await
+            terminate(state, conn, listener, client_auth).await
         }
         Some(SniTarget::TerminateTcp(route)) => {
             let route = Arc::clone(route);
@@ -384,29 +388,44 @@ async fn serve_tls_connection(state: &ListenerState, conn: Accepted) -> Connecti
     }
 }
 
-/// The rustls handshake over the replayed ClientHello, with the handshake deadline.
+/// The rustls handshake over the replayed ClientHello, with the handshake deadline; on failure,
+/// the outcome to count.
 async fn handshake(
     state: &ListenerState,
     config: Option<Arc<rustls::ServerConfig>>,
     stream: TcpStream,
     buf: Vec<u8>,
     client: SocketAddr,
-) -> Option<TlsStream<Rewind<TcpStream>>> {
-    let accept = TlsAcceptor::from(config?).accept(Rewind::new(buf, stream));
+) -> Result<TlsStream<Rewind<TcpStream>>, ConnectionOutcome> {
+    let config = config.ok_or(ConnectionOutcome::HandshakeError)?;
+    let accept = TlsAcceptor::from(config).accept(Rewind::new(buf, stream));
     match tokio::time::timeout(state.shared.limits.tls_handshake_timeout, accept).await {
         Ok(Ok(tls)) => {
             ack_now(tls.get_ref().0.get_ref());
-            Some(tls)
+            Ok(tls)
+        }
+        Ok(Err(e)) if refuses_client_certificate(&e) => {
+            tracing::info!(tenant = %state.shared.tenant, %client, error = %e, "TLS handshake refused: no valid client certificate");
+            Err(ConnectionOutcome::ClientCertificateRefused)
         }
         Ok(Err(e)) => {
             tracing::debug!(tenant = %state.shared.tenant, %client, error = %e, "TLS handshake failed");
-            None
+            Err(ConnectionOutcome::HandshakeError)
         }
         Err(_) => {
             tracing::debug!(tenant = %state.shared.tenant, %client, "TLS handshake timed out");
-            None
+            Err(ConnectionOutcome::HandshakeError)
         }
     }
+}
+
+/// Whether a handshake failed on the client's certificate: none presented where one is required,
+/// or one that does not verify.
+fn refuses_client_certificate(e: &io::Error) -> bool {
+    matches!(
+        e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_))
+    )
 }
 
 /// Acknowledges the client's last handshake flight at once instead of after the delayed-ACK timer.
@@ -432,8 +451,9 @@ async fn terminate_tcp(
     buf: Vec<u8>,
     client: SocketAddr,
 ) -> ConnectionOutcome {
-    let Some(mut tls) = handshake(state, config.tcp_tls.clone(), stream, buf, client).await else {
-        return ConnectionOutcome::HandshakeError;
+    let mut tls = match handshake(state, config.tcp_tls.clone(), stream, buf, client).await {
+        Ok(tls) => tls,
+        Err(outcome) => return outcome,
     };
     let Some((mut upstream, _in_flight)) = connect_l4(state, &route, client).await else {
         let _ = tls.shutdown().await;
@@ -452,7 +472,14 @@ async fn terminate_tcp(
     ConnectionOutcome::TerminatedTcp
 }
 
-async fn terminate(state: &ListenerState, conn: Accepted, listener: Arc<str>) -> ConnectionOutcome {
+/// HTTPS: the handshake (with the listener's client certificate validation, if it has one), then
+/// HTTP with the verified client identity, if any.
+async fn terminate(
+    state: &ListenerState,
+    conn: Accepted,
+    listener: Arc<str>,
+    client_auth: Option<Arc<ClientAuth>>,
+) -> ConnectionOutcome {
     let Accepted {
         config,
         stream,
@@ -460,9 +487,15 @@ async fn terminate(state: &ListenerState, conn: Accepted, listener: Arc<str>) ->
         client,
         slot,
     } = conn;
-    let Some(tls) = handshake(state, config.tls.clone(), stream, buf, client).await else {
-        return ConnectionOutcome::HandshakeError;
+    let server = match &client_auth {
+        Some(auth) => Some(Arc::clone(&auth.tls)),
+        None => config.tls.clone(),
     };
+    let tls = match handshake(state, server, stream, buf, client).await {
+        Ok(tls) => tls,
+        Err(outcome) => return outcome,
+    };
+    let client_cert = client_auth.and_then(|auth| auth.identity(tls.get_ref().1));
     let version = match tls.get_ref().1.alpn_protocol() {
         Some(b"h2") => Some(HttpVersion::H2),
         Some(b"http/1.1") => Some(HttpVersion::H1),
@@ -475,6 +508,7 @@ async fn terminate(state: &ListenerState, conn: Accepted, listener: Arc<str>) ->
         client,
         activity: Activity::new(),
         slot,
+        client_cert,
     };
     serve_http(state, version, Rewind::new(Vec::new(), tls), ctx).await;
     ConnectionOutcome::Terminated
@@ -495,6 +529,7 @@ async fn serve_plain_connection(state: &ListenerState, conn: Accepted) -> Connec
         client,
         activity: Activity::new(),
         slot,
+        client_cert: None,
     };
     serve_http(state, None, Rewind::new(buf, stream), ctx).await;
     ConnectionOutcome::Http

@@ -46,6 +46,9 @@ pub(crate) enum ConnectionOutcome {
     UnknownSni,
     /// The TLS handshake failed.
     HandshakeError,
+    /// The TLS handshake failed because a listener with frontend validation (`AllowValidOnly`)
+    /// got no client certificate, or one that does not verify against its CA bundle.
+    ClientCertificateRefused,
     /// No passthrough backend could be reached.
     UpstreamError,
     /// Refused: its source already held its share of connections.
@@ -320,6 +323,7 @@ snake_case_labels! {
         SniffError => "sniff_error",
         UnknownSni => "unknown_sni",
         HandshakeError => "handshake_error",
+        ClientCertificateRefused => "client_certificate_refused",
         UpstreamError => "upstream_error",
         SourceLimit => "source_limit",
         ConnectionLimit => "connection_limit",

@@ -491,7 +491,7 @@ impl KeepAlive {
 pub type Answer = (u16, http::HeaderMap, String);
 
 /// Sends one HTTP/1.1 request with a method, a Host and extra headers over `stream`.
-async fn send_request_over<S>(
+pub async fn send_request_over<S>(
     stream: S,
     method: &str,
     host: &str,

@@ -2,9 +2,14 @@
 //! a private key the crypto provider can sign with, and a key that belongs to the leaf. The
 //! translator checks a Secret with it before publishing, the router loads a snapshot's
 //! certificates with it, and the snapshot server loads its own certificate with it.
+//!
+//! Also a PEM CA bundle to the trust anchors of a rustls [`RootCertStore`] ([`trust_anchors`]):
+//! the translator checks a CA ConfigMap with it, the router builds its client-certificate
+//! verifiers with it.
 
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -23,6 +28,21 @@ pub enum PemError {
     /// rustls refused the pair (unsupported key type, or the key does not belong to the leaf).
     #[error("certificate and key do not form a usable certificate: {0}")]
     Mismatch(String),
+}
+
+/// The trust anchors of a PEM CA bundle (every certificate of it, at least one).
+///
+/// # Errors
+/// [`PemError::NoCertificate`], or [`PemError::Chain`] for a PEM section that cannot be read or a
+/// certificate webpki cannot read as a trust anchor.
+pub fn trust_anchors(pem: &[u8]) -> Result<RootCertStore, PemError> {
+    let mut roots = RootCertStore::empty();
+    for (index, der) in certificate_chain(pem)?.into_iter().enumerate() {
+        roots.add(der).map_err(|e| {
+            PemError::Chain(format!("certificate {index} cannot be a trust anchor: {e}"))
+        })?;
+    }
+    Ok(roots)
 }
 
 /// The certificates of a PEM chain, in order (at least one).
@@ -71,6 +91,23 @@ mod tests {
         assert!(matches!(
             err(&cert, &other_key),
             Some(PemError::Mismatch(_))
+        ));
+    }
+
+    #[test]
+    fn a_ca_bundle_needs_certificates_that_parse() {
+        let a = rcgen::generate_simple_self_signed(vec!["ca-a.test".into()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["ca-b.test".into()]).unwrap();
+        let bundle = format!("{}{}", a.cert.pem(), b.cert.pem());
+        assert_eq!(trust_anchors(bundle.as_bytes()).map(|r| r.len()), Ok(2));
+        assert_eq!(
+            trust_anchors(b"not a certificate").err(),
+            Some(PemError::NoCertificate)
+        );
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            trust_anchors(garbage.as_bytes()),
+            Err(PemError::Chain(e)) if e.starts_with("certificate 0 cannot be a trust anchor")
         ));
     }
 }

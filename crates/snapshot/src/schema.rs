@@ -137,6 +137,12 @@ pub struct TenantSnapshot {
     /// Backend id (`namespace/service:port`) → endpoints.
     #[serde(default)]
     pub backends: BTreeMap<String, Backend>,
+    /// Listener id ([`ListenerRef::id`]) of an HTTPS listener of `https.terminate` → how the
+    /// certificates its clients present are validated (the Gateway's `spec.tls.frontend`, per port
+    /// or default). A listener not listed asks for no client certificate. Empty, and then left out
+    /// on the wire, for most tenants.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub client_validation: BTreeMap<String, ClientValidation>,
 }
 
 impl Sealed for TenantSnapshot {
@@ -289,6 +295,34 @@ pub struct ListenerRef {
     pub listener: String,
     /// The listener's port as written in the Gateway (80, 443, ...), used for redirects.
     pub port: u16,
+}
+
+impl ListenerRef {
+    /// The listener's identity: `namespace/gateway/listener`.
+    pub fn id(&self) -> String {
+        format!("{}/{}/{}", self.namespace, self.gateway, self.listener)
+    }
+}
+
+/// Frontend TLS validation of one HTTPS listener: the trust anchors client certificates are
+/// verified against, and what happens to a client without a valid one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientValidation {
+    /// PEM bundle of CA certificates (the `ca.crt` of the referenced ConfigMaps, concatenated).
+    pub ca_pem: String,
+    /// What a client without a valid certificate gets.
+    pub mode: ClientValidationMode,
+}
+
+/// The Gateway API's `FrontendValidationModeType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ClientValidationMode {
+    /// The handshake fails unless the client presents a certificate that verifies.
+    #[default]
+    AllowValidOnly,
+    /// A client without a certificate, or with one that does not verify, is served too, but never
+    /// as the identity it claims: only a verified certificate's identity reaches the backend.
+    AllowInsecureFallback,
 }
 
 /// A route object and rule, for logs, metrics and status.

@@ -51,6 +51,12 @@ pub enum SnapshotError {
         /// The missing id.
         id: String,
     },
+    /// Client validation is set for a listener no `https.terminate` entry names.
+    #[error("client_validation: listener {listener:?} terminates no HTTPS hostname")]
+    DanglingClientValidation {
+        /// The listener id.
+        listener: String,
+    },
     /// A route names a backend that is not in the snapshot.
     #[error("{route}: backend {id:?} is not in the snapshot")]
     DanglingBackend {
@@ -134,7 +140,27 @@ impl TenantSnapshot {
         for route in vhosts.flat_map(|vh| &vh.routes) {
             self.check_route(route)?;
         }
-        Ok(())
+        self.check_client_validation()
+    }
+
+    /// Every listener with client validation terminates HTTPS for some hostname.
+    fn check_client_validation(&self) -> Result<(), SnapshotError> {
+        let terminating: HashSet<String> = self
+            .https
+            .terminate
+            .iter()
+            .map(|t| t.listener.id())
+            .collect();
+        match self
+            .client_validation
+            .keys()
+            .find(|l| !terminating.contains(*l))
+        {
+            Some(listener) => Err(SnapshotError::DanglingClientValidation {
+                listener: listener.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Every id of `list` (a field of [`TlsPort`](crate::schema::TlsPort)) is in `certificates`.
@@ -234,8 +260,8 @@ fn route_label(r: &RouteRef) -> String {
 mod tests {
     use super::*;
     use crate::schema::{
-        Backend, BackendProtocol, Certificate, EdgeRoute, ListenerRef, Mirror, Redirect,
-        RouterEndpoints, TlsTerminate, ValueMatch, VirtualHost,
+        Backend, BackendProtocol, Certificate, ClientValidation, ClientValidationMode, EdgeRoute,
+        ListenerRef, Mirror, Redirect, RouterEndpoints, TlsTerminate, ValueMatch, VirtualHost,
     };
 
     fn route(backend: &str, filters: Vec<HttpFilter>, matches: HttpMatch) -> RouteEntry {
@@ -331,6 +357,44 @@ mod tests {
             Err(SnapshotError::DanglingCertificate {
                 field: "https.terminate[1]".into(),
                 id: "acme/missing".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn client_validation_must_name_a_terminating_listener() {
+        let mut s = plain("acme/web:80");
+        let listener = ListenerRef {
+            namespace: "acme".into(),
+            gateway: "gw".into(),
+            listener: "https".into(),
+            port: 443,
+        };
+        s.https.terminate.push(TlsTerminate {
+            hostname: "a.acme.test".into(),
+            certificate: "acme/cert".into(),
+            listener: listener.clone(),
+        });
+        s.certificates.insert(
+            "acme/cert".into(),
+            Certificate {
+                cert_pem: String::new(),
+                key_pem: String::new(),
+            },
+        );
+        let validation = ClientValidation {
+            ca_pem: String::new(),
+            mode: ClientValidationMode::AllowValidOnly,
+        };
+        s.client_validation
+            .insert(listener.id(), validation.clone());
+        assert_eq!(s.validate(), Ok(()));
+        s.client_validation
+            .insert("acme/gw/other".into(), validation);
+        assert_eq!(
+            s.validate(),
+            Err(SnapshotError::DanglingClientValidation {
+                listener: "acme/gw/other".into()
             })
         );
     }

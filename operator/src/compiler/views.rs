@@ -39,7 +39,13 @@ pub(super) fn tenant_view(index: &ObjectIndex, ns: &str) -> (ObjectSet, BTreeSet
     }
     reads.extend(refs.into_iter().map(|(_, rns, _)| rns));
     for other in reads.iter().filter(|r| r.as_str() != ns) {
-        for kind in ["Service", "EndpointSlice", "Secret", "ReferenceGrant"] {
+        for kind in [
+            "Service",
+            "EndpointSlice",
+            "Secret",
+            "ConfigMap",
+            "ReferenceGrant",
+        ] {
             clone_kind(index, kind, other, &mut objects);
         }
     }

@@ -7,7 +7,7 @@
 //! - [`ObjectStore::is_synced`] is the gate before the first compilation: every watched kind has
 //!   finished its initial list. Compiling earlier would publish snapshots missing routes or
 //!   certificates and flap statuses.
-//! - With [`ObjectStore::with_parking`] (the operator), Secrets, Services and EndpointSlices
+//! - With [`ObjectStore::with_parking`] (the operator), Secrets, Services, EndpointSlices and ConfigMaps
 //!   outside every admitted namespace (a Tenant's namespace, or one holding a ReferenceGrant) are
 //!   dropped from the index early and parked as compact JSON: churn in the rest of the cluster
 //!   costs no compilation; they are indexed when their namespace is admitted.
@@ -98,7 +98,7 @@ pub struct ObjectStore {
 /// Kinds parked outside admitted namespaces: the bulk of a cluster (every namespace has
 /// Services and EndpointSlices, and they churn) that no tenant can use until its namespace is
 /// onboarded or grants access with a ReferenceGrant.
-pub const PARKED_KINDS: [&str; 3] = ["Secret", "Service", "EndpointSlice"];
+pub const PARKED_KINDS: [&str; 4] = ["Secret", "Service", "EndpointSlice", "ConfigMap"];
 
 impl ObjectStore {
     /// A store for the given kinds (as [`Object::kind`] names them); events of other kinds are
@@ -171,7 +171,7 @@ impl ObjectStore {
         kind == "Secret" && self.secrets.is_some()
     }
 
-    /// Parks Secrets, Services and EndpointSlices outside admitted namespaces (a Tenant's
+    /// Parks Secrets, Services, EndpointSlices and ConfigMaps outside admitted namespaces (a Tenant's
     /// namespace, or one holding a ReferenceGrant) instead of indexing them: churn there costs no
     /// compilation, and they are kept as compact JSON. They are indexed when their namespace is
     /// admitted.
@@ -199,6 +199,7 @@ impl ObjectStore {
             Object::Secret(o) => serde_json::to_string(o),
             Object::Service(o) => serde_json::to_string(o),
             Object::EndpointSlice(o) => serde_json::to_string(o),
+            Object::ConfigMap(o) => serde_json::to_string(o),
             _ => return,
         };
         match json {

@@ -29,14 +29,14 @@ use ::kube::runtime::WatchStreamExt;
 use ::kube::{Client, Resource};
 use bulkhead_crds::Tenant;
 use futures::StreamExt;
+use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::experimental::tlsroutes::TlsRoute;
 use gateway_api::gatewayclasses::GatewayClass;
-use gateway_api::gateways::Gateway;
 use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -230,10 +230,18 @@ pub fn spawn_watchers(
     );
     spawn_kind::<EndpointSlice>(
         &mut set,
-        Some(Api::all(c)),
-        all,
+        Some(Api::all(c.clone())),
+        all.clone(),
         "EndpointSlice",
         |o| Object::EndpointSlice(Box::new(o)),
+        &context,
+    );
+    spawn_kind::<ConfigMap>(
+        &mut set,
+        Some(Api::all(c)),
+        all,
+        "ConfigMap",
+        |o| Object::ConfigMap(Box::new(o)),
         &context,
     );
     set
@@ -1029,6 +1037,7 @@ mod tests {
             ("", "secrets"),
             ("", "services"),
             ("discovery.k8s.io", "endpointslices"),
+            ("", "configmaps"),
         ];
         assert_eq!(resources.len(), WATCHED_KINDS.len());
         for (group, resource) in resources {
@@ -1046,6 +1055,6 @@ mod tests {
         let mut kinds = WATCHED_KINDS.to_vec();
         kinds.sort_unstable();
         kinds.dedup();
-        assert_eq!(kinds.len(), 12);
+        assert_eq!(kinds.len(), 13);
     }
 }

@@ -5,7 +5,7 @@
 //! hostnames and the more specific ones other tenants own inside them; the GatewayClasses Bulkhead serves; every object in the tenant's namespace; routes in
 //! other namespaces that name a Gateway in it (and their namespaces' labels, for label selectors);
 //! and every object in another namespace those Gateways and routes refer to (Services with their
-//! EndpointSlices, Secrets) together with the ReferenceGrants of those namespaces. Only the parts of
+//! EndpointSlices, Secrets, CA ConfigMaps) together with the ReferenceGrants of those namespaces. Only the parts of
 //! an object that can change a translation are hashed: the spec (or data) and the metadata the
 //! translator reads (name, namespace, labels, creation time, generation), never `status` or
 //! `resourceVersion`.
@@ -84,6 +84,10 @@ pub(crate) fn fingerprint(world: &World<'_>, plan: &TenantPlan) -> String {
         .iter()
         .filter(|x| in_ns(&x.metadata))
         .for_each(|x| feed(&stripped(x)));
+    o.config_maps
+        .iter()
+        .filter(|x| in_ns(&x.metadata))
+        .for_each(|x| feed(&stripped(x)));
 
     // (kind, namespace, name) of objects outside the namespace that are referred to.
     let mut refs: BTreeSet<(&'static str, String, String)> = BTreeSet::new();
@@ -120,6 +124,12 @@ pub(crate) fn fingerprint(world: &World<'_>, plan: &TenantPlan) -> String {
                     feed(&stripped(*s));
                 }
             }
+            "ConfigMap" => feed(
+                &world
+                    .config_map(rns, name)
+                    .map(stripped)
+                    .unwrap_or(Value::Null),
+            ),
             _ => feed(&world.secret(rns, name).map(stripped).unwrap_or(Value::Null)),
         }
     }
@@ -134,8 +144,9 @@ pub(crate) fn fingerprint(world: &World<'_>, plan: &TenantPlan) -> String {
     hex::encode(h.finalize())
 }
 
-/// Collects backend references (`backendRefs[]`, `backendRef`) and certificate references
-/// (`certificateRefs[]`) anywhere in a spec, resolving an absent namespace to `default_ns`.
+/// Collects backend references (`backendRefs[]`, `backendRef`), certificate references
+/// (`certificateRefs[]`) and CA bundle references (`caCertificateRefs[]`, ConfigMaps) anywhere in
+/// a spec, resolving an absent namespace to `default_ns`.
 pub(crate) fn collect_refs(
     v: &Value,
     default_ns: &str,
@@ -147,6 +158,7 @@ pub(crate) fn collect_refs(
                 let kind = match k.as_str() {
                     "backendRefs" | "backendRef" => Some("Service"),
                     "certificateRefs" => Some("Secret"),
+                    "caCertificateRefs" => Some("ConfigMap"),
                     _ => None,
                 };
                 if let Some(kind) = kind {

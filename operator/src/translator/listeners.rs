@@ -3,14 +3,15 @@
 //! the tenant's, allowed routes, certificates, and conflicts between listeners (every Gateway of a
 //! tenant is served by the same router, so two listeners with the same hostname on the same edge
 //! port conflict even when they belong to different Gateways; the oldest Gateway, then the first
-//! listener, wins).
+//! listener, wins). Client certificate validation is the Gateway's, per port ([`frontend`]).
 
+use super::frontend;
 use super::global::TenantPlan;
 use super::refs::{resolve_certificate, CertificateRef, Problem};
 use super::world::{name_of, ns_of, RouteKind, World, GATEWAY_GROUP};
-use bulkhead_crds::snapshot::{Certificate, EdgePort};
+use bulkhead_crds::snapshot::{Certificate, ClientValidation, EdgePort};
 use bulkhead_hostmatch::HostPattern;
-use gateway_api::gateways::{
+use gateway_api::experimental::gateways::{
     Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
     GatewayListenersAllowedRoutesNamespacesSelector, GatewayListenersTlsMode,
 };
@@ -92,6 +93,8 @@ pub(crate) struct Listener {
     pub(crate) from: AllowedFrom,
     /// Id of the certificate served (HTTPS only).
     pub(crate) certificate: Option<String>,
+    /// How client certificates are validated (HTTPS only; the Gateway's `spec.tls.frontend`).
+    pub(crate) client_validation: Option<ClientValidation>,
     /// Routes attached.
     pub(crate) attached: BTreeSet<AttachedRoute>,
 }
@@ -148,6 +151,8 @@ pub(crate) fn build(
     out
 }
 
+/// One listener: its mode and port, hostname patterns, allowed routes, certificate and client
+/// certificate validation, each checked by its own step below.
 fn listener(
     world: &World<'_>,
     plan: &TenantPlan,
@@ -158,155 +163,25 @@ fn listener(
     certificates: &mut BTreeMap<String, Certificate>,
 ) -> Listener {
     let field = format!("spec.listeners[{li}]");
-    let port = u16::try_from(l.port).ok().filter(|p| *p != 0);
-    let tls_mode = l.tls.as_ref().and_then(|t| t.mode.clone());
-    let mut not_accepted = None;
-    let mode = match (l.protocol.as_str(), tls_mode) {
-        ("HTTP", _) => Mode::Http,
-        ("HTTPS", None | Some(GatewayListenersTlsMode::Terminate)) => Mode::HttpsTerminate,
-        ("HTTPS", Some(GatewayListenersTlsMode::Passthrough)) => {
-            not_accepted = Some(Problem::new(
-                "UnsupportedProtocol",
-                format!("{field}.tls.mode: HTTPS listeners terminate TLS; use protocol TLS for Passthrough"),
-            ));
-            Mode::Unsupported
-        }
-        ("TLS", Some(GatewayListenersTlsMode::Passthrough)) => Mode::TlsPassthrough,
-        ("TLS", None | Some(GatewayListenersTlsMode::Terminate)) => Mode::TlsTerminate,
-        ("TCP", _) => {
-            not_accepted = Some(Problem::new(
-                "UnsupportedProtocol",
-                format!("{field}.protocol: TCP listeners are not supported: the edge tells tenants apart by TLS SNI or HTTP Host, which plain TCP does not carry; use protocol TLS with mode Terminate (TCPRoute) or Passthrough (TLSRoute)"),
-            ));
-            Mode::Unsupported
-        }
-        (other, _) => {
-            not_accepted = Some(Problem::new(
-                "UnsupportedProtocol",
-                format!("{field}.protocol: {other:?} is not supported (HTTP, HTTPS and TLS are)"),
-            ));
-            Mode::Unsupported
-        }
-    };
-    if port.is_none() && not_accepted.is_none() {
-        not_accepted = Some(Problem::new(
-            "PortUnavailable",
-            format!("{field}.port: {} is not a valid port", l.port),
-        ));
-    }
-    if not_accepted.is_none() {
-        not_accepted = port.and_then(|p| port_unavailable(world, mode, p, &field));
-    }
-
-    let patterns = match l.hostname.as_deref() {
-        None => {
-            if plan.owned.is_empty() && not_accepted.is_none() {
-                not_accepted = Some(Problem::new(
-                    "HostnameNotPermitted",
-                    format!("{field}: tenant {:?} owns no hostnames", plan.name),
-                ));
-            }
-            plan.owned.clone()
-        }
-        Some(raw) => match HostPattern::parse(raw) {
-            Err(e) => {
-                not_accepted.get_or_insert_with(|| {
-                    Problem::new("InvalidHostname", format!("{field}.hostname {raw:?}: {e}"))
-                });
-                Vec::new()
-            }
-            Ok(p) => {
-                if !plan.owned.iter().any(|o| p.is_subset_of(o)) {
-                    not_accepted.get_or_insert_with(|| {
-                        Problem::new(
-                            "HostnameNotPermitted",
-                            format!(
-                                "{field}.hostname {raw:?} is outside the hostnames of tenant {:?} ({})",
-                                plan.name,
-                                plan.owned_list()
-                            ),
-                        )
-                    });
-                }
-                vec![p]
-            }
-        },
-    };
-
+    let (mode, port, mut not_accepted) = mode_and_port(world, l, &field);
+    let patterns = hostname_patterns(plan, l, &field, &mut not_accepted);
     let mut unresolved = Vec::new();
-    let supported = mode.supported_kinds();
-    let allowed = l.allowed_routes.as_ref();
-    let kinds = match allowed.and_then(|a| a.kinds.as_ref()) {
-        None => supported.to_vec(),
-        Some(list) => {
-            let mut kinds = Vec::new();
-            for (ki, k) in list.iter().enumerate() {
-                let group_ok = k.group.as_deref().is_none_or(|g| g == GATEWAY_GROUP);
-                match supported.iter().find(|s| s.as_str() == k.kind) {
-                    Some(kind) if group_ok => kinds.push(*kind),
-                    _ => unresolved.push(Problem::new(
-                        "InvalidRouteKinds",
-                        format!(
-                            "{field}.allowedRoutes.kinds[{ki}]: {} is not supported on this listener",
-                            k.kind
-                        ),
-                    )),
-                }
-            }
-            kinds
-        }
+    let kinds = allowed_kinds(mode, l, &field, &mut unresolved);
+    let from = allowed_from(l);
+    let certificate = if mode.terminates() {
+        listener_certificate(world, g, l, mode, &field, certificates, &mut unresolved)
+    } else {
+        None
     };
-    let from = match allowed
-        .and_then(|a| a.namespaces.as_ref())
-        .and_then(|n| n.from.clone().map(|f| (f, n.selector.clone())))
-    {
-        None | Some((GatewayListenersAllowedRoutesNamespacesFrom::Same, _)) => AllowedFrom::Same,
-        Some((GatewayListenersAllowedRoutesNamespacesFrom::All, _)) => AllowedFrom::All,
-        Some((GatewayListenersAllowedRoutesNamespacesFrom::Selector, sel)) => {
-            AllowedFrom::Selector(sel)
+    let mut client_validation = None;
+    if mode == Mode::HttpsTerminate {
+        let v = frontend::for_listener(world, g, l.port);
+        unresolved.extend(v.unresolved);
+        if not_accepted.is_none() {
+            not_accepted = v.not_accepted;
         }
-    };
-
-    let mut certificate = None;
-    if mode.terminates() {
-        let refs = l
-            .tls
-            .as_ref()
-            .and_then(|t| t.certificate_refs.as_deref())
-            .unwrap_or_default();
-        if refs.is_empty() {
-            unresolved.push(Problem::new(
-                "InvalidCertificateRef",
-                format!(
-                    "{field}.tls.certificateRefs: {} needs a certificate",
-                    if mode == Mode::HttpsTerminate {
-                        "an HTTPS listener"
-                    } else {
-                        "a TLS listener with mode Terminate"
-                    }
-                ),
-            ));
-        }
-        for (ci, c) in refs.iter().enumerate() {
-            let r = CertificateRef {
-                group: c.group.as_deref(),
-                kind: c.kind.as_deref(),
-                namespace: c.namespace.as_deref(),
-                name: &c.name,
-            };
-            let cfield = format!("{field}.tls.certificateRefs[{ci}]");
-            match resolve_certificate(world, ns_of(&g.metadata), &r, &cfield) {
-                Ok((id, cert)) => {
-                    if certificate.is_none() {
-                        certificates.insert(id.clone(), cert);
-                        certificate = Some(id);
-                    }
-                }
-                Err(p) => unresolved.push(p),
-            }
-        }
+        client_validation = v.validation;
     }
-
     Listener {
         gateway: gi,
         gateway_name: name_of(&g.metadata).to_owned(),
@@ -320,8 +195,189 @@ fn listener(
         kinds,
         from,
         certificate,
+        client_validation,
         attached: BTreeSet::new(),
     }
+}
+
+/// How the listener is served and on which port (`None` when out of range); `Some` problem when
+/// its protocol, TLS mode or port cannot be served.
+fn mode_and_port(
+    world: &World<'_>,
+    l: &GatewayListeners,
+    field: &str,
+) -> (Mode, Option<u16>, Option<Problem>) {
+    let port = u16::try_from(l.port).ok().filter(|p| *p != 0);
+    let tls_mode = l.tls.as_ref().and_then(|t| t.mode.clone());
+    let unsupported = |message: String| {
+        (
+            Mode::Unsupported,
+            Some(Problem::new("UnsupportedProtocol", message)),
+        )
+    };
+    let (mode, mut not_accepted) = match (l.protocol.as_str(), tls_mode) {
+        ("HTTP", _) => (Mode::Http, None),
+        ("HTTPS", None | Some(GatewayListenersTlsMode::Terminate)) => (Mode::HttpsTerminate, None),
+        ("HTTPS", Some(GatewayListenersTlsMode::Passthrough)) => unsupported(format!(
+            "{field}.tls.mode: HTTPS listeners terminate TLS; use protocol TLS for Passthrough"
+        )),
+        ("TLS", Some(GatewayListenersTlsMode::Passthrough)) => (Mode::TlsPassthrough, None),
+        ("TLS", None | Some(GatewayListenersTlsMode::Terminate)) => (Mode::TlsTerminate, None),
+        ("TCP", _) => unsupported(format!(
+            "{field}.protocol: TCP listeners are not supported: the edge tells tenants apart by TLS SNI or HTTP Host, which plain TCP does not carry; use protocol TLS with mode Terminate (TCPRoute) or Passthrough (TLSRoute)"
+        )),
+        (other, _) => unsupported(format!(
+            "{field}.protocol: {other:?} is not supported (HTTP, HTTPS and TLS are)"
+        )),
+    };
+    if port.is_none() && not_accepted.is_none() {
+        not_accepted = Some(Problem::new(
+            "PortUnavailable",
+            format!("{field}.port: {} is not a valid port", l.port),
+        ));
+    }
+    if not_accepted.is_none() {
+        not_accepted = port.and_then(|p| port_unavailable(world, mode, p, field));
+    }
+    (mode, port, not_accepted)
+}
+
+/// The hostname patterns served: the listener's hostname, which must lie within the tenant's,
+/// or all of the tenant's when it has none.
+fn hostname_patterns(
+    plan: &TenantPlan,
+    l: &GatewayListeners,
+    field: &str,
+    not_accepted: &mut Option<Problem>,
+) -> Vec<HostPattern> {
+    let Some(raw) = l.hostname.as_deref() else {
+        if plan.owned.is_empty() && not_accepted.is_none() {
+            *not_accepted = Some(Problem::new(
+                "HostnameNotPermitted",
+                format!("{field}: tenant {:?} owns no hostnames", plan.name),
+            ));
+        }
+        return plan.owned.clone();
+    };
+    match HostPattern::parse(raw) {
+        Err(e) => {
+            not_accepted.get_or_insert_with(|| {
+                Problem::new("InvalidHostname", format!("{field}.hostname {raw:?}: {e}"))
+            });
+            Vec::new()
+        }
+        Ok(p) => {
+            if !plan.owned.iter().any(|o| p.is_subset_of(o)) {
+                not_accepted.get_or_insert_with(|| {
+                    Problem::new(
+                        "HostnameNotPermitted",
+                        format!(
+                            "{field}.hostname {raw:?} is outside the hostnames of tenant {:?} ({})",
+                            plan.name,
+                            plan.owned_list()
+                        ),
+                    )
+                });
+            }
+            vec![p]
+        }
+    }
+}
+
+/// The route kinds allowed to attach: those listed in `allowedRoutes.kinds` that the mode
+/// supports (the others are unresolved), or all it supports.
+fn allowed_kinds(
+    mode: Mode,
+    l: &GatewayListeners,
+    field: &str,
+    unresolved: &mut Vec<Problem>,
+) -> Vec<RouteKind> {
+    let supported = mode.supported_kinds();
+    let Some(list) = l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) else {
+        return supported.to_vec();
+    };
+    let mut kinds = Vec::new();
+    for (ki, k) in list.iter().enumerate() {
+        let group_ok = k.group.as_deref().is_none_or(|g| g == GATEWAY_GROUP);
+        match supported.iter().find(|s| s.as_str() == k.kind) {
+            Some(kind) if group_ok => kinds.push(*kind),
+            _ => unresolved.push(Problem::new(
+                "InvalidRouteKinds",
+                format!(
+                    "{field}.allowedRoutes.kinds[{ki}]: {} is not supported on this listener",
+                    k.kind
+                ),
+            )),
+        }
+    }
+    kinds
+}
+
+/// Which namespaces may attach routes (`allowedRoutes.namespaces`).
+fn allowed_from(l: &GatewayListeners) -> AllowedFrom {
+    match l
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref())
+        .and_then(|n| n.from.clone().map(|f| (f, n.selector.clone())))
+    {
+        None | Some((GatewayListenersAllowedRoutesNamespacesFrom::Same, _)) => AllowedFrom::Same,
+        Some((GatewayListenersAllowedRoutesNamespacesFrom::All, _)) => AllowedFrom::All,
+        Some((GatewayListenersAllowedRoutesNamespacesFrom::Selector, sel)) => {
+            AllowedFrom::Selector(sel)
+        }
+    }
+}
+
+/// The id of the certificate a terminating listener serves (its first valid `certificateRefs`
+/// entry, added to `certificates`); the invalid ones are unresolved.
+fn listener_certificate(
+    world: &World<'_>,
+    g: &Gateway,
+    l: &GatewayListeners,
+    mode: Mode,
+    field: &str,
+    certificates: &mut BTreeMap<String, Certificate>,
+    unresolved: &mut Vec<Problem>,
+) -> Option<String> {
+    let refs = l
+        .tls
+        .as_ref()
+        .and_then(|t| t.certificate_refs.as_deref())
+        .unwrap_or_default();
+    if refs.is_empty() {
+        unresolved.push(Problem::new(
+            "InvalidCertificateRef",
+            format!(
+                "{field}.tls.certificateRefs: {} needs a certificate",
+                if mode == Mode::HttpsTerminate {
+                    "an HTTPS listener"
+                } else {
+                    "a TLS listener with mode Terminate"
+                }
+            ),
+        ));
+    }
+    let mut certificate = None;
+    for (ci, c) in refs.iter().enumerate() {
+        let r = CertificateRef {
+            group: c.group.as_deref(),
+            kind: c.kind.as_deref(),
+            namespace: c.namespace.as_deref(),
+            name: &c.name,
+        };
+        let cfield = format!("{field}.tls.certificateRefs[{ci}]");
+        match resolve_certificate(world, ns_of(&g.metadata), &r, &cfield) {
+            Ok((id, cert)) => {
+                if certificate.is_none() {
+                    certificates.insert(id.clone(), cert);
+                    certificate = Some(id);
+                }
+            }
+            Err(p) => unresolved.push(p),
+        }
+    }
+    certificate
 }
 
 /// `PortUnavailable` when the edge does not receive listener port `port` on the side `mode` is
@@ -420,7 +476,7 @@ fn selector_matches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway_api::gateways::GatewayListenersAllowedRoutesNamespacesSelectorMatchExpressions as Expr;
+    use gateway_api::experimental::gateways::GatewayListenersAllowedRoutesNamespacesSelectorMatchExpressions as Expr;
 
     #[test]
     fn selector_follows_kubernetes_semantics() {

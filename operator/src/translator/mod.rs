@@ -76,11 +76,20 @@
 //! left). [`RouteEntry`]s with no
 //! `backendRefs` at all keep an empty backend list.
 //!
+//! Client certificate validation (`spec.tls.frontend`, the `perPort` entry of an HTTPS listener's
+//! port, else `default`): its `caCertificateRefs` resolve to the `ca.crt` of ConfigMaps (another
+//! namespace needs a ReferenceGrant: `RefNotPermitted`; another kind: `InvalidCACertificateKind`;
+//! missing ConfigMap or key, unusable PEM: `InvalidCACertificateRef`), and the bundle of the valid
+//! ones is carried per listener (`TenantSnapshot::client_validation`). A listener whose references
+//! are all invalid is `Accepted=False`/`NoValidCACertificate` and not served (fail closed); an
+//! `AllowInsecureFallback` listener sets `InsecureFrontendValidationMode=True` on its Gateway.
+//!
 //! [`RouteEntry`]: bulkhead_crds::snapshot::RouteEntry
 //! [`PassthroughRoute`]: bulkhead_crds::snapshot::PassthroughRoute
 //! [`TlsTerminateTcp`]: bulkhead_crds::snapshot::TlsTerminateTcp
 
 pub(crate) mod fingerprint;
+mod frontend;
 pub(crate) mod global;
 mod listeners;
 mod model;

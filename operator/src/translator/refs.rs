@@ -1,14 +1,18 @@
 //! References out of a Gateway or a route: backend Services (resolved to EndpointSlice addresses
-//! through the Service port, as Kubernetes does) and certificate Secrets (validated the way the
-//! tenant router will load them), with ReferenceGrant checks for cross-namespace references.
+//! through the Service port, as Kubernetes does), certificate Secrets (validated the way the
+//! tenant router will load them) and CA bundle ConfigMaps (likewise), with ReferenceGrant checks
+//! for cross-namespace references.
 
 use super::model::BackendRefModel;
 use super::world::{RouteKind, World, GATEWAY_GROUP};
 use bulkhead_crds::snapshot::{pem_pair_digest, Backend, BackendProtocol, Certificate};
-use bulkhead_snapshot::pem::{certified_key, PemError};
+use bulkhead_snapshot::pem::{certified_key, trust_anchors, PemError};
 use k8s_openapi::api::core::v1::{Secret, ServicePort};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
+
+/// Key of a CA bundle ConfigMap holding the PEM certificates.
+pub(crate) const CA_BUNDLE_KEY: &str = "ca.crt";
 
 /// Secret type of a TLS certificate.
 pub(crate) const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
@@ -222,6 +226,71 @@ pub(crate) fn resolve_certificate(
         )
     })?;
     Ok((format!("{ns}/{name}"), certificate))
+}
+
+/// A reference to an object by group, kind, namespace (`None`: the referrer's) and name, as the
+/// Gateway API's `ObjectReference` (`caCertificateRefs`) writes it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ObjectRef<'r> {
+    pub(crate) group: &'r str,
+    pub(crate) kind: &'r str,
+    pub(crate) namespace: Option<&'r str>,
+    pub(crate) name: &'r str,
+}
+
+/// Resolves a CA bundle reference made by an object of `from` (group, kind, namespace) to the PEM
+/// of its trust anchors: the `ca.crt` key of a core ConfigMap, every certificate of it usable as a
+/// trust anchor (the check the router makes when it builds its verifier).
+///
+/// Reasons: `InvalidCACertificateKind` (not a core ConfigMap), `RefNotPermitted` (another
+/// namespace without a ReferenceGrant), `InvalidCACertificateRef` (missing ConfigMap or key,
+/// unusable PEM). Those are the Gateway listener's reasons; a BackendTLSPolicy caller maps the
+/// kind reason to its own (`InvalidKind`).
+pub(crate) fn resolve_ca_bundle(
+    world: &World<'_>,
+    from: (&str, &str, &str),
+    r: &ObjectRef<'_>,
+    field: &str,
+) -> Result<String, Problem> {
+    let (from_group, from_kind, from_ns) = from;
+    if !r.group.is_empty() || r.kind != "ConfigMap" {
+        return Err(Problem::new(
+            "InvalidCACertificateKind",
+            format!(
+                "{field}: kind {} of group {:?} is not supported; only core ConfigMaps are",
+                r.kind, r.group
+            ),
+        ));
+    }
+    let ns = r.namespace.unwrap_or(from_ns);
+    let name = r.name;
+    if ns != from_ns
+        && !world.grant_permits(
+            (from_group, from_kind, from_ns),
+            ("", "ConfigMap", ns, name),
+        )
+    {
+        return Err(Problem::new(
+            "RefNotPermitted",
+            format!(
+                "{field}: ConfigMap {ns}/{name} is in another namespace and no ReferenceGrant in {ns:?} allows {from_kind}s from {from_ns:?} to use it"
+            ),
+        ));
+    }
+    let invalid = |why: String| {
+        Problem::new(
+            "InvalidCACertificateRef",
+            format!("{field}: ConfigMap {ns}/{name} {why}"),
+        )
+    };
+    let Some(config_map) = world.config_map(ns, name) else {
+        return Err(invalid("does not exist".into()));
+    };
+    let Some(pem) = config_map.data.as_ref().and_then(|d| d.get(CA_BUNDLE_KEY)) else {
+        return Err(invalid(format!("has no key {CA_BUNDLE_KEY:?}")));
+    };
+    trust_anchors(pem.as_bytes()).map_err(|e| invalid(format!("{CA_BUNDLE_KEY}: {e}")))?;
+    Ok(pem.clone())
 }
 
 /// Reads and validates `tls.crt` / `tls.key` of a `kubernetes.io/tls` Secret (`data` or `stringData`).

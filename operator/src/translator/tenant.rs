@@ -2,6 +2,7 @@
 //! namespace or, where a listener allows it, from others), its [`TenantSnapshot`], its Gateways'
 //! statuses and its part of the routes' statuses.
 
+use super::frontend;
 use super::global::TenantPlan;
 use super::listeners::{self, edge_name, Listener, Mode};
 use super::model::{ParentRefModel, RouteModel};
@@ -15,8 +16,9 @@ use bulkhead_crds::snapshot::{
 };
 use bulkhead_crds::CONTROLLER_NAME;
 use bulkhead_hostmatch::{intersect, HostPattern};
+use gateway_api::experimental::gateways::Gateway;
 use gateway_api::gateways::{
-    Gateway, GatewayStatus, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
+    GatewayStatus, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
 };
 use gateway_api::httproutes::{HttpRouteStatusParents, HttpRouteStatusParentsParentRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -76,7 +78,8 @@ struct VhostBuild {
     routes: BTreeSet<(RouteKind, String, String)>,
 }
 
-/// Translates one served tenant.
+/// Translates one served tenant: listeners, then the routes attached to them, then the snapshot's
+/// parts (TLS terminations, L4 routes, virtual hosts, the certificates in use), then statuses.
 pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
     let ns = plan.namespace.as_str();
     let gateways: Vec<&Gateway> = world
@@ -93,11 +96,49 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
         ..Default::default()
     };
     let mut listeners = listeners::build(world, plan, &gateways, &mut snapshot.certificates);
+    let attached = attach_routes(world, plan, &gateways, &mut listeners, &mut snapshot);
+    add_terminations(&mut snapshot, plan, &listeners);
+    add_l4_routes(&mut snapshot, attached.l4);
+    add_virtual_hosts(&mut snapshot, attached.vhosts, &listeners);
+    retain_used_certificates(&mut snapshot);
+    // Held for as long as it is served (by the operator and, in standalone, by the router).
+    snapshot.shrink_to_fit();
+    snapshot.seal();
 
-    let mut vhosts: BTreeMap<(EdgePort, String), VhostBuild> = BTreeMap::new();
-    let mut l4: BTreeMap<String, L4Route> = BTreeMap::new();
-    let mut route_parents = Vec::new();
+    let gateway_statuses = gateways
+        .iter()
+        .enumerate()
+        .map(|(gi, g)| gateway_status(plan, gi, g, &listeners))
+        .collect();
+    TenantOutput {
+        snapshot,
+        gateway_statuses,
+        route_parents: attached.route_parents,
+    }
+}
 
+/// What the routes into the tenant's namespace contribute.
+struct AttachedRoutes {
+    vhosts: BTreeMap<(EdgePort, String), VhostBuild>,
+    l4: BTreeMap<String, L4Route>,
+    route_parents: Vec<RouteParentFragment>,
+}
+
+/// Attaches every route naming one of `gateways` to their listeners; the backends of the routes
+/// accepted somewhere go into the snapshot.
+fn attach_routes(
+    world: &World<'_>,
+    plan: &TenantPlan,
+    gateways: &[&Gateway],
+    listeners: &mut [Listener],
+    snapshot: &mut TenantSnapshot,
+) -> AttachedRoutes {
+    let ns = plan.namespace.as_str();
+    let mut out = AttachedRoutes {
+        vhosts: BTreeMap::new(),
+        l4: BTreeMap::new(),
+        route_parents: Vec::new(),
+    };
     for robj in world.routes_into(ns) {
         let route = match RouteModel::read(*robj) {
             Ok(r) => r,
@@ -110,7 +151,7 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
             .parent_refs
             .iter()
             .enumerate()
-            .filter_map(|(k, p)| target_gateway(p, &route, ns, &gateways).map(|gi| (k, p, gi)))
+            .filter_map(|(k, p)| target_gateway(p, &route, ns, gateways).map(|gi| (k, p, gi)))
             .collect();
         if targets.is_empty() {
             continue;
@@ -118,36 +159,27 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
         let compiled = routes::compile(world, &route);
         let mut used = false;
         for (k, parent, gi) in targets {
-            let accepted = match attach(
-                world,
-                plan,
-                &mut listeners,
-                gi,
-                ns,
-                &route,
-                &compiled,
-                parent,
-            ) {
+            let accepted = match attach(world, plan, listeners, gi, ns, &route, &compiled, parent) {
                 Err(p) => Err(p),
                 Ok((attachments, notes)) => {
                     if matches!(route.kind, RouteKind::Tls | RouteKind::Tcp) {
                         add_l4(
-                            &mut l4,
+                            &mut out.l4,
                             plan,
                             &route,
                             &compiled,
                             &attachments,
-                            &listeners,
+                            listeners,
                             notes,
                         )
                     } else {
-                        add_entries(&mut vhosts, &route, &compiled, &attachments, &listeners);
+                        add_entries(&mut out.vhosts, &route, &compiled, &attachments, listeners);
                         Ok(notes)
                     }
                 }
             };
             used |= accepted.is_ok();
-            route_parents.push(RouteParentFragment {
+            out.route_parents.push(RouteParentFragment {
                 kind: route.kind,
                 namespace: route.namespace.to_owned(),
                 name: route.name.to_owned(),
@@ -159,25 +191,37 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
             snapshot.backends.extend(compiled.backends);
         }
     }
+    out
+}
 
+/// The SNI patterns of the served HTTPS listeners, each with the listener's certificate, and the
+/// client certificate validation of those listeners that have one.
+fn add_terminations(snapshot: &mut TenantSnapshot, plan: &TenantPlan, listeners: &[Listener]) {
     for l in listeners
         .iter()
         .filter(|l| l.serving() && l.mode == Mode::HttpsTerminate)
     {
-        if let Some(cert) = &l.certificate {
-            for p in &l.patterns {
-                snapshot.https.terminate.push(TlsTerminate {
-                    hostname: p.to_string(),
-                    certificate: cert.clone(),
-                    listener: listener_ref(plan, l),
-                });
-            }
+        let Some(cert) = &l.certificate else { continue };
+        let listener = listener_ref(plan, l);
+        if let Some(v) = &l.client_validation {
+            snapshot.client_validation.insert(listener.id(), v.clone());
+        }
+        for p in &l.patterns {
+            snapshot.https.terminate.push(TlsTerminate {
+                hostname: p.to_string(),
+                certificate: cert.clone(),
+                listener: listener.clone(),
+            });
         }
     }
     snapshot
         .https
         .terminate
         .sort_by(|a, b| a.hostname.cmp(&b.hostname));
+}
+
+/// The TLSRoutes and TCPRoutes: passed through, or terminated and forwarded as plain TCP.
+fn add_l4_routes(snapshot: &mut TenantSnapshot, l4: BTreeMap<String, L4Route>) {
     for (hostname, r) in l4 {
         match r.terminate {
             None => snapshot.https.passthrough.push(PassthroughRoute {
@@ -194,6 +238,15 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
             }),
         }
     }
+}
+
+/// The virtual hosts of both edge ports: the routes' entries, and an empty one for every served
+/// listener hostname without routes.
+fn add_virtual_hosts(
+    snapshot: &mut TenantSnapshot,
+    mut vhosts: BTreeMap<(EdgePort, String), VhostBuild>,
+    listeners: &[Listener],
+) {
     for (l_index, l) in listeners.iter().enumerate() {
         let Some(edge) = l.edge() else { continue };
         if !l.serving() || !matches!(l.mode, Mode::Http | Mode::HttpsTerminate) {
@@ -213,35 +266,18 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
             EdgePort::Http => snapshot.http.virtual_hosts.push(vhost),
         }
     }
-    // Keep only certificates a terminate entry uses.
-    let used: BTreeSet<String> = snapshot
-        .https
+}
+
+/// Keeps only the certificates a terminate entry uses.
+fn retain_used_certificates(snapshot: &mut TenantSnapshot) {
+    let https = &snapshot.https;
+    let used: BTreeSet<String> = https
         .terminate
         .iter()
         .map(|t| t.certificate.clone())
-        .chain(
-            snapshot
-                .https
-                .terminate_tcp
-                .iter()
-                .map(|t| t.certificate.clone()),
-        )
+        .chain(https.terminate_tcp.iter().map(|t| t.certificate.clone()))
         .collect();
     snapshot.certificates.retain(|id, _| used.contains(id));
-    // Held for as long as it is served (by the operator and, in standalone, by the router).
-    snapshot.shrink_to_fit();
-    snapshot.seal();
-
-    let gateway_statuses = gateways
-        .iter()
-        .enumerate()
-        .map(|(gi, g)| gateway_status(plan, gi, g, &listeners))
-        .collect();
-    TenantOutput {
-        snapshot,
-        gateway_statuses,
-        route_parents,
-    }
 }
 
 /// Index of the tenant Gateway a parentRef names, if it names one.
@@ -748,8 +784,22 @@ fn gateway_status(
             generation,
         )
     };
+    let mut conditions = vec![accepted, programmed];
+    let https_ports = mine
+        .iter()
+        .filter(|l| l.mode == Mode::HttpsTerminate)
+        .map(|l| i32::from(l.port));
+    if frontend::insecure_fallback(g, https_ports) {
+        conditions.push(condition(
+            "InsecureFrontendValidationMode",
+            true,
+            "ConfigurationChanged",
+            "An HTTPS listener accepts clients without a valid certificate (AllowInsecureFallback)",
+            generation,
+        ));
+    }
     let status = GatewayStatus {
-        conditions: Some(vec![accepted, programmed]),
+        conditions: Some(conditions),
         listeners: Some(
             mine.iter()
                 .map(|l| listener_status(l, generation))

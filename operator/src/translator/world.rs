@@ -1,17 +1,17 @@
-//! Read-only indexes over an [`ObjectSet`] for the lookups the translator makes: Services, Secrets
-//! and EndpointSlices by name, ReferenceGrants by namespace, routes by the namespace of the Gateways
+//! Read-only indexes over an [`ObjectSet`] for the lookups the translator makes: Services, Secrets,
+//! ConfigMaps and EndpointSlices by name, ReferenceGrants by namespace, routes by the namespace of the Gateways
 //! they name, namespace labels, and which GatewayClasses are ours.
 
 use super::TranslateSettings;
 use crate::objects::ObjectSet;
 use bulkhead_crds::{CONTROLLER_NAME, GATEWAY_CLASS_NAME};
+use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::experimental::tlsroutes::TlsRoute;
-use gateway_api::gateways::Gateway;
 use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_json::Value;
@@ -149,6 +149,7 @@ pub(crate) struct World<'a> {
     namespace_labels: BTreeMap<&'a str, &'a BTreeMap<String, String>>,
     services: ByName<'a, &'a Service>,
     secrets: ByName<'a, &'a Secret>,
+    config_maps: ByName<'a, &'a ConfigMap>,
     slices: ByName<'a, Vec<&'a EndpointSlice>>,
     grants: BTreeMap<&'a str, Vec<&'a ReferenceGrant>>,
     gateways: BTreeMap<&'a str, Vec<&'a Gateway>>,
@@ -178,6 +179,7 @@ impl<'a> World<'a> {
             .iter()
             .for_each(|o| note(&o.metadata));
         objects.secrets.iter().for_each(|o| note(&o.metadata));
+        objects.config_maps.iter().for_each(|o| note(&o.metadata));
         objects.services.iter().for_each(|o| note(&o.metadata));
         objects
             .endpoint_slices
@@ -226,6 +228,13 @@ impl<'a> World<'a> {
                 .entry(ns_of(&s.metadata))
                 .or_default()
                 .insert(name_of(&s.metadata), s);
+        }
+        let mut config_maps: ByName<'a, &'a ConfigMap> = BTreeMap::new();
+        for c in &objects.config_maps {
+            config_maps
+                .entry(ns_of(&c.metadata))
+                .or_default()
+                .insert(name_of(&c.metadata), c);
         }
         let mut slices: ByName<'a, Vec<&'a EndpointSlice>> = BTreeMap::new();
         for s in &objects.endpoint_slices {
@@ -287,6 +296,7 @@ impl<'a> World<'a> {
             namespace_labels,
             services,
             secrets,
+            config_maps,
             slices,
             grants,
             gateways,
@@ -307,6 +317,10 @@ impl<'a> World<'a> {
 
     pub(crate) fn secret(&self, ns: &str, name: &str) -> Option<&'a Secret> {
         self.secrets.get(ns).and_then(|m| m.get(name)).copied()
+    }
+
+    pub(crate) fn config_map(&self, ns: &str, name: &str) -> Option<&'a ConfigMap> {
+        self.config_maps.get(ns).and_then(|m| m.get(name)).copied()
     }
 
     /// EndpointSlices labelled for Service `ns/name`.

@@ -65,6 +65,9 @@ pub(crate) enum SniTarget {
         /// The Gateway listener serving this pattern ([`listener_id`]), compared per request to
         /// detect misdirected requests (GEP-3567).
         listener: Arc<str>,
+        /// The listener's client certificate validation, whose server configuration replaces
+        /// [`CompiledConfig::tls`] for this pattern.
+        client_auth: Option<Arc<tls::ClientAuth>>,
     },
     /// Forward the raw TLS stream.
     Passthrough(Arc<CompiledPassthrough>),
@@ -153,7 +156,7 @@ fn cached_key(
 
 /// The identity of a Gateway listener: `namespace/gateway/listener`.
 pub(crate) fn listener_id(l: &ListenerRef) -> String {
-    format!("{}/{}/{}", l.namespace, l.gateway, l.listener)
+    l.id()
 }
 
 /// A label naming a route rule: `HTTPRoute acme/web rule 0`.
@@ -205,6 +208,7 @@ pub(crate) fn compile(
     let mut key_of = |id: &str, field: &str| {
         cached_key(&mut parsed, snapshot, provider, certificates, id, field)
     };
+    let mut terminating = Vec::new();
     for (i, t) in snapshot.https.terminate.iter().enumerate() {
         let field = format!("https.terminate[{i}]");
         let p = pattern(&t.hostname, &field)?;
@@ -215,10 +219,17 @@ pub(crate) fn compile(
         let listener = listeners
             .entry(listener_id(&t.listener))
             .or_insert_with_key(|id| Arc::from(id.as_str()));
+        terminating.push((p, Arc::clone(listener)));
+    }
+    let resolver = Arc::new(tls::SniResolver::new(certs));
+    let client_auth = client_auths(snapshot, &resolver, provider, tls_resumption)?;
+    for (p, listener) in terminating {
+        let client_auth = client_auth.get(&*listener).cloned();
         sni.insert(
             p,
             SniTarget::Terminate {
-                listener: Arc::clone(listener),
+                listener,
+                client_auth,
             },
         );
     }
@@ -247,21 +258,15 @@ pub(crate) fn compile(
         }
         tcp_certs.insert(p, key);
     }
-    let server = |certs: HostTable<_>, alpn: &[&[u8]]| {
-        if certs.is_empty() {
+    let server = |resolver: Arc<tls::SniResolver>, alpn: &[&[u8]]| {
+        if resolver.is_empty() {
             Ok(None)
         } else {
-            tls::server_config(
-                tls::SniResolver::new(certs),
-                Arc::clone(provider),
-                alpn,
-                tls_resumption,
-            )
-            .map(Some)
+            tls::server_config(resolver, Arc::clone(provider), alpn, tls_resumption, None).map(Some)
         }
     };
-    let tls = server(certs, &tls::ALPN_PROTOCOLS)?;
-    let tcp_tls = server(tcp_certs, &[])?;
+    let tls = server(resolver, &tls::ALPN_PROTOCOLS)?;
+    let tcp_tls = server(Arc::new(tls::SniResolver::new(tcp_certs)), &[])?;
 
     Ok(CompiledConfig {
         version: snapshot.version,
@@ -273,6 +278,24 @@ pub(crate) fn compile(
         https_vhosts: vhosts(&snapshot.https.virtual_hosts, "https", &backends)?,
         http_vhosts: vhosts(&snapshot.http.virtual_hosts, "http", &backends)?,
     })
+}
+
+/// The client certificate validation of each listener that has one, by listener id.
+fn client_auths(
+    snapshot: &TenantSnapshot,
+    resolver: &Arc<tls::SniResolver>,
+    provider: &Arc<CryptoProvider>,
+    tls_resumption: bool,
+) -> Result<BTreeMap<String, Arc<tls::ClientAuth>>, CompileError> {
+    snapshot
+        .client_validation
+        .iter()
+        .map(|(listener, v)| {
+            let auth =
+                tls::ClientAuth::new(listener, v, Arc::clone(resolver), provider, tls_resumption)?;
+            Ok((listener.clone(), Arc::new(auth)))
+        })
+        .collect()
 }
 
 /// The tenant's own patterns and the more specific ones other tenants own inside them; a pattern

@@ -1,13 +1,25 @@
 //! TLS termination: certificates parsed from the snapshot's PEM, and a rustls [`ResolvesServerCert`]
 //! that picks the certificate by SNI through a [`HostTable`] (exact, longest wildcard, then `*`, which
 //! also serves clients that send no SNI).
+//!
+//! A listener with frontend validation ([`ClientValidation`]) gets its own server configuration
+//! ([`ClientAuth`]), chosen by the same SNI before the handshake: it asks for the client's
+//! certificate and verifies it against the listener's CA bundle with webpki. `AllowValidOnly`
+//! fails the handshake without a certificate that verifies; `AllowInsecureFallback` completes it
+//! anyway, and only a certificate that verifies (checked again after the handshake) gives the
+//! connection an identity ([`crate::client_cert`]).
 
 use crate::error::CompileError;
 use bulkhead_hostmatch::{normalize_host, HostPattern, HostTable};
-use bulkhead_snapshot::Certificate;
+use bulkhead_snapshot::{Certificate, ClientValidation, ClientValidationMode};
+use http::HeaderValue;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerConnection, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::{CertificateDer, UnixTime};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
@@ -101,6 +113,11 @@ impl SniResolver {
     pub(crate) fn new(table: HostTable<Arc<CertifiedKey>>) -> Self {
         Self { table }
     }
+
+    /// Whether it holds no certificate.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
 }
 
 impl ResolvesServerCert for SniResolver {
@@ -114,27 +131,148 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// A rustls server configuration (ring provider, TLS 1.2 and 1.3) offering the `alpn` protocols
-/// ([`ALPN_PROTOCOLS`] for HTTP; none for TLS-terminated TCP, whose clients may offer anything).
+/// ([`ALPN_PROTOCOLS`] for HTTP; none for TLS-terminated TCP, whose clients may offer anything),
+/// asking for client certificates when `client_verifier` is set.
 pub(crate) fn server_config(
-    resolver: SniResolver,
+    resolver: Arc<SniResolver>,
     provider: Arc<CryptoProvider>,
     alpn: &[&[u8]],
     resumption: bool,
+    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Result<Arc<rustls::ServerConfig>, CompileError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| CompileError::Certificate {
             id: "*".into(),
             reason: e.to_string(),
-        })?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        })?;
+    let builder = match client_verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     if !resumption {
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         config.send_tls13_tickets = 0;
     }
     Ok(Arc::new(config))
+}
+
+/// The client certificate validation of one HTTPS listener, compiled.
+#[derive(Debug)]
+pub(crate) struct ClientAuth {
+    /// The server configuration its connections are handshaken with.
+    pub(crate) tls: Arc<rustls::ServerConfig>,
+    /// The strict verifier, to check again after an `AllowInsecureFallback` handshake.
+    verifier: Arc<dyn ClientCertVerifier>,
+    mode: ClientValidationMode,
+}
+
+impl ClientAuth {
+    /// Compiles the validation of listener `listener`, sharing the SNI `resolver` of the router's
+    /// HTTPS configuration.
+    pub(crate) fn new(
+        listener: &str,
+        validation: &ClientValidation,
+        resolver: Arc<SniResolver>,
+        provider: &Arc<CryptoProvider>,
+        resumption: bool,
+    ) -> Result<Self, CompileError> {
+        let invalid = |reason: String| CompileError::ClientValidation {
+            listener: listener.to_owned(),
+            reason,
+        };
+        let roots = bulkhead_snapshot::pem::trust_anchors(validation.ca_pem.as_bytes())
+            .map_err(|e| invalid(e.to_string()))?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+                .build()
+                .map_err(|e| invalid(e.to_string()))?;
+        let offered: Arc<dyn ClientCertVerifier> = match validation.mode {
+            ClientValidationMode::AllowValidOnly => Arc::clone(&verifier),
+            ClientValidationMode::AllowInsecureFallback => Arc::new(InsecureFallback {
+                strict: Arc::clone(&verifier),
+            }),
+        };
+        let tls = server_config(
+            resolver,
+            Arc::clone(provider),
+            &ALPN_PROTOCOLS,
+            resumption,
+            Some(offered),
+        )?;
+        Ok(Self {
+            tls,
+            verifier,
+            mode: validation.mode,
+        })
+    }
+
+    /// The identity header value of a handshaken connection: `Some` only when the client
+    /// presented a certificate that verifies against the listener's CA bundle.
+    pub(crate) fn identity(&self, conn: &ServerConnection) -> Option<HeaderValue> {
+        let (leaf, intermediates) = conn.peer_certificates()?.split_first()?;
+        if self.mode == ClientValidationMode::AllowInsecureFallback
+            && self
+                .verifier
+                .verify_client_cert(leaf, intermediates, UnixTime::now())
+                .is_err()
+        {
+            return None;
+        }
+        crate::client_cert::identity(leaf)
+    }
+}
+
+/// `AllowInsecureFallback`: asks for a certificate, never requires one, and completes the
+/// handshake whatever the chain; the signature proving the client holds the key is still checked.
+/// The chain is verified again after the handshake ([`ClientAuth::identity`]) to decide whether
+/// the connection has an identity.
+#[derive(Debug)]
+struct InsecureFallback {
+    strict: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for InsecureFallback {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.strict.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.strict.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.strict.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.strict.supported_verify_schemes()
+    }
 }
 
 #[cfg(test)]
@@ -144,10 +282,11 @@ mod tests {
     fn config(resumption: bool) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         server_config(
-            SniResolver::new(HostTable::new()),
+            Arc::new(SniResolver::new(HostTable::new())),
             provider,
             &ALPN_PROTOCOLS,
             resumption,
+            None,
         )
         .expect("config")
     }

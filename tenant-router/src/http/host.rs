@@ -121,7 +121,9 @@ pub(crate) fn authorise(ctx: &ConnContext, host: &Host) -> Result<(), HostRefusa
 /// misdirected, even when one certificate covers every name.
 fn is_misdirected(config: &CompiledConfig, listener: &Arc<str>, host: &Host) -> bool {
     match config.sni.lookup_host(host) {
-        Some(SniTarget::Terminate { listener: other }) => other != listener,
+        Some(SniTarget::Terminate {
+            listener: other, ..
+        }) => other != listener,
         None | Some(SniTarget::Passthrough(_) | SniTarget::TerminateTcp(_)) => true,
     }
 }

@@ -85,6 +85,9 @@ pub(crate) struct ConnContext {
     pub(crate) activity: Arc<Activity>,
     /// The connection's place in the connection limits; an upgraded tunnel keeps it.
     pub(crate) slot: Arc<crate::listener::ConnectionSlot>,
+    /// The verified client certificate's identity (`X-Forwarded-Client-Cert`), set on each
+    /// request before its route is selected ([`crate::client_cert`]).
+    pub(crate) client_cert: Option<http::HeaderValue>,
 }
 
 impl ConnContext {
@@ -363,6 +366,7 @@ fn normalise<B>(
     if req.method() == Method::CONNECT {
         return Err(Refusal::Method.into());
     }
+    crate::client_cert::set_identity(req.headers_mut(), ctx.client_cert.as_ref());
     match boundary::normalize_request_path(ctx, req, record) {
         Some(answer) => Err(answer),
         None => Ok(()),
