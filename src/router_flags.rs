@@ -59,6 +59,14 @@ pub struct RouterLimitArgs {
     /// of a body a client has not taken yet (DEFAULT_UPSTREAM_MAX_BUF_SIZE: 64 KiB).
     #[arg(long, env = "BULKHEAD_ROUTER_UPSTREAM_MAX_BUF_SIZE")]
     pub router_upstream_max_buf_size: Option<usize>,
+    /// Longest `Origin` a CORS route reads, in bytes; a preflight with a longer one is refused 403
+    /// (DEFAULT_CORS_MAX_ORIGIN_BYTES: 1024).
+    #[arg(long, env = "BULKHEAD_ROUTER_CORS_MAX_ORIGIN_BYTES")]
+    pub router_cors_max_origin_bytes: Option<u16>,
+    /// Most header names a CORS preflight may ask for; a preflight asking for more is refused 403
+    /// (DEFAULT_CORS_MAX_REQUEST_HEADERS: 64).
+    #[arg(long, env = "BULKHEAD_ROUTER_CORS_MAX_REQUEST_HEADERS")]
+    pub router_cors_max_request_headers: Option<u16>,
     /// The boundary policy (paths, forwarding headers, upgrades).
     #[command(flatten)]
     pub boundary: crate::boundary_flags::BoundaryArgs,
@@ -118,6 +126,15 @@ impl RouterLimitArgs {
         set(
             &mut l.upstream_max_buf_size,
             self.router_upstream_max_buf_size,
+        );
+        // u16 on the command line (at most 65535): the flags stay small in the clap enums.
+        set(
+            &mut l.cors_max_origin_bytes,
+            self.router_cors_max_origin_bytes.map(usize::from),
+        );
+        set(
+            &mut l.cors_max_request_headers,
+            self.router_cors_max_request_headers.map(usize::from),
         );
         l.boundary = self.boundary.policy();
         l

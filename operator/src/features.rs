@@ -99,6 +99,11 @@ pub const SUPPORTED_FEATURES: &[Feature] = &[
         "tenant-router/tests/router/backend_faults.rs::websocket_upgrade_is_relayed_both_ways",
     ),
     feature(
+        "HTTPRouteCORS",
+        Level::Extended,
+        "tests/conformance_cors.rs::preflights_are_answered_by_the_router_from_the_route_policy",
+    ),
+    feature(
         "HTTPRouteHostRewrite",
         Level::Extended,
         "tests/gateway_api_filters.rs::url_rewrites_change_what_the_backend_sees",

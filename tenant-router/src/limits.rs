@@ -118,6 +118,13 @@ pub const DEFAULT_MAX_REQUESTS_PER_BACKEND: usize = 1024;
 /// Most mirrored requests in flight at once, router-wide. A mirror beyond it is dropped (never the
 /// forwarded request) and counted in `bulkhead_router_mirrors_dropped_total`.
 pub const DEFAULT_MAX_MIRRORS_IN_FLIGHT: usize = 256;
+/// Longest `Origin` header a CORS route reads, in bytes. A longer one matches no allowed origin:
+/// a preflight is refused (403, `bulkhead_router_request_refusals_total{reason="cors_preflight"}`),
+/// any other request is forwarded without CORS headers.
+pub const DEFAULT_CORS_MAX_ORIGIN_BYTES: usize = 1024;
+/// Most header names a CORS preflight's `Access-Control-Request-Headers` may list. A preflight
+/// asking for more is refused (403, counted as above) instead of echoing them all.
+pub const DEFAULT_CORS_MAX_REQUEST_HEADERS: usize = 64;
 /// How often ended ejections are lifted from the books (the ejected-endpoints gauge) and the
 /// ejection multiplier of healthy endpoints decays. Selection itself needs no sweep: an ejection
 /// ends at its deadline.
@@ -199,6 +206,10 @@ pub struct RouterLimits {
     pub max_requests_per_backend: usize,
     /// See [`DEFAULT_MAX_MIRRORS_IN_FLIGHT`] (0 drops every mirror).
     pub max_mirrors_in_flight: usize,
+    /// See [`DEFAULT_CORS_MAX_ORIGIN_BYTES`].
+    pub cors_max_origin_bytes: usize,
+    /// See [`DEFAULT_CORS_MAX_REQUEST_HEADERS`].
+    pub cors_max_request_headers: usize,
     /// What of a request's path and headers reaches backends.
     pub boundary: BoundaryPolicy,
 }
@@ -241,6 +252,8 @@ impl Default for RouterLimits {
             outlier_max_ejection_percent: DEFAULT_OUTLIER_MAX_EJECTION_PERCENT,
             max_requests_per_backend: DEFAULT_MAX_REQUESTS_PER_BACKEND,
             max_mirrors_in_flight: DEFAULT_MAX_MIRRORS_IN_FLIGHT,
+            cors_max_origin_bytes: DEFAULT_CORS_MAX_ORIGIN_BYTES,
+            cors_max_request_headers: DEFAULT_CORS_MAX_REQUEST_HEADERS,
             boundary: BoundaryPolicy::default(),
         }
     }

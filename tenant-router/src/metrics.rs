@@ -122,6 +122,8 @@ pub(crate) enum RefusalReason {
     Overflow,
     /// The client's body failed.
     ClientBody,
+    /// A CORS preflight from an origin the route does not allow, or a malformed one.
+    CorsPreflight,
 }
 
 /// Labels of `request_refusals_total`.
@@ -311,6 +313,7 @@ snake_case_labels! {
         UpstreamTimeout => "upstream_timeout",
         Overflow => "overflow",
         ClientBody => "client_body",
+        CorsPreflight => "cors_preflight",
     }
     ListenerLabel { Https => "https", Http => "http" }
     ConnectionOutcome {

@@ -5,12 +5,13 @@
 //! * [`subscription`]: how a data-plane process receives versioned snapshots and acknowledges them.
 //! * The rules both sides must apply identically, so that a snapshot the operator publishes is never
 //!   refused by a router: [`regex`] (size and length limits; compiling, with feature `regex`),
-//!   [`redirect`] (accepted status codes), [`pem`] (PEM chain and key to a rustls `CertifiedKey`;
+//!   [`redirect`] (accepted status codes), [`cors`] (CORS filter values and origin matching), [`pem`] (PEM chain and key to a rustls `CertifiedKey`;
 //!   feature `tls`) and [`validate`] (the structural checks of each snapshot kind).
 //!
 //! Every item of [`schema`] and [`subscription`] is also re-exported at the crate root.
 #![forbid(unsafe_code)]
 
+pub mod cors;
 #[cfg(feature = "tls")]
 pub mod pem;
 pub mod redirect;

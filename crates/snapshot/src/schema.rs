@@ -457,6 +457,49 @@ pub enum HttpFilter {
     UrlRewrite(UrlRewrite),
     /// Send a copy of the request to another backend, ignoring its answer.
     RequestMirror(Mirror),
+    /// Answer CORS preflights and add CORS headers to responses.
+    #[serde(rename = "CORS")]
+    Cors(Cors),
+}
+
+/// A Gateway API `HTTPCORSFilter` (rules: [`crate::cors`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cors {
+    /// Allowed origins: `*`, or `scheme://host[:port]` whose host may start with `*.`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_origins: Vec<String>,
+    /// Whether `Access-Control-Allow-Credentials: true` is sent (and `*` values are never sent).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
+    /// Methods a preflight may ask for (`*` = any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    /// Request headers a preflight may ask for (`*` = any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    /// Response headers exposed to scripts (`*` = all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// Seconds a preflight's answer may be cached (`Access-Control-Max-Age`).
+    #[serde(default = "default_cors_max_age")]
+    pub max_age: u32,
+}
+
+impl Default for Cors {
+    fn default() -> Self {
+        Self {
+            allow_origins: Vec::new(),
+            allow_credentials: false,
+            allow_methods: Vec::new(),
+            allow_headers: Vec::new(),
+            expose_headers: Vec::new(),
+            max_age: crate::cors::DEFAULT_CORS_MAX_AGE,
+        }
+    }
+}
+
+fn default_cors_max_age() -> u32 {
+    crate::cors::DEFAULT_CORS_MAX_AGE
 }
 
 /// Header edits: `set` replaces, `add` appends, `remove` deletes (names lower case).

@@ -73,6 +73,14 @@ pub enum SnapshotError {
         /// The code.
         code: u16,
     },
+    /// A CORS filter carries a value [`crate::cors`] refuses.
+    #[error("{route}: CORS filter: {reason}")]
+    Cors {
+        /// The route it belongs to.
+        route: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A regular expression is longer than [`MAX_REGEX_LEN`].
     #[error("{route}: {field}: regular expression longer than {MAX_REGEX_LEN} characters")]
     RegexTooLong {
@@ -118,7 +126,8 @@ impl EdgeSnapshot {
 
 impl TenantSnapshot {
     /// Every certificate and backend a listener, route, filter or mirror names is in the snapshot;
-    /// every redirect status is one the Gateway API allows; every regular expression is at most
+    /// every redirect status is one the Gateway API allows; every CORS filter passes
+    /// [`Cors::check`](crate::schema::Cors::check); every regular expression is at most
     /// [`MAX_REGEX_LEN`] long. (Compiling the expressions and parsing the PEM is left to
     /// [`crate::regex`] and [`crate::pem`], which the router applies when it compiles a snapshot.)
     ///
@@ -222,6 +231,10 @@ impl TenantSnapshot {
                     })
                 }
                 HttpFilter::RequestMirror(m) => self.check_backend(route, &m.backend)?,
+                HttpFilter::Cors(c) => c.check().map_err(|reason| SnapshotError::Cors {
+                    route: route_label(route),
+                    reason,
+                })?,
                 _ => {}
             }
         }

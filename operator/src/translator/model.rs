@@ -45,6 +45,23 @@ pub(crate) struct FilterModel {
     pub(crate) request_redirect: Option<RedirectModel>,
     pub(crate) url_rewrite: Option<RewriteModel>,
     pub(crate) request_mirror: Option<MirrorModel>,
+    pub(crate) cors: Option<CorsModel>,
+}
+
+/// An `HTTPCORSFilter`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CorsModel {
+    #[serde(default)]
+    pub(crate) allow_origins: Vec<String>,
+    pub(crate) allow_credentials: Option<bool>,
+    #[serde(default)]
+    pub(crate) allow_methods: Vec<String>,
+    #[serde(default)]
+    pub(crate) allow_headers: Vec<String>,
+    #[serde(default)]
+    pub(crate) expose_headers: Vec<String>,
+    pub(crate) max_age: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -5,14 +5,14 @@
 //! backend references only mark that backend invalid (`backend: None`, answered with 500).
 
 use super::model::{
-    BackendRefModel, FilterModel, GrpcMatchModel, HeaderModifierModel, HttpMatchModel,
+    BackendRefModel, CorsModel, FilterModel, GrpcMatchModel, HeaderModifierModel, HttpMatchModel,
     PathModifierModel, RouteModel, RuleMatches, TimeoutsModel, ValueMatchModel,
 };
 use super::refs::{resolve_backend, BackendSource, Problem};
 use super::world::{RouteKind, World};
 use bulkhead_crds::snapshot::{
-    Backend, HeaderModifier, HttpFilter, HttpMatch, MatchType, Mirror, PathMatch, PathModifier,
-    Redirect, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
+    Backend, Cors, HeaderModifier, HttpFilter, HttpMatch, MatchType, Mirror, PathMatch,
+    PathModifier, Redirect, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
 };
 use bulkhead_hostmatch::{normalize_host, HostPattern};
 use bulkhead_snapshot::redirect::is_redirect_status;
@@ -131,6 +131,11 @@ impl Compiler<'_, '_, '_> {
             let bfield = format!("{field}.backendRefs[{bi}]");
             let mut wb = self.backend(b, &bfield, all_prefix)?;
             wb.filters = self.filters(&b.filters, &format!("{bfield}.filters"), all_prefix)?;
+            if wb.filters.iter().any(|f| matches!(f, HttpFilter::Cors(_))) {
+                return Err(unsupported(format!(
+                    "{bfield}.filters: CORS applies to a whole rule, not to one backend"
+                )));
+            }
             backends.push(wb);
         }
         let timeouts = timeouts(rule.timeouts.as_ref(), field)?;
@@ -265,6 +270,10 @@ impl Compiler<'_, '_, '_> {
                         out.push(HttpFilter::RequestMirror(Mirror { backend, percent }));
                     }
                 }
+                "CORS" if self.route.kind == RouteKind::Http => {
+                    let c = f.cors.as_ref().ok_or_else(|| missing("cors"))?;
+                    out.push(HttpFilter::Cors(cors(c, &format!("{field}.cors"))?));
+                }
                 other => {
                     return Err(unsupported(format!(
                         "{field}.type: filter type {other} is not supported"
@@ -274,6 +283,29 @@ impl Compiler<'_, '_, '_> {
         }
         Ok(out)
     }
+}
+
+/// An `HTTPCORSFilter`, checked with the rules the router applies ([`Cors::check`]).
+fn cors(c: &CorsModel, field: &str) -> Result<Cors, Problem> {
+    let max_age = match c.max_age {
+        None => bulkhead_snapshot::cors::DEFAULT_CORS_MAX_AGE,
+        Some(s) => u32::try_from(s).ok().filter(|s| *s >= 1).ok_or_else(|| {
+            unsupported(format!(
+                "{field}.maxAge: {s} is not a number of seconds >= 1"
+            ))
+        })?,
+    };
+    let out = Cors {
+        allow_origins: c.allow_origins.clone(),
+        allow_credentials: c.allow_credentials.unwrap_or(false),
+        allow_methods: c.allow_methods.clone(),
+        allow_headers: c.allow_headers.clone(),
+        expose_headers: c.expose_headers.clone(),
+        max_age,
+    };
+    out.check()
+        .map_err(|reason| unsupported(format!("{field}.{reason}")))?;
+    Ok(out)
 }
 
 fn mirror_percent(

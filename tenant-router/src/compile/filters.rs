@@ -1,8 +1,10 @@
 //! Gateway API HTTPRoute filters, compiled (header names and values validated once) and applied:
-//! header modifiers, redirects (with the Gateway API port rules), URL rewrites and mirrors.
+//! header modifiers, redirects (with the Gateway API port rules), URL rewrites, mirrors and CORS
+//! (applied by [`crate::http::cors`]).
 
 use crate::balance::CompiledBackend;
 use crate::error::CompileError;
+use crate::http::cors::CompiledCors;
 use bulkhead_hostmatch::normalize_host;
 use bulkhead_snapshot::redirect::{effective_redirect_status, REDIRECT_STATUS_CODES};
 use bulkhead_snapshot::SnapshotError;
@@ -22,6 +24,7 @@ pub(crate) enum CompiledFilter {
         backend: Arc<CompiledBackend>,
         percent: u32,
     },
+    Cors(Arc<CompiledCors>),
 }
 
 /// Set / add / remove header edits with validated names and values.
@@ -190,6 +193,9 @@ pub(crate) fn compile_filters(
                     backend: Arc::clone(backend),
                     percent: m.percent.min(100),
                 }
+            }
+            HttpFilter::Cors(c) => {
+                CompiledFilter::Cors(Arc::new(CompiledCors::compile(c).map_err(err)?))
             }
         });
     }

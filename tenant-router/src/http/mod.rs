@@ -3,9 +3,12 @@
 //! backend choice (500 / 503), forwarding with deadlines (504) and protocol upgrades.
 //!
 //! One function, [`serve_request`], turns every failure into a status before headers are sent; after
-//! that, a failure aborts the response (see [`crate::body`]).
+//! that, a failure aborts the response (see [`crate::body`]). After route selection the request goes
+//! through tower layers (today [`cors::CorsLayer`], which reads the matched rule's policy from the
+//! request's extensions) to the forwarding phases, the innermost service ([`Forward`]).
 
 mod boundary;
+pub(crate) mod cors;
 pub(crate) mod grpc;
 pub(crate) mod headers;
 mod host;
@@ -44,6 +47,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_layer::Layer;
+use tower_service::Service;
 
 /// What every connection of one router shares (across snapshot versions).
 #[derive(Debug)]
@@ -139,8 +144,9 @@ pub(crate) async fn serve_request(
         },
     );
     let grpc = grpc::is_grpc(req.headers());
-    // Boxed: the routing future is ~5 KiB, and hyper moves the per-request task (which holds this
-    // future) several times before and after running it; a pointer is cheaper to move.
+    // Boxed: the routing future is ~1.7 KiB (the forwarding phases, ~5 KiB, are boxed by
+    // [`Forward`]), and hyper moves the per-request task (which holds this future) several times
+    // before and after running it; a pointer is cheaper to move.
     let routed = Box::pin(route_and_forward(&ctx, req, &mut record, start)).await;
     let (mut response, deadline, refusal) = match routed {
         Ok((forwarded, deadline)) => (forwarded, deadline, None),
@@ -223,6 +229,8 @@ impl<'a> FilterPlan<'a> {
                 CompiledFilter::Mirror { backend, percent } => {
                     self.mirrors.push((backend, *percent))
                 }
+                // Applied by the CORS layer, from the request's extensions.
+                CompiledFilter::Cors(_) => {}
             }
         }
     }
@@ -249,9 +257,9 @@ impl<'a> FilterPlan<'a> {
 
 type Forwarded = (Response<ProxyBody>, Option<Instant>);
 
-/// Routes and forwards one request through its phases: [`normalise`], [`authorise_host`],
-/// [`select_route`], [`plan_filters`], [`pick_endpoint`], [`build_request`] and
-/// [`forward_with_retries`]. Every way out other than a backend's response is an [`Answer`].
+/// Routes one request: [`normalise`], [`authorise_host`] and [`select_route`], then hands it to the
+/// layers (CORS, with the matched rule's policy in the request's extensions) around [`Forward`].
+/// Every way out other than a backend's response is an [`Answer`].
 async fn route_and_forward(
     ctx: &ConnContext,
     mut req: Request<Incoming>,
@@ -270,7 +278,80 @@ async fn route_and_forward(
         select_route(&ctx.config, &ctx.entry, &host.host, &facts)?
     };
     record.route = Arc::clone(&route.label);
+    if let Some(policy) = route.filters.iter().find_map(|f| match f {
+        CompiledFilter::Cors(c) => Some(Arc::clone(c)),
+        _ => None,
+    }) {
+        req.extensions_mut().insert(cors::RouteCors(policy));
+    }
+    let limits = &ctx.shared.limits;
+    let layers = cors::CorsLayer::new(cors::CorsLimits {
+        max_origin_bytes: limits.cors_max_origin_bytes,
+        max_request_headers: limits.cors_max_request_headers,
+    });
+    let mut service = layers.layer(Forward(Some(Routed {
+        ctx,
+        host,
+        vhost,
+        route,
+        record,
+        start,
+    })));
+    service.call(req).await
+}
 
+/// What route selection found, for the forwarding phases.
+struct Routed<'a> {
+    ctx: &'a ConnContext,
+    host: host::RequestHost,
+    vhost: &'a CompiledVhost,
+    route: &'a CompiledRoute,
+    record: &'a mut RequestRecord,
+    start: Instant,
+}
+
+/// The innermost service of the request path: [`forward_routed`] for the one request it was built
+/// for (a service per request, since it borrows the request's record).
+struct Forward<'a>(Option<Routed<'a>>);
+
+type ForwardFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Forwarded, Answer>> + Send + 'a>>;
+
+impl<'a> tower_service::Service<Request<Incoming>> for Forward<'a> {
+    type Response = Forwarded;
+    type Error = Answer;
+    type Future = ForwardFuture<'a>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Answer>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        match self.0.take() {
+            Some(routed) => Box::pin(forward_routed(routed, req)),
+            // Built for one request; a second call is a bug in the layers, answered as one.
+            None => Box::pin(std::future::ready(Err(Answer::refused(Refusal::NoBackend)))),
+        }
+    }
+}
+
+/// Forwards one routed request through its phases: [`plan_filters`], [`pick_endpoint`],
+/// [`build_request`] and [`forward_with_retries`].
+async fn forward_routed(
+    routed: Routed<'_>,
+    mut req: Request<Incoming>,
+) -> Result<Forwarded, Answer> {
+    let Routed {
+        ctx,
+        host,
+        vhost,
+        route,
+        record,
+        start,
+    } = routed;
     // Hop-by-hop headers go before any filter runs, so `Connection` cannot remove what a filter sets.
     let upgrade =
         headers::requested_upgrade(req.headers(), &ctx.shared.limits.boundary.upgrade_protocols);

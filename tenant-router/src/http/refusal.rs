@@ -14,6 +14,7 @@
 //! | no endpoint of the backend is available | 503 | upstream | `no_endpoint` | UNAVAILABLE |
 //! | the request head cannot be sent on | 400 | client | `bad_head` | INTERNAL |
 //! | the backend switched to a protocol nobody asked for | 502 | upstream | `unrequested_upgrade` | UNAVAILABLE |
+//! | CORS preflight refused: origin not allowed, malformed or too long, too many request headers | 403 | client | `cors_preflight` | – |
 //! | forwarding failed: see [`ForwardError`] | 502 / 503 / 504 / 400 / 408 | upstream / router / client | `upstream`, `upstream_timeout`, `overflow`, `client_body` | UNAVAILABLE / INTERNAL |
 
 use super::grpc;
@@ -44,6 +45,8 @@ pub(crate) enum Refusal {
     BadHead,
     /// The backend answered 101 for a protocol the client did not ask for.
     UnrequestedUpgrade,
+    /// A CORS preflight the route's policy refuses (see [`super::cors`]).
+    CorsPreflight,
     /// Forwarding failed.
     Forward(ForwardError),
 }
@@ -59,6 +62,7 @@ impl Refusal {
             Self::NoBackend => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnrequestedUpgrade => StatusCode::BAD_GATEWAY,
+            Self::CorsPreflight => StatusCode::FORBIDDEN,
             Self::Forward(e) => e.status(),
         }
     }
@@ -71,7 +75,8 @@ impl Refusal {
             | Self::Host(_)
             | Self::NoVirtualHost
             | Self::NoRoute
-            | Self::BadHead => FaultSide::Client,
+            | Self::BadHead
+            | Self::CorsPreflight => FaultSide::Client,
             Self::NoBackend => FaultSide::Configuration,
             Self::NoEndpoint | Self::UnrequestedUpgrade => FaultSide::Upstream,
             Self::Forward(e) => e.side(),
@@ -93,6 +98,7 @@ impl Refusal {
             Self::NoEndpoint => RefusalReason::NoEndpoint,
             Self::BadHead => RefusalReason::BadHead,
             Self::UnrequestedUpgrade => RefusalReason::UnrequestedUpgrade,
+            Self::CorsPreflight => RefusalReason::CorsPreflight,
             Self::Forward(ForwardError::Upstream(UpstreamErrorKind::Timeout)) => {
                 RefusalReason::UpstreamTimeout
             }
@@ -142,6 +148,11 @@ impl Answer {
 
     /// A redirect.
     pub(crate) fn redirect(response: Response<ProxyBody>) -> Self {
+        Self::local(response)
+    }
+
+    /// Any other answer of the router's own that is not a refusal (a CORS preflight's).
+    pub(crate) fn local(response: Response<ProxyBody>) -> Self {
         Self {
             response: Box::new(response),
             refusal: None,
@@ -193,6 +204,12 @@ mod tests {
             ),
             (Refusal::NoEndpoint, 503, FaultSide::Upstream, "no_endpoint"),
             (Refusal::BadHead, 400, FaultSide::Client, "bad_head"),
+            (
+                Refusal::CorsPreflight,
+                403,
+                FaultSide::Client,
+                "cors_preflight",
+            ),
             (
                 Refusal::UnrequestedUpgrade,
                 502,
