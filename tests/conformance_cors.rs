@@ -200,15 +200,7 @@ impl Env {
         }
         let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
+        common::answer_of(resp).await
     }
 
     fn backend_requests(&self) -> usize {

@@ -280,15 +280,7 @@ where
         .await
         .map_err(|_| "timeout".to_string())?
         .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let head = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, head, String::from_utf8_lossy(&body).into_owned()))
+    common::answer_of(resp).await
 }
 
 /// The backend that answered (the demo backend's `backend` line).

@@ -98,15 +98,7 @@ async fn send(
     req: http::Request<Empty<Bytes>>,
 ) -> Result<(u16, http::HeaderMap, String), String> {
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
+    common::answer_of(resp).await
 }
 
 /// A unary gRPC call's request (an empty body) for `path` on `authority`.

@@ -532,15 +532,7 @@ async fn send_on(
         .await
         .map_err(|_| "timeout".to_string())?
         .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
+    answer_of(resp).await
 }
 
 /// One plain HTTP/1.1 request with `method`, Host `host` and extra `headers`, on a new connection.
@@ -727,4 +719,17 @@ pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&stream.to_be_bytes());
     out.extend_from_slice(payload);
     out
+}
+
+/// A response's status, headers and body (lossy UTF-8), read to the end.
+pub async fn answer_of(resp: http::Response<hyper::body::Incoming>) -> Result<Answer, String> {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
 }

@@ -109,11 +109,17 @@ pub struct SecretData {
     /// The Secrets referenced as of the last [`SecretData::plan`]: a change of one of them needs
     /// a new plan.
     referenced: BTreeSet<SecretKey>,
+    /// Whether metadata or a read's answer arrived since the last plan (else, with the same
+    /// references, the plan would be the last one again).
+    dirty: bool,
+    /// The last plan's `waiting`.
+    waiting: bool,
 }
 
 impl SecretData {
     /// Replaces the metadata after a (re)list; returns the Secrets gone whose data is held.
     pub fn replace_meta(&mut self, objects: &[Object]) -> Vec<SecretKey> {
+        self.dirty = true;
         self.meta = objects.iter().filter_map(meta_entry).collect();
         let gone: Vec<SecretKey> = self
             .data
@@ -130,6 +136,7 @@ impl SecretData {
     /// Records a Secret added or changed; returns whether it is referenced and its version
     /// changed (its data must be read again).
     pub fn upsert_meta(&mut self, object: &Object) -> bool {
+        self.dirty = true;
         let Some((key, version)) = meta_entry(object) else {
             return false;
         };
@@ -141,6 +148,7 @@ impl SecretData {
     /// Forgets a deleted Secret (its data, if held, must leave the index); returns whether it
     /// was referenced.
     pub fn remove_meta(&mut self, key: &SecretKey) -> bool {
+        self.dirty = true;
         self.meta.remove(key);
         self.data.remove(key);
         self.referenced.contains(key)
@@ -151,8 +159,26 @@ impl SecretData {
         self.data.contains_key(key)
     }
 
+    /// [`SecretData::plan`], or (`references_changed` false and no metadata or answer arrived
+    /// since the last plan) nothing to do: the route churn that makes up most compilations
+    /// costs no walk over every referenced Secret.
+    pub fn plan_if_changed(
+        &mut self,
+        referenced: &BTreeSet<SecretKey>,
+        references_changed: bool,
+    ) -> SecretPlan {
+        if !references_changed && !self.dirty {
+            return SecretPlan {
+                waiting: self.waiting,
+                ..SecretPlan::default()
+            };
+        }
+        self.plan(referenced)
+    }
+
     /// Decides what to fetch and what to drop, given the Secrets referenced now.
     pub fn plan(&mut self, referenced: &BTreeSet<SecretKey>) -> SecretPlan {
+        self.dirty = false;
         self.referenced.clone_from(referenced);
         let mut plan = SecretPlan::default();
         let unreferenced: Vec<SecretKey> = self
@@ -193,12 +219,14 @@ impl SecretData {
                 resource_version: version.clone(),
             });
         }
+        self.waiting = plan.waiting;
         plan
     }
 
     /// Records the answer to a fetch: the Secret to index (`Some(Ok)`), to remove from the index
     /// (`Some(Err)`, the fetch failed), or nothing (no longer referenced: the answer is stale).
     pub fn fetched(&mut self, fetched: FetchedSecret) -> Option<Result<Secret, String>> {
+        self.dirty = true;
         let FetchedSecret { request, result } = fetched;
         let key = (request.namespace, request.name);
         let state = self.data.get_mut(&key)?;

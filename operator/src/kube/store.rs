@@ -19,7 +19,7 @@
 //! - [`Debounce`] decides when a burst of events is over.
 
 use super::decode::Unreadable;
-use super::secret_data::{referenced_secrets, FetchedSecret, SecretData, SecretPlan};
+use super::secret_data::{referenced_secrets, FetchedSecret, SecretData, SecretKey, SecretPlan};
 use crate::index::{Changes, ObjectIndex};
 use crate::objects::{Object, ObjectSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -93,7 +93,14 @@ pub struct ObjectStore {
     /// Secrets watched by metadata, their data held only while referenced (`None`: Secret events
     /// carry their data and are indexed as they come).
     secrets: Option<SecretData>,
+    /// The Secrets the served Gateways reference, as last worked out; `None` once a Gateway,
+    /// GatewayClass or ReferenceGrant changed. Working it out reads every Gateway, so it is not
+    /// repeated for the route churn that makes up most compilations.
+    referenced: Option<BTreeSet<SecretKey>>,
 }
+
+/// Kinds whose changes can change which Secrets are referenced.
+const SECRET_REFERRING_KINDS: [&str; 3] = ["Gateway", "GatewayClass", "ReferenceGrant"];
 
 /// Kinds parked outside admitted namespaces: the bulk of a cluster (every namespace has
 /// Services and EndpointSlices, and they churn) that no tenant can use until its namespace is
@@ -111,6 +118,7 @@ impl ObjectStore {
             admitted: None,
             parked: HashMap::new(),
             secrets: None,
+            referenced: None,
         }
     }
 
@@ -129,7 +137,12 @@ impl ObjectStore {
         let Some(secrets) = self.secrets.as_mut() else {
             return SecretPlan::default();
         };
-        let plan = secrets.plan(&referenced_secrets(&self.index));
+        let index = &self.index;
+        let changed = self.referenced.is_none();
+        let referenced = self
+            .referenced
+            .get_or_insert_with(|| referenced_secrets(index));
+        let plan = secrets.plan_if_changed(referenced, changed);
         for (ns, name) in &plan.drop {
             self.index.remove("Secret", ns, name, &mut self.changes);
         }
@@ -269,6 +282,19 @@ impl ObjectStore {
     /// Applies one event; returns whether the visible objects may have changed.
     pub fn apply(&mut self, event: StoreEvent) -> bool {
         let before = self.changes.events;
+        let kind = match &event {
+            StoreEvent::Init(kind) | StoreEvent::InitDone(kind) | StoreEvent::Degraded(kind, _) => {
+                Some(*kind)
+            }
+            StoreEvent::InitApply(o) | StoreEvent::Apply(o) | StoreEvent::Delete(o) => {
+                Some(o.kind())
+            }
+            StoreEvent::Unreadable(u) | StoreEvent::UnreadableGone(u) => Some(u.kind),
+            StoreEvent::SecretFetched(_) => None,
+        };
+        if kind.is_some_and(|k| SECRET_REFERRING_KINDS.contains(&k)) {
+            self.referenced = None;
+        }
         match event {
             StoreEvent::Init(kind) => {
                 if let Some(state) = self.kinds.get_mut(kind) {
