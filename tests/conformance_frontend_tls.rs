@@ -19,7 +19,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{pki, Answer, Standalone};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};

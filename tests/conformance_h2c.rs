@@ -10,7 +10,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
