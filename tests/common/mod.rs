@@ -365,14 +365,8 @@ pub async fn h2_get_on(
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    let (status, _, body) = answer_of(resp).await?;
+    Ok((status, body))
 }
 
 /// The DNS names in the leaf certificate the server presented.
