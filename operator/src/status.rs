@@ -19,7 +19,7 @@ use crate::conditions::{PROGRAMMED, READY, REASON_PROGRAMMED, REASON_READY};
 
 /// The status of one object: the item shape of the admin `/status` endpoint
 /// (`{"apiVersion", "kind", "metadata": {"namespace", "name"}, "status": {...}}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectStatus {
     /// API version of the object (`gateway.networking.k8s.io/v1`, ...).
     #[serde(rename = "apiVersion")]

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 /// A status kept as compact JSON text (a `serde_json::Value` tree costs several times more), with
 /// the rest of its record; the value is parsed again only when a partition is rebuilt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Packed<T> {
     pub(super) record: T,
     pub(super) json: Box<str>,
@@ -31,8 +31,9 @@ pub(super) fn pack_fragment(mut f: RouteParentFragment) -> Packed<RouteParentFra
 }
 
 /// A status partition as kept between rounds (rendered, written): each status packed as compact
-/// JSON, unpacked only when the partition is rendered or written again.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// JSON, unpacked only when the partition is rendered or written again. `Eq`, so that comparing
+/// two `Arc`s of the same partition is a pointer comparison.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PackedPartition(Vec<Packed<ObjectStatus>>);
 
 impl PackedPartition {

@@ -29,7 +29,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::NamespaceResourceScope;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -364,8 +364,10 @@ where
     }
 }
 
-/// What the control loop wants onboarded: every served Tenant and its current snapshot.
-pub type Desired = BTreeMap<String, DesiredTenant>;
+/// What the control loop wants onboarded: every served Tenant and its current snapshot. A
+/// persistent map: the control loop updates one entry per acknowledged snapshot and hands the
+/// whole map over without copying it.
+pub type Desired = imbl::OrdMap<String, DesiredTenant>;
 
 /// One served Tenant and the snapshot its bootstrap Secret should hold.
 #[derive(Debug, Clone)]
@@ -385,6 +387,14 @@ impl DesiredTenant {
             generation: self.tenant.metadata.generation,
             snapshot_version: self.bootstrap.as_ref().map(|s| s.version),
         }
+    }
+
+    /// Whether `fp` is this Tenant's [`Self::fingerprint`] (compared without building one: the
+    /// loop checks every desired Tenant on each change).
+    fn has_fingerprint(&self, fp: &Fingerprint) -> bool {
+        fp.uid.as_deref() == self.tenant.metadata.uid.as_deref()
+            && fp.generation == self.tenant.metadata.generation
+            && fp.snapshot_version == self.bootstrap.as_ref().map(|s| s.version)
     }
 }
 
@@ -454,10 +464,10 @@ pub async fn run_onboarding(
         bootstrap_after.retain(|t, at| wanted.contains_key(t) && *at > now);
         let mut deferred: Option<Instant> = None;
         for (name, d) in &wanted {
-            let fp = d.fingerprint();
-            if done.get(name) == Some(&fp) {
+            if done.get(name).is_some_and(|f| d.has_fingerprint(f)) {
                 continue;
             }
+            let fp = d.fingerprint();
             if let Some(r) = retries.get(name) {
                 if r.fingerprint == fp && r.at > now {
                     continue;
@@ -611,13 +621,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_repair_reapplies_the_tenants_children_long_before_the_resync() {
         let (onboarding, mut mock) = onboarding();
-        let desired = Desired::from([(
+        let desired = Desired::unit(
             "acme".to_owned(),
             DesiredTenant {
                 tenant: Arc::new(tenant("team-a", None)),
                 bootstrap: None,
             },
-        )]);
+        );
         let (_desired_tx, desired_rx) = watch::channel(desired);
         let (_ca_tx, ca_rx) = watch::channel(CA.to_owned());
         let (repair_tx, repair_rx) = mpsc::channel(4);
@@ -901,13 +911,13 @@ mod tests {
                 version,
                 ..TenantSnapshot::default()
             };
-            BTreeMap::from([(
+            Desired::unit(
                 "acme".to_owned(),
                 DesiredTenant {
                     tenant: Arc::clone(&t),
                     bootstrap: Some(Arc::new(snapshot)),
                 },
-            )])
+            )
         };
         let (tx, rx) = watch::channel(desired_at(1));
         let shutdown = CancellationToken::new();
@@ -1050,13 +1060,13 @@ mod tests {
         let desired_in = |namespace: &str, generation: i64| -> Desired {
             let mut t = tenant(namespace, None);
             t.metadata.generation = Some(generation);
-            BTreeMap::from([(
+            Desired::unit(
                 "acme".to_owned(),
                 DesiredTenant {
                     tenant: Arc::new(t),
                     bootstrap: None,
                 },
-            )])
+            )
         };
         let (desired_tx, desired_rx) = watch::channel(desired_in("team-a", 1));
         let (_ca_tx, ca_rx) = watch::channel(CA.to_owned());

@@ -16,9 +16,11 @@
 //! A failed `GET` (403, 404, timeout) is counted (`bulkhead_operator_reconcile_errors_total{kind=
 //! "secret_fetch"}`), logged, and the Secret is treated as missing: its listener reports
 //! `ResolvedRefs=False` / `InvalidCertificateRef`, as for a Secret that does not exist, and every
-//! other listener and tenant keeps serving. It is fetched again when its metadata changes, or
-//! when it is referenced anew.
+//! other listener and tenant keeps serving. It is fetched again when its metadata changes, when
+//! it is referenced anew, and on a timer with backoff ([`retry_delay`]: 1 s doubling to 5 min),
+//! so that a transient failure (an API server timeout, RBAC fixed later) heals by itself.
 
+use super::onboarding::retry_delay;
 use super::store::StoreEvent;
 use crate::index::ObjectIndex;
 use crate::objects::{Object, ObjectSet};
@@ -31,6 +33,7 @@ use k8s_openapi::api::core::v1::Secret;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// The Gateway API group (a Gateway's `from` in a ReferenceGrant).
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -68,20 +71,30 @@ pub struct FetchedSecret {
 /// Where one referenced Secret's data stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum DataState {
-    /// A `GET` is in flight; `held`: data of an older version is in the index meanwhile.
-    Fetching { version: String, held: bool },
+    /// A `GET` is in flight; `held`: data of an older version is in the index meanwhile;
+    /// `failures`: failed reads of this version before this one.
+    Fetching {
+        version: String,
+        held: bool,
+        failures: u32,
+    },
     /// The data of `version` is in the index.
     Held { version: String },
-    /// The `GET` of `version` failed: the Secret counts as missing.
-    Failed { version: String },
+    /// The `GET` of `version` failed `failures` times: the Secret counts as missing until a read
+    /// succeeds; the next read is due at `retry_at`.
+    Failed {
+        version: String,
+        failures: u32,
+        retry_at: Instant,
+    },
 }
 
 impl DataState {
     fn version(&self) -> &str {
         match self {
-            Self::Fetching { version, .. } | Self::Held { version } | Self::Failed { version } => {
-                version
-            }
+            Self::Fetching { version, .. }
+            | Self::Held { version }
+            | Self::Failed { version, .. } => version,
         }
     }
 }
@@ -159,15 +172,27 @@ impl SecretData {
         self.data.contains_key(key)
     }
 
-    /// [`SecretData::plan`], or (`references_changed` false and no metadata or answer arrived
-    /// since the last plan) nothing to do: the route churn that makes up most compilations
-    /// costs no walk over every referenced Secret.
+    /// When the next failed read is due again, if any.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.data
+            .values()
+            .filter_map(|s| match s {
+                DataState::Failed { retry_at, .. } => Some(*retry_at),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// [`SecretData::plan`], or (`references_changed` false, no metadata or answer arrived
+    /// since the last plan, and no failed read due again) nothing to do: the route churn that
+    /// makes up most compilations costs no walk over every referenced Secret.
     pub fn plan_if_changed(
         &mut self,
         referenced: &BTreeSet<SecretKey>,
         references_changed: bool,
     ) -> SecretPlan {
-        if !references_changed && !self.dirty {
+        let retry_due = self.next_retry().is_some_and(|at| at <= Instant::now());
+        if !references_changed && !self.dirty && !retry_due {
             return SecretPlan {
                 waiting: self.waiting,
                 ..SecretPlan::default()
@@ -191,26 +216,45 @@ impl SecretData {
             self.data.remove(&key);
             plan.drop.push(key);
         }
+        let now = Instant::now();
         for key in referenced {
             let Some(version) = self.meta.get(key) else {
                 continue;
             };
             let state = self.data.get(key);
-            if let Some(DataState::Fetching { held: false, .. }) = state {
+            if let Some(DataState::Fetching {
+                held: false,
+                failures: 0,
+                ..
+            }) = state
+            {
                 plan.waiting = true;
             }
-            let held = match state {
-                None => false,
+            let (held, failures) = match state {
+                None => (false, 0),
                 Some(DataState::Fetching { .. }) => continue,
+                // A failed read of this version, due again: read again, without holding the
+                // compilation (the listener already reports the Secret missing).
+                Some(DataState::Failed {
+                    version: v,
+                    failures,
+                    retry_at,
+                }) if v == version => {
+                    if *retry_at > now {
+                        continue;
+                    }
+                    (false, *failures)
+                }
                 Some(s) if s.version() == version => continue,
-                Some(s) => matches!(s, DataState::Held { .. }),
+                Some(s) => (matches!(s, DataState::Held { .. }), 0),
             };
-            plan.waiting |= !held;
+            plan.waiting |= !held && failures == 0;
             self.data.insert(
                 key.clone(),
                 DataState::Fetching {
                     version: version.clone(),
                     held,
+                    failures,
                 },
             );
             plan.fetch.push(SecretFetch {
@@ -230,9 +274,10 @@ impl SecretData {
         let FetchedSecret { request, result } = fetched;
         let key = (request.namespace, request.name);
         let state = self.data.get_mut(&key)?;
-        if !matches!(state, DataState::Fetching { .. }) {
+        let DataState::Fetching { failures, .. } = state else {
             return None;
-        }
+        };
+        let failures = failures.saturating_add(1);
         *state = match &result {
             Ok(secret) => DataState::Held {
                 version: secret
@@ -243,6 +288,8 @@ impl SecretData {
             },
             Err(_) => DataState::Failed {
                 version: request.resource_version,
+                failures,
+                retry_at: Instant::now() + retry_delay(failures),
             },
         };
         Some(result)

@@ -11,9 +11,9 @@
 //! the translator's `Accepted` condition ([`overlay_onboarding`]); both writers go through one
 //! [`StatusWriter`], so they never undo each other's writes.
 
+use super::control::Statuses;
 use super::route_status::replace_route_status;
 use super::FIELD_MANAGER;
-use crate::compiler::PackedPartition;
 use crate::conditions::ACCEPTED;
 use crate::index::ROUTE_KINDS;
 use crate::objects::typed_status;
@@ -22,10 +22,11 @@ use crate::status::{
 };
 use ::kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use ::kube::Client;
+use imbl::ordmap::DiffItem;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 pub use crate::objects::StatusKey;
 
@@ -161,7 +162,7 @@ pub struct StatusWriter {
     failures: Mutex<BTreeMap<String, OnboardingFailure>>,
     compiled_tenants: Mutex<BTreeMap<String, ObjectStatus>>,
     /// The partitions last synced without failure (compared by pointer).
-    synced: Mutex<BTreeMap<String, Arc<PackedPartition>>>,
+    synced: Mutex<Statuses>,
     /// Kind → the Gateway API version the cluster serves it at (API discovery); statuses of a
     /// kind not listed are written at the version they name.
     served: BTreeMap<&'static str, &'static str>,
@@ -191,7 +192,7 @@ impl StatusWriter {
             times: Mutex::new(HashMap::new()),
             failures: Mutex::new(BTreeMap::new()),
             compiled_tenants: Mutex::new(BTreeMap::new()),
-            synced: Mutex::new(BTreeMap::new()),
+            synced: Mutex::new(Statuses::new()),
             served: BTreeMap::new(),
         }
     }
@@ -325,35 +326,34 @@ impl StatusWriter {
     /// pointer, so an unchanged partition costs nothing): every status of such a partition that
     /// differs from what was written, forgetting objects no longer listed. A partition with a
     /// failed write is retried whole by the next call.
-    pub async fn sync_partitions(
-        &self,
-        current: &BTreeMap<String, Arc<PackedPartition>>,
-    ) -> SyncReport {
+    pub async fn sync_partitions(&self, current: &Statuses) -> SyncReport {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let mut report = SyncReport::default();
         let previous =
             std::mem::take(&mut *self.synced.lock().unwrap_or_else(PoisonError::into_inner));
-        let mut synced = BTreeMap::new();
+        // Both maps share the subtrees no change touched: the diff visits only the rest.
+        let mut synced = current.clone();
         let mut stale: HashSet<StatusKey> = HashSet::new();
-        for (name, old) in &previous {
-            match current.get(name) {
-                Some(new) if Arc::ptr_eq(new, old) => {
-                    synced.insert(name.clone(), Arc::clone(new));
+        let mut changed: Vec<(&String, Vec<ObjectStatus>)> = Vec::new();
+        for item in previous.diff(current) {
+            match item {
+                DiffItem::Add(name, new) => changed.push((name, new.unpack())),
+                DiffItem::Update {
+                    old: (_, old),
+                    new: (name, new),
+                } => {
+                    stale.extend(old.records().map(status_key));
+                    changed.push((name, new.unpack()));
                 }
-                _ => stale.extend(old.records().map(status_key)),
+                DiffItem::Remove(_, old) => stale.extend(old.records().map(status_key)),
             }
         }
-        let changed: Vec<(&String, &Arc<PackedPartition>, Vec<ObjectStatus>)> = current
-            .iter()
-            .filter(|(name, _)| !synced.contains_key(*name))
-            .map(|(name, p)| (name, p, p.unpack()))
-            .collect();
         {
             let mut tenants = self
                 .compiled_tenants
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            for (_, _, statuses) in &changed {
+            for (_, statuses) in &changed {
                 for s in statuses {
                     stale.remove(&status_key(s));
                     if s.kind == "Tenant" {
@@ -371,7 +371,7 @@ impl StatusWriter {
                 }
             }
         }
-        for (name, partition, statuses) in changed {
+        for (name, statuses) in changed {
             let mut ok = true;
             for s in self.pending(&statuses, &now) {
                 match self.write(&s).await {
@@ -383,8 +383,9 @@ impl StatusWriter {
                     }
                 }
             }
-            if ok {
-                synced.insert(name.clone(), Arc::clone(partition));
+            if !ok {
+                // Not synced: the next call sees it as new and writes it again.
+                synced.remove(name);
             }
         }
         *self.synced.lock().unwrap_or_else(PoisonError::into_inner) = synced;
@@ -748,8 +749,10 @@ mod tests {
         let later = Time("2026-06-01T00:00:00Z".parse().expect("time"));
         let mut rendered = compiled;
         crate::status::stamp_transitions(&mut rendered, &[], &later);
-        let partitions =
-            BTreeMap::from([("acme".to_owned(), Arc::new(PackedPartition::pack(rendered)))]);
+        let partitions = Statuses::unit(
+            "acme".to_owned(),
+            std::sync::Arc::new(crate::compiler::PackedPartition::pack(rendered)),
+        );
         // A write would wait for the mock API forever: the timeout turns it into a failure.
         let report = tokio::time::timeout(
             std::time::Duration::from_secs(5),

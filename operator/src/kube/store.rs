@@ -149,6 +149,11 @@ impl ObjectStore {
         plan
     }
 
+    /// When a failed Secret read is due again ([`SecretData::next_retry`]).
+    pub fn next_secret_retry(&self) -> Option<tokio::time::Instant> {
+        self.secrets.as_ref()?.next_retry()
+    }
+
     /// Whether the data of Secret `ns`/`name` is held or being fetched.
     pub fn tracks_secret_data(&self, ns: &str, name: &str) -> bool {
         self.secrets

@@ -28,8 +28,12 @@ pub fn readiness_detail(store: &ObjectStore) -> String {
     if !degraded.is_empty() {
         let _ = write!(out, "degraded kinds: {}", degraded.join("; "));
     }
-    let unreadable: Vec<String> = store
+    // Only the objects shown are formatted: the detail is rebuilt on every event, and a
+    // cluster may hold many objects we cannot decode.
+    let total = store.unreadable_objects().count();
+    let shown: Vec<String> = store
         .unreadable_objects()
+        .take(MAX_DETAIL_OBJECTS)
         .map(|u| {
             let at = match &u.namespace {
                 Some(ns) => format!("{ns}/{}", u.name),
@@ -38,14 +42,13 @@ pub fn readiness_detail(store: &ObjectStore) -> String {
             format!("{} {at} ({})", u.kind, u.error)
         })
         .collect();
-    if !unreadable.is_empty() {
+    if !shown.is_empty() {
         if !out.is_empty() {
             out.push_str("; ");
         }
-        let shown = &unreadable[..unreadable.len().min(MAX_DETAIL_OBJECTS)];
         let _ = write!(out, "undecodable objects: {}", shown.join("; "));
-        if unreadable.len() > shown.len() {
-            let _ = write!(out, "; and {} more", unreadable.len() - shown.len());
+        if total > shown.len() {
+            let _ = write!(out, "; and {} more", total - shown.len());
         }
     }
     out

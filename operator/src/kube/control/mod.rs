@@ -48,8 +48,10 @@ pub const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the status task waits before retrying statuses it could not write.
 pub const STATUS_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Statuses as they should be in the cluster, by partition (see [`crate::compiler`]).
-pub type Statuses = Arc<BTreeMap<String, Arc<PackedPartition>>>;
+/// Statuses as they should be in the cluster, by partition (see [`crate::compiler`]). A
+/// persistent map: handing it to the status task after a change shares every partition that did
+/// not change, so the cost of a change does not grow with the number of tenants.
+pub type Statuses = imbl::OrdMap<String, Arc<PackedPartition>>;
 
 /// Longest one compilation round translates before it lets events and acknowledgements in;
 /// tenants left over are translated by the next round, right after.
@@ -71,7 +73,9 @@ pub struct ControlLoop<A: Authenticator> {
     /// The Tenants, by name (refreshed on cluster-wide changes).
     tenants: BTreeMap<String, Arc<Tenant>>,
     /// Statuses as rendered (acknowledgements applied, times stamped), by partition.
-    rendered: BTreeMap<String, Arc<PackedPartition>>,
+    rendered: Statuses,
+    /// What onboarding should apply, kept up to date entry by entry (see [`Desired`]).
+    desired_tenants: Desired,
     compiles: u64,
     /// Dirty tenants are waiting in the compiler's queue: compile again right away.
     backlog: bool,
@@ -136,7 +140,8 @@ impl<A: Authenticator> ControlLoop<A> {
             acked: BTreeMap::new(),
             bootstrap: BTreeMap::new(),
             tenants: BTreeMap::new(),
-            rendered: BTreeMap::new(),
+            rendered: Statuses::new(),
+            desired_tenants: Desired::new(),
             compiles: 0,
             backlog: false,
             depth: BTreeMap::new(),
@@ -190,7 +195,7 @@ impl<A: Authenticator> ControlLoop<A> {
                 self.render_partition(name, ours_only(&previous.unpack()), &now);
             }
         }
-        self.statuses.send_replace(Arc::new(self.rendered.clone()));
+        self.statuses.send_replace(self.rendered.clone());
     }
 
     /// Publishes the readiness detail (degraded kinds, undecodable objects) on `detail`.
@@ -369,15 +374,21 @@ impl<A: Authenticator> ControlLoop<A> {
         self.awaiting_secrets
     }
 
-    /// When the next compilation is due: `None` while nothing changed, while some kind has not
-    /// finished its initial list, or while a referenced Secret is read for the first time.
+    /// When the next compilation is due: `None` while nothing changed (and no failed Secret
+    /// read is due again), while some kind has not finished its initial list, or while a
+    /// referenced Secret is read for the first time.
     pub fn due(&self) -> Option<Instant> {
         if !self.store.is_synced() || self.awaiting_secrets {
-            None
-        } else if self.backlog {
+            return None;
+        }
+        let compile = if self.backlog {
             Some(self.debounce.deadline().unwrap_or_else(Instant::now))
         } else {
             self.debounce.deadline()
+        };
+        match (compile, self.store.next_secret_retry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -649,20 +660,30 @@ impl<A: Authenticator> ControlLoop<A> {
         }
         if let Some(current) = self.compiler.tenant_shared(&tenant) {
             if current.version <= ack.version {
-                self.bootstrap.insert(tenant.clone(), current);
-                self.push_desired();
+                self.bootstrap.insert(tenant.clone(), Arc::clone(&current));
+                self.push_bootstrap(&tenant, current);
             }
         }
         self.rerender(&tenant);
     }
 
-    fn push_desired(&self) {
-        let desired = desired_tenants(
+    /// Recomputes every desired Tenant (the served set changed) and hands them to onboarding.
+    fn push_desired(&mut self) {
+        self.desired_tenants = desired_tenants(
             self.tenants.values(),
             |name| self.compiler.tenant(name).is_some(),
             &self.bootstrap,
         );
-        self.desired.send_replace(desired);
+        self.desired.send_replace(self.desired_tenants.clone());
+    }
+
+    /// A served Tenant's bootstrap snapshot changed: only its entry changes.
+    fn push_bootstrap(&mut self, tenant: &str, snapshot: Arc<TenantSnapshot>) {
+        let Some(entry) = self.desired_tenants.get_mut(tenant) else {
+            return;
+        };
+        entry.bootstrap = Some(snapshot);
+        self.desired.send_replace(self.desired_tenants.clone());
     }
 
     /// Renders the compiled partitions given (`None`: the partition is gone) and hands every
@@ -677,7 +698,7 @@ impl<A: Authenticator> ControlLoop<A> {
                 }
             }
         }
-        self.statuses.send_replace(Arc::new(self.rendered.clone()));
+        self.statuses.send_replace(self.rendered.clone());
     }
 
     /// Renders a tenant's partition again after an acknowledgement and hands every partition to
@@ -688,7 +709,7 @@ impl<A: Authenticator> ControlLoop<A> {
         };
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         self.render_partition(name.to_owned(), ours_only(&previous.unpack()), &now);
-        self.statuses.send_replace(Arc::new(self.rendered.clone()));
+        self.statuses.send_replace(self.rendered.clone());
     }
 
     /// Acknowledgements, transition times (from the partition as rendered before) and other
@@ -808,9 +829,14 @@ pub fn render_statuses(
     now: &Time,
 ) -> Vec<ObjectStatus> {
     let mut statuses = compiled.to_vec();
-    let served: BTreeMap<String, bool> = published
+    // Only the tenants these statuses name (one for a tenant's partition), not every tenant.
+    let served: BTreeMap<String, bool> = statuses
         .iter()
-        .map(|(t, v)| (t.clone(), acked.get(t).is_some_and(|a| a >= v)))
+        .filter_map(|s| s.tenant.as_deref())
+        .filter_map(|t| {
+            let v = published.get(t)?;
+            Some((t.to_owned(), acked.get(t).is_some_and(|a| a >= v)))
+        })
         .collect();
     apply_acks(&mut statuses, &served);
     for s in statuses.iter_mut().filter(|s| s.kind == "Tenant") {

@@ -179,7 +179,7 @@ async fn an_acknowledgement_programs_the_gateway_and_promotes_the_bootstrap() {
         },
     );
     let again = h.statuses.borrow().clone();
-    assert_eq!(*again, *statuses);
+    assert_eq!(again, statuses);
 }
 
 #[tokio::test]
@@ -742,8 +742,65 @@ async fn an_unreadable_secret_counts_as_missing_and_the_rest_is_served() {
     assert_eq!(failures, 1);
     assert!(
         fetches.try_recv().is_err(),
-        "not read again until it changes"
+        "not read again before its retry is due"
     );
+}
+
+/// A failed read is retried on a timer with backoff (1 s, then 2 s), without any change in the
+/// cluster, and a read that succeeds serves the certificate: a transient failure heals itself.
+#[tokio::test(start_paused = true)]
+async fn a_failed_secret_read_is_retried_with_backoff_and_heals() {
+    let (mut h, mut fetches) = secret_harness();
+    list_with_secrets(
+        &mut h.control,
+        gateway(Some("web-cert"), 1),
+        &[secret_meta("web-cert", "1")],
+    );
+    h.control.compile();
+    let request = fetches.try_recv().expect("read");
+    h.control.on_event(
+        answer(request, Err("cannot be read (no answer within 10s)".into())),
+        Instant::now(),
+    );
+    h.control.compile();
+    assert_eq!(h.control.published().get("acme"), Some(&1));
+    let failed_at = Instant::now();
+    assert_eq!(
+        h.control.due(),
+        Some(failed_at + Duration::from_secs(1)),
+        "the retry is what wakes the loop"
+    );
+
+    tokio::time::advance(Duration::from_secs(1)).await;
+    h.control.compile();
+    let retry = fetches.try_recv().expect("read again after 1 s");
+    assert_eq!(
+        (retry.name.as_str(), retry.resource_version.as_str()),
+        ("web-cert", "1")
+    );
+    h.control.on_event(
+        answer(retry, Err("cannot be read (403 Forbidden)".into())),
+        Instant::now(),
+    );
+    h.control.compile();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    h.control.compile();
+    assert!(fetches.try_recv().is_err(), "the second retry waits 2 s");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    h.control.compile();
+    let third = fetches.try_recv().expect("read again after 2 s more");
+    h.control.on_event(
+        answer(third, Ok(secret_read("web-cert", "1"))),
+        Instant::now(),
+    );
+    h.control.compile();
+    assert_eq!(h.control.published().get("acme"), Some(&2), "healed");
+    let statuses = h.statuses.borrow().clone();
+    assert_eq!(
+        listener_condition(&statuses, "https", "ResolvedRefs")["status"],
+        "True"
+    );
+    assert_eq!(h.control.due(), None, "nothing left to retry");
 }
 
 /// With the Secret reader gone, a referenced Secret counts as unreadable at once: the
