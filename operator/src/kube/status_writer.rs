@@ -795,6 +795,56 @@ mod tests {
         }
     }
 
+    /// Partitions are compared with what was synced: only a changed partition is written, an
+    /// unchanged one costs no request, and a partition whose write failed is written again by
+    /// the next sync even though it did not change.
+    #[tokio::test(start_paused = true)]
+    async fn only_changed_or_failed_partitions_are_written() {
+        let (client, mut mock) = MockApi::pair();
+        let writer = StatusWriter::new(client);
+        let part =
+            |s: ObjectStatus| std::sync::Arc::new(crate::compiler::PackedPartition::pack(vec![s]));
+        let mut current = Statuses::new();
+        current.insert("a".into(), part(tenant_status("a", true)));
+        current.insert("b".into(), part(tenant_status("b", true)));
+        async fn answer(mock: &mut MockApi, code: u16) -> String {
+            let (request, send) = mock.next_request().await;
+            let path = request.uri().path().to_owned();
+            if code == 200 {
+                respond_json(send, 200, &json!({}));
+            } else {
+                respond_json(send, code, &failure(code, "InternalError", "down"));
+            }
+            path
+        }
+        let (report, (first, second)) = tokio::join!(writer.sync_partitions(&current), async {
+            (answer(&mut mock, 200).await, answer(&mut mock, 200).await)
+        });
+        assert_eq!(report.written, 2, "{first} {second}");
+
+        let mut changed = current.clone();
+        changed.insert("a".into(), part(tenant_status("a", false)));
+        let (report, path) = tokio::join!(writer.sync_partitions(&changed), answer(&mut mock, 500));
+        assert!(path.ends_with("/tenants/a/status"), "{path}");
+        assert_eq!((report.written, report.failed), (0, 1));
+
+        let (report, path) = tokio::join!(writer.sync_partitions(&changed), answer(&mut mock, 200));
+        assert!(
+            path.ends_with("/tenants/a/status"),
+            "the failed one again: {path}"
+        );
+        assert_eq!((report.written, report.failed), (1, 0));
+
+        // Nothing changed: a request would wait for the mock forever.
+        let report = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            writer.sync_partitions(&changed),
+        )
+        .await
+        .expect("nothing written");
+        assert_eq!(report, SyncReport::default());
+    }
+
     #[tokio::test]
     async fn a_failed_write_is_retried_by_the_next_sync() {
         let (client, mut mock) = MockApi::pair();
