@@ -23,7 +23,7 @@ use super::watch::WATCHED_KINDS;
 use super::watch_health::{readiness_detail, update_gauges};
 pub use super::wiring::{run, run_status_writer, OperatorConfig};
 use crate::compiler::{Compiler, Endpoints, PackedPartition, Partition, CLUSTER_PARTITION};
-use crate::index::ROUTE_KINDS;
+use crate::index::Kind;
 use crate::metrics::{KindLabel, OperatorMetrics};
 use crate::status::{apply_acks, stamp_transitions, ObjectStatus};
 use crate::status_installation::{apply_installation, Installation};
@@ -322,10 +322,12 @@ impl<A: Authenticator> ControlLoop<A> {
     fn report_unreadable(&self, u: &Unreadable) {
         self.metrics
             .undecodable_objects
-            .get_or_create(&KindLabel { kind: u.kind })
+            .get_or_create(&KindLabel {
+                kind: u.kind.as_str(),
+            })
             .inc();
         if !self.store.knows_unreadable(u) {
-            tracing::warn!(kind = u.kind, namespace = ?u.namespace, name = %u.name, error = %u.error, "object cannot be decoded; it is not served");
+            tracing::warn!(kind = %u.kind, namespace = ?u.namespace, name = %u.name, error = %u.error, "object cannot be decoded; it is not served");
             self.notify(Notice::ObjectUnreadable(Box::new(u.clone())));
         }
     }
@@ -520,7 +522,7 @@ impl<A: Authenticator> ControlLoop<A> {
         self.tenants = self
             .store
             .index()
-            .of_kind("Tenant")
+            .of_kind(Kind::Tenant)
             .filter_map(|o| match o {
                 crate::objects::Object::Tenant(t) => {
                     Some((t.metadata.name.clone()?, Arc::new((**t).clone())))
@@ -710,8 +712,8 @@ impl<A: Authenticator> ControlLoop<A> {
         let index = self.store.index();
         let detached = if name == CLUSTER_PARTITION {
             let compiler = &self.compiler;
-            let namespaces: std::collections::BTreeSet<&str> = ROUTE_KINDS
-                .iter()
+            let namespaces: std::collections::BTreeSet<&str> = Kind::ROUTES
+                .into_iter()
                 .flat_map(|k| index.of_kind(k))
                 .filter_map(|r| r.metadata().namespace.as_deref())
                 .filter(|ns| compiler.tenant_of_namespace(ns).is_none())
