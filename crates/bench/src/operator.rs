@@ -18,11 +18,9 @@
 
 use anyhow::Context;
 use bulkhead_operator::index::Kind;
-use bulkhead_operator::kube::control::{ControlLoop, Statuses};
-use bulkhead_operator::kube::onboarding::Desired;
 use bulkhead_operator::kube::store::StoreEvent;
 use bulkhead_operator::kube::watch::WATCHED_KINDS;
-use bulkhead_operator::kube::TenantDirectory;
+use bulkhead_operator::kube::{spawn_fed_control_loop, FedControlLoop};
 use bulkhead_operator::objects::Object;
 use bulkhead_snapshot::TenantSnapshot;
 use bulkhead_snapshot_wire::{
@@ -35,7 +33,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -320,19 +318,9 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         tokio::spawn(async move { server.serve(listener, tls, stop.cancelled_owned()).await });
     }
 
-    let (desired_tx, _desired) = watch::channel(Desired::new());
-    let (status_tx, _statuses) = watch::channel(Statuses::default());
-    let (ready_tx, mut ready) = watch::channel(false);
-    let control = ControlLoop::new(
-        server,
-        TenantDirectory::new(),
-        desired_tx,
-        status_tx,
-        ready_tx,
-    );
-    let metrics = control.metrics();
-    let (events, events_rx) = mpsc::channel(bulkhead_operator::kube::watch::EVENT_QUEUE);
-    tokio::spawn(control.run(events_rx, acks, shutdown.clone()));
+    let mut fed: FedControlLoop = spawn_fed_control_loop(server, acks, shutdown.clone());
+    let (events, metrics) = (fed.events.clone(), fed.metrics.clone());
+    let ready = &mut fed.ready;
 
     // Initial lists, kind by kind, as the watchers deliver them.
     let load_start = Instant::now();

@@ -16,12 +16,11 @@ use super::decode::Unreadable;
 use super::events::Notice;
 use super::onboarding::{Desired, DesiredTenant};
 use super::route_parents::{detached_routes, ours_only};
-pub use super::route_parents::{foreign_parents, merge_foreign_parents, ForeignParents};
+use super::route_parents::{foreign_parents, merge_foreign_parents};
 use super::secret_data::{FetchedSecret, SecretFetch};
 use super::store::{Debounce, ObjectStore, StoreEvent};
 use super::watch::WATCHED_KINDS;
 use super::watch_health::{readiness_detail, update_gauges};
-pub use super::wiring::{run, run_status_writer, OperatorConfig};
 use crate::compiler::{Compiler, Endpoints, PackedPartition, Partition, CLUSTER_PARTITION};
 use crate::index::Kind;
 use crate::metrics::{KindLabel, OperatorMetrics};
@@ -730,17 +729,20 @@ impl<A: Authenticator> ControlLoop<A> {
             .insert(name, Arc::new(PackedPartition::pack(rendered)));
     }
 
-    /// Tenant → version published (for tests and metrics).
+    /// Tenant → version published (for tests).
+    #[cfg(test)]
     pub fn published(&self) -> &BTreeMap<String, u64> {
         &self.published
     }
 
-    /// Number of compilations so far.
+    /// Number of compilations so far (for tests).
+    #[cfg(test)]
     pub fn compiles(&self) -> u64 {
         self.compiles
     }
 
-    /// The cached objects (for tests and tools).
+    /// The cached objects (for tests).
+    #[cfg(test)]
     pub fn store(&self) -> &ObjectStore {
         &self.store
     }
