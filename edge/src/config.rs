@@ -68,8 +68,8 @@ pub const DEFAULT_LINGER_TIMEOUT: Duration = Duration::from_secs(1);
 pub const LINGER_MAX_BYTES: usize = 64 * 1024;
 /// How often refusals are summed up in one info log line (only when there were any).
 pub const REFUSAL_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
-/// Pause after a failed `accept` (e.g. out of file descriptors) before accepting again.
-pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// Pause after a failed `accept` before accepting again (shared with the router).
+pub use bulkhead_net::ACCEPT_ERROR_BACKOFF;
 
 /// Limits and timeouts of the edge.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! graceful shutdown (stop accepting, not ready, let connections finish until the drain deadline,
 //! then cut the rest).
 
-use crate::config::{EdgeConfig, ACCEPT_ERROR_BACKOFF, REFUSAL_SUMMARY_INTERVAL};
+use crate::config::{EdgeConfig, REFUSAL_SUMMARY_INTERVAL};
 use crate::connection::{serve, Shared};
 use crate::metrics::EdgeMetrics;
 use crate::refusals::RefusalTally;
@@ -224,32 +224,20 @@ async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     let label = listener_label(port);
-    loop {
-        let slot = tokio::select! {
-            () = shutdown.cancelled() => return,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => return,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(listener = label, error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                    continue;
-                }
-            },
-        };
+    while let Some(accepted) = bulkhead_net::accept_next(&listener, &slots, &shutdown, label).await
+    {
+        let bulkhead_net::Accepted {
+            stream,
+            peer,
+            permit: slot,
+        } = accepted;
         let shared = shared.clone();
         tracker.spawn(async move {
             let _slot = slot;
             let force_close = shared.force_close.clone();
             tokio::select! {
                 biased;
-                () = serve(stream, bulkhead_net::canonical(peer), port, shared) => {}
+                () = serve(stream, peer, port, shared) => {}
                 () = force_close.cancelled() => {}
             }
         });

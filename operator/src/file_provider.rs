@@ -308,7 +308,7 @@ impl Loader {
                     errors.push(LoadError {
                         file: path.clone(),
                         document: *doc,
-                        kind: Some(key.kind.to_owned()),
+                        kind: Some(key.kind.as_str().to_owned()),
                         name: Some(if key.namespace.is_empty() {
                             key.name.clone()
                         } else {

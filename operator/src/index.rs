@@ -6,36 +6,112 @@
 //! namespaces they refer to) instead of walking every object, so the cost of a change is the size
 //! of the tenants it touches, not of the cluster.
 
+use crate::objects::ObjectKey;
 use crate::objects::{Object, ObjectSet};
 use crate::translator::world::RouteObject;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 
-/// Every kind the control plane reads, as [`Object::kind`] names it: the cluster-scoped ones
-/// first.
-pub const ALL_KINDS: [&str; 13] = [
-    "Tenant",
-    "Namespace",
-    "GatewayClass",
-    "Gateway",
-    "HTTPRoute",
-    "GRPCRoute",
-    "TLSRoute",
-    "TCPRoute",
-    "ReferenceGrant",
-    "Secret",
-    "Service",
-    "EndpointSlice",
-    "ConfigMap",
-];
-/// The cluster-scoped kinds (their namespace is `""`).
-pub const CLUSTER_KINDS: &[&str] = ALL_KINDS.split_at(3).0;
-/// The namespaced kinds.
-pub const NAMESPACED_KINDS: &[&str] = ALL_KINDS.split_at(3).1;
-/// The route kinds.
-pub const ROUTE_KINDS: [&str; 4] = ["HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute"];
+/// A kind the control plane reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `bulkhead.dev` `Tenant` (cluster-scoped).
+    Tenant,
+    /// `v1` `Namespace` (cluster-scoped).
+    Namespace,
+    /// `GatewayClass` (cluster-scoped).
+    GatewayClass,
+    /// `Gateway`.
+    Gateway,
+    /// `HTTPRoute`.
+    HttpRoute,
+    /// `GRPCRoute`.
+    GrpcRoute,
+    /// `TLSRoute`.
+    TlsRoute,
+    /// `TCPRoute`.
+    TcpRoute,
+    /// `ReferenceGrant`.
+    ReferenceGrant,
+    /// `v1` `Secret`.
+    Secret,
+    /// `v1` `Service`.
+    Service,
+    /// `discovery.k8s.io/v1` `EndpointSlice`.
+    EndpointSlice,
+    /// `v1` `ConfigMap`.
+    ConfigMap,
+}
 
-/// Identity of an object in the index: kind, namespace (`""` when cluster-scoped), name.
-pub type IndexKey = (&'static str, String, String);
+impl Kind {
+    /// Every kind, the cluster-scoped ones first.
+    pub const ALL: [Kind; 13] = [
+        Kind::Tenant,
+        Kind::Namespace,
+        Kind::GatewayClass,
+        Kind::Gateway,
+        Kind::HttpRoute,
+        Kind::GrpcRoute,
+        Kind::TlsRoute,
+        Kind::TcpRoute,
+        Kind::ReferenceGrant,
+        Kind::Secret,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::ConfigMap,
+    ];
+
+    /// The route kinds.
+    pub const ROUTES: [Kind; 4] = [
+        Kind::HttpRoute,
+        Kind::GrpcRoute,
+        Kind::TlsRoute,
+        Kind::TcpRoute,
+    ];
+
+    /// The API `kind` string (`HTTPRoute`, `Secret`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tenant => "Tenant",
+            Kind::Namespace => "Namespace",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::TlsRoute => "TLSRoute",
+            Kind::TcpRoute => "TCPRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Secret => "Secret",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::ConfigMap => "ConfigMap",
+        }
+    }
+
+    /// Whether objects of the kind have no namespace.
+    pub const fn is_cluster_scoped(self) -> bool {
+        matches!(self, Kind::Tenant | Kind::Namespace | Kind::GatewayClass)
+    }
+
+    /// Whether the kind is a route kind.
+    pub const fn is_route(self) -> bool {
+        matches!(
+            self,
+            Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute | Kind::TcpRoute
+        )
+    }
+
+    /// The kind an API `kind` string names, if the control plane reads it.
+    pub fn parse(kind: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What a batch of updates touched.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -46,7 +122,7 @@ pub struct Changes {
     pub cluster: bool,
     /// Namespace → kinds changed in it. A route counts in its own namespace and in every namespace
     /// whose Gateways it names (before and after the change).
-    pub touched: BTreeMap<String, BTreeSet<&'static str>>,
+    pub touched: BTreeMap<String, BTreeSet<Kind>>,
     /// Updates recorded (for the queue-depth metric).
     pub events: usize,
 }
@@ -76,7 +152,7 @@ impl Changes {
         }
     }
 
-    fn touch(&mut self, ns: &str, kind: &'static str) {
+    fn touch(&mut self, ns: &str, kind: Kind) {
         if ns.is_empty() {
             self.cluster = true;
         } else {
@@ -120,21 +196,12 @@ type ByNamespace = BTreeMap<String, BTreeMap<String, Object>>;
 #[derive(Debug, Default)]
 pub struct ObjectIndex {
     /// kind → namespace → name → object.
-    kinds: BTreeMap<&'static str, ByNamespace>,
+    kinds: BTreeMap<Kind, ByNamespace>,
     /// Namespace → routes living in another namespace that name a Gateway in it.
-    routes_into: HashMap<String, BTreeSet<IndexKey>>,
+    routes_into: HashMap<String, BTreeSet<ObjectKey>>,
     /// Namespace → namespaced objects living in it.
     populated: HashMap<String, usize>,
     len: usize,
-}
-
-fn key_of(object: &Object) -> IndexKey {
-    let meta = object.metadata();
-    (
-        object.kind(),
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
 }
 
 /// Whether two versions of an object are known to be identical (same `resourceVersion`).
@@ -171,7 +238,7 @@ impl ObjectIndex {
 
     /// Every object, as one set (a full copy; for standalone tools and tests).
     pub fn to_set(&self) -> ObjectSet {
-        ObjectSet::from_objects(ALL_KINDS.into_iter().flat_map(|k| self.of_kind(k).cloned()))
+        ObjectSet::from_objects(Kind::ALL.into_iter().flat_map(|k| self.of_kind(k).cloned()))
     }
 
     /// Number of objects.
@@ -187,7 +254,11 @@ impl ObjectIndex {
     /// Adds or replaces an object, recording what it touched (nothing when its `resourceVersion`
     /// did not change).
     pub fn upsert(&mut self, object: Object, changes: &mut Changes) {
-        let (kind, ns, name) = key_of(&object);
+        let ObjectKey {
+            kind,
+            namespace: ns,
+            name,
+        } = object.key();
         if let Some(old) = self.get(kind, &ns, &name) {
             if same_version(old, &object) {
                 return;
@@ -195,7 +266,7 @@ impl ObjectIndex {
         }
         let old = self
             .kinds
-            .get_mut(kind)
+            .get_mut(&kind)
             .and_then(|by_ns| by_ns.get_mut(&ns))
             .and_then(|names| names.remove(&name));
         changes.events += 1;
@@ -220,8 +291,8 @@ impl ObjectIndex {
     }
 
     /// Removes an object, recording what it touched.
-    pub fn remove(&mut self, kind: &'static str, ns: &str, name: &str, changes: &mut Changes) {
-        let Some(by_ns) = self.kinds.get_mut(kind) else {
+    pub fn remove(&mut self, kind: Kind, ns: &str, name: &str, changes: &mut Changes) {
+        let Some(by_ns) = self.kinds.get_mut(&kind) else {
             return;
         };
         let Some(names) = by_ns.get_mut(ns) else {
@@ -248,13 +319,13 @@ impl ObjectIndex {
     /// Replaces every object of `kind` (a relist), recording only what differs.
     pub fn replace_kind(
         &mut self,
-        kind: &'static str,
+        kind: Kind,
         objects: impl IntoIterator<Item = Object>,
         changes: &mut Changes,
     ) {
         let mut gone: BTreeSet<(String, String)> = self
             .kinds
-            .get(kind)
+            .get(&kind)
             .into_iter()
             .flat_map(|by_ns| {
                 by_ns
@@ -263,8 +334,8 @@ impl ObjectIndex {
             })
             .collect();
         for o in objects.into_iter().filter(|o| o.kind() == kind) {
-            let (_, ns, name) = key_of(&o);
-            gone.remove(&(ns, name));
+            let key = o.key();
+            gone.remove(&(key.namespace, key.name));
             self.upsert(o, changes);
         }
         for (ns, name) in gone {
@@ -273,23 +344,23 @@ impl ObjectIndex {
     }
 
     /// One object.
-    pub fn get(&self, kind: &str, ns: &str, name: &str) -> Option<&Object> {
-        self.kinds.get(kind)?.get(ns)?.get(name)
+    pub fn get(&self, kind: Kind, ns: &str, name: &str) -> Option<&Object> {
+        self.kinds.get(&kind)?.get(ns)?.get(name)
     }
 
     /// Every object of `kind` in `ns`.
-    pub fn in_namespace<'a>(&'a self, kind: &str, ns: &str) -> impl Iterator<Item = &'a Object> {
+    pub fn in_namespace<'a>(&'a self, kind: Kind, ns: &str) -> impl Iterator<Item = &'a Object> {
         self.kinds
-            .get(kind)
+            .get(&kind)
             .and_then(|by_ns| by_ns.get(ns))
             .into_iter()
             .flat_map(BTreeMap::values)
     }
 
     /// Every object of `kind`.
-    pub fn of_kind<'a>(&'a self, kind: &str) -> impl Iterator<Item = &'a Object> {
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Object> {
         self.kinds
-            .get(kind)
+            .get(&kind)
             .into_iter()
             .flat_map(|by_ns| by_ns.values().flat_map(BTreeMap::values))
     }
@@ -300,7 +371,7 @@ impl ObjectIndex {
             .get(ns)
             .into_iter()
             .flatten()
-            .filter_map(|(kind, rns, name)| self.get(kind, rns, name))
+            .filter_map(|key| self.get(key.kind, &key.namespace, &key.name))
     }
 
     /// Namespaces that exist: a Namespace object names them or some object lives in them.
@@ -309,7 +380,7 @@ impl ObjectIndex {
             .keys()
             .map(String::as_str)
             .chain(
-                self.in_namespace("Namespace", "")
+                self.in_namespace(Kind::Namespace, "")
                     .filter_map(|n| n.metadata().name.as_deref()),
             )
             .collect()
@@ -317,16 +388,16 @@ impl ObjectIndex {
 
     /// Whether `ns` exists (see [`Self::existing_namespaces`]).
     pub fn namespace_exists(&self, ns: &str) -> bool {
-        self.populated.contains_key(ns) || self.get("Namespace", "", ns).is_some()
+        self.populated.contains_key(ns) || self.get(Kind::Namespace, "", ns).is_some()
     }
 
     fn link_route(&mut self, object: &Object, add: bool) {
         let Some(route) = route_object(object) else {
             return;
         };
-        let key = key_of(object);
+        let key = object.key();
         for parent in route.parent_namespaces() {
-            if parent == key.1 {
+            if parent == key.namespace {
                 continue;
             }
             if add {
@@ -369,6 +440,26 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_parses_from_its_api_name_and_the_cluster_scoped_ones_come_first() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(Kind::parse("HttpRoute"), None, "the API spelling only");
+        let scoped = Kind::ALL
+            .iter()
+            .take_while(|k| k.is_cluster_scoped())
+            .count();
+        assert!(Kind::ALL[scoped..].iter().all(|k| !k.is_cluster_scoped()));
+        assert_eq!(
+            Kind::ALL
+                .into_iter()
+                .filter(|k| k.is_route())
+                .collect::<Vec<_>>(),
+            Kind::ROUTES
+        );
+    }
+
+    #[test]
     fn a_route_touches_its_namespace_and_the_namespaces_it_attaches_to_before_and_after() {
         let mut index = ObjectIndex::new();
         let mut c = Changes::default();
@@ -390,7 +481,7 @@ mod tests {
         assert_eq!(index.routes_into("globex").count(), 1);
 
         let mut c = Changes::default();
-        index.remove("HTTPRoute", "partner", "r", &mut c);
+        index.remove(Kind::HttpRoute, "partner", "r", &mut c);
         assert_eq!(c.touched.keys().collect::<Vec<_>>(), ["globex", "partner"]);
         assert_eq!(index.routes_into("globex").count(), 0);
         assert!(index.is_empty());
@@ -416,9 +507,9 @@ mod tests {
         index.upsert(route("globex", "b", "globex", "1"), &mut c);
         index.upsert(service("acme", "s"), &mut c);
         let mut c = Changes::default();
-        index.replace_kind("HTTPRoute", [route("acme", "a", "acme", "1")], &mut c);
+        index.replace_kind(Kind::HttpRoute, [route("acme", "a", "acme", "1")], &mut c);
         assert_eq!(c.touched.keys().collect::<Vec<_>>(), ["globex"], "{c:?}");
-        assert_eq!(index.of_kind("HTTPRoute").count(), 1);
+        assert_eq!(index.of_kind(Kind::HttpRoute).count(), 1);
         assert_eq!(index.len(), 2);
         assert!(index.namespace_exists("acme"));
         assert!(!index.namespace_exists("globex"), "its only object is gone");

@@ -16,6 +16,7 @@
 //! A `v1` `List` document is unpacked into its `items`. A namespaced object without
 //! `metadata.namespace` lands in `default`, as `kubectl apply` would put it.
 
+use crate::index::Kind;
 use bulkhead_crds::Tenant;
 use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::tcproutes::TcpRoute;
@@ -76,8 +77,8 @@ pub enum Object {
 /// Identity of an object: kind, namespace (empty for cluster-scoped kinds) and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
-    /// The object's kind (`HTTPRoute`, ...).
-    pub kind: &'static str,
+    /// The object's kind.
+    pub kind: Kind,
     /// Namespace, `""` for cluster-scoped objects.
     pub namespace: String,
     /// Name.
@@ -115,21 +116,21 @@ impl Object {
     }
 
     /// The Kubernetes kind (`HTTPRoute`, `Secret`, ...).
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> Kind {
         match self {
-            Self::Tenant(_) => "Tenant",
-            Self::Namespace(_) => "Namespace",
-            Self::GatewayClass(_) => "GatewayClass",
-            Self::Gateway(_) => "Gateway",
-            Self::HttpRoute(_) => "HTTPRoute",
-            Self::GrpcRoute(_) => "GRPCRoute",
-            Self::TlsRoute(_) => "TLSRoute",
-            Self::TcpRoute(_) => "TCPRoute",
-            Self::ReferenceGrant(_) => "ReferenceGrant",
-            Self::Secret(_) => "Secret",
-            Self::Service(_) => "Service",
-            Self::EndpointSlice(_) => "EndpointSlice",
-            Self::ConfigMap(_) => "ConfigMap",
+            Self::Tenant(_) => Kind::Tenant,
+            Self::Namespace(_) => Kind::Namespace,
+            Self::GatewayClass(_) => Kind::GatewayClass,
+            Self::Gateway(_) => Kind::Gateway,
+            Self::HttpRoute(_) => Kind::HttpRoute,
+            Self::GrpcRoute(_) => Kind::GrpcRoute,
+            Self::TlsRoute(_) => Kind::TlsRoute,
+            Self::TcpRoute(_) => Kind::TcpRoute,
+            Self::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Self::Secret(_) => Kind::Secret,
+            Self::Service(_) => Kind::Service,
+            Self::EndpointSlice(_) => Kind::EndpointSlice,
+            Self::ConfigMap(_) => Kind::ConfigMap,
         }
     }
 

@@ -38,7 +38,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -47,8 +47,6 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Initial capacity of the buffer that keeps the PROXY header payload and the ClientHello.
 const INITIAL_SNIFF_BUFFER: usize = 4 * 1024;
 /// A fatal TLS `unrecognized_name` alert record (TLS 1.2 record version, level 2, description 112).
@@ -227,24 +225,18 @@ pub(crate) async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let admission = Arc::new(Admission::new(&state.shared.limits));
-    loop {
-        let pending = tokio::select! {
-            p = Arc::clone(&admission.pending).acquire_owned() => p,
-            () = state.drain.cancelled() => break,
-        };
-        let Ok(pending) = pending else { break };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(tenant = %state.shared.tenant, error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                    continue;
-                }
-            },
-            () = state.drain.cancelled() => break,
-        };
-        let peer = bulkhead_net::canonical(peer);
+    let name = match kind {
+        ListenerLabel::Https => "https",
+        ListenerLabel::Http => "http",
+    };
+    while let Some(accepted) =
+        bulkhead_net::accept_next(&listener, &admission.pending, &state.drain, name).await
+    {
+        let bulkhead_net::Accepted {
+            stream,
+            peer,
+            permit: pending,
+        } = accepted;
         let Some(config) = state.current.load_full() else {
             continue;
         };

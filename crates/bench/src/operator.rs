@@ -17,11 +17,10 @@
 //! It prints the operator's RSS, the full compile time, and p50/p99/max latency per phase.
 
 use anyhow::Context;
-use bulkhead_operator::kube::control::{ControlLoop, Statuses};
-use bulkhead_operator::kube::onboarding::Desired;
+use bulkhead_operator::index::Kind;
 use bulkhead_operator::kube::store::StoreEvent;
 use bulkhead_operator::kube::watch::WATCHED_KINDS;
-use bulkhead_operator::kube::TenantDirectory;
+use bulkhead_operator::kube::{spawn_fed_control_loop, FedControlLoop};
 use bulkhead_operator::objects::Object;
 use bulkhead_snapshot::TenantSnapshot;
 use bulkhead_snapshot_wire::{
@@ -34,7 +33,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -113,26 +112,26 @@ impl Cluster {
     }
 
     /// Every object of `kind` of tenant `i`.
-    fn objects(&self, kind: &str, i: usize) -> anyhow::Result<Vec<Object>> {
+    fn objects(&self, kind: Kind, i: usize) -> anyhow::Result<Vec<Object>> {
         let t = tenant_name(i);
         let a = &self.args;
         let mut out = Vec::new();
         match kind {
-            "Tenant" => out.push(Self::object(json!({
+            Kind::Tenant => out.push(Self::object(json!({
                 "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
                 "metadata": {"name": t, "uid": format!("00000000-0000-4000-8000-{i:012}"),
                              "creationTimestamp": format!("2026-01-01T00:00:00Z"), "generation": 1},
                 "spec": {"namespace": t, "hostnames": [format!("*.{t}.test")]}
             }))?),
-            "Namespace" => out.push(Self::object(json!({
+            Kind::Namespace => out.push(Self::object(json!({
                 "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": t}
             }))?),
-            "GatewayClass" if i == 0 => out.push(Self::object(json!({
+            Kind::GatewayClass if i == 0 => out.push(Self::object(json!({
                 "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
                 "metadata": {"name": "bulkhead"},
                 "spec": {"controllerName": bulkhead_crds::CONTROLLER_NAME}
             }))?),
-            "Gateway" => {
+            Kind::Gateway => {
                 let mut listeners = vec![
                     json!({"name": "http", "protocol": "HTTP", "port": 80, "hostname": format!("*.{t}.test")}),
                     json!({"name": "https", "protocol": "HTTPS", "port": 443, "hostname": format!("*.{t}.test"),
@@ -149,12 +148,12 @@ impl Cluster {
                     "spec": {"gatewayClassName": "bulkhead", "listeners": listeners}
                 }))?);
             }
-            "HTTPRoute" => {
+            Kind::HttpRoute => {
                 for r in 0..a.routes {
                     out.push(self.route(i, r, "/app")?);
                 }
             }
-            "Secret" => {
+            Kind::Secret => {
                 let pairs = std::iter::once(("web-tls".to_owned(), &self.cert_pem, &self.key_pem))
                     .chain(
                         self.extra
@@ -178,7 +177,7 @@ impl Cluster {
                     })));
                 }
             }
-            "Service" => {
+            Kind::Service => {
                 for s in 0..a.services {
                     out.push(Self::object(json!({
                         "apiVersion": "v1", "kind": "Service",
@@ -192,7 +191,7 @@ impl Cluster {
                     "spec": {"ports": [{"name": "https", "port": 8443}, {"name": "http", "port": 8080}]}
                 }))?);
             }
-            "EndpointSlice" => {
+            Kind::EndpointSlice => {
                 for s in 0..a.services {
                     let endpoints: Vec<Value> = (0..a.endpoints)
                         .map(|e| {
@@ -319,19 +318,9 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         tokio::spawn(async move { server.serve(listener, tls, stop.cancelled_owned()).await });
     }
 
-    let (desired_tx, _desired) = watch::channel(Desired::new());
-    let (status_tx, _statuses) = watch::channel(Statuses::default());
-    let (ready_tx, mut ready) = watch::channel(false);
-    let control = ControlLoop::new(
-        server,
-        TenantDirectory::new(),
-        desired_tx,
-        status_tx,
-        ready_tx,
-    );
-    let metrics = control.metrics();
-    let (events, events_rx) = mpsc::channel(bulkhead_operator::kube::watch::EVENT_QUEUE);
-    tokio::spawn(control.run(events_rx, acks, shutdown.clone()));
+    let mut fed: FedControlLoop = spawn_fed_control_loop(server, acks, shutdown.clone());
+    let (events, metrics) = (fed.events.clone(), fed.metrics.clone());
+    let ready = &mut fed.ready;
 
     // Initial lists, kind by kind, as the watchers deliver them.
     let load_start = Instant::now();

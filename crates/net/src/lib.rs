@@ -6,7 +6,11 @@
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use tokio::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 /// Pending connections the kernel queues per listener before `accept` (tokio's default).
 pub const LISTEN_BACKLOG: i32 = 1024;
@@ -33,6 +37,51 @@ pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) turned into the IPv4 address.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// Pause after a failed `accept` (for example out of file descriptors) before accepting again, so
+/// a lasting failure does not spin a core.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A connection taken by [`accept_next`].
+#[derive(Debug)]
+pub struct Accepted {
+    /// The connection.
+    pub stream: TcpStream,
+    /// The peer's address, [`canonical`].
+    pub peer: SocketAddr,
+    /// The permit of the listener's slots the connection holds.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// The accept step of every listener loop (the edge's and the router's): waits for a permit of
+/// `slots` (connections beyond them wait in the kernel's backlog), then for a connection on
+/// `listener`. `None` once `stop` is cancelled or `slots` closed. A failed `accept` is logged
+/// (with `listener` as the listener's name) and retried after [`ACCEPT_ERROR_BACKOFF`].
+pub async fn accept_next(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    stop: &CancellationToken,
+    name: &str,
+) -> Option<Accepted> {
+    let permit = tokio::select! {
+        () = stop.cancelled() => return None,
+        permit = Arc::clone(slots).acquire_owned() => permit.ok()?,
+    };
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    return Some(Accepted { stream, peer: canonical(peer), permit });
+                }
+                Err(e) => {
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            },
+        }
+    }
 }
 
 fn is_unspecified_v6(addr: SocketAddr) -> bool {
@@ -68,6 +117,34 @@ mod tests {
     /// Whether this host can use IPv6 loopback (CI machines might not).
     fn has_ipv6_loopback() -> bool {
         std::net::TcpListener::bind("[::1]:0").is_ok()
+    }
+
+    #[tokio::test]
+    async fn accept_next_holds_a_slot_per_connection_and_stops_when_told() {
+        let listener = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let slots = Arc::new(Semaphore::new(1));
+        let stop = CancellationToken::new();
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let first = accept_next(&listener, &slots, &stop, "test")
+            .await
+            .expect("accepted");
+        assert_eq!(first.peer.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            slots.available_permits(),
+            0,
+            "the connection holds the slot"
+        );
+        let _second = TcpStream::connect(addr).await.expect("connect");
+        let waiting = accept_next(&listener, &slots, &stop, "test");
+        stop.cancel();
+        assert!(waiting.await.is_none(), "no slot, then stopped");
+        drop(first);
+        assert!(accept_next(&listener, &slots, &stop, "test")
+            .await
+            .is_none());
     }
 
     async fn round_trip(listener: &TcpListener, to: SocketAddr) -> SocketAddr {

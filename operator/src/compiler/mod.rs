@@ -27,7 +27,7 @@ pub use packed::PackedPartition;
 use packed::{pack_fragment, pack_status, unpack, Packed};
 use views::{cluster_view, sort_statuses, tenant_view};
 
-use crate::index::{Changes, ObjectIndex};
+use crate::index::{Changes, Kind, ObjectIndex};
 use crate::objects::{Object, ObjectSet};
 use crate::router_endpoints::router_endpoints;
 use crate::status::{digest, ObjectMeta, ObjectStatus};
@@ -240,7 +240,7 @@ impl Compiler {
             || changes.cluster
             || changes.touched.iter().any(|(ns, kinds)| {
                 self.tenant_of_namespace(ns).is_none()
-                    && (self.claims.contains_key(ns) || kinds.contains("Gateway"))
+                    && (self.claims.contains_key(ns) || kinds.contains(&Kind::Gateway))
             })
     }
 
@@ -279,7 +279,7 @@ impl Compiler {
                 .touched
                 .iter()
                 .filter(|(ns, kinds)| {
-                    kinds.contains("EndpointSlice") && self.claims.contains_key(*ns)
+                    kinds.contains(&Kind::EndpointSlice) && self.claims.contains_key(*ns)
                 })
                 .map(|(ns, _)| ns.clone())
                 .collect()
@@ -289,9 +289,11 @@ impl Compiler {
             let Some(tenant) = self.claims.get(&ns).cloned() else {
                 continue;
             };
-            let mut objects: Vec<Object> =
-                index.in_namespace("EndpointSlice", &ns).cloned().collect();
-            objects.extend(index.get("Tenant", "", &tenant).cloned());
+            let mut objects: Vec<Object> = index
+                .in_namespace(Kind::EndpointSlice, &ns)
+                .cloned()
+                .collect();
+            objects.extend(index.get(Kind::Tenant, "", &tenant).cloned());
             let found = router_endpoints(&ObjectSet::from_objects(objects))
                 .remove(&tenant)
                 .unwrap_or_default();

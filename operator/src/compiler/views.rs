@@ -1,21 +1,21 @@
 //! The parts of the [`ObjectIndex`] one translation reads: a tenant's view (its namespace, the
 //! routes into it and the namespaces they refer to) and the cluster-wide view.
 
-use crate::index::{ObjectIndex, NAMESPACED_KINDS};
+use crate::index::{Kind, ObjectIndex};
 use crate::objects::{Object, ObjectSet};
 use crate::status::ObjectStatus;
 use crate::translator::fingerprint::collect_refs;
 use serde_json::Value;
 use std::collections::BTreeSet;
 
-pub(super) fn clone_kind(index: &ObjectIndex, kind: &str, ns: &str, out: &mut Vec<Object>) {
+pub(super) fn clone_kind(index: &ObjectIndex, kind: Kind, ns: &str, out: &mut Vec<Object>) {
     out.extend(index.in_namespace(kind, ns).cloned());
 }
 
 /// One tenant's view of the index and the namespaces it covers.
 pub(super) fn tenant_view(index: &ObjectIndex, ns: &str) -> (ObjectSet, BTreeSet<String>) {
     let mut objects = Vec::new();
-    for &kind in NAMESPACED_KINDS {
+    for kind in Kind::ALL.into_iter().filter(|k| !k.is_cluster_scoped()) {
         clone_kind(index, kind, ns, &mut objects);
     }
     let mut reads = BTreeSet::from([ns.to_owned()]);
@@ -40,30 +40,35 @@ pub(super) fn tenant_view(index: &ObjectIndex, ns: &str) -> (ObjectSet, BTreeSet
     reads.extend(refs.into_iter().map(|(_, rns, _)| rns));
     for other in reads.iter().filter(|r| r.as_str() != ns) {
         for kind in [
-            "Service",
-            "EndpointSlice",
-            "Secret",
-            "ConfigMap",
-            "ReferenceGrant",
+            Kind::Service,
+            Kind::EndpointSlice,
+            Kind::Secret,
+            Kind::ConfigMap,
+            Kind::ReferenceGrant,
         ] {
             clone_kind(index, kind, other, &mut objects);
         }
     }
     for r in &reads {
-        if let Some(n) = index.get("Namespace", "", r) {
+        if let Some(n) = index.get(Kind::Namespace, "", r) {
             objects.push(n.clone());
         }
     }
-    objects.extend(index.of_kind("GatewayClass").cloned());
+    objects.extend(index.of_kind(Kind::GatewayClass).cloned());
     (ObjectSet::from_objects(objects), reads)
 }
 
 /// The cluster-wide view: Tenants, Namespaces, GatewayClasses and Gateways.
 pub(super) fn cluster_view(index: &ObjectIndex) -> ObjectSet {
     ObjectSet::from_objects(
-        ["Tenant", "Namespace", "GatewayClass", "Gateway"]
-            .into_iter()
-            .flat_map(|k| index.of_kind(k).cloned()),
+        [
+            Kind::Tenant,
+            Kind::Namespace,
+            Kind::GatewayClass,
+            Kind::Gateway,
+        ]
+        .into_iter()
+        .flat_map(|k| index.of_kind(k).cloned()),
     )
 }
 

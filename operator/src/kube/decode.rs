@@ -9,6 +9,7 @@
 //! unreadable object (and any version of it cached before), the control loop counts, logs and
 //! reports it, and every other object keeps being served.
 
+use crate::index::Kind;
 use ::kube::Resource;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
@@ -19,8 +20,8 @@ use std::borrow::Cow;
 /// An object the operator's types cannot decode: its identity and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unreadable {
-    /// The kind, as [`crate::objects::Object::kind`] names it.
-    pub kind: &'static str,
+    /// The kind.
+    pub kind: Kind,
     /// Its `apiVersion`, as served.
     pub api_version: String,
     /// Its namespace (`None`: cluster-scoped).
@@ -55,7 +56,7 @@ pub struct Undecoded {
 
 impl<K> Lenient<K> {
     /// The typed object, or what is known of the one that could not be decoded.
-    pub fn into_result(self, kind: &'static str) -> Result<K, Box<Unreadable>> {
+    pub fn into_result(self, kind: Kind) -> Result<K, Box<Unreadable>> {
         match self {
             Self::Decoded(o) => Ok(o),
             Self::Undecodable(u) => {
@@ -157,7 +158,9 @@ mod tests {
     fn an_unknown_filter_type_is_kept_as_an_error_with_its_identity() {
         let route: Lenient<HttpRoute> =
             serde_json::from_value(external_auth_route("auth")).expect("never fails");
-        let unreadable = route.into_result("HTTPRoute").expect_err("not decodable");
+        let unreadable = route
+            .into_result(Kind::HttpRoute)
+            .expect_err("not decodable");
         assert_eq!(unreadable.name, "auth");
         assert_eq!(unreadable.namespace.as_deref(), Some("team-a"));
         assert_eq!(unreadable.uid.as_deref(), Some("u-1"));
@@ -177,7 +180,7 @@ mod tests {
             "spec": {"namespace": "team-b", "hostnames": ["b.test"], "replicas": 4_294_967_296_u64}
         }))
         .expect("never fails");
-        let unreadable = tenant.into_result("Tenant").expect_err("not decodable");
+        let unreadable = tenant.into_result(Kind::Tenant).expect_err("not decodable");
         assert_eq!(
             (unreadable.name.as_str(), unreadable.namespace),
             ("big", None)

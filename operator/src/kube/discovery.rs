@@ -11,6 +11,7 @@
 //! v1.4's standard channel) is logged. Discovery runs when the operator starts: a Gateway API
 //! upgrade that changes a served version is picked up by the next restart.
 
+use crate::index::Kind;
 use ::kube::Client;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,8 +21,8 @@ pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 /// The versions the operator reads for one kind, newest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KindVersions {
-    /// The kind, as [`crate::objects::Object::kind`] names it.
-    pub kind: &'static str,
+    /// The kind.
+    pub kind: Kind,
     /// Its plural resource name.
     pub plural: &'static str,
     /// Versions the operator reads, newest first.
@@ -33,43 +34,43 @@ pub struct KindVersions {
 /// Every Gateway API kind the operator watches.
 pub const KIND_VERSIONS: &[KindVersions] = &[
     KindVersions {
-        kind: "GatewayClass",
+        kind: Kind::GatewayClass,
         plural: "gatewayclasses",
         versions: &["v1"],
         required: true,
     },
     KindVersions {
-        kind: "Gateway",
+        kind: Kind::Gateway,
         plural: "gateways",
         versions: &["v1"],
         required: true,
     },
     KindVersions {
-        kind: "HTTPRoute",
+        kind: Kind::HttpRoute,
         plural: "httproutes",
         versions: &["v1"],
         required: true,
     },
     KindVersions {
-        kind: "GRPCRoute",
+        kind: Kind::GrpcRoute,
         plural: "grpcroutes",
         versions: &["v1"],
         required: true,
     },
     KindVersions {
-        kind: "ReferenceGrant",
+        kind: Kind::ReferenceGrant,
         plural: "referencegrants",
         versions: &["v1", "v1beta1"],
         required: true,
     },
     KindVersions {
-        kind: "TLSRoute",
+        kind: Kind::TlsRoute,
         plural: "tlsroutes",
         versions: &["v1", "v1alpha3", "v1alpha2"],
         required: false,
     },
     KindVersions {
-        kind: "TCPRoute",
+        kind: Kind::TcpRoute,
         plural: "tcproutes",
         versions: &["v1alpha2"],
         required: false,
@@ -80,7 +81,7 @@ pub const KIND_VERSIONS: &[KindVersions] = &[
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServedVersions {
     /// Kind → the version to watch.
-    pub chosen: BTreeMap<&'static str, &'static str>,
+    pub chosen: BTreeMap<Kind, &'static str>,
     /// Required kinds served at none of their versions.
     pub missing_required: Vec<&'static KindVersions>,
     /// Optional kinds served at none of their versions.
@@ -100,8 +101,8 @@ impl ServedVersions {
     }
 
     /// The version to watch `kind` at: the discovered one, else its newest.
-    pub fn version_of(&self, kind: &str) -> Option<&'static str> {
-        self.chosen.get(kind).copied().or_else(|| {
+    pub fn version_of(&self, kind: Kind) -> Option<&'static str> {
+        self.chosen.get(&kind).copied().or_else(|| {
             KIND_VERSIONS
                 .iter()
                 .find(|k| k.kind == kind)
@@ -192,11 +193,11 @@ mod tests {
             ("v1", &v1),
             ("v1beta1", &["referencegrants", "gateways"]),
         ]));
-        assert_eq!(chosen.chosen["ReferenceGrant"], "v1beta1");
-        assert_eq!(chosen.chosen["HTTPRoute"], "v1");
+        assert_eq!(chosen.chosen[&Kind::ReferenceGrant], "v1beta1");
+        assert_eq!(chosen.chosen[&Kind::HttpRoute], "v1");
         assert!(chosen.missing_required.is_empty());
         let optional: Vec<_> = chosen.missing_optional.iter().map(|k| k.kind).collect();
-        assert_eq!(optional, ["TLSRoute", "TCPRoute"]);
+        assert_eq!(optional, [Kind::TlsRoute, Kind::TcpRoute]);
     }
 
     #[test]
@@ -206,15 +207,15 @@ mod tests {
             ("v1beta1", &["referencegrants"]),
             ("v1alpha2", &["tlsroutes", "tcproutes", "referencegrants"]),
         ]));
-        assert_eq!(chosen.chosen["TLSRoute"], "v1alpha2");
-        assert_eq!(chosen.chosen["TCPRoute"], "v1alpha2");
+        assert_eq!(chosen.chosen[&Kind::TlsRoute], "v1alpha2");
+        assert_eq!(chosen.chosen[&Kind::TcpRoute], "v1alpha2");
         let with_v1alpha3 = choose(&served(&[
             ("v1", V1_CORE),
             ("v1beta1", &["referencegrants"]),
             ("v1alpha3", &["tlsroutes"]),
             ("v1alpha2", &["tlsroutes", "tcproutes"]),
         ]));
-        assert_eq!(with_v1alpha3.chosen["TLSRoute"], "v1alpha3");
+        assert_eq!(with_v1alpha3.chosen[&Kind::TlsRoute], "v1alpha3");
     }
 
     #[test]
@@ -222,15 +223,15 @@ mod tests {
         let mut v1 = V1_CORE.to_vec();
         v1.extend(["referencegrants", "tlsroutes"]);
         let chosen = choose(&served(&[("v1", &v1), ("v1beta1", &["referencegrants"])]));
-        assert_eq!(chosen.chosen["ReferenceGrant"], "v1");
-        assert_eq!(chosen.chosen["TLSRoute"], "v1");
+        assert_eq!(chosen.chosen[&Kind::ReferenceGrant], "v1");
+        assert_eq!(chosen.chosen[&Kind::TlsRoute], "v1");
     }
 
     #[test]
     fn a_cluster_without_reference_grants_is_reported_missing() {
         let chosen = choose(&served(&[("v1", V1_CORE)]));
         let missing: Vec<_> = chosen.missing_required.iter().map(|k| k.kind).collect();
-        assert_eq!(missing, ["ReferenceGrant"]);
+        assert_eq!(missing, [Kind::ReferenceGrant]);
         let reason = ServedVersions::missing_reason(chosen.missing_required[0]);
         assert!(reason.contains("v1, v1beta1"), "{reason}");
     }
@@ -281,7 +282,7 @@ mod tests {
         };
         let (served, ()) = tokio::join!(discover(&client), serve);
         let served = served.expect("discovered");
-        assert_eq!(served.chosen["ReferenceGrant"], "v1beta1");
+        assert_eq!(served.chosen[&Kind::ReferenceGrant], "v1beta1");
         assert!(served.missing_required.is_empty());
     }
 }

@@ -112,7 +112,7 @@ impl Notice {
                 },
                 ObjectReference {
                     api_version: Some(u.api_version.clone()),
-                    kind: Some(u.kind.into()),
+                    kind: Some(u.kind.as_str().to_owned()),
                     name: Some(u.name.clone()),
                     namespace: u.namespace.clone(),
                     uid: u.uid.clone(),

@@ -16,6 +16,7 @@
 //! * [`onboarding`]: each served Tenant's children server-side applied, with backoff.
 //! * [`child_watch`]: the children watched, so a deleted or edited one is repaired at once.
 //! * [`events`]: Kubernetes Events for snapshot rejections.
+//! * [`fed`]: the control loop fed with events instead of watchers (benchmarks, tests).
 //! * [`discovery`]: the version of each Gateway API kind the API server serves.
 //! * [`installation`]: Gateway addresses (edge Service load balancer) and the CRD bundle version.
 //! * [`edge_bootstrap`]: the edge's bootstrap ConfigMap, the last acknowledged edge snapshot.
@@ -25,15 +26,16 @@
 
 pub mod auth;
 pub mod child_watch;
-pub mod control;
+pub(crate) mod control;
 pub mod decode;
 pub mod discovery;
 pub mod edge_bootstrap;
 pub mod events;
+pub mod fed;
 pub mod installation;
 pub mod leader;
 pub mod leader_label;
-pub mod onboarding;
+pub(crate) mod onboarding;
 pub mod route_parents;
 pub mod route_status;
 pub mod secret_data;
@@ -47,6 +49,7 @@ pub mod wiring;
 
 pub use ::kube::Client;
 pub use auth::{TenantDirectory, TokenReviewAuth};
+pub use fed::{spawn_fed_control_loop, FedControlLoop};
 pub use wiring::{run, OperatorConfig};
 
 /// The field manager of every server-side apply the operator makes (children and statuses).

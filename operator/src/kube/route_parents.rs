@@ -2,7 +2,7 @@
 //! into the statuses the operator writes (the list is atomic for server-side apply), and the stale
 //! entries of routes no Gateway of ours lists any more.
 
-use crate::index::{ObjectIndex, ROUTE_KINDS};
+use crate::index::{Kind, ObjectIndex};
 use crate::status::ObjectStatus;
 use bulkhead_crds::CONTROLLER_NAME;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -17,7 +17,7 @@ pub type ForeignParents = BTreeMap<(String, String, String), Vec<serde_json::Val
 pub fn foreign_parents(statuses: &[ObjectStatus], index: &ObjectIndex) -> ForeignParents {
     fn collect<S: serde::Serialize>(
         out: &mut ForeignParents,
-        kind: &str,
+        kind: Kind,
         meta: &ObjectMeta,
         status: Option<&S>,
     ) {
@@ -33,7 +33,7 @@ pub fn foreign_parents(statuses: &[ObjectStatus], index: &ObjectIndex) -> Foreig
             .collect();
         if !theirs.is_empty() {
             let key = (
-                kind.to_owned(),
+                kind.as_str().to_owned(),
                 meta.namespace.clone().unwrap_or_default(),
                 meta.name.clone().unwrap_or_default(),
             );
@@ -42,12 +42,9 @@ pub fn foreign_parents(statuses: &[ObjectStatus], index: &ObjectIndex) -> Foreig
     }
     use crate::objects::Object;
     let mut out = ForeignParents::new();
-    for s in statuses
-        .iter()
-        .filter(|s| ROUTE_KINDS.contains(&s.kind.as_str()))
-    {
+    for s in statuses.iter() {
         let ns = s.metadata.namespace.as_deref().unwrap_or_default();
-        let Some(kind) = ROUTE_KINDS.iter().find(|k| **k == s.kind) else {
+        let Some(kind) = Kind::parse(&s.kind).filter(|k| k.is_route()) else {
             continue;
         };
         match index.get(kind, ns, &s.metadata.name) {
@@ -82,7 +79,7 @@ pub(crate) fn detached_routes<'a>(
         .collect();
     let mut out = Vec::new();
     for ns in namespaces {
-        for kind in ROUTE_KINDS {
+        for kind in Kind::ROUTES {
             for route in index.in_namespace(kind, ns) {
                 let meta = route.metadata();
                 let marked = meta
@@ -90,7 +87,7 @@ pub(crate) fn detached_routes<'a>(
                     .as_ref()
                     .is_some_and(|a| a.contains_key(crate::objects::HAS_OUR_PARENTS_ANNOTATION));
                 let name = meta.name.as_deref().unwrap_or_default();
-                if !marked || listed.contains(&(kind, Some(ns), name)) {
+                if !marked || listed.contains(&(kind.as_str(), Some(ns), name)) {
                     continue;
                 }
                 let version = match route {
@@ -99,7 +96,7 @@ pub(crate) fn detached_routes<'a>(
                 };
                 out.push(ObjectStatus {
                     api_version: version.to_owned(),
-                    kind: kind.to_owned(),
+                    kind: kind.as_str().to_owned(),
                     metadata: crate::status::ObjectMeta {
                         namespace: Some(ns.to_owned()),
                         name: name.to_owned(),
@@ -118,7 +115,7 @@ pub(crate) fn ours_only(statuses: &[ObjectStatus]) -> Vec<ObjectStatus> {
     let mut out = statuses.to_vec();
     for s in out
         .iter_mut()
-        .filter(|s| ROUTE_KINDS.contains(&s.kind.as_str()))
+        .filter(|s| Kind::parse(&s.kind).is_some_and(Kind::is_route))
     {
         if let Some(serde_json::Value::Array(parents)) = s.status.get_mut("parents") {
             parents.retain(|p| p["controllerName"] == CONTROLLER_NAME);

@@ -189,8 +189,8 @@ mod tests {
     #[test]
     fn rbac_grants_reading_routes_and_replacing_their_status() {
         use crate::rbac::{allows, Scope};
-        for kind in crate::index::ROUTE_KINDS {
-            let resource = super::super::status_writer::api_resource("g/v", kind)
+        for kind in crate::index::Kind::ROUTES {
+            let resource = super::super::status_writer::api_resource("g/v", kind.as_str())
                 .expect("route kind")
                 .plural;
             let gw = "gateway.networking.k8s.io";

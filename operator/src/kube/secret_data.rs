@@ -22,7 +22,7 @@
 
 use super::onboarding::retry_delay;
 use super::store::StoreEvent;
-use crate::index::ObjectIndex;
+use crate::index::{Kind, ObjectIndex};
 use crate::objects::{Object, ObjectSet};
 use crate::translator::fingerprint::collect_refs;
 use crate::translator::world::World;
@@ -306,7 +306,7 @@ fn meta_entry(object: &Object) -> Option<(SecretKey, String)> {
 /// permitted: in the Gateway's namespace, or granted by a ReferenceGrant.
 pub fn referenced_secrets(index: &ObjectIndex) -> BTreeSet<SecretKey> {
     let set = ObjectSet::from_objects(
-        ["GatewayClass", "Gateway", "ReferenceGrant"]
+        [Kind::GatewayClass, Kind::Gateway, Kind::ReferenceGrant]
             .into_iter()
             .flat_map(|kind| index.of_kind(kind).cloned()),
     );

@@ -15,7 +15,7 @@ use super::control::Statuses;
 use super::route_status::replace_route_status;
 use super::FIELD_MANAGER;
 use crate::conditions::ACCEPTED;
-use crate::index::ROUTE_KINDS;
+use crate::index::Kind;
 use crate::objects::typed_status;
 use crate::status::{
     digest, restamp, transition_times, ConditionTime, ObjectMeta, ObjectStatus, FALSE,
@@ -165,7 +165,7 @@ pub struct StatusWriter {
     synced: Mutex<Statuses>,
     /// Kind → the Gateway API version the cluster serves it at (API discovery); statuses of a
     /// kind not listed are written at the version they name.
-    served: BTreeMap<&'static str, &'static str>,
+    served: BTreeMap<Kind, &'static str>,
 }
 
 impl std::fmt::Debug for StatusWriter {
@@ -207,7 +207,7 @@ impl StatusWriter {
     /// The API resource `s` is written to: its kind at the served version.
     fn resource_of(&self, s: &ObjectStatus) -> Option<ApiResource> {
         match (
-            self.served.get(s.kind.as_str()),
+            Kind::parse(&s.kind).and_then(|k| self.served.get(&k)),
             s.api_version.split_once('/'),
         ) {
             (Some(version), Some((group, _))) => {
@@ -430,7 +430,7 @@ impl StatusWriter {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
             None => Api::all_with(self.client.clone(), &resource),
         };
-        let result = if ROUTE_KINDS.contains(&s.kind.as_str()) {
+        let result = if Kind::parse(&s.kind).is_some_and(Kind::is_route) {
             replace_route_status(&api, &s.metadata.name, &s.status).await
         } else {
             let body = json!({
@@ -526,7 +526,7 @@ mod tests {
         use crate::kube::discovery::ServedVersions;
         let (client, mut mock) = MockApi::pair();
         let mut versions = ServedVersions::newest();
-        versions.chosen.insert("TLSRoute", "v1alpha2");
+        versions.chosen.insert(Kind::TlsRoute, "v1alpha2");
         let writer = StatusWriter::new(client).with_versions(&versions);
         let status = ObjectStatus {
             api_version: "gateway.networking.k8s.io/v1".into(),
@@ -789,9 +789,12 @@ mod tests {
                 kinds.insert(kind.to_owned());
             }
         }
-        let status_kinds = ["Tenant", "GatewayClass", "Gateway"];
-        for kind in status_kinds.iter().chain(&crate::index::ROUTE_KINDS) {
-            assert!(kinds.contains(*kind), "no golden status of kind {kind}");
+        let status_kinds = [Kind::Tenant, Kind::GatewayClass, Kind::Gateway];
+        for kind in status_kinds.into_iter().chain(Kind::ROUTES) {
+            assert!(
+                kinds.contains(kind.as_str()),
+                "no golden status of kind {kind}"
+            );
         }
     }
 

@@ -20,7 +20,7 @@
 
 use super::decode::Unreadable;
 use super::secret_data::{referenced_secrets, FetchedSecret, SecretData, SecretKey, SecretPlan};
-use crate::index::{Changes, ObjectIndex};
+use crate::index::{Changes, Kind, ObjectIndex};
 use crate::objects::{Object, ObjectSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -38,11 +38,11 @@ pub const KEPT_ANNOTATION_PREFIX: &str = "bulkhead.dev/";
 #[derive(Debug, Clone)]
 pub enum StoreEvent {
     /// A (re)list of `kind` starts.
-    Init(&'static str),
+    Init(Kind),
     /// An object of the (re)list in progress.
     InitApply(Object),
     /// The (re)list of `kind` is complete: it replaces the kind's objects.
-    InitDone(&'static str),
+    InitDone(Kind),
     /// An object was added or changed.
     Apply(Object),
     /// An object was deleted.
@@ -56,7 +56,7 @@ pub enum StoreEvent {
     SecretFetched(Box<FetchedSecret>),
     /// The kind cannot be listed (for example 403, or a broken conversion webhook): it counts as
     /// listed and empty, with this reason, until a list succeeds.
-    Degraded(&'static str, String),
+    Degraded(Kind, String),
 }
 
 /// Namespace (empty when cluster-scoped) and name of an object.
@@ -82,14 +82,14 @@ struct KindState {
 /// compiled.
 #[derive(Debug)]
 pub struct ObjectStore {
-    kinds: BTreeMap<&'static str, KindState>,
+    kinds: BTreeMap<Kind, KindState>,
     index: ObjectIndex,
     changes: Changes,
     /// Namespaces whose [`PARKED_KINDS`] objects are indexed (`None`: all of them).
     admitted: Option<BTreeSet<String>>,
     /// Namespace → (kind, name) → compact JSON of objects of [`PARKED_KINDS`] outside admitted
     /// namespaces: kept, but neither indexed nor compiled.
-    parked: HashMap<String, BTreeMap<(&'static str, String), Box<str>>>,
+    parked: HashMap<String, BTreeMap<(Kind, String), Box<str>>>,
     /// Secrets watched by metadata, their data held only while referenced (`None`: Secret events
     /// carry their data and are indexed as they come).
     secrets: Option<SecretData>,
@@ -100,17 +100,21 @@ pub struct ObjectStore {
 }
 
 /// Kinds whose changes can change which Secrets are referenced.
-const SECRET_REFERRING_KINDS: [&str; 3] = ["Gateway", "GatewayClass", "ReferenceGrant"];
+const SECRET_REFERRING_KINDS: [Kind; 3] = [Kind::Gateway, Kind::GatewayClass, Kind::ReferenceGrant];
 
 /// Kinds parked outside admitted namespaces: the bulk of a cluster (every namespace has
 /// Services and EndpointSlices, and they churn) that no tenant can use until its namespace is
 /// onboarded or grants access with a ReferenceGrant.
-pub const PARKED_KINDS: [&str; 4] = ["Secret", "Service", "EndpointSlice", "ConfigMap"];
+pub const PARKED_KINDS: [Kind; 4] = [
+    Kind::Secret,
+    Kind::Service,
+    Kind::EndpointSlice,
+    Kind::ConfigMap,
+];
 
 impl ObjectStore {
-    /// A store for the given kinds (as [`Object::kind`] names them); events of other kinds are
-    /// ignored.
-    pub fn new(kinds: &[&'static str]) -> Self {
+    /// A store for the given kinds; events of other kinds are ignored.
+    pub fn new(kinds: &[Kind]) -> Self {
         Self {
             kinds: kinds.iter().map(|k| (*k, KindState::default())).collect(),
             index: ObjectIndex::new(),
@@ -144,7 +148,7 @@ impl ObjectStore {
             .get_or_insert_with(|| referenced_secrets(index));
         let plan = secrets.plan_if_changed(referenced, changed);
         for (ns, name) in &plan.drop {
-            self.index.remove("Secret", ns, name, &mut self.changes);
+            self.index.remove(Kind::Secret, ns, name, &mut self.changes);
         }
         plan
     }
@@ -179,14 +183,16 @@ impl ObjectStore {
                 self.index
                     .upsert(Object::Secret(Box::new(secret)), &mut self.changes);
             }
-            Some(Err(_)) => self.index.remove("Secret", &ns, &name, &mut self.changes),
+            Some(Err(_)) => self
+                .index
+                .remove(Kind::Secret, &ns, &name, &mut self.changes),
             None => {}
         }
     }
 
     /// Whether Secret events carry metadata only (they go to [`SecretData`], not the index).
-    fn secret_meta(&self, kind: &str) -> bool {
-        kind == "Secret" && self.secrets.is_some()
+    fn secret_meta(&self, kind: Kind) -> bool {
+        kind == Kind::Secret && self.secrets.is_some()
     }
 
     /// Parks Secrets, Services, EndpointSlices and ConfigMaps outside admitted namespaces (a Tenant's
@@ -198,12 +204,12 @@ impl ObjectStore {
         self
     }
 
-    fn is_parked_kind(kind: &str) -> bool {
+    fn is_parked_kind(kind: Kind) -> bool {
         PARKED_KINDS.contains(&kind)
     }
 
     /// Whether objects of `kind` in `ns` go to the parking instead of the index.
-    fn parks(&self, kind: &str, ns: &str) -> bool {
+    fn parks(&self, kind: Kind, ns: &str) -> bool {
         !self.secret_meta(kind)
             && Self::is_parked_kind(kind)
             && self.admitted.as_ref().is_some_and(|a| !a.contains(ns))
@@ -231,7 +237,7 @@ impl ObjectStore {
         }
     }
 
-    fn unpark(&mut self, kind: &'static str, ns: &str, name: &str) {
+    fn unpark(&mut self, kind: Kind, ns: &str, name: &str) {
         if let Some(names) = self.parked.get_mut(ns) {
             names.remove(&(kind, name.to_owned()));
             if names.is_empty() {
@@ -248,7 +254,7 @@ impl ObjectStore {
         };
         let mut admitted: BTreeSet<String> = self
             .index
-            .of_kind("Tenant")
+            .of_kind(Kind::Tenant)
             .filter_map(|o| match o {
                 Object::Tenant(t) => Some(t.spec.namespace.clone()),
                 _ => None,
@@ -256,7 +262,7 @@ impl ObjectStore {
             .collect();
         admitted.extend(
             self.index
-                .of_kind("ReferenceGrant")
+                .of_kind(Kind::ReferenceGrant)
                 .filter_map(|o| o.metadata().namespace.clone()),
         );
         let newly: Vec<String> = admitted.difference(old).cloned().collect();
@@ -302,26 +308,27 @@ impl ObjectStore {
         }
         match event {
             StoreEvent::Init(kind) => {
-                if let Some(state) = self.kinds.get_mut(kind) {
+                if let Some(state) = self.kinds.get_mut(&kind) {
                     state.relisting = Some(Vec::new());
                     state.relisting_unreadable = Some(BTreeMap::new());
                 }
             }
             StoreEvent::InitApply(object) => {
-                if let Some(state) = self.kinds.get_mut(object.kind()) {
+                if let Some(state) = self.kinds.get_mut(&object.kind()) {
                     state.relisting.get_or_insert_with(Vec::new).push(object);
                 }
             }
             StoreEvent::InitDone(kind) => {
-                if let Some(state) = self.kinds.get_mut(kind) {
+                if let Some(state) = self.kinds.get_mut(&kind) {
                     let objects = state.relisting.take().unwrap_or_default();
                     state.unreadable = state.relisting_unreadable.take().unwrap_or_default();
                     state.degraded = None;
                     let first = !state.synced;
                     state.synced = true;
-                    if let (Some(secrets), "Secret") = (self.secrets.as_mut(), kind) {
+                    if let (Some(secrets), Kind::Secret) = (self.secrets.as_mut(), kind) {
                         for (ns, name) in secrets.replace_meta(&objects) {
-                            self.index.remove("Secret", &ns, &name, &mut self.changes);
+                            self.index
+                                .remove(Kind::Secret, &ns, &name, &mut self.changes);
                         }
                         if first {
                             self.changes.events += 1;
@@ -346,7 +353,7 @@ impl ObjectStore {
                         // A kind's first list can matter even when empty (nothing was gated).
                         self.changes.events += 1;
                     }
-                    if matches!(kind, "Tenant" | "ReferenceGrant") {
+                    if matches!(kind, Kind::Tenant | Kind::ReferenceGrant) {
                         self.readmit();
                     }
                 }
@@ -354,17 +361,17 @@ impl ObjectStore {
             StoreEvent::Apply(object) => {
                 let kind = object.kind();
                 self.readable_again(&object);
-                if let (Some(secrets), "Secret") = (self.secrets.as_mut(), kind) {
+                if let (Some(secrets), Kind::Secret) = (self.secrets.as_mut(), kind) {
                     if secrets.upsert_meta(&object) {
                         self.changes.events += 1;
                     }
-                } else if self.kinds.contains_key(kind) {
+                } else if self.kinds.contains_key(&kind) {
                     let ns = object.metadata().namespace.clone().unwrap_or_default();
                     if self.parks(kind, &ns) {
                         self.park(&object);
                     } else {
                         self.index.upsert(object, &mut self.changes);
-                        if matches!(kind, "Tenant" | "ReferenceGrant") {
+                        if matches!(kind, Kind::Tenant | Kind::ReferenceGrant) {
                             self.readmit();
                         }
                     }
@@ -373,11 +380,11 @@ impl ObjectStore {
             StoreEvent::Delete(object) => {
                 let kind = object.kind();
                 self.readable_again(&object);
-                if self.kinds.contains_key(kind) {
+                if self.kinds.contains_key(&kind) {
                     let meta = object.metadata();
                     let ns = meta.namespace.as_deref().unwrap_or_default();
                     let name = meta.name.as_deref().unwrap_or_default();
-                    if let (Some(secrets), "Secret") = (self.secrets.as_mut(), kind) {
+                    if let (Some(secrets), Kind::Secret) = (self.secrets.as_mut(), kind) {
                         if secrets.remove_meta(&(ns.to_owned(), name.to_owned())) {
                             self.changes.events += 1;
                         }
@@ -388,13 +395,13 @@ impl ObjectStore {
             }
             StoreEvent::Unreadable(u) => self.unreadable(*u),
             StoreEvent::UnreadableGone(u) => {
-                if let Some(state) = self.kinds.get_mut(u.kind) {
+                if let Some(state) = self.kinds.get_mut(&u.kind) {
                     state.unreadable.remove(&unreadable_key(&u));
                 }
             }
             StoreEvent::SecretFetched(fetched) => self.secret_fetched(*fetched),
             StoreEvent::Degraded(kind, reason) => {
-                if let Some(state) = self.kinds.get_mut(kind) {
+                if let Some(state) = self.kinds.get_mut(&kind) {
                     state.degraded = Some(reason);
                 }
             }
@@ -405,7 +412,7 @@ impl ObjectStore {
     /// Records an object that cannot be decoded: part of the (re)list in progress, or a change
     /// that drops the version cached before.
     fn unreadable(&mut self, u: Unreadable) {
-        let Some(state) = self.kinds.get_mut(u.kind) else {
+        let Some(state) = self.kinds.get_mut(&u.kind) else {
             return;
         };
         let key = unreadable_key(&u);
@@ -421,7 +428,7 @@ impl ObjectStore {
 
     /// Forgets that `object` could not be decoded (it now can, or it is gone).
     fn readable_again(&mut self, object: &Object) {
-        if let Some(state) = self.kinds.get_mut(object.kind()) {
+        if let Some(state) = self.kinds.get_mut(&object.kind()) {
             let meta = object.metadata();
             let key = (
                 meta.namespace.clone().unwrap_or_default(),
@@ -435,7 +442,7 @@ impl ObjectStore {
     /// relist).
     pub fn knows_unreadable(&self, u: &Unreadable) -> bool {
         self.kinds
-            .get(u.kind)
+            .get(&u.kind)
             .and_then(|s| s.unreadable.get(&unreadable_key(u)))
             .is_some_and(|known| known.error == u.error)
     }
@@ -446,7 +453,7 @@ impl ObjectStore {
     }
 
     /// The kinds that cannot be listed, and why.
-    pub fn degraded_kinds(&self) -> impl Iterator<Item = (&'static str, &str)> {
+    pub fn degraded_kinds(&self) -> impl Iterator<Item = (Kind, &str)> {
         self.kinds
             .iter()
             .filter_map(|(k, s)| s.degraded.as_deref().map(|r| (*k, r)))
@@ -458,7 +465,7 @@ impl ObjectStore {
     }
 
     /// The kinds still waiting for their initial list.
-    pub fn unsynced(&self) -> Vec<&'static str> {
+    pub fn unsynced(&self) -> Vec<Kind> {
         self.kinds
             .iter()
             .filter(|(_, s)| !s.synced)
@@ -580,42 +587,42 @@ mod tests {
 
     #[test]
     fn the_store_is_synced_only_when_every_kind_listed() {
-        let mut store = ObjectStore::new(&["Service", "Tenant"]);
+        let mut store = ObjectStore::new(&[Kind::Service, Kind::Tenant]);
         assert!(!store.is_synced());
-        store.apply(StoreEvent::Init("Service"));
+        store.apply(StoreEvent::Init(Kind::Service));
         store.apply(StoreEvent::InitApply(service("a", "web")));
         assert!(!store.is_synced());
-        assert!(store.apply(StoreEvent::InitDone("Service")));
-        assert_eq!(store.unsynced(), vec!["Tenant"]);
-        store.apply(StoreEvent::Init("Tenant"));
-        store.apply(StoreEvent::InitDone("Tenant"));
+        assert!(store.apply(StoreEvent::InitDone(Kind::Service)));
+        assert_eq!(store.unsynced(), vec![Kind::Tenant]);
+        store.apply(StoreEvent::Init(Kind::Tenant));
+        store.apply(StoreEvent::InitDone(Kind::Tenant));
         assert!(store.is_synced());
         assert_eq!(store.len(), 1);
     }
 
     #[test]
     fn a_relist_replaces_the_kind_atomically_at_init_done() {
-        let mut store = ObjectStore::new(&["Service", "Tenant"]);
-        store.apply(StoreEvent::Init("Service"));
+        let mut store = ObjectStore::new(&[Kind::Service, Kind::Tenant]);
+        store.apply(StoreEvent::Init(Kind::Service));
         store.apply(StoreEvent::InitApply(service("a", "old")));
-        store.apply(StoreEvent::InitDone("Service"));
-        store.apply(StoreEvent::Init("Tenant"));
+        store.apply(StoreEvent::InitDone(Kind::Service));
+        store.apply(StoreEvent::Init(Kind::Tenant));
         store.apply(StoreEvent::InitApply(tenant("acme", "a")));
-        store.apply(StoreEvent::InitDone("Tenant"));
+        store.apply(StoreEvent::InitDone(Kind::Tenant));
 
-        store.apply(StoreEvent::Init("Service"));
+        store.apply(StoreEvent::Init(Kind::Service));
         store.apply(StoreEvent::InitApply(service("a", "new")));
         assert_eq!(service_names(&store), vec!["old"], "old objects until done");
-        store.apply(StoreEvent::InitDone("Service"));
+        store.apply(StoreEvent::InitDone(Kind::Service));
         assert_eq!(service_names(&store), vec!["new"], "deleted during the gap");
         assert_eq!(store.object_set().tenants.len(), 1, "other kinds untouched");
     }
 
     #[test]
     fn applies_and_deletes_update_by_namespace_and_name() {
-        let mut store = ObjectStore::new(&["Service"]);
-        store.apply(StoreEvent::Init("Service"));
-        store.apply(StoreEvent::InitDone("Service"));
+        let mut store = ObjectStore::new(&[Kind::Service]);
+        store.apply(StoreEvent::Init(Kind::Service));
+        store.apply(StoreEvent::InitDone(Kind::Service));
         assert!(store.apply(StoreEvent::Apply(service("a", "web"))));
         assert!(store.apply(StoreEvent::Apply(service("b", "web"))));
         assert!(store.apply(StoreEvent::Apply(service("a", "web"))));
@@ -689,7 +696,7 @@ mod tests {
         ))
     }
 
-    fn list(store: &mut ObjectStore, kind: &'static str, objects: Vec<Object>) {
+    fn list(store: &mut ObjectStore, kind: Kind, objects: Vec<Object>) {
         store.apply(StoreEvent::Init(kind));
         for o in objects {
             store.apply(StoreEvent::InitApply(o));
@@ -699,17 +706,18 @@ mod tests {
 
     #[test]
     fn services_outside_admitted_namespaces_are_parked_until_admitted() {
-        let mut store = ObjectStore::new(&["Tenant", "ReferenceGrant", "Service"]).with_parking();
+        let mut store =
+            ObjectStore::new(&[Kind::Tenant, Kind::ReferenceGrant, Kind::Service]).with_parking();
         // Services listed before the Tenants: parked, then indexed when the Tenant list arrives.
         list(
             &mut store,
-            "Service",
+            Kind::Service,
             vec![service("team-a", "web"), service("kube-system", "dns")],
         );
         assert!(service_names(&store).is_empty());
         assert_eq!(store.parked(), 2);
-        list(&mut store, "Tenant", vec![tenant("acme", "team-a")]);
-        list(&mut store, "ReferenceGrant", vec![]);
+        list(&mut store, Kind::Tenant, vec![tenant("acme", "team-a")]);
+        list(&mut store, Kind::ReferenceGrant, vec![]);
         assert_eq!(service_names(&store), ["web"]);
         assert_eq!(store.parked(), 1);
         let _ = store.take_changes();

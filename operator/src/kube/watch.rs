@@ -21,6 +21,7 @@ use super::decode::{Lenient, WatchedVersion};
 use super::discovery::ServedVersions;
 use super::status_writer::StatusWriter;
 use super::store::{strip_metadata, StoreEvent};
+use crate::index::Kind;
 use crate::objects::{Object, StatusKey};
 use ::kube::api::Api;
 use ::kube::core::PartialObjectMeta;
@@ -47,8 +48,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-/// Every kind watched, as [`Object::kind`] names it: the store waits for all of them.
-pub const WATCHED_KINDS: &[&str] = &crate::index::ALL_KINDS;
+/// Every kind watched: the store waits for all of them.
+pub const WATCHED_KINDS: &[Kind] = &Kind::ALL;
 
 /// Capacity of the channel from the watchers to the control loop.
 pub const EVENT_QUEUE: usize = 1024;
@@ -114,7 +115,7 @@ pub fn spawn_watchers(
     for missing in &versions.missing_required {
         let (events, kind) = (events.clone(), missing.kind);
         let reason = ServedVersions::missing_reason(missing);
-        tracing::error!(kind, %reason, "required Gateway API kind missing; serving every other kind without it");
+        tracing::error!(%kind, %reason, "required Gateway API kind missing; serving every other kind without it");
         set.spawn(async move {
             for event in [
                 StoreEvent::Init(kind),
@@ -128,9 +129,9 @@ pub fn spawn_watchers(
         });
     }
     for missing in &versions.missing_optional {
-        tracing::info!(kind = missing.kind, versions = ?missing.versions, "optional Gateway API kind not installed; its routes are not served");
+        tracing::info!(kind = %missing.kind, versions = ?missing.versions, "optional Gateway API kind not installed; its routes are not served");
     }
-    let gateway_api = |kind: &str| {
+    let gateway_api = |kind: Kind| {
         let at = WatchedVersion(versions.version_of(kind));
         let watched = !versions.missing_required.iter().any(|m| m.kind == kind);
         (at, watched)
@@ -139,7 +140,7 @@ pub fn spawn_watchers(
         &mut set,
         Some(Api::all(c.clone())),
         all.clone(),
-        "Tenant",
+        Kind::Tenant,
         |o| Object::Tenant(Box::new(o)),
         &context,
     );
@@ -147,70 +148,70 @@ pub fn spawn_watchers(
         &mut set,
         Some(Api::all(c.clone())),
         all.clone(),
-        "Namespace",
+        Kind::Namespace,
         |o| Object::Namespace(Box::new(o)),
         &context,
     );
-    let (at, watched) = gateway_api("GatewayClass");
+    let (at, watched) = gateway_api(Kind::GatewayClass);
     spawn_kind::<GatewayClass>(
         &mut set,
         watched.then(|| Api::all_with(c.clone(), &at)),
         all.clone(),
-        "GatewayClass",
+        Kind::GatewayClass,
         |o| Object::GatewayClass(Box::new(o)),
         &context,
     );
-    let (at, watched) = gateway_api("Gateway");
+    let (at, watched) = gateway_api(Kind::Gateway);
     spawn_kind::<Gateway>(
         &mut set,
         watched.then(|| Api::all_with(c.clone(), &at)),
         all.clone(),
-        "Gateway",
+        Kind::Gateway,
         |o| Object::Gateway(Box::new(o)),
         &context,
     );
-    let (at, watched) = gateway_api("HTTPRoute");
+    let (at, watched) = gateway_api(Kind::HttpRoute);
     spawn_kind::<HttpRoute>(
         &mut set,
         watched.then(|| Api::all_with(c.clone(), &at)),
         all.clone(),
-        "HTTPRoute",
+        Kind::HttpRoute,
         |o| Object::HttpRoute(Box::new(o)),
         &context,
     );
-    let (at, watched) = gateway_api("GRPCRoute");
+    let (at, watched) = gateway_api(Kind::GrpcRoute);
     spawn_kind::<GrpcRoute>(
         &mut set,
         watched.then(|| Api::all_with(c.clone(), &at)),
         all.clone(),
-        "GRPCRoute",
+        Kind::GrpcRoute,
         |o| Object::GrpcRoute(Box::new(o)),
         &context,
     );
-    let (at, watched) = gateway_api("TLSRoute");
+    let (at, watched) = gateway_api(Kind::TlsRoute);
     spawn_kind::<TlsRoute>(
         &mut set,
         watched.then(|| Api::all_with(c.clone(), &at)),
         all.clone(),
-        "TLSRoute",
+        Kind::TlsRoute,
         |o| Object::TlsRoute(Box::new(o)),
         &context,
     );
-    let (at, watched) = gateway_api("TCPRoute");
+    let (at, watched) = gateway_api(Kind::TcpRoute);
     spawn_kind::<TcpRoute>(
         &mut set,
         watched.then(|| Api::all_with(c.clone(), &at)),
         all.clone(),
-        "TCPRoute",
+        Kind::TcpRoute,
         |o| Object::TcpRoute(Box::new(o)),
         &context,
     );
-    let (at, watched) = gateway_api("ReferenceGrant");
+    let (at, watched) = gateway_api(Kind::ReferenceGrant);
     spawn_kind::<ReferenceGrant>(
         &mut set,
         watched.then(|| Api::all_with(c.clone(), &at)),
         all.clone(),
-        "ReferenceGrant",
+        Kind::ReferenceGrant,
         |o| Object::ReferenceGrant(Box::new(o)),
         &context,
     );
@@ -224,7 +225,7 @@ pub fn spawn_watchers(
         &mut set,
         Some(Api::all(c.clone())),
         all.clone(),
-        "Service",
+        Kind::Service,
         |o| Object::Service(Box::new(o)),
         &context,
     );
@@ -232,7 +233,7 @@ pub fn spawn_watchers(
         &mut set,
         Some(Api::all(c.clone())),
         all.clone(),
-        "EndpointSlice",
+        Kind::EndpointSlice,
         |o| Object::EndpointSlice(Box::new(o)),
         &context,
     );
@@ -240,7 +241,7 @@ pub fn spawn_watchers(
         &mut set,
         Some(Api::all(c)),
         all,
-        "ConfigMap",
+        Kind::ConfigMap,
         |o| Object::ConfigMap(Box::new(o)),
         &context,
     );
@@ -255,7 +256,7 @@ fn kind_not_served(e: &watcher::Error) -> bool {
 /// Turns a watcher event into a store event, reporting to `observe` the status the operator
 /// writes as the object carries it (`None` once it is deleted) before that is stripped.
 pub fn store_event<K>(
-    kind: &'static str,
+    kind: Kind,
     event: watcher::Event<K>,
     wrap: fn(K) -> Object,
     observe: &dyn Fn(StatusKey, Option<Value>),
@@ -284,7 +285,7 @@ where
 /// [`store_event`]); an object that cannot be decoded becomes [`StoreEvent::Unreadable`] (listed,
 /// added or changed) or [`StoreEvent::UnreadableGone`] (deleted).
 pub fn lenient_store_event<K>(
-    kind: &'static str,
+    kind: Kind,
     event: watcher::Event<Lenient<K>>,
     wrap: fn(K) -> Object,
     observe: &dyn Fn(StatusKey, Option<Value>),
@@ -340,7 +341,7 @@ fn spawn_kind<K>(
     set: &mut JoinSet<()>,
     api: Option<Api<Lenient<K>>>,
     config: watcher::Config,
-    kind: &'static str,
+    kind: Kind,
     wrap: fn(K) -> Object,
     context: &WatchContext,
 ) where
@@ -374,8 +375,8 @@ fn spawn_secret_metadata(
     config: watcher::Config,
     context: &WatchContext,
 ) {
-    let convert = |event| store_event("Secret", event, secret_from_metadata, &|_, _| {});
-    spawn_watch(set, watcher(api, config), "Secret", convert, context);
+    let convert = |event| store_event(Kind::Secret, event, secret_from_metadata, &|_, _| {});
+    spawn_watch(set, watcher(api, config), Kind::Secret, convert, context);
 }
 
 /// Runs one kind's watch stream (with the default backoff), turning its events into store events
@@ -384,7 +385,7 @@ fn spawn_secret_metadata(
 fn spawn_watch<T, S>(
     set: &mut JoinSet<()>,
     stream: S,
-    kind: &'static str,
+    kind: Kind,
     convert: impl Fn(watcher::Event<T>) -> StoreEvent + Send + 'static,
     context: &WatchContext,
 ) where
@@ -414,11 +415,11 @@ fn spawn_watch<T, S>(
                     continue;
                 }
                 Err(e) if kind_not_served(&e) => {
-                    tracing::debug!(kind, "kind still not served; retrying with backoff");
+                    tracing::debug!(%kind, "kind still not served; retrying with backoff");
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+                    tracing::warn!(%kind, error = %e, "watch failed; retrying with backoff");
                     continue;
                 }
             };
@@ -427,7 +428,7 @@ fn spawn_watch<T, S>(
             }
             let event = convert(event);
             if let StoreEvent::Unreadable(u) | StoreEvent::UnreadableGone(u) = &event {
-                tracing::debug!(kind, namespace = ?u.namespace, name = %u.name, error = %u.error, "object cannot be decoded");
+                tracing::debug!(%kind, namespace = ?u.namespace, name = %u.name, error = %u.error, "object cannot be decoded");
             }
             if events.send(event).await.is_err() {
                 return;
@@ -438,25 +439,25 @@ fn spawn_watch<T, S>(
 
 /// The synthetic events that end a kind's failing initial list (`None`: retry first), logged.
 fn first_failure_events(
-    kind: &'static str,
+    kind: Kind,
     e: &watcher::Error,
     failing_since: Instant,
     settings: &WatchSettings,
 ) -> Option<Vec<StoreEvent>> {
     match classify_first_failure(e, failing_since, settings) {
         ListFailure::Retry => {
-            tracing::warn!(kind, error = %e, "initial list failed; retrying with backoff");
+            tracing::warn!(%kind, error = %e, "initial list failed; retrying with backoff");
             None
         }
         ListFailure::NotServed => {
             tracing::warn!(
-                kind,
+                %kind,
                 "kind not served by the API server (CRD not installed?); treating it as empty"
             );
             Some(vec![StoreEvent::Init(kind), StoreEvent::InitDone(kind)])
         }
         ListFailure::Degrade(reason) => {
-            tracing::error!(kind, error = %reason, "kind cannot be listed; serving every other kind without it (degraded) and retrying with backoff");
+            tracing::error!(%kind, error = %reason, "kind cannot be listed; serving every other kind without it (degraded) and retrying with backoff");
             Some(vec![
                 StoreEvent::Init(kind),
                 StoreEvent::InitDone(kind),
@@ -489,7 +490,7 @@ mod tests {
         };
         let wrap: fn(Service) -> Object = |o| Object::Service(Box::new(o));
         match store_event(
-            "Service",
+            Kind::Service,
             watcher::Event::Apply(service.clone()),
             wrap,
             &|_, _| {},
@@ -502,21 +503,26 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(matches!(
-            store_event("Service", watcher::Event::<Service>::Init, wrap, &|_, _| {}),
-            StoreEvent::Init("Service")
+            store_event(
+                Kind::Service,
+                watcher::Event::<Service>::Init,
+                wrap,
+                &|_, _| {}
+            ),
+            StoreEvent::Init(Kind::Service)
         ));
         assert!(matches!(
             store_event(
-                "Service",
+                Kind::Service,
                 watcher::Event::<Service>::InitDone,
                 wrap,
                 &|_, _| {}
             ),
-            StoreEvent::InitDone("Service")
+            StoreEvent::InitDone(Kind::Service)
         ));
         assert!(matches!(
             store_event(
-                "Service",
+                Kind::Service,
                 watcher::Event::InitApply(service.clone()),
                 wrap,
                 &|_, _| {}
@@ -524,7 +530,12 @@ mod tests {
             StoreEvent::InitApply(Object::Service(_))
         ));
         assert!(matches!(
-            store_event("Service", watcher::Event::Delete(service), wrap, &|_, _| {}),
+            store_event(
+                Kind::Service,
+                watcher::Event::Delete(service),
+                wrap,
+                &|_, _| {}
+            ),
             StoreEvent::Delete(Object::Service(_))
         ));
     }
@@ -551,7 +562,7 @@ mod tests {
         let route = route_with_two_parents(serde_json::json!([]));
         let wrap: fn(HttpRoute) -> Object = |o| Object::HttpRoute(Box::new(o));
         let StoreEvent::Apply(Object::HttpRoute(cached)) = store_event(
-            "HTTPRoute",
+            Kind::HttpRoute,
             watcher::Event::Apply(route.clone()),
             wrap,
             &|_, _| {},
@@ -567,7 +578,7 @@ mod tests {
             status.parents.truncate(1);
         }
         let StoreEvent::Apply(Object::HttpRoute(cached)) = store_event(
-            "HTTPRoute",
+            Kind::HttpRoute,
             watcher::Event::Apply(only_ours),
             wrap,
             &|_, _| {},
@@ -589,13 +600,13 @@ mod tests {
             seen.lock().expect("lock").push((key, status));
         };
         store_event(
-            "HTTPRoute",
+            Kind::HttpRoute,
             watcher::Event::Apply(route.clone()),
             wrap,
             &observe,
         );
         store_event(
-            "HTTPRoute",
+            Kind::HttpRoute,
             watcher::Event::Delete(route.clone()),
             wrap,
             &observe,
@@ -605,7 +616,7 @@ mod tests {
             status.parents.remove(0);
         }
         store_event(
-            "HTTPRoute",
+            Kind::HttpRoute,
             watcher::Event::Apply(foreign_only),
             wrap,
             &observe,
@@ -635,7 +646,7 @@ mod tests {
         let svc: fn(Service) -> Object = |o| Object::Service(Box::new(o));
         let calls = std::cell::Cell::new(0);
         store_event(
-            "Service",
+            Kind::Service,
             watcher::Event::Apply(Service::default()),
             svc,
             &|_, _| calls.set(calls.get() + 1),
@@ -647,7 +658,7 @@ mod tests {
 
     fn watch_kind<K>(
         client: ::kube::Client,
-        kind: &'static str,
+        kind: Kind,
         wrap: fn(K) -> Object,
         settings: WatchSettings,
     ) -> (JoinSet<()>, mpsc::Receiver<StoreEvent>)
@@ -735,7 +746,7 @@ mod tests {
             "{paths:?}"
         );
         assert_eq!(degraded.len(), 1, "{degraded:?}");
-        assert_eq!(degraded[0].0, "GRPCRoute");
+        assert_eq!(degraded[0].0, Kind::GrpcRoute);
         assert!(degraded[0].1.contains("not served"), "{}", degraded[0].1);
         assert!(!paths.iter().any(|p| p.contains("grpcroutes")), "{paths:?}");
         set.abort_all();
@@ -744,7 +755,7 @@ mod tests {
     fn tcp_route_watch(client: ::kube::Client) -> (JoinSet<()>, mpsc::Receiver<StoreEvent>) {
         watch_kind::<TcpRoute>(
             client,
-            "TCPRoute",
+            Kind::TcpRoute,
             |o| Object::TcpRoute(Box::new(o)),
             WatchSettings::default(),
         )
@@ -763,7 +774,7 @@ mod tests {
         let (client, mut mock) = MockApi::pair();
         let (mut set, mut rx) = watch_kind::<HttpRoute>(
             client,
-            "HTTPRoute",
+            Kind::HttpRoute,
             |o| Object::HttpRoute(Box::new(o)),
             WatchSettings::default(),
         );
@@ -799,7 +810,7 @@ mod tests {
                         seen.push(o.metadata().name.clone().unwrap_or_default());
                     }
                     StoreEvent::Unreadable(u) => {
-                        assert_eq!(u.kind, "HTTPRoute");
+                        assert_eq!(u.kind, Kind::HttpRoute);
                         assert_eq!(u.namespace.as_deref(), Some("team-a"));
                         seen.push(format!("unreadable {}", u.name));
                     }
@@ -828,7 +839,7 @@ mod tests {
         let (client, mut mock) = MockApi::pair();
         let (mut set, mut rx) = watch_kind::<TcpRoute>(
             client,
-            "TCPRoute",
+            Kind::TcpRoute,
             |o| Object::TcpRoute(Box::new(o)),
             WatchSettings {
                 degrade_after: std::time::Duration::ZERO,
@@ -857,7 +868,7 @@ mod tests {
         })
         .await
         .expect("the kind is degraded instead of retried forever");
-        assert_eq!(degraded.0, "TCPRoute");
+        assert_eq!(degraded.0, Kind::TcpRoute);
         assert!(degraded.1.contains("forbidden"), "{}", degraded.1);
         set.abort_all();
         server.abort();
@@ -918,7 +929,7 @@ mod tests {
         );
         assert!(matches!(
             rx.recv().await,
-            Some(StoreEvent::Init("TCPRoute"))
+            Some(StoreEvent::Init(Kind::TcpRoute))
         ));
         match rx.recv().await {
             Some(StoreEvent::InitApply(Object::TcpRoute(r))) => {
@@ -929,7 +940,7 @@ mod tests {
         }
         assert!(matches!(
             rx.recv().await,
-            Some(StoreEvent::InitDone("TCPRoute"))
+            Some(StoreEvent::InitDone(Kind::TcpRoute))
         ));
         set.abort_all();
     }
@@ -951,8 +962,8 @@ mod tests {
         // The watcher announces its list (`Init`) before making it; the synthetic list follows.
         loop {
             match rx.recv().await {
-                Some(StoreEvent::Init("TCPRoute")) => {}
-                Some(StoreEvent::InitDone("TCPRoute")) => break,
+                Some(StoreEvent::Init(Kind::TcpRoute)) => {}
+                Some(StoreEvent::InitDone(Kind::TcpRoute)) => break,
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -1003,7 +1014,10 @@ mod tests {
                                         "resourceVersion": "9"}}]
             }),
         );
-        assert!(matches!(rx.recv().await, Some(StoreEvent::Init("Secret"))));
+        assert!(matches!(
+            rx.recv().await,
+            Some(StoreEvent::Init(Kind::Secret))
+        ));
         match rx.recv().await {
             Some(StoreEvent::InitApply(Object::Secret(s))) => {
                 assert_eq!(s.metadata.name.as_deref(), Some("unused"));
@@ -1015,7 +1029,7 @@ mod tests {
         }
         assert!(matches!(
             rx.recv().await,
-            Some(StoreEvent::InitDone("Secret"))
+            Some(StoreEvent::InitDone(Kind::Secret))
         ));
         set.abort_all();
     }

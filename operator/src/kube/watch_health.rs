@@ -10,6 +10,7 @@
 
 use super::store::ObjectStore;
 use super::watch::WATCHED_KINDS;
+use crate::index::Kind;
 use crate::metrics::{KindLabel, OperatorMetrics};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -56,13 +57,15 @@ pub fn readiness_detail(store: &ObjectStore) -> String {
 
 /// Sets the per-kind gauges from `store`.
 pub fn update_gauges(store: &ObjectStore, metrics: &OperatorMetrics) {
-    let mut unreadable: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut unreadable: BTreeMap<Kind, i64> = BTreeMap::new();
     for u in store.unreadable_objects() {
         *unreadable.entry(u.kind).or_default() += 1;
     }
-    let degraded: Vec<&str> = store.degraded_kinds().map(|(k, _)| k).collect();
+    let degraded: Vec<Kind> = store.degraded_kinds().map(|(k, _)| k).collect();
     for kind in WATCHED_KINDS {
-        let label = KindLabel { kind };
+        let label = KindLabel {
+            kind: kind.as_str(),
+        };
         metrics
             .degraded_kinds
             .get_or_create(&label)
@@ -139,11 +142,11 @@ mod tests {
                  "backendRef": {"name": "auth"}}}]}]}
         }))
         .expect("lenient");
-        route.into_result("HTTPRoute").expect_err("undecodable")
+        route.into_result(Kind::HttpRoute).expect_err("undecodable")
     }
 
     /// Lists every kind with the world's objects; `extra` events end the kind's list.
-    fn list(h: &mut Harness, extra: impl Fn(&'static str) -> Vec<StoreEvent>) {
+    fn list(h: &mut Harness, extra: impl Fn(Kind) -> Vec<StoreEvent>) {
         let (objects, errors) = parse_documents(Path::new("w.yaml"), WORLD);
         assert!(errors.is_empty(), "{errors:?}");
         let now = Instant::now();
@@ -180,7 +183,7 @@ mod tests {
         let mut h = harness();
         list(&mut h, |kind| {
             let mut events = Vec::new();
-            if kind == "HTTPRoute" {
+            if kind == Kind::HttpRoute {
                 events.push(StoreEvent::Unreadable(unreadable_route()));
             }
             events.push(StoreEvent::InitDone(kind));
@@ -253,7 +256,7 @@ mod tests {
         let mut h = harness();
         list(&mut h, |kind| {
             let mut events = vec![StoreEvent::InitDone(kind)];
-            if kind == "TCPRoute" {
+            if kind == Kind::TcpRoute {
                 events.push(StoreEvent::Degraded(
                     kind,
                     "tcproutes is forbidden (403)".into(),
@@ -283,8 +286,9 @@ mod tests {
 
         // The permission is granted: the next list succeeds and the kind recovers.
         let now = Instant::now();
-        h.control.on_event(StoreEvent::Init("TCPRoute"), now);
-        h.control.on_event(StoreEvent::InitDone("TCPRoute"), now);
+        h.control.on_event(StoreEvent::Init(Kind::TcpRoute), now);
+        h.control
+            .on_event(StoreEvent::InitDone(Kind::TcpRoute), now);
         assert_eq!(*h.detail.borrow(), "");
         assert!(metrics_text(&h.metrics)
             .contains("bulkhead_operator_degraded_kinds{kind=\"TCPRoute\"} 0"));

@@ -11,13 +11,11 @@
 
 use super::refs::{resolve_ca_bundle, ObjectRef, Problem};
 use super::world::{ns_of, World, GATEWAY_GROUP};
+use crate::conditions::{REASON_INVALID_CA_CERTIFICATE_REF, REASON_NO_VALID_CA_CERTIFICATE};
 use bulkhead_crds::snapshot::{ClientValidation, ClientValidationMode};
 use gateway_api::experimental::gateways::{
     Gateway, GatewayTlsFrontendDefaultValidationMode, GatewayTlsFrontendPerPortTlsValidationMode,
 };
-
-/// Reason of `Accepted=False` on a listener whose CA references are all invalid.
-const NO_VALID_CA: &str = "NoValidCACertificate";
 
 /// A listener's frontend validation as written: the field it comes from, its references, its mode.
 struct Configured<'g> {
@@ -110,10 +108,10 @@ pub(crate) fn for_listener(world: &World<'_>, g: &Gateway, port: i32) -> Listene
         };
         if out.unresolved.is_empty() {
             out.unresolved
-                .push(Problem::new("InvalidCACertificateRef", why.clone()));
+                .push(Problem::new(REASON_INVALID_CA_CERTIFICATE_REF, why.clone()));
         }
         out.not_accepted = Some(Problem::new(
-            NO_VALID_CA,
+            REASON_NO_VALID_CA_CERTIFICATE,
             format!("{why}: the listener is not served rather than served without client certificate validation"),
         ));
         return out;

@@ -3,7 +3,12 @@
 //! Gateways outside any tenant namespace, and the edge snapshot.
 
 use super::world::{age_key, name_of, ns_of, World};
-use crate::status::{condition, ObjectMeta, ObjectStatus, REASON_PENDING};
+use crate::conditions::{
+    ACCEPTED, HOSTNAMES_OVERLAP, PROGRAMMED, READY, REASON_ACCEPTED, REASON_HOSTNAME_CONFLICT,
+    REASON_INVALID_HOSTNAME, REASON_NAMESPACE_CONFLICT, REASON_NAMESPACE_NOT_FOUND,
+    REASON_NAMESPACE_NOT_ONBOARDED, REASON_NOT_SERVED, REASON_OVERLAPPING_GRANT, REASON_PENDING,
+};
+use crate::status::{condition, ObjectMeta, ObjectStatus};
 use bulkhead_crds::snapshot::{EdgeRoute, EdgeSnapshot, RouterEndpoints, Sealed};
 use bulkhead_crds::{Tenant, TenantStatus, CONTROLLER_NAME};
 use bulkhead_hostmatch::HostPattern;
@@ -75,14 +80,14 @@ pub(crate) fn resolve(world: &World<'_>) -> Global {
         let namespace_exists = world.existing_namespaces.contains(ns);
         if let Some(owner) = namespace_taken_by {
             problems.push((
-                "NamespaceConflict",
+                REASON_NAMESPACE_CONFLICT,
                 format!("namespace {ns:?} is already onboarded by the older Tenant {owner:?}; this Tenant is not served"),
             ));
         } else {
             namespace_owner.insert(ns, name);
             if !namespace_exists {
                 problems.push((
-                    "NamespaceNotFound",
+                    REASON_NAMESPACE_NOT_FOUND,
                     format!(
                         "namespace {ns:?} does not exist; this Tenant is not served until it does"
                     ),
@@ -111,13 +116,13 @@ pub(crate) fn resolve(world: &World<'_>) -> Global {
         }
         if !invalid.is_empty() {
             problems.push((
-                "InvalidHostname",
+                REASON_INVALID_HOSTNAME,
                 format!("invalid hostnames, not served: {}", invalid.join(", ")),
             ));
         }
         if !conflicts.is_empty() {
             problems.push((
-                "HostnameConflict",
+                REASON_HOSTNAME_CONFLICT,
                 format!(
                     "hostnames claimed by older tenants, not served: {}",
                     conflicts.join(", ")
@@ -131,14 +136,14 @@ pub(crate) fn resolve(world: &World<'_>) -> Global {
 
         let accepted = match problems.first() {
             None => condition(
-                "Accepted",
+                ACCEPTED,
                 true,
-                "Accepted",
+                REASON_ACCEPTED,
                 format!("namespace {ns:?} is served"),
                 generation,
             ),
             Some((reason, _)) => condition(
-                "Accepted",
+                ACCEPTED,
                 false,
                 reason,
                 problems
@@ -151,21 +156,18 @@ pub(crate) fn resolve(world: &World<'_>) -> Global {
         };
         let ready = if active {
             condition(
-                "Ready",
+                READY,
                 false,
                 REASON_PENDING,
                 "Waiting for the tenant's routers to acknowledge the current snapshot",
                 generation,
             )
         } else {
-            let reason = problems.first().map(|(r, _)| *r).unwrap_or("NotServed");
-            condition(
-                "Ready",
-                false,
-                reason,
-                "The tenant is not served",
-                generation,
-            )
+            let reason = problems
+                .first()
+                .map(|(r, _)| *r)
+                .unwrap_or(REASON_NOT_SERVED);
+            condition(READY, false, reason, "The tenant is not served", generation)
         };
         let status = TenantStatus {
             conditions: vec![accepted, ready],
@@ -258,11 +260,6 @@ pub(crate) fn overlapping_grants(plans: &BTreeMap<String, TenantPlan>) -> Vec<Ov
     overlaps
 }
 
-/// The Tenant condition type that reports overlapping grants (present only when there is one).
-pub(crate) const OVERLAP_CONDITION: &str = "HostnamesOverlap";
-/// The reason of [`OVERLAP_CONDITION`].
-const OVERLAP_REASON: &str = "OverlappingGrant";
-
 /// `HostnamesOverlap=True` naming every other tenant and the names concerned, or `None` when
 /// `tenant`'s grants overlap no other served tenant's.
 fn overlap_condition(
@@ -296,9 +293,9 @@ fn overlap_condition(
     }
     (!parts.is_empty()).then(|| {
         condition(
-            OVERLAP_CONDITION,
+            HOSTNAMES_OVERLAP,
             true,
-            OVERLAP_REASON,
+            REASON_OVERLAPPING_GRANT,
             parts.join("; "),
             generation,
         )
@@ -316,9 +313,9 @@ fn gateway_class_statuses(world: &World<'_>) -> Vec<ObjectStatus> {
         .map(|c| {
             let status = GatewayClassStatus {
                 conditions: Some(vec![condition(
-                    "Accepted",
+                    ACCEPTED,
                     true,
-                    "Accepted",
+                    REASON_ACCEPTED,
                     "Bulkhead serves Gateways of this class",
                     c.metadata.generation,
                 )]),
@@ -369,8 +366,8 @@ fn orphan_gateway_statuses(
                 "namespace {ns:?} is not the namespace of a served Tenant; ask the cluster admin to onboard it"
             );
             let conditions: Vec<Condition> = vec![
-                condition("Accepted", false, "NamespaceNotOnboarded", message.clone(), generation),
-                condition("Programmed", false, "NamespaceNotOnboarded", message, generation),
+                condition(ACCEPTED, false, REASON_NAMESPACE_NOT_ONBOARDED, message.clone(), generation),
+                condition(PROGRAMMED, false, REASON_NAMESPACE_NOT_ONBOARDED, message, generation),
             ];
             let status = GatewayStatus {
                 conditions: Some(conditions),

@@ -9,6 +9,11 @@ use super::frontend;
 use super::global::TenantPlan;
 use super::refs::{resolve_certificate, CertificateRef, Problem};
 use super::world::{name_of, ns_of, RouteKind, World, GATEWAY_GROUP};
+use crate::conditions::{
+    REASON_HOSTNAME_CONFLICT, REASON_HOSTNAME_NOT_PERMITTED, REASON_INVALID_CERTIFICATE_REF,
+    REASON_INVALID_HOSTNAME, REASON_INVALID_ROUTE_KINDS, REASON_PORT_UNAVAILABLE,
+    REASON_PROTOCOL_CONFLICT, REASON_UNSUPPORTED_PROTOCOL,
+};
 use bulkhead_crds::snapshot::{Certificate, ClientValidation, EdgePort};
 use bulkhead_hostmatch::HostPattern;
 use gateway_api::experimental::gateways::{
@@ -212,7 +217,7 @@ fn mode_and_port(
     let unsupported = |message: String| {
         (
             Mode::Unsupported,
-            Some(Problem::new("UnsupportedProtocol", message)),
+            Some(Problem::new(REASON_UNSUPPORTED_PROTOCOL, message)),
         )
     };
     let (mode, mut not_accepted) = match (l.protocol.as_str(), tls_mode) {
@@ -232,7 +237,7 @@ fn mode_and_port(
     };
     if port.is_none() && not_accepted.is_none() {
         not_accepted = Some(Problem::new(
-            "PortUnavailable",
+            REASON_PORT_UNAVAILABLE,
             format!("{field}.port: {} is not a valid port", l.port),
         ));
     }
@@ -253,7 +258,7 @@ fn hostname_patterns(
     let Some(raw) = l.hostname.as_deref() else {
         if plan.owned.is_empty() && not_accepted.is_none() {
             *not_accepted = Some(Problem::new(
-                "HostnameNotPermitted",
+                REASON_HOSTNAME_NOT_PERMITTED,
                 format!("{field}: tenant {:?} owns no hostnames", plan.name),
             ));
         }
@@ -262,7 +267,10 @@ fn hostname_patterns(
     match HostPattern::parse(raw) {
         Err(e) => {
             not_accepted.get_or_insert_with(|| {
-                Problem::new("InvalidHostname", format!("{field}.hostname {raw:?}: {e}"))
+                Problem::new(
+                    REASON_INVALID_HOSTNAME,
+                    format!("{field}.hostname {raw:?}: {e}"),
+                )
             });
             Vec::new()
         }
@@ -270,7 +278,7 @@ fn hostname_patterns(
             if !plan.owned.iter().any(|o| p.is_subset_of(o)) {
                 not_accepted.get_or_insert_with(|| {
                     Problem::new(
-                        "HostnameNotPermitted",
+                        REASON_HOSTNAME_NOT_PERMITTED,
                         format!(
                             "{field}.hostname {raw:?} is outside the hostnames of tenant {:?} ({})",
                             plan.name,
@@ -302,7 +310,7 @@ fn allowed_kinds(
         match supported.iter().find(|s| s.as_str() == k.kind) {
             Some(kind) if group_ok => kinds.push(*kind),
             _ => unresolved.push(Problem::new(
-                "InvalidRouteKinds",
+                REASON_INVALID_ROUTE_KINDS,
                 format!(
                     "{field}.allowedRoutes.kinds[{ki}]: {} is not supported on this listener",
                     k.kind
@@ -347,7 +355,7 @@ fn listener_certificate(
         .unwrap_or_default();
     if refs.is_empty() {
         unresolved.push(Problem::new(
-            "InvalidCertificateRef",
+            REASON_INVALID_CERTIFICATE_REF,
             format!(
                 "{field}.tls.certificateRefs: {} needs a certificate",
                 if mode == Mode::HttpsTerminate {
@@ -392,7 +400,7 @@ fn port_unavailable(world: &World<'_>, mode: Mode, port: u16, field: &str) -> Op
     }
     let served: Vec<String> = ports.iter().map(u16::to_string).collect();
     Some(Problem::new(
-        "PortUnavailable",
+        REASON_PORT_UNAVAILABLE,
         format!(
             "{field}.port: the edge receives {side} listeners on ports {} only, not {port} (set with {flag})",
             served.join(", ")
@@ -420,9 +428,9 @@ fn resolve_conflicts(listeners: &mut [Listener]) {
             Some((p, owner)) => {
                 let o = &listeners[owner];
                 let reason = if o.mode == listeners[i].mode {
-                    "HostnameConflict"
+                    REASON_HOSTNAME_CONFLICT
                 } else {
-                    "ProtocolConflict"
+                    REASON_PROTOCOL_CONFLICT
                 };
                 let message = format!(
                     "hostname {p} on the {} edge port is already served by listener {:?} of Gateway {:?} (all Gateways of a tenant share its router)",

@@ -5,6 +5,11 @@
 
 use super::model::BackendRefModel;
 use super::world::{RouteKind, World, GATEWAY_GROUP};
+use crate::conditions::{
+    REASON_BACKEND_NOT_FOUND, REASON_INVALID_CA_CERTIFICATE_KIND,
+    REASON_INVALID_CA_CERTIFICATE_REF, REASON_INVALID_CERTIFICATE_REF, REASON_INVALID_KIND,
+    REASON_REF_NOT_PERMITTED,
+};
 use bulkhead_crds::snapshot::{pem_pair_digest, Backend, BackendProtocol, Certificate};
 use bulkhead_snapshot::pem::{certified_key, trust_anchors, PemError};
 use k8s_openapi::api::core::v1::{Secret, ServicePort};
@@ -58,7 +63,7 @@ pub(crate) fn resolve_backend(
     let kind = r.kind.as_deref().unwrap_or("Service");
     if !group.is_empty() || kind != "Service" {
         return Err(Problem::new(
-            "InvalidKind",
+            REASON_INVALID_KIND,
             format!(
                 "{field}: kind {kind} of group {group:?} is not supported; only core Services are"
             ),
@@ -73,7 +78,7 @@ pub(crate) fn resolve_backend(
         )
     {
         return Err(Problem::new(
-            "RefNotPermitted",
+            REASON_REF_NOT_PERMITTED,
             format!(
                 "{field}: Service {ns}/{name} is in another namespace and no ReferenceGrant in {ns:?} allows {} from {:?} to use it",
                 source.kind.as_str(),
@@ -83,13 +88,13 @@ pub(crate) fn resolve_backend(
     }
     let Some(service) = world.service(ns, name) else {
         return Err(Problem::new(
-            "BackendNotFound",
+            REASON_BACKEND_NOT_FOUND,
             format!("{field}: Service {ns}/{name} does not exist"),
         ));
     };
     let Some(port) = r.port else {
         return Err(Problem::new(
-            "BackendNotFound",
+            REASON_BACKEND_NOT_FOUND,
             format!("{field}: port is required for a Service backend"),
         ));
     };
@@ -100,7 +105,7 @@ pub(crate) fn resolve_backend(
         .unwrap_or_default();
     let Some(service_port) = ports.iter().find(|p| p.port == port) else {
         return Err(Problem::new(
-            "BackendNotFound",
+            REASON_BACKEND_NOT_FOUND,
             format!("{field}: Service {ns}/{name} has no port {port}"),
         ));
     };
@@ -192,7 +197,7 @@ pub(crate) fn resolve_certificate(
     let kind = r.kind.unwrap_or("Secret");
     if !group.is_empty() || kind != "Secret" {
         return Err(Problem::new(
-            "InvalidCertificateRef",
+            REASON_INVALID_CERTIFICATE_REF,
             format!(
                 "{field}: kind {kind} of group {group:?} is not supported; only core Secrets are"
             ),
@@ -207,7 +212,7 @@ pub(crate) fn resolve_certificate(
         )
     {
         return Err(Problem::new(
-            "RefNotPermitted",
+            REASON_REF_NOT_PERMITTED,
             format!(
                 "{field}: Secret {ns}/{name} is in another namespace and no ReferenceGrant in {ns:?} allows Gateways from {gateway_ns:?} to use it"
             ),
@@ -215,13 +220,13 @@ pub(crate) fn resolve_certificate(
     }
     let Some(secret) = world.secret(ns, name) else {
         return Err(Problem::new(
-            "InvalidCertificateRef",
+            REASON_INVALID_CERTIFICATE_REF,
             format!("{field}: Secret {ns}/{name} does not exist"),
         ));
     };
     let certificate = certificate_of(secret).map_err(|m| {
         Problem::new(
-            "InvalidCertificateRef",
+            REASON_INVALID_CERTIFICATE_REF,
             format!("{field}: Secret {ns}/{name}: {m}"),
         )
     })?;
@@ -255,7 +260,7 @@ pub(crate) fn resolve_ca_bundle(
     let (from_group, from_kind, from_ns) = from;
     if !r.group.is_empty() || r.kind != "ConfigMap" {
         return Err(Problem::new(
-            "InvalidCACertificateKind",
+            REASON_INVALID_CA_CERTIFICATE_KIND,
             format!(
                 "{field}: kind {} of group {:?} is not supported; only core ConfigMaps are",
                 r.kind, r.group
@@ -271,7 +276,7 @@ pub(crate) fn resolve_ca_bundle(
         )
     {
         return Err(Problem::new(
-            "RefNotPermitted",
+            REASON_REF_NOT_PERMITTED,
             format!(
                 "{field}: ConfigMap {ns}/{name} is in another namespace and no ReferenceGrant in {ns:?} allows {from_kind}s from {from_ns:?} to use it"
             ),
@@ -279,7 +284,7 @@ pub(crate) fn resolve_ca_bundle(
     }
     let invalid = |why: String| {
         Problem::new(
-            "InvalidCACertificateRef",
+            REASON_INVALID_CA_CERTIFICATE_REF,
             format!("{field}: ConfigMap {ns}/{name} {why}"),
         )
     };

@@ -10,6 +10,7 @@ use super::model::{
 };
 use super::refs::{resolve_backend, BackendSource, Problem};
 use super::world::{RouteKind, World};
+use crate::conditions::REASON_UNSUPPORTED_VALUE;
 use bulkhead_crds::snapshot::{
     Backend, Cors, HeaderModifier, HttpFilter, HttpMatch, MatchType, Mirror, PathMatch,
     PathModifier, Redirect, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
@@ -24,8 +25,6 @@ pub use bulkhead_snapshot::regex::{MAX_REGEX_LEN, MAX_REGEX_SIZE};
 /// Largest backend weight (the Gateway API maximum).
 pub const MAX_WEIGHT: i32 = 1_000_000;
 pub use bulkhead_snapshot::redirect::DEFAULT_REDIRECT_STATUS;
-
-const UNSUPPORTED: &str = "UnsupportedValue";
 
 /// One rule, compiled.
 #[derive(Debug, Clone)]
@@ -83,7 +82,7 @@ struct Compiler<'w, 'a, 'r> {
 }
 
 fn unsupported(message: String) -> Problem {
-    Problem::new(UNSUPPORTED, message)
+    Problem::new(REASON_UNSUPPORTED_VALUE, message)
 }
 
 impl Compiler<'_, '_, '_> {
@@ -671,6 +670,16 @@ fn timeouts(t: Option<&TimeoutsModel>, field: &str) -> Result<Timeouts, Problem>
     })
 }
 
+/// A match's place in Gateway API precedence (smaller first; see [`precedence`]): path kind, path
+/// length (longer first), no method, header count and query parameter count (more first).
+pub(crate) type MatchPrecedence = (
+    u8,
+    std::cmp::Reverse<usize>,
+    bool,
+    std::cmp::Reverse<usize>,
+    std::cmp::Reverse<usize>,
+);
+
 /// Sort key of a route entry inside a virtual host, by Gateway API precedence (smaller first):
 /// Exact path, then RegularExpression, then PathPrefix, then no path condition (longer values first
 /// within each; the regular expression's place is implementation-specific and follows Envoy
@@ -679,16 +688,7 @@ fn timeouts(t: Option<&TimeoutsModel>, field: &str) -> Result<Timeouts, Problem>
 /// regular expressions after prefixes: their method-only matches are regular expressions and the
 /// GRPCRoute rules rank a matching service above a matching method. Ties are broken by the caller
 /// (oldest route, namespace/name, rule order, match order).
-pub(crate) fn precedence(
-    m: &HttpMatch,
-    kind: RouteKind,
-) -> (
-    u8,
-    std::cmp::Reverse<usize>,
-    bool,
-    std::cmp::Reverse<usize>,
-    std::cmp::Reverse<usize>,
-) {
+pub(crate) fn precedence(m: &HttpMatch, kind: RouteKind) -> MatchPrecedence {
     let (rank, len) = match &m.path {
         Some(PathMatch::Exact(v)) => (0, v.len()),
         Some(PathMatch::RegularExpression(v)) if kind == RouteKind::Http => (1, v.len()),
@@ -790,7 +790,7 @@ mod tests {
     fn regex_validation_matches_the_router() {
         assert!(check_regex("/api/v[0-9]+", "f").is_ok());
         let err = check_regex("/api/(unclosed", "spec.rules[0].matches[0].path.value").unwrap_err();
-        assert_eq!(err.reason, UNSUPPORTED);
+        assert_eq!(err.reason, REASON_UNSUPPORTED_VALUE);
         assert!(
             err.message.contains("spec.rules[0].matches[0].path.value"),
             "{}",

@@ -7,9 +7,16 @@ use super::global::TenantPlan;
 use super::listeners::{self, edge_name, Listener, Mode};
 use super::model::{ParentRefModel, RouteModel};
 use super::refs::Problem;
-use super::routes::{self, precedence, CompiledRoute};
+use super::routes::{self, precedence, CompiledRoute, MatchPrecedence};
 use super::world::{RouteKind, World, GATEWAY_GROUP};
-use crate::status::{condition, ObjectMeta, ObjectStatus, REASON_PENDING};
+use crate::conditions::{
+    ACCEPTED, CONFLICTED, INSECURE_FRONTEND_VALIDATION_MODE, PROGRAMMED, REASON_ACCEPTED,
+    REASON_CONFIGURATION_CHANGED, REASON_HOSTNAME_CONFLICT, REASON_INVALID,
+    REASON_LISTENERS_NOT_VALID, REASON_NOT_ALLOWED_BY_LISTENERS, REASON_NO_CONFLICTS,
+    REASON_NO_MATCHING_LISTENER_HOSTNAME, REASON_NO_MATCHING_PARENT, REASON_PENDING,
+    REASON_RESOLVED_REFS, RESOLVED_REFS,
+};
+use crate::status::{condition, ObjectMeta, ObjectStatus};
 use bulkhead_crds::snapshot::{
     EdgePort, ListenerRef, PassthroughRoute, RouteEntry, RouteRef, Sealed, TenantSnapshot,
     TlsTerminate, TlsTerminateTcp, VirtualHost, WeightedBackend,
@@ -23,6 +30,7 @@ use gateway_api::gateways::{
 use gateway_api::httproutes::{HttpRouteStatusParents, HttpRouteStatusParentsParentRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::Value;
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One tenant's translation.
@@ -47,25 +55,51 @@ pub(crate) struct RouteParentFragment {
     pub(crate) status: Value,
 }
 
-/// Sort key of a route entry inside a virtual host: the Gateway API precedence of the hostname the
-/// route matched (exact names first, then longer wildcards), then of the match (see
-/// [`precedence`]), then the oldest route, namespace, name, kind, rule and match order.
-type EntryKey = (
-    std::cmp::Reverse<(u8, usize)>,
-    (
-        u8,
-        std::cmp::Reverse<usize>,
-        bool,
-        std::cmp::Reverse<usize>,
-        std::cmp::Reverse<usize>,
-    ),
-    (bool, Option<Time>),
-    String,
-    String,
-    RouteKind,
-    usize,
-    usize,
-);
+/// Where a route entry sits among the entries of one virtual host: entries are tried in
+/// ascending order, so the derived `Ord` (field by field, in declaration order) encodes the Gateway
+/// API precedence rules:
+///
+/// 1. the route whose matching hostname is the most specific (an exact hostname, then longer
+///    wildcards, then `*`);
+/// 2. the most specific match (see [`precedence`]: exact path, regular expression, longest
+///    prefix, then method, more headers, more query parameters);
+/// 3. the oldest route by creation timestamp (routes without one last);
+/// 4. the route first in alphabetical order of namespace, then name (then kind, so the order is
+///    total);
+/// 5. the rule, then the match, in the order the route lists them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct EntryKey {
+    /// Specificity of the hostname pattern the entry is reached through, most specific first.
+    /// Left at its lowest when the entry is built; set when virtual hosts merge.
+    host: Reverse<(u8, usize)>,
+    /// The match's precedence.
+    matched: MatchPrecedence,
+    /// Whether the route has no creation timestamp, then the timestamp: oldest first.
+    created: (bool, Option<Time>),
+    /// The route's namespace.
+    namespace: String,
+    /// The route's name.
+    name: String,
+    /// The route's kind.
+    kind: RouteKind,
+    /// Index of the rule in the route.
+    rule: usize,
+    /// Index of the match in the rule.
+    match_index: usize,
+}
+
+impl EntryKey {
+    /// The rule and match the entry stands for, whatever hostname it is reached through.
+    fn identity(&self) -> (String, String, RouteKind, usize, usize) {
+        (
+            self.namespace.clone(),
+            self.name.clone(),
+            self.kind,
+            self.rule,
+            self.match_index,
+        )
+    }
+}
 
 /// The entries routes contribute under one hostname pattern of one listener.
 struct VhostBuild {
@@ -333,7 +367,7 @@ fn attach(
             (None, None) => "at all".to_owned(),
         };
         return Err(Problem::new(
-            "NoMatchingParent",
+            REASON_NO_MATCHING_PARENT,
             format!("Gateway {:?} has no listener {what}", parent.name),
         ));
     }
@@ -357,7 +391,7 @@ fn attach(
             })
             .collect();
         return Err(Problem::new(
-            "NotAllowedByListeners",
+            REASON_NOT_ALLOWED_BY_LISTENERS,
             format!("no usable listener: {}", why.join("; ")),
         ));
     }
@@ -385,7 +419,7 @@ fn attach(
                 route.kind.as_str()
             )
         };
-        return Err(Problem::new("NotAllowedByListeners", message));
+        return Err(Problem::new(REASON_NOT_ALLOWED_BY_LISTENERS, message));
     }
 
     let mut attachments = Vec::new();
@@ -462,7 +496,7 @@ fn attach(
             " (listener hostnames: {})",
             listener_patterns.into_iter().collect::<Vec<_>>().join(", ")
         ));
-        return Err(Problem::new("NoMatchingListenerHostname", message));
+        return Err(Problem::new(REASON_NO_MATCHING_LISTENER_HOSTNAME, message));
     }
     Ok((attachments, notes))
 }
@@ -523,16 +557,16 @@ fn add_entries(
         }
         for rule in &compiled.rules {
             for (j, m) in rule.matches.iter().enumerate() {
-                let key: EntryKey = (
-                    std::cmp::Reverse((0, 0)),
-                    precedence(m, route.kind),
-                    (route.created.is_none(), route.created.cloned()),
-                    route.namespace.to_owned(),
-                    route.name.to_owned(),
-                    route.kind,
-                    rule.index,
-                    j,
-                );
+                let key = EntryKey {
+                    host: Reverse((0, 0)),
+                    matched: precedence(m, route.kind),
+                    created: (route.created.is_none(), route.created.cloned()),
+                    namespace: route.namespace.to_owned(),
+                    name: route.name.to_owned(),
+                    kind: route.kind,
+                    rule: rule.index,
+                    match_index: j,
+                };
                 build.entries.push((
                     key,
                     RouteEntry {
@@ -569,17 +603,17 @@ fn merge_vhosts(vhosts: &BTreeMap<(EdgePort, String), VhostBuild>) -> Vec<(EdgeP
             {
                 continue;
             }
-            let rank = std::cmp::Reverse(other.pattern.specificity());
+            let host = Reverse(other.pattern.specificity());
             for (key, entry) in &other.entries {
                 let mut key = key.clone();
-                key.0 = rank;
+                key.host = host;
                 entries.push((key, entry));
             }
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         // The same rule and match reached through two hostnames: keep the most specific.
         let mut seen = BTreeSet::new();
-        entries.retain(|(k, _)| seen.insert((k.3.clone(), k.4.clone(), k.5, k.6, k.7)));
+        entries.retain(|(k, _)| seen.insert(k.identity()));
         out.push((
             *edge,
             VirtualHost {
@@ -670,7 +704,7 @@ fn add_l4(
         }
     }
     if added == 0 && !taken.is_empty() {
-        return Err(Problem::new("HostnameConflict", taken.join("; ")));
+        return Err(Problem::new(REASON_HOSTNAME_CONFLICT, taken.join("; ")));
     }
     notes.extend(taken);
     Ok(notes)
@@ -685,31 +719,31 @@ fn parent_status(
     let generation = route.generation;
     let accepted = match accepted {
         Ok(notes) if notes.is_empty() => condition(
-            "Accepted",
+            ACCEPTED,
             true,
-            "Accepted",
+            REASON_ACCEPTED,
             "Route is accepted",
             generation,
         ),
         Ok(notes) => condition(
-            "Accepted",
+            ACCEPTED,
             true,
-            "Accepted",
+            REASON_ACCEPTED,
             format!("Route is accepted; not served: {}", notes.join("; ")),
             generation,
         ),
-        Err(p) => condition("Accepted", false, p.reason, p.message, generation),
+        Err(p) => condition(ACCEPTED, false, p.reason, p.message, generation),
     };
     let resolved = match compiled.unresolved.first() {
         None => condition(
-            "ResolvedRefs",
+            RESOLVED_REFS,
             true,
-            "ResolvedRefs",
+            REASON_RESOLVED_REFS,
             "All references are resolved",
             generation,
         ),
         Some(first) => condition(
-            "ResolvedRefs",
+            RESOLVED_REFS,
             false,
             first.reason,
             compiled
@@ -751,25 +785,25 @@ fn gateway_status(
         .collect();
     let accepted = if invalid.is_empty() {
         condition(
-            "Accepted",
+            ACCEPTED,
             true,
-            "Accepted",
+            REASON_ACCEPTED,
             "Gateway is accepted",
             generation,
         )
     } else {
         let message = format!("invalid listeners: {}", invalid.join(", "));
         condition(
-            "Accepted",
+            ACCEPTED,
             invalid.len() < mine.len(),
-            "ListenersNotValid",
+            REASON_LISTENERS_NOT_VALID,
             message,
             generation,
         )
     };
     let programmed = if mine.iter().any(|l| l.serving()) {
         condition(
-            "Programmed",
+            PROGRAMMED,
             false,
             REASON_PENDING,
             "Waiting for the tenant's routers to acknowledge the snapshot",
@@ -777,9 +811,9 @@ fn gateway_status(
         )
     } else {
         condition(
-            "Programmed",
+            PROGRAMMED,
             false,
-            "Invalid",
+            REASON_INVALID,
             "No listener can be served",
             generation,
         )
@@ -791,9 +825,9 @@ fn gateway_status(
         .map(|l| i32::from(l.port));
     if frontend::insecure_fallback(g, https_ports) {
         conditions.push(condition(
-            "InsecureFrontendValidationMode",
+            INSECURE_FRONTEND_VALIDATION_MODE,
             true,
-            "ConfigurationChanged",
+            REASON_CONFIGURATION_CHANGED,
             "An HTTPS listener accepts clients without a valid certificate (AllowInsecureFallback)",
             generation,
         ));
@@ -822,24 +856,24 @@ fn gateway_status(
 fn listener_status(l: &Listener, generation: Option<i64>) -> GatewayStatusListeners {
     let accepted = match &l.not_accepted {
         None => condition(
-            "Accepted",
+            ACCEPTED,
             true,
-            "Accepted",
+            REASON_ACCEPTED,
             "Listener is accepted",
             generation,
         ),
-        Some(p) => condition("Accepted", false, p.reason, p.message.clone(), generation),
+        Some(p) => condition(ACCEPTED, false, p.reason, p.message.clone(), generation),
     };
     let resolved = match l.unresolved.first() {
         None => condition(
-            "ResolvedRefs",
+            RESOLVED_REFS,
             true,
-            "ResolvedRefs",
+            REASON_RESOLVED_REFS,
             "All references are resolved",
             generation,
         ),
         Some(first) => condition(
-            "ResolvedRefs",
+            RESOLVED_REFS,
             false,
             first.reason,
             l.unresolved
@@ -853,7 +887,7 @@ fn listener_status(l: &Listener, generation: Option<i64>) -> GatewayStatusListen
     let programmed = if l.serving() {
         let edge = l.edge().map(edge_name).unwrap_or_default();
         condition(
-            "Programmed",
+            PROGRAMMED,
             false,
             REASON_PENDING,
             format!(
@@ -869,22 +903,22 @@ fn listener_status(l: &Listener, generation: Option<i64>) -> GatewayStatusListen
             .map(|p| p.message.clone())
             .unwrap_or_else(|| "no valid certificate".into());
         condition(
-            "Programmed",
+            PROGRAMMED,
             false,
-            "Invalid",
+            REASON_INVALID,
             format!("Listener is not served: {why}"),
             generation,
         )
     };
     let conflicted = match &l.conflicted {
         None => condition(
-            "Conflicted",
+            CONFLICTED,
             false,
-            "NoConflicts",
+            REASON_NO_CONFLICTS,
             "No conflicts",
             generation,
         ),
-        Some(p) => condition("Conflicted", true, p.reason, p.message.clone(), generation),
+        Some(p) => condition(CONFLICTED, true, p.reason, p.message.clone(), generation),
     };
     let conditions: Vec<Condition> = vec![accepted, resolved, programmed, conflicted];
     GatewayStatusListeners {
@@ -900,5 +934,70 @@ fn listener_status(l: &Listener, generation: Option<i64>) -> GatewayStatusListen
                 })
                 .collect(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_crds::snapshot::{HttpMatch, PathMatch};
+
+    fn key(host: &str, path: &str, created: Option<&str>, name: &str, rule: usize) -> EntryKey {
+        let host = HostPattern::parse(host).expect("pattern");
+        let m = HttpMatch {
+            path: Some(PathMatch::PathPrefix(path.into())),
+            ..Default::default()
+        };
+        EntryKey {
+            host: Reverse(host.specificity()),
+            matched: precedence(&m, RouteKind::Http),
+            created: (
+                created.is_none(),
+                created.map(|t| Time(t.parse().expect("timestamp"))),
+            ),
+            namespace: "acme".into(),
+            name: name.into(),
+            kind: RouteKind::Http,
+            rule,
+            match_index: 0,
+        }
+    }
+
+    #[test]
+    fn entries_sort_by_hostname_then_match_then_age_then_name_then_rule() {
+        let old = Some("2026-01-01T00:00:00Z");
+        let new = Some("2026-06-01T00:00:00Z");
+        let exact_host = key("www.acme.test", "/", new, "z", 1);
+        let long_wildcard = key("*.www.acme.test", "/a/b", old, "a", 0);
+        let wildcard_long_path = key("*.acme.test", "/a/b", new, "z", 1);
+        let wildcard_short_path_old = key("*.acme.test", "/a", old, "z", 1);
+        let wildcard_short_path_new = key("*.acme.test", "/a", new, "a", 1);
+        let same_but_later_name = key("*.acme.test", "/a", new, "b", 0);
+        let same_but_later_rule = key("*.acme.test", "/a", new, "b", 1);
+        let no_timestamp = key("*.acme.test", "/a", None, "a", 0);
+        let mut keys = vec![
+            no_timestamp.clone(),
+            same_but_later_rule.clone(),
+            wildcard_short_path_new.clone(),
+            exact_host.clone(),
+            same_but_later_name.clone(),
+            wildcard_long_path.clone(),
+            long_wildcard.clone(),
+            wildcard_short_path_old.clone(),
+        ];
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                exact_host,
+                long_wildcard,
+                wildcard_long_path,
+                wildcard_short_path_old,
+                wildcard_short_path_new,
+                same_but_later_name,
+                same_but_later_rule,
+                no_timestamp,
+            ]
+        );
     }
 }

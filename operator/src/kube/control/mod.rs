@@ -16,14 +16,13 @@ use super::decode::Unreadable;
 use super::events::Notice;
 use super::onboarding::{Desired, DesiredTenant};
 use super::route_parents::{detached_routes, ours_only};
-pub use super::route_parents::{foreign_parents, merge_foreign_parents, ForeignParents};
+use super::route_parents::{foreign_parents, merge_foreign_parents};
 use super::secret_data::{FetchedSecret, SecretFetch};
 use super::store::{Debounce, ObjectStore, StoreEvent};
 use super::watch::WATCHED_KINDS;
 use super::watch_health::{readiness_detail, update_gauges};
-pub use super::wiring::{run, run_status_writer, OperatorConfig};
 use crate::compiler::{Compiler, Endpoints, PackedPartition, Partition, CLUSTER_PARTITION};
-use crate::index::ROUTE_KINDS;
+use crate::index::Kind;
 use crate::metrics::{KindLabel, OperatorMetrics};
 use crate::status::{apply_acks, stamp_transitions, ObjectStatus};
 use crate::status_installation::{apply_installation, Installation};
@@ -327,10 +326,12 @@ impl<A: Authenticator> ControlLoop<A> {
     fn report_unreadable(&self, u: &Unreadable) {
         self.metrics
             .undecodable_objects
-            .get_or_create(&KindLabel { kind: u.kind })
+            .get_or_create(&KindLabel {
+                kind: u.kind.as_str(),
+            })
             .inc();
         if !self.store.knows_unreadable(u) {
-            tracing::warn!(kind = u.kind, namespace = ?u.namespace, name = %u.name, error = %u.error, "object cannot be decoded; it is not served");
+            tracing::warn!(kind = %u.kind, namespace = ?u.namespace, name = %u.name, error = %u.error, "object cannot be decoded; it is not served");
             self.notify(Notice::ObjectUnreadable(Box::new(u.clone())));
         }
     }
@@ -531,7 +532,7 @@ impl<A: Authenticator> ControlLoop<A> {
         self.tenants = self
             .store
             .index()
-            .of_kind("Tenant")
+            .of_kind(Kind::Tenant)
             .filter_map(|o| match o {
                 crate::objects::Object::Tenant(t) => {
                     Some((t.metadata.name.clone()?, Arc::new((**t).clone())))
@@ -731,8 +732,8 @@ impl<A: Authenticator> ControlLoop<A> {
         let index = self.store.index();
         let detached = if name == CLUSTER_PARTITION {
             let compiler = &self.compiler;
-            let namespaces: std::collections::BTreeSet<&str> = ROUTE_KINDS
-                .iter()
+            let namespaces: std::collections::BTreeSet<&str> = Kind::ROUTES
+                .into_iter()
                 .flat_map(|k| index.of_kind(k))
                 .filter_map(|r| r.metadata().namespace.as_deref())
                 .filter(|ns| compiler.tenant_of_namespace(ns).is_none())
@@ -749,17 +750,20 @@ impl<A: Authenticator> ControlLoop<A> {
             .insert(name, Arc::new(PackedPartition::pack(rendered)));
     }
 
-    /// Tenant → version published (for tests and metrics).
+    /// Tenant → version published (for tests).
+    #[cfg(test)]
     pub fn published(&self) -> &BTreeMap<String, u64> {
         &self.published
     }
 
-    /// Number of compilations so far.
+    /// Number of compilations so far (for tests).
+    #[cfg(test)]
     pub fn compiles(&self) -> u64 {
         self.compiles
     }
 
-    /// The cached objects (for tests and tools).
+    /// The cached objects (for tests).
+    #[cfg(test)]
     pub fn store(&self) -> &ObjectStore {
         &self.store
     }

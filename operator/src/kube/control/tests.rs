@@ -318,7 +318,7 @@ async fn deleting_the_tenant_removes_its_stream_and_directory_entry() {
     h.control.compile();
     let acme = world()
         .into_iter()
-        .find(|o| o.kind() == "Tenant")
+        .find(|o| o.kind() == Kind::Tenant)
         .expect("tenant");
     h.control.on_event(StoreEvent::Delete(acme), now);
     assert!(h.control.due().is_some());
@@ -368,7 +368,7 @@ async fn a_tenant_moved_to_another_namespace_is_no_longer_served_to_the_old_one(
     // spec.namespace changes (the CRD forbids it; this is the defence behind that rule).
     let mut moved = world()
         .into_iter()
-        .find(|o| o.kind() == "Tenant")
+        .find(|o| o.kind() == Kind::Tenant)
         .expect("tenant");
     if let Object::Tenant(t) = &mut moved {
         t.spec.namespace = "team-b".into();
@@ -524,7 +524,7 @@ fn list_with_secrets(control: &mut ControlLoop<StaticTokens>, gw: Object, secret
     let now = Instant::now();
     let mut objects: Vec<Object> = world()
         .into_iter()
-        .filter(|o| o.kind() != "Gateway")
+        .filter(|o| o.kind() != Kind::Gateway)
         .collect();
     objects.push(gw);
     objects.extend(secrets.iter().cloned());
@@ -568,7 +568,7 @@ fn has_secret_data(control: &ControlLoop<StaticTokens>, name: &str) -> bool {
     control
         .store()
         .index()
-        .get("Secret", "team-a", name)
+        .get(Kind::Secret, "team-a", name)
         .is_some()
         || control.store().tracks_secret_data("team-a", name)
 }
@@ -729,7 +729,7 @@ async fn an_unreadable_secret_counts_as_missing_and_the_rest_is_served() {
         .control
         .store()
         .index()
-        .get("Secret", "team-a", "web-cert")
+        .get(Kind::Secret, "team-a", "web-cert")
         .is_none());
     let failures = h
         .control
