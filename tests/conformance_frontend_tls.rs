@@ -17,13 +17,12 @@
 
 mod common;
 
+use bulkhead_test_support::tls;
 use bytes::Bytes;
 use common::{pki, Answer, Standalone};
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::sync::Arc;
+use rustls_pki_types::ServerName;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -200,27 +199,10 @@ async fn start(p: &Pki) -> Standalone {
 
 /// A TLS client trusting the server CA, presenting `client` when given.
 fn connector(server_ca: &str, client: Option<&pki::LeafCert>, alpn: &[u8]) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(server_ca.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut config = match client {
-        Some(leaf) => {
-            let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap();
-            let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![alpn.to_vec()];
-    TlsConnector::from(Arc::new(config))
+    TlsConnector::from(match client {
+        Some(leaf) => tls::client_config_presenting(server_ca, leaf, &[alpn]),
+        None => tls::client_config(server_ca, &[alpn]),
+    })
 }
 
 /// Which HTTP version a request goes over.

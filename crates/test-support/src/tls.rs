@@ -22,25 +22,62 @@ pub const ALERT_DECODE_ERROR: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x3
 /// `internal_error`).
 pub const ALERT_INTERNAL_ERROR: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50];
 
-/// A rustls client configuration trusting `roots` and offering the ALPN protocols `alpn`.
-pub fn client_config_with_roots(roots: RootCertStore, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+/// A rustls client configuration trusting `roots`, presenting `identity` when given (client
+/// authentication), and offering the ALPN protocols `alpn`.
+fn client_config_from(
+    roots: RootCertStore,
+    identity: Option<&LeafCert>,
+    alpn: &[&[u8]],
+) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(leaf) => {
+            let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("client certificate PEM");
+            let key =
+                PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("client key PEM");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client certificate and key match")
+        }
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
 
-/// A rustls client configuration trusting every certificate in `ca_pem` and offering `alpn`.
-pub fn client_config(ca_pem: &str, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+/// Every certificate of `ca_pem`, as trust roots.
+fn roots_of(ca_pem: &str) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()).filter_map(Result::ok) {
         roots.add(cert).expect("add CA");
     }
-    client_config_with_roots(roots, alpn)
+    roots
+}
+
+/// A rustls client configuration trusting `roots` and offering the ALPN protocols `alpn`.
+pub fn client_config_with_roots(roots: RootCertStore, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    client_config_from(roots, None, alpn)
+}
+
+/// A rustls client configuration trusting every certificate in `ca_pem` and offering `alpn`.
+pub fn client_config(ca_pem: &str, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    client_config_from(roots_of(ca_pem), None, alpn)
+}
+
+/// A rustls client configuration trusting every certificate in `ca_pem`, presenting `identity`
+/// (client authentication) and offering `alpn`.
+pub fn client_config_presenting(
+    ca_pem: &str,
+    identity: &LeafCert,
+    alpn: &[&[u8]],
+) -> Arc<ClientConfig> {
+    client_config_from(roots_of(ca_pem), Some(identity), alpn)
 }
 
 /// A rustls server configuration presenting `leaf` (no client authentication).

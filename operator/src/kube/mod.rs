@@ -5,9 +5,8 @@
 //! * [`decode`]: objects decoded one by one, so one unreadable object never fails a list.
 //! * [`watch_health`]: degraded kinds and undecodable objects as readiness detail and gauges.
 //! * [`secret_data`]: TLS Secrets' data read only while a Gateway references them.
-//! * [`store`]: the cache those watchers fill, the initial-list gate, router endpoints, debounce.
-//! * [`control`]: the control loop (store → compiler → snapshot server → statuses, onboarding)
-//!   and [`run`], which wires everything.
+//! * [`store`]: the cache those watchers fill, the initial-list gate, parking, debounce.
+//! * [`control`]: the control loop (store → compiler → snapshot server → statuses, onboarding).
 //! * [`route_parents`]: other controllers' route `status.parents` entries, kept in our writes.
 //! * [`wiring`]: [`run`], which wires watchers, the control loop and the writers.
 //! * [`status_writer`]: statuses written by server-side apply, only when they changed.

@@ -27,10 +27,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub use crate::router_endpoints::{
-    router_endpoints, HTTPS_PORT_NAME, HTTP_PORT_NAME, SERVICE_NAME_LABEL,
-};
-
 /// Annotations with this prefix are kept in the cache; all others are dropped.
 pub const KEPT_ANNOTATION_PREFIX: &str = "bulkhead.dev/";
 
