@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Every kind the control plane reads, as [`Object::kind`] names it: the cluster-scoped ones
 /// first.
-pub const ALL_KINDS: [&str; 13] = [
+pub const ALL_KINDS: [&str; 14] = [
     "Tenant",
     "Namespace",
     "GatewayClass",
@@ -26,6 +26,7 @@ pub const ALL_KINDS: [&str; 13] = [
     "Service",
     "EndpointSlice",
     "ConfigMap",
+    "ListenerSet",
 ];
 /// The cluster-scoped kinds (their namespace is `""`).
 pub const CLUSTER_KINDS: &[&str] = ALL_KINDS.split_at(3).0;
@@ -96,8 +97,13 @@ impl Changes {
     }
 }
 
-/// The namespaces of the Gateways a route names (none for other kinds).
+/// The namespaces of the Gateways a route or a ListenerSet names (none for other kinds).
 pub fn parent_namespaces(object: &Object) -> BTreeSet<String> {
+    if let Object::ListenerSet(ls) = object {
+        return crate::translator::listener_sets::parent_namespace(ls)
+            .into_iter()
+            .collect();
+    }
     match route_object(object) {
         Some(r) => r.parent_namespaces(),
         None => BTreeSet::new(),
@@ -121,7 +127,7 @@ type ByNamespace = BTreeMap<String, BTreeMap<String, Object>>;
 pub struct ObjectIndex {
     /// kind → namespace → name → object.
     kinds: BTreeMap<&'static str, ByNamespace>,
-    /// Namespace → routes living in another namespace that name a Gateway in it.
+    /// Namespace → routes and ListenerSets living in another namespace that name a Gateway in it.
     routes_into: HashMap<String, BTreeSet<IndexKey>>,
     /// Namespace → namespaced objects living in it.
     populated: HashMap<String, usize>,
@@ -294,7 +300,7 @@ impl ObjectIndex {
             .flat_map(|by_ns| by_ns.values().flat_map(BTreeMap::values))
     }
 
-    /// Routes living in another namespace that name a Gateway in `ns`.
+    /// Routes and ListenerSets living in another namespace that name a Gateway in `ns`.
     pub fn routes_into<'a>(&'a self, ns: &str) -> impl Iterator<Item = &'a Object> {
         self.routes_into
             .get(ns)
@@ -321,11 +327,8 @@ impl ObjectIndex {
     }
 
     fn link_route(&mut self, object: &Object, add: bool) {
-        let Some(route) = route_object(object) else {
-            return;
-        };
         let key = key_of(object);
-        for parent in route.parent_namespaces() {
+        for parent in parent_namespaces(object) {
             if parent == key.1 {
                 continue;
             }

@@ -91,6 +91,7 @@
 pub(crate) mod fingerprint;
 mod frontend;
 pub(crate) mod global;
+pub(crate) mod listener_sets;
 mod listeners;
 mod model;
 mod refs;
