@@ -552,9 +552,8 @@ fn the_queue_is_fair_and_a_round_stops_at_its_budget() {
 fn listener_set_world(from: &str) -> String {
     let tenant = |t: &str| {
         format!(
-            "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec: {{namespace: {t}, hostnames: [\"*.{t}.test\"]}}\n---\n{}\n---\n{}",
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec: {{namespace: {t}, hostnames: [\"*.{t}.test\"]}}\n---\n{}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: www, namespace: {t}}}\nspec:\n  parentRefs: [{{kind: ListenerSet, name: www}}]\n",
             listener_set(t, "www", "1"),
-            format!("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: www, namespace: {t}}}\nspec:\n  parentRefs: [{{kind: ListenerSet, name: www}}]\n")
         )
     };
     format!(
