@@ -100,7 +100,8 @@ pub struct ObjectStore {
 }
 
 /// Kinds whose changes can change which Secrets are referenced.
-const SECRET_REFERRING_KINDS: [&str; 3] = ["Gateway", "GatewayClass", "ReferenceGrant"];
+const SECRET_REFERRING_KINDS: [&str; 4] =
+    ["Gateway", "GatewayClass", "ReferenceGrant", "ListenerSet"];
 
 /// Kinds parked outside admitted namespaces: the bulk of a cluster (every namespace has
 /// Services and EndpointSlices, and they churn) that no tenant can use until its namespace is

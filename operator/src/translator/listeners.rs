@@ -211,15 +211,7 @@ fn listener(
     let kinds = allowed_kinds(mode, l, &field, &mut unresolved);
     let from = allowed_from(l);
     let certificate = if mode.terminates() {
-        listener_certificate(
-            world,
-            src.namespace,
-            l,
-            mode,
-            &field,
-            certificates,
-            &mut unresolved,
-        )
+        listener_certificate(world, src, l, mode, &field, certificates, &mut unresolved)
     } else {
         None
     };
@@ -384,7 +376,7 @@ fn allowed_from(l: &GatewayListeners) -> AllowedFrom {
 /// entry, added to `certificates`); the invalid ones are unresolved.
 fn listener_certificate(
     world: &World<'_>,
-    namespace: &str,
+    src: &Source<'_>,
     l: &GatewayListeners,
     mode: Mode,
     field: &str,
@@ -418,7 +410,7 @@ fn listener_certificate(
             name: &c.name,
         };
         let cfield = format!("{field}.tls.certificateRefs[{ci}]");
-        match resolve_certificate(world, namespace, &r, &cfield) {
+        match resolve_certificate(world, (src.kind, src.namespace), &r, &cfield) {
             Ok((id, cert)) => {
                 if certificate.is_none() {
                     certificates.insert(id.clone(), cert);
