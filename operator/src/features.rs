@@ -84,6 +84,11 @@ pub const SUPPORTED_FEATURES: &[Feature] = &[
         "tests/conformance_misdirected.rs::https_listeners_on_one_port_answer_421_for_hosts_the_sni_listener_does_not_serve",
     ),
     feature(
+        "GatewayListenerSet",
+        Level::Experimental,
+        "tests/conformance_listenerset.rs::an_admitted_listener_set_is_served_over_tls_and_plain_http",
+    ),
+    feature(
         "HTTPRoute",
         Level::Core,
         "tests/conformance_by_address.rs::host_by_ipv4_and_ipv6_address_with_or_without_port_reaches_the_catch_all_tenant",

@@ -41,11 +41,13 @@ pub enum Kind {
     EndpointSlice,
     /// `v1` `ConfigMap`.
     ConfigMap,
+    /// `ListenerSet` (Gateway API v1.5).
+    ListenerSet,
 }
 
 impl Kind {
     /// Every kind, the cluster-scoped ones first.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Tenant,
         Kind::Namespace,
         Kind::GatewayClass,
@@ -59,6 +61,7 @@ impl Kind {
         Kind::Service,
         Kind::EndpointSlice,
         Kind::ConfigMap,
+        Kind::ListenerSet,
     ];
 
     /// The route kinds.
@@ -85,6 +88,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::ConfigMap => "ConfigMap",
+            Kind::ListenerSet => "ListenerSet",
         }
     }
 
@@ -172,8 +176,13 @@ impl Changes {
     }
 }
 
-/// The namespaces of the Gateways a route names (none for other kinds).
+/// The namespaces of the Gateways a route or a ListenerSet names (none for other kinds).
 pub fn parent_namespaces(object: &Object) -> BTreeSet<String> {
+    if let Object::ListenerSet(ls) = object {
+        return crate::translator::listener_sets::parent_namespace(ls)
+            .into_iter()
+            .collect();
+    }
     match route_object(object) {
         Some(r) => r.parent_namespaces(),
         None => BTreeSet::new(),
@@ -197,7 +206,7 @@ type ByNamespace = BTreeMap<String, BTreeMap<String, Object>>;
 pub struct ObjectIndex {
     /// kind → namespace → name → object.
     kinds: BTreeMap<Kind, ByNamespace>,
-    /// Namespace → routes living in another namespace that name a Gateway in it.
+    /// Namespace → routes and ListenerSets living in another namespace that name a Gateway in it.
     routes_into: HashMap<String, BTreeSet<ObjectKey>>,
     /// Namespace → namespaced objects living in it.
     populated: HashMap<String, usize>,
@@ -365,7 +374,7 @@ impl ObjectIndex {
             .flat_map(|by_ns| by_ns.values().flat_map(BTreeMap::values))
     }
 
-    /// Routes living in another namespace that name a Gateway in `ns`.
+    /// Routes and ListenerSets living in another namespace that name a Gateway in `ns`.
     pub fn routes_into<'a>(&'a self, ns: &str) -> impl Iterator<Item = &'a Object> {
         self.routes_into
             .get(ns)
@@ -392,11 +401,8 @@ impl ObjectIndex {
     }
 
     fn link_route(&mut self, object: &Object, add: bool) {
-        let Some(route) = route_object(object) else {
-            return;
-        };
         let key = object.key();
-        for parent in route.parent_namespaces() {
+        for parent in parent_namespaces(object) {
             if parent == key.namespace {
                 continue;
             }

@@ -12,6 +12,7 @@
 //! | `GRPCRoute` | `gateway.networking.k8s.io/v1` |
 //! | `TLSRoute` | `gateway.networking.k8s.io/v1`, `v1alpha3` or `v1alpha2` |
 //! | `TCPRoute` | `gateway.networking.k8s.io/v1alpha2` |
+//! | `ListenerSet` | `gateway.networking.k8s.io/v1` |
 //!
 //! A `v1` `List` document is unpacked into its `items`. A namespaced object without
 //! `metadata.namespace` lands in `default`, as `kubectl apply` would put it.
@@ -24,6 +25,7 @@ use gateway_api::experimental::tlsroutes::TlsRoute;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
+use gateway_api::listenersets::ListenerSet;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -72,6 +74,8 @@ pub enum Object {
     EndpointSlice(Box<EndpointSlice>),
     /// `v1` `ConfigMap` (CA certificate bundles, key `ca.crt`).
     ConfigMap(Box<ConfigMap>),
+    /// `ListenerSet`: listeners a namespace adds to a Gateway that allows it.
+    ListenerSet(Box<ListenerSet>),
 }
 
 /// Identity of an object: kind, namespace (empty for cluster-scoped kinds) and name.
@@ -112,6 +116,7 @@ impl Object {
             Self::Service(o) => &o.metadata,
             Self::EndpointSlice(o) => &o.metadata,
             Self::ConfigMap(o) => &o.metadata,
+            Self::ListenerSet(o) => &o.metadata,
         }
     }
 
@@ -131,6 +136,7 @@ impl Object {
             Self::Service(_) => Kind::Service,
             Self::EndpointSlice(_) => Kind::EndpointSlice,
             Self::ConfigMap(_) => Kind::ConfigMap,
+            Self::ListenerSet(_) => Kind::ListenerSet,
         }
     }
 
@@ -215,6 +221,8 @@ pub struct ObjectSet {
     pub endpoint_slices: Vec<EndpointSlice>,
     /// `ConfigMap`s.
     pub config_maps: Vec<ConfigMap>,
+    /// `ListenerSet`s.
+    pub listener_sets: Vec<ListenerSet>,
 }
 
 impl ObjectSet {
@@ -247,6 +255,7 @@ impl ObjectSet {
             Object::Service(o) => self.services.push(*o),
             Object::EndpointSlice(o) => self.endpoint_slices.push(*o),
             Object::ConfigMap(o) => self.config_maps.push(*o),
+            Object::ListenerSet(o) => self.listener_sets.push(*o),
         }
     }
 
@@ -270,6 +279,7 @@ impl ObjectSet {
         self.services.sort_by_key(|o| key(&o.metadata));
         self.endpoint_slices.sort_by_key(|o| key(&o.metadata));
         self.config_maps.sort_by_key(|o| key(&o.metadata));
+        self.listener_sets.sort_by_key(|o| key(&o.metadata));
     }
 
     /// Every object of the set, by kind.
@@ -337,6 +347,11 @@ impl ObjectSet {
                     .into_iter()
                     .map(|o| Object::ConfigMap(Box::new(o))),
             )
+            .chain(
+                self.listener_sets
+                    .into_iter()
+                    .map(|o| Object::ListenerSet(Box::new(o))),
+            )
     }
 
     /// Number of objects in the set.
@@ -354,6 +369,7 @@ impl ObjectSet {
             + self.services.len()
             + self.endpoint_slices.len()
             + self.config_maps.len()
+            + self.listener_sets.len()
     }
 
     /// Whether the set holds no object.
@@ -444,6 +460,11 @@ const KINDS: &[KindSpec] = &[
         api_versions: &["v1"],
         namespaced: true,
     },
+    KindSpec {
+        kind: "ListenerSet",
+        api_versions: &["gateway.networking.k8s.io/v1"],
+        namespaced: true,
+    },
 ];
 
 /// Which object a status belongs to: apiVersion, kind, namespace (`""` if cluster-scoped), name.
@@ -464,6 +485,7 @@ pub fn typed_status(kind: &str, status: &Value) -> Option<Value> {
     use gateway_api::gateways::GatewayStatus;
     use gateway_api::grpcroutes::GrpcRouteStatus;
     use gateway_api::httproutes::HttpRouteStatus;
+    use gateway_api::listenersets::ListenerSetStatus;
     match kind {
         "Tenant" => through::<bulkhead_crds::TenantStatus>(status),
         "GatewayClass" => through::<GatewayClassStatus>(status),
@@ -472,6 +494,7 @@ pub fn typed_status(kind: &str, status: &Value) -> Option<Value> {
         "GRPCRoute" => through::<GrpcRouteStatus>(status),
         "TLSRoute" => through::<TlsRouteStatus>(status),
         "TCPRoute" => through::<TcpRouteStatus>(status),
+        "ListenerSet" => through::<ListenerSetStatus>(status),
         _ => None,
     }
 }
@@ -628,6 +651,7 @@ impl Object {
                 (key_of(&**o), value(o.status.as_ref()))
             }
             Self::Gateway(o) => (key_of(&**o), value(o.status.as_ref())),
+            Self::ListenerSet(o) => (key_of(&**o), value(o.status.as_ref())),
             Self::HttpRoute(r) => route!(r),
             Self::GrpcRoute(r) => route!(r),
             Self::TlsRoute(r) => route!(r),
@@ -667,6 +691,7 @@ impl Object {
             Self::Namespace(o) => o.status = None,
             Self::GatewayClass(o) => o.status = None,
             Self::Gateway(o) => o.status = None,
+            Self::ListenerSet(o) => o.status = None,
             Self::Service(o) => o.status = None,
             Self::HttpRoute(r) => ours_out!(r),
             Self::GrpcRoute(r) => ours_out!(r),
@@ -784,6 +809,7 @@ fn parse_object_inner(json: &mut Value) -> Result<Object, ObjectError> {
         "Service" => typed(value).map(|o| Object::Service(Box::new(o))),
         "EndpointSlice" => typed(value).map(|o| Object::EndpointSlice(Box::new(o))),
         "ConfigMap" => typed(value).map(|o| Object::ConfigMap(Box::new(o))),
+        "ListenerSet" => typed(value).map(|o| Object::ListenerSet(Box::new(o))),
         other => Err((None, format!("unsupported kind {other:?} (skipped)"))),
     };
     typed.map_err(|(field, message)| with_name(field, message))

@@ -90,10 +90,16 @@ pub const OPERATOR_API_CALLS: &[ApiCall] = &[
         verbs: STATUS,
         scope: Scope::Cluster,
     },
-    // Gateway API (standard channel plus TLSRoute and TCPRoute): watched; statuses written.
+    // Gateway API (standard channel, ListenerSet included, plus TLSRoute and TCPRoute): watched;
+    // statuses written.
     ApiCall {
         group: "gateway.networking.k8s.io",
-        resources: &["gatewayclasses", "gateways", "referencegrants"],
+        resources: &[
+            "gatewayclasses",
+            "gateways",
+            "referencegrants",
+            "listenersets",
+        ],
         verbs: READ,
         scope: Scope::Cluster,
     },
@@ -105,7 +111,11 @@ pub const OPERATOR_API_CALLS: &[ApiCall] = &[
     },
     ApiCall {
         group: "gateway.networking.k8s.io",
-        resources: &["gatewayclasses/status", "gateways/status"],
+        resources: &[
+            "gatewayclasses/status",
+            "gateways/status",
+            "listenersets/status",
+        ],
         verbs: STATUS,
         scope: Scope::Cluster,
     },

@@ -76,7 +76,7 @@ pub fn apply_acks(statuses: &mut [ObjectStatus], acked: &BTreeMap<String, bool>)
             continue;
         }
         match s.kind.as_str() {
-            "Gateway" => {
+            "Gateway" | "ListenerSet" => {
                 flip_pending(
                     s.status.get_mut("conditions"),
                     PROGRAMMED,

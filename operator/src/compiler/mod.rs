@@ -240,7 +240,9 @@ impl Compiler {
             || changes.cluster
             || changes.touched.iter().any(|(ns, kinds)| {
                 self.tenant_of_namespace(ns).is_none()
-                    && (self.claims.contains_key(ns) || kinds.contains(&Kind::Gateway))
+                    && (self.claims.contains_key(ns)
+                        || kinds.contains(&Kind::Gateway)
+                        || kinds.contains(&Kind::ListenerSet))
             })
     }
 
@@ -329,7 +331,10 @@ impl Compiler {
             if let Some(t) = self.tenant_of_namespace(ns) {
                 dirty.insert(t.to_owned());
             }
-            if let Some(readers) = self.readers.get(ns) {
+            // Other tenants read a namespace for its Gateways, Services, Secrets and grants,
+            // never for its ListenerSets (or those naming its Gateways).
+            let only_listener_sets = changes.touched[ns].iter().all(|k| *k == Kind::ListenerSet);
+            if let Some(readers) = self.readers.get(ns).filter(|_| !only_listener_sets) {
                 dirty.extend(readers.iter().cloned());
             }
         }

@@ -546,3 +546,95 @@ fn the_queue_is_fair_and_a_round_stops_at_its_budget() {
     let text = serde_json::to_string(globex).expect("json");
     assert!(text.contains("/g2") && !text.contains("/g1"), "{text}");
 }
+
+/// acme and globex each with a ListenerSet on the platform's Gateway `infra/shared`, which admits
+/// `from` (and a route on it).
+fn listener_set_world(from: &str) -> String {
+    let tenant = |t: &str| {
+        format!(
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec: {{namespace: {t}, hostnames: [\"*.{t}.test\"]}}\n---\n{}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: www, namespace: {t}}}\nspec:\n  parentRefs: [{{kind: ListenerSet, name: www}}]\n",
+            listener_set(t, "www", "1"),
+        )
+    };
+    format!(
+        "{}\n---\n{}\n---\n{}",
+        tenant("acme"),
+        tenant("globex"),
+        shared_gateway(from)
+    )
+}
+
+fn shared_gateway(from: &str) -> String {
+    format!("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: shared, namespace: infra, resourceVersion: \"{from}\"}}\nspec:\n  gatewayClassName: bulkhead\n  allowedListeners: {{namespaces: {{from: {from}}}}}\n  listeners: []\n")
+}
+
+fn listener_set(ns: &str, host: &str, rv: &str) -> String {
+    format!("apiVersion: gateway.networking.k8s.io/v1\nkind: ListenerSet\nmetadata: {{name: www, namespace: {ns}, resourceVersion: \"{rv}\"}}\nspec:\n  parentRef: {{name: shared, namespace: infra}}\n  listeners:\n  - {{name: http, protocol: HTTP, port: 80, hostname: {host}.{ns}.test}}\n")
+}
+
+fn listener_set_compiler(from: &str) -> (Compiler, ObjectIndex) {
+    let (objects, errors) = parse_documents(Path::new("w.yaml"), &listener_set_world(from));
+    assert!(errors.is_empty(), "{errors:?}");
+    let index = ObjectIndex::from_objects(objects);
+    let mut c = Compiler::new();
+    let out = c.update(
+        &index,
+        &Changes::everything(),
+        Endpoints::Given(&endpoints(1)),
+        None,
+    );
+    assert_eq!(out.recomputed, vec!["acme", "globex"]);
+    (c, index)
+}
+
+fn http_hosts(snapshot: &TenantSnapshot) -> Vec<&str> {
+    snapshot
+        .http
+        .virtual_hosts
+        .iter()
+        .map(|v| v.hostname.as_str())
+        .collect()
+}
+
+#[test]
+fn a_listener_set_change_recomputes_only_its_tenant() {
+    let (mut c, mut index) = listener_set_compiler("All");
+    assert_eq!(http_hosts(c.tenant("acme").unwrap()), ["www.acme.test"]);
+    let globex_version = c.tenant("globex").unwrap().version;
+    let mut changes = Changes::default();
+    index.upsert(one(&listener_set("acme", "shop", "2")), &mut changes);
+    let out = c.update(&index, &changes, Endpoints::Given(&endpoints(1)), None);
+    assert_eq!(
+        out.recomputed,
+        vec!["acme"],
+        "globex's ListenerSet is untouched"
+    );
+    assert_eq!(versions(&out), vec![("acme".to_owned(), 2)]);
+    assert_eq!(http_hosts(c.tenant("acme").unwrap()), ["shop.acme.test"]);
+    assert_eq!(c.tenant("globex").unwrap().version, globex_version);
+    assert!(out.edge.is_none(), "hostnames come from grants");
+}
+
+#[test]
+fn closing_a_shared_gateway_recomputes_every_tenant_with_a_listener_set_on_it() {
+    let (mut c, mut index) = listener_set_compiler("All");
+    let mut changes = Changes::default();
+    index.upsert(one(&shared_gateway("None")), &mut changes);
+    let out = c.update(&index, &changes, Endpoints::Given(&endpoints(1)), None);
+    assert_eq!(out.recomputed, vec!["acme", "globex"]);
+    for t in ["acme", "globex"] {
+        assert!(
+            http_hosts(c.tenant(t).unwrap()).is_empty(),
+            "{t} still served"
+        );
+    }
+    let cluster = c.statuses();
+    let gateway = cluster
+        .iter()
+        .find(|s| s.kind == "Gateway" && s.metadata.name == "shared")
+        .expect("shared Gateway status");
+    assert_eq!(
+        gateway.status["conditions"][0]["reason"],
+        "NamespaceNotOnboarded"
+    );
+}

@@ -5,6 +5,7 @@ use crate::index::{Kind, ObjectIndex};
 use crate::objects::{Object, ObjectSet};
 use crate::status::ObjectStatus;
 use crate::translator::fingerprint::collect_refs;
+use crate::translator::listener_sets;
 use serde_json::Value;
 use std::collections::BTreeSet;
 
@@ -25,6 +26,7 @@ pub(super) fn tenant_view(index: &ObjectIndex, ns: &str) -> (ObjectSet, BTreeSet
         reads.insert(rns.clone());
         objects.push(o.clone());
     }
+    add_listener_set_parents(index, ns, &mut objects, &mut reads);
     for o in &objects {
         let rns = o.metadata().namespace.as_deref().unwrap_or_default();
         let spec = match o {
@@ -33,6 +35,7 @@ pub(super) fn tenant_view(index: &ObjectIndex, ns: &str) -> (ObjectSet, BTreeSet
             Object::GrpcRoute(r) => serde_json::to_value(&r.spec),
             Object::TlsRoute(r) => serde_json::to_value(&r.spec),
             Object::TcpRoute(r) => serde_json::to_value(&r.spec),
+            Object::ListenerSet(l) => serde_json::to_value(&l.spec),
             _ => continue,
         };
         collect_refs(&spec.unwrap_or(Value::Null), rns, &mut refs);
@@ -58,7 +61,30 @@ pub(super) fn tenant_view(index: &ObjectIndex, ns: &str) -> (ObjectSet, BTreeSet
     (ObjectSet::from_objects(objects), reads)
 }
 
-/// The cluster-wide view: Tenants, Namespaces, GatewayClasses and Gateways.
+/// The Gateways in other namespaces that the ListenerSets of `ns` name (their namespaces are read:
+/// a change there re-translates the tenant).
+fn add_listener_set_parents(
+    index: &ObjectIndex,
+    ns: &str,
+    objects: &mut Vec<Object>,
+    reads: &mut BTreeSet<String>,
+) {
+    let parents: Vec<(String, String)> = index
+        .in_namespace(Kind::ListenerSet, ns)
+        .filter_map(|o| match o {
+            Object::ListenerSet(ls) => listener_sets::parent_namespace(ls)
+                .filter(|pns| pns != ns)
+                .map(|pns| (pns, ls.spec.parent_ref.name.clone())),
+            _ => None,
+        })
+        .collect();
+    for (pns, name) in parents {
+        objects.extend(index.get(Kind::Gateway, &pns, &name).cloned());
+        reads.insert(pns);
+    }
+}
+
+/// The cluster-wide view: Tenants, Namespaces, GatewayClasses, Gateways and ListenerSets.
 pub(super) fn cluster_view(index: &ObjectIndex) -> ObjectSet {
     ObjectSet::from_objects(
         [
@@ -66,6 +92,7 @@ pub(super) fn cluster_view(index: &ObjectIndex) -> ObjectSet {
             Kind::Namespace,
             Kind::GatewayClass,
             Kind::Gateway,
+            Kind::ListenerSet,
         ]
         .into_iter()
         .flat_map(|k| index.of_kind(k).cloned()),

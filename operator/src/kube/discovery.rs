@@ -8,7 +8,8 @@
 //! ([`KIND_VERSIONS`], newest first). A required kind that is served at none of its versions is
 //! reported as degraded (log, readiness detail, `bulkhead_operator_degraded_kinds`) instead of
 //! being served as a silently reduced world; an optional kind (`TLSRoute`, `TCPRoute`, absent from
-//! v1.4's standard channel) is logged. Discovery runs when the operator starts: a Gateway API
+//! v1.4's standard channel; `ListenerSet`, new in v1.5) is logged. v1.4's experimental
+//! `XListenerSet` (`gateway.networking.x-k8s.io/v1alpha1`) is not read. Discovery runs when the operator starts: a Gateway API
 //! upgrade that changes a served version is picked up by the next restart.
 
 use crate::index::Kind;
@@ -73,6 +74,12 @@ pub const KIND_VERSIONS: &[KindVersions] = &[
         kind: Kind::TcpRoute,
         plural: "tcproutes",
         versions: &["v1alpha2"],
+        required: false,
+    },
+    KindVersions {
+        kind: Kind::ListenerSet,
+        plural: "listenersets",
+        versions: &["v1"],
         required: false,
     },
 ];
@@ -197,7 +204,10 @@ mod tests {
         assert_eq!(chosen.chosen[&Kind::HttpRoute], "v1");
         assert!(chosen.missing_required.is_empty());
         let optional: Vec<_> = chosen.missing_optional.iter().map(|k| k.kind).collect();
-        assert_eq!(optional, [Kind::TlsRoute, Kind::TcpRoute]);
+        assert_eq!(
+            optional,
+            [Kind::TlsRoute, Kind::TcpRoute, Kind::ListenerSet]
+        );
     }
 
     #[test]

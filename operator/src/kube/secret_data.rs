@@ -3,8 +3,8 @@
 //! Secrets a Gateway of ours references.
 //!
 //! - [`referenced_secrets`]: the Secrets the translator would resolve: every `certificateRefs`
-//!   entry of a Gateway whose class Bulkhead serves, in the Gateway's namespace or in another one
-//!   whose ReferenceGrant permits it (the same collection and grant check the translator makes).
+//!   entry of a Gateway whose class Bulkhead serves (or of a ListenerSet naming one), in its
+//!   namespace or in another one whose ReferenceGrant permits it (the same collection and grant check the translator makes).
 //! - [`SecretData`] (in the store): where each referenced Secret's data stands, and what to fetch
 //!   ([`SecretData::plan`]): a Secret referenced for the first time, or whose metadata shows a new
 //!   `resourceVersion`, is fetched (`GET`); one no longer referenced, or deleted, has its data
@@ -25,6 +25,7 @@ use super::store::StoreEvent;
 use crate::index::{Kind, ObjectIndex};
 use crate::objects::{Object, ObjectSet};
 use crate::translator::fingerprint::collect_refs;
+use crate::translator::listener_sets;
 use crate::translator::world::World;
 use ::kube::api::Api;
 use ::kube::Client;
@@ -302,25 +303,46 @@ fn meta_entry(object: &Object) -> Option<(SecretKey, String)> {
     Some((key, meta.resource_version.clone().unwrap_or_default()))
 }
 
-/// The Secrets the Gateways of our classes reference (`certificateRefs`), where the reference is
-/// permitted: in the Gateway's namespace, or granted by a ReferenceGrant.
+/// The Secrets the Gateways of our classes and the ListenerSets attached to them reference
+/// (`certificateRefs`), where the reference is permitted: in the referring object's namespace, or
+/// granted by a ReferenceGrant.
 pub fn referenced_secrets(index: &ObjectIndex) -> BTreeSet<SecretKey> {
     let set = ObjectSet::from_objects(
-        [Kind::GatewayClass, Kind::Gateway, Kind::ReferenceGrant]
-            .into_iter()
-            .flat_map(|kind| index.of_kind(kind).cloned()),
+        [
+            Kind::GatewayClass,
+            Kind::Gateway,
+            Kind::ReferenceGrant,
+            Kind::ListenerSet,
+        ]
+        .into_iter()
+        .flat_map(|kind| index.of_kind(kind).cloned()),
     );
     let world = World::new(&set);
+    let gateways = set
+        .gateways
+        .iter()
+        .filter(|g| world.is_ours(g))
+        .map(|g| ("Gateway", &g.metadata, serde_json::to_value(&g.spec)));
+    let listener_sets = set
+        .listener_sets
+        .iter()
+        .filter(|ls| listener_sets::parent(&world, ls).is_some())
+        .map(|ls| {
+            (
+                listener_sets::KIND,
+                &ls.metadata,
+                serde_json::to_value(&ls.spec),
+            )
+        });
     let mut out = BTreeSet::new();
-    for gateway in set.gateways.iter().filter(|g| world.is_ours(g)) {
-        let gateway_ns = gateway.metadata.namespace.as_deref().unwrap_or_default();
-        let spec = serde_json::to_value(&gateway.spec).unwrap_or_default();
+    for (from_kind, meta, spec) in gateways.chain(listener_sets) {
+        let from_ns = meta.namespace.as_deref().unwrap_or_default();
         let mut refs = BTreeSet::new();
-        collect_refs(&spec, gateway_ns, &mut refs);
+        collect_refs(&spec.unwrap_or_default(), from_ns, &mut refs);
         for (kind, ns, name) in refs {
-            let permitted = ns == gateway_ns
+            let permitted = ns == from_ns
                 || world.grant_permits(
-                    (GATEWAY_GROUP, "Gateway", gateway_ns),
+                    (GATEWAY_GROUP, from_kind, from_ns),
                     ("", "Secret", &ns, &name),
                 );
             if kind == "Secret" && permitted {
@@ -432,5 +454,27 @@ mod tests {
         }
         drop(requests);
         reader.await.expect("the reader ends with its requests");
+    }
+}
+
+#[cfg(test)]
+mod listener_set_tests {
+    use super::*;
+    use crate::objects::parse_documents;
+    use std::path::Path;
+
+    #[test]
+    fn listener_sets_attached_to_our_gateways_have_their_certificates_read() {
+        let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: shared, namespace: infra}\nspec: {gatewayClassName: bulkhead, listeners: []}\n---\n\
+            apiVersion: gateway.networking.k8s.io/v1\nkind: ListenerSet\nmetadata: {name: shop, namespace: acme}\nspec:\n  parentRef: {name: shared, namespace: infra}\n  listeners:\n  - {name: https, protocol: HTTPS, port: 443, tls: {certificateRefs: [{name: shop-cert}, {name: other, namespace: elsewhere}]}}\n---\n\
+            apiVersion: gateway.networking.k8s.io/v1\nkind: ListenerSet\nmetadata: {name: stray, namespace: acme}\nspec:\n  parentRef: {name: missing, namespace: infra}\n  listeners:\n  - {name: https, protocol: HTTPS, port: 443, tls: {certificateRefs: [{name: stray-cert}]}}\n";
+        let (objects, errors) = parse_documents(Path::new("t.yaml"), yaml);
+        assert!(errors.is_empty(), "{errors:?}");
+        let referenced = referenced_secrets(&ObjectIndex::from_objects(objects));
+        assert_eq!(
+            referenced,
+            BTreeSet::from([("acme".to_owned(), "shop-cert".to_owned())]),
+            "the ungranted cross-namespace ref and the ListenerSet without our parent are not read"
+        );
     }
 }

@@ -59,6 +59,7 @@ pub fn api_resource(api_version: &str, kind: &str) -> Option<ApiResource> {
         "GRPCRoute" => "grpcroutes",
         "TLSRoute" => "tlsroutes",
         "TCPRoute" => "tcproutes",
+        "ListenerSet" => "listenersets",
         _ => return None,
     };
     let (group, version) = api_version.split_once('/')?;

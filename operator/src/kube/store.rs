@@ -96,7 +96,12 @@ pub struct ObjectStore {
 }
 
 /// Kinds whose changes can change which Secrets are referenced.
-const SECRET_REFERRING_KINDS: [Kind; 3] = [Kind::Gateway, Kind::GatewayClass, Kind::ReferenceGrant];
+const SECRET_REFERRING_KINDS: [Kind; 4] = [
+    Kind::Gateway,
+    Kind::GatewayClass,
+    Kind::ReferenceGrant,
+    Kind::ListenerSet,
+];
 
 /// Kinds parked outside admitted namespaces: the bulk of a cluster (every namespace has
 /// Services and EndpointSlices, and they churn) that no tenant can use until its namespace is

@@ -36,6 +36,7 @@ use gateway_api::experimental::tlsroutes::TlsRoute;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
+use gateway_api::listenersets::ListenerSet;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -235,6 +236,15 @@ pub fn spawn_watchers(
         all.clone(),
         Kind::EndpointSlice,
         |o| Object::EndpointSlice(Box::new(o)),
+        &context,
+    );
+    let (at, watched) = gateway_api(Kind::ListenerSet);
+    spawn_kind::<ListenerSet>(
+        &mut set,
+        watched.then(|| Api::all_with(c.clone(), &at)),
+        all.clone(),
+        Kind::ListenerSet,
+        |o| Object::ListenerSet(Box::new(o)),
         &context,
     );
     spawn_kind::<ConfigMap>(
@@ -1052,6 +1062,7 @@ mod tests {
             ("", "services"),
             ("discovery.k8s.io", "endpointslices"),
             ("", "configmaps"),
+            (gw, "listenersets"),
         ];
         assert_eq!(resources.len(), WATCHED_KINDS.len());
         for (group, resource) in resources {
@@ -1069,6 +1080,6 @@ mod tests {
         let mut kinds = WATCHED_KINDS.to_vec();
         kinds.sort_unstable();
         kinds.dedup();
-        assert_eq!(kinds.len(), 13);
+        assert_eq!(kinds.len(), 14);
     }
 }

@@ -106,6 +106,29 @@ pub(crate) fn fingerprint(world: &World<'_>, plan: &TenantPlan) -> String {
         let spec = serde_json::to_value(&g.spec).unwrap_or_default();
         collect_refs(&spec, ns, &mut refs);
     }
+    // ListenerSets: the tenant's own (with the parents they name elsewhere) and those of other
+    // namespaces naming its Gateways (counted in their status, with those namespaces' labels).
+    for ls in &o.listener_sets {
+        let lns = ns_of(&ls.metadata);
+        feed(&stripped(ls));
+        if lns == ns {
+            collect_refs(
+                &serde_json::to_value(&ls.spec).unwrap_or_default(),
+                ns,
+                &mut refs,
+            );
+            if let Some(parent) = super::listener_sets::parent(world, ls) {
+                let pns = ns_of(&parent.metadata);
+                if pns != ns {
+                    feed(&stripped(parent));
+                    let spec = serde_json::to_value(&parent.spec).unwrap_or_default();
+                    collect_refs(&spec, pns, &mut refs);
+                }
+            }
+        } else {
+            foreign_route_namespaces.insert(lns.to_owned());
+        }
+    }
     let mut grant_namespaces = BTreeSet::new();
     for (kind, rns, name) in &refs {
         if rns == ns {

@@ -2,6 +2,7 @@
 //! and owns which hostnames, the Tenant and GatewayClass statuses, the statuses of `bulkhead`
 //! Gateways outside any tenant namespace, and the edge snapshot.
 
+use super::listener_sets;
 use super::world::{age_key, name_of, ns_of, World};
 use crate::conditions::{
     ACCEPTED, HOSTNAMES_OVERLAP, PROGRAMMED, READY, REASON_ACCEPTED, REASON_HOSTNAME_CONFLICT,
@@ -12,6 +13,7 @@ use crate::status::{condition, ObjectMeta, ObjectStatus};
 use bulkhead_crds::snapshot::{EdgeRoute, EdgeSnapshot, RouterEndpoints, Sealed};
 use bulkhead_crds::{Tenant, TenantStatus, CONTROLLER_NAME};
 use bulkhead_hostmatch::HostPattern;
+use gateway_api::experimental::gateways::Gateway;
 use gateway_api::gatewayclasses::{GatewayClassStatus, GatewayClassStatusSupportedFeatures};
 use gateway_api::gateways::GatewayStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -220,6 +222,9 @@ pub(crate) fn resolve(world: &World<'_>) -> Global {
 
     statuses.extend(gateway_class_statuses(world));
     statuses.extend(orphan_gateway_statuses(world, &plans));
+    statuses.extend(listener_sets::unserved_statuses(world, |ns| {
+        plans.values().any(|p| p.active && p.namespace == ns)
+    }));
     Global { plans, statuses }
 }
 
@@ -365,14 +370,20 @@ fn orphan_gateway_statuses(
             let message = format!(
                 "namespace {ns:?} is not the namespace of a served Tenant; ask the cluster admin to onboard it"
             );
-            let conditions: Vec<Condition> = vec![
-                condition(ACCEPTED, false, REASON_NAMESPACE_NOT_ONBOARDED, message.clone(), generation),
-                condition(PROGRAMMED, false, REASON_NAMESPACE_NOT_ONBOARDED, message, generation),
-            ];
+            let conditions: Vec<Condition> = if listener_sets::admits_any(g) {
+                shared_gateway_conditions(world, g, &served, &message)
+            } else {
+                vec![
+                    condition(ACCEPTED, false, REASON_NAMESPACE_NOT_ONBOARDED, message.clone(), generation),
+                    condition(PROGRAMMED, false, REASON_NAMESPACE_NOT_ONBOARDED, message, generation),
+                ]
+            };
             let status = GatewayStatus {
                 conditions: Some(conditions),
                 ..Default::default()
             };
+            let mut status = serde_json::to_value(status).unwrap_or_default();
+            listener_sets::decorate_gateway_status(world, g, &|ns| served.contains(ns), &mut status);
             ObjectStatus {
                 api_version: "gateway.networking.k8s.io/v1".into(),
                 kind: "Gateway".into(),
@@ -380,11 +391,54 @@ fn orphan_gateway_statuses(
                     namespace: Some(ns.to_owned()),
                     name: name_of(&g.metadata).to_owned(),
                 },
-                status: serde_json::to_value(status).unwrap_or_default(),
+                status,
                 tenant: None,
             }
         })
         .collect()
+}
+
+/// A Gateway of ours outside every tenant namespace that admits ListenerSets: a shared Gateway,
+/// accepted as their parent. Its own listeners are not served (no tenant owns its namespace); the
+/// listeners of its ListenerSets are, by their tenants' routers.
+fn shared_gateway_conditions(
+    world: &World<'_>,
+    g: &Gateway,
+    served: &BTreeSet<&str>,
+    not_onboarded: &str,
+) -> Vec<Condition> {
+    let generation = g.metadata.generation;
+    let attached = listener_sets::attached_count(world, g, &|ns| served.contains(ns));
+    let own = if g.spec.listeners.is_empty() {
+        String::new()
+    } else {
+        format!("; its own listeners are not served: {not_onboarded}")
+    };
+    let accepted = condition(
+        "Accepted",
+        true,
+        "Accepted",
+        format!("Gateway is accepted as the parent of ListenerSets{own}"),
+        generation,
+    );
+    let programmed = if attached > 0 {
+        condition(
+            "Programmed",
+            true,
+            "Programmed",
+            "The listeners of its ListenerSets are served by their tenants' routers",
+            generation,
+        )
+    } else {
+        condition(
+            "Programmed",
+            false,
+            "Invalid",
+            format!("No ListenerSet is attached{own}"),
+            generation,
+        )
+    };
+    vec![accepted, programmed]
 }
 
 /// The edge snapshot (version 0, sealed): every owned pattern of every served tenant, and the

@@ -75,11 +75,47 @@ pub(crate) enum AllowedFrom {
 /// A route that attached to a listener.
 pub(crate) type AttachedRoute = (RouteKind, String, String);
 
-/// One listener of one of the tenant's Gateways.
+/// Where listeners are declared: one of the tenant's Gateways, or one of its ListenerSets
+/// ([`super::listener_sets`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Source<'a> {
+    /// `Gateway` or `ListenerSet`.
+    pub(crate) kind: &'static str,
+    pub(crate) name: &'a str,
+    /// The namespace certificate references are relative to (the declaring object's).
+    pub(crate) namespace: &'a str,
+    /// The Gateway whose `spec.tls.frontend` applies (a ListenerSet's parent).
+    pub(crate) gateway: &'a Gateway,
+    /// The listeners declared.
+    pub(crate) listeners: std::borrow::Cow<'a, [GatewayListeners]>,
+    /// `Some` when none of the listeners may be served (a ListenerSet its parent does not admit).
+    pub(crate) refused: Option<Problem>,
+    /// A parent Gateway outside the tenant whose own listeners take precedence in conflicts.
+    pub(crate) foreign_parent: Option<&'a Gateway>,
+}
+
+impl<'a> Source<'a> {
+    /// The listeners of one of the tenant's Gateways.
+    pub(crate) fn gateway(g: &'a Gateway) -> Self {
+        Self {
+            kind: "Gateway",
+            name: name_of(&g.metadata),
+            namespace: ns_of(&g.metadata),
+            gateway: g,
+            listeners: std::borrow::Cow::Borrowed(&g.spec.listeners),
+            refused: None,
+            foreign_parent: None,
+        }
+    }
+}
+
+/// One listener of one of the tenant's Gateways or ListenerSets.
 #[derive(Debug, Clone)]
 pub(crate) struct Listener {
-    /// Index of the Gateway in the tenant's Gateway list.
+    /// Index of the declaring [`Source`] in the tenant's list.
     pub(crate) gateway: usize,
+    /// Kind of the declaring object (`Gateway` or `ListenerSet`).
+    pub(crate) owner_kind: &'static str,
     pub(crate) gateway_name: String,
     pub(crate) name: String,
     /// The port as written (0 when out of range).
@@ -138,20 +174,25 @@ impl Listener {
     }
 }
 
-/// Builds, validates and de-conflicts the listeners of the tenant's Gateways (given oldest first).
-/// Valid certificates are added to `certificates`.
+/// Builds, validates and de-conflicts the listeners of the tenant's Gateways (given oldest first),
+/// then of its ListenerSets (oldest first). Valid certificates are added to `certificates`.
 pub(crate) fn build(
     world: &World<'_>,
     plan: &TenantPlan,
-    gateways: &[&Gateway],
+    sources: &[Source<'_>],
     certificates: &mut BTreeMap<String, Certificate>,
 ) -> Vec<Listener> {
     let mut out = Vec::new();
-    for (gi, g) in gateways.iter().enumerate() {
-        for (li, l) in g.spec.listeners.iter().enumerate() {
-            out.push(listener(world, plan, gi, g, li, l, certificates));
+    for (gi, src) in sources.iter().enumerate() {
+        for (li, l) in src.listeners.iter().enumerate() {
+            let mut built = listener(world, plan, gi, src, li, l, certificates);
+            if let Some(p) = &src.refused {
+                built.not_accepted = Some(p.clone());
+            }
+            out.push(built);
         }
     }
+    conflicts_with_parents(world, sources, &mut out);
     resolve_conflicts(&mut out);
     out
 }
@@ -162,11 +203,12 @@ fn listener(
     world: &World<'_>,
     plan: &TenantPlan,
     gi: usize,
-    g: &Gateway,
+    src: &Source<'_>,
     li: usize,
     l: &GatewayListeners,
     certificates: &mut BTreeMap<String, Certificate>,
 ) -> Listener {
+    let g = src.gateway;
     let field = format!("spec.listeners[{li}]");
     let (mode, port, mut not_accepted) = mode_and_port(world, l, &field);
     let patterns = hostname_patterns(plan, l, &field, &mut not_accepted);
@@ -174,7 +216,7 @@ fn listener(
     let kinds = allowed_kinds(mode, l, &field, &mut unresolved);
     let from = allowed_from(l);
     let certificate = if mode.terminates() {
-        listener_certificate(world, g, l, mode, &field, certificates, &mut unresolved)
+        listener_certificate(world, src, l, mode, &field, certificates, &mut unresolved)
     } else {
         None
     };
@@ -189,7 +231,8 @@ fn listener(
     }
     Listener {
         gateway: gi,
-        gateway_name: name_of(&g.metadata).to_owned(),
+        owner_kind: src.kind,
+        gateway_name: src.name.to_owned(),
         name: l.name.clone(),
         port: port.unwrap_or(0),
         mode,
@@ -341,7 +384,7 @@ fn allowed_from(l: &GatewayListeners) -> AllowedFrom {
 /// entry, added to `certificates`); the invalid ones are unresolved.
 fn listener_certificate(
     world: &World<'_>,
-    g: &Gateway,
+    src: &Source<'_>,
     l: &GatewayListeners,
     mode: Mode,
     field: &str,
@@ -375,7 +418,7 @@ fn listener_certificate(
             name: &c.name,
         };
         let cfield = format!("{field}.tls.certificateRefs[{ci}]");
-        match resolve_certificate(world, ns_of(&g.metadata), &r, &cfield) {
+        match resolve_certificate(world, (src.kind, src.namespace), &r, &cfield) {
             Ok((id, cert)) => {
                 if certificate.is_none() {
                     certificates.insert(id.clone(), cert);
@@ -408,6 +451,45 @@ fn port_unavailable(world: &World<'_>, mode: Mode, port: u16, field: &str) -> Op
     ))
 }
 
+/// Marks a ListenerSet's listener conflicted when one of its patterns is the hostname of a listener
+/// of its parent Gateway on the same edge port (a parent outside the tenant; the tenant's own
+/// Gateways come first in [`resolve_conflicts`]): the parent's listeners take precedence.
+fn conflicts_with_parents(world: &World<'_>, sources: &[Source<'_>], listeners: &mut [Listener]) {
+    for l in listeners.iter_mut() {
+        let Some(parent) = sources[l.gateway].foreign_parent else {
+            continue;
+        };
+        let Some(edge) = l.edge() else { continue };
+        if l.not_accepted.is_some() {
+            continue;
+        }
+        let clash = parent.spec.listeners.iter().find(|pl| {
+            let (mode, _, _) = mode_and_port(world, pl, "");
+            let pattern = HostPattern::parse(pl.hostname.as_deref().unwrap_or("*")).ok();
+            mode.edge() == Some(edge) && pattern.is_some_and(|p| l.patterns.contains(&p))
+        });
+        if let Some(pl) = clash {
+            let (mode, _, _) = mode_and_port(world, pl, "");
+            let reason = if mode == l.mode {
+                "HostnameConflict"
+            } else {
+                "ProtocolConflict"
+            };
+            l.conflicted = Some(Problem::new(
+                reason,
+                format!(
+                    "hostname {} on the {} edge port is already served by listener {:?} of the parent Gateway {}/{}",
+                    pl.hostname.as_deref().unwrap_or("*"),
+                    edge_name(edge),
+                    pl.name,
+                    ns_of(&parent.metadata),
+                    name_of(&parent.metadata)
+                ),
+            ));
+        }
+    }
+}
+
 /// Marks a listener conflicted when one of its patterns is already served on its edge port by an
 /// earlier accepted listener.
 fn resolve_conflicts(listeners: &mut [Listener]) {
@@ -433,9 +515,10 @@ fn resolve_conflicts(listeners: &mut [Listener]) {
                     REASON_PROTOCOL_CONFLICT
                 };
                 let message = format!(
-                    "hostname {p} on the {} edge port is already served by listener {:?} of Gateway {:?} (all Gateways of a tenant share its router)",
+                    "hostname {p} on the {} edge port is already served by listener {:?} of {} {:?} (all Gateways of a tenant share its router)",
                     edge_name(edge),
                     o.name,
+                    o.owner_kind,
                     o.gateway_name
                 );
                 listeners[i].conflicted = Some(Problem::new(reason, message));
@@ -458,7 +541,7 @@ pub(crate) fn edge_name(edge: EdgePort) -> &'static str {
 }
 
 /// Kubernetes label selector semantics (`matchLabels` and `matchExpressions`, all must hold).
-fn selector_matches(
+pub(crate) fn selector_matches(
     sel: &GatewayListenersAllowedRoutesNamespacesSelector,
     labels: &BTreeMap<String, String>,
 ) -> bool {

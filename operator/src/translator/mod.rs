@@ -76,6 +76,12 @@
 //! left). [`RouteEntry`]s with no
 //! `backendRefs` at all keep an empty backend list.
 //!
+//! **ListenerSets** ([`listener_sets`]): a ListenerSet whose parent Gateway admits its namespace
+//! (`spec.allowedListeners`) adds its listeners to the tenant owning that namespace, validated as
+//! the tenant's Gateway listeners (after them, oldest ListenerSet first; the parent's own listeners
+//! win conflicts); refused ones are `Accepted=False`/`NotAllowed`. Routes attach with parentRef
+//! kind `ListenerSet`.
+//!
 //! Client certificate validation (`spec.tls.frontend`, the `perPort` entry of an HTTPS listener's
 //! port, else `default`): its `caCertificateRefs` resolve to the `ca.crt` of ConfigMaps (another
 //! namespace needs a ReferenceGrant: `RefNotPermitted`; another kind: `InvalidCACertificateKind`;
@@ -91,6 +97,7 @@
 pub(crate) mod fingerprint;
 mod frontend;
 pub(crate) mod global;
+pub(crate) mod listener_sets;
 mod listeners;
 mod model;
 mod refs;

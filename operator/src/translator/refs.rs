@@ -189,7 +189,7 @@ pub(crate) struct CertificateRef<'r> {
 /// Resolves a certificate reference of a Gateway in `gateway_ns` to its id (`namespace/name`) and PEM.
 pub(crate) fn resolve_certificate(
     world: &World<'_>,
-    gateway_ns: &str,
+    (from_kind, gateway_ns): (&str, &str),
     r: &CertificateRef<'_>,
     field: &str,
 ) -> Result<(String, Certificate), Problem> {
@@ -207,14 +207,14 @@ pub(crate) fn resolve_certificate(
     let name = r.name;
     if ns != gateway_ns
         && !world.grant_permits(
-            (GATEWAY_GROUP, "Gateway", gateway_ns),
+            (GATEWAY_GROUP, from_kind, gateway_ns),
             ("", "Secret", ns, name),
         )
     {
         return Err(Problem::new(
             REASON_REF_NOT_PERMITTED,
             format!(
-                "{field}: Secret {ns}/{name} is in another namespace and no ReferenceGrant in {ns:?} allows Gateways from {gateway_ns:?} to use it"
+                "{field}: Secret {ns}/{name} is in another namespace and no ReferenceGrant in {ns:?} allows {from_kind}s from {gateway_ns:?} to use it"
             ),
         ));
     }

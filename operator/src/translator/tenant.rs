@@ -4,7 +4,8 @@
 
 use super::frontend;
 use super::global::TenantPlan;
-use super::listeners::{self, edge_name, Listener, Mode};
+use super::listener_sets;
+use super::listeners::{self, edge_name, Listener, Mode, Source};
 use super::model::{ParentRefModel, RouteModel};
 use super::refs::Problem;
 use super::routes::{self, precedence, CompiledRoute, MatchPrecedence};
@@ -129,8 +130,10 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
         foreign_hostnames: plan.foreign.iter().map(ToString::to_string).collect(),
         ..Default::default()
     };
-    let mut listeners = listeners::build(world, plan, &gateways, &mut snapshot.certificates);
-    let attached = attach_routes(world, plan, &gateways, &mut listeners, &mut snapshot);
+    let sets = listener_sets::of_namespace(world, ns);
+    let sources = listener_sources(&gateways, &sets);
+    let mut listeners = listeners::build(world, plan, &sources, &mut snapshot.certificates);
+    let attached = attach_routes(world, plan, &sources, &mut listeners, &mut snapshot);
     add_terminations(&mut snapshot, plan, &listeners);
     add_l4_routes(&mut snapshot, attached.l4);
     add_virtual_hosts(&mut snapshot, attached.vhosts, &listeners);
@@ -139,16 +142,43 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
     snapshot.shrink_to_fit();
     snapshot.seal();
 
-    let gateway_statuses = gateways
+    let mut gateway_statuses: Vec<ObjectStatus> = gateways
         .iter()
         .enumerate()
-        .map(|(gi, g)| gateway_status(plan, gi, g, &listeners))
+        .map(|(gi, g)| gateway_status(world, plan, gi, g, &listeners))
         .collect();
+    gateway_statuses.extend(
+        sets.iter()
+            .enumerate()
+            .map(|(si, set)| listener_sets::status(plan, set, gateways.len() + si, &listeners)),
+    );
     TenantOutput {
         snapshot,
         gateway_statuses,
         route_parents: attached.route_parents,
     }
+}
+
+/// The tenant's Gateways, then its ListenerSets, as listener sources (a listener's `gateway` is
+/// its source's index here).
+fn listener_sources<'a>(
+    gateways: &[&'a Gateway],
+    sets: &[listener_sets::TenantSet<'a>],
+) -> Vec<Source<'a>> {
+    let mut sources: Vec<Source<'a>> = gateways.iter().map(|g| Source::gateway(g)).collect();
+    for set in sets {
+        let foreign = !gateways.iter().any(|g| std::ptr::eq(*g, set.parent));
+        sources.push(Source {
+            kind: listener_sets::KIND,
+            name: set.ls.metadata.name.as_deref().unwrap_or_default(),
+            namespace: set.ls.metadata.namespace.as_deref().unwrap_or_default(),
+            gateway: set.parent,
+            listeners: std::borrow::Cow::Owned(set.listeners.clone()),
+            refused: set.admitted.clone().err(),
+            foreign_parent: foreign.then_some(set.parent),
+        });
+    }
+    sources
 }
 
 /// What the routes into the tenant's namespace contribute.
@@ -158,12 +188,12 @@ struct AttachedRoutes {
     route_parents: Vec<RouteParentFragment>,
 }
 
-/// Attaches every route naming one of `gateways` to their listeners; the backends of the routes
-/// accepted somewhere go into the snapshot.
+/// Attaches every route naming one of `sources` (Gateways or ListenerSets) to their listeners;
+/// the backends of the routes accepted somewhere go into the snapshot.
 fn attach_routes(
     world: &World<'_>,
     plan: &TenantPlan,
-    gateways: &[&Gateway],
+    sources: &[Source<'_>],
     listeners: &mut [Listener],
     snapshot: &mut TenantSnapshot,
 ) -> AttachedRoutes {
@@ -185,7 +215,7 @@ fn attach_routes(
             .parent_refs
             .iter()
             .enumerate()
-            .filter_map(|(k, p)| target_gateway(p, &route, ns, gateways).map(|gi| (k, p, gi)))
+            .filter_map(|(k, p)| target_gateway(p, &route, ns, sources).map(|gi| (k, p, gi)))
             .collect();
         if targets.is_empty() {
             continue;
@@ -314,22 +344,22 @@ fn retain_used_certificates(snapshot: &mut TenantSnapshot) {
     snapshot.certificates.retain(|id, _| used.contains(id));
 }
 
-/// Index of the tenant Gateway a parentRef names, if it names one.
+/// Index of the tenant Gateway or ListenerSet a parentRef names, if it names one.
 fn target_gateway(
     p: &ParentRefModel,
     route: &RouteModel<'_>,
     ns: &str,
-    gateways: &[&Gateway],
+    sources: &[Source<'_>],
 ) -> Option<usize> {
     let group_ok = p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP;
-    let kind_ok = p.kind.as_deref().unwrap_or("Gateway") == "Gateway";
+    let kind = p.kind.as_deref().unwrap_or("Gateway");
     let pns = p.namespace.as_deref().unwrap_or(route.namespace);
-    if !group_ok || !kind_ok || pns != ns {
+    if !group_ok || pns != ns {
         return None;
     }
-    gateways
+    sources
         .iter()
-        .position(|g| g.metadata.name.as_deref() == Some(p.name.as_str()))
+        .position(|s| s.kind == kind && s.name == p.name)
 }
 
 /// (listener index, hostname pattern) pairs a route serves through one parentRef.
@@ -368,7 +398,11 @@ fn attach(
         };
         return Err(Problem::new(
             REASON_NO_MATCHING_PARENT,
-            format!("Gateway {:?} has no listener {what}", parent.name),
+            format!(
+                "{} {:?} has no listener {what}",
+                parent.kind.as_deref().unwrap_or("Gateway"),
+                parent.name
+            ),
         ));
     }
     let usable: Vec<usize> = candidates
@@ -630,7 +664,11 @@ fn merge_vhosts(vhosts: &BTreeMap<(EdgePort, String), VhostBuild>) -> Vec<(EdgeP
 fn listener_ref(plan: &TenantPlan, l: &Listener) -> ListenerRef {
     ListenerRef {
         namespace: plan.namespace.clone(),
-        gateway: l.gateway_name.clone(),
+        gateway: if l.owner_kind == listener_sets::KIND {
+            format!("{}/{}", listener_sets::KIND, l.gateway_name)
+        } else {
+            l.gateway_name.clone()
+        },
         listener: l.name.clone(),
         port: l.port,
     }
@@ -771,6 +809,7 @@ fn parent_status(
 }
 
 fn gateway_status(
+    world: &World<'_>,
     plan: &TenantPlan,
     gi: usize,
     g: &Gateway,
@@ -778,6 +817,50 @@ fn gateway_status(
 ) -> ObjectStatus {
     let generation = g.metadata.generation;
     let mine: Vec<&Listener> = listeners.iter().filter(|l| l.gateway == gi).collect();
+    let [accepted, programmed] = accepted_and_programmed(&mine, "Gateway", generation);
+    let mut conditions = vec![accepted, programmed];
+    let https_ports = mine
+        .iter()
+        .filter(|l| l.mode == Mode::HttpsTerminate)
+        .map(|l| i32::from(l.port));
+    if frontend::insecure_fallback(g, https_ports) {
+        conditions.push(condition(
+            INSECURE_FRONTEND_VALIDATION_MODE,
+            true,
+            REASON_CONFIGURATION_CHANGED,
+            "An HTTPS listener accepts clients without a valid certificate (AllowInsecureFallback)",
+            generation,
+        ));
+    }
+    let status = GatewayStatus {
+        conditions: Some(conditions),
+        listeners: Some(
+            mine.iter()
+                .map(|l| listener_status(l, generation))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let mut status = serde_json::to_value(status).unwrap_or_default();
+    listener_sets::decorate_gateway_status(world, g, &|_| true, &mut status);
+    ObjectStatus {
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "Gateway".into(),
+        metadata: ObjectMeta {
+            namespace: Some(plan.namespace.clone()),
+            name: g.metadata.name.clone().unwrap_or_default(),
+        },
+        status,
+        tenant: Some(plan.name.clone()),
+    }
+}
+
+/// `Accepted` and `Programmed` of a Gateway or ListenerSet (`kind`) declaring listeners `mine`.
+pub(crate) fn accepted_and_programmed(
+    mine: &[&Listener],
+    kind: &str,
+    generation: Option<i64>,
+) -> [Condition; 2] {
     let invalid: Vec<&str> = mine
         .iter()
         .filter(|l| !l.usable())
@@ -788,7 +871,7 @@ fn gateway_status(
             ACCEPTED,
             true,
             REASON_ACCEPTED,
-            "Gateway is accepted",
+            format!("{kind} is accepted"),
             generation,
         )
     } else {
@@ -818,42 +901,11 @@ fn gateway_status(
             generation,
         )
     };
-    let mut conditions = vec![accepted, programmed];
-    let https_ports = mine
-        .iter()
-        .filter(|l| l.mode == Mode::HttpsTerminate)
-        .map(|l| i32::from(l.port));
-    if frontend::insecure_fallback(g, https_ports) {
-        conditions.push(condition(
-            INSECURE_FRONTEND_VALIDATION_MODE,
-            true,
-            REASON_CONFIGURATION_CHANGED,
-            "An HTTPS listener accepts clients without a valid certificate (AllowInsecureFallback)",
-            generation,
-        ));
-    }
-    let status = GatewayStatus {
-        conditions: Some(conditions),
-        listeners: Some(
-            mine.iter()
-                .map(|l| listener_status(l, generation))
-                .collect(),
-        ),
-        ..Default::default()
-    };
-    ObjectStatus {
-        api_version: "gateway.networking.k8s.io/v1".into(),
-        kind: "Gateway".into(),
-        metadata: ObjectMeta {
-            namespace: Some(plan.namespace.clone()),
-            name: g.metadata.name.clone().unwrap_or_default(),
-        },
-        status: serde_json::to_value(status).unwrap_or_default(),
-        tenant: Some(plan.name.clone()),
-    }
+    [accepted, programmed]
 }
 
-fn listener_status(l: &Listener, generation: Option<i64>) -> GatewayStatusListeners {
+/// The status of one listener (a Gateway's or a ListenerSet's: both have the same shape).
+pub(crate) fn listener_status(l: &Listener, generation: Option<i64>) -> GatewayStatusListeners {
     let accepted = match &l.not_accepted {
         None => condition(
             ACCEPTED,

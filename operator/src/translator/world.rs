@@ -180,6 +180,7 @@ impl<'a> World<'a> {
             .for_each(|o| note(&o.metadata));
         objects.secrets.iter().for_each(|o| note(&o.metadata));
         objects.config_maps.iter().for_each(|o| note(&o.metadata));
+        objects.listener_sets.iter().for_each(|o| note(&o.metadata));
         objects.services.iter().for_each(|o| note(&o.metadata));
         objects
             .endpoint_slices
