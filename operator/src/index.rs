@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Every kind the control plane reads, as [`Object::kind`] names it: the cluster-scoped ones
 /// first.
-pub const ALL_KINDS: [&str; 13] = [
+pub const ALL_KINDS: [&str; 14] = [
     "Tenant",
     "Namespace",
     "GatewayClass",
@@ -26,6 +26,7 @@ pub const ALL_KINDS: [&str; 13] = [
     "Service",
     "EndpointSlice",
     "ConfigMap",
+    "BackendTLSPolicy",
 ];
 /// The cluster-scoped kinds (their namespace is `""`).
 pub const CLUSTER_KINDS: &[&str] = ALL_KINDS.split_at(3).0;

@@ -12,11 +12,13 @@
 //! | `GRPCRoute` | `gateway.networking.k8s.io/v1` |
 //! | `TLSRoute` | `gateway.networking.k8s.io/v1`, `v1alpha3` or `v1alpha2` |
 //! | `TCPRoute` | `gateway.networking.k8s.io/v1alpha2` |
+//! | `BackendTLSPolicy` | `gateway.networking.k8s.io/v1` or `v1alpha3` |
 //!
 //! A `v1` `List` document is unpacked into its `items`. A namespaced object without
 //! `metadata.namespace` lands in `default`, as `kubectl apply` would put it.
 
 use bulkhead_crds::Tenant;
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::experimental::tlsroutes::TlsRoute;
@@ -71,6 +73,8 @@ pub enum Object {
     EndpointSlice(Box<EndpointSlice>),
     /// `v1` `ConfigMap` (CA certificate bundles, key `ca.crt`).
     ConfigMap(Box<ConfigMap>),
+    /// `BackendTLSPolicy`.
+    BackendTlsPolicy(Box<BackendTlsPolicy>),
 }
 
 /// Identity of an object: kind, namespace (empty for cluster-scoped kinds) and name.
@@ -111,6 +115,7 @@ impl Object {
             Self::Service(o) => &o.metadata,
             Self::EndpointSlice(o) => &o.metadata,
             Self::ConfigMap(o) => &o.metadata,
+            Self::BackendTlsPolicy(o) => &o.metadata,
         }
     }
 
@@ -130,6 +135,7 @@ impl Object {
             Self::Service(_) => "Service",
             Self::EndpointSlice(_) => "EndpointSlice",
             Self::ConfigMap(_) => "ConfigMap",
+            Self::BackendTlsPolicy(_) => "BackendTLSPolicy",
         }
     }
 
@@ -214,6 +220,8 @@ pub struct ObjectSet {
     pub endpoint_slices: Vec<EndpointSlice>,
     /// `ConfigMap`s.
     pub config_maps: Vec<ConfigMap>,
+    /// `BackendTLSPolicy`s.
+    pub backend_tls_policies: Vec<BackendTlsPolicy>,
 }
 
 impl ObjectSet {
@@ -246,6 +254,7 @@ impl ObjectSet {
             Object::Service(o) => self.services.push(*o),
             Object::EndpointSlice(o) => self.endpoint_slices.push(*o),
             Object::ConfigMap(o) => self.config_maps.push(*o),
+            Object::BackendTlsPolicy(o) => self.backend_tls_policies.push(*o),
         }
     }
 
@@ -269,6 +278,7 @@ impl ObjectSet {
         self.services.sort_by_key(|o| key(&o.metadata));
         self.endpoint_slices.sort_by_key(|o| key(&o.metadata));
         self.config_maps.sort_by_key(|o| key(&o.metadata));
+        self.backend_tls_policies.sort_by_key(|o| key(&o.metadata));
     }
 
     /// Every object of the set, by kind.
@@ -336,6 +346,11 @@ impl ObjectSet {
                     .into_iter()
                     .map(|o| Object::ConfigMap(Box::new(o))),
             )
+            .chain(
+                self.backend_tls_policies
+                    .into_iter()
+                    .map(|o| Object::BackendTlsPolicy(Box::new(o))),
+            )
     }
 
     /// Number of objects in the set.
@@ -353,6 +368,7 @@ impl ObjectSet {
             + self.services.len()
             + self.endpoint_slices.len()
             + self.config_maps.len()
+            + self.backend_tls_policies.len()
     }
 
     /// Whether the set holds no object.
@@ -443,6 +459,14 @@ const KINDS: &[KindSpec] = &[
         api_versions: &["v1"],
         namespaced: true,
     },
+    KindSpec {
+        kind: "BackendTLSPolicy",
+        api_versions: &[
+            "gateway.networking.k8s.io/v1",
+            "gateway.networking.k8s.io/v1alpha3",
+        ],
+        namespaced: true,
+    },
 ];
 
 /// Which object a status belongs to: apiVersion, kind, namespace (`""` if cluster-scoped), name.
@@ -471,6 +495,9 @@ pub fn typed_status(kind: &str, status: &Value) -> Option<Value> {
         "GRPCRoute" => through::<GrpcRouteStatus>(status),
         "TLSRoute" => through::<TlsRouteStatus>(status),
         "TCPRoute" => through::<TcpRouteStatus>(status),
+        "BackendTLSPolicy" => {
+            through::<gateway_api::backendtlspolicies::BackendTlsPolicyStatus>(status)
+        }
         _ => None,
     }
 }
@@ -675,6 +702,8 @@ impl Object {
             | Self::Secret(_)
             | Self::EndpointSlice(_)
             | Self::ConfigMap(_) => {}
+            // Status entries are rewritten whole by their controllers; ours are recomputed.
+            Self::BackendTlsPolicy(o) => o.status = None,
         }
     }
 
@@ -783,6 +812,7 @@ fn parse_object_inner(json: &mut Value) -> Result<Object, ObjectError> {
         "Service" => typed(value).map(|o| Object::Service(Box::new(o))),
         "EndpointSlice" => typed(value).map(|o| Object::EndpointSlice(Box::new(o))),
         "ConfigMap" => typed(value).map(|o| Object::ConfigMap(Box::new(o))),
+        "BackendTLSPolicy" => typed(value).map(|o| Object::BackendTlsPolicy(Box::new(o))),
         other => Err((None, format!("unsupported kind {other:?} (skipped)"))),
     };
     typed.map_err(|(field, message)| with_name(field, message))

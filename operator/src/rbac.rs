@@ -93,7 +93,12 @@ pub const OPERATOR_API_CALLS: &[ApiCall] = &[
     // Gateway API (standard channel plus TLSRoute and TCPRoute): watched; statuses written.
     ApiCall {
         group: "gateway.networking.k8s.io",
-        resources: &["gatewayclasses", "gateways", "referencegrants"],
+        resources: &[
+            "gatewayclasses",
+            "gateways",
+            "referencegrants",
+            "backendtlspolicies",
+        ],
         verbs: READ,
         scope: Scope::Cluster,
     },
@@ -105,7 +110,11 @@ pub const OPERATOR_API_CALLS: &[ApiCall] = &[
     },
     ApiCall {
         group: "gateway.networking.k8s.io",
-        resources: &["gatewayclasses/status", "gateways/status"],
+        resources: &[
+            "gatewayclasses/status",
+            "gateways/status",
+            "backendtlspolicies/status",
+        ],
         verbs: STATUS,
         scope: Scope::Cluster,
     },

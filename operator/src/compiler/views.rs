@@ -45,6 +45,7 @@ pub(super) fn tenant_view(index: &ObjectIndex, ns: &str) -> (ObjectSet, BTreeSet
             "Secret",
             "ConfigMap",
             "ReferenceGrant",
+            "BackendTLSPolicy",
         ] {
             clone_kind(index, kind, other, &mut objects);
         }

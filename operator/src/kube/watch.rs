@@ -29,6 +29,7 @@ use ::kube::runtime::WatchStreamExt;
 use ::kube::{Client, Resource};
 use bulkhead_crds::Tenant;
 use futures::StreamExt;
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::experimental::tlsroutes::TlsRoute;
@@ -234,6 +235,15 @@ pub fn spawn_watchers(
         all.clone(),
         "EndpointSlice",
         |o| Object::EndpointSlice(Box::new(o)),
+        &context,
+    );
+    let (at, watched) = gateway_api("BackendTLSPolicy");
+    spawn_kind::<BackendTlsPolicy>(
+        &mut set,
+        watched.then(|| Api::all_with(c.clone(), &at)),
+        all.clone(),
+        "BackendTLSPolicy",
+        |o| Object::BackendTlsPolicy(Box::new(o)),
         &context,
     );
     spawn_kind::<ConfigMap>(
@@ -1038,6 +1048,7 @@ mod tests {
             ("", "services"),
             ("discovery.k8s.io", "endpointslices"),
             ("", "configmaps"),
+            (gw, "backendtlspolicies"),
         ];
         assert_eq!(resources.len(), WATCHED_KINDS.len());
         for (group, resource) in resources {
@@ -1055,6 +1066,6 @@ mod tests {
         let mut kinds = WATCHED_KINDS.to_vec();
         kinds.sort_unstable();
         kinds.dedup();
-        assert_eq!(kinds.len(), 13);
+        assert_eq!(kinds.len(), 14);
     }
 }
