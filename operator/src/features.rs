@@ -54,6 +54,16 @@ const fn feature(name: &'static str, level: Level, proven_by: &'static str) -> F
 /// `GatewayClass.status.supportedFeatures` must have: `GRPCRoute` before `Gateway`).
 pub const SUPPORTED_FEATURES: &[Feature] = &[
     feature(
+        "BackendTLSPolicy",
+        Level::Core,
+        "tests/conformance_backend_tls.rs::backend_tls_policy_follows_the_specification",
+    ),
+    feature(
+        "BackendTLSPolicySANValidation",
+        Level::Extended,
+        "tests/conformance_backend_tls.rs::subject_alt_names_replace_the_hostname_for_authentication",
+    ),
+    feature(
         "GRPCRoute",
         Level::Core,
         "tests/conformance_grpc_route.rs::grpc_calls_are_routed_by_service_and_method",
@@ -62,6 +72,11 @@ pub const SUPPORTED_FEATURES: &[Feature] = &[
         "Gateway",
         Level::Core,
         "tests/tenancy.rs::https_reaches_each_tenants_backend_with_its_own_certificate",
+    ),
+    feature(
+        "GatewayBackendClientCertificate",
+        Level::Experimental,
+        "tests/conformance_backend_tls.rs::a_gateway_presents_its_backend_client_certificate_and_only_its_own",
     ),
     feature(
         "GatewayFrontendClientCertificateValidation",

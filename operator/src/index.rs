@@ -43,11 +43,13 @@ pub enum Kind {
     ConfigMap,
     /// `ListenerSet` (Gateway API v1.5).
     ListenerSet,
+    /// `BackendTLSPolicy`.
+    BackendTlsPolicy,
 }
 
 impl Kind {
     /// Every kind, the cluster-scoped ones first.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Tenant,
         Kind::Namespace,
         Kind::GatewayClass,
@@ -62,6 +64,7 @@ impl Kind {
         Kind::EndpointSlice,
         Kind::ConfigMap,
         Kind::ListenerSet,
+        Kind::BackendTlsPolicy,
     ];
 
     /// The route kinds.
@@ -89,6 +92,7 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::ConfigMap => "ConfigMap",
             Kind::ListenerSet => "ListenerSet",
+            Kind::BackendTlsPolicy => "BackendTLSPolicy",
         }
     }
 

@@ -13,12 +13,14 @@
 //! | `TLSRoute` | `gateway.networking.k8s.io/v1`, `v1alpha3` or `v1alpha2` |
 //! | `TCPRoute` | `gateway.networking.k8s.io/v1alpha2` |
 //! | `ListenerSet` | `gateway.networking.k8s.io/v1` |
+//! | `BackendTLSPolicy` | `gateway.networking.k8s.io/v1` or `v1alpha3` |
 //!
 //! A `v1` `List` document is unpacked into its `items`. A namespaced object without
 //! `metadata.namespace` lands in `default`, as `kubectl apply` would put it.
 
 use crate::index::Kind;
 use bulkhead_crds::Tenant;
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::experimental::tlsroutes::TlsRoute;
@@ -76,6 +78,8 @@ pub enum Object {
     ConfigMap(Box<ConfigMap>),
     /// `ListenerSet`: listeners a namespace adds to a Gateway that allows it.
     ListenerSet(Box<ListenerSet>),
+    /// `BackendTLSPolicy`.
+    BackendTlsPolicy(Box<BackendTlsPolicy>),
 }
 
 /// Identity of an object: kind, namespace (empty for cluster-scoped kinds) and name.
@@ -117,6 +121,7 @@ impl Object {
             Self::EndpointSlice(o) => &o.metadata,
             Self::ConfigMap(o) => &o.metadata,
             Self::ListenerSet(o) => &o.metadata,
+            Self::BackendTlsPolicy(o) => &o.metadata,
         }
     }
 
@@ -137,6 +142,7 @@ impl Object {
             Self::EndpointSlice(_) => Kind::EndpointSlice,
             Self::ConfigMap(_) => Kind::ConfigMap,
             Self::ListenerSet(_) => Kind::ListenerSet,
+            Self::BackendTlsPolicy(_) => Kind::BackendTlsPolicy,
         }
     }
 
@@ -223,6 +229,8 @@ pub struct ObjectSet {
     pub config_maps: Vec<ConfigMap>,
     /// `ListenerSet`s.
     pub listener_sets: Vec<ListenerSet>,
+    /// `BackendTLSPolicy`s.
+    pub backend_tls_policies: Vec<BackendTlsPolicy>,
 }
 
 impl ObjectSet {
@@ -256,6 +264,7 @@ impl ObjectSet {
             Object::EndpointSlice(o) => self.endpoint_slices.push(*o),
             Object::ConfigMap(o) => self.config_maps.push(*o),
             Object::ListenerSet(o) => self.listener_sets.push(*o),
+            Object::BackendTlsPolicy(o) => self.backend_tls_policies.push(*o),
         }
     }
 
@@ -280,6 +289,7 @@ impl ObjectSet {
         self.endpoint_slices.sort_by_key(|o| key(&o.metadata));
         self.config_maps.sort_by_key(|o| key(&o.metadata));
         self.listener_sets.sort_by_key(|o| key(&o.metadata));
+        self.backend_tls_policies.sort_by_key(|o| key(&o.metadata));
     }
 
     /// Every object of the set, by kind.
@@ -352,6 +362,11 @@ impl ObjectSet {
                     .into_iter()
                     .map(|o| Object::ListenerSet(Box::new(o))),
             )
+            .chain(
+                self.backend_tls_policies
+                    .into_iter()
+                    .map(|o| Object::BackendTlsPolicy(Box::new(o))),
+            )
     }
 
     /// Number of objects in the set.
@@ -370,6 +385,7 @@ impl ObjectSet {
             + self.endpoint_slices.len()
             + self.config_maps.len()
             + self.listener_sets.len()
+            + self.backend_tls_policies.len()
     }
 
     /// Whether the set holds no object.
@@ -465,6 +481,14 @@ const KINDS: &[KindSpec] = &[
         api_versions: &["gateway.networking.k8s.io/v1"],
         namespaced: true,
     },
+    KindSpec {
+        kind: "BackendTLSPolicy",
+        api_versions: &[
+            "gateway.networking.k8s.io/v1",
+            "gateway.networking.k8s.io/v1alpha3",
+        ],
+        namespaced: true,
+    },
 ];
 
 /// Which object a status belongs to: apiVersion, kind, namespace (`""` if cluster-scoped), name.
@@ -495,6 +519,9 @@ pub fn typed_status(kind: &str, status: &Value) -> Option<Value> {
         "TLSRoute" => through::<TlsRouteStatus>(status),
         "TCPRoute" => through::<TcpRouteStatus>(status),
         "ListenerSet" => through::<ListenerSetStatus>(status),
+        "BackendTLSPolicy" => {
+            through::<gateway_api::backendtlspolicies::BackendTlsPolicyStatus>(status)
+        }
         _ => None,
     }
 }
@@ -701,6 +728,8 @@ impl Object {
             | Self::Secret(_)
             | Self::EndpointSlice(_)
             | Self::ConfigMap(_) => {}
+            // Status entries are rewritten whole by their controllers; ours are recomputed.
+            Self::BackendTlsPolicy(o) => o.status = None,
         }
     }
 
@@ -810,6 +839,7 @@ fn parse_object_inner(json: &mut Value) -> Result<Object, ObjectError> {
         "EndpointSlice" => typed(value).map(|o| Object::EndpointSlice(Box::new(o))),
         "ConfigMap" => typed(value).map(|o| Object::ConfigMap(Box::new(o))),
         "ListenerSet" => typed(value).map(|o| Object::ListenerSet(Box::new(o))),
+        "BackendTLSPolicy" => typed(value).map(|o| Object::BackendTlsPolicy(Box::new(o))),
         other => Err((None, format!("unsupported kind {other:?} (skipped)"))),
     };
     typed.map_err(|(field, message)| with_name(field, message))

@@ -200,6 +200,8 @@ pub(crate) struct CompiledBackend {
     pub(crate) endpoints: Vec<Arc<EndpointState>>,
     /// Requests in flight, for the circuit breaker (shared across configurations).
     pub(crate) load: Arc<BackendLoad>,
+    /// TLS origination (`BackendTLSPolicy`); `None`: plaintext.
+    pub(crate) tls: Option<Arc<crate::upstream::tls::UpstreamTls>>,
     /// Held while deciding an ejection, so that concurrent ejections respect the cap.
     ejecting: Mutex<()>,
 }
@@ -217,8 +219,15 @@ impl CompiledBackend {
             protocol,
             endpoints,
             load,
+            tls: None,
             ejecting: Mutex::new(()),
         }
+    }
+
+    /// The backend with TLS origination.
+    pub(crate) fn with_tls(mut self, tls: Option<Arc<crate::upstream::tls::UpstreamTls>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Power of two choices among endpoints in service: the less loaded of two random ones (when

@@ -66,7 +66,9 @@ impl ForwardError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Upstream(UpstreamErrorKind::Timeout) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Upstream(UpstreamErrorKind::Protocol) => StatusCode::BAD_GATEWAY,
+            Self::Upstream(UpstreamErrorKind::Protocol | UpstreamErrorKind::Tls) => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::Client(ClientFault::Stalled) => StatusCode::REQUEST_TIMEOUT,
             Self::Client(_) => StatusCode::BAD_REQUEST,
         }

@@ -142,6 +142,9 @@ pub(crate) enum UpstreamErrorKind {
     Timeout,
     /// The backend broke the exchange (502, or an aborted response).
     Protocol,
+    /// The TLS handshake with a backend of a `BackendTLSPolicy` failed, or its TLS is not usable
+    /// (502).
+    Tls,
 }
 
 /// How a client failed its own request (never counted against an endpoint).
@@ -332,7 +335,7 @@ snake_case_labels! {
         ConnectionLimit => "connection_limit",
     }
     RequestLimit { BodyIdle => "body_idle", H2Streams => "h2_streams" }
-    UpstreamErrorKind { Connect => "connect", Timeout => "timeout", Protocol => "protocol" }
+    UpstreamErrorKind { Connect => "connect", Timeout => "timeout", Protocol => "protocol", Tls => "tls" }
     SnapshotOutcome { Applied => "applied", Rejected => "rejected" }
     RetryReason { NotSent => "not_sent", ConnectionFailed => "connection_failed" }
     ClientErrorKind { MalformedBody => "malformed_body", Gone => "gone", Stalled => "stalled" }

@@ -281,6 +281,7 @@ fn router_snapshot(
             .or_insert_with(|| Backend {
                 protocol: BackendProtocol::Http1,
                 endpoints: vec![addr],
+                tls: None,
             });
         // Room for one route per host (the common case) rather than the four a first `push` reserves.
         let routes = vhosts.entry(host).or_insert_with(|| Vec::with_capacity(1));

@@ -614,6 +614,54 @@ pub struct Backend {
     /// Ready endpoint addresses (from EndpointSlices).
     #[serde(deserialize_with = "compact")]
     pub endpoints: Vec<SocketAddr>,
+    /// TLS from the router to the endpoints (a `BackendTLSPolicy`); `None`: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTls>,
+}
+
+/// TLS origination to a backend, from a `BackendTLSPolicy` (and the Gateway's backend client
+/// certificate). A backend with TLS never receives plaintext, and the router offers ALPN `h2` for
+/// [`BackendProtocol::H2c`] backends, `http/1.1` for the others.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BackendTls {
+    /// SNI sent to the backend (`validation.hostname`); also the name its certificate must hold
+    /// when `subject_alt_names` is empty.
+    pub hostname: String,
+    /// What the backend's certificate chain is verified against.
+    pub trust: BackendTrust,
+    /// Subject alternative names of which the backend's certificate must hold at least one;
+    /// empty: `hostname` is checked instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<SubjectAltName>,
+    /// Key in [`TenantSnapshot::certificates`] of the client certificate presented to the backend
+    /// (the Gateway's `spec.tls.backend.clientCertificateRef`); `None`: none is presented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+}
+
+/// Trust anchors of a [`BackendTls`] (internally tagged by `kind`, so that YAML renders it
+/// without tags).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BackendTrust {
+    /// A PEM bundle of CA certificates (the `ca.crt` of the referenced ConfigMaps, concatenated).
+    CaPem {
+        /// The bundle.
+        ca_pem: String,
+    },
+    /// The router's system trust store (`wellKnownCACertificates: System`).
+    System,
+}
+
+/// A subject alternative name the backend's certificate must hold (`{type, value}`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum SubjectAltName {
+    /// A DNS name (exact, compared case-insensitively; a `*.` wildcard in the certificate matches
+    /// one label).
+    Hostname(String),
+    /// A URI, compared exactly (e.g. a SPIFFE ID).
+    Uri(String),
 }
 
 /// Upstream protocol of a backend, from the Service port's `appProtocol`.

@@ -57,6 +57,12 @@ pub enum SnapshotError {
         /// The listener id.
         listener: String,
     },
+    /// A backend with TLS has no SNI hostname.
+    #[error("backends[{id:?}].tls.hostname is empty")]
+    BackendTlsHostname {
+        /// The backend id.
+        id: String,
+    },
     /// A route names a backend that is not in the snapshot.
     #[error("{route}: backend {id:?} is not in the snapshot")]
     DanglingBackend {
@@ -139,6 +145,7 @@ impl TenantSnapshot {
         self.check_certificates("https.terminate", terminate)?;
         let terminate_tcp = https.terminate_tcp.iter().map(|t| &t.certificate);
         self.check_certificates("https.terminate_tcp", terminate_tcp)?;
+        self.check_backend_tls()?;
         for p in &https.passthrough {
             self.check_backends(&p.route, &p.backends)?;
         }
@@ -150,6 +157,20 @@ impl TenantSnapshot {
             self.check_route(route)?;
         }
         self.check_client_validation()
+    }
+
+    /// Every backend with TLS names an SNI hostname, and the client certificate it presents (if
+    /// any) is in `certificates`.
+    fn check_backend_tls(&self) -> Result<(), SnapshotError> {
+        for (id, backend) in &self.backends {
+            let Some(tls) = &backend.tls else { continue };
+            if tls.hostname.is_empty() {
+                return Err(SnapshotError::BackendTlsHostname { id: id.clone() });
+            }
+            let client = tls.client_certificate.iter();
+            self.check_certificates(&format!("backends[{id:?}].tls.client_certificate"), client)?;
+        }
+        Ok(())
     }
 
     /// Every listener with client validation terminates HTTPS for some hostname.
@@ -273,8 +294,9 @@ fn route_label(r: &RouteRef) -> String {
 mod tests {
     use super::*;
     use crate::schema::{
-        Backend, BackendProtocol, Certificate, ClientValidation, ClientValidationMode, EdgeRoute,
-        ListenerRef, Mirror, Redirect, RouterEndpoints, TlsTerminate, ValueMatch, VirtualHost,
+        Backend, BackendProtocol, BackendTls, BackendTrust, Certificate, ClientValidation,
+        ClientValidationMode, EdgeRoute, ListenerRef, Mirror, Redirect, RouterEndpoints,
+        TlsTerminate, ValueMatch, VirtualHost,
     };
 
     fn route(backend: &str, filters: Vec<HttpFilter>, matches: HttpMatch) -> RouteEntry {
@@ -303,6 +325,7 @@ mod tests {
             Backend {
                 protocol: BackendProtocol::Http1,
                 endpoints: vec![],
+                tls: None,
             },
         );
         s.http.virtual_hosts.push(VirtualHost {
@@ -341,6 +364,34 @@ mod tests {
         assert!(matches!(
             s.validate(),
             Err(SnapshotError::DanglingBackend { id, .. }) if id == "acme/shadow:80"
+        ));
+    }
+
+    #[test]
+    fn backend_tls_needs_a_hostname_and_a_known_client_certificate() {
+        let mut s = plain("acme/web:80");
+        let tls = BackendTls {
+            hostname: String::new(),
+            trust: BackendTrust::System,
+            subject_alt_names: vec![],
+            client_certificate: Some("acme/client".into()),
+        };
+        let backend = s.backends.get_mut("acme/web:80").expect("backend");
+        backend.tls = Some(tls.clone());
+        assert_eq!(
+            s.validate(),
+            Err(SnapshotError::BackendTlsHostname {
+                id: "acme/web:80".into()
+            })
+        );
+        let backend = s.backends.get_mut("acme/web:80").expect("backend");
+        backend.tls = Some(BackendTls {
+            hostname: "web.acme.test".into(),
+            ..tls
+        });
+        assert!(matches!(
+            s.validate(),
+            Err(SnapshotError::DanglingCertificate { id, .. }) if id == "acme/client"
         ));
     }
 

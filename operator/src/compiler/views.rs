@@ -48,6 +48,7 @@ pub(super) fn tenant_view(index: &ObjectIndex, ns: &str) -> (ObjectSet, BTreeSet
             Kind::Secret,
             Kind::ConfigMap,
             Kind::ReferenceGrant,
+            Kind::BackendTlsPolicy,
         ] {
             clone_kind(index, kind, other, &mut objects);
         }

@@ -8,8 +8,9 @@
 //! ([`KIND_VERSIONS`], newest first). A required kind that is served at none of its versions is
 //! reported as degraded (log, readiness detail, `bulkhead_operator_degraded_kinds`) instead of
 //! being served as a silently reduced world; an optional kind (`TLSRoute`, `TCPRoute`, absent from
-//! v1.4's standard channel; `ListenerSet`, new in v1.5) is logged. v1.4's experimental
-//! `XListenerSet` (`gateway.networking.x-k8s.io/v1alpha1`) is not read. Discovery runs when the operator starts: a Gateway API
+//! v1.4's standard channel; `ListenerSet`, new in v1.5; `BackendTLSPolicy`, `v1` since v1.4 and
+//! `v1alpha3` before) is logged. v1.4's experimental `XListenerSet`
+//! (`gateway.networking.x-k8s.io/v1alpha1`) is not read. Discovery runs when the operator starts: a Gateway API
 //! upgrade that changes a served version is picked up by the next restart.
 
 use crate::index::Kind;
@@ -80,6 +81,12 @@ pub const KIND_VERSIONS: &[KindVersions] = &[
         kind: Kind::ListenerSet,
         plural: "listenersets",
         versions: &["v1"],
+        required: false,
+    },
+    KindVersions {
+        kind: Kind::BackendTlsPolicy,
+        plural: "backendtlspolicies",
+        versions: &["v1", "v1alpha3"],
         required: false,
     },
 ];
@@ -195,13 +202,14 @@ mod tests {
     #[test]
     fn gateway_api_1_4_standard_reads_reference_grants_at_v1beta1() {
         let mut v1 = V1_CORE.to_vec();
-        v1.push("gateways/status");
+        v1.extend(["gateways/status", "backendtlspolicies"]);
         let chosen = choose(&served(&[
             ("v1", &v1),
             ("v1beta1", &["referencegrants", "gateways"]),
         ]));
         assert_eq!(chosen.chosen[&Kind::ReferenceGrant], "v1beta1");
         assert_eq!(chosen.chosen[&Kind::HttpRoute], "v1");
+        assert_eq!(chosen.chosen[&Kind::BackendTlsPolicy], "v1");
         assert!(chosen.missing_required.is_empty());
         let optional: Vec<_> = chosen.missing_optional.iter().map(|k| k.kind).collect();
         assert_eq!(
@@ -240,6 +248,16 @@ mod tests {
     #[test]
     fn a_cluster_without_reference_grants_is_reported_missing() {
         let chosen = choose(&served(&[("v1", V1_CORE)]));
+        let optional: Vec<_> = chosen.missing_optional.iter().map(|k| k.kind).collect();
+        assert_eq!(
+            optional,
+            [
+                Kind::TlsRoute,
+                Kind::TcpRoute,
+                Kind::ListenerSet,
+                Kind::BackendTlsPolicy
+            ]
+        );
         let missing: Vec<_> = chosen.missing_required.iter().map(|k| k.kind).collect();
         assert_eq!(missing, [Kind::ReferenceGrant]);
         let reason = ServedVersions::missing_reason(chosen.missing_required[0]);

@@ -56,6 +56,7 @@ pub fn api_resource(api_version: &str, kind: &str) -> Option<ApiResource> {
         "GatewayClass" => "gatewayclasses",
         "Gateway" => "gateways",
         "HTTPRoute" => "httproutes",
+        "BackendTLSPolicy" => "backendtlspolicies",
         "GRPCRoute" => "grpcroutes",
         "TLSRoute" => "tlsroutes",
         "TCPRoute" => "tcproutes",

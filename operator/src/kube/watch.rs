@@ -30,6 +30,7 @@ use ::kube::runtime::WatchStreamExt;
 use ::kube::{Client, Resource};
 use bulkhead_crds::Tenant;
 use futures::StreamExt;
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::experimental::tlsroutes::TlsRoute;
@@ -245,6 +246,15 @@ pub fn spawn_watchers(
         all.clone(),
         Kind::ListenerSet,
         |o| Object::ListenerSet(Box::new(o)),
+        &context,
+    );
+    let (at, watched) = gateway_api(Kind::BackendTlsPolicy);
+    spawn_kind::<BackendTlsPolicy>(
+        &mut set,
+        watched.then(|| Api::all_with(c.clone(), &at)),
+        all.clone(),
+        Kind::BackendTlsPolicy,
+        |o| Object::BackendTlsPolicy(Box::new(o)),
         &context,
     );
     spawn_kind::<ConfigMap>(
@@ -1063,6 +1073,7 @@ mod tests {
             ("discovery.k8s.io", "endpointslices"),
             ("", "configmaps"),
             (gw, "listenersets"),
+            (gw, "backendtlspolicies"),
         ];
         assert_eq!(resources.len(), WATCHED_KINDS.len());
         for (group, resource) in resources {
@@ -1080,6 +1091,6 @@ mod tests {
         let mut kinds = WATCHED_KINDS.to_vec();
         kinds.sort_unstable();
         kinds.dedup();
-        assert_eq!(kinds.len(), 14);
+        assert_eq!(kinds.len(), Kind::ALL.len());
     }
 }

@@ -88,6 +88,10 @@ pub(crate) fn fingerprint(world: &World<'_>, plan: &TenantPlan) -> String {
         .iter()
         .filter(|x| in_ns(&x.metadata))
         .for_each(|x| feed(&stripped(x)));
+    o.backend_tls_policies
+        .iter()
+        .filter(|x| in_ns(&x.metadata))
+        .for_each(|x| feed(&stripped(x)));
 
     // (kind, namespace, name) of objects outside the namespace that are referred to.
     let mut refs: BTreeSet<(&'static str, String, String)> = BTreeSet::new();
@@ -145,6 +149,17 @@ pub(crate) fn fingerprint(world: &World<'_>, plan: &TenantPlan) -> String {
                 );
                 for s in world.slices_for(rns, name) {
                     feed(&stripped(*s));
+                }
+                // The BackendTLSPolicies of that namespace and their CA ConfigMaps.
+                for p in world.objects.backend_tls_policies.iter() {
+                    if ns_of(&p.metadata) != rns.as_str() {
+                        continue;
+                    }
+                    feed(&stripped(p));
+                    for r in p.spec.validation.ca_certificate_refs.iter().flatten() {
+                        let cm = world.config_map(rns, &r.name);
+                        feed(&cm.map(stripped).unwrap_or(Value::Null));
+                    }
                 }
             }
             "ConfigMap" => feed(

@@ -81,6 +81,10 @@
 //! the tenant's Gateway listeners (after them, oldest ListenerSet first; the parent's own listeners
 //! win conflicts); refused ones are `Accepted=False`/`NotAllowed`. Routes attach with parentRef
 //! kind `ListenerSet`.
+//! **BackendTLSPolicy** (see `backend_tls.rs`): a Service port targeted by a valid policy of its
+//! namespace gets `Backend::tls` (SNI, CA bundle or system store, subjectAltNames); a port whose
+//! winning policy is invalid is left out of the snapshot (its share answered 500, the route not
+//! blamed); TLSRoute and TCPRoute backends never get TLS origination.
 //!
 //! Client certificate validation (`spec.tls.frontend`, the `perPort` entry of an HTTPS listener's
 //! port, else `default`): its `caCertificateRefs` resolve to the `ca.crt` of ConfigMaps (another
@@ -94,6 +98,7 @@
 //! [`PassthroughRoute`]: bulkhead_crds::snapshot::PassthroughRoute
 //! [`TlsTerminateTcp`]: bulkhead_crds::snapshot::TlsTerminateTcp
 
+mod backend_tls;
 pub(crate) mod fingerprint;
 mod frontend;
 pub(crate) mod global;

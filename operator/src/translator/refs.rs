@@ -3,6 +3,7 @@
 //! tenant router will load them) and CA bundle ConfigMaps (likewise), with ReferenceGrant checks
 //! for cross-namespace references.
 
+use super::backend_tls::{self, PortTls};
 use super::model::BackendRefModel;
 use super::world::{RouteKind, World, GATEWAY_GROUP};
 use crate::conditions::{
@@ -23,6 +24,10 @@ pub(crate) const CA_BUNDLE_KEY: &str = "ca.crt";
 pub(crate) const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 /// `appProtocol` values that mean HTTP/2 over cleartext.
 const H2C_APP_PROTOCOLS: &[&str] = &["kubernetes.io/h2c", "grpc"];
+
+/// Reason of a backend whose winning `BackendTLSPolicy` is invalid: the backend is not served,
+/// but the route is not blamed (the policy's status says why).
+pub(crate) const INVALID_BACKEND_TLS: &str = "InvalidBackendTLSPolicy";
 
 /// A failed reference: a Gateway API reason and a message naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,12 +125,29 @@ pub(crate) fn resolve_backend(
         id.push('/');
         id.push_str(protocol_suffix(protocol));
     }
+    let tls = match protocol {
+        // TLS origination is for HTTP and gRPC backends; L4 routes copy bytes as they are.
+        BackendProtocol::Tcp => None,
+        BackendProtocol::Http1 | BackendProtocol::H2c => {
+            match backend_tls::for_port(world, ns, name, service_port) {
+                PortTls::Plain => None,
+                PortTls::Tls(tls) => Some(tls),
+                PortTls::Invalid => {
+                    return Err(Problem::new(
+                        INVALID_BACKEND_TLS,
+                        format!("{field}: the BackendTLSPolicy of Service {ns}/{name} is invalid"),
+                    ))
+                }
+            }
+        }
+    };
     let endpoints = endpoints(world, ns, name, service_port);
     Ok((
         id,
         Backend {
             protocol,
             endpoints,
+            tls,
         },
     ))
 }

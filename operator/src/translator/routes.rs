@@ -8,7 +8,7 @@ use super::model::{
     BackendRefModel, CorsModel, FilterModel, GrpcMatchModel, HeaderModifierModel, HttpMatchModel,
     PathModifierModel, RouteModel, RuleMatches, TimeoutsModel, ValueMatchModel,
 };
-use super::refs::{resolve_backend, BackendSource, Problem};
+use super::refs::{resolve_backend, BackendSource, Problem, INVALID_BACKEND_TLS};
 use super::world::{RouteKind, World};
 use crate::conditions::REASON_UNSUPPORTED_VALUE;
 use bulkhead_crds::snapshot::{
@@ -52,6 +52,9 @@ pub(crate) struct CompiledRoute {
     pub(crate) invalid: Option<Problem>,
     /// Unresolved references.
     pub(crate) unresolved: Vec<Problem>,
+    /// Services (namespace, name) of the references that resolved, resolved or refused for their
+    /// `BackendTLSPolicy` (the policies' ancestors).
+    pub(crate) services: BTreeSet<(String, String)>,
 }
 
 /// Compiles a route.
@@ -62,10 +65,12 @@ pub(crate) fn compile(world: &World<'_>, route: &RouteModel<'_>) -> CompiledRout
         route,
         unresolved: Vec::new(),
         backends: BTreeMap::new(),
+        services: BTreeSet::new(),
     };
     let result = c.route(&mut out);
     out.unresolved = c.unresolved;
     out.backends = c.backends;
+    out.services = c.services;
     if let Err(p) = result {
         out.invalid = Some(p);
         out.rules.clear();
@@ -79,6 +84,7 @@ struct Compiler<'w, 'a, 'r> {
     route: &'r RouteModel<'r>,
     unresolved: Vec<Problem>,
     backends: BTreeMap<String, Backend>,
+    services: BTreeSet<(String, String)>,
 }
 
 fn unsupported(message: String) -> Problem {
@@ -174,10 +180,20 @@ impl Compiler<'_, '_, '_> {
             namespace: self.route.namespace,
             field: field.to_owned(),
         };
+        let service = || {
+            let ns = b.namespace.as_deref().unwrap_or(self.route.namespace);
+            (ns.to_owned(), b.name.clone())
+        };
         match resolve_backend(self.world, &source, b) {
             Ok((id, backend)) => {
                 self.backends.insert(id.clone(), backend);
+                self.services.insert(service());
                 Some(id)
+            }
+            // Not the route's fault: the policy's status says why; the share is answered 500.
+            Err(p) if p.reason == INVALID_BACKEND_TLS => {
+                self.services.insert(service());
+                None
             }
             Err(p) => {
                 self.unresolved.push(p);

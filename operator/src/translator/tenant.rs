@@ -2,6 +2,7 @@
 //! namespace or, where a listener allows it, from others), its [`TenantSnapshot`], its Gateways'
 //! statuses and its part of the routes' statuses.
 
+use super::backend_tls;
 use super::frontend;
 use super::global::TenantPlan;
 use super::listener_sets;
@@ -39,7 +40,8 @@ use std::collections::{BTreeMap, BTreeSet};
 pub(crate) struct TenantOutput {
     /// The snapshot, version 0, sealed.
     pub(crate) snapshot: TenantSnapshot,
-    /// Statuses of the tenant's Gateways.
+    /// Statuses of the tenant's Gateways, and of the BackendTLSPolicies of its namespace that
+    /// its routes use.
     pub(crate) gateway_statuses: Vec<ObjectStatus>,
     /// `status.parents[]` entries for parentRefs naming the tenant's Gateways.
     pub(crate) route_parents: Vec<RouteParentFragment>,
@@ -133,7 +135,25 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
     let sets = listener_sets::of_namespace(world, ns);
     let sources = listener_sources(&gateways, &sets);
     let mut listeners = listeners::build(world, plan, &sources, &mut snapshot.certificates);
-    let attached = attach_routes(world, plan, &sources, &mut listeners, &mut snapshot);
+    // A Gateway's backend client certificate (`spec.tls.backend`), per source: a ListenerSet's
+    // routes present none (its parent Gateway's key stays out of the tenant's snapshot).
+    let client_certs: Vec<Result<Option<String>, Problem>> = sources
+        .iter()
+        .enumerate()
+        .map(|(si, _)| match gateways.get(si) {
+            Some(g) => {
+                backend_tls::gateway_client_certificate(world, g, &mut snapshot.certificates)
+            }
+            None => Ok(None),
+        })
+        .collect();
+    let attached = attach_routes(
+        world,
+        plan,
+        (&sources, &client_certs),
+        &mut listeners,
+        &mut snapshot,
+    );
     add_terminations(&mut snapshot, plan, &listeners);
     add_l4_routes(&mut snapshot, attached.l4);
     add_virtual_hosts(&mut snapshot, attached.vhosts, &listeners);
@@ -145,13 +165,20 @@ pub(crate) fn translate(world: &World<'_>, plan: &TenantPlan) -> TenantOutput {
     let mut gateway_statuses: Vec<ObjectStatus> = gateways
         .iter()
         .enumerate()
-        .map(|(gi, g)| gateway_status(world, plan, gi, g, &listeners))
+        .map(|(gi, g)| {
+            let mut status = gateway_status(world, plan, gi, g, &listeners);
+            if let Err(p) = &client_certs[gi] {
+                client_certificate_condition(&mut status, p, g.metadata.generation);
+            }
+            status
+        })
         .collect();
     gateway_statuses.extend(
         sets.iter()
             .enumerate()
             .map(|(si, set)| listener_sets::status(plan, set, gateways.len() + si, &listeners)),
     );
+    gateway_statuses.extend(backend_tls::statuses(world, ns, &attached.tls_ancestors));
     TenantOutput {
         snapshot,
         gateway_statuses,
@@ -186,6 +213,9 @@ struct AttachedRoutes {
     vhosts: BTreeMap<(EdgePort, String), VhostBuild>,
     l4: BTreeMap<String, L4Route>,
     route_parents: Vec<RouteParentFragment>,
+    /// Service of the tenant's namespace → the Gateways whose accepted routes use it (the
+    /// ancestors of its BackendTLSPolicies).
+    tls_ancestors: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Attaches every route naming one of `sources` (Gateways or ListenerSets) to their listeners;
@@ -193,7 +223,7 @@ struct AttachedRoutes {
 fn attach_routes(
     world: &World<'_>,
     plan: &TenantPlan,
-    sources: &[Source<'_>],
+    (sources, client_certs): (&[Source<'_>], &[Result<Option<String>, Problem>]),
     listeners: &mut [Listener],
     snapshot: &mut TenantSnapshot,
 ) -> AttachedRoutes {
@@ -202,6 +232,7 @@ fn attach_routes(
         vhosts: BTreeMap::new(),
         l4: BTreeMap::new(),
         route_parents: Vec::new(),
+        tls_ancestors: BTreeMap::new(),
     };
     for robj in world.routes_into(ns) {
         let route = match RouteModel::read(*robj) {
@@ -223,7 +254,12 @@ fn attach_routes(
         let compiled = routes::compile(world, &route);
         let mut used = false;
         for (k, parent, gi) in targets {
-            let accepted = match attach(world, plan, listeners, gi, ns, &route, &compiled, parent) {
+            let through_gateway = match &client_certs[gi] {
+                Ok(Some(cert)) => backend_tls::with_client_certificate(&compiled, cert),
+                _ => None,
+            };
+            let compiled = through_gateway.as_ref().unwrap_or(&compiled);
+            let accepted = match attach(world, plan, listeners, gi, ns, &route, compiled, parent) {
                 Err(p) => Err(p),
                 Ok((attachments, notes)) => {
                     if matches!(route.kind, RouteKind::Tls | RouteKind::Tcp) {
@@ -231,24 +267,30 @@ fn attach_routes(
                             &mut out.l4,
                             plan,
                             &route,
-                            &compiled,
+                            compiled,
                             &attachments,
                             listeners,
                             notes,
                         )
                     } else {
-                        add_entries(&mut out.vhosts, &route, &compiled, &attachments, listeners);
+                        add_entries(&mut out.vhosts, &route, compiled, &attachments, listeners);
                         Ok(notes)
                     }
                 }
             };
             used |= accepted.is_ok();
+            if accepted.is_ok() {
+                note_tls_ancestors(&mut out.tls_ancestors, ns, compiled, sources[gi].gateway);
+                if through_gateway.is_some() {
+                    snapshot.backends.extend(compiled.backends.clone());
+                }
+            }
             out.route_parents.push(RouteParentFragment {
                 kind: route.kind,
                 namespace: route.namespace.to_owned(),
                 name: route.name.to_owned(),
                 index: k,
-                status: parent_status(parent, &route, &compiled, accepted),
+                status: parent_status(parent, &route, compiled, accepted),
             });
         }
         if used {
@@ -256,6 +298,39 @@ fn attach_routes(
         }
     }
     out
+}
+
+/// Adds `ResolvedRefs=False` for an invalid backend client certificate to a Gateway's status.
+fn client_certificate_condition(status: &mut ObjectStatus, p: &Problem, generation: Option<i64>) {
+    let c = condition(
+        "ResolvedRefs",
+        false,
+        p.reason,
+        p.message.clone(),
+        generation,
+    );
+    if let (Some(list), Ok(c)) = (
+        status.status["conditions"].as_array_mut(),
+        serde_json::to_value(c),
+    ) {
+        list.retain(|x| x["type"] != "ResolvedRefs");
+        list.push(c);
+    }
+}
+
+/// Records `gateway` as an ancestor of the policies of the Services of `ns` that `compiled` uses.
+fn note_tls_ancestors(
+    out: &mut BTreeMap<String, BTreeSet<String>>,
+    ns: &str,
+    compiled: &CompiledRoute,
+    gateway: &Gateway,
+) {
+    let name = gateway.metadata.name.clone().unwrap_or_default();
+    for (sns, service) in &compiled.services {
+        if sns == ns {
+            out.entry(service.clone()).or_default().insert(name.clone());
+        }
+    }
 }
 
 /// The SNI patterns of the served HTTPS listeners, each with the listener's certificate, and the
@@ -332,14 +407,19 @@ fn add_virtual_hosts(
     }
 }
 
-/// Keeps only the certificates a terminate entry uses.
+/// Keeps only the certificates a terminate entry or a backend (its client certificate) uses.
 fn retain_used_certificates(snapshot: &mut TenantSnapshot) {
     let https = &snapshot.https;
+    let backend_clients = snapshot
+        .backends
+        .values()
+        .filter_map(|b| b.tls.as_ref()?.client_certificate.clone());
     let used: BTreeSet<String> = https
         .terminate
         .iter()
         .map(|t| t.certificate.clone())
         .chain(https.terminate_tcp.iter().map(|t| t.certificate.clone()))
+        .chain(backend_clients)
         .collect();
     snapshot.certificates.retain(|id, _| used.contains(id));
 }

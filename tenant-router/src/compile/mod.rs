@@ -10,6 +10,7 @@ pub(crate) mod tls;
 
 use crate::balance::{CompiledBackend, EndpointRegistry, Weighted};
 use crate::error::CompileError;
+use crate::upstream::tls::UpstreamTls;
 use bulkhead_hostmatch::{HostPattern, HostTable};
 use bulkhead_snapshot::SnapshotError;
 use bulkhead_snapshot::{
@@ -191,12 +192,24 @@ pub(crate) fn compile(
             let endpoints = b.endpoints.iter().map(|a| registry.get(&id, *a)).collect();
             (
                 key.clone(),
-                Arc::new(CompiledBackend::new(
-                    Arc::clone(&id),
-                    b.protocol,
-                    endpoints,
-                    registry.load(&id),
-                )),
+                Arc::new(
+                    CompiledBackend::new(
+                        Arc::clone(&id),
+                        b.protocol,
+                        endpoints,
+                        registry.load(&id),
+                    )
+                    .with_tls(b.tls.as_ref().map(|tls| {
+                        Arc::new(UpstreamTls::compile(
+                            key,
+                            tls,
+                            b.protocol,
+                            &snapshot.certificates,
+                            certificates,
+                            provider,
+                        ))
+                    })),
+                ),
             )
         })
         .collect();

@@ -776,6 +776,7 @@ fn blame(
         Some(fault) => ForwardError::Client(fault),
         None => ForwardError::Upstream(match error {
             UpstreamError::Connect(_) => UpstreamErrorKind::Connect,
+            UpstreamError::Tls(_) => UpstreamErrorKind::Tls,
             _ => UpstreamErrorKind::Protocol,
         }),
     };
@@ -847,7 +848,7 @@ async fn send_with_deadline(
     req: Request<ProxyBody>,
     deadline: Option<Instant>,
 ) -> Result<Response<UpstreamBody>, SendFailure> {
-    let send = upstreams.send(backend.protocol, endpoint.addr, req);
+    let send = upstreams.send(backend.protocol, backend.tls.as_ref(), endpoint.addr, req);
     let result = match deadline {
         Some(d) => tokio::time::timeout_at(d.into(), send)
             .await
@@ -995,7 +996,7 @@ fn mirror_request(
         let exchange = async {
             let sent = shared
                 .upstreams
-                .send(backend.protocol, endpoint.addr, req)
+                .send(backend.protocol, backend.tls.as_ref(), endpoint.addr, req)
                 .await;
             let health = match &sent {
                 Ok(resp) => Some(Health::of_status(resp.status())),

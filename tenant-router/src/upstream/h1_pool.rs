@@ -5,7 +5,8 @@
 //! ([`Release`], carried by [`UpstreamBody`]). Nothing is spawned per request and no channel sits
 //! between the request and the pool; the one task per connection is hyper's own.
 
-use super::{UpstreamBody, UpstreamError};
+use super::tls::UpstreamTls;
+use super::{connect_stream, PoolKey, UpstreamBody, UpstreamError};
 use crate::body::ProxyBody;
 use hyper::client::conn::http1;
 use hyper::{Method, Request, Response, Uri};
@@ -15,7 +16,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
 /// Shortest interval between two sweeps for idle connections past their idle timeout.
 const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
@@ -23,7 +23,7 @@ const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// How the pool connects and how long it keeps idle connections.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct H1Settings {
-    /// Bound on establishing the TCP connection.
+    /// Bound on establishing the connection (TCP, and the TLS handshake for a TLS backend).
     pub(super) connect_timeout: Duration,
     /// An idle connection older than this is closed.
     pub(super) idle_timeout: Duration,
@@ -42,7 +42,7 @@ struct Idle {
 /// Idle HTTP/1.1 connections per endpoint, newest last.
 pub(super) struct H1Pool {
     settings: H1Settings,
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
     sweeping: AtomicBool,
 }
 
@@ -57,34 +57,40 @@ impl std::fmt::Debug for H1Pool {
 /// The right to put a connection back into its pool once its response body has ended.
 pub(super) struct Release {
     pool: Arc<H1Pool>,
-    endpoint: SocketAddr,
+    key: PoolKey,
     sender: http1::SendRequest<ProxyBody>,
 }
 
 impl Release {
     /// Returns the connection to the pool.
     pub(super) fn give_back(self) {
-        self.pool.put(self.endpoint, self.sender);
+        self.pool.put(self.key, self.sender);
     }
 }
 
-/// Sends `req` to `endpoint` on a pooled connection, or a new one. A request handed back unsent
+/// Sends `req` to `endpoint` (over TLS when `tls` is set) on a pooled connection of the same
+/// TLS identity, or a new one. A request handed back unsent
 /// by a pooled connection that closed meanwhile is sent again on another (as hyper-util's client
 /// did); one handed back by a fresh connection is an [`UpstreamError::Unsent`].
 pub(super) async fn send(
     pool: &Arc<H1Pool>,
     endpoint: SocketAddr,
+    tls: Option<&Arc<UpstreamTls>>,
     mut req: Request<ProxyBody>,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
     request_target(&mut req);
+    let key = PoolKey {
+        endpoint,
+        tls: tls.map(|t| t.identity),
+    };
     loop {
-        let (mut sender, reused) = match pool.checkout(endpoint) {
+        let (mut sender, reused) = match pool.checkout(key) {
             Some(sender) => (sender, true),
             // Boxed: connecting is the rare path, and its future would triple this one's size.
-            None => (Box::pin(pool.connect(endpoint)).await?, false),
+            None => (Box::pin(pool.connect(endpoint, tls)).await?, false),
         };
         match sender.try_send_request(req).await {
-            Ok(resp) => return Ok(pool.release_with(endpoint, sender, resp)),
+            Ok(resp) => return Ok(pool.release_with(key, sender, resp)),
             Err(mut e) => match e.take_message() {
                 Some(unsent) if reused => req = unsent,
                 Some(_) => return Err(UpstreamError::Unsent(Box::new(e.into_error()))),
@@ -122,15 +128,15 @@ impl H1Pool {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, Vec<Idle>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<PoolKey, Vec<Idle>>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The newest idle connection to `endpoint` that is ready for a request. Closed and expired
+    /// The newest idle connection under `key` that is ready for a request. Closed and expired
     /// ones are dropped on the way; one not ready yet (its last exchange still finishing) stays.
-    fn checkout(&self, endpoint: SocketAddr) -> Option<http1::SendRequest<ProxyBody>> {
+    fn checkout(&self, key: PoolKey) -> Option<http1::SendRequest<ProxyBody>> {
         let mut idle = self.lock();
-        let list = idle.get_mut(&endpoint)?;
+        let list = idle.get_mut(&key)?;
         let now = Instant::now();
         let mut i = list.len();
         while i > 0 {
@@ -148,13 +154,13 @@ impl H1Pool {
     }
 
     /// Puts a connection whose exchange ended back, dropping the oldest beyond the limit.
-    fn put(self: &Arc<Self>, endpoint: SocketAddr, sender: http1::SendRequest<ProxyBody>) {
+    fn put(self: &Arc<Self>, key: PoolKey, sender: http1::SendRequest<ProxyBody>) {
         let max = self.settings.max_idle_per_endpoint;
         if max == 0 || sender.is_closed() {
             return;
         }
         let mut idle = self.lock();
-        let list = idle.entry(endpoint).or_default();
+        let list = idle.entry(key).or_default();
         list.push(Idle {
             sender,
             since: Instant::now(),
@@ -170,14 +176,14 @@ impl H1Pool {
     /// a response without a body). A switched protocol never comes back.
     fn release_with(
         self: &Arc<Self>,
-        endpoint: SocketAddr,
+        key: PoolKey,
         sender: http1::SendRequest<ProxyBody>,
         resp: Response<hyper::body::Incoming>,
     ) -> Response<UpstreamBody> {
         use http_body::Body as _;
         let release = (resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS).then(|| Release {
             pool: Arc::clone(self),
-            endpoint,
+            key,
             sender,
         });
         let release = match release {
@@ -192,7 +198,7 @@ impl H1Pool {
 
     /// Drops idle connections to endpoints not in `live`.
     pub(super) fn retain(&self, live: &HashSet<SocketAddr>) {
-        self.lock().retain(|addr, _| live.contains(addr));
+        self.lock().retain(|key, _| live.contains(&key.endpoint));
     }
 
     /// Drops closed and expired idle connections; returns whether any are left (when none are,
@@ -215,18 +221,14 @@ impl H1Pool {
         true
     }
 
-    /// Opens a connection to `endpoint` and spawns hyper's connection task (with upgrades, for
-    /// WebSocket and other protocol switches).
+    /// Opens a connection to `endpoint` (TLS when `tls` is set) and spawns hyper's connection
+    /// task (with upgrades, for WebSocket and other protocol switches).
     async fn connect(
         self: &Arc<Self>,
         endpoint: SocketAddr,
+        tls: Option<&Arc<UpstreamTls>>,
     ) -> Result<http1::SendRequest<ProxyBody>, UpstreamError> {
-        let stream =
-            tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(endpoint))
-                .await
-                .map_err(|_| UpstreamError::Connect("connect timed out".into()))?
-                .map_err(|e| UpstreamError::Connect(Box::new(e)))?;
-        let _ = stream.set_nodelay(true);
+        let stream = connect_stream(endpoint, tls, self.settings.connect_timeout).await?;
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(self.settings.max_buf_size)
             .handshake(TokioIo::new(stream))

@@ -1,6 +1,7 @@
 //! HTTP/2 prior knowledge upstreams: one multiplexed connection per endpoint.
 
-use super::UpstreamError;
+use super::tls::UpstreamTls;
+use super::{connect_stream, PoolKey, UpstreamError};
 use crate::body::ProxyBody;
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
@@ -8,36 +9,44 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
-use tokio::net::TcpStream;
 
-/// One HTTP/2 connection per endpoint, re-established when it closes.
+/// One HTTP/2 connection per endpoint and TLS identity, re-established when it closes.
 #[derive(Debug)]
 pub(super) struct H2Pool {
     pub(super) connect_timeout: Duration,
     pub(super) keep_alive_interval: Duration,
     pub(super) keep_alive_timeout: Duration,
-    pub(super) senders: Mutex<HashMap<SocketAddr, http2::SendRequest<ProxyBody>>>,
+    pub(super) senders: Mutex<HashMap<PoolKey, http2::SendRequest<ProxyBody>>>,
 }
 
 impl H2Pool {
     pub(super) async fn send(
         &self,
         endpoint: SocketAddr,
-        req: Request<ProxyBody>,
+        tls: Option<&Arc<UpstreamTls>>,
+        mut req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let key = PoolKey {
+            endpoint,
+            tls: tls.map(|t| t.identity),
+        };
+        if tls.is_some() {
+            https_scheme(&mut req);
+        }
         let cached = self
             .senders
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&endpoint)
+            .get(&key)
             .filter(|s| !s.is_closed())
             .cloned();
         let mut sender = match cached {
             Some(s) => s,
             // Boxed: connecting is the rare path (see `h1_pool::send`).
-            None => Box::pin(self.connect(endpoint)).await?,
+            None => Box::pin(self.connect(key, tls)).await?,
         };
         sender
             .ready()
@@ -54,13 +63,11 @@ impl H2Pool {
 
     async fn connect(
         &self,
-        endpoint: SocketAddr,
+        key: PoolKey,
+        tls: Option<&Arc<UpstreamTls>>,
     ) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(endpoint))
-            .await
-            .map_err(|_| UpstreamError::Connect("connect timed out".into()))?
-            .map_err(|e| UpstreamError::Connect(Box::new(e)))?;
-        let _ = stream.set_nodelay(true);
+        let endpoint = key.endpoint;
+        let stream = connect_stream(endpoint, tls, self.connect_timeout).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(self.keep_alive_interval)
@@ -76,7 +83,7 @@ impl H2Pool {
         self.senders
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(endpoint, sender.clone());
+            .insert(key, sender.clone());
         Ok(sender)
     }
 }
@@ -87,6 +94,18 @@ impl H2Pool {
         self.senders
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|addr, _| live.contains(addr));
+            .retain(|key, _| live.contains(&key.endpoint));
+    }
+}
+
+/// Sets the `:scheme` of a request to a TLS backend to `https`.
+fn https_scheme(req: &mut Request<ProxyBody>) {
+    let mut parts = req.uri().clone().into_parts();
+    if parts.authority.is_none() {
+        return;
+    }
+    parts.scheme = Some(http::uri::Scheme::HTTPS);
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
     }
 }

@@ -2,9 +2,12 @@
 //! (one multiplexed connection per endpoint, [`h2_pool`], for gRPC and `h2c` backends).
 //!
 //! Pools belong to the router, not to a snapshot: a configuration swap keeps warm connections.
+//! Connections are pooled per [`PoolKey`]: endpoint and, for a backend with TLS ([`tls`]), the
+//! identity of its TLS settings.
 
 mod h1_pool;
 mod h2_pool;
+pub(crate) mod tls;
 
 use crate::body::{BoxError, ProxyBody};
 use crate::limits::{RouterLimits, MIN_H1_BUF_SIZE};
@@ -19,6 +22,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
+use tokio_util::either::Either;
 
 /// Why an upstream exchange failed before a response head arrived. The variants say how much of
 /// the request may have reached the endpoint, which decides whether it may be sent again.
@@ -38,12 +42,16 @@ pub(crate) enum UpstreamError {
     /// The backend broke the exchange otherwise, e.g. with an invalid response head (answered 502).
     #[error("backend exchange failed: {0}")]
     Protocol(BoxError),
+    /// The TLS handshake with the backend failed (certificate refused, handshake refused) or its
+    /// TLS is not usable; nothing was sent (answered 502).
+    #[error("backend TLS failed: {0}")]
+    Tls(BoxError),
 }
 
 impl UpstreamError {
     /// Whether no byte of the request reached the endpoint (any request may be sent again).
     pub(crate) fn nothing_sent(&self) -> bool {
-        matches!(self, Self::Connect(_) | Self::Unsent(_))
+        matches!(self, Self::Connect(_) | Self::Unsent(_) | Self::Tls(_))
     }
 
     /// Whether the connection itself failed (an idempotent request without a body may be sent
@@ -64,6 +72,38 @@ impl UpstreamError {
         }
     }
 }
+
+/// Opens a TCP connection to `endpoint` and, for a TLS backend, runs the handshake, all within
+/// `timeout`.
+async fn connect_stream(
+    endpoint: SocketAddr,
+    tls: Option<&Arc<tls::UpstreamTls>>,
+    timeout: std::time::Duration,
+) -> Result<MaybeTls, UpstreamError> {
+    let connect = async {
+        let stream = tokio::net::TcpStream::connect(endpoint)
+            .await
+            .map_err(|e| UpstreamError::Connect(Box::new(e)))?;
+        let _ = stream.set_nodelay(true);
+        match tls {
+            None => Ok(Either::Left(stream)),
+            Some(tls) => match tls.handshake(stream).await {
+                Ok(s) => Ok(Either::Right(Box::new(s))),
+                Err(e) => {
+                    tracing::warn!(%endpoint, error = %e, "backend TLS handshake failed");
+                    Err(e)
+                }
+            },
+        }
+    };
+    tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| UpstreamError::Connect("connect timed out".into()))?
+}
+
+/// A backend connection: plain TCP or TLS over it.
+type MaybeTls =
+    Either<tokio::net::TcpStream, Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>;
 
 /// Whether `e` or one of its sources is an HTTP/2 `REFUSED_STREAM` reset.
 fn is_refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -95,6 +135,15 @@ fn is_connection_error(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// What a pooled connection is kept under: the endpoint and, for TLS, how it was set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    /// The endpoint address.
+    pub(crate) endpoint: SocketAddr,
+    /// `None` for plaintext.
+    pub(crate) tls: Option<tls::TlsIdentity>,
+}
+
 /// The router's upstream clients.
 #[derive(Debug)]
 pub(crate) struct Upstreams {
@@ -122,10 +171,11 @@ impl Upstreams {
     }
 
     /// Sends `req` (whose URI must already be absolute: `http://endpoint/path` for HTTP/1,
-    /// `http://host/path` for HTTP/2) to `endpoint`.
+    /// `http://host/path` for HTTP/2) to `endpoint`, over TLS when `tls` is set.
     pub(crate) async fn send(
         &self,
         protocol: BackendProtocol,
+        tls: Option<&Arc<tls::UpstreamTls>>,
         endpoint: SocketAddr,
         req: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
@@ -133,7 +183,7 @@ impl Upstreams {
             BackendProtocol::H2c => {
                 Ok(self
                     .h2
-                    .send(endpoint, req)
+                    .send(endpoint, tls, req)
                     .await?
                     .map(|inner| UpstreamBody {
                         inner,
@@ -141,12 +191,12 @@ impl Upstreams {
                     }))
             }
             BackendProtocol::Http1 | BackendProtocol::Tcp => {
-                h1_pool::send(&self.h1, endpoint, req).await
+                h1_pool::send(&self.h1, endpoint, tls, req).await
             }
         }
     }
 
-    /// Drops pooled connections to endpoints no longer configured.
+    /// Drops pooled connections to endpoints no longer configured (whatever their TLS identity).
     pub(crate) fn retain(&self, live: &HashSet<SocketAddr>) {
         self.h1.retain(live);
         self.h2.retain(live);

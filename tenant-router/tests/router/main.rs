@@ -1,6 +1,7 @@
 //! Tenant router behaviour over real loopback sockets: PROXY v2, rustls, hyper clients and backends.
 
 mod backend_faults;
+mod backend_tls;
 mod config_swap;
 mod filters;
 mod limits;

@@ -300,6 +300,7 @@ pub fn backend(protocol: BackendProtocol, endpoints: &[SocketAddr]) -> Backend {
     Backend {
         protocol,
         endpoints: endpoints.to_vec(),
+        tls: None,
     }
 }
 
