@@ -100,7 +100,7 @@ pub const SUPPORTED_FEATURES: &[Feature] = &[
     ),
     feature(
         "GatewayListenerSet",
-        Level::Experimental,
+        Level::Extended,
         "tests/conformance_listenerset.rs::an_admitted_listener_set_is_served_over_tls_and_plain_http",
     ),
     feature(

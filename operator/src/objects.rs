@@ -679,6 +679,17 @@ impl Object {
             }
             Self::Gateway(o) => (key_of(&**o), value(o.status.as_ref())),
             Self::ListenerSet(o) => (key_of(&**o), value(o.status.as_ref())),
+            Self::BackendTlsPolicy(p) => {
+                let ours = p.status.as_ref().is_some_and(|s| {
+                    s.ancestors
+                        .iter()
+                        .any(|a| a.controller_name == CONTROLLER_NAME)
+                });
+                (
+                    key_of(&**p),
+                    ours.then(|| value(p.status.as_ref())).flatten(),
+                )
+            }
             Self::HttpRoute(r) => route!(r),
             Self::GrpcRoute(r) => route!(r),
             Self::TlsRoute(r) => route!(r),

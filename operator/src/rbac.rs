@@ -99,14 +99,19 @@ pub const OPERATOR_API_CALLS: &[ApiCall] = &[
             "gateways",
             "referencegrants",
             "listenersets",
-            "backendtlspolicies",
         ],
         verbs: READ,
         scope: Scope::Cluster,
     },
     ApiCall {
         group: "gateway.networking.k8s.io",
-        resources: &["httproutes", "grpcroutes", "tlsroutes", "tcproutes"],
+        resources: &[
+            "httproutes",
+            "grpcroutes",
+            "tlsroutes",
+            "tcproutes",
+            "backendtlspolicies",
+        ],
         verbs: READ_ONE,
         scope: Scope::Cluster,
     },
@@ -116,14 +121,13 @@ pub const OPERATOR_API_CALLS: &[ApiCall] = &[
             "gatewayclasses/status",
             "gateways/status",
             "listenersets/status",
-            "backendtlspolicies/status",
         ],
         verbs: STATUS,
         scope: Scope::Cluster,
     },
-    // Route statuses: `parents` is shared with other controllers, so it is replaced (`update`)
-    // with the live resourceVersion after merging, never applied blind (see
-    // `kube::route_status`).
+    // Route statuses (`parents`) and BackendTLSPolicy statuses (`ancestors`) are shared with
+    // other controllers, so they are replaced (`update`) with the live resourceVersion after
+    // merging, never applied blind (see `kube::route_status`).
     ApiCall {
         group: "gateway.networking.k8s.io",
         resources: &[
@@ -131,6 +135,7 @@ pub const OPERATOR_API_CALLS: &[ApiCall] = &[
             "grpcroutes/status",
             "tlsroutes/status",
             "tcproutes/status",
+            "backendtlspolicies/status",
         ],
         verbs: ROUTE_STATUS,
         scope: Scope::Cluster,
@@ -530,10 +535,10 @@ mod tests {
     }
 
     /// Watchers list and watch; children are found by a `list` selecting their name. Only routes
-    /// (their live status, before it is replaced), referenced TLS Secrets (their data), the lease
-    /// and the Gateway API CRDs (their bundle version) are read one by one.
+    /// and BackendTLSPolicies (their live status, before it is replaced), referenced TLS Secrets
+    /// (their data), the lease and the Gateway API CRDs (their bundle version) are read one by one.
     #[test]
-    fn get_is_granted_only_on_routes_secrets_leases_and_crds() {
+    fn get_is_granted_only_on_routes_policies_secrets_leases_and_crds() {
         let mut with_get: Vec<&str> = OPERATOR_API_CALLS
             .iter()
             .filter(|c| c.verbs.contains(&"get"))
@@ -543,6 +548,7 @@ mod tests {
         assert_eq!(
             with_get,
             [
+                "backendtlspolicies",
                 "customresourcedefinitions",
                 "grpcroutes",
                 "httproutes",

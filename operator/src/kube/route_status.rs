@@ -1,6 +1,7 @@
-//! Route statuses written with optimistic concurrency.
+//! Statuses shared with other controllers, written with optimistic concurrency: a route's
+//! `status.parents` and a policy's (BackendTLSPolicy) `status.ancestors`.
 //!
-//! A route's `status.parents` is an atomic list: whoever writes it writes every entry, including
+//! Such a list is atomic: whoever writes it writes every entry, including
 //! other controllers'. Writing our entries with a forced server-side apply and other controllers'
 //! entries from our cache would erase any entry written since the cache saw the route. So a route
 //! status is read live, our entries (`controllerName` = [`CONTROLLER_NAME`]) are put in place of
@@ -26,9 +27,14 @@ fn is_ours(entry: &Value) -> bool {
 /// `desired` (a route status as rendered) with its `parents` replaced by its entries of ours
 /// followed by every other controller's entry of `live` (the route's status in the cluster).
 pub fn merge_live_parents(desired: &Value, live: Option<&Value>) -> Value {
-    let ours = desired["parents"].as_array().into_iter().flatten();
+    merge_live_entries(desired, live, "parents")
+}
+
+/// [`merge_live_parents`] for the shared list `list` (`parents` or `ancestors`).
+pub fn merge_live_entries(desired: &Value, live: Option<&Value>, list: &str) -> Value {
+    let ours = desired[list].as_array().into_iter().flatten();
     let theirs = live
-        .and_then(|l| l["parents"].as_array())
+        .and_then(|l| l[list].as_array())
         .into_iter()
         .flatten()
         .filter(|p| !is_ours(p));
@@ -38,7 +44,7 @@ pub fn merge_live_parents(desired: &Value, live: Option<&Value>) -> Value {
     } else {
         serde_json::json!({})
     };
-    merged["parents"] = Value::Array(parents);
+    merged[list] = Value::Array(parents);
     merged
 }
 
@@ -49,6 +55,17 @@ pub async fn replace_route_status(
     name: &str,
     desired: &Value,
 ) -> Result<(), ::kube::Error> {
+    replace_shared_status(api, name, desired, "parents").await
+}
+
+/// [`replace_route_status`] for an object whose shared list is `list` (a BackendTLSPolicy's
+/// `ancestors`).
+pub async fn replace_shared_status(
+    api: &Api<DynamicObject>,
+    name: &str,
+    desired: &Value,
+    list: &str,
+) -> Result<(), ::kube::Error> {
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PostParams::default()
@@ -56,7 +73,7 @@ pub async fn replace_route_status(
     let mut attempt = 1;
     loop {
         let mut live = api.get(name).await?;
-        let merged = merge_live_parents(desired, live.data.get("status"));
+        let merged = merge_live_entries(desired, live.data.get("status"), list);
         if live.data.get("status") == Some(&merged) {
             return Ok(());
         }
@@ -184,6 +201,57 @@ mod tests {
         };
         let (written, ()) = tokio::join!(writer.write(&desired), server);
         written.expect("written on the second attempt");
+    }
+
+    /// A BackendTLSPolicy's `status.ancestors` is shared like a route's `parents`: our write
+    /// keeps the entry another controller wrote, read live.
+    #[tokio::test]
+    async fn a_policy_status_keeps_the_other_controllers_ancestor() {
+        let (client, mut mock) = MockApi::pair();
+        let writer = StatusWriter::new(client);
+        let ancestor = |controller: &str, gateway: &str| json!({"ancestorRef": {"name": gateway}, "controllerName": controller, "conditions": []});
+        let desired = ObjectStatus {
+            api_version: "gateway.networking.k8s.io/v1".into(),
+            kind: "BackendTLSPolicy".into(),
+            metadata: crate::status::ObjectMeta {
+                namespace: Some("team-a".into()),
+                name: "tls".into(),
+            },
+            status: json!({"ancestors": [ancestor(CONTROLLER_NAME, "web")]}),
+            tenant: None,
+        };
+        let theirs = ancestor("example.com/mesh", "mesh");
+        let server = async {
+            let path =
+                "/apis/gateway.networking.k8s.io/v1/namespaces/team-a/backendtlspolicies/tls";
+            let (request, send) = mock.next_request().await;
+            assert_eq!(
+                (request.method(), request.uri().path()),
+                (&http::Method::GET, path)
+            );
+            respond_json(
+                send,
+                200,
+                &json!({
+                    "apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
+                    "metadata": {"name": "tls", "namespace": "team-a", "resourceVersion": "7"},
+                    "spec": {},
+                    "status": {"ancestors": [theirs.clone()]}
+                }),
+            );
+            let (request, send) = mock.next_request().await;
+            assert_eq!(request.method(), http::Method::PUT);
+            assert_eq!(request.uri().path(), format!("{path}/status"));
+            let body = json_body(request).await;
+            assert_eq!(body["metadata"]["resourceVersion"], "7");
+            assert_eq!(
+                body["status"]["ancestors"],
+                json!([ancestor(CONTROLLER_NAME, "web"), theirs.clone()])
+            );
+            respond_json(send, 200, &body);
+        };
+        let (written, ()) = tokio::join!(writer.write(&desired), server);
+        written.expect("written");
     }
 
     #[test]

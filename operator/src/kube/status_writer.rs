@@ -12,7 +12,7 @@
 //! [`StatusWriter`], so they never undo each other's writes.
 
 use super::control::Statuses;
-use super::route_status::replace_route_status;
+use super::route_status::{replace_route_status, replace_shared_status};
 use super::FIELD_MANAGER;
 use crate::conditions::ACCEPTED;
 use crate::index::Kind;
@@ -420,7 +420,8 @@ impl StatusWriter {
         }
     }
 
-    /// Writes one status (unconditionally: server-side apply, or for routes read-merge-replace)
+    /// Writes one status (unconditionally: server-side apply, or for routes and BackendTLSPolicies
+    /// read-merge-replace)
     /// and remembers it.
     pub async fn write(&self, s: &ObjectStatus) -> Result<(), ::kube::Error> {
         let key = status_key(s);
@@ -432,8 +433,12 @@ impl StatusWriter {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
             None => Api::all_with(self.client.clone(), &resource),
         };
-        let result = if Kind::parse(&s.kind).is_some_and(Kind::is_route) {
+        let kind = Kind::parse(&s.kind);
+        let result = if kind.is_some_and(Kind::is_route) {
             replace_route_status(&api, &s.metadata.name, &s.status).await
+        } else if kind == Some(Kind::BackendTlsPolicy) {
+            // `status.ancestors` is shared with other controllers, as routes' `parents` are.
+            replace_shared_status(&api, &s.metadata.name, &s.status, "ancestors").await
         } else {
             let body = json!({
                 "apiVersion": resource.api_version,
