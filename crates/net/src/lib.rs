@@ -64,12 +64,15 @@ pub async fn accept_next(
     stop: &CancellationToken,
     name: &str,
 ) -> Option<Accepted> {
+    // `biased`: once stopped, nothing more is accepted, even with a connection already waiting.
     let permit = tokio::select! {
+        biased;
         () = stop.cancelled() => return None,
         permit = Arc::clone(slots).acquire_owned() => permit.ok()?,
     };
     loop {
         tokio::select! {
+            biased;
             () = stop.cancelled() => return None,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
