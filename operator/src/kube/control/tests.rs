@@ -573,6 +573,20 @@ fn has_secret_data(control: &ControlLoop<StaticTokens>, name: &str) -> bool {
         || control.store().tracks_secret_data("team-a", name)
 }
 
+/// Gateway `web` serving Secret `web-cert` (version 1), listed and compiled: the compilation
+/// waits for the read it asked for, returned here.
+fn web_cert_listed() -> (Harness, mpsc::UnboundedReceiver<SecretFetch>, SecretFetch) {
+    let (mut h, mut fetches) = secret_harness();
+    list_with_secrets(
+        &mut h.control,
+        gateway(Some("web-cert"), 1),
+        &[secret_meta("web-cert", "1")],
+    );
+    h.control.compile();
+    let request = fetches.try_recv().expect("the referenced Secret is read");
+    (h, fetches, request)
+}
+
 /// Only the referenced Secret is read; the compilation waits for it, and its certificate is
 /// then served. The unreferenced one is never read and its data never held.
 #[tokio::test]
@@ -616,14 +630,7 @@ async fn only_referenced_secrets_are_read_and_the_first_compile_waits_for_them()
 /// and published; its old data serves meanwhile.
 #[tokio::test]
 async fn a_changed_referenced_secret_is_read_again_and_published() {
-    let (mut h, mut fetches) = secret_harness();
-    list_with_secrets(
-        &mut h.control,
-        gateway(Some("web-cert"), 1),
-        &[secret_meta("web-cert", "1")],
-    );
-    h.control.compile();
-    let first = fetches.try_recv().expect("read");
+    let (mut h, mut fetches, first) = web_cert_listed();
     h.control.on_event(
         answer(first, Ok(secret_read("web-cert", "1"))),
         Instant::now(),
@@ -665,14 +672,7 @@ async fn a_changed_referenced_secret_is_read_again_and_published() {
 /// A Secret the Gateway stops referencing has its data dropped from memory.
 #[tokio::test]
 async fn a_secret_no_longer_referenced_has_its_data_dropped() {
-    let (mut h, mut fetches) = secret_harness();
-    list_with_secrets(
-        &mut h.control,
-        gateway(Some("web-cert"), 1),
-        &[secret_meta("web-cert", "1")],
-    );
-    h.control.compile();
-    let request = fetches.try_recv().expect("read");
+    let (mut h, mut fetches, request) = web_cert_listed();
     h.control.on_event(
         answer(request, Ok(secret_read("web-cert", "1"))),
         Instant::now(),
@@ -699,14 +699,7 @@ async fn a_secret_no_longer_referenced_has_its_data_dropped() {
 /// the other listener and the tenant are served, and the failure is counted.
 #[tokio::test]
 async fn an_unreadable_secret_counts_as_missing_and_the_rest_is_served() {
-    let (mut h, mut fetches) = secret_harness();
-    list_with_secrets(
-        &mut h.control,
-        gateway(Some("web-cert"), 1),
-        &[secret_meta("web-cert", "1")],
-    );
-    h.control.compile();
-    let request = fetches.try_recv().expect("read");
+    let (mut h, mut fetches, request) = web_cert_listed();
     h.control.on_event(
         answer(request, Err("cannot be read (403 Forbidden)".into())),
         Instant::now(),
@@ -750,14 +743,7 @@ async fn an_unreadable_secret_counts_as_missing_and_the_rest_is_served() {
 /// cluster, and a read that succeeds serves the certificate: a transient failure heals itself.
 #[tokio::test(start_paused = true)]
 async fn a_failed_secret_read_is_retried_with_backoff_and_heals() {
-    let (mut h, mut fetches) = secret_harness();
-    list_with_secrets(
-        &mut h.control,
-        gateway(Some("web-cert"), 1),
-        &[secret_meta("web-cert", "1")],
-    );
-    h.control.compile();
-    let request = fetches.try_recv().expect("read");
+    let (mut h, mut fetches, request) = web_cert_listed();
     h.control.on_event(
         answer(request, Err("cannot be read (no answer within 10s)".into())),
         Instant::now(),
