@@ -6,10 +6,11 @@
 //! response can never look complete to the client.
 
 use crate::balance::{OutstandingGuard, RequestPermit};
+use crate::http::headers::RequestId;
 use crate::idle::IdleBody;
 use crate::idle::InFlight;
 use crate::metrics::{
-    RequestLabels, RouteLabels, RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
+    RequestLabels, RouteLabels, RouteSeries, RouterMetrics, UpstreamErrorKind, UpstreamErrorLabels,
 };
 use crate::otel::{Completion, RequestSpan};
 use bytes::Bytes;
@@ -81,18 +82,59 @@ impl Outcome {
     }
 }
 
+/// The host and path a request named, for its log line and span: the request's own shared bytes
+/// (its URI and `Host` field), not copies, since the access log is usually off.
+#[derive(Debug, Default)]
+pub(crate) struct SentTarget {
+    /// The request target (HTTP/2 `:authority` and `:path`, or the HTTP/1 request line's).
+    pub(crate) uri: http::Uri,
+    /// The `Host` field, when the target names no authority.
+    pub(crate) host_field: Option<http::HeaderValue>,
+}
+
+impl SentTarget {
+    /// What `req` names: its URI and, without an authority in it, its (first) `Host` field.
+    pub(crate) fn of<B>(req: &http::Request<B>) -> Self {
+        let uri = req.uri().clone();
+        let host_field = match uri.authority() {
+            Some(_) => None,
+            None => req.headers().get(http::header::HOST).cloned(),
+        };
+        Self { uri, host_field }
+    }
+
+    /// The host as sent: the URI authority or the `Host` field; empty when neither is text.
+    pub(crate) fn host(&self) -> &str {
+        match self.uri.authority() {
+            Some(authority) => authority.as_str(),
+            None => self
+                .host_field
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The path.
+    pub(crate) fn path(&self) -> &str {
+        self.uri.path()
+    }
+}
+
 /// What the access log and the metrics say about one request.
 #[derive(Debug)]
 pub(crate) struct RequestRecord {
     pub(crate) metrics: Arc<RouterMetrics>,
     pub(crate) tenant: Arc<str>,
     pub(crate) route: Arc<str>,
+    /// The matched route's series (`None` before a route matched: looked up by label).
+    pub(crate) series: Option<Arc<RouteSeries>>,
     pub(crate) backend: Arc<str>,
     pub(crate) status: u16,
     pub(crate) method: Method,
-    pub(crate) host: String,
-    pub(crate) path: String,
-    pub(crate) request_id: String,
+    /// The request's target as the client sent it (the path canonical once normalised).
+    pub(crate) target: SentTarget,
+    pub(crate) request_id: RequestId,
     pub(crate) start: Instant,
     /// Counts the request on its connection until the response ends (idle timeout).
     pub(crate) _in_flight: InFlight,
@@ -136,7 +178,7 @@ impl RequestRecord {
                 status: self.status,
                 route: &self.route,
                 backend: &self.backend,
-                request_id: &self.request_id,
+                request_id: self.request_id.as_str(),
                 failure: matches!(outcome, Outcome::Timeout | Outcome::UpstreamError)
                     .then(|| outcome.as_str()),
             });
@@ -152,34 +194,41 @@ impl RequestRecord {
             upstream_ms = self.upstream.map(|d| d.as_secs_f64() * 1000.0),
             bytes,
             method = %self.method,
-            host = %self.host,
-            path = %self.path,
+            host = self.target.host(),
+            path = self.target.path(),
             request_id = %self.request_id,
             outcome = outcome.as_str(),
             refusal = self.refusal.map(|(reason, _)| reason.as_str()),
             fault = self.refusal.map(|(_, side)| side.as_str()),
         );
-        let route = RouteLabels {
+        let route = || RouteLabels {
             tenant: Arc::clone(&self.tenant),
             route: Arc::clone(&self.route),
         };
-        self.metrics
-            .request_duration
-            .get_or_create(&route)
-            .observe(elapsed.as_secs_f64());
-        self.metrics
-            .response_bytes
-            .get_or_create(&route)
-            .inc_by(bytes);
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                tenant: Arc::clone(&self.tenant),
-                route: Arc::clone(&self.route),
-                backend: Arc::clone(&self.backend),
-                code: self.status,
-            })
-            .inc();
+        let requests = || RequestLabels {
+            tenant: Arc::clone(&self.tenant),
+            route: Arc::clone(&self.route),
+            backend: Arc::clone(&self.backend),
+            code: self.status,
+        };
+        let seconds = elapsed.as_secs_f64();
+        let metrics = &self.metrics;
+        match &self.series {
+            Some(series) => {
+                let (duration, sent) = series.route(metrics, route);
+                duration.observe(seconds);
+                sent.inc_by(bytes);
+                series.count_request(metrics, &self.backend, self.status, requests);
+            }
+            None => {
+                metrics
+                    .request_duration
+                    .get_or_create(&route())
+                    .observe(seconds);
+                metrics.response_bytes.get_or_create(&route()).inc_by(bytes);
+                metrics.requests.get_or_create(&requests()).inc();
+            }
+        }
         let kind = match outcome {
             Outcome::Timeout => Some(UpstreamErrorKind::Timeout),
             Outcome::UpstreamError => Some(UpstreamErrorKind::Protocol),
@@ -347,13 +396,23 @@ impl ClientFault {
 
 /// Records whether the client's request body failed, shared by the body (which sets it) and the
 /// request path (which reads it when an upstream exchange failed, to blame the right side).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ClientBodyWatch(Arc<std::sync::atomic::AtomicU8>);
+#[derive(Debug, Clone)]
+pub(crate) struct ClientBodyWatch(Option<Arc<std::sync::atomic::AtomicU8>>);
 
 impl ClientBodyWatch {
-    /// How the client's body failed, if it did.
+    /// A watch for a body that can fail.
+    pub(crate) fn new() -> Self {
+        Self(Some(Arc::default()))
+    }
+
+    /// The watch of a request without a body: it never reports a fault.
+    pub(crate) fn none() -> Self {
+        Self(None)
+    }
+
+    /// How the client's body failed, if it did (never, for a request without a body).
     pub(crate) fn fault(&self) -> Option<ClientFault> {
-        match self.0.load(std::sync::atomic::Ordering::Acquire) {
+        match self.0.as_ref()?.load(std::sync::atomic::Ordering::Acquire) {
             1 => Some(ClientFault::MalformedBody),
             2 => Some(ClientFault::Gone),
             3 => Some(ClientFault::Stalled),
@@ -363,8 +422,9 @@ impl ClientBodyWatch {
 
     /// Records how the body failed.
     pub(crate) fn set(&self, fault: ClientFault) {
-        self.0
-            .store(fault.code(), std::sync::atomic::Ordering::Release);
+        if let Some(code) = &self.0 {
+            code.store(fault.code(), std::sync::atomic::Ordering::Release);
+        }
     }
 }
 
@@ -412,7 +472,11 @@ pub(crate) fn client_body(
     incoming: hyper::body::Incoming,
     idle_timeout: std::time::Duration,
 ) -> (ProxyBody, ClientBodyWatch) {
-    let watch = ClientBodyWatch::default();
+    if incoming.is_end_stream() {
+        // Nothing to read, so nothing can fail or stall: no watch, no idle timer.
+        return (empty(), ClientBodyWatch::none());
+    }
+    let watch = ClientBodyWatch::new();
     let body = ClientBody {
         inner: incoming,
         watch: watch.clone(),

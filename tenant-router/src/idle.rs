@@ -224,7 +224,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_slow_but_steady_body_is_never_cut() {
-        let watch = ClientBodyWatch::default();
+        let watch = ClientBodyWatch::new();
         let gaps = vec![Duration::from_secs(9); 20];
         let body = IdleBody::new(Gaps(gaps, None), Duration::from_secs(10), watch.clone());
         assert_eq!(read_all(body).await, Ok(20));
@@ -233,7 +233,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_body_that_stops_arriving_ends_with_an_error_and_is_the_clients_fault() {
-        let watch = ClientBodyWatch::default();
+        let watch = ClientBodyWatch::new();
         let gaps = vec![Duration::from_secs(1), Duration::from_secs(60)];
         let body = IdleBody::new(Gaps(gaps, None), Duration::from_secs(10), watch.clone());
         assert!(read_all(body).await.is_err());

@@ -366,6 +366,65 @@ fn duration_histogram() -> Histogram {
     ))
 }
 
+/// One compiled route's request series, looked up in their families once rather than per request
+/// (a family lookup hashes every label). They stay the family's own series: the exposition is the
+/// same, and a route compiled again in a later snapshot finds the same series.
+#[derive(Debug, Default)]
+pub(crate) struct RouteSeries {
+    /// `request_duration_seconds` and `response_bytes_total` of the route.
+    route: std::sync::OnceLock<(Histogram, Counter)>,
+    /// `requests_total` of the route, by backend and status: the first [`MAX_CACHED_REQUEST_SERIES`]
+    /// seen (a route rarely answers more; the rest are looked up per request).
+    requests: std::sync::Mutex<Vec<(Arc<str>, u16, Counter)>>,
+}
+
+/// How many `requests_total` series (backend × status) a route keeps at hand.
+const MAX_CACHED_REQUEST_SERIES: usize = 16;
+
+impl RouteSeries {
+    /// The duration histogram and byte counter of the route (`labels` builds its labels, once).
+    pub(crate) fn route(
+        &self,
+        metrics: &RouterMetrics,
+        labels: impl FnOnce() -> RouteLabels,
+    ) -> &(Histogram, Counter) {
+        self.route.get_or_init(|| {
+            let labels = labels();
+            (
+                metrics.request_duration.get_or_create_owned(&labels),
+                metrics.response_bytes.get_or_create_owned(&labels),
+            )
+        })
+    }
+
+    /// Counts one request of the route answered by `backend` with `code` (`labels` builds the
+    /// series' labels when it is not at hand).
+    pub(crate) fn count_request(
+        &self,
+        metrics: &RouterMetrics,
+        backend: &Arc<str>,
+        code: u16,
+        labels: impl FnOnce() -> RequestLabels,
+    ) {
+        let Ok(mut cached) = self.requests.lock() else {
+            metrics.requests.get_or_create(&labels()).inc();
+            return;
+        };
+        if let Some((_, _, counter)) = cached
+            .iter()
+            .find(|(b, c, _)| *c == code && (Arc::ptr_eq(b, backend) || **b == **backend))
+        {
+            counter.inc();
+            return;
+        }
+        let counter = metrics.requests.get_or_create_owned(&labels());
+        counter.inc();
+        if cached.len() < MAX_CACHED_REQUEST_SERIES {
+            cached.push((Arc::clone(backend), code, counter));
+        }
+    }
+}
+
 /// The router metrics of one process (shared by all its routers, told apart by the `tenant` label).
 #[derive(Debug)]
 pub struct RouterMetrics {

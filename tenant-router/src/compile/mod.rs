@@ -90,6 +90,8 @@ pub(crate) struct CompiledPassthrough {
 pub(crate) struct CompiledVhost {
     /// The Gateway listener's port (for redirects).
     pub(crate) listener_port: u16,
+    /// The same port as a header value (`X-Forwarded-Port`), made once per compilation.
+    pub(crate) listener_port_value: http::HeaderValue,
     /// Routes, first match wins (boxed: no spare capacity kept per host).
     pub(crate) routes: Box<[CompiledRoute]>,
 }
@@ -106,6 +108,8 @@ pub(crate) struct CompiledRoute {
     pub(crate) request_timeout: Option<Duration>,
     /// Per-attempt backend deadline.
     pub(crate) backend_timeout: Option<Duration>,
+    /// The route's request metrics, resolved once.
+    pub(crate) series: Arc<crate::metrics::RouteSeries>,
 }
 
 impl CompiledRoute {
@@ -394,6 +398,7 @@ fn vhosts(
             .collect::<Result<Box<[_]>, _>>()?;
         let compiled = CompiledVhost {
             listener_port: vh.listener_port,
+            listener_port_value: crate::http::headers::shared(vh.listener_port.into()),
             routes,
         };
         if table.insert(p, Arc::new(compiled)).is_some() {
@@ -437,6 +442,7 @@ fn compile_route(
         backend_timeout: backend_request_ms
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis),
+        series: Arc::default(),
     })
 }
 

@@ -42,7 +42,7 @@ pub(crate) fn normalize_request_path<B>(
     let policy = ctx.shared.limits.boundary.escaped_slashes;
     let refused = |error: PathError| {
         count(ctx, HygieneAction::PathRefused);
-        tracing::debug!(tenant = %ctx.shared.tenant, path = %record.path, %error, "request path refused");
+        tracing::debug!(tenant = %ctx.shared.tenant, path = record.target.path(), %error, "request path refused");
         Some(Answer::refused(Refusal::BadPath))
     };
     let normalized = match normalize_path_with(req.uri().path(), policy) {
@@ -58,12 +58,12 @@ pub(crate) fn normalize_request_path<B>(
     };
     if normalized.unescaped_slashes && policy == EscapedSlashes::UnescapeAndRedirect {
         count(ctx, HygieneAction::PathRedirected);
-        tracing::debug!(tenant = %ctx.shared.tenant, path = %record.path, location = %path_and_query, "escaped slashes: redirecting to the decoded path");
+        tracing::debug!(tenant = %ctx.shared.tenant, path = record.target.path(), location = %path_and_query, "escaped slashes: redirecting to the decoded path");
         return Some(redirect(&path_and_query));
     }
     match with_path(req.uri(), path_and_query) {
         Ok(uri) => {
-            uri.path().clone_into(&mut record.path);
+            record.target.uri = uri.clone();
             *req.uri_mut() = uri;
             None
         }

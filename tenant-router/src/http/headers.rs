@@ -51,32 +51,94 @@ const FORWARDING_HEADERS: &[&str] = &[
 /// `trailers`, which gRPC needs) and `Upgrade` (kept, with `Connection: upgrade`, when
 /// `keep_upgrade` is set: a 101 answer).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in named {
-        if keep_upgrade && name == UPGRADE {
-            continue;
-        }
-        headers.remove(name);
+    // One pass over the names says which are present; most messages carry none, or only
+    // `Connection`, and a lookup per absent name is what this saves.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        present |= hop_by_hop_bit(name);
     }
-    headers.remove(CONNECTION);
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(TRANSFER_ENCODING);
-    headers.remove(&HTTP2_SETTINGS);
-    let te_trailers = headers
-        .get_all(TE)
-        .iter()
-        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_trailers {
-        headers.remove(TE);
+    if present == 0 {
+        return;
+    }
+    if present & HOP_CONNECTION != 0 {
+        // The fields `Connection` names, looked up by token (no header name built per token);
+        // the values are shared, so holding them costs no copy.
+        let mut values = headers.get_all(CONNECTION).iter();
+        let first = values.next().cloned();
+        let rest: Vec<HeaderValue> = values.cloned().collect();
+        for token in first.iter().chain(&rest).flat_map(value_tokens) {
+            if keep_upgrade && token.eq_ignore_ascii_case(UPGRADE.as_str()) {
+                continue;
+            }
+            headers.remove(token);
+        }
+        headers.remove(CONNECTION);
+    }
+    for (bit, name) in [
+        (HOP_KEEP_ALIVE, &KEEP_ALIVE),
+        (HOP_PROXY_CONNECTION, &PROXY_CONNECTION),
+        (HOP_TRANSFER_ENCODING, &TRANSFER_ENCODING),
+        (HOP_HTTP2_SETTINGS, &HTTP2_SETTINGS),
+    ] {
+        if present & bit != 0 {
+            headers.remove(name);
+        }
+    }
+    if present & HOP_TE != 0 {
+        let te_trailers = headers
+            .get_all(TE)
+            .iter()
+            .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        if !te_trailers {
+            headers.remove(TE);
+        }
     }
     if keep_upgrade && headers.contains_key(UPGRADE) {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if present & HOP_UPGRADE != 0 {
         headers.remove(UPGRADE);
     }
+}
+
+const HOP_CONNECTION: u8 = 1;
+const HOP_TE: u8 = 2;
+const HOP_UPGRADE: u8 = 4;
+const HOP_TRANSFER_ENCODING: u8 = 8;
+const HOP_KEEP_ALIVE: u8 = 16;
+const HOP_PROXY_CONNECTION: u8 = 32;
+const HOP_HTTP2_SETTINGS: u8 = 64;
+
+/// The bit of `name` if it is one of the hop-by-hop headers [`strip_hop_by_hop`] removes or
+/// rewrites, else 0 (`Connection` names the others, so without it only these can be present).
+fn hop_by_hop_bit(name: &HeaderName) -> u8 {
+    if name == CONNECTION {
+        HOP_CONNECTION
+    } else if name == TE {
+        HOP_TE
+    } else if name == UPGRADE {
+        HOP_UPGRADE
+    } else if name == TRANSFER_ENCODING {
+        HOP_TRANSFER_ENCODING
+    } else if name == KEEP_ALIVE {
+        HOP_KEEP_ALIVE
+    } else if name == PROXY_CONNECTION {
+        HOP_PROXY_CONNECTION
+    } else if name == HTTP2_SETTINGS {
+        HOP_HTTP2_SETTINGS
+    } else {
+        0
+    }
+}
+
+/// The comma-separated, trimmed, non-empty tokens of one header value that is text.
+fn value_tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value
+        .to_str()
+        .ok()
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 /// The comma-separated tokens of every `Connection` header, trimmed.
@@ -160,12 +222,15 @@ pub(crate) fn upgrade_accepted(response: &HeaderMap, requested: &HeaderValue) ->
 pub(crate) struct Forwarding<'a> {
     /// The client address (from the PROXY header, or the TCP peer).
     pub(crate) client: IpAddr,
+    /// The same address as a header value, made once per connection ([`ip_value`]).
+    pub(crate) client_value: &'a HeaderValue,
     /// `http` or `https`: how the request reached the router.
     pub(crate) proto: &'static str,
     /// The request's host as the client sent it.
     pub(crate) host: Option<&'a HeaderValue>,
-    /// The port of the Gateway listener the request arrived on.
-    pub(crate) port: u16,
+    /// The port of the Gateway listener the request arrived on, as a header value made once per
+    /// compiled virtual host.
+    pub(crate) port: &'a HeaderValue,
     /// How many client-supplied `X-Forwarded-For` entries to keep (the last ones).
     pub(crate) trusted_hops: usize,
 }
@@ -176,14 +241,16 @@ pub(crate) struct Forwarding<'a> {
 /// client, or the address the outermost trusted proxy saw); adds an `X-Request-Id` when absent.
 /// Returns the request id and how many client-supplied forwarding fields were dropped
 /// (`X-Forwarded-For` fields not counted when hops are trusted).
-pub(crate) fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) -> (String, usize) {
+pub(crate) fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) -> (RequestId, usize) {
+    // Room for what is added here and the upstream `Host`, in one step: a parsed head's map is
+    // full, and growing it one insert at a time rehashes it more than once.
+    let _ = headers.try_reserve(FORWARDING_ADDED + 1);
     let (dropped, xff, real_ip) = if f.trusted_hops == 0 {
-        // The common case, without a string per address: the client alone.
-        let client = ip_value(f.client);
+        // The common case: the client alone, in a value shared by the connection's requests.
         (
             remove_forwarding(headers),
-            Some(client.clone()),
-            Some(client),
+            Some(f.client_value.clone()),
+            Some(f.client_value.clone()),
         )
     } else {
         let client_xff: Vec<String> = comma_tokens(headers, &X_FORWARDED_FOR)
@@ -204,21 +271,33 @@ pub(crate) fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) -> (St
         headers.insert(X_REAL_IP.clone(), real_ip);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
-    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(f.port));
+    headers.insert(X_FORWARDED_PORT.clone(), f.port.clone());
     if let Some(host) = f.host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
     (request_id(headers), dropped)
 }
 
-/// An address as a header value, formatted without a heap string.
-fn ip_value(ip: IpAddr) -> HeaderValue {
+/// How many fields [`add_forwarding`] may add.
+const FORWARDING_ADDED: usize = 6;
+
+/// An address as a header value, formatted without a heap string. Its first clone shares the
+/// bytes, so later clones (one per request of the connection) allocate nothing.
+pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
     use std::io::Write as _;
     // The longest IPv6 text form is 45 bytes.
     let mut buf = [0u8; 48];
     let mut out = &mut buf[..];
     let written = write!(out, "{ip}").map(|()| 48 - out.len()).unwrap_or(0);
-    HeaderValue::from_bytes(&buf[..written]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    let value = HeaderValue::from_bytes(&buf[..written])
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    shared(value)
+}
+
+/// `value`, its bytes made shared (a clone is then a reference count, not an allocation).
+pub(crate) fn shared(value: HeaderValue) -> HeaderValue {
+    let _promote = value.clone();
+    value
 }
 
 /// Removes every [`FORWARDING_HEADERS`] field, in `-` or `_` spelling; returns how many there were.
@@ -242,10 +321,39 @@ fn remove_forwarding(headers: &mut HeaderMap) -> usize {
         .sum()
 }
 
+/// A request's id for logs and traces: the client's `X-Request-Id`, or the one the router made.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum RequestId {
+    /// Not assigned yet (the request was answered before it was forwarded).
+    #[default]
+    None,
+    /// The client's own, non-empty and text.
+    Client(HeaderValue),
+    /// Made by the router: 128 random bits in lower-case hex.
+    Generated([u8; 32]),
+}
+
+impl RequestId {
+    /// The id as text; empty for [`RequestId::None`].
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Self::None => "",
+            Self::Client(v) => v.to_str().unwrap_or_default(),
+            Self::Generated(hex) => std::str::from_utf8(hex).unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The client's `X-Request-Id`, or a new random one set on the request.
-fn request_id(headers: &mut HeaderMap) -> String {
-    match headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        Some(id) if !id.is_empty() => id.to_owned(),
+fn request_id(headers: &mut HeaderMap) -> RequestId {
+    match headers.get(&X_REQUEST_ID) {
+        Some(id) if !id.is_empty() && id.to_str().is_ok() => RequestId::Client(id.clone()),
         _ => {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             let n = rand::random::<u128>();
@@ -253,11 +361,10 @@ fn request_id(headers: &mut HeaderMap) -> String {
             for (i, digit) in hex.iter_mut().enumerate() {
                 *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
             }
-            let id = String::from_utf8_lossy(&hex).into_owned();
             if let Ok(v) = HeaderValue::from_bytes(&hex) {
                 headers.insert(X_REQUEST_ID.clone(), v);
             }
-            id
+            RequestId::Generated(hex)
         }
     }
 }
@@ -300,6 +407,35 @@ mod tests {
         g.insert(TE, HeaderValue::from_static("gzip"));
         strip_hop_by_hop(&mut g, false);
         assert!(g.is_empty());
+    }
+
+    #[test]
+    fn every_connection_field_and_token_counts_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.append(CONNECTION, HeaderValue::from_static("Keep-Alive, X-One"));
+        h.append(CONNECTION, HeaderValue::from_static(" ,x-two ,, Upgrade"));
+        for name in ["x-one", "x-two", "keep-alive", "proxy-connection", "x-keep"] {
+            h.insert(name, HeaderValue::from_static("1"));
+        }
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            &HTTP2_SETTINGS,
+            HeaderValue::from_static("AAMAAABkAAQAAP__"),
+        );
+        let mut answer = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-keep"], "{h:?}");
+        // A 101 keeps its `Upgrade`, with a `Connection` of its own, even when `Connection` named it.
+        strip_hop_by_hop(&mut answer, true);
+        assert_eq!(value(&answer, "upgrade"), ["websocket"]);
+        assert_eq!(value(&answer, "connection"), ["upgrade"]);
+        assert_eq!(answer.len(), 3, "{answer:?}");
+        // Nothing hop-by-hop: nothing changes.
+        let mut plain = HeaderMap::new();
+        plain.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut plain, true);
+        assert_eq!(plain.len(), 1);
     }
 
     fn allowed() -> Vec<String> {
@@ -361,12 +497,17 @@ mod tests {
         assert!(upgrade_accepted(&resp, &requested));
     }
 
+    static CLIENT: std::sync::LazyLock<HeaderValue> =
+        std::sync::LazyLock::new(|| ip_value("192.0.2.7".parse().expect("ip")));
+    static PORT: HeaderValue = HeaderValue::from_static("443");
+
     fn forwarding(trusted_hops: usize) -> Forwarding<'static> {
         Forwarding {
             client: "192.0.2.7".parse().expect("ip"),
+            client_value: &CLIENT,
             proto: "https",
             host: None,
-            port: 443,
+            port: &PORT,
             trusted_hops,
         }
     }
@@ -416,8 +557,16 @@ mod tests {
         }
         let mut fresh = HeaderMap::new();
         let (id, dropped) = add_forwarding(&mut fresh, &forwarding(0));
-        assert_eq!((id.len(), dropped), (32, 0));
-        assert!(fresh.contains_key(&X_REQUEST_ID));
+        assert_eq!((id.as_str().len(), dropped), (32, 0));
+        assert_eq!(value(&fresh, "x-request-id"), [id.as_str()]);
+        let mut not_text = HeaderMap::new();
+        not_text.insert(
+            &X_REQUEST_ID,
+            HeaderValue::from_bytes(b"\xff").expect("opaque"),
+        );
+        let (id, _) = add_forwarding(&mut not_text, &forwarding(0));
+        assert!(matches!(id, RequestId::Generated(_)), "{id:?}");
+        assert_eq!(value(&not_text, "x-request-id"), [id.as_str()]);
     }
 
     #[test]

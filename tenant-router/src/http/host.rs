@@ -26,7 +26,7 @@ use crate::compile::{CompiledConfig, Ownership, SniTarget};
 use crate::metrics::{HostRefusal, HostRefusalLabels};
 use bulkhead_hostmatch::Host;
 use http::header::HOST;
-use http::{Request, StatusCode, Version};
+use http::{HeaderValue, Request, StatusCode, Version};
 use std::sync::Arc;
 
 impl HostRefusal {
@@ -59,13 +59,19 @@ impl HostRefusal {
 
 /// The request's host: the value as sent (for the upstream `Host`) and its normalised form.
 pub(crate) struct RequestHost {
-    /// As sent: the URI authority (HTTP/2 `:authority`, HTTP/1 absolute form) or `Host`.
-    pub(crate) raw: String,
-    /// Normalised (lower case, no port, no trailing dot; an IPv6 address in brackets), for logs
-    /// and redirects.
-    pub(crate) name: String,
+    /// As sent: the URI authority (HTTP/2 `:authority`, HTTP/1 absolute form) or `Host`; the
+    /// `Host` field's own bytes, shared rather than copied.
+    pub(crate) raw: HeaderValue,
     /// Normalised, for matching.
     pub(crate) host: Host,
+}
+
+impl RequestHost {
+    /// Normalised (lower case, no port, no trailing dot; an IPv6 address in brackets), for logs
+    /// and redirects.
+    pub(crate) fn name(&self) -> String {
+        self.host.to_string()
+    }
 }
 
 /// The host `req` is for, checked as the module table says (up to `authority_mismatch`).
@@ -75,27 +81,30 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Result<RequestHost, HostRefus
     if fields.next().is_some() {
         return Err(HostRefusal::Duplicate);
     }
-    let header = header
+    let header_text = header
         .map(|v| v.to_str().map_err(|_| HostRefusal::Invalid))
         .transpose()?;
     let normalize = |raw: &str| Host::parse(raw).map_err(|_| HostRefusal::Invalid);
-    let raw = match (req.uri().authority(), header) {
-        (Some(authority), Some(host)) if req.version() == Version::HTTP_2 => {
-            if normalize(authority.as_str())? != normalize(host)? {
+    let from_authority = |authority: &str| {
+        let host = normalize(authority)?;
+        let raw = HeaderValue::from_str(authority).map_err(|_| HostRefusal::Invalid)?;
+        Ok(RequestHost { raw, host })
+    };
+    match (req.uri().authority(), header, header_text) {
+        (Some(authority), Some(_), Some(text)) if req.version() == Version::HTTP_2 => {
+            let host = from_authority(authority.as_str())?;
+            if host.host != normalize(text)? {
                 return Err(HostRefusal::AuthorityMismatch);
             }
-            authority.as_str()
+            Ok(host)
         }
-        (Some(authority), _) => authority.as_str(),
-        (None, Some(host)) => host,
-        (None, None) => return Err(HostRefusal::Missing),
-    };
-    let host = normalize(raw)?;
-    Ok(RequestHost {
-        raw: raw.to_owned(),
-        name: host.to_string(),
-        host,
-    })
+        (Some(authority), _, _) => from_authority(authority.as_str()),
+        (None, Some(value), Some(text)) => Ok(RequestHost {
+            host: normalize(text)?,
+            raw: value.clone(),
+        }),
+        (None, _, _) => Err(HostRefusal::Missing),
+    }
 }
 
 /// Whether this tenant may answer a request for `host` on this connection (the 421 rows of the
@@ -133,7 +142,7 @@ mod tests {
     use super::*;
 
     fn host_of(req: Request<()>) -> Result<String, HostRefusal> {
-        request_host(&req).map(|h| h.name)
+        request_host(&req).map(|h| h.name())
     }
 
     #[test]

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""User-space instructions per request of router builds, counted by callgrind: repeatable to the
+instruction whatever else the machine does, so an A/B of two builds needs one run, not a range.
+
+Starts the shared harness's backends and each candidate build under `valgrind --tool=callgrind`
+(one worker), warms it up, then for each load zeroes the counters, sends a fixed number of requests
+with h2load and dumps the counters. Prints instructions per request, and with TOP=n the n functions
+with the most exclusive instructions per request (from `callgrind_annotate`).
+
+    CANDIDATES='base|/tmp/bulkhead-bench.base;new|/tmp/bulkhead-bench.new' LOADS=R1,R2 \
+        REQUESTS=20000 TOP=25 python3 bench/cpu-split/instructions.py
+
+Loads: R1 = HTTP/1.1 keep-alive over TLS (`h2load --h1 -c50`), R2 = HTTP/2 (`h2load -c10 -m10`).
+Dumps are kept in OUT (default target/bench/instructions/<name>.<load>.out) for
+`callgrind_annotate --inclusive=yes`.
+"""
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HARNESS = Path(os.environ.get("BENCH_HARNESS", Path(__file__).resolve().parents[3] / "shared" / "bench"))
+sys.path.insert(0, str(HARNESS / "lib"))
+import benchlib as B  # noqa: E402
+import targets as T  # noqa: E402
+
+OUT = Path(os.environ.get("OUT", Path(__file__).resolve().parents[2] / "target" / "bench" / "instructions"))
+
+
+def h2load(port, load, n):
+    argv = ["h2load", "-t1", f"-n{n}", f"https://{B.HOST_A}:{port}/"]
+    argv += ["--h1", "-c50"] if load == "R1" else ["-c10", "-m10"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=1800).stdout
+    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    if not m or int(m.group(2)) != n:
+        raise SystemExit(f"h2load did not complete {n} requests against :{port}:\n{out}")
+    return n
+
+
+def control(pid, *args):
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True, timeout=300)
+
+
+def newest_dump(prefix):
+    dumps = sorted(OUT.glob(prefix + ".*"), key=lambda p: p.stat().st_mtime)
+    return dumps[-1] if dumps else None
+
+
+def totals(path):
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("totals:") or line.startswith("summary:"):
+            return int(line.split()[1])
+    raise SystemExit(f"no totals in {path}")
+
+
+def top(path, n, per):
+    out = subprocess.run(["callgrind_annotate", "--threshold=100", str(path)],
+                         capture_output=True, text=True).stdout
+    rows = []
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+) \(\s*([\d.]+)%\)\s+(.*)", line)
+        if m and "PROGRAM TOTALS" not in line:
+            rows.append((int(m.group(1).replace(",", "")), m.group(2), m.group(3)))
+    for ir, pct, name in rows[:n]:
+        print(f"  {ir / per:9.1f} {pct:>5}%  {name[:150]}")
+
+
+def main():
+    loads = [x.strip() for x in os.environ.get("LOADS", "R1,R2").split(",") if x.strip()]
+    n = int(os.environ.get("REQUESTS", "20000"))
+    k = int(os.environ.get("TOP", "0"))
+    specs = [s.split("|", 1) for s in filter(None, os.environ.get("CANDIDATES", "").split(";"))]
+    if not specs:
+        raise SystemExit("CANDIDATES='name|/path/to/bulkhead-bench;...' is required")
+    OUT.mkdir(parents=True, exist_ok=True)
+    B.install_cleanup()
+    B.assert_resolves_loopback(B.HOST_A)
+    be = T.Backends().start()
+    results = {}
+    try:
+        for i, (name, binary) in enumerate(specs):
+            port = 22443 + i
+            prefix = f"{name}.cg"
+            for old in OUT.glob(prefix + ".*"):
+                old.unlink()
+            os.environ.update(
+                CANDIDATE_ROUTER_CMD=(f"RUST_LOG=warn exec valgrind --tool=callgrind "
+                                      f"--callgrind-out-file={OUT}/{prefix}.%p {binary} bench-candidate"),
+                CANDIDATE_ROUTER_ADDR=f"127.0.0.1:{port}", CANDIDATE_NAME=name, CANDIDATE_READY_TIMEOUT="120")
+            c = T.Candidate("router")
+            c.start(T.router_routes())
+            pid = [p for p in B.tree_pids(c.root_pid, B.proc_table())
+                   if B.proc_table()[p]["comm"] not in ("bash", "sh")][0]
+            try:
+                for load in loads:
+                    h2load(port, load, 2000)  # warm: connections, pools, lazily built state
+                    control(pid, "-z")
+                    done = h2load(port, load, n)
+                    time.sleep(0.5)
+                    control(pid, "-d")
+                    time.sleep(0.5)
+                    dump = newest_dump(prefix)
+                    final = OUT / f"{name}.{load}.out"
+                    dump.rename(final)
+                    per = totals(final) / done
+                    results[(name, load)] = per
+                    print(f"{name} {load}: {per:,.0f} instructions per request", flush=True)
+                    if k:
+                        top(final, k, done)
+            finally:
+                c.stop()
+    finally:
+        be.stop()
+    print("\n| load | " + " | ".join(n for n, _ in specs) + " |\n|---|" + "---|" * len(specs))
+    for load in loads:
+        print(f"| {load} | " + " | ".join(f"{results.get((n, load), 0):,.0f}" for n, _ in specs) + " |")
+
+
+if __name__ == "__main__":
+    main()
