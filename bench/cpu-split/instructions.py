@@ -2,12 +2,13 @@
 """User-space instructions per request of router builds, counted by callgrind: repeatable to the
 instruction whatever else the machine does, so an A/B of two builds needs one run, not a range.
 
-Starts the shared harness's backends and each candidate build under `valgrind --tool=callgrind`
+Starts the shared harness's backends and each candidate build (with the environment assignments
+given after a second `|`, e.g. `GLIBC_TUNABLES=...`) under `valgrind --tool=callgrind`
 (one worker), warms it up, then for each load zeroes the counters, sends a fixed number of requests
 with h2load and dumps the counters. Prints instructions per request, and with TOP=n the n functions
 with the most exclusive instructions per request (from `callgrind_annotate`).
 
-    CANDIDATES='base|/tmp/bulkhead-bench.base;new|/tmp/bulkhead-bench.new' LOADS=R1,R2 \
+    CANDIDATES='base|/tmp/bulkhead-bench.base;new|/tmp/bulkhead-bench.new|ENV=value' LOADS=R1,R2 \
         REQUESTS=20000 TOP=25 python3 bench/cpu-split/instructions.py
 
 Loads: R1 = HTTP/1.1 keep-alive over TLS (`h2load --h1 -c50`), R2 = HTTP/2 (`h2load -c10 -m10`).
@@ -71,7 +72,7 @@ def main():
     loads = [x.strip() for x in os.environ.get("LOADS", "R1,R2").split(",") if x.strip()]
     n = int(os.environ.get("REQUESTS", "20000"))
     k = int(os.environ.get("TOP", "0"))
-    specs = [s.split("|", 1) for s in filter(None, os.environ.get("CANDIDATES", "").split(";"))]
+    specs = [(s.split("|") + [""])[:3] for s in filter(None, os.environ.get("CANDIDATES", "").split(";"))]
     if not specs:
         raise SystemExit("CANDIDATES='name|/path/to/bulkhead-bench;...' is required")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -80,13 +81,13 @@ def main():
     be = T.Backends().start()
     results = {}
     try:
-        for i, (name, binary) in enumerate(specs):
+        for i, (name, binary, env) in enumerate(specs):
             port = 22443 + i
             prefix = f"{name}.cg"
             for old in OUT.glob(prefix + ".*"):
                 old.unlink()
             os.environ.update(
-                CANDIDATE_ROUTER_CMD=(f"RUST_LOG=warn exec valgrind --tool=callgrind "
+                CANDIDATE_ROUTER_CMD=(f"RUST_LOG=warn {env} exec valgrind --tool=callgrind "
                                       f"--callgrind-out-file={OUT}/{prefix}.%p {binary} bench-candidate"),
                 CANDIDATE_ROUTER_ADDR=f"127.0.0.1:{port}", CANDIDATE_NAME=name, CANDIDATE_READY_TIMEOUT="120")
             c = T.Candidate("router")
@@ -113,9 +114,9 @@ def main():
                 c.stop()
     finally:
         be.stop()
-    print("\n| load | " + " | ".join(n for n, _ in specs) + " |\n|---|" + "---|" * len(specs))
+    print("\n| load | " + " | ".join(n for n, _, _ in specs) + " |\n|---|" + "---|" * len(specs))
     for load in loads:
-        print(f"| {load} | " + " | ".join(f"{results.get((n, load), 0):,.0f}" for n, _ in specs) + " |")
+        print(f"| {load} | " + " | ".join(f"{results.get((n, load), 0):,.0f}" for n, _, _ in specs) + " |")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,9 @@ pub(crate) fn identity(leaf: &CertificateDer<'_>) -> Option<HeaderValue> {
 pub(crate) fn set_identity(headers: &mut HeaderMap, identity: Option<&HeaderValue>) -> usize {
     let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| n.as_str().replace('_', "-") == X_FORWARDED_CLIENT_CERT.as_str())
+        .filter(|n| {
+            crate::http::headers::dash_spelling_eq(n.as_str(), X_FORWARDED_CLIENT_CERT.as_str())
+        })
         .cloned()
         .collect();
     let removed = names

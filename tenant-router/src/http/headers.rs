@@ -281,17 +281,18 @@ pub(crate) fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) -> (Re
 /// How many fields [`add_forwarding`] may add.
 const FORWARDING_ADDED: usize = 6;
 
-/// An address as a header value, formatted without a heap string. Its first clone shares the
-/// bytes, so later clones (one per request of the connection) allocate nothing.
+/// An address as a header value, in bytes shared from the start, so its clones (one per request of
+/// the connection) allocate nothing.
 pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
     use std::io::Write as _;
     // The longest IPv6 text form is 45 bytes.
     let mut buf = [0u8; 48];
     let mut out = &mut buf[..];
     let written = write!(out, "{ip}").map(|()| 48 - out.len()).unwrap_or(0);
-    let value = HeaderValue::from_bytes(&buf[..written])
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    shared(value)
+    let mut text = buf.to_vec();
+    text.truncate(written);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// `value`, its bytes made shared (a clone is then a reference count, not an allocation).
@@ -305,10 +306,9 @@ fn remove_forwarding(headers: &mut HeaderMap) -> usize {
     let names: Vec<HeaderName> = headers
         .keys()
         .filter(|n| {
-            let name = n.as_str();
-            FORWARDING_HEADERS.contains(&name)
-                || (name.contains('_')
-                    && FORWARDING_HEADERS.contains(&name.replace('_', "-").as_str()))
+            FORWARDING_HEADERS
+                .iter()
+                .any(|f| dash_spelling_eq(n.as_str(), f))
         })
         .cloned()
         .collect();
@@ -350,6 +350,17 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+/// Whether the field name `name` is `canonical` (lower case, with dashes) in either spelling: some
+/// servers read `_` as `-`, so `x_forwarded_for` must be treated as `x-forwarded-for`. Compares
+/// in place, without a copy per header.
+pub(crate) fn dash_spelling_eq(name: &str, canonical: &str) -> bool {
+    name.len() == canonical.len()
+        && name
+            .bytes()
+            .zip(canonical.bytes())
+            .all(|(n, c)| n == c || (n == b'_' && c == b'-'))
+}
+
 /// The client's `X-Request-Id`, or a new random one set on the request.
 fn request_id(headers: &mut HeaderMap) -> RequestId {
     match headers.get(&X_REQUEST_ID) {
@@ -361,7 +372,9 @@ fn request_id(headers: &mut HeaderMap) -> RequestId {
             for (i, digit) in hex.iter_mut().enumerate() {
                 *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
             }
-            if let Ok(v) = HeaderValue::from_bytes(&hex) {
+            // Owned bytes shared from the start: the retry copy of the head clones this value,
+            // and a clone of a plain copy would allocate again.
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(hex)) {
                 headers.insert(X_REQUEST_ID.clone(), v);
             }
             RequestId::Generated(hex)
@@ -407,6 +420,16 @@ mod tests {
         g.insert(TE, HeaderValue::from_static("gzip"));
         strip_hop_by_hop(&mut g, false);
         assert!(g.is_empty());
+    }
+
+    #[test]
+    fn underscore_spellings_match_their_dashed_name_only() {
+        assert!(dash_spelling_eq("x_forwarded_for", "x-forwarded-for"));
+        assert!(dash_spelling_eq("x-forwarded_for", "x-forwarded-for"));
+        assert!(dash_spelling_eq("x-real-ip", "x-real-ip"));
+        assert!(!dash_spelling_eq("x-forwarded-fo", "x-forwarded-for"));
+        assert!(!dash_spelling_eq("x-forwarded-for", "x_forwarded_for"));
+        assert!(!dash_spelling_eq("x-forwarded-fox", "x-forwarded-for"));
     }
 
     #[test]

@@ -39,10 +39,14 @@ struct Idle {
     since: Instant,
 }
 
+/// Idle connections by pool key, newest last; keyed by configured endpoints (foldhash: a lookup
+/// per request and one per release).
+type IdleMap = HashMap<PoolKey, Vec<Idle>, foldhash::fast::RandomState>;
+
 /// Idle HTTP/1.1 connections per endpoint, newest last.
 pub(super) struct H1Pool {
     settings: H1Settings,
-    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    idle: Mutex<IdleMap>,
     sweeping: AtomicBool,
 }
 
@@ -123,12 +127,12 @@ impl H1Pool {
     pub(super) fn new(settings: H1Settings) -> Self {
         Self {
             settings,
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
             sweeping: AtomicBool::new(false),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<PoolKey, Vec<Idle>>> {
+    fn lock(&self) -> MutexGuard<'_, IdleMap> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -13,13 +13,17 @@ use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+/// One multiplexed connection per pool key (configured endpoints; foldhash, looked up per request).
+pub(super) type SenderMap =
+    HashMap<PoolKey, http2::SendRequest<ProxyBody>, foldhash::fast::RandomState>;
+
 /// One HTTP/2 connection per endpoint and TLS identity, re-established when it closes.
 #[derive(Debug)]
 pub(super) struct H2Pool {
     pub(super) connect_timeout: Duration,
     pub(super) keep_alive_interval: Duration,
     pub(super) keep_alive_timeout: Duration,
-    pub(super) senders: Mutex<HashMap<PoolKey, http2::SendRequest<ProxyBody>>>,
+    pub(super) senders: Mutex<SenderMap>,
 }
 
 impl H2Pool {

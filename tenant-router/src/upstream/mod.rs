@@ -165,7 +165,7 @@ impl Upstreams {
                 connect_timeout: limits.upstream_connect_timeout,
                 keep_alive_interval: limits.h2_keep_alive_interval,
                 keep_alive_timeout: limits.h2_keep_alive_timeout,
-                senders: Mutex::new(HashMap::new()),
+                senders: Mutex::new(HashMap::default()),
             },
         }
     }
