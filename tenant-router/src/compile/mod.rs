@@ -90,8 +90,6 @@ pub(crate) struct CompiledPassthrough {
 pub(crate) struct CompiledVhost {
     /// The Gateway listener's port (for redirects).
     pub(crate) listener_port: u16,
-    /// The same port as a header value (`X-Forwarded-Port`), made once per compilation.
-    pub(crate) listener_port_value: http::HeaderValue,
     /// Routes, first match wins (boxed: no spare capacity kept per host).
     pub(crate) routes: Box<[CompiledRoute]>,
 }
@@ -108,8 +106,9 @@ pub(crate) struct CompiledRoute {
     pub(crate) request_timeout: Option<Duration>,
     /// Per-attempt backend deadline.
     pub(crate) backend_timeout: Option<Duration>,
-    /// The route's request metrics, resolved once.
-    pub(crate) series: Arc<crate::metrics::RouteSeries>,
+    /// The route's request metrics, resolved at its first request (routes never requested cost
+    /// no more than the empty cell).
+    pub(crate) series: std::sync::OnceLock<Arc<crate::metrics::RouteSeries>>,
 }
 
 impl CompiledRoute {
@@ -398,7 +397,6 @@ fn vhosts(
             .collect::<Result<Box<[_]>, _>>()?;
         let compiled = CompiledVhost {
             listener_port: vh.listener_port,
-            listener_port_value: crate::http::headers::shared(vh.listener_port.into()),
             routes,
         };
         if table.insert(p, Arc::new(compiled)).is_some() {
@@ -442,7 +440,7 @@ fn compile_route(
         backend_timeout: backend_request_ms
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis),
-        series: Arc::default(),
+        series: std::sync::OnceLock::new(),
     })
 }
 

@@ -228,8 +228,7 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) proto: &'static str,
     /// The request's host as the client sent it.
     pub(crate) host: Option<&'a HeaderValue>,
-    /// The port of the Gateway listener the request arrived on, as a header value made once per
-    /// compiled virtual host.
+    /// The port of the Gateway listener the request arrived on ([`port_value`]).
     pub(crate) port: &'a HeaderValue,
     /// How many client-supplied `X-Forwarded-For` entries to keep (the last ones).
     pub(crate) trusted_hops: usize,
@@ -295,10 +294,16 @@ pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// `value`, its bytes made shared (a clone is then a reference count, not an allocation).
-pub(crate) fn shared(value: HeaderValue) -> HeaderValue {
-    let _promote = value.clone();
-    value
+/// A listener port as a header value (`X-Forwarded-Port`): without an allocation for the ports a
+/// Gateway listens on nearly always.
+pub(crate) fn port_value(port: u16) -> HeaderValue {
+    match port {
+        80 => HeaderValue::from_static("80"),
+        443 => HeaderValue::from_static("443"),
+        8080 => HeaderValue::from_static("8080"),
+        8443 => HeaderValue::from_static("8443"),
+        other => HeaderValue::from(other),
+    }
 }
 
 /// Removes every [`FORWARDING_HEADERS`] field, in `-` or `_` spelling; returns how many there were.
@@ -423,6 +428,13 @@ mod tests {
     }
 
     #[test]
+    fn listener_ports_are_written_in_decimal() {
+        for port in [80, 443, 8080, 8443, 1, 9443, u16::MAX] {
+            assert_eq!(port_value(port), port.to_string().as_str());
+        }
+    }
+
+    #[test]
     fn underscore_spellings_match_their_dashed_name_only() {
         assert!(dash_spelling_eq("x_forwarded_for", "x-forwarded-for"));
         assert!(dash_spelling_eq("x-forwarded_for", "x-forwarded-for"));
@@ -522,7 +534,7 @@ mod tests {
 
     static CLIENT: std::sync::LazyLock<HeaderValue> =
         std::sync::LazyLock::new(|| ip_value("192.0.2.7".parse().expect("ip")));
-    static PORT: HeaderValue = HeaderValue::from_static("443");
+    static PORT: std::sync::LazyLock<HeaderValue> = std::sync::LazyLock::new(|| port_value(443));
 
     fn forwarding(trusted_hops: usize) -> Forwarding<'static> {
         Forwarding {

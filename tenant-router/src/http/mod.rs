@@ -269,7 +269,7 @@ async fn route_and_forward(
         select_route(&ctx.config, &ctx.entry, &host.host, &facts)?
     };
     record.route = Arc::clone(&route.label);
-    record.series = Some(Arc::clone(&route.series));
+    record.series = Some(Arc::clone(route.series.get_or_init(Arc::default)));
     if let Some(policy) = route.filters.iter().find_map(|f| match f {
         CompiledFilter::Cors(c) => Some(Arc::clone(c)),
         _ => None,
@@ -593,7 +593,7 @@ fn build_request(
             client_value: &ctx.client_ip,
             proto: ctx.scheme(),
             host: Some(host_value),
-            port: &vhost.listener_port_value,
+            port: &headers::port_value(vhost.listener_port),
             trusted_hops: ctx.shared.limits.boundary.xff_trusted_hops,
         },
     );
