@@ -11,7 +11,10 @@ with the most exclusive instructions per request (from `callgrind_annotate`).
     CANDIDATES='base|/tmp/bulkhead-bench.base;new|/tmp/bulkhead-bench.new|ENV=value' LOADS=R1,R2 \
         REQUESTS=20000 TOP=25 python3 bench/cpu-split/instructions.py
 
-Loads: R1 = HTTP/1.1 keep-alive over TLS (`h2load --h1 -c50`), R2 = HTTP/2 (`h2load -c10 -m10`).
+Loads: R1 = HTTP/1.1 keep-alive over TLS (`h2load --h1 -c50`), R2 = HTTP/2 (`h2load -c10 -m10`),
+REQUESTS each; with ROLE=edge, E1 = a new TLS connection per request through the edge (`wrk -c8`,
+`Connection: close`) and E2 = keep-alive (`wrk -c50`), for SECONDS each (instructions per request
+completed).
 Dumps are kept in OUT (default target/bench/instructions/<name>.<load>.out) for
 `callgrind_annotate --inclusive=yes`.
 """
@@ -28,6 +31,15 @@ import benchlib as B  # noqa: E402
 import targets as T  # noqa: E402
 
 OUT = Path(os.environ.get("OUT", Path(__file__).resolve().parents[2] / "target" / "bench" / "instructions"))
+
+
+def wrk_count(port, load, seconds):
+    """E1 (a new TLS connection per request) or E2 (keep-alive) through the edge for `seconds`;
+    the number of requests wrk completed."""
+    headers = ["Connection: close"] if load == "E1" else []
+    conns = 8 if load == "E1" else 50
+    r = B.run_wrk(f"https://{B.HOST_A}:{port}/", conns, seconds, headers=headers)
+    return r["requests"]
 
 
 def h2load(port, load, n):
@@ -69,7 +81,9 @@ def top(path, n, per):
 
 
 def main():
-    loads = [x.strip() for x in os.environ.get("LOADS", "R1,R2").split(",") if x.strip()]
+    role = os.environ.get("ROLE", "router")
+    loads = [x.strip() for x in os.environ.get("LOADS", "R1,R2" if role == "router" else "E1").split(",")
+             if x.strip()]
     n = int(os.environ.get("REQUESTS", "20000"))
     k = int(os.environ.get("TOP", "0"))
     specs = [(s.split("|") + [""])[:3] for s in filter(None, os.environ.get("CANDIDATES", "").split(";"))]
@@ -82,23 +96,30 @@ def main():
     results = {}
     try:
         for i, (name, binary, env) in enumerate(specs):
-            port = 22443 + i
+            port = (22443 if role == "router" else 21443) + i
             prefix = f"{name}.cg"
             for old in OUT.glob(prefix + ".*"):
                 old.unlink()
-            os.environ.update(
-                CANDIDATE_ROUTER_CMD=(f"RUST_LOG=warn {env} exec valgrind --tool=callgrind "
-                                      f"--callgrind-out-file={OUT}/{prefix}.%p {binary} bench-candidate"),
-                CANDIDATE_ROUTER_ADDR=f"127.0.0.1:{port}", CANDIDATE_NAME=name, CANDIDATE_READY_TIMEOUT="120")
-            c = T.Candidate("router")
-            c.start(T.router_routes())
+            up = role.upper()
+            os.environ.update({
+                f"CANDIDATE_{up}_CMD": (f"RUST_LOG=warn {env} exec valgrind --tool=callgrind "
+                                        f"--callgrind-out-file={OUT}/{prefix}.%p {binary} bench-candidate"),
+                f"CANDIDATE_{up}_ADDR": f"127.0.0.1:{port}", "CANDIDATE_NAME": name,
+                "CANDIDATE_READY_TIMEOUT": "120"})
+            c = T.Candidate(role)
+            c.start(T.router_routes() if role == "router" else T.edge_routes())
             pid = [p for p in B.tree_pids(c.root_pid, B.proc_table())
                    if B.proc_table()[p]["comm"] not in ("bash", "sh")][0]
             try:
                 for load in loads:
-                    h2load(port, load, 2000)  # warm: connections, pools, lazily built state
-                    control(pid, "-z")
-                    done = h2load(port, load, n)
+                    if load.startswith("E"):
+                        wrk_count(port, load, 2)  # warm
+                        control(pid, "-z")
+                        done = wrk_count(port, load, int(os.environ.get("SECONDS", "10")))
+                    else:
+                        h2load(port, load, 2000)  # warm: connections, pools, lazily built state
+                        control(pid, "-z")
+                        done = h2load(port, load, n)
                     time.sleep(0.5)
                     control(pid, "-d")
                     time.sleep(0.5)

@@ -8,9 +8,7 @@
 use crate::balance::pick_endpoint;
 use crate::cidr::Cidr;
 use crate::config::EdgeLimits;
-use crate::metrics::{
-    ClosedLabels, EdgeMetrics, GaugeGuard, ListenerLabels, SniffLabels, TenantLabels,
-};
+use crate::metrics::{ClosedLabels, EdgeMetrics, GaugeGuard, ListenerLabels, TenantLabels};
 use crate::refusals::RefusalTally;
 use crate::refuse::{refuse, Dialect, Refusal};
 use crate::sources::SourceLimits;
@@ -231,10 +229,7 @@ async fn sniff(
 }
 
 fn sniff_outcome(metrics: &EdgeMetrics, listener: &'static str, outcome: &'static str) {
-    metrics
-        .sniff
-        .get_or_create(&SniffLabels { listener, outcome })
-        .inc();
+    metrics.count_sniff(listener, outcome);
 }
 
 /// Forwards a sniffed connection to one of the tenant's routers; `addrs` go in the PROXY header.
@@ -320,14 +315,13 @@ async fn forward(
             }
         },
     };
-    metrics
-        .closed
-        .get_or_create(&ClosedLabels {
+    entry.count_closed(outcome, || {
+        metrics.closed.get_or_create_owned(&ClosedLabels {
             listener,
-            tenant: tenant.name.clone(),
+            tenant: tenant.name.to_string(),
             outcome,
         })
-        .inc();
+    });
 }
 
 /// Connects to one of the port's endpoints (power of two choices), trying up to

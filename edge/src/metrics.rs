@@ -79,6 +79,9 @@ pub struct EdgeMetrics {
     pub(crate) refused: Family<RefusedLabels, Counter>,
     pub(crate) closed: Family<ClosedLabels, Counter>,
     pub(crate) sniff: Family<SniffLabels, Counter>,
+    /// The `sniff{outcome="ok"}` series of the two listeners, looked up once (every connection
+    /// counts one).
+    sniff_ok: [std::sync::OnceLock<Counter>; 2],
     pub(crate) unknown_hostnames: Family<ListenerLabels, Counter>,
     pub(crate) sniffing: Gauge,
     pub(crate) open_connections: Gauge,
@@ -186,6 +189,7 @@ impl EdgeMetrics {
             refused: Family::default(),
             closed: Family::default(),
             sniff: Family::default(),
+            sniff_ok: Default::default(),
             unknown_hostnames: Family::default(),
             sniffing: Gauge::default(),
             open_connections: Gauge::default(),
@@ -193,6 +197,19 @@ impl EdgeMetrics {
             snapshots_rejected: Counter::default(),
             source_rate_untracked: Counter::default(),
         }
+    }
+
+    /// Counts a connection's sniff outcome on `listener` (`https` or `http`).
+    pub(crate) fn count_sniff(&self, listener: &'static str, outcome: &'static str) {
+        let make = || {
+            self.sniff
+                .get_or_create_owned(&SniffLabels { listener, outcome })
+        };
+        match (outcome, listener) {
+            ("ok", "https") => self.sniff_ok[0].get_or_init(make).inc(),
+            ("ok", "http") => self.sniff_ok[1].get_or_init(make).inc(),
+            _ => make().inc(),
+        };
     }
 
     /// Counts a refused connection.

@@ -27,7 +27,7 @@ pub(crate) const SOURCE_TENANT_LIMIT: &str = "source_tenant_limit";
 /// A connection's slot among its source's sniffing connections (`None` for an exempt source).
 pub(crate) type SniffingSlot = Option<ConcurrencyGuard<SourceKey>>;
 /// A connection's slot among its source's forwarded connections to one tenant.
-pub(crate) type ForwardedSlot = Option<ConcurrencyGuard<(String, SourceKey)>>;
+pub(crate) type ForwardedSlot = Option<ConcurrencyGuard<(Arc<str>, SourceKey)>>;
 
 /// The per-source limits of one edge.
 #[derive(Debug)]
@@ -36,7 +36,7 @@ pub(crate) struct SourceLimits {
     exempt: Vec<Cidr>,
     rate: RateLimiter<SourceKey>,
     sniffing: Arc<ConcurrencyLimiter<SourceKey>>,
-    forwarded: Arc<ConcurrencyLimiter<(String, SourceKey)>>,
+    forwarded: Arc<ConcurrencyLimiter<(Arc<str>, SourceKey)>>,
     /// Admissions the full rate table could not track.
     untracked: Counter,
 }
@@ -79,11 +79,15 @@ impl SourceLimits {
 
     /// Takes one of `ip`'s forwarded-connection slots for `tenant`. `Ok(None)` for an exempt
     /// source; `Err(reason)` when refused.
-    pub(crate) fn forward(&self, tenant: &str, ip: IpAddr) -> Result<ForwardedSlot, &'static str> {
+    pub(crate) fn forward(
+        &self,
+        tenant: &Arc<str>,
+        ip: IpAddr,
+    ) -> Result<ForwardedSlot, &'static str> {
         if any_contains(&self.exempt, ip) {
             return Ok(None);
         }
-        let key = (tenant.to_owned(), SourceKey::of(ip));
+        let key = (Arc::clone(tenant), SourceKey::of(ip));
         match self.forwarded.try_acquire(key) {
             Some(slot) => Ok(Some(slot)),
             None => Err(SOURCE_TENANT_LIMIT),
@@ -141,18 +145,23 @@ mod tests {
         let sources = SourceLimits::new(&limits(), exempt, Counter::default());
         for _ in 0..10 {
             assert!(sources.admit(ip("10.1.1.1")).unwrap().is_none());
-            assert!(sources.forward("acme", ip("10.1.1.1")).unwrap().is_none());
+            assert!(sources
+                .forward(&"acme".into(), ip("10.1.1.1"))
+                .unwrap()
+                .is_none());
         }
-        let held = sources.forward("acme", ip("203.0.113.7")).unwrap();
+        let held = sources.forward(&"acme".into(), ip("203.0.113.7")).unwrap();
         assert_eq!(
-            sources.forward("acme", ip("203.0.113.7")).unwrap_err(),
+            sources
+                .forward(&"acme".into(), ip("203.0.113.7"))
+                .unwrap_err(),
             SOURCE_TENANT_LIMIT
         );
         assert!(
-            sources.forward("globex", ip("203.0.113.7")).is_ok(),
+            sources.forward(&"globex".into(), ip("203.0.113.7")).is_ok(),
             "per tenant"
         );
         drop(held);
-        assert!(sources.forward("acme", ip("203.0.113.7")).is_ok());
+        assert!(sources.forward(&"acme".into(), ip("203.0.113.7")).is_ok());
     }
 }

@@ -81,7 +81,7 @@ impl EdgeTable {
             entries.insert(
                 name,
                 Arc::new(TenantEntry {
-                    name: name.clone(),
+                    name: Arc::from(name.as_str()),
                     connections,
                     https,
                     http,
@@ -125,7 +125,8 @@ impl EdgeTable {
 /// One tenant: its name, its open-connection count, its routers per edge port.
 #[derive(Debug)]
 pub(crate) struct TenantEntry {
-    pub(crate) name: String,
+    /// Shared, so a per-connection key (the source limits') holds it without a copy.
+    pub(crate) name: Arc<str>,
     connections: Arc<AtomicUsize>,
     https: PortEntry,
     http: PortEntry,
@@ -193,9 +194,26 @@ pub(crate) struct PortEntry {
     pub(crate) bytes_to_router: Counter,
     pub(crate) bytes_to_client: Counter,
     pub(crate) connect_duration: Histogram,
+    /// The `closed` series of this tenant and listener by outcome, each looked up at its first
+    /// use (a series appears only once it counts something; the box only once one does).
+    closed: std::sync::OnceLock<Box<[std::sync::OnceLock<Counter>; CLOSED_OUTCOMES.len()]>>,
 }
 
+/// How a forwarded connection ends (the `outcome` of `bulkhead_edge_closed_total`).
+pub(crate) const CLOSED_OUTCOMES: [&str; 4] = ["ok", "error", "idle_timeout", "drained"];
+
 impl PortEntry {
+    /// Counts a connection closed with `outcome` (one of [`CLOSED_OUTCOMES`]; `make` creates its
+    /// series).
+    pub(crate) fn count_closed(&self, outcome: &str, make: impl FnOnce() -> Counter) {
+        match CLOSED_OUTCOMES.iter().position(|o| *o == outcome) {
+            Some(i) => self.closed.get_or_init(Box::default)[i]
+                .get_or_init(make)
+                .inc(),
+            None => make().inc(),
+        };
+    }
+
     fn new(
         tenant: &str,
         port: EdgePort,
@@ -237,6 +255,7 @@ impl PortEntry {
                 listener,
                 tenant: tenant.to_owned(),
             }),
+            closed: std::sync::OnceLock::new(),
         }
     }
 }
@@ -317,7 +336,7 @@ mod tests {
         validate(&s).unwrap();
         let metrics = EdgeMetrics::register(&mut Registry::default());
         let t = EdgeTable::build(&s, &metrics, &mut SharedCounters::default());
-        let name = |h| t.lookup(h).map(|e| e.name.as_str());
+        let name = |h| t.lookup(h).map(|e| &*e.name);
         assert_eq!(name(Some("a.example")), Some("acme"));
         assert_eq!(name(Some("b.example")), Some("globex"));
         assert_eq!(name(Some("other.test")), Some("initech"));

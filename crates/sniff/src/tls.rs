@@ -140,6 +140,9 @@ impl HelloAssembler {
                     return Err(SniffError::TooLarge);
                 }
                 self.message_len = Some(total);
+                // One allocation for the whole message instead of growth as records arrive.
+                self.handshake
+                    .reserve_exact(total.saturating_sub(self.handshake.len()));
                 total
             }
         };

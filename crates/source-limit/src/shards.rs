@@ -1,7 +1,6 @@
 //! [`Shards`]: a fixed number of mutex-protected maps, one chosen by the key's hash, so that
 //! connections from different sources rarely wait for the same lock.
 
-use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Mutex, MutexGuard};
 
@@ -9,10 +8,14 @@ use std::sync::{Mutex, MutexGuard};
 pub(crate) const SHARDS: usize = 16;
 
 /// `SHARDS` values of `T`, chosen by a key's hash.
+///
+/// The shard is picked with foldhash (randomly seeded), not SipHash: a shard is only a lock, so a
+/// source that lands many keys in one shard gains nothing but its own waiting; the maps inside
+/// keep std's SipHash, which is what stops a peer choosing keys that collide.
 #[derive(Debug)]
 pub(crate) struct Shards<T> {
     shards: Box<[Mutex<T>]>,
-    hasher: RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl<T> Shards<T> {
@@ -20,7 +23,7 @@ impl<T> Shards<T> {
     pub(crate) fn new(mut make: impl FnMut() -> T) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(make())).collect(),
-            hasher: RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
