@@ -492,14 +492,7 @@ fn plan_filters<'c>(
     let mut plan = FilterPlan::default();
     plan.take(&route.filters, req.headers_mut());
     if let Some(redirect) = plan.redirect {
-        return Err(plan.redirect(redirect_response(
-            ctx,
-            req,
-            &host.name(),
-            vhost,
-            route,
-            redirect,
-        )));
+        return Err(plan.redirect(redirect_response(ctx, req, host, vhost, route, redirect)));
     }
     if route.backends.is_empty() {
         return Err(plan.refuse(Refusal::NoBackend));
@@ -510,14 +503,7 @@ fn plan_filters<'c>(
         .ok_or_else(|| plan.refuse(Refusal::NoBackend))?;
     plan.take(&chosen.filters, req.headers_mut());
     if let Some(redirect) = plan.redirect {
-        return Err(plan.redirect(redirect_response(
-            ctx,
-            req,
-            &host.name(),
-            vhost,
-            route,
-            redirect,
-        )));
+        return Err(plan.redirect(redirect_response(ctx, req, host, vhost, route, redirect)));
     }
     let backend = chosen
         .backend
@@ -893,14 +879,15 @@ fn count_upstream_error(ctx: &ConnContext, backend: &CompiledBackend, kind: Upst
 fn redirect_response<B>(
     ctx: &ConnContext,
     req: &Request<B>,
-    host: &str,
+    host: &host::RequestHost,
     vhost: &CompiledVhost,
     route: &CompiledRoute,
     redirect: &CompiledRedirect,
 ) -> Response<ProxyBody> {
+    let name = host.name();
     let location = redirect.location(&RedirectInput {
         scheme: ctx.scheme(),
-        host,
+        host: &name,
         path: req.uri().path(),
         query: req.uri().query(),
         listener_port: vhost.listener_port,
