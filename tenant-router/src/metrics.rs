@@ -578,3 +578,61 @@ impl RouterMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(route: &Arc<str>, backend: &Arc<str>, code: u16) -> RequestLabels {
+        RequestLabels {
+            tenant: Arc::from("acme"),
+            route: Arc::clone(route),
+            backend: Arc::clone(backend),
+            code,
+        }
+    }
+
+    #[test]
+    fn a_routes_series_are_the_familys_own_past_the_cached_ones() {
+        let metrics = RouterMetrics::unregistered();
+        let series = RouteSeries::default();
+        let route: Arc<str> = Arc::from("HTTPRoute acme/web rule 0");
+        let backends: [Arc<str>; 2] = [Arc::from("acme/a:80"), Arc::from("acme/b:80")];
+        // More backend × status pairs than are cached: every count still lands in its series.
+        for round in 0..3u64 {
+            for code in 200..220u16 {
+                for backend in &backends {
+                    series
+                        .count_request(&metrics, backend, code, || request(&route, backend, code));
+                }
+            }
+            for backend in &backends {
+                let count = metrics
+                    .requests
+                    .get_or_create(&request(&route, backend, 219))
+                    .get();
+                assert_eq!(count, round + 1);
+            }
+        }
+        for code in 200..220u16 {
+            for backend in &backends {
+                let labels = request(&route, backend, code);
+                assert_eq!(
+                    metrics.requests.get_or_create(&labels).get(),
+                    3,
+                    "{code} {backend}"
+                );
+            }
+        }
+        let labels = || RouteLabels {
+            tenant: Arc::from("acme"),
+            route: Arc::clone(&route),
+        };
+        series.route(&metrics, labels).1.inc_by(5);
+        series
+            .route(&metrics, || unreachable!("resolved once"))
+            .1
+            .inc_by(2);
+        assert_eq!(metrics.response_bytes.get_or_create(&labels()).get(), 7);
+    }
+}
