@@ -5,7 +5,7 @@
 //! yet), write the PROXY v2 header and the sniffed bytes, then copy both ways until both sides are
 //! done. Per-source limits are checked before the shared sniffing pool is touched.
 
-use crate::balance::pick_endpoint;
+use crate::balance::{pick_endpoint, Tried};
 use crate::cidr::Cidr;
 use crate::config::EdgeLimits;
 use crate::metrics::{ClosedLabels, EdgeMetrics, GaugeGuard, ListenerLabels, TenantLabels};
@@ -280,14 +280,17 @@ async fn forward(
     let _endpoint_open = endpoint.open();
     let _ = upstream.set_nodelay(true);
 
-    let mut head = if shared.proxy_protocol {
-        encode_v2(&addrs)
-    } else {
-        Vec::new()
-    };
-    head.extend_from_slice(&sniffed);
     let replayed = u64::try_from(sniffed.len()).unwrap_or(u64::MAX);
-    drop(sniffed);
+    // The bytes read while sniffing go first, after the PROXY header when there is one; without
+    // one they are sent from the sniff buffer itself.
+    let head = if shared.proxy_protocol {
+        let mut head = encode_v2(&addrs);
+        head.extend_from_slice(&sniffed);
+        drop(sniffed);
+        head
+    } else {
+        sniffed
+    };
 
     let relay = async {
         timeout(limits.idle_timeout, upstream.write_all(&head))
@@ -333,17 +336,18 @@ async fn connect(
     tenant: &str,
     listener: &'static str,
 ) -> Option<(TcpStream, usize)> {
-    let loads: Vec<usize> = entry.endpoints.iter().map(|e| e.load()).collect();
+    let endpoints = &entry.endpoints;
     let now = std::time::Instant::now();
-    let failing: Vec<bool> = entry
-        .endpoints
-        .iter()
-        .map(|e| e.state.health.is_skipped(now))
-        .collect();
-    let mut tried = vec![false; loads.len()];
+    let mut tried = Tried::default();
     for _ in 0..limits.connect_attempts.max(1) {
-        let index = pick_endpoint(&loads, &tried, &failing, &mut rand::rng())?;
-        tried[index] = true;
+        let index = pick_endpoint(
+            endpoints.len(),
+            |i| endpoints[i].load(),
+            |i| tried.contains(i),
+            |i| endpoints[i].state.health.is_skipped(now),
+            &mut rand::rng(),
+        )?;
+        tried.insert(index);
         let endpoint = &entry.endpoints[index];
         let started = Instant::now();
         match timeout(limits.connect_timeout, TcpStream::connect(endpoint.addr)).await {
