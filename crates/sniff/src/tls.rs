@@ -119,7 +119,21 @@ impl HelloAssembler {
     /// Appends one record's payload; returns the whole ClientHello message once it is complete.
     /// Bytes after the ClientHello in its last record (coalesced messages) are left to the TLS
     /// terminator to judge.
-    fn push(&mut self, mut payload: &[u8]) -> Result<Option<&[u8]>, SniffError> {
+    fn push<'a>(&'a mut self, mut payload: &'a [u8]) -> Result<Option<&'a [u8]>, SniffError> {
+        // Nearly every client sends the whole ClientHello in its first record: parsed where it
+        // lies, without a copy. Anything else (split messages, a wrong type, too large) takes the
+        // reassembling path below, which also says what is wrong.
+        if self.handshake.is_empty() {
+            if let Some(&[kind, a, b, c]) = payload.first_chunk::<HANDSHAKE_HEADER_LEN>() {
+                let total = HANDSHAKE_HEADER_LEN
+                    + (usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c));
+                if kind == HANDSHAKE_CLIENT_HELLO && total <= MAX_CLIENT_HELLO {
+                    if let Some(message) = payload.get(..total) {
+                        return Ok(Some(message));
+                    }
+                }
+            }
+        }
         let total = match self.message_len {
             Some(total) => total,
             None => {
