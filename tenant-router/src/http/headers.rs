@@ -108,26 +108,24 @@ const HOP_KEEP_ALIVE: u8 = 16;
 const HOP_PROXY_CONNECTION: u8 = 32;
 const HOP_HTTP2_SETTINGS: u8 = 64;
 
-/// The bit of `name` if it is one of the hop-by-hop headers [`strip_hop_by_hop`] removes or
-/// rewrites, else 0 (`Connection` names the others, so without it only these can be present).
+/// The hop-by-hop headers [`strip_hop_by_hop`] removes or rewrites, with their bits
+/// (`Connection` names the others, so without it only these can be present).
+static HOP_BY_HOP: [(&HeaderName, u8); 7] = [
+    (&CONNECTION, HOP_CONNECTION),
+    (&TE, HOP_TE),
+    (&UPGRADE, HOP_UPGRADE),
+    (&TRANSFER_ENCODING, HOP_TRANSFER_ENCODING),
+    (&KEEP_ALIVE, HOP_KEEP_ALIVE),
+    (&PROXY_CONNECTION, HOP_PROXY_CONNECTION),
+    (&HTTP2_SETTINGS, HOP_HTTP2_SETTINGS),
+];
+
+/// The bit of `name` in [`HOP_BY_HOP`], else 0.
 fn hop_by_hop_bit(name: &HeaderName) -> u8 {
-    if name == CONNECTION {
-        HOP_CONNECTION
-    } else if name == TE {
-        HOP_TE
-    } else if name == UPGRADE {
-        HOP_UPGRADE
-    } else if name == TRANSFER_ENCODING {
-        HOP_TRANSFER_ENCODING
-    } else if name == KEEP_ALIVE {
-        HOP_KEEP_ALIVE
-    } else if name == PROXY_CONNECTION {
-        HOP_PROXY_CONNECTION
-    } else if name == HTTP2_SETTINGS {
-        HOP_HTTP2_SETTINGS
-    } else {
-        0
-    }
+    HOP_BY_HOP
+        .iter()
+        .find(|(hop, _)| *hop == name)
+        .map_or(0, |(_, bit)| *bit)
 }
 
 /// The comma-separated, trimmed, non-empty tokens of one header value that is text.
