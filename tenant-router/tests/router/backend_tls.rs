@@ -134,15 +134,6 @@ fn snapshot(endpoint: SocketAddr, one: BackendTls, two: Option<BackendTls>) -> T
     s
 }
 
-async fn get(c: &mut Client, path: &str) -> Reply {
-    read_reply(
-        c.send(c.request("GET", HOST, path).body(Full::default()).unwrap())
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn sequential_requests_share_one_tls_connection_with_the_policy_sni() {
     let ca = DemoCa::new("backend CA").unwrap();
@@ -151,7 +142,7 @@ async fn sequential_requests_share_one_tls_connection_with_the_policy_sni() {
     let router = TestRouter::start(s).await;
     let mut c = h1_plain(&router).await;
     for i in 0..10 {
-        let r = get(&mut c, "/one").await;
+        let r = c.get(HOST, "/one").await;
         assert_eq!(r.status, StatusCode::OK, "request {i}: {:?}", r.body);
         assert_eq!(r.body, "sni=web.backend.test client=no");
     }
@@ -176,11 +167,11 @@ async fn backends_with_other_tls_settings_on_one_endpoint_never_share_a_connecti
     let mut c = h1_plain(&router).await;
     for _ in 0..3 {
         assert_eq!(
-            get(&mut c, "/one").await.body,
+            c.get(HOST, "/one").await.body,
             "sni=one.backend.test client=no"
         );
         assert_eq!(
-            get(&mut c, "/two").await.body,
+            c.get(HOST, "/two").await.body,
             "sni=two.backend.test client=no"
         );
     }
@@ -198,10 +189,10 @@ async fn a_plaintext_backend_never_gets_a_pooled_tls_connection() {
     let s = snapshot(web.addr, tls_to("one.backend.test", &ca, None), None);
     let router = TestRouter::start(s).await;
     let mut c = h1_plain(&router).await;
-    assert_eq!(get(&mut c, "/one").await.status, StatusCode::OK);
+    assert_eq!(c.get(HOST, "/one").await.status, StatusCode::OK);
     // `two` has no TLS: its plaintext request must not ride the idle TLS connection (the TLS
     // backend cannot read plaintext: a 502-class answer, not `sni=...`).
-    let r = get(&mut c, "/two").await;
+    let r = c.get(HOST, "/two").await;
     assert!(r.status.is_server_error(), "{} {:?}", r.status, r.body);
 }
 
@@ -225,10 +216,10 @@ async fn the_router_presents_the_client_certificate_the_snapshot_names() {
     );
     let router = TestRouter::start(s).await;
     let mut c = h1_plain(&router).await;
-    let r = get(&mut c, "/one").await;
+    let r = c.get(HOST, "/one").await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body, "sni=web.backend.test client=yes");
     // Without a client certificate the backend refuses the handshake: 502, never plaintext.
-    let r = get(&mut c, "/two").await;
+    let r = c.get(HOST, "/two").await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{:?}", r.body);
 }

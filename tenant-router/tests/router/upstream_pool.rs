@@ -97,28 +97,19 @@ fn snapshot(endpoint: SocketAddr) -> TenantSnapshot {
     s
 }
 
-async fn get(c: &mut Client, path: &str) -> Reply {
-    read_reply(
-        c.send(c.request("GET", HOST, path).body(Full::default()).unwrap())
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn sequential_requests_share_one_upstream_connection_across_client_connections() {
     let web = CountingBackend::start(false).await;
     let router = TestRouter::start(snapshot(web.addr)).await;
     let mut h1 = h1_plain(&router).await;
     for i in 0..20 {
-        let r = get(&mut h1, "/").await;
+        let r = h1.get(HOST, "/").await;
         assert_eq!(r.status, StatusCode::OK, "request {i}");
         assert_eq!(r.body, "ok");
     }
     let mut h1b = h1_plain(&router).await;
     for _ in 0..5 {
-        assert_eq!(get(&mut h1b, "/").await.status, StatusCode::OK);
+        assert_eq!(h1b.get(HOST, "/").await.status, StatusCode::OK);
     }
     assert_eq!(
         web.accepted(),
@@ -152,7 +143,7 @@ async fn a_response_abandoned_halfway_never_returns_its_connection_to_the_pool()
     // the abandoned body as their response).
     let mut c = h1_plain(&router).await;
     for i in 0..5 {
-        let r = get(&mut c, "/").await;
+        let r = c.get(HOST, "/").await;
         assert_eq!(r.status, StatusCode::OK, "request {i}");
         assert_eq!(r.body, "ok", "request {i}");
         assert_ne!(
@@ -175,14 +166,14 @@ async fn idle_upstream_connections_close_after_the_idle_timeout() {
     })
     .await;
     let mut c = h1_plain(&router).await;
-    assert_eq!(get(&mut c, "/").await.status, StatusCode::OK);
+    assert_eq!(c.get(HOST, "/").await.status, StatusCode::OK);
     assert_eq!(web.open(), 1);
     assert!(
         eventually(|| web.open() == 0).await,
         "the idle connection outlived its timeout"
     );
     // And a new request opens a fresh one.
-    assert_eq!(get(&mut c, "/").await.status, StatusCode::OK);
+    assert_eq!(c.get(HOST, "/").await.status, StatusCode::OK);
     assert_eq!(web.accepted(), 2);
 }
 
@@ -196,7 +187,7 @@ async fn at_most_the_configured_idle_connections_stay_per_endpoint() {
     let mut held = tokio::task::JoinSet::new();
     for _ in 0..6 {
         let mut c = h1_plain(&router).await;
-        held.spawn(async move { get(&mut c, "/hold").await.status });
+        held.spawn(async move { c.get(HOST, "/hold").await.status });
     }
     while let Some(status) = held.join_next().await {
         assert_eq!(status.unwrap(), StatusCode::OK);
@@ -219,7 +210,7 @@ async fn connections_the_backend_closes_after_each_answer_are_replaced_without_e
     let router = TestRouter::start(snapshot(web.addr)).await;
     let mut c = h1_plain(&router).await;
     for i in 0..10 {
-        let r = get(&mut c, "/").await;
+        let r = c.get(HOST, "/").await;
         assert_eq!(r.status, StatusCode::OK, "request {i}");
         assert_eq!(r.body, "ok", "request {i}");
     }
