@@ -256,7 +256,9 @@ pin_project! {
         deadline: Option<Sleep>,
         bytes: u64,
         outcome: Outcome,
-        record: Option<RequestRecord>,
+        // Boxed: the record is most of a request's state, and the future and body that hold it
+        // are moved several times (and the HTTP/2 stream's future then fits a small allocation).
+        record: Option<Box<RequestRecord>>,
     }
 
     impl PinnedDrop for ObservedBody {
@@ -271,7 +273,11 @@ pin_project! {
 
 impl ObservedBody {
     /// Wraps `inner`; the request is logged when the body ends or is dropped.
-    pub(crate) fn new(inner: ProxyBody, deadline: Option<Instant>, record: RequestRecord) -> Self {
+    pub(crate) fn new(
+        inner: ProxyBody,
+        deadline: Option<Instant>,
+        record: Box<RequestRecord>,
+    ) -> Self {
         let outcome = if inner.is_end_stream() {
             Outcome::Complete
         } else {

@@ -25,6 +25,7 @@ mod balance;
 mod body;
 mod client_cert;
 mod compile;
+mod conn_streams;
 mod error;
 mod fault;
 mod http;

@@ -12,6 +12,7 @@ use crate::balance::OutstandingGuard;
 use crate::body::{ObservedBody, ProxyBody};
 use crate::compile::tls::ClientAuth;
 use crate::compile::{CompiledConfig, CompiledPassthrough, SniTarget};
+use crate::conn_streams::{ConnStreams, WithStreams};
 use crate::http::{grpc, local_response};
 use crate::http::{serve_request, ConnContext, Entry, Shared};
 use crate::idle::Activity;
@@ -31,7 +32,7 @@ use bulkhead_proxy_io::{
 use bulkhead_source_limit::{ConcurrencyGuard, ConcurrencyLimiter, SourceKey};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use std::convert::Infallible;
 use std::future::Future;
@@ -59,8 +60,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub(crate) struct HttpServers {
     /// HTTP/1.1: ALPN `http/1.1`, or no ALPN and no HTTP/2 preface.
     h1: http1::Builder,
-    /// HTTP/2: ALPN `h2`, or no ALPN and the HTTP/2 preface.
-    h2: http2::Builder<TokioExecutor>,
+    /// HTTP/2: ALPN `h2`, or no ALPN and the HTTP/2 preface (see [`Self::h2`]).
+    h2: H2Settings,
     /// HTTP/2 streams in flight on the whole router ([`RouterLimits::h2_max_streams_per_router`]).
     h2_streams: Arc<Semaphore>,
 }
@@ -73,23 +74,56 @@ impl HttpServers {
             .max_buf_size(limits.max_header_bytes.max(MIN_H1_BUF_SIZE))
             .max_headers(limits.max_headers)
             .keep_alive(true);
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new())
-            .max_concurrent_streams(limits.h2_max_concurrent_streams)
-            .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
-            .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
-            .max_header_list_size(limits.h2_max_header_list_size)
-            .max_send_buf_size(limits.h2_max_send_buf_size)
-            .initial_stream_window_size(limits.h2_initial_stream_window)
-            .initial_connection_window_size(limits.h2_initial_connection_window)
-            .keep_alive_interval(limits.h2_keep_alive_interval)
-            .keep_alive_timeout(limits.h2_keep_alive_timeout);
+        let h2 = H2Settings {
+            max_concurrent_streams: limits.h2_max_concurrent_streams,
+            max_pending_accept_reset_streams: limits.h2_max_pending_accept_reset_streams,
+            max_local_error_reset_streams: limits.h2_max_local_error_reset_streams,
+            max_header_list_size: limits.h2_max_header_list_size,
+            max_send_buf_size: limits.h2_max_send_buf_size,
+            initial_stream_window: limits.h2_initial_stream_window,
+            initial_connection_window: limits.h2_initial_connection_window,
+            keep_alive_interval: limits.h2_keep_alive_interval,
+            keep_alive_timeout: limits.h2_keep_alive_timeout,
+        };
         Self {
             h1,
             h2,
             h2_streams: Arc::new(Semaphore::new(limits.h2_max_streams_per_router.max(1))),
         }
     }
+
+    /// The HTTP/2 server of one connection, whose streams run on the connection's task (see
+    /// [`conn_streams`](crate::conn_streams)).
+    fn h2(&self, streams: ConnStreams) -> http2::Builder<ConnStreams> {
+        let h2 = &self.h2;
+        let mut builder = http2::Builder::new(streams);
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(h2.max_local_error_reset_streams)
+            .max_header_list_size(h2.max_header_list_size)
+            .max_send_buf_size(h2.max_send_buf_size)
+            .initial_stream_window_size(h2.initial_stream_window)
+            .initial_connection_window_size(h2.initial_connection_window)
+            .keep_alive_interval(h2.keep_alive_interval)
+            .keep_alive_timeout(h2.keep_alive_timeout);
+        builder
+    }
+}
+
+/// The HTTP/2 settings of a router (from its limits), applied to each connection's server.
+#[derive(Debug, Clone, Copy)]
+struct H2Settings {
+    max_concurrent_streams: u32,
+    max_pending_accept_reset_streams: usize,
+    max_local_error_reset_streams: usize,
+    max_header_list_size: u32,
+    max_send_buf_size: usize,
+    initial_stream_window: u32,
+    initial_connection_window: u32,
+    keep_alive_interval: std::time::Duration,
+    keep_alive_timeout: std::time::Duration,
 }
 
 /// The HTTP version a connection speaks, as negotiated or announced.
@@ -596,8 +630,13 @@ async fn serve_http<S>(
             drive(state, conn, &activity, |c| c.graceful_shutdown()).await
         }
         HttpVersion::H2 => {
-            let conn = state.servers.h2.serve_connection(io, service);
-            drive(state, conn, &activity, |c| c.graceful_shutdown()).await
+            let streams = ConnStreams::default();
+            let conn = state
+                .servers
+                .h2(streams.clone())
+                .serve_connection(io, service);
+            let conn = WithStreams::new(conn, streams);
+            drive(state, conn, &activity, |c| c.conn().graceful_shutdown()).await
         }
     };
     if let Err(e) = result {

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use pin_project_lite::pin_project;
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -172,26 +173,28 @@ impl Upstreams {
 
     /// Sends `req` (whose URI must already be absolute: `http://endpoint/path` for HTTP/1,
     /// `http://host/path` for HTTP/2) to `endpoint`, over TLS when `tls` is set.
-    pub(crate) async fn send(
-        &self,
+    ///
+    /// Not an `async fn`: that would keep its own copy of `req` beside the one in the protocol's
+    /// future, and this future is held by every forwarding phase above it.
+    pub(crate) fn send<'a>(
+        &'a self,
         protocol: BackendProtocol,
-        tls: Option<&Arc<tls::UpstreamTls>>,
+        tls: Option<&'a Arc<tls::UpstreamTls>>,
         endpoint: SocketAddr,
         req: Request<ProxyBody>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a {
+        use futures::FutureExt;
         match protocol {
-            BackendProtocol::H2c => {
-                Ok(self
-                    .h2
-                    .send(endpoint, tls, req)
-                    .await?
-                    .map(|inner| UpstreamBody {
+            BackendProtocol::H2c => Either::Left(self.h2.send(endpoint, tls, req).map(|sent| {
+                sent.map(|resp| {
+                    resp.map(|inner| UpstreamBody {
                         inner,
                         release: None,
-                    }))
-            }
+                    })
+                })
+            })),
             BackendProtocol::Http1 | BackendProtocol::Tcp => {
-                h1_pool::send(&self.h1, endpoint, tls, req).await
+                Either::Right(h1_pool::send(&self.h1, endpoint, tls, req))
             }
         }
     }
