@@ -306,25 +306,51 @@ async fn forward(
         })
         .await
     };
-    let outcome = tokio::select! {
-        biased;
-        () = shared.force_close.cancelled() => "drained",
-        result = relay => match result {
-            Ok(_) => "ok",
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => "idle_timeout",
-            Err(e) => {
-                tracing::debug!(%peer, listener, tenant = %tenant.name, endpoint = %endpoint.addr, error = %e, "forwarded connection failed");
-                "error"
-            }
-        },
+    // Counted when this ends: with the relay's outcome, or `drained` when the hard stop drops the
+    // connection's task mid-relay (its task waits for the stop, so the relay need not as well).
+    let mut closed = ClosedCount {
+        entry,
+        metrics,
+        listener,
+        tenant: &tenant.name,
+        outcome: "drained",
     };
-    entry.count_closed(outcome, || {
-        metrics.closed.get_or_create_owned(&ClosedLabels {
+    closed.outcome = match relay.await {
+        Ok(_) => "ok",
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => "idle_timeout",
+        Err(e) => {
+            tracing::debug!(%peer, listener, tenant = %tenant.name, endpoint = %endpoint.addr, error = %e, "forwarded connection failed");
+            "error"
+        }
+    };
+}
+
+/// Counts a forwarded connection's end in `closed{outcome}` when dropped.
+struct ClosedCount<'a> {
+    entry: &'a PortEntry,
+    metrics: &'a EdgeMetrics,
+    listener: &'static str,
+    tenant: &'a str,
+    outcome: &'static str,
+}
+
+impl Drop for ClosedCount<'_> {
+    fn drop(&mut self) {
+        let Self {
+            metrics,
             listener,
-            tenant: tenant.name.to_string(),
+            tenant,
             outcome,
-        })
-    });
+            ..
+        } = *self;
+        self.entry.count_closed(outcome, || {
+            metrics.closed.get_or_create_owned(&ClosedLabels {
+                listener,
+                tenant: tenant.to_owned(),
+                outcome,
+            })
+        });
+    }
 }
 
 /// Connects to one of the port's endpoints (power of two choices), trying up to

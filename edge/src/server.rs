@@ -238,7 +238,8 @@ async fn accept_loop(
             tokio::select! {
                 biased;
                 () = serve(stream, peer, port, shared) => {}
-                () = force_close.cancelled() => {}
+                // Polled when the token fires, not on each of the connection's wake-ups.
+                () = bulkhead_net::when_woken(force_close.cancelled()) => {}
             }
         });
     }

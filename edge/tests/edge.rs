@@ -584,7 +584,7 @@ async fn drain_timeout_cuts_connections_that_stay_open() {
     let mut c = tls_roundtrip(h.https, "a.example").await;
     recv(&mut acme).await;
     h.shutdown.cancel();
-    tokio::time::timeout(WAIT, h.task)
+    tokio::time::timeout(WAIT, &mut h.task)
         .await
         .expect("edge stops after the drain timeout")
         .unwrap()
@@ -596,6 +596,14 @@ async fn drain_timeout_cuts_connections_that_stay_open() {
     assert!(
         end.is_err() || rest.is_empty(),
         "the client sees its connection end"
+    );
+    // Cut by the hard stop mid-relay: counted once, as drained.
+    assert!(
+        h.has_line(
+            r#"bulkhead_edge_closed_total{listener="https",tenant="acme",outcome="drained"} 1"#
+        ),
+        "{}",
+        h.metrics()
     );
 }
 

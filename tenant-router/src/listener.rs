@@ -281,7 +281,8 @@ pub(crate) async fn accept_loop(
             let serve = serve_connection(&state, &admission, kind, config, stream, peer, pending);
             tokio::select! {
                 outcome = serve => count_outcome(&state.shared, kind, outcome),
-                () = state.shared.hard_stop.cancelled() => {}
+                // Polled when the token fires, not on each of the connection's wake-ups.
+                () = bulkhead_net::when_woken(state.shared.hard_stop.cancelled()) => {}
             }
         });
     }
@@ -739,8 +740,9 @@ where
     let limits = &state.shared.limits;
     let closing = tokio::select! {
         r = conn.as_mut() => return r,
-        () = state.drain.cancelled() => "drain",
-        () = activity.idle_for(limits.header_read_timeout, limits.http_idle_timeout) => "idle",
+        // Both polled only when they fire, not on each of the connection's wake-ups.
+        () = bulkhead_net::when_woken(state.drain.cancelled()) => "drain",
+        () = bulkhead_net::when_woken(activity.idle_for(limits.header_read_timeout, limits.http_idle_timeout)) => "idle",
     };
     tracing::debug!(tenant = %state.shared.tenant, reason = closing, "closing HTTP connection gracefully");
     shut_down(conn.as_mut());
