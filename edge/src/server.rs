@@ -237,7 +237,9 @@ async fn accept_loop(
             let force_close = shared.force_close.clone();
             tokio::select! {
                 biased;
-                () = serve(stream, peer, port, shared) => {}
+                // Boxed: the connection's future (1.6 KiB) is then allocated once and never
+                // moved, where tokio would copy it into the task and again on each stage change.
+                () = Box::pin(serve(stream, peer, port, shared)) => {}
                 // Polled when the token fires, not on each of the connection's wake-ups.
                 () = bulkhead_net::when_woken(force_close.cancelled()) => {}
             }
