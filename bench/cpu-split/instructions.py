@@ -12,7 +12,8 @@ with the most exclusive instructions per request (from `callgrind_annotate`).
         REQUESTS=20000 TOP=25 python3 bench/cpu-split/instructions.py
 
 Loads: R1 = HTTP/1.1 keep-alive over TLS (`h2load --h1 -c50`), R2 = HTTP/2 (`h2load -c10 -m10`),
-REQUESTS each; with ROLE=edge, E1 = a new TLS connection per request through the edge (`wrk -c8`,
+REQUESTS each; R3 = a new TLS connection per request to the router (`wrk -c8`, `Connection: close`,
+SECONDS, instructions per request completed); with ROLE=edge, E1 = a new TLS connection per request through the edge (`wrk -c8`,
 `Connection: close`) and E2 = keep-alive (`wrk -c50`), for SECONDS each (instructions per request
 completed).
 Dumps are kept in OUT (default target/bench/instructions/<name>.<load>.out) for
@@ -34,10 +35,11 @@ OUT = Path(os.environ.get("OUT", Path(__file__).resolve().parents[2] / "target" 
 
 
 def wrk_count(port, load, seconds):
-    """E1 (a new TLS connection per request) or E2 (keep-alive) through the edge for `seconds`;
-    the number of requests wrk completed."""
-    headers = ["Connection: close"] if load == "E1" else []
-    conns = 8 if load == "E1" else 50
+    """E1 / R3 (a new TLS connection per request) or E2 (keep-alive) through the edge or router for
+    `seconds`; the number of requests wrk completed."""
+    close = load in ("E1", "R3")
+    headers = ["Connection: close"] if close else []
+    conns = 8 if close else 50
     r = B.run_wrk(f"https://{B.HOST_A}:{port}/", conns, seconds, headers=headers)
     return r["requests"]
 
@@ -112,7 +114,7 @@ def main():
                    if B.proc_table()[p]["comm"] not in ("bash", "sh")][0]
             try:
                 for load in loads:
-                    if load.startswith("E"):
+                    if load.startswith("E") or load == "R3":
                         wrk_count(port, load, 2)  # warm
                         control(pid, "-z")
                         done = wrk_count(port, load, int(os.environ.get("SECONDS", "10")))

@@ -278,7 +278,12 @@ pub(crate) async fn accept_loop(
         let state = Arc::clone(&state);
         let admission = Arc::clone(&admission);
         tracker.spawn(async move {
-            let serve = serve_connection(&state, &admission, kind, config, stream, peer, pending);
+            // Boxed: the connection's future (TLS and HTTP state, several KiB) is then allocated
+            // once and never moved, where tokio would copy it into the task and on each stage
+            // change.
+            let serve = Box::pin(serve_connection(
+                &state, &admission, kind, config, stream, peer, pending,
+            ));
             tokio::select! {
                 outcome = serve => count_outcome(&state.shared, kind, outcome),
                 // Polled when the token fires, not on each of the connection's wake-ups.
