@@ -138,21 +138,30 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::sync::oneshot;
 
-    /// A connection that hands `n` streams to `exec` on its first poll and ends when `done` fires.
-    async fn connection(
-        exec: ConnStreams,
+    /// Spawns a connection that hands `streams` to its executor on its first poll and ends when
+    /// the returned sender fires: its executor, that sender and its task.
+    fn spawn_connection(
         streams: Vec<StreamFuture>,
-        done: oneshot::Receiver<()>,
+    ) -> (
+        ConnStreams,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
     ) {
-        for s in streams {
-            exec.execute(s);
-        }
-        let _ = done.await;
+        let exec = ConnStreams::default();
+        let (done_tx, done_rx) = oneshot::channel();
+        let handing = exec.clone();
+        let conn = async move {
+            for s in streams {
+                handing.execute(s);
+            }
+            let _ = done_rx.await;
+        };
+        let task = tokio::spawn(WithStreams::new(conn, exec.clone()));
+        (exec, done_tx, task)
     }
 
     #[tokio::test]
     async fn streams_run_on_the_connection_task_until_each_completes() {
-        let exec = ConnStreams::default();
         let finished = Arc::new(AtomicUsize::new(0));
         let (release_tx, release_rx) = tokio::sync::watch::channel(false);
         let streams: Vec<StreamFuture> = (0..3)
@@ -165,9 +174,7 @@ mod tests {
                 }) as StreamFuture
             })
             .collect();
-        let (done_tx, done_rx) = oneshot::channel();
-        let conn = WithStreams::new(connection(exec.clone(), streams, done_rx), exec);
-        let task = tokio::spawn(conn);
+        let (_, done_tx, task) = spawn_connection(streams);
         tokio::task::yield_now().await;
         assert_eq!(
             finished.load(Ordering::SeqCst),
@@ -190,12 +197,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_handed_over_from_another_task_wakes_the_connection() {
-        let exec = ConnStreams::default();
-        let (done_tx, done_rx) = oneshot::channel();
-        let conn = tokio::spawn(WithStreams::new(
-            connection(exec.clone(), Vec::new(), done_rx),
-            exec.clone(),
-        ));
+        let (exec, done_tx, conn) = spawn_connection(Vec::new());
         tokio::task::yield_now().await;
         let (ran_tx, ran_rx) = oneshot::channel();
         exec.execute(async move {
@@ -211,7 +213,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_stream_ends_alone() {
-        let exec = ConnStreams::default();
         let (tx, rx) = oneshot::channel();
         let streams: Vec<StreamFuture> = vec![
             Box::pin(async { panic!("a stream's bug") }),
@@ -220,11 +221,7 @@ mod tests {
                 let _ = tx.send(());
             }),
         ];
-        let (done_tx, done_rx) = oneshot::channel();
-        let conn = tokio::spawn(WithStreams::new(
-            connection(exec.clone(), streams, done_rx),
-            exec,
-        ));
+        let (_, done_tx, conn) = spawn_connection(streams);
         tokio::time::timeout(std::time::Duration::from_secs(5), rx)
             .await
             .expect("the other stream finished")
@@ -244,16 +241,11 @@ mod tests {
         }
         let dropped = Arc::new(AtomicUsize::new(0));
         let guard = Dropped(Arc::clone(&dropped));
-        let exec = ConnStreams::default();
         let streams: Vec<StreamFuture> = vec![Box::pin(async move {
             let _guard = guard;
             std::future::pending::<()>().await;
         })];
-        let (done_tx, done_rx) = oneshot::channel();
-        let conn = tokio::spawn(WithStreams::new(
-            connection(exec.clone(), streams, done_rx),
-            exec,
-        ));
+        let (_, done_tx, conn) = spawn_connection(streams);
         tokio::task::yield_now().await;
         assert_eq!(dropped.load(Ordering::SeqCst), 0);
         done_tx.send(()).unwrap();
