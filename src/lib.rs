@@ -11,3 +11,9 @@ pub mod pki;
 pub mod process;
 pub mod router_flags;
 pub mod telemetry;
+
+/// The process allocator of every binary linking this crate (`bulkhead`, `bulkhead-dataplane`,
+/// `bulkhead-bench`): the system's, with over-aligned blocks (tokio's tasks and sockets) served
+/// without `memalign` (see `crates/alloc`).
+#[global_allocator]
+static ALLOCATOR: bulkhead_alloc::Malloc = bulkhead_alloc::Malloc;

@@ -11,11 +11,6 @@ mod translate;
 
 use bulkhead::{cluster, process};
 
-/// The system allocator, with over-aligned blocks (tokio's tasks and sockets) served without
-/// `memalign` (see `crates/alloc`).
-#[global_allocator]
-static ALLOCATOR: bulkhead_alloc::Malloc = bulkhead_alloc::Malloc;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;

@@ -6,11 +6,6 @@
 use bulkhead::{cluster, process};
 use clap::Parser;
 
-/// The system allocator, with over-aligned blocks (tokio's tasks and sockets) served without
-/// `memalign` (see `crates/alloc`).
-#[global_allocator]
-static ALLOCATOR: bulkhead_alloc::Malloc = bulkhead_alloc::Malloc;
-
 /// Bulkhead's data plane: the edge tier and the per-tenant router.
 #[derive(Parser, Debug)]
 #[command(name = "bulkhead-dataplane", version)]

@@ -15,11 +15,6 @@ mod operator;
 use bulkhead::process;
 use clap::{Parser, Subcommand};
 
-/// The system allocator, with over-aligned blocks (tokio's tasks and sockets) served without
-/// `memalign` (see `crates/alloc`).
-#[global_allocator]
-static ALLOCATOR: bulkhead_alloc::Malloc = bulkhead_alloc::Malloc;
-
 /// Bulkhead's benchmark adapters.
 #[derive(Parser, Debug)]
 #[command(name = "bulkhead-bench", version)]
