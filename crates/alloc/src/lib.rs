@@ -102,10 +102,65 @@ unsafe impl GlobalAlloc for Malloc {
     }
 }
 
+/// Gives the pages of freed heap memory back to the system (glibc's `malloc_trim(0)`); a no-op
+/// where the C library has no such call. Returns whether any memory was released.
+///
+/// glibc returns the top of a heap to the system only above a threshold that it raises each time a
+/// large `mmap`ed block is freed, and never the free pages inside a heap. A data plane calls this
+/// after applying a snapshot: the decoded snapshot, freed once compiled, is megabytes of heap (3.4
+/// MiB for a router with 5,000 routes) that would otherwise stay resident until reused. It costs a
+/// walk over the free blocks of every arena, under each arena's lock: for occasional events, not for
+/// a request path.
+pub fn release_free_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: `malloc_trim` only returns free pages of glibc's own heaps to the kernel; it
+        // takes each arena's lock and touches no block in use.
+        unsafe { malloc_trim(0) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Anonymous resident memory of this process, in KiB.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn rss_anon_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn freed_heap_pages_go_back_to_the_system() {
+        // 64 MiB in 4 KiB blocks, written so that they are resident; the last block stays
+        // allocated so that glibc cannot give the freed ones back by itself (they are not at the
+        // top of the heap).
+        let mut blocks: Vec<Vec<u8>> = (0..16_384).map(|i| vec![i as u8 | 1; 4096]).collect();
+        let pin = blocks.pop();
+        drop(blocks);
+        let before = rss_anon_kib();
+        assert!(release_free_memory(), "malloc_trim released nothing");
+        let after = rss_anon_kib();
+        drop(pin);
+        assert!(
+            before >= after + 32 * 1024,
+            "RssAnon {before} KiB -> {after} KiB after release_free_memory"
+        );
+    }
 
     /// Allocates `layout`, checks alignment and that every byte is writable and kept, frees it.
     fn roundtrip(layout: Layout, zeroed: bool) {

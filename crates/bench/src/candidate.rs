@@ -14,7 +14,7 @@ use anyhow::Context;
 use bulkhead_admin::Readiness;
 use bulkhead_edge::{Edge, EdgeConfig, EdgeMetrics};
 use bulkhead_router::{Router, RouterConfig, RouterMetrics};
-use bulkhead_snapshot::Publisher;
+use bulkhead_snapshot::{handoff, ACK_QUEUE};
 use bulkhead_snapshot::{
     Backend, BackendProtocol, Certificate, EdgeRoute, EdgeSnapshot, HttpMatch, ListenerRef,
     PathMatch, RouteEntry, RouteRef, RouterEndpoints, Sealed, TenantSnapshot, TlsTerminate,
@@ -56,6 +56,51 @@ pub async fn run() -> anyhow::Result<()> {
     }
 }
 
+/// Arguments of `bulkhead-bench snapshot`.
+#[derive(clap::Args, Debug)]
+pub struct SnapshotArgs {
+    /// Which tier's snapshot: `edge` or `router` (the routes file's format is that role's).
+    #[arg(long)]
+    role: String,
+    /// The routes file, in `bench-candidate`'s format for that role.
+    #[arg(long)]
+    routes: PathBuf,
+    /// Where to write the snapshot (JSON); a router snapshot's tenant is `bench`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Router: certificate for SNI names no route claims (with `--default-key`).
+    #[arg(long, requires = "default_key")]
+    default_cert: Option<PathBuf>,
+    /// Key of `--default-cert`.
+    #[arg(long, requires = "default_cert")]
+    default_key: Option<PathBuf>,
+}
+
+/// Writes the snapshot `bench-candidate` would publish first for `args.routes`, for
+/// `bulkhead-dataplane edge|router --bootstrap`.
+pub fn write_snapshot(args: &SnapshotArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.routes)
+        .with_context(|| format!("{}", args.routes.display()))?;
+    let json = match args.role.as_str() {
+        "edge" => {
+            let mut snapshot = edge_snapshot(&text)?;
+            snapshot.version = 1;
+            snapshot.seal();
+            serde_json::to_vec(&snapshot)
+        }
+        "router" => {
+            let default_cert = args.default_cert.clone().zip(args.default_key.clone());
+            let mut snapshot = router_snapshot(&text, default_cert.as_ref())?;
+            snapshot.version = 1;
+            snapshot.seal();
+            serde_json::to_vec(&snapshot)
+        }
+        other => anyhow::bail!("--role must be edge or router, not {other:?}"),
+    }
+    .context("encoding the snapshot")?;
+    std::fs::write(&args.out, json).with_context(|| format!("{}", args.out.display()))
+}
+
 fn env(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("{name} is not set"))
 }
@@ -82,14 +127,16 @@ async fn run_edge(
     limits.source_connect_rate = BENCH_SOURCE_CONNECT_RATE;
     limits.source_connect_burst = BENCH_SOURCE_CONNECT_RATE;
     let edge = Edge::bind(config, metrics, readiness.flag("edge")).await?;
-    let (publisher, _acks) = Publisher::new();
-    let subscription = publisher.subscribe("edge/bench");
+    // A hand-off, as the cluster transport gives the data plane: it keeps what it compiled, not
+    // the snapshot.
+    let (ack_tx, _acks) = tokio::sync::mpsc::channel(ACK_QUEUE);
+    let (publisher, subscription) = handoff("edge/bench", ack_tx);
     let task = tokio::spawn(edge.run(subscription, shutdown.clone()));
     watch_routes(&routes, &shutdown, |text, version| {
         let mut snapshot = edge_snapshot(text)?;
         snapshot.version = version;
         snapshot.seal();
-        publisher.publish(snapshot);
+        publisher.put(std::sync::Arc::new(snapshot));
         Ok(())
     })
     .await?;
@@ -115,8 +162,10 @@ async fn run_router(
         config.limits.drain_timeout = Duration::from_secs(secs);
     }
     let router = Router::bind(config, metrics, readiness.flag("router")).await?;
-    let (publisher, _acks) = Publisher::new();
-    let subscription = publisher.subscribe("router/bench");
+    // A hand-off, as the cluster transport gives the data plane: it keeps what it compiled, not
+    // the snapshot.
+    let (ack_tx, _acks) = tokio::sync::mpsc::channel(ACK_QUEUE);
+    let (publisher, subscription) = handoff("router/bench", ack_tx);
     let task = tokio::spawn(router.run(subscription, shutdown.clone()));
     let default_cert = match (
         std::env::var("BENCH_DEFAULT_CERT"),
@@ -129,7 +178,7 @@ async fn run_router(
         let mut snapshot = router_snapshot(text, default_cert.as_ref())?;
         snapshot.version = version;
         snapshot.seal();
-        publisher.publish(snapshot);
+        publisher.put(std::sync::Arc::new(snapshot));
         Ok(())
     })
     .await?;
@@ -350,5 +399,52 @@ mod tests {
             vec!["127.0.0.1:18444".parse().unwrap()]
         );
         assert!(edge_snapshot("lonely-host\n").is_err());
+    }
+
+    #[test]
+    fn written_snapshots_decode_and_a_router_would_serve_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.example".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (crt, pem_key) = (dir.path().join("a.crt"), dir.path().join("a.key"));
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&pem_key, key.serialize_pem()).unwrap();
+        let routes = dir.path().join("routes.txt");
+        let out = dir.path().join("snapshot.json");
+        let args = |role: &str| SnapshotArgs {
+            role: role.into(),
+            routes: routes.clone(),
+            out: out.clone(),
+            default_cert: None,
+            default_key: None,
+        };
+
+        let line = |host: &str| {
+            format!(
+                "{host} / 127.0.0.1:18080 {} {}\n",
+                crt.display(),
+                pem_key.display()
+            )
+        };
+        std::fs::write(&routes, line("a.example") + &line("b.example")).unwrap();
+        write_snapshot(&args("router")).unwrap();
+        let router: TenantSnapshot = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!((router.version, router.https.virtual_hosts.len()), (1, 2));
+        assert_eq!(
+            router.certificates.len(),
+            1,
+            "one certificate shared by both hosts"
+        );
+        bulkhead_router::validate_snapshot(&router).expect("a router serves it");
+
+        std::fs::write(&routes, "a.example 127.0.0.1:18443\n").unwrap();
+        write_snapshot(&args("edge")).unwrap();
+        let edge: EdgeSnapshot = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!((edge.version, edge.routes.len()), (1, 1));
+
+        assert!(write_snapshot(&args("gateway")).is_err());
     }
 }

@@ -5,6 +5,9 @@
 //!   under the load harness in `shared/bench`, which starts it through `CANDIDATE_*_CMD`.
 //! * `bulkhead-bench bench-operator` ([`operator`]): the control plane at scale, a synthetic
 //!   cluster through the real control loop and snapshot server.
+//! * `bulkhead-bench snapshot` ([`candidate::write_snapshot`]): the edge or router snapshot
+//!   `bench-candidate` would publish for a routes file, as JSON, for `bulkhead-dataplane edge|router
+//!   --bootstrap` (the shipped binary's memory with many routes, without a control plane).
 //!
 //! Both run the same edge, router and operator crates as the shipped binaries; see `BENCHMARKS.md`.
 #![forbid(unsafe_code)]
@@ -32,6 +35,9 @@ enum Command {
     /// Measure the control plane at scale: a synthetic cluster through the real control loop and
     /// snapshot server.
     BenchOperator(operator::ScaleArgs),
+    /// Write the edge or router snapshot a routes file compiles to, as JSON, for
+    /// `bulkhead-dataplane edge|router --bootstrap`.
+    Snapshot(candidate::SnapshotArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::BenchCandidate => candidate::run().await,
             Command::BenchOperator(args) => operator::run(args).await,
+            Command::Snapshot(args) => candidate::write_snapshot(&args),
         }
     })
 }

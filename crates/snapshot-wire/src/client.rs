@@ -1,9 +1,12 @@
 //! The data plane's end: [`subscribe`] returns a [`Subscription`] fed from the snapshot server.
 //!
 //! A driver task connects, reads frames, publishes each new snapshot into the subscription (decoding
-//! off the async worker threads), and posts the subscription's acknowledgements back. On any failure
-//! (refused connection, 401, idle stream, corrupt frame, server restart) it keeps the last snapshot,
-//! waits with exponential backoff and jitter ([`BACKOFF_INITIAL`] to [`BACKOFF_MAX`]), and connects
+//! off the async worker threads), and posts the subscription's acknowledgements back. The
+//! subscription is a hand-off ([`bulkhead_snapshot::handoff`]): a snapshot leaves the transport when
+//! the data plane takes it, so the process holds what the data plane compiled, not the snapshot
+//! too; repeats are recognised by the payload's SHA-256, not by keeping the payload. On any failure
+//! (refused connection, 401, idle stream, corrupt frame, server restart) the data plane keeps serving
+//! what it applied last, and the driver waits with exponential backoff and jitter ([`BACKOFF_INITIAL`] to [`BACKOFF_MAX`]), and connects
 //! again; the server then sends its current snapshot first. A snapshot byte-identical to the last
 //! one received is not published again. A snapshot that cannot be decoded is not published; when
 //! its `version` can be read it is acknowledged as refused, with the decoding error as the reason.
@@ -23,13 +26,14 @@ use crate::limits::{MAX_PENDING_ACKS, MAX_SUBSCRIBER_LEN, READ_IDLE_TIMEOUT};
 use crate::session::{AckDelivery, Connection, SessionError, Settings};
 use crate::stream::{StreamName, StreamNameError};
 use crate::tls::{client_tls_config, TlsError};
-use bulkhead_snapshot::{Ack, Subscription, ACK_QUEUE};
+use bulkhead_snapshot::{handoff, Ack, Handoff, Subscription, ACK_QUEUE};
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http_body_util::BodyExt;
 use rustls_pki_types::ServerName;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -152,13 +156,14 @@ where
         subscriber,
     };
 
-    let (snapshots, rx) = watch::channel(None);
+    let (ack_tx, acks) = mpsc::channel(ACK_QUEUE);
+    let (snapshots, subscription) = handoff(config.subscriber.clone(), ack_tx);
     let mut initial = LinkStatus::default();
     if let Some(path) = &config.bootstrap_path {
         match read_bootstrap::<T>(path).await {
             Ok(snapshot) => {
                 tracing::info!(%stream, path = %path.display(), "serving bootstrap snapshot");
-                snapshots.send_replace(Some(Arc::new(snapshot)));
+                snapshots.put(Arc::new(snapshot));
                 initial.serving_bootstrap = true;
             }
             Err(e) if e.is_not_found() => {
@@ -168,8 +173,6 @@ where
         }
     }
     let (status, status_rx) = watch::channel(initial);
-    let (ack_tx, acks) = mpsc::channel(ACK_QUEUE);
-    let subscription = Subscription::from_parts(config.subscriber.clone(), rx, ack_tx);
     let link = Link {
         settings,
         stream,
@@ -195,10 +198,12 @@ struct Link<T> {
     settings: Settings,
     stream: StreamName,
     subscriber: String,
-    snapshots: watch::Sender<Option<Arc<T>>>,
+    snapshots: Handoff<T>,
     acks: mpsc::Receiver<Ack>,
     pending: VecDeque<Ack>,
-    last_payload: Option<Bytes>,
+    /// SHA-256 of the last payload received, to recognise a byte-identical repeat without keeping
+    /// the payload (2 MB for a router with 5,000 routes).
+    last_payload: Option<[u8; 32]>,
     status: watch::Sender<LinkStatus>,
 }
 
@@ -269,18 +274,18 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Link<T> {
 
     async fn on_snapshot(&mut self, payload: Bytes) {
         self.status.send_modify(|s| s.received += 1);
-        if self.last_payload.as_ref() == Some(&payload) {
+        let digest: [u8; 32] = Sha256::digest(&payload).into();
+        if self.last_payload == Some(digest) {
             tracing::debug!(stream = %self.stream, "snapshot unchanged since the last one");
             return;
         }
-        let bytes = payload.clone();
-        let decoded = tokio::task::spawn_blocking(move || decode::<T>(&bytes))
+        let decoded = tokio::task::spawn_blocking(move || decode::<T>(&payload))
             .await
             .unwrap_or_else(|e| Err((None, format!("decoder task failed: {e}"))));
-        self.last_payload = Some(payload);
+        self.last_payload = Some(digest);
         match decoded {
             Ok(snapshot) => {
-                self.snapshots.send_replace(Some(Arc::new(snapshot)));
+                self.snapshots.put(Arc::new(snapshot));
                 self.status.send_modify(|s| {
                     s.snapshots += 1;
                     s.serving_bootstrap = false;
