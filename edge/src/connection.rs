@@ -8,7 +8,7 @@
 use crate::balance::{pick_endpoint, Tried};
 use crate::cidr::Cidr;
 use crate::config::EdgeLimits;
-use crate::metrics::{ClosedLabels, EdgeMetrics, GaugeGuard, ListenerLabels, TenantLabels};
+use crate::metrics::{EdgeMetrics, GaugeGuard, ListenerLabels, TenantLabels};
 use crate::refusals::RefusalTally;
 use crate::refuse::{refuse, Dialect, Refusal};
 use crate::sources::SourceLimits;
@@ -277,7 +277,8 @@ async fn forward(
         return;
     };
     let endpoint = &entry.endpoints[index];
-    let _endpoint_open = endpoint.open();
+    let _endpoint_open = entry.open(endpoint, metrics);
+    let series = entry.series(metrics);
     let _ = upstream.set_nodelay(true);
 
     let replayed = u64::try_from(sniffed.len()).unwrap_or(u64::MAX);
@@ -297,11 +298,11 @@ async fn forward(
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "router did not read"))??;
         drop(head);
-        entry.bytes_to_router.inc_by(replayed);
+        series.bytes_to_router.inc_by(replayed);
         copy_tcp_bidirectional_observed(&mut client, &mut upstream, limits.idle_timeout, |d, n| {
             match d {
-                CopyDirection::ClientToServer => entry.bytes_to_router.inc_by(n),
-                CopyDirection::ServerToClient => entry.bytes_to_client.inc_by(n),
+                CopyDirection::ClientToServer => series.bytes_to_router.inc_by(n),
+                CopyDirection::ServerToClient => series.bytes_to_client.inc_by(n),
             };
         })
         .await
@@ -311,8 +312,6 @@ async fn forward(
     let mut closed = ClosedCount {
         entry,
         metrics,
-        listener,
-        tenant: &tenant.name,
         outcome: "drained",
     };
     closed.outcome = match relay.await {
@@ -329,27 +328,12 @@ async fn forward(
 struct ClosedCount<'a> {
     entry: &'a PortEntry,
     metrics: &'a EdgeMetrics,
-    listener: &'static str,
-    tenant: &'a str,
     outcome: &'static str,
 }
 
 impl Drop for ClosedCount<'_> {
     fn drop(&mut self) {
-        let Self {
-            metrics,
-            listener,
-            tenant,
-            outcome,
-            ..
-        } = *self;
-        self.entry.count_closed(outcome, || {
-            metrics.closed.get_or_create_owned(&ClosedLabels {
-                listener,
-                tenant: tenant.to_owned(),
-                outcome,
-            })
-        });
+        self.entry.count_closed(self.outcome, self.metrics);
     }
 }
 
@@ -379,6 +363,7 @@ async fn connect(
         match timeout(limits.connect_timeout, TcpStream::connect(endpoint.addr)).await {
             Ok(Ok(stream)) => {
                 entry
+                    .series(metrics)
                     .connect_duration
                     .observe(started.elapsed().as_secs_f64());
                 endpoint.state.health.connect_succeeded();
@@ -391,7 +376,10 @@ async fn connect(
                 tracing::debug!(tenant, listener, endpoint = %endpoint.addr, "connecting to router endpoint timed out");
             }
         }
-        endpoint.connect_errors.inc();
+        entry
+            .endpoint_series(endpoint, metrics)
+            .connect_errors
+            .inc();
         let backoff =
             endpoint
                 .state

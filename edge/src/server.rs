@@ -202,7 +202,7 @@ fn apply(
         subscription.ack(version, Err(reason));
         return;
     }
-    let table = EdgeTable::build(snapshot, &shared.metrics, counters);
+    let table = EdgeTable::build(snapshot, counters);
     shared.table.store(Arc::new(table));
     shared
         .metrics
