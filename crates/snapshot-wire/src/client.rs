@@ -5,9 +5,10 @@
 //! subscription is a hand-off ([`bulkhead_snapshot::handoff`]): a snapshot leaves the transport when
 //! the data plane takes it, so the process holds what the data plane compiled, not the snapshot
 //! too; repeats are recognised by the payload's SHA-256, not by keeping the payload. On any failure
-//! (refused connection, 401, idle stream, corrupt frame, server restart) the data plane keeps serving
-//! what it applied last, and the driver waits with exponential backoff and jitter ([`BACKOFF_INITIAL`] to [`BACKOFF_MAX`]), and connects
-//! again; the server then sends its current snapshot first. A snapshot byte-identical to the last
+//! (refused connection, 401, idle stream, corrupt frame, server restart) the data plane keeps
+//! serving what it applied last, and the driver waits with exponential backoff and jitter
+//! ([`BACKOFF_INITIAL`] to [`BACKOFF_MAX`]) and connects again; the server then sends its current
+//! snapshot first. A snapshot byte-identical to the last
 //! one received is not published again. A snapshot that cannot be decoded is not published; when
 //! its `version` can be read it is acknowledged as refused, with the decoding error as the reason.
 //!
