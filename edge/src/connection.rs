@@ -8,7 +8,7 @@
 use crate::balance::{pick_endpoint, Tried};
 use crate::cidr::Cidr;
 use crate::config::EdgeLimits;
-use crate::metrics::{EdgeMetrics, GaugeGuard, ListenerLabels, TenantLabels};
+use crate::metrics::{EdgeMetrics, GaugeGuard, ListenerLabels};
 use crate::refusals::RefusalTally;
 use crate::refuse::{refuse, Dialect, Refusal};
 use crate::sources::SourceLimits;
@@ -270,8 +270,7 @@ async fn forward(
         refuse(client, dialect, Refusal::Unavailable, limits.linger_timeout).await;
         return;
     }
-    let Some((mut upstream, index)) = connect(entry, limits, metrics, &tenant.name, listener).await
-    else {
+    let Some((mut upstream, index)) = connect(entry, limits, metrics).await else {
         refused("connect_failed");
         refuse(client, dialect, Refusal::Unavailable, limits.linger_timeout).await;
         return;
@@ -343,9 +342,8 @@ async fn connect(
     entry: &PortEntry,
     limits: &EdgeLimits,
     metrics: &EdgeMetrics,
-    tenant: &str,
-    listener: &'static str,
 ) -> Option<(TcpStream, usize)> {
+    let (tenant, listener) = (&*entry.tenant, entry.listener);
     let endpoints = &entry.endpoints;
     let now = std::time::Instant::now();
     let mut tried = Tried::default();
@@ -387,10 +385,7 @@ async fn connect(
                 .connect_failed(std::time::Instant::now(), limits, || {
                     metrics
                         .endpoints_failing
-                        .get_or_create_owned(&TenantLabels {
-                            listener,
-                            tenant: tenant.to_owned(),
-                        })
+                        .get_or_create_owned(&entry.tenant_labels())
                 });
         tracing::debug!(tenant, listener, endpoint = %endpoint.addr, seconds = backoff.as_secs(), "router endpoint marked failing");
     }

@@ -190,8 +190,8 @@ impl<T: Slots> Drop for SlotGuard<T> {
 #[derive(Debug)]
 pub(crate) struct PortEntry {
     pub(crate) endpoints: Vec<EndpointEntry>,
-    tenant: Arc<str>,
-    listener: &'static str,
+    pub(crate) tenant: Arc<str>,
+    pub(crate) listener: &'static str,
     series: OnceLock<Box<PortSeries>>,
     /// The `closed` series of this tenant and listener by outcome, each looked up at its first
     /// use (a series appears only once it counts something; the box only once one does).
@@ -250,12 +250,19 @@ impl PortEntry {
             Box::new(PortSeries {
                 bytes_to_router: bytes("client_to_router"),
                 bytes_to_client: bytes("router_to_client"),
-                connect_duration: metrics.connect_duration.get_or_create_owned(&TenantLabels {
-                    listener: self.listener,
-                    tenant: self.tenant.to_string(),
-                }),
+                connect_duration: metrics
+                    .connect_duration
+                    .get_or_create_owned(&self.tenant_labels()),
             })
         })
+    }
+
+    /// The labels of this tenant's per-listener series.
+    pub(crate) fn tenant_labels(&self) -> TenantLabels {
+        TenantLabels {
+            listener: self.listener,
+            tenant: self.tenant.to_string(),
+        }
     }
 
     /// The series of one of this port's endpoints, created at the first call.
