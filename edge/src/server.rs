@@ -96,7 +96,7 @@ impl Edge {
     /// snapshot keeps serving.
     pub async fn run(
         self,
-        mut snapshots: Subscription<EdgeSnapshot>,
+        snapshots: Subscription<EdgeSnapshot>,
         shutdown: CancellationToken,
     ) -> Result<(), EdgeError> {
         let Edge {
@@ -124,6 +124,21 @@ impl Edge {
             refusals: RefusalTally::default(),
             force_close: CancellationToken::new(),
         });
+        // Snapshots are applied on a thread of their own, off the workers that relay bytes.
+        let mut applier = {
+            let shared = Arc::clone(&shared);
+            let ready = ready.clone();
+            let mut counters = SharedCounters::default();
+            let apply = move |snapshot: Arc<EdgeSnapshot>, snapshots: &Subscription<_>| {
+                apply(&snapshot, snapshots, &shared, &mut counters, &ready);
+                // The snapshot's memory goes back to the system once it is compiled (about
+                // 0.4 ms for 10,000 tenants).
+                drop(snapshot);
+                bulkhead_alloc::release_free_memory();
+            };
+            bulkhead_snapshot::applier::spawn("apply-edge", snapshots, &shutdown, apply)
+                .map_err(EdgeError::Io)?
+        };
         let tracker = TaskTracker::new();
         let connection_slots = Arc::new(Semaphore::new(shared.limits.max_connections));
         let acceptors = [(https, EdgePort::Https), (http, EdgePort::Http)].map(|(l, port)| {
@@ -137,29 +152,18 @@ impl Edge {
             ))
         });
 
-        let mut counters = SharedCounters::default();
-        let mut subscribed = true;
+        let mut applying = true;
         let mut summary = tokio::time::interval(REFUSAL_SUMMARY_INTERVAL);
         summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = summary.tick() => shared.refusals.log_summary(),
-                next = snapshots.next(), if subscribed => match next {
-                    Some(snapshot) => {
-                        apply(&snapshot, &snapshots, &shared, &mut counters, &ready);
-                        // The snapshot's memory goes back to the system once it is compiled.
-                        // (About 0.4 ms for 10,000 tenants: off the worker threads.)
-                        drop(snapshot);
-                        drop(tokio::task::spawn_blocking(bulkhead_alloc::release_free_memory));
-                    }
-                    None => {
-                        subscribed = false;
-                        tracing::warn!("edge snapshot stream ended; the last snapshot keeps serving");
-                    }
-                },
+                // The stream ended (logged by the applier): the last snapshot keeps serving.
+                () = applier.stopped(), if applying => applying = false,
             }
         }
+        applier.stopped().await;
 
         ready.set(false);
         let mut result = Ok(());

@@ -16,6 +16,9 @@ pub enum RouterError {
     /// The configuration given to [`crate::Router::bind`] is unusable.
     #[error("invalid router configuration: {0}")]
     Config(String),
+    /// The thread that applies snapshots could not be started.
+    #[error("cannot start the snapshot applier: {0}")]
+    Applier(std::io::Error),
 }
 
 /// Why a snapshot was refused (the previous configuration keeps serving). The message names the

@@ -121,7 +121,7 @@ impl Router {
     /// ready, let open connections finish for up to the drain timeout, then drop the rest.
     pub async fn run(
         self,
-        mut snapshots: Subscription<TenantSnapshot>,
+        snapshots: Subscription<TenantSnapshot>,
         shutdown: CancellationToken,
     ) -> Result<(), RouterError> {
         let Router {
@@ -157,49 +157,71 @@ impl Router {
             accept_proxy_from: config.accept_proxy_from.clone(),
             drain: shutdown.clone(),
         });
+        let registry = Arc::new(EndpointRegistry::new(
+            Arc::clone(&tenant),
+            Arc::clone(&shared.metrics),
+        ));
         let applier = SnapshotApplier {
             tenant: config.tenant.clone(),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
-            registry: EndpointRegistry::new(Arc::clone(&tenant), Arc::clone(&shared.metrics)),
+            registry: Arc::clone(&registry),
             certificates: CertificateCache::default(),
             tls_resumption: config.tls_resumption,
         };
+        // Snapshots are compiled and swapped in on a thread of their own: a compile (about 12 ms
+        // at 5,000 routes) does not stall the connections, and a new one is not queued behind them.
         let mut listeners = Some((https, http));
-        let mut stream_open = true;
+        let mut applier = {
+            let state = Arc::clone(&state);
+            let ready = ready.clone();
+            let tracker = tracker.clone();
+            let thread = format!("apply-{tenant}");
+            let apply = move |snapshot: Arc<TenantSnapshot>, snapshots: &Subscription<_>| {
+                let outcome = applier.apply(&state, &snapshot);
+                if outcome.is_ok() {
+                    ready.set(true);
+                }
+                snapshots.ack(snapshot.version, outcome);
+                if state.current.load().is_some() {
+                    if let Some((https, http)) = listeners.take() {
+                        tracker.spawn(accept_loop(
+                            https,
+                            ListenerLabel::Https,
+                            Arc::clone(&state),
+                            tracker.clone(),
+                        ));
+                        tracker.spawn(accept_loop(
+                            http,
+                            ListenerLabel::Http,
+                            Arc::clone(&state),
+                            tracker.clone(),
+                        ));
+                    }
+                }
+                // What the snapshot took (megabytes for thousands of routes) goes back to the
+                // system now that it is compiled: the router keeps only that (about 0.8 ms for
+                // 5,000 routes).
+                drop(snapshot);
+                bulkhead_alloc::release_free_memory();
+            };
+            bulkhead_snapshot::applier::spawn(&thread, snapshots, &shutdown, apply)
+                .map_err(RouterError::Applier)?
+        };
+        let mut applying = true;
         let mut sweep = tokio::time::interval(OUTLIER_SWEEP_INTERVAL);
         sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = sweep.tick() => {
-                    applier.registry.sweep(Instant::now(), &shared.outlier);
+                    registry.sweep(Instant::now(), &shared.outlier);
                 }
-                next = snapshots.next(), if stream_open => match next {
-                    None => {
-                        tracing::warn!(tenant = %tenant, "snapshot stream ended; serving the last configuration");
-                        stream_open = false;
-                    }
-                    Some(snapshot) => {
-                        let outcome = applier.apply(&state, &snapshot);
-                        if outcome.is_ok() {
-                            ready.set(true);
-                        }
-                        snapshots.ack(snapshot.version, outcome);
-                        if state.current.load().is_some() {
-                            if let Some((https, http)) = listeners.take() {
-                                tracker.spawn(accept_loop(https, ListenerLabel::Https, Arc::clone(&state), tracker.clone()));
-                                tracker.spawn(accept_loop(http, ListenerLabel::Http, Arc::clone(&state), tracker.clone()));
-                            }
-                        }
-                        // What the snapshot took (megabytes for thousands of routes) goes back
-                        // to the system now that it is compiled: the router keeps only that.
-                        // (About 0.8 ms for 5,000 routes: off the worker threads.)
-                        drop(snapshot);
-                        drop(tokio::task::spawn_blocking(bulkhead_alloc::release_free_memory));
-                    }
-                },
+                // The stream ended (logged by the applier): the last configuration keeps serving.
+                () = applier.stopped(), if applying => applying = false,
             }
         }
+        // A snapshot being applied finishes before the router reports itself not ready.
+        applier.stopped().await;
         ready.set(false);
         tracing::info!(tenant = %tenant, "router draining");
         tracker.close();
@@ -248,7 +270,7 @@ pub fn validate_snapshot(snapshot: &TenantSnapshot) -> Result<(), CompileError> 
 struct SnapshotApplier {
     tenant: String,
     provider: Arc<CryptoProvider>,
-    registry: EndpointRegistry,
+    registry: Arc<EndpointRegistry>,
     certificates: CertificateCache,
     tls_resumption: bool,
 }

@@ -20,7 +20,7 @@ use bulkhead_snapshot::{
     PathMatch, RouteEntry, RouteRef, RouterEndpoints, Sealed, TenantSnapshot, TlsTerminate,
     VirtualHost, WeightedBackend,
 };
-use bulkhead_snapshot_wire::cert_reload::stamp;
+use bulkhead_snapshot_wire::cert_reload::stamp_now;
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -132,7 +132,7 @@ async fn run_edge(
     let (ack_tx, _acks) = tokio::sync::mpsc::channel(ACK_QUEUE);
     let (publisher, subscription) = handoff("edge/bench", ack_tx);
     let task = tokio::spawn(edge.run(subscription, shutdown.clone()));
-    watch_routes(&routes, &shutdown, |text, version| {
+    watch_routes(&routes, &shutdown, move |text, version| {
         let mut snapshot = edge_snapshot(text)?;
         snapshot.version = version;
         snapshot.seal();
@@ -174,7 +174,7 @@ async fn run_router(
         (Ok(c), Ok(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
         _ => None,
     };
-    watch_routes(&routes, &shutdown, |text, version| {
+    watch_routes(&routes, &shutdown, move |text, version| {
         let mut snapshot = router_snapshot(text, default_cert.as_ref())?;
         snapshot.version = version;
         snapshot.seal();
@@ -189,14 +189,22 @@ async fn run_router(
 /// Publishes the routes file now and whenever it is replaced, until `shutdown`.
 ///
 /// The file's directory is watched with inotify (through `notify`): the harness replaces the file
-/// by renaming a new one over it, and an idle data plane must not pay for polling.
+/// by renaming a new one over it, and an idle data plane must not pay for polling. The file is read
+/// and its snapshot built on the watcher's thread, as the cluster transport decodes snapshots off
+/// the data plane's workers: a route change does not wait for them.
 async fn watch_routes(
     path: &Path,
     shutdown: &CancellationToken,
-    mut publish: impl FnMut(&str, u64) -> anyhow::Result<()>,
+    publish: impl FnMut(&str, u64) -> anyhow::Result<()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use notify::{RecursiveMode, Watcher};
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let routes = std::sync::Arc::new(std::sync::Mutex::new(RoutesFile {
+        path: path.to_owned(),
+        version: 0,
+        seen: None,
+        publish,
+    }));
+    let on_event = std::sync::Arc::clone(&routes);
     let name = path.file_name().map(ToOwned::to_owned);
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let touches_file = res.is_ok_and(|event| {
@@ -204,8 +212,8 @@ async fn watch_routes(
                 && event.paths.iter().any(|p| p.file_name() == name.as_deref())
         });
         if touches_file {
-            // A full channel already holds a wake-up: the file is read after it either way.
-            let _ = tx.try_send(());
+            tracing::debug!("routes file event");
+            RoutesFile::check(&on_event);
         }
     })
     .context("inotify watcher")?;
@@ -216,29 +224,50 @@ async fn watch_routes(
     watcher
         .watch(dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("watching {}", dir.display()))?;
-    let mut version = 0;
-    // What identifies a version of the file (the harness renames a new file over it): its
-    // metadata stamp. Keeping this rather than the text keeps the adapter's own memory out of the
-    // router's RSS.
-    let mut seen = None;
-    loop {
-        match stamp(path).await {
-            None => tracing::warn!(path = %path.display(), "cannot read the routes file"),
-            current if current != seen => match tokio::fs::read_to_string(path).await {
-                Ok(text) => {
-                    version += 1;
-                    if let Err(e) = publish(&text, version) {
-                        tracing::error!(error = %e, "routes file rejected");
-                    }
-                    seen = current;
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read the routes file"),
-            },
-            _ => {}
+    // The first version, read once the watch is in place so that no change is missed.
+    tokio::task::spawn_blocking(move || RoutesFile::check(&routes))
+        .await
+        .context("reading the routes file")?;
+    shutdown.cancelled().await;
+    drop(watcher);
+    Ok(())
+}
+
+/// The routes file and what was last published from it.
+struct RoutesFile<F> {
+    path: PathBuf,
+    version: u64,
+    /// What identifies a version of the file (the harness renames a new file over it): its
+    /// metadata stamp. Keeping this rather than the text keeps the adapter's own memory out of the
+    /// router's RSS.
+    seen: bulkhead_snapshot_wire::cert_reload::Stamp,
+    publish: F,
+}
+
+impl<F: FnMut(&str, u64) -> anyhow::Result<()>> RoutesFile<F> {
+    /// Publishes the file if it changed since the last time (blocking: file reads).
+    fn check(this: &std::sync::Mutex<Self>) {
+        let mut this = this
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = stamp_now(&this.path);
+        if current.is_none() {
+            tracing::warn!(path = %this.path.display(), "cannot read the routes file");
+            return;
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            woke = rx.recv() => if woke.is_none() { return Ok(()) },
+        if current == this.seen {
+            return;
+        }
+        match std::fs::read_to_string(&this.path) {
+            Ok(text) => {
+                this.version += 1;
+                let version = this.version;
+                if let Err(e) = (this.publish)(&text, version) {
+                    tracing::error!(error = %e, "routes file rejected");
+                }
+                this.seen = current;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the routes file"),
         }
     }
 }

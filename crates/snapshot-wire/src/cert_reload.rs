@@ -129,9 +129,18 @@ pub type Stamp = Option<(SystemTime, u64, u64)>;
 
 /// The current [`Stamp`] of `path`.
 pub async fn stamp(path: &Path) -> Stamp {
-    let meta = tokio::fs::metadata(path).await.ok()?;
+    stamp_of(&tokio::fs::metadata(path).await.ok()?)
+}
+
+/// The current [`Stamp`] of `path`, read on the calling thread (blocking: not for a runtime's
+/// workers).
+pub fn stamp_now(path: &Path) -> Stamp {
+    stamp_of(&std::fs::metadata(path).ok()?)
+}
+
+fn stamp_of(meta: &std::fs::Metadata) -> Stamp {
     #[cfg(unix)]
-    let ino = std::os::unix::fs::MetadataExt::ino(&meta);
+    let ino = std::os::unix::fs::MetadataExt::ino(meta);
     #[cfg(not(unix))]
     let ino = 0;
     Some((meta.modified().ok()?, meta.len(), ino))
