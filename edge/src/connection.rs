@@ -1,6 +1,6 @@
 //! One client connection, from accept to close: read a trusted load balancer's PROXY header and
 //! sniff the name (both bounded by the per-source and global sniffing limits and one deadline),
-//! find the tenant in the table taken at accept, take one of the source's slots for that tenant and
+//! find the tenant in the table current once the name is known, take one of the source's slots for that tenant and
 //! one of the tenant's, connect to one of its routers (another endpoint on failure, nothing sent
 //! yet), write the PROXY v2 header and the sniffed bytes, then copy both ways until both sides are
 //! done. Per-source limits are checked before the shared sniffing pool is touched.
@@ -33,7 +33,8 @@ use tokio_util::sync::CancellationToken;
 /// What every connection task shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    /// The current routing table; a connection loads it once, at accept.
+    /// The current routing table; a connection looks its name up once, as soon as it is sniffed
+    /// (a change that lands while a client is still connecting applies to it).
     pub(crate) table: ArcSwap<EdgeTable>,
     pub(crate) limits: EdgeLimits,
     pub(crate) metrics: Arc<EdgeMetrics>,
@@ -68,7 +69,6 @@ pub(crate) async fn serve(
     let listener = listener_label(port);
     let metrics = &shared.metrics;
     let _open = GaugeGuard::new(&metrics.open_connections);
-    let table = shared.table.load_full();
     let local = match client.local_addr() {
         Ok(addr) => bulkhead_net::canonical(addr),
         Err(e) => {
@@ -167,7 +167,8 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let Some(tenant) = table.lookup(host.as_deref()).cloned() else {
+    let tenant = shared.table.load().lookup(host.as_deref()).cloned();
+    let Some(tenant) = tenant else {
         metrics
             .unknown_hostnames
             .get_or_create(&ListenerLabels { listener })
@@ -187,7 +188,6 @@ pub(crate) async fn serve(
         refuse(client, dialect, refusal, shared.limits.linger_timeout).await;
         return;
     };
-    drop(table);
     forward(client, addrs, sniffed, &tenant, port, &shared).await;
 }
 

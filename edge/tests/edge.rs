@@ -253,6 +253,37 @@ async fn sni_routes_to_the_owning_tenant_with_the_client_address_in_proxy_v2() {
     h.stop().await;
 }
 
+/// The table is consulted once the name is sniffed, not at accept: a client still connecting when
+/// a tenant is onboarded reaches it.
+#[tokio::test]
+async fn a_connection_accepted_before_a_change_but_greeting_after_it_gets_the_change() {
+    let acme = fake_router().await;
+    let mut globex = fake_router().await;
+    let mut h = start(EdgeLimits::default()).await;
+    h.publish(
+        &[("a.example", "acme")],
+        &[("acme", vec![acme.addr], vec![])],
+    )
+    .await
+    .unwrap();
+    let mut c = TcpStream::connect(h.https).await.unwrap();
+    h.metric_eventually("bulkhead_edge_connections_open 1")
+        .await;
+    h.publish(
+        &[("a.example", "acme"), ("b.example", "globex")],
+        &[
+            ("acme", vec![acme.addr], vec![]),
+            ("globex", vec![globex.addr], vec![]),
+        ],
+    )
+    .await
+    .unwrap();
+    c.write_all(&client_hello("b.example")).await.unwrap();
+    assert!(matches!(recv(&mut globex).await, ProxyHeader::Proxied(_)));
+    drop(c);
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn unknown_sni_gets_the_unrecognized_name_alert() {
     let acme = fake_router().await;

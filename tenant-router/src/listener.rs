@@ -6,7 +6,9 @@
 //!   copied to a TCPRoute / TLSRoute backend), or an `unrecognized_name` alert and close.
 //! * HTTP listener: PROXY v2 header → HTTP/1.1 (or HTTP/2 prior knowledge) over the replayed bytes.
 //!
-//! A connection loads the configuration once, when it is accepted, and keeps it to the end.
+//! A connection loads the configuration once, when its first bytes are read (the ClientHello, or
+//! on the HTTP listener the end of the PROXY header), and keeps it to the end: a change that lands
+//! while a client is still connecting applies to that client.
 
 use crate::balance::OutstandingGuard;
 use crate::body::{ObservedBody, ProxyBody};
@@ -271,9 +273,9 @@ pub(crate) async fn accept_loop(
             peer,
             permit: pending,
         } = accepted;
-        let Some(config) = state.current.load_full() else {
+        if state.current.load().is_none() {
             continue;
-        };
+        }
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
         let admission = Arc::clone(&admission);
@@ -282,7 +284,7 @@ pub(crate) async fn accept_loop(
             // once and never moved, where tokio would copy it into the task and on each stage
             // change.
             let serve = Box::pin(serve_connection(
-                &state, &admission, kind, config, stream, peer, pending,
+                &state, &admission, kind, stream, peer, pending,
             ));
             tokio::select! {
                 outcome = serve => count_outcome(&state.shared, kind, outcome),
@@ -298,7 +300,6 @@ async fn serve_connection(
     state: &ListenerState,
     admission: &Admission,
     kind: ListenerLabel,
-    config: Arc<CompiledConfig>,
     mut stream: TcpStream,
     peer: SocketAddr,
     pending: OwnedSemaphorePermit,
@@ -318,7 +319,6 @@ async fn serve_connection(
         }
     };
     let conn = Accepted {
-        config,
         stream,
         buf,
         client,
@@ -332,7 +332,6 @@ async fn serve_connection(
 
 /// An admitted connection: what was read of it so far and what it holds.
 struct Accepted {
-    config: Arc<CompiledConfig>,
     stream: TcpStream,
     /// Bytes read after the PROXY header.
     buf: Vec<u8>,
@@ -369,7 +368,6 @@ async fn client_address(
 
 async fn serve_tls_connection(state: &ListenerState, conn: Accepted) -> ConnectionOutcome {
     let Accepted {
-        config,
         mut stream,
         mut buf,
         client,
@@ -384,6 +382,10 @@ async fn serve_tls_connection(state: &ListenerState, conn: Accepted) -> Connecti
             tracing::debug!(tenant = %state.shared.tenant, %client, reason = e.reason(), "no usable ClientHello");
             return ConnectionOutcome::SniffError;
         }
+    };
+    // (Always set: connections are accepted only once a configuration is served.)
+    let Some(config) = state.current.load_full() else {
+        return ConnectionOutcome::UnknownSni;
     };
     let target = match hello.sni.as_deref() {
         Some(name) => config.sni.lookup(name),
@@ -405,13 +407,12 @@ async fn serve_tls_connection(state: &ListenerState, conn: Accepted) -> Connecti
         }) => {
             let (listener, client_auth) = (Arc::clone(listener), client_auth.clone());
             let conn = Accepted {
-                config,
                 stream,
                 buf,
                 client,
                 slot,
             };
-            terminate(state, conn, listener, client_auth).await
+            terminate(state, config, conn, listener, client_auth).await
         }
         Some(SniTarget::TerminateTcp(route)) => {
             let route = Arc::clone(route);
@@ -508,12 +509,12 @@ async fn terminate_tcp(
 /// HTTP with the verified client identity, if any.
 async fn terminate(
     state: &ListenerState,
+    config: Arc<CompiledConfig>,
     conn: Accepted,
     listener: Arc<str>,
     client_auth: Option<Arc<ClientAuth>>,
 ) -> ConnectionOutcome {
     let Accepted {
-        config,
         stream,
         buf,
         client,
@@ -549,12 +550,15 @@ async fn terminate(
 
 async fn serve_plain_connection(state: &ListenerState, conn: Accepted) -> ConnectionOutcome {
     let Accepted {
-        config,
         stream,
         buf,
         client,
         slot,
     } = conn;
+    // (Always set: connections are accepted only once a configuration is served.)
+    let Some(config) = state.current.load_full() else {
+        return ConnectionOutcome::Http;
+    };
     let ctx = ConnContext {
         shared: Arc::clone(&state.shared),
         config,

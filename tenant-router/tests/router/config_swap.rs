@@ -113,6 +113,60 @@ async fn swap_keeps_open_connections_and_invalid_snapshots_are_refused() {
     );
 }
 
+/// A connection takes the configuration current when its first bytes arrive, not the one current
+/// when it was accepted: a client still connecting when a change lands gets the change.
+#[tokio::test]
+async fn a_connection_accepted_before_a_change_but_greeting_after_it_gets_the_change() {
+    let pki = Pki::new();
+    let v1 = EchoBackend::start("v1").await;
+    let v2 = EchoBackend::start("v2").await;
+    let mut router = TestRouter::start(snapshot(&pki, 1, "acme/v1:80", v1.addr)).await;
+
+    // Accepted and admitted (PROXY header read), ClientHello not sent yet.
+    let tcp = proxied_tcp(router.https).await;
+    let open = || router.metric("bulkhead_router_open_connections", &[("listener", "https")]);
+    assert!(
+        eventually(|| open() == Some(1.0)).await,
+        "the router holds the connection before the change"
+    );
+    router
+        .publish(snapshot(&pki, 2, "acme/v2:80", v2.addr))
+        .await
+        .expect("v2 accepted");
+
+    let connector = tokio_rustls::TlsConnector::from(pki.client_config(&[b"http/1.1"]));
+    let tls = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from("a.acme.test").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let mut client = Client::h1(tls).await;
+    assert_eq!(client.get("a.acme.test", "/").await.backend(), "v2");
+
+    // The plain HTTP listener takes it once the PROXY header is read. v3 adds the host on port 80.
+    let mut tcp = tokio::net::TcpStream::connect(router.http).await.unwrap();
+    // Ordering, not timing: the accept loop takes the connection well within this.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut v3 = snapshot(&pki, 3, "acme/v1:80", v1.addr);
+    v3.http.virtual_hosts = vec![vhost(
+        "a.acme.test",
+        80,
+        vec![route(
+            "web",
+            prefix("/"),
+            vec![weighted(Some("acme/v1:80"), 1)],
+        )],
+    )];
+    router.publish(v3).await.expect("v3 accepted");
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, &proxy_header())
+        .await
+        .unwrap();
+    let mut client = Client::h1(tcp).await;
+    assert_eq!(client.get("a.acme.test", "/").await.backend(), "v1");
+}
+
 #[tokio::test]
 async fn shutdown_stops_accepting_and_marks_not_ready() {
     let pki = Pki::new();
