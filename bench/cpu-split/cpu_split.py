@@ -16,6 +16,9 @@ on /1m.bin (per MiB). The harness's settings (DURATION, CONNS, ...) apply.
 PERF_EVENTS=probe_libc:malloc (after `perf probe -x /lib/x86_64-linux-gnu/libc.so.6 malloc`) also
 counts events per request with `perf stat` (this VM has no hardware counters, but uprobes work).
 
+BACKEND_CPU=1 also reports the backend's (the harness's nginx) user and system time per request
+or MiB while each target carried the load: what a proxy's way of reading and writing costs its peer.
+
 For an A/B of two builds in the same run, EXTRA_CANDIDATES adds candidates of the same role:
 `name|127.0.0.1:PORT|command` entries separated by `;`.
 """
@@ -93,6 +96,7 @@ def main():
     role = os.environ.get("ROLE", "router")
     loads = [x.strip() for x in os.environ.get("LOADS", "R1,R2").split(",") if x.strip()]
     rounds = int(os.environ.get("ROUNDS", "3"))
+    backend_cpu = os.environ.get("BACKEND_CPU") == "1"
     B.install_cleanup()
     B.assert_resolves_loopback(B.HOST_A)
     be = T.Backends().start()
@@ -114,14 +118,19 @@ def main():
             for name in loads:
                 for t in order:
                     pids = worker_pids(t)
+                    be_pids = B.tree_pids(be.nginx.pid, B.proc_table()) if backend_cpu else []
                     u0, s0 = user_sys(pids)
+                    bu0, bs0 = user_sys(be_pids)
                     perf = perf_start(pids)
                     units, rate, secs = load(name, t)
                     counts = perf_stop(perf)
                     u1, s1 = user_sys(pids)
+                    bu1, bs1 = user_sys(be_pids)
                     per = 1e6 / CLK / max(units, 1)
+                    backend = dict(backend_user_us=round((bu1 - bu0) * per, 2),
+                                   backend_sys_us=round((bs1 - bs0) * per, 2)) if backend_cpu else {}
                     row = dict(round=rnd, load=name, target=t.name, units=round(units, 1), rate=rate,
-                               user_us=round((u1 - u0) * per, 2), sys_us=round((s1 - s0) * per, 2),
+                               user_us=round((u1 - u0) * per, 2), sys_us=round((s1 - s0) * per, 2), **backend,
                                **{f"{k} per unit": round(v / max(units, 1), 2) for k, v in counts.items()})
                     rows.append(row)
                     print(json.dumps(row), flush=True)
@@ -136,7 +145,7 @@ def main():
             us = sorted(r["user_us"] for r in rs)
             ss = sorted(r["sys_us"] for r in rs)
             rt = sorted(r["rate"] for r in rs)
-            events = sorted({k for r in rs for k in r if k.endswith(" per unit")})
+            events = sorted({k for r in rs for k in r if k.endswith(" per unit") or k.startswith("backend_")})
             extra = "".join(f" {k}: {min(r.get(k, 0) for r in rs)}–{max(r.get(k, 0) for r in rs)}" for k in events)
             print(f"| {name} | {t.name} | {us[0]}–{us[-1]} | {ss[0]}–{ss[-1]} | {rt[0]:,.0f}–{rt[-1]:,.0f} |{extra}")
 
