@@ -26,6 +26,11 @@ pub struct Applier {
 /// last holder when the transport is a hand-off) and the subscription to acknowledge it on. The
 /// thread is in the current runtime's context, so `apply` may spawn tasks onto it.
 ///
+/// After each `apply`, what the process freed goes back to the system
+/// ([`bulkhead_alloc::release_free_memory`]): a snapshot dropped once compiled is megabytes for
+/// thousands of routes, and the allocator would otherwise keep it (0.8 ms for 5,000 routes, on
+/// this thread).
+///
 /// # Errors
 /// The thread could not be created.
 ///
@@ -66,6 +71,7 @@ where
                         return;
                     };
                     apply(snapshot, &subscription);
+                    bulkhead_alloc::release_free_memory();
                 }
             });
         })?;
