@@ -294,6 +294,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Link<T> {
         // through this task's run queue.
         let last = self.last_payload;
         let snapshots = self.snapshots.clone();
+        let status = self.status.clone();
         let received = tokio::task::spawn_blocking(move || {
             let digest: [u8; 32] = Sha256::digest(&payload).into();
             if last == Some(digest) {
@@ -301,6 +302,11 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Link<T> {
             }
             match decode::<T>(&payload) {
                 Ok(snapshot) => {
+                    // Counted first: whoever sees the snapshot sees it counted.
+                    status.send_modify(|s| {
+                        s.snapshots += 1;
+                        s.serving_bootstrap = false;
+                    });
                     snapshots.put(Arc::new(snapshot));
                     Received::Handed(digest)
                 }
@@ -321,13 +327,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Link<T> {
             Received::Unchanged => {
                 tracing::debug!(stream = %self.stream, "snapshot unchanged since the last one");
             }
-            Received::Handed(digest) => {
-                self.last_payload = Some(digest);
-                self.status.send_modify(|s| {
-                    s.snapshots += 1;
-                    s.serving_bootstrap = false;
-                });
-            }
+            Received::Handed(digest) => self.last_payload = Some(digest),
             Received::Undecodable {
                 digest,
                 version,
