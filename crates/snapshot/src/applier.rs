@@ -55,7 +55,7 @@ where
         .spawn(move || {
             // Dropped last, when the loop has ended (or `apply` panicked): wakes `stopped()`.
             let _stopped = stopped_tx;
-            let _context = runtime.enter();
+            // `block_on` enters the runtime's context: `apply` may spawn tasks.
             runtime.block_on(async {
                 loop {
                     let next = tokio::select! {
