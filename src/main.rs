@@ -58,7 +58,12 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    process::run(cli.log.log_format, run(cli.command))
+    // The edge and the router serve connections on a runtime per worker; the rest shares one.
+    let threads = match cli.command {
+        Command::DataPlane(_) => process::Threads::PerWorker,
+        _ => process::Threads::Shared,
+    };
+    process::run(cli.log.log_format, threads, run(cli.command))
 }
 
 /// Runs one subcommand to its end.

@@ -1,5 +1,6 @@
-//! What every subcommand's process does the same way: the async runtime (one worker: a current-thread
-//! runtime), logging and trace export around the work, and shutdown on SIGTERM or Ctrl-C.
+//! What every subcommand's process does the same way: the async runtimes (a current-thread runtime
+//! per worker thread, see `bulkhead_net::workers`), logging and trace export around the work, and
+//! shutdown on SIGTERM or Ctrl-C.
 
 use crate::telemetry::{self, LogFormat};
 use anyhow::Context;
@@ -19,37 +20,71 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
-/// Installs logging, starts the runtime, runs `work` on it with trace export (when an OTLP
-/// endpoint is configured) and flushes the traces at the end.
+/// How a process's threads run its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// A current-thread runtime per worker thread, each serving the connections its accept loops
+    /// take (see `bulkhead_net::workers`): the edge and the router.
+    PerWorker,
+    /// One multi-thread runtime whose workers share every task: the control plane and the tools.
+    Shared,
+}
+
+/// Installs logging, starts the runtimes (one worker: a current-thread runtime either way), runs
+/// `work` on this thread's with trace export (when an OTLP endpoint is configured) and flushes the
+/// traces at the end.
 ///
 /// # Errors
-/// When the runtime or the trace exporter cannot start, or `work` fails.
-pub fn run<F>(log_format: LogFormat, work: F) -> anyhow::Result<()>
+/// When a runtime or the trace exporter cannot start, or `work` fails.
+pub fn run<F>(log_format: LogFormat, threads: Threads, work: F) -> anyhow::Result<()>
 where
     F: Future<Output = anyhow::Result<()>>,
 {
     telemetry::init(log_format);
     let workers = worker_threads();
-    // One worker: a current-thread runtime does the same work without cross-thread hand-offs.
-    let runtime = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
+    if workers == 1 {
+        return current_thread_runtime()?.block_on(with_tracing(work));
+    }
+    if threads == Threads::Shared {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .worker_threads(workers)
             .build()
+            .context("cannot start the async runtime")?;
+        return runtime.block_on(with_tracing(work));
     }
-    .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let otel = telemetry::init_tracing()?;
-        let result = work.await;
-        if let Some(otel) = otel {
-            otel.shutdown().await;
-        }
-        result
-    })
+    let mut runtimes =
+        bulkhead_net::workers::runtimes(workers).context("cannot start the async runtimes")?;
+    let all = bulkhead_net::workers::Workers::of(&runtimes);
+    let others = runtimes.split_off(1);
+    let main = runtimes.pop().context("no runtime")?;
+    bulkhead_net::workers::enter(&all, 0);
+    let threads = bulkhead_net::workers::WorkerThreads::start(&all, (1..).zip(others))
+        .context("cannot start a worker thread")?;
+    let result = main.block_on(with_tracing(work));
+    // Stops the other workers and waits for them.
+    drop(threads);
+    result
+}
+
+/// `work` with trace export around it.
+async fn with_tracing<F>(work: F) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let otel = telemetry::init_tracing()?;
+    let result = work.await;
+    if let Some(otel) = otel {
+        otel.shutdown().await;
+    }
+    result
+}
+
+fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// Worker threads: `BULKHEAD_WORKERS` if set (the benchmark harness sets 1), else one per core.

@@ -57,7 +57,7 @@ impl Edge {
         ready: ReadyFlag,
     ) -> Result<Edge, EdgeError> {
         let bind = |addr: SocketAddr| async move {
-            let listener = bulkhead_net::bind(addr)
+            let listener = bulkhead_net::bind_for_workers(addr)
                 .await
                 .map_err(|source| EdgeError::Bind { addr, source })?;
             let local = listener
@@ -139,16 +139,26 @@ impl Edge {
         };
         let tracker = TaskTracker::new();
         let connection_slots = Arc::new(Semaphore::new(shared.limits.max_connections));
-        let acceptors = [(https, EdgePort::Https), (http, EdgePort::Http)].map(|(l, port)| {
-            tokio::spawn(accept_loop(
-                l,
-                port,
-                shared.clone(),
-                tracker.clone(),
-                connection_slots.clone(),
-                shutdown.clone(),
-            ))
-        });
+        // Each listener is accepted from on every worker (a runtime per worker thread).
+        let workers = bulkhead_net::workers::current();
+        let mut acceptors = Vec::new();
+        for (listener, port) in [(https, EdgePort::Https), (http, EdgePort::Http)] {
+            let (shared, tracker) = (&shared, &tracker);
+            let (slots, shutdown) = (&connection_slots, &shutdown);
+            acceptors.extend(
+                bulkhead_net::workers::spawn_accept_loops(&workers, listener, |l| {
+                    accept_loop(
+                        l,
+                        port,
+                        Arc::clone(shared),
+                        tracker.clone(),
+                        Arc::clone(slots),
+                        shutdown.clone(),
+                    )
+                })
+                .map_err(EdgeError::Io)?,
+            );
+        }
 
         let mut applying = true;
         let mut summary = tokio::time::interval(REFUSAL_SUMMARY_INTERVAL);

@@ -18,5 +18,9 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    process::run(cli.log.log_format, cli.command.run())
+    process::run(
+        cli.log.log_format,
+        process::Threads::PerWorker,
+        cli.command.run(),
+    )
 }

@@ -54,7 +54,8 @@ pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle pooled upstream connection is kept.
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Most idle pooled HTTP/1 connections per backend endpoint.
+/// Most idle pooled HTTP/1 connections per backend endpoint and worker (each worker thread keeps a
+/// pool of its own, see `bulkhead_net::workers`).
 pub const DEFAULT_UPSTREAM_MAX_IDLE_PER_ENDPOINT: usize = 128;
 /// hyper refuses an HTTP/1 read buffer smaller than this (client and server side alike).
 pub(crate) const MIN_H1_BUF_SIZE: usize = 8 * 1024;

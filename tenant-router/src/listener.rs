@@ -208,8 +208,8 @@ pub(crate) struct ConnectionSlot {
     _source: ConcurrencyGuard<SourceKey>,
 }
 
-/// The limits one listener admits connections by.
-struct Admission {
+/// The limits one listener admits connections by, shared by its accept loops on every worker.
+pub(crate) struct Admission {
     /// Connections served at once ([`RouterLimits::max_connections`]).
     slots: Arc<Semaphore>,
     /// Connections accepted whose PROXY header is not read yet (at most `max_connections`, each for
@@ -220,7 +220,8 @@ struct Admission {
 }
 
 impl Admission {
-    fn new(limits: &crate::RouterLimits) -> Self {
+    /// Admission by `limits`.
+    pub(crate) fn new(limits: &crate::RouterLimits) -> Self {
         let max = limits.max_connections.max(1);
         Self {
             slots: Arc::new(Semaphore::new(max)),
@@ -258,9 +259,9 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     kind: ListenerLabel,
     state: Arc<ListenerState>,
+    admission: Arc<Admission>,
     tracker: TaskTracker,
 ) {
-    let admission = Arc::new(Admission::new(&state.shared.limits));
     let name = match kind {
         ListenerLabel::Https => "https",
         ListenerLabel::Http => "http",

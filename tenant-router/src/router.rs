@@ -7,7 +7,7 @@ use crate::compile::{compile, CertificateCache, CompiledConfig};
 use crate::error::{CompileError, RouterError};
 use crate::http::Shared;
 use crate::limits::{default_accept_proxy_from, RouterLimits, OUTLIER_SWEEP_INTERVAL};
-use crate::listener::{accept_loop, HttpServers, ListenerState};
+use crate::listener::{accept_loop, Admission, HttpServers, ListenerState};
 use crate::metrics::{ListenerLabel, RouterMetrics, SnapshotLabels, SnapshotOutcome, TenantLabels};
 use crate::outlier::OutlierPolicy;
 use crate::upstream::Upstreams;
@@ -134,10 +134,12 @@ impl Router {
         } = self;
         let tenant: Arc<str> = Arc::from(config.tenant.as_str());
         let tracker = TaskTracker::new();
+        // The runtimes connections are served on: this one, or a runtime per worker thread.
+        let workers = bulkhead_net::workers::current();
         let shared = Arc::new(Shared {
             tenant: Arc::clone(&tenant),
             metrics,
-            upstreams: Upstreams::new(&config.limits),
+            upstreams: Upstreams::new(&config.limits, workers.len()),
             outlier: OutlierPolicy::from_limits(&config.limits),
             limits: config.limits.clone(),
             hard_stop: CancellationToken::new(),
@@ -170,6 +172,12 @@ impl Router {
         };
         // Snapshots are compiled and swapped in on a thread of their own: a compile (about 12 ms
         // at 5,000 routes) does not stall the connections, and a new one is not queued behind them.
+        // One admission per listener, whichever worker accepts; made here rather than on the
+        // applier's thread, whose malloc arena would keep their pages.
+        let admissions = [
+            Arc::new(Admission::new(&config.limits)),
+            Arc::new(Admission::new(&config.limits)),
+        ];
         let mut listeners = Some((https, http));
         let mut applier = {
             let state = Arc::clone(&state);
@@ -184,18 +192,29 @@ impl Router {
                 snapshots.ack(snapshot.version, outcome);
                 if state.current.load().is_some() {
                     if let Some((https, http)) = listeners.take() {
-                        tracker.spawn(accept_loop(
-                            https,
-                            ListenerLabel::Https,
-                            Arc::clone(&state),
-                            tracker.clone(),
-                        ));
-                        tracker.spawn(accept_loop(
-                            http,
-                            ListenerLabel::Http,
-                            Arc::clone(&state),
-                            tracker.clone(),
-                        ));
+                        let listeners =
+                            [(https, ListenerLabel::Https), (http, ListenerLabel::Http)];
+                        for ((listener, kind), admission) in listeners.into_iter().zip(&admissions)
+                        {
+                            let admission = Arc::clone(admission);
+                            let (loop_state, loop_tracker) = (Arc::clone(&state), tracker.clone());
+                            let started = bulkhead_net::workers::spawn_accept_loops(
+                                &workers,
+                                listener,
+                                move |listener| {
+                                    loop_tracker.track_future(accept_loop(
+                                        listener,
+                                        kind,
+                                        Arc::clone(&loop_state),
+                                        Arc::clone(&admission),
+                                        loop_tracker.clone(),
+                                    ))
+                                },
+                            );
+                            if let Err(e) = started {
+                                tracing::error!(tenant = %state.shared.tenant, error = %e, "cannot accept on every worker");
+                            }
+                        }
                     }
                 }
                 // Dropped here, once compiled: the router keeps only what it compiled (the
@@ -237,7 +256,7 @@ impl Router {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RouterError> {
-    bulkhead_net::bind(addr)
+    bulkhead_net::bind_for_workers(addr)
         .await
         .map_err(|source| RouterError::Bind { addr, source })
 }

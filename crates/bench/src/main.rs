@@ -42,7 +42,11 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    process::run(cli.log.log_format, async move {
+    let threads = match cli.command {
+        Command::BenchCandidate => process::Threads::PerWorker,
+        _ => process::Threads::Shared,
+    };
+    process::run(cli.log.log_format, threads, async move {
         match cli.command {
             Command::BenchCandidate => candidate::run().await,
             Command::BenchOperator(args) => operator::run(args).await,

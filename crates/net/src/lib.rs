@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 mod when_woken;
+pub mod workers;
 
 pub use when_woken::{when_woken, WhenWoken};
 
@@ -28,11 +29,23 @@ pub const fn dual_stack(port: u16) -> SocketAddr {
 /// IPv4 clients too (`IPV6_V6ONLY` off); where the host has no IPv6 at all it falls back to
 /// `0.0.0.0:PORT`, with a warning. Any other address binds exactly as given.
 pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    match bind_std(addr) {
+    bind_with(addr, false)
+}
+
+/// [`bind`] for a listener that every worker accepts from
+/// ([`workers::spawn_accept_loops`]): on a thread that is one of several workers, the socket
+/// takes `SO_REUSEPORT`, so that each other worker binds a socket of its own beside it and the
+/// kernel spreads the connections over them. Otherwise exactly [`bind`].
+pub async fn bind_for_workers(addr: SocketAddr) -> io::Result<TcpListener> {
+    bind_with(addr, workers::shared_listeners())
+}
+
+fn bind_with(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    match bind_std(addr, reuse_port) {
         Err(e) if is_unspecified_v6(addr) && ipv6_unavailable(&e) => {
             let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
             tracing::warn!(%addr, fallback = %v4, error = %e, "IPv6 is not available; listening on IPv4 only");
-            TcpListener::from_std(bind_std(v4)?)
+            TcpListener::from_std(bind_std(v4, reuse_port)?)
         }
         other => TcpListener::from_std(other?),
     }
@@ -103,12 +116,15 @@ fn ipv6_unavailable(e: &io::Error) -> bool {
         || e.kind() == io::ErrorKind::AddrNotAvailable
 }
 
-fn bind_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+fn bind_std(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if is_unspecified_v6(addr) {
         socket.set_only_v6(false)?;
     }
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(addr))?;
     socket.listen(LISTEN_BACKLOG)?;

@@ -145,17 +145,25 @@ pub(crate) struct PoolKey {
     pub(crate) tls: Option<tls::TlsIdentity>,
 }
 
-/// The router's upstream clients.
+/// The router's upstream clients: a pool of connections per worker (see
+/// [`bulkhead_net::workers`]), so that a request and the upstream connection it is sent on are
+/// served by the same thread.
 #[derive(Debug)]
 pub(crate) struct Upstreams {
+    per_worker: Box<[Pools]>,
+}
+
+/// One worker's upstream connections.
+#[derive(Debug)]
+struct Pools {
     h1: Arc<h1_pool::H1Pool>,
     h2: h2_pool::H2Pool,
 }
 
 impl Upstreams {
-    /// Clients configured from the router limits.
-    pub(crate) fn new(limits: &RouterLimits) -> Self {
-        Self {
+    /// Clients configured from the router limits, for `workers` workers (at least one).
+    pub(crate) fn new(limits: &RouterLimits, workers: usize) -> Self {
+        let pools = || Pools {
             h1: Arc::new(h1_pool::H1Pool::new(h1_pool::H1Settings {
                 connect_timeout: limits.upstream_connect_timeout,
                 idle_timeout: limits.upstream_idle_timeout,
@@ -168,7 +176,17 @@ impl Upstreams {
                 keep_alive_timeout: limits.h2_keep_alive_timeout,
                 senders: Mutex::new(HashMap::default()),
             },
+        };
+        Self {
+            per_worker: (0..workers.max(1)).map(|_| pools()).collect(),
         }
+    }
+
+    /// The calling worker's pools (the first on any other thread).
+    fn pools(&self) -> &Pools {
+        self.per_worker
+            .get(bulkhead_net::workers::index())
+            .unwrap_or(&self.per_worker[0])
     }
 
     /// Sends `req` (whose URI must already be absolute: `http://endpoint/path` for HTTP/1,
@@ -184,8 +202,9 @@ impl Upstreams {
         req: Request<ProxyBody>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a {
         use futures::FutureExt;
+        let pools = self.pools();
         match protocol {
-            BackendProtocol::H2c => Either::Left(self.h2.send(endpoint, tls, req).map(|sent| {
+            BackendProtocol::H2c => Either::Left(pools.h2.send(endpoint, tls, req).map(|sent| {
                 sent.map(|resp| {
                     resp.map(|inner| UpstreamBody {
                         inner,
@@ -194,15 +213,17 @@ impl Upstreams {
                 })
             })),
             BackendProtocol::Http1 | BackendProtocol::Tcp => {
-                Either::Right(h1_pool::send(&self.h1, endpoint, tls, req))
+                Either::Right(h1_pool::send(&pools.h1, endpoint, tls, req))
             }
         }
     }
 
     /// Drops pooled connections to endpoints no longer configured (whatever their TLS identity).
     pub(crate) fn retain(&self, live: &HashSet<SocketAddr>) {
-        self.h1.retain(live);
-        self.h2.retain(live);
+        for pools in &*self.per_worker {
+            pools.h1.retain(live);
+            pools.h2.retain(live);
+        }
     }
 }
 

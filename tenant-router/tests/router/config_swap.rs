@@ -2,44 +2,23 @@
 //! reason while the previous configuration keeps serving, shutdown drains.
 
 use crate::support::*;
-use bulkhead_snapshot::{BackendProtocol, PathMatch, TenantSnapshot};
+use bulkhead_snapshot::PathMatch;
 use http::StatusCode;
 use std::time::Duration;
-
-fn snapshot(
-    pki: &Pki,
-    version: u64,
-    backend_id: &str,
-    addr: std::net::SocketAddr,
-) -> TenantSnapshot {
-    let mut s = base_snapshot(pki, version);
-    s.backends
-        .insert(backend_id.into(), backend(BackendProtocol::Http1, &[addr]));
-    s.https.virtual_hosts = vec![vhost(
-        "a.acme.test",
-        443,
-        vec![route(
-            "web",
-            prefix("/"),
-            vec![weighted(Some(backend_id), 1)],
-        )],
-    )];
-    s
-}
 
 #[tokio::test]
 async fn swap_keeps_open_connections_and_invalid_snapshots_are_refused() {
     let pki = Pki::new();
     let v1 = EchoBackend::start("v1").await;
     let v2 = EchoBackend::start("v2").await;
-    let mut router = TestRouter::start(snapshot(&pki, 1, "acme/v1:80", v1.addr)).await;
+    let mut router = TestRouter::start(web_snapshot(&pki, 1, "acme/v1:80", v1.addr)).await;
     assert!(router.ready.is_ready());
 
     let mut old = h1_tls(&pki, &router, "a.acme.test").await;
     assert_eq!(old.get("a.acme.test", "/").await.backend(), "v1");
 
     router
-        .publish(snapshot(&pki, 2, "acme/v2:80", v2.addr))
+        .publish(web_snapshot(&pki, 2, "acme/v2:80", v2.addr))
         .await
         .expect("v2 accepted");
     assert_eq!(
@@ -54,7 +33,7 @@ async fn swap_keeps_open_connections_and_invalid_snapshots_are_refused() {
         "new connections get the new one"
     );
 
-    let mut bad_regex = snapshot(&pki, 3, "acme/v1:80", v1.addr);
+    let mut bad_regex = web_snapshot(&pki, 3, "acme/v1:80", v1.addr);
     bad_regex.https.virtual_hosts[0].routes[0].matches.path =
         Some(PathMatch::RegularExpression("(unclosed".into()));
     let err = router
@@ -66,13 +45,13 @@ async fn swap_keeps_open_connections_and_invalid_snapshots_are_refused() {
         "{err}"
     );
 
-    let mut bad_pem = snapshot(&pki, 4, "acme/v1:80", v1.addr);
+    let mut bad_pem = web_snapshot(&pki, 4, "acme/v1:80", v1.addr);
     bad_pem.certificates.get_mut("acme/exact").unwrap().cert_pem =
         "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n".into();
     let err = router.publish(bad_pem).await.expect_err("bad PEM refused");
     assert!(err.contains("acme/exact"), "{err}");
 
-    let mut dangling = snapshot(&pki, 5, "acme/v1:80", v1.addr);
+    let mut dangling = web_snapshot(&pki, 5, "acme/v1:80", v1.addr);
     dangling.https.virtual_hosts[0].routes[0].backends = vec![weighted(Some("acme/missing:80"), 1)];
     let err = router
         .publish(dangling)
@@ -80,7 +59,7 @@ async fn swap_keeps_open_connections_and_invalid_snapshots_are_refused() {
         .expect_err("dangling backend refused");
     assert!(err.contains("acme/missing:80"), "{err}");
 
-    let mut other_tenant = snapshot(&pki, 6, "acme/v1:80", v1.addr);
+    let mut other_tenant = web_snapshot(&pki, 6, "acme/v1:80", v1.addr);
     other_tenant.tenant = "globex".into();
     assert!(router.publish(other_tenant).await.is_err());
 
@@ -120,7 +99,7 @@ async fn a_connection_accepted_before_a_change_but_greeting_after_it_gets_the_ch
     let pki = Pki::new();
     let v1 = EchoBackend::start("v1").await;
     let v2 = EchoBackend::start("v2").await;
-    let mut router = TestRouter::start(snapshot(&pki, 1, "acme/v1:80", v1.addr)).await;
+    let mut router = TestRouter::start(web_snapshot(&pki, 1, "acme/v1:80", v1.addr)).await;
 
     // Accepted and admitted (PROXY header read), ClientHello not sent yet.
     let tcp = proxied_tcp(router.https).await;
@@ -130,7 +109,7 @@ async fn a_connection_accepted_before_a_change_but_greeting_after_it_gets_the_ch
         "the router holds the connection before the change"
     );
     router
-        .publish(snapshot(&pki, 2, "acme/v2:80", v2.addr))
+        .publish(web_snapshot(&pki, 2, "acme/v2:80", v2.addr))
         .await
         .expect("v2 accepted");
 
@@ -149,7 +128,7 @@ async fn a_connection_accepted_before_a_change_but_greeting_after_it_gets_the_ch
     let mut tcp = tokio::net::TcpStream::connect(router.http).await.unwrap();
     // Ordering, not timing: the accept loop takes the connection well within this.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut v3 = snapshot(&pki, 3, "acme/v1:80", v1.addr);
+    let mut v3 = web_snapshot(&pki, 3, "acme/v1:80", v1.addr);
     v3.http.virtual_hosts = vec![vhost(
         "a.acme.test",
         80,
@@ -171,7 +150,7 @@ async fn a_connection_accepted_before_a_change_but_greeting_after_it_gets_the_ch
 async fn shutdown_stops_accepting_and_marks_not_ready() {
     let pki = Pki::new();
     let v1 = EchoBackend::start("v1").await;
-    let mut router = TestRouter::start(snapshot(&pki, 1, "acme/v1:80", v1.addr)).await;
+    let mut router = TestRouter::start(web_snapshot(&pki, 1, "acme/v1:80", v1.addr)).await;
     let mut idle = h1_tls(&pki, &router, "a.acme.test").await;
     assert_eq!(idle.get("a.acme.test", "/").await.status, StatusCode::OK);
     router.shutdown.cancel();
@@ -192,7 +171,7 @@ async fn shutdown_stops_accepting_and_marks_not_ready() {
 async fn in_flight_request_finishes_during_drain() {
     let pki = Pki::new();
     let v1 = EchoBackend::start("v1").await;
-    let mut router = TestRouter::start(snapshot(&pki, 1, "acme/v1:80", v1.addr)).await;
+    let mut router = TestRouter::start(web_snapshot(&pki, 1, "acme/v1:80", v1.addr)).await;
     let mut c = h2_tls(&pki, &router, "a.acme.test").await;
     let req = c
         .request("GET", "a.acme.test", "/delay")

@@ -11,3 +11,4 @@ mod routing;
 mod support;
 mod tenancy;
 mod upstream_pool;
+mod workers;

@@ -345,6 +345,29 @@ pub fn base_snapshot(pki: &Pki, version: u64) -> TenantSnapshot {
     s
 }
 
+/// A snapshot whose one virtual host, `a.acme.test` on the TLS listener, routes everything to
+/// `backend_id` (HTTP/1.1 at `addr`).
+pub fn web_snapshot(
+    pki: &Pki,
+    version: u64,
+    backend_id: &str,
+    addr: std::net::SocketAddr,
+) -> TenantSnapshot {
+    let mut s = base_snapshot(pki, version);
+    s.backends
+        .insert(backend_id.into(), backend(BackendProtocol::Http1, &[addr]));
+    s.https.virtual_hosts = vec![vhost(
+        "a.acme.test",
+        443,
+        vec![route(
+            "web",
+            prefix("/"),
+            vec![weighted(Some(backend_id), 1)],
+        )],
+    )];
+    s
+}
+
 pub fn sealed(mut s: TenantSnapshot) -> TenantSnapshot {
     s.seal();
     s
