@@ -145,8 +145,10 @@ impl Edge {
         for (listener, port) in [(https, EdgePort::Https), (http, EdgePort::Http)] {
             let (shared, tracker) = (&shared, &tracker);
             let (slots, shutdown) = (&connection_slots, &shutdown);
-            acceptors.extend(
-                bulkhead_net::workers::spawn_accept_loops(&workers, listener, |l| {
+            acceptors.extend(bulkhead_net::workers::spawn_accept_loops(
+                &workers,
+                listener,
+                |l| {
                     accept_loop(
                         l,
                         port,
@@ -155,9 +157,8 @@ impl Edge {
                         Arc::clone(slots),
                         shutdown.clone(),
                     )
-                })
-                .map_err(EdgeError::Io)?,
-            );
+                },
+            ));
         }
 
         let mut applying = true;

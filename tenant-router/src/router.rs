@@ -198,7 +198,8 @@ impl Router {
                         {
                             let admission = Arc::clone(admission);
                             let (loop_state, loop_tracker) = (Arc::clone(&state), tracker.clone());
-                            let started = bulkhead_net::workers::spawn_accept_loops(
+                            // Detached: the tracker waits for them.
+                            drop(bulkhead_net::workers::spawn_accept_loops(
                                 &workers,
                                 listener,
                                 move |listener| {
@@ -210,10 +211,7 @@ impl Router {
                                         loop_tracker.clone(),
                                     ))
                                 },
-                            );
-                            if let Err(e) = started {
-                                tracing::error!(tenant = %state.shared.tenant, error = %e, "cannot accept on every worker");
-                            }
+                            ));
                         }
                     }
                 }

@@ -157,51 +157,54 @@ pub fn index() -> usize {
 }
 
 /// Spawns `serve(listener)` on every worker of `workers`, `serve` being the listener's accept
-/// loop; returns the tasks' handles in worker order. Worker 0 accepts from `listener` itself. Each
-/// other worker gets a socket of its own, registered with its own event loop: when `listener` has
-/// `SO_REUSEPORT` ([`bind_for_workers`](crate::bind_for_workers)), a socket bound beside it on the
-/// same address, the kernel spreading new connections over the group by their addresses;
-/// otherwise a duplicate of the same socket, taken from by whichever worker is free first.
-///
-/// # Errors
-/// When a worker's socket cannot be made (out of file descriptors); nothing is spawned then.
+/// loop; returns the tasks' handles, worker 0's first. Worker 0 accepts from `listener` itself.
+/// Each other worker gets a socket of its own, registered with its own event loop: when `listener`
+/// has `SO_REUSEPORT` ([`bind_for_workers`](crate::bind_for_workers)), a socket bound beside it on
+/// the same address, the kernel spreading new connections over the group by their addresses;
+/// otherwise a duplicate of the same socket, taken from by whichever worker is free first. A worker
+/// whose socket cannot be made (out of file descriptors) is left out with a warning: worker 0
+/// always accepts.
 pub fn spawn_accept_loops<S, F>(
     workers: &Workers,
     listener: TcpListener,
     serve: S,
-) -> io::Result<Vec<JoinHandle<()>>>
+) -> Vec<JoinHandle<()>>
 where
     S: Fn(TcpListener) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    let reuse_port = socket2::SockRef::from(&listener).reuse_port()?;
-    let addr = listener.local_addr()?;
-    let mut sockets = Vec::with_capacity(workers.len() - 1);
-    for _ in 1..workers.len() {
-        sockets.push(if reuse_port {
-            crate::bind_std(addr, true)?
+    let reuse_port = socket2::SockRef::from(&listener)
+        .reuse_port()
+        .unwrap_or(false);
+    let sibling = |handle: &Handle| -> io::Result<TcpListener> {
+        let socket = if reuse_port {
+            crate::bind_std(listener.local_addr()?, true)?
         } else {
             std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?)
-        });
-    }
+        };
+        let _context = handle.enter();
+        TcpListener::from_std(socket)
+    };
     let (first, others) = workers
         .handles()
         .split_first()
         .expect("at least one worker");
-    let mut tasks = vec![first.spawn(serve(listener))];
-    for (handle, socket) in others.iter().zip(sockets) {
-        let registered = {
-            let _context = handle.enter();
-            TcpListener::from_std(socket)
-        };
-        match registered {
-            Ok(listener) => tasks.push(handle.spawn(serve(listener))),
+    let mut siblings = Vec::with_capacity(others.len());
+    for (i, handle) in others.iter().enumerate() {
+        match sibling(handle) {
+            Ok(l) => siblings.push((handle, l)),
             Err(e) => {
-                tracing::warn!(error = %e, "a worker cannot register the listener; the others accept for it")
+                tracing::warn!(worker = i + 1, error = %e, "a worker cannot get a socket of the listener; the others accept for it");
             }
         }
     }
-    Ok(tasks)
+    let mut tasks = vec![first.spawn(serve(listener))];
+    tasks.extend(
+        siblings
+            .into_iter()
+            .map(|(handle, l)| handle.spawn(serve(l))),
+    );
+    tasks
 }
 
 #[cfg(test)]
@@ -270,8 +273,7 @@ mod tests {
         let accepted = Arc::new(AtomicUsize::new(0));
         spawn_accept_loops(&workers, listener, |l| {
             answer_with_worker(l, Arc::clone(&accepted))
-        })
-        .expect("accept loops");
+        });
         // Worker 0 stuck: every connection is worker 1's.
         let stuck = stick(&workers.handles()[0]);
         for _ in 0..5 {
@@ -304,8 +306,7 @@ mod tests {
         let accepted = Arc::new(AtomicUsize::new(0));
         spawn_accept_loops(&workers, listener, |l| {
             answer_with_worker(l, Arc::clone(&accepted))
-        })
-        .expect("accept loops");
+        });
         let mut per_worker = [0usize; 2];
         for _ in 0..40 {
             per_worker[usize::from(served_by(addr).await)] += 1;
