@@ -90,6 +90,19 @@ async fn start_with(config: EdgeConfig) -> Harness {
 }
 
 impl Harness {
+    /// Publishes one hostname per tenant, each tenant's router on the TLS port only, and waits
+    /// until the edge accepted the snapshot.
+    async fn publish_tls(&mut self, tenants: &[(&str, &str, SocketAddr)]) {
+        let routes: Vec<_> = tenants.iter().map(|(h, t, _)| (*h, *t)).collect();
+        let routers: Vec<_> = tenants
+            .iter()
+            .map(|(_, t, addr)| (*t, vec![*addr], vec![]))
+            .collect();
+        self.publish(&routes, &routers)
+            .await
+            .expect("snapshot accepted");
+    }
+
     /// Publishes a snapshot built from routes and tenants and waits for its acknowledgement.
     async fn publish(
         &mut self,
@@ -211,15 +224,11 @@ async fn sni_routes_to_the_owning_tenant_with_the_client_address_in_proxy_v2() {
     let mut globex = fake_router().await;
     let mut h = start(EdgeLimits::default()).await;
     assert!(!h.ready.is_ready(), "not ready before a snapshot");
-    h.publish(
-        &[("a.example", "acme"), ("*.globex.example", "globex")],
-        &[
-            ("acme", vec![acme.addr], vec![]),
-            ("globex", vec![globex.addr], vec![]),
-        ],
-    )
-    .await
-    .unwrap();
+    h.publish_tls(&[
+        ("a.example", "acme", acme.addr),
+        ("*.globex.example", "globex", globex.addr),
+    ])
+    .await;
     assert!(h.ready.is_ready());
 
     let mut c = tls_roundtrip(h.https, "A.Example").await;
@@ -260,24 +269,15 @@ async fn a_connection_accepted_before_a_change_but_greeting_after_it_gets_the_ch
     let acme = fake_router().await;
     let mut globex = fake_router().await;
     let mut h = start(EdgeLimits::default()).await;
-    h.publish(
-        &[("a.example", "acme")],
-        &[("acme", vec![acme.addr], vec![])],
-    )
-    .await
-    .unwrap();
+    h.publish_tls(&[("a.example", "acme", acme.addr)]).await;
     let mut c = TcpStream::connect(h.https).await.unwrap();
     h.metric_eventually("bulkhead_edge_connections_open 1")
         .await;
-    h.publish(
-        &[("a.example", "acme"), ("b.example", "globex")],
-        &[
-            ("acme", vec![acme.addr], vec![]),
-            ("globex", vec![globex.addr], vec![]),
-        ],
-    )
-    .await
-    .unwrap();
+    h.publish_tls(&[
+        ("a.example", "acme", acme.addr),
+        ("b.example", "globex", globex.addr),
+    ])
+    .await;
     c.write_all(&client_hello("b.example")).await.unwrap();
     assert!(matches!(recv(&mut globex).await, ProxyHeader::Proxied(_)));
     drop(c);
@@ -288,12 +288,7 @@ async fn a_connection_accepted_before_a_change_but_greeting_after_it_gets_the_ch
 async fn unknown_sni_gets_the_unrecognized_name_alert() {
     let acme = fake_router().await;
     let mut h = start(EdgeLimits::default()).await;
-    h.publish(
-        &[("a.example", "acme")],
-        &[("acme", vec![acme.addr], vec![])],
-    )
-    .await
-    .unwrap();
+    h.publish_tls(&[("a.example", "acme", acme.addr)]).await;
     let mut c = TcpStream::connect(h.https).await.unwrap();
     c.write_all(&client_hello("b.example")).await.unwrap();
     assert_eq!(read_all(&mut c).await, ALERT_UNRECOGNIZED_NAME);
@@ -368,12 +363,7 @@ async fn http_host_routes_and_unknown_or_missing_host_is_answered() {
 async fn snapshot_swap_keeps_established_connections_alive() {
     let mut acme = fake_router().await;
     let mut h = start(EdgeLimits::default()).await;
-    h.publish(
-        &[("a.example", "acme")],
-        &[("acme", vec![acme.addr], vec![])],
-    )
-    .await
-    .unwrap();
+    h.publish_tls(&[("a.example", "acme", acme.addr)]).await;
     let mut c = tls_roundtrip(h.https, "a.example").await;
     recv(&mut acme).await;
 
@@ -398,12 +388,7 @@ async fn snapshot_swap_keeps_established_connections_alive() {
 async fn invalid_snapshot_is_refused_and_the_previous_one_keeps_serving() {
     let mut acme = fake_router().await;
     let mut h = start(EdgeLimits::default()).await;
-    h.publish(
-        &[("a.example", "acme")],
-        &[("acme", vec![acme.addr], vec![])],
-    )
-    .await
-    .unwrap();
+    h.publish_tls(&[("a.example", "acme", acme.addr)]).await;
     let err = h
         .publish(
             &[("a.example", "ghost")],
@@ -489,21 +474,14 @@ async fn refused_router_endpoint_is_marked_failing_and_skipped() {
     assert!(h.has_line(&errors), "the marked endpoint was skipped");
 
     // Only marked endpoints left: they are still tried.
-    h.publish(&[("a.example", "acme")], &[("acme", vec![dead], vec![])])
-        .await
-        .unwrap();
+    h.publish_tls(&[("a.example", "acme", dead)]).await;
     let mut c = TcpStream::connect(h.https).await.unwrap();
     c.write_all(&client_hello("a.example")).await.unwrap();
     assert_eq!(read_all(&mut c).await, ALERT_INTERNAL_ERROR);
     h.metric_eventually(&errors.replace("} 1", "} 2")).await;
 
     // An endpoint that leaves the snapshot leaves the gauge.
-    h.publish(
-        &[("a.example", "acme")],
-        &[("acme", vec![acme.addr], vec![])],
-    )
-    .await
-    .unwrap();
+    h.publish_tls(&[("a.example", "acme", acme.addr)]).await;
     drop(open);
     drop(c);
     h.metric_eventually(&format!("{failing} 0")).await;
@@ -514,9 +492,7 @@ async fn refused_router_endpoint_is_marked_failing_and_skipped() {
 async fn tenant_without_reachable_router_gets_internal_error() {
     let dead = closed_port().await;
     let mut h = start(EdgeLimits::default()).await;
-    h.publish(&[("a.example", "acme")], &[("acme", vec![dead], vec![])])
-        .await
-        .unwrap();
+    h.publish_tls(&[("a.example", "acme", dead)]).await;
     let mut c = TcpStream::connect(h.https).await.unwrap();
     c.write_all(&client_hello("a.example")).await.unwrap();
     assert_eq!(read_all(&mut c).await, ALERT_INTERNAL_ERROR);
@@ -536,15 +512,11 @@ async fn tenant_connection_limit_refuses_only_that_tenant() {
         ..EdgeLimits::default()
     };
     let mut h = start(limits).await;
-    h.publish(
-        &[("a.example", "acme"), ("g.example", "globex")],
-        &[
-            ("acme", vec![acme.addr], vec![]),
-            ("globex", vec![globex.addr], vec![]),
-        ],
-    )
-    .await
-    .unwrap();
+    h.publish_tls(&[
+        ("a.example", "acme", acme.addr),
+        ("g.example", "globex", globex.addr),
+    ])
+    .await;
     let held = tls_roundtrip(h.https, "a.example").await;
     recv(&mut acme).await;
     let mut c = TcpStream::connect(h.https).await.unwrap();
@@ -565,12 +537,7 @@ async fn tenant_connection_limit_refuses_only_that_tenant() {
 async fn shutdown_stops_accepting_and_lets_open_connections_finish() {
     let mut acme = fake_router().await;
     let mut h = start(EdgeLimits::default()).await;
-    h.publish(
-        &[("a.example", "acme")],
-        &[("acme", vec![acme.addr], vec![])],
-    )
-    .await
-    .unwrap();
+    h.publish_tls(&[("a.example", "acme", acme.addr)]).await;
     let mut c = tls_roundtrip(h.https, "a.example").await;
     recv(&mut acme).await;
     h.shutdown.cancel();
@@ -606,12 +573,7 @@ async fn drain_timeout_cuts_connections_that_stay_open() {
         ..EdgeLimits::default()
     };
     let mut h = start(limits).await;
-    h.publish(
-        &[("a.example", "acme")],
-        &[("acme", vec![acme.addr], vec![])],
-    )
-    .await
-    .unwrap();
+    h.publish_tls(&[("a.example", "acme", acme.addr)]).await;
     let mut c = tls_roundtrip(h.https, "a.example").await;
     recv(&mut acme).await;
     h.shutdown.cancel();
@@ -642,12 +604,7 @@ async fn drain_timeout_cuts_connections_that_stay_open() {
 async fn bytes_are_counted_per_tenant_and_direction() {
     let mut acme = fake_router().await;
     let mut h = start(EdgeLimits::default()).await;
-    h.publish(
-        &[("a.example", "acme")],
-        &[("acme", vec![acme.addr], vec![])],
-    )
-    .await
-    .unwrap();
+    h.publish_tls(&[("a.example", "acme", acme.addr)]).await;
     let hello_len = client_hello("a.example").len();
     let mut c = tls_roundtrip(h.https, "a.example").await;
     recv(&mut acme).await;
@@ -822,12 +779,7 @@ async fn start_acme(config: EdgeConfig) -> (FakeRouter, Harness) {
         ..config
     })
     .await;
-    h.publish(
-        &[("a.example", "acme")],
-        &[("acme", vec![acme.addr], vec![])],
-    )
-    .await
-    .unwrap();
+    h.publish_tls(&[("a.example", "acme", acme.addr)]).await;
     (acme, h)
 }
 
@@ -921,15 +873,11 @@ async fn one_source_cannot_fill_a_tenants_quota() {
         ..EdgeLimits::default()
     }))
     .await;
-    h.publish(
-        &[("a.example", "acme"), ("g.example", "globex")],
-        &[
-            ("acme", vec![acme.addr], vec![]),
-            ("globex", vec![globex.addr], vec![]),
-        ],
-    )
-    .await
-    .unwrap();
+    h.publish_tls(&[
+        ("a.example", "acme", acme.addr),
+        ("g.example", "globex", globex.addr),
+    ])
+    .await;
     let mut held = Vec::new();
     for _ in 0..2 {
         held.push(tls_roundtrip_from("127.0.0.1", h.https, "a.example").await);
