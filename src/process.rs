@@ -59,7 +59,7 @@ where
     let others = runtimes.split_off(1);
     let main = runtimes.pop().context("no runtime")?;
     bulkhead_net::workers::enter(&all, 0);
-    let threads = bulkhead_net::workers::WorkerThreads::start(&all, (1..).zip(others))
+    let threads = bulkhead_net::workers::WorkerThreads::start("worker", &all, (1..).zip(others))
         .context("cannot start a worker thread")?;
     let result = main.block_on(with_tracing(work));
     // Stops the other workers and waits for them.

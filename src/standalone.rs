@@ -75,9 +75,10 @@ pub struct StandaloneArgs {
     /// The edge's limits.
     #[command(flatten)]
     pub edge_limits: bulkhead::edge_flags::EdgeLimitArgs,
-    /// Worker threads of each tenant router. Every router runs on a runtime of its own, as it runs
-    /// in a pod of its own in a cluster, so one tenant's load never queues another tenant's tasks.
-    #[arg(long, default_value_t = DEFAULT_ROUTER_WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Worker threads of each tenant router. Every router runs on runtimes of its own (one
+    /// current-thread runtime per worker, as in its pod), as it runs in a pod of its own in a
+    /// cluster, so one tenant's load never queues another tenant's tasks.
+    #[arg(long, env = "BULKHEAD_ROUTER_WORKER_THREADS", default_value_t = DEFAULT_ROUTER_WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub router_worker_threads: u16,
     /// Listener ports and Gateway addresses.
     #[command(flatten)]
@@ -451,8 +452,9 @@ impl ControlLoop {
         }
     }
 
-    /// Starts `tenant`'s router on a runtime of its own (a thread pool named after the tenant), so
-    /// that in one process, as in a cluster, one tenant's load never queues another tenant's tasks.
+    /// Starts `tenant`'s router on runtimes of its own (threads named after the tenant, one per
+    /// worker), so that in one process, as in a cluster, one tenant's load never queues another
+    /// tenant's tasks.
     async fn start_router(&self, tenant: &str) -> anyhow::Result<RunningRouter> {
         let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
         let config = RouterConfig {
@@ -460,12 +462,21 @@ impl ControlLoop {
             limits: self.router_limits.clone(),
             ..RouterConfig::new(tenant, loopback, loopback)
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(self.router_worker_threads)
-            .thread_name(format!("router-{tenant}"))
-            .enable_all()
-            .build()
+        // A current-thread runtime per worker, as `bulkhead-dataplane router` runs it (see
+        // `bulkhead_net::workers`): worker 0 on the thread below, the others beside it.
+        let mut runtimes = bulkhead_net::workers::runtimes(self.router_worker_threads.max(1))
+            .context("cannot start the tenant router's runtimes")?;
+        let workers = bulkhead_net::workers::Workers::of(&runtimes);
+        let others = runtimes.split_off(1);
+        let runtime = runtimes
+            .pop()
             .context("cannot start the tenant router's runtime")?;
+        let others = bulkhead_net::workers::WorkerThreads::start(
+            &format!("router-{tenant}"),
+            &workers,
+            (1..).zip(others),
+        )
+        .context("cannot start the tenant router's worker threads")?;
         let (publisher, acks) = Publisher::<TenantSnapshot>::new();
         forward_acks(tenant.to_owned(), acks, self.ack_tx.clone());
         let stop = self.shutdown.child_token();
@@ -478,6 +489,7 @@ impl ControlLoop {
         std::thread::Builder::new()
             .name(format!("router-{tenant}"))
             .spawn(move || {
+                bulkhead_net::workers::enter(&workers, 0);
                 runtime.block_on(async move {
                     let router = match Router::bind(config, metrics, ready).await {
                         Ok(router) => router,
@@ -498,6 +510,7 @@ impl ControlLoop {
                     }
                 });
                 runtime.shutdown_timeout(ROUTER_RUNTIME_SHUTDOWN);
+                drop(others);
             })
             .context("cannot start the tenant router's thread")?;
         let endpoints = bound_rx

@@ -46,11 +46,7 @@ async fn each_tenant_router_runs_on_threads_of_its_own() {
     let t = two_tenants().await;
     let (status, _, _) = http_get(t.bh.http, "www.globex.test", "/").await.unwrap();
     assert_eq!(status, 200);
-    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", t.bh.pid()))
-        .expect("the process's threads")
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim().to_owned())
-        .collect();
+    let threads = thread_names(t.bh.pid());
     for tenant in ["acme", "globex"] {
         assert!(
             threads
@@ -59,6 +55,43 @@ async fn each_tenant_router_runs_on_threads_of_its_own() {
             "no thread of {tenant}'s router among {threads:?}"
         );
     }
+}
+
+/// With two workers per router, each worker runs a current-thread runtime on a thread of its own
+/// and accepts from a socket of its own in the port's `SO_REUSEPORT` group, as in
+/// `bulkhead-dataplane router`: every request on new connections is served.
+#[tokio::test]
+async fn a_router_with_two_workers_serves_on_both() {
+    let t = two_tenants_with_env(&[("BULKHEAD_ROUTER_WORKER_THREADS", "2")]).await;
+    for i in 0..20 {
+        let (status, _, body) =
+            https_get(t.bh.https, "www.acme.test", &format!("/{i}"), &t.acme_ca)
+                .await
+                .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(answer_field(&body, "backend").as_deref(), Some("acme-web"));
+    }
+    let threads = thread_names(t.bh.pid());
+    for worker in [
+        "router-acme",
+        "router-acme-1",
+        "router-globex",
+        "router-globex-1",
+    ] {
+        assert!(
+            threads.iter().any(|name| name == worker),
+            "no thread {worker} among {threads:?}"
+        );
+    }
+}
+
+/// The names of process `pid`'s threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect()
 }
 
 #[tokio::test]

@@ -407,12 +407,17 @@ pub struct TwoTenants {
 
 /// Starts the two-tenant world and waits until both tenants serve `www.<tenant>.test` over HTTPS.
 pub async fn two_tenants() -> TwoTenants {
+    two_tenants_with_env(&[]).await
+}
+
+/// [`two_tenants`] with extra environment variables for the process.
+pub async fn two_tenants_with_env(env: &[(&str, &str)]) -> TwoTenants {
     let world = bulkhead_test_support::manifests::TwoTenants::new(
         backend("acme-web").await,
         backend("globex-web").await,
     )
     .expect("two-tenant manifests");
-    let bh = Standalone::start(&world.file_refs()).await;
+    let bh = Standalone::start_with_env(&world.file_refs(), env).await;
     let (acme_ca, globex_ca) = (world.acme_ca.cert_pem(), world.globex_ca.cert_pem());
     for (host, ca) in [("www.acme.test", acme_ca), ("www.globex.test", globex_ca)] {
         let served = eventually(SETTLE, || async {

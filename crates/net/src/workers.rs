@@ -89,12 +89,13 @@ pub struct WorkerThreads {
 }
 
 impl WorkerThreads {
-    /// Runs each `(i, runtime)` on a thread of its own (named `worker-i`) as worker `i` of
+    /// Runs each `(i, runtime)` on a thread of its own, named `{name}-{i}`, as worker `i` of
     /// `workers`.
     ///
     /// # Errors
     /// When a thread cannot start; those already started stop when the error is dropped.
     pub fn start(
+        name: &str,
         workers: &Workers,
         runtimes: impl IntoIterator<Item = (usize, Runtime)>,
     ) -> io::Result<Self> {
@@ -105,7 +106,7 @@ impl WorkerThreads {
         for (i, runtime) in runtimes {
             let (stop, workers) = (started.stop.clone(), workers.clone());
             let thread = std::thread::Builder::new()
-                .name(format!("worker-{i}"))
+                .name(format!("{name}-{i}"))
                 .spawn(move || {
                     enter(&workers, i);
                     runtime.block_on(stop.cancelled());
@@ -218,8 +219,8 @@ mod tests {
     fn worker_threads(n: usize) -> (Workers, WorkerThreads) {
         let runtimes = runtimes(n).expect("runtimes");
         let workers = Workers::of(&runtimes);
-        let threads =
-            WorkerThreads::start(&workers, runtimes.into_iter().enumerate()).expect("threads");
+        let threads = WorkerThreads::start("worker", &workers, runtimes.into_iter().enumerate())
+            .expect("threads");
         (workers, threads)
     }
 

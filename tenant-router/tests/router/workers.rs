@@ -55,7 +55,7 @@ async fn each_worker_serves_requests_end_to_end_while_the_other_is_stuck() {
     let s = web_snapshot(&pki, 1, "acme/web:80", web.addr);
     let runtimes = workers::runtimes(2).unwrap();
     let all = Workers::of(&runtimes);
-    let threads = WorkerThreads::start(&all, runtimes.into_iter().enumerate()).unwrap();
+    let threads = WorkerThreads::start("worker", &all, runtimes.into_iter().enumerate()).unwrap();
     // Started on worker 0, as a process starts it on its first worker.
     let router = all.handles()[0].spawn(TestRouter::start(s)).await.unwrap();
     assert_eq!(
