@@ -42,10 +42,7 @@ where
 {
     telemetry::init(log_format);
     let workers = worker_threads();
-    if workers == 1 {
-        return current_thread_runtime()?.block_on(with_tracing(work));
-    }
-    if threads == Threads::Shared {
+    if threads == Threads::Shared && workers > 1 {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .worker_threads(workers)
@@ -53,14 +50,9 @@ where
             .context("cannot start the async runtime")?;
         return runtime.block_on(with_tracing(work));
     }
-    let mut runtimes =
-        bulkhead_net::workers::runtimes(workers).context("cannot start the async runtimes")?;
-    let all = bulkhead_net::workers::Workers::of(&runtimes);
-    let others = runtimes.split_off(1);
-    let main = runtimes.pop().context("no runtime")?;
+    let (main, all, threads) = bulkhead_net::workers::start("worker", workers)
+        .context("cannot start the worker runtimes")?;
     bulkhead_net::workers::enter(&all, 0);
-    let threads = bulkhead_net::workers::WorkerThreads::start("worker", &all, (1..).zip(others))
-        .context("cannot start a worker thread")?;
     let result = main.block_on(with_tracing(work));
     // Stops the other workers and waits for them.
     drop(threads);
@@ -78,13 +70,6 @@ where
         otel.shutdown().await;
     }
     result
-}
-
-fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
 }
 
 /// Worker threads: `BULKHEAD_WORKERS` if set (the benchmark harness sets 1), else one per core.

@@ -464,19 +464,9 @@ impl ControlLoop {
         };
         // A current-thread runtime per worker, as `bulkhead-dataplane router` runs it (see
         // `bulkhead_net::workers`): worker 0 on the thread below, the others beside it.
-        let mut runtimes = bulkhead_net::workers::runtimes(self.router_worker_threads.max(1))
-            .context("cannot start the tenant router's runtimes")?;
-        let workers = bulkhead_net::workers::Workers::of(&runtimes);
-        let others = runtimes.split_off(1);
-        let runtime = runtimes
-            .pop()
-            .context("cannot start the tenant router's runtime")?;
-        let others = bulkhead_net::workers::WorkerThreads::start(
-            &format!("router-{tenant}"),
-            &workers,
-            (1..).zip(others),
-        )
-        .context("cannot start the tenant router's worker threads")?;
+        let (runtime, workers, others) =
+            bulkhead_net::workers::start(&format!("router-{tenant}"), self.router_worker_threads)
+                .context("cannot start the tenant router's runtimes")?;
         let (publisher, acks) = Publisher::<TenantSnapshot>::new();
         forward_acks(tenant.to_owned(), acks, self.ack_tx.clone());
         let stop = self.shutdown.child_token();

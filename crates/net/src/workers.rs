@@ -128,6 +128,21 @@ impl Drop for WorkerThreads {
     }
 }
 
+/// Starts `n` workers (at least one): returns worker 0's runtime, for the caller to run on its
+/// own thread after [`enter`]ing it as worker 0, the workers, and the others' threads (named
+/// `{name}-1`, `{name}-2`, …), which run until dropped.
+///
+/// # Errors
+/// When a runtime or a thread cannot start.
+pub fn start(name: &str, n: usize) -> io::Result<(Runtime, Workers, WorkerThreads)> {
+    let mut all = runtimes(n.max(1))?;
+    let workers = Workers::of(&all);
+    let others = all.split_off(1);
+    let first = all.pop().ok_or_else(|| io::Error::other("no runtime"))?;
+    let threads = WorkerThreads::start(name, &workers, (1..).zip(others))?;
+    Ok((first, workers, threads))
+}
+
 /// Marks the calling thread as worker `index` of `workers` (see [`current`] and [`index`]);
 /// called once by each worker thread, before it runs its runtime.
 pub fn enter(workers: &Workers, index: usize) {
