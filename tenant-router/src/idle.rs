@@ -1,12 +1,16 @@
 //! Idle detection for client HTTP connections.
 //!
-//! hyper closes an HTTP/1 keep-alive connection that sends no new request within the header read
-//! timeout, but an HTTP/2 connection answering pings stays open forever without a stream. Each
-//! connection counts its requests in flight here; [`Activity::idle_for`] resolves once none has
-//! been in flight for the idle timeout, and the listener then shuts the connection down gracefully
-//! (HTTP/2 GOAWAY). A connection that has not started a request yet is idle after a shorter
-//! timeout (the header read timeout), so that an HTTP/2 client that sends the preface but no
-//! request holds its connection no longer than an HTTP/1 client that sends nothing.
+//! Each connection counts its requests in flight here; [`Activity::idle_for`] resolves once none
+//! has been in flight for the idle timeout, and the listener then shuts the connection down
+//! (gracefully: HTTP/2 GOAWAY). A connection that has not started a request yet is idle after a
+//! shorter timeout (the header read timeout), so that an HTTP/2 client that sends the preface but
+//! no request holds its connection no longer than an HTTP/1 client that sends nothing.
+//!
+//! This is also the HTTP/1 header read timeout: a request begins when its head is complete, so an
+//! HTTP/1 connection idle for the header read timeout (from its start or from its last response's
+//! end) is one whose next head did not arrive in time, however slowly its bytes trickle in. One
+//! timer per connection, re-armed only when it fires, does what hyper's own header timer did with a
+//! boxed timer per request.
 //!
 //! A request body must keep arriving too: [`IdleBody`] ends a body that yields no frame for the
 //! body idle timeout while the router waits for it, and records [`ClientFault::Stalled`] in its
@@ -51,6 +55,11 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.begun.fetch_add(1, Ordering::AcqRel);
         InFlight(Arc::clone(self))
+    }
+
+    /// Whether any request has begun on the connection.
+    pub(crate) fn has_begun(&self) -> bool {
+        self.begun.load(Ordering::Acquire) > 0
     }
 
     /// When the connection became idle and how many requests it had begun by then, or `None`

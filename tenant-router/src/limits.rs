@@ -27,9 +27,10 @@ pub fn default_accept_proxy_from() -> Vec<Cidr> {
 pub const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a TLS handshake may take once the ClientHello was read.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send a complete HTTP/1 request head; also how long a new
-/// connection (after its TLS handshake) may take to send its first bytes, and an HTTP/2 connection
-/// its first request.
+/// How long an HTTP/1 connection may go without a complete request head, counted from its start
+/// (after the TLS handshake) or from the end of its last response: a head trickling in, or none
+/// at all on a kept-alive connection, is cut off then. Also how long a new connection may take to
+/// send its first bytes, and an HTTP/2 connection its first request.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest HTTP/1 read buffer (bounds the request head), 64 KiB.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;

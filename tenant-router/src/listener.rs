@@ -41,7 +41,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -71,8 +71,9 @@ pub(crate) struct HttpServers {
 impl HttpServers {
     pub(crate) fn new(limits: &crate::RouterLimits) -> Self {
         let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
+        // No hyper header timer: the connection's idle timer is the header read timeout (see
+        // `crate::idle`), without a boxed timer per request.
+        h1.header_read_timeout(None)
             .max_buf_size(limits.max_header_bytes.max(MIN_H1_BUF_SIZE))
             .max_headers(limits.max_headers)
             .keep_alive(true);
@@ -631,6 +632,7 @@ async fn serve_http<S>(
     let streams = (version == HttpVersion::H2).then(|| Arc::clone(&state.servers.h2_streams));
     let service = service_fn(move |req| handle(streams.clone(), Arc::clone(&ctx), req));
     let io = TokioIo::new(io);
+    let limits = &state.shared.limits;
     let result = match version {
         HttpVersion::H1 => {
             let conn = state
@@ -638,7 +640,11 @@ async fn serve_http<S>(
                 .h1
                 .serve_connection(io, service)
                 .with_upgrades();
-            drive(state, conn, &activity, |c| c.graceful_shutdown()).await
+            let idle = Idle {
+                after: limits.http_idle_timeout.min(limits.header_read_timeout),
+                abandon_unused: true,
+            };
+            drive(state, conn, &activity, idle, |c| c.graceful_shutdown()).await
         }
         HttpVersion::H2 => {
             let streams = ConnStreams::default();
@@ -647,7 +653,14 @@ async fn serve_http<S>(
                 .h2(streams.clone())
                 .serve_connection(io, service);
             let conn = WithStreams::new(conn, streams);
-            drive(state, conn, &activity, |c| c.conn().graceful_shutdown()).await
+            let idle = Idle {
+                after: limits.http_idle_timeout,
+                abandon_unused: false,
+            };
+            drive(state, conn, &activity, idle, |c| {
+                c.conn().graceful_shutdown()
+            })
+            .await
         }
     };
     if let Err(e) = result {
@@ -734,13 +747,25 @@ impl<B: hyper::body::Body> hyper::body::Body for HeldBody<B> {
     }
 }
 
-/// Runs a connection to its end, closing it gracefully on drain or when idle (no request for the
-/// idle timeout; no first request within the header read timeout), until the hard stop.
+/// When [`drive`] closes a connection for idleness.
+struct Idle {
+    /// No request in flight for this long after one ended (the first request gets the header
+    /// read timeout).
+    after: Duration,
+    /// Whether a connection that never began a request is dropped at once instead of shut down
+    /// gracefully (HTTP/1: there is nothing to finish, and a head still trickling in would
+    /// otherwise get the shutdown's patience too).
+    abandon_unused: bool,
+}
+
+/// Runs a connection to its end, closing it gracefully on drain or when idle (see [`Idle`]; no
+/// first request within the header read timeout), until the hard stop.
 /// `shut_down` asks the connection to finish its current requests and take no more.
 async fn drive<C>(
     state: &ListenerState,
     conn: C,
     activity: &Activity,
+    idle: Idle,
     shut_down: impl FnOnce(std::pin::Pin<&mut C>),
 ) -> hyper::Result<()>
 where
@@ -752,8 +777,12 @@ where
         r = conn.as_mut() => return r,
         // Both polled only when they fire, not on each of the connection's wake-ups.
         () = bulkhead_net::when_woken(state.drain.cancelled()) => "drain",
-        () = bulkhead_net::when_woken(activity.idle_for(limits.header_read_timeout, limits.http_idle_timeout)) => "idle",
+        () = bulkhead_net::when_woken(activity.idle_for(limits.header_read_timeout, idle.after)) => "idle",
     };
+    if closing == "idle" && idle.abandon_unused && !activity.has_begun() {
+        tracing::debug!(tenant = %state.shared.tenant, "closing HTTP connection without a request head in time");
+        return Ok(());
+    }
     tracing::debug!(tenant = %state.shared.tenant, reason = closing, "closing HTTP connection gracefully");
     shut_down(conn.as_mut());
     // An idle client gets as long to acknowledge the close (HTTP/2 GOAWAY and PING) as to send a

@@ -425,6 +425,83 @@ mod tests {
         assert!(g.is_empty());
     }
 
+    /// Field names for the property below: hop-by-hop ones, ordinary ones and ones that only a
+    /// `Connection` token can make hop-by-hop.
+    const NAMES: [&str; 12] = [
+        "connection",
+        "te",
+        "upgrade",
+        "transfer-encoding",
+        "keep-alive",
+        "proxy-connection",
+        "http2-settings",
+        "x-one",
+        "x-two",
+        "close",
+        "accept",
+        "cookie",
+    ];
+
+    /// What [`strip_hop_by_hop`] must leave, said plainly: every field but the hop-by-hop ones
+    /// and those a `Connection` token names (any case), `TE: trailers` kept, `Upgrade` kept with
+    /// `Connection: upgrade` on a 101.
+    fn stripped_model(fields: &[(usize, &str)], keep_upgrade: bool) -> Vec<(String, String)> {
+        let tokens: Vec<String> = fields
+            .iter()
+            .filter(|(n, _)| NAMES[*n] == "connection")
+            .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+            .filter(|t| !t.is_empty())
+            .collect();
+        let te_trailers = fields
+            .iter()
+            .filter(|(n, _)| NAMES[*n] == "te")
+            .all(|(_, v)| v.eq_ignore_ascii_case("trailers"));
+        let kept = |name: &str| match name {
+            "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding"
+            | "http2-settings" => false,
+            "upgrade" if keep_upgrade => true,
+            "upgrade" => false,
+            "te" if !te_trailers => false,
+            other => !tokens.iter().any(|t| t == other),
+        };
+        let mut out: Vec<(String, String)> = fields
+            .iter()
+            .map(|(n, v)| (NAMES[*n].to_owned(), (*v).to_owned()))
+            .filter(|(n, _)| kept(n))
+            .collect();
+        if keep_upgrade && out.iter().any(|(n, _)| n == "upgrade") {
+            out.push(("connection".into(), "upgrade".into()));
+        }
+        out.sort();
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn stripping_matches_the_plain_model(
+            fields in proptest::collection::vec(
+                (0..NAMES.len(), proptest::sample::select(vec![
+                    "1", "trailers", "Trailers", "gzip", "close", "keep-alive", "Keep-Alive, X-One",
+                    " ,x-two ,, Upgrade", "x-one,CLOSE", "te", "accept, cookie", "websocket",
+                ])),
+                0..10,
+            ),
+            keep_upgrade in proptest::bool::ANY,
+        ) {
+            let mut map = HeaderMap::new();
+            for (n, v) in &fields {
+                map.append(NAMES[*n], HeaderValue::from_str(v).unwrap());
+            }
+            strip_hop_by_hop(&mut map, keep_upgrade);
+            let mut got: Vec<(String, String)> = map
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+                .collect();
+            got.sort();
+            proptest::prop_assert_eq!(got, stripped_model(&fields, keep_upgrade));
+        }
+    }
+
     #[test]
     fn listener_ports_are_written_in_decimal() {
         for port in [80, 443, 8080, 8443, 1, 9443, u16::MAX] {

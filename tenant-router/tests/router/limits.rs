@@ -465,3 +465,91 @@ async fn http2_streams_beyond_the_router_budget_are_refused_with_503() {
     );
     slow.abort();
 }
+
+/// Reads one HTTP/1.1 response with a `content-length` body from `io`; returns its head.
+async fn read_one_response(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = tokio::time::timeout(WAIT, io.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .unwrap();
+        assert!(n > 0, "closed before a response head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .expect("content-length");
+    while buf.len() < head_end + length {
+        let n = io.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed inside the body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    head
+}
+
+#[tokio::test]
+async fn a_slow_second_request_head_on_a_kept_alive_connection_is_cut_off() {
+    let web = EchoBackend::start("web").await;
+    let router = strict_router(&Pki::new(), &web, |_| {}).await;
+    let mut conn = proxied_tcp(router.http).await;
+    conn.write_all(b"GET /first HTTP/1.1\r\nhost: a.acme.test\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_one_response(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The next head, a byte at a time: each byte well within the header read timeout, the whole
+    // head never. The idle timeout (600 s) is not what closes it.
+    let trickle = async {
+        for byte in b"GET /second HTTP/1.1\r\nhost: a.acme.test\r\nx-pad: 0123456789abcdef" {
+            if conn.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(HEADER_TIMEOUT / 6).await;
+        }
+    };
+    tokio::time::timeout(WAIT, trickle)
+        .await
+        .expect("writes stop failing or end");
+    assert!(
+        until_closed(&mut conn).await.is_some(),
+        "still open after {WAIT:?} (header read timeout {HEADER_TIMEOUT:?})"
+    );
+    assert_eq!(
+        web.seen.lock().unwrap().len(),
+        1,
+        "only the first request was forwarded"
+    );
+}
+
+#[tokio::test]
+async fn a_kept_alive_http1_connection_without_a_next_request_is_closed_by_the_header_read_timeout()
+{
+    let web = EchoBackend::start("web").await;
+    let pki = Pki::new();
+    let router = strict_router(&pki, &web, |_| {}).await;
+    let mut tls = tls_connect(&pki, router.https, "a.acme.test", &[b"http/1.1"])
+        .await
+        .expect("handshake");
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: a.acme.test\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_one_response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 "), "{head}");
+    let rest = until_closed(&mut tls).await;
+    assert_eq!(
+        rest.as_deref(),
+        Some(&b""[..]),
+        "closed without another byte (idle timeout 600 s, header read timeout {HEADER_TIMEOUT:?})"
+    );
+}
