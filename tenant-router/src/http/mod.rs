@@ -34,7 +34,7 @@ use crate::metrics::{
 };
 use crate::otel::{Arrival, RequestSpan};
 use crate::outlier::{Health, OutlierPolicy};
-use crate::upstream::{UpstreamBody, UpstreamError, Upstreams};
+use crate::upstream::{UpstreamBody, UpstreamError, UpstreamUpgrade, Upstreams};
 use bulkhead_snapshot::BackendProtocol;
 use http::header::{CONTENT_TYPE, HOST, LOCATION};
 use http::uri::{PathAndQuery, Scheme};
@@ -418,9 +418,16 @@ async fn forward_routed(
         (Some(client_upgrade), Some(asked))
             if switching && headers::upgrade_accepted(resp.headers(), asked) =>
         {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let upstream = resp
+                .extensions_mut()
+                .remove::<UpstreamUpgrade>()
+                .and_then(|u| u.take());
+            let Some(upstream) = upstream else {
+                count_upstream_error(ctx, backend, UpstreamErrorKind::Protocol);
+                return Err(plan.refuse(Refusal::UnrequestedUpgrade));
+            };
             let slot = Arc::clone(&ctx.slot);
-            upgrade::bridge(&ctx.shared, slot, client_upgrade, upstream_upgrade);
+            upgrade::bridge(&ctx.shared, slot, client_upgrade, upstream);
         }
         _ if switching => {
             // A backend switching to a protocol nobody asked for (h2c, say) is never relayed.

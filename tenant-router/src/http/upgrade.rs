@@ -5,6 +5,7 @@
 
 use super::Shared;
 use crate::listener::ConnectionSlot;
+use crate::upstream::Upgraded;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
@@ -15,22 +16,20 @@ pub(crate) fn bridge(
     shared: &Shared,
     slot: Arc<ConnectionSlot>,
     client: OnUpgrade,
-    upstream: OnUpgrade,
+    mut upstream: Upgraded,
 ) {
     let idle = shared.limits.upgrade_idle_timeout;
     let stop = shared.hard_stop.clone();
     shared.tasks.spawn(async move {
         let _slot = slot;
-        let (client, upstream) = tokio::join!(client, upstream);
-        let (client, upstream) = match (client, upstream) {
-            (Ok(c), Ok(u)) => (c, u),
-            (Err(e), _) | (_, Err(e)) => {
+        let client = match client.await {
+            Ok(c) => c,
+            Err(e) => {
                 tracing::debug!(error = %e, "protocol upgrade failed");
                 return;
             }
         };
         let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
         tokio::select! {
             result = bulkhead_proxy_io::copy_bidirectional(&mut client, &mut upstream, idle) => {
                 if let Err(e) = result {

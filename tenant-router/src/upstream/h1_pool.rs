@@ -1,16 +1,16 @@
-//! HTTP/1.1 upstreams: a keep-alive pool of hyper connections per endpoint, owned by the router.
+//! HTTP/1.1 upstreams: a keep-alive pool of backend connections per endpoint, owned by the router.
 //!
-//! A request takes an idle connection that is ready (or opens one), sends on it, and the
-//! connection goes back to the pool when the response body has been read to its end
-//! ([`Release`], carried by [`UpstreamBody`]). Nothing is spawned per request and no channel sits
-//! between the request and the pool; the one task per connection is hyper's own.
+//! A request takes an idle connection that is still usable (or opens one) and runs its exchange
+//! on it in its own task ([`h1_conn`](super::h1_conn)); the connection comes back when the
+//! response body has been read to its end and the request written whole. Nothing is spawned per
+//! request or per connection, and no channel sits between the request and its connection.
 
+use super::h1_conn::{self, Failed, H1Body, H1Conn, Home, Sending};
 use super::tls::UpstreamTls;
-use super::{connect_stream, PoolKey, UpstreamBody, UpstreamError};
+use super::{connect_stream, PoolKey, UpstreamBody, UpstreamError, UpstreamUpgrade};
 use crate::body::ProxyBody;
-use hyper::client::conn::http1;
-use hyper::{Method, Request, Response, Uri};
-use hyper_util::rt::TokioIo;
+use bulkhead_h1_wire::{ResponseLimits, MAX_HEADERS};
+use hyper::{Request, Response, StatusCode};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,13 +29,13 @@ pub(super) struct H1Settings {
     pub(super) idle_timeout: Duration,
     /// Idle connections kept per endpoint (0: no keep-alive reuse).
     pub(super) max_idle_per_endpoint: usize,
-    /// hyper's read buffer limit for response heads.
+    /// Most bytes of a response head (and of a chunked body's trailer section).
     pub(super) max_buf_size: usize,
 }
 
 /// One idle connection.
 struct Idle {
-    sender: http1::SendRequest<ProxyBody>,
+    conn: H1Conn,
     since: Instant,
 }
 
@@ -58,67 +58,37 @@ impl std::fmt::Debug for H1Pool {
     }
 }
 
-/// The right to put a connection back into its pool once its response body has ended.
-pub(super) struct Release {
-    pool: Arc<H1Pool>,
-    key: PoolKey,
-    sender: http1::SendRequest<ProxyBody>,
-}
-
-impl Release {
-    /// Returns the connection to the pool.
-    pub(super) fn give_back(self) {
-        self.pool.put(self.key, self.sender);
-    }
-}
-
 /// Sends `req` to `endpoint` (over TLS when `tls` is set) on a pooled connection of the same
-/// TLS identity, or a new one. A request handed back unsent
-/// by a pooled connection that closed meanwhile is sent again on another (as hyper-util's client
-/// did); one handed back by a fresh connection is an [`UpstreamError::Unsent`].
+/// TLS identity, or a new one. A request that could not be written at all on a pooled connection
+/// (closed meanwhile) is sent again on another; one a fresh connection could not take is an
+/// [`UpstreamError::Unsent`].
 pub(super) async fn send(
     pool: &Arc<H1Pool>,
     endpoint: SocketAddr,
     tls: Option<&Arc<UpstreamTls>>,
-    mut req: Request<ProxyBody>,
+    req: Request<ProxyBody>,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
-    request_target(&mut req);
     let key = PoolKey {
         endpoint,
         tls: tls.map(|t| t.identity),
     };
+    let (mut sending, method) = Sending::new(req);
+    let limits = ResponseLimits {
+        max_head_bytes: pool.settings.max_buf_size,
+        max_headers: MAX_HEADERS,
+    };
     loop {
-        let (mut sender, reused) = match pool.checkout(key) {
-            Some(sender) => (sender, true),
+        let (conn, reused) = match pool.checkout(key) {
+            Some(conn) => (conn, true),
             // Boxed: connecting is the rare path, and its future would triple this one's size.
             None => (Box::pin(pool.connect(endpoint, tls)).await?, false),
         };
-        match sender.try_send_request(req).await {
-            Ok(resp) => return Ok(pool.release_with(key, sender, resp)),
-            Err(mut e) => match e.take_message() {
-                Some(unsent) if reused => req = unsent,
-                Some(_) => return Err(UpstreamError::Unsent(Box::new(e.into_error()))),
-                None => return Err(UpstreamError::from_sent(e.into_error())),
-            },
+        match h1_conn::exchange(conn, sending, &method, &limits).await {
+            Ok((head, conn, rest)) => return Ok(pool.response(key, head, conn, rest)),
+            Err(Failed::Unwritten(unsent, _)) if reused => sending = *unsent,
+            Err(Failed::Unwritten(_, e)) => return Err(UpstreamError::Unsent(e)),
+            Err(Failed::Other(e)) => return Err(e),
         }
-    }
-}
-
-/// The request target on the wire: origin form (`/path?query`), authority form for `CONNECT`.
-/// Requests mostly arrive in origin form already; an absolute URI (a mirror's) is cut down.
-fn request_target(req: &mut Request<ProxyBody>) {
-    let uri = req.uri();
-    if uri.authority().is_none() {
-        return;
-    }
-    let mut parts = http::uri::Parts::default();
-    if req.method() == Method::CONNECT {
-        parts.authority = uri.authority().cloned();
-    } else {
-        parts.path_and_query = uri.path_and_query().cloned();
-    }
-    if let Ok(target) = Uri::from_parts(parts) {
-        *req.uri_mut() = target;
     }
 }
 
@@ -136,37 +106,31 @@ impl H1Pool {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The newest idle connection under `key` that is ready for a request. Closed and expired
-    /// ones are dropped on the way; one not ready yet (its last exchange still finishing) stays.
-    fn checkout(&self, key: PoolKey) -> Option<http1::SendRequest<ProxyBody>> {
-        let mut idle = self.lock();
-        let list = idle.get_mut(&key)?;
+    /// The newest idle connection under `key` that is still usable. Expired ones and ones the
+    /// backend closed (or wrote to) meanwhile are dropped on the way.
+    fn checkout(&self, key: PoolKey) -> Option<H1Conn> {
         let now = Instant::now();
-        let mut i = list.len();
-        while i > 0 {
-            i -= 1;
-            let entry = &list[i];
-            if entry.sender.is_closed()
-                || now.saturating_duration_since(entry.since) >= self.settings.idle_timeout
+        loop {
+            let Idle { mut conn, since } = self.lock().get_mut(&key)?.pop()?;
+            if now.saturating_duration_since(since) < self.settings.idle_timeout
+                && conn.is_reusable()
             {
-                list.remove(i);
-            } else if entry.sender.is_ready() {
-                return Some(list.remove(i).sender);
+                return Some(conn);
             }
         }
-        None
     }
 
     /// Puts a connection whose exchange ended back, dropping the oldest beyond the limit.
-    fn put(self: &Arc<Self>, key: PoolKey, sender: http1::SendRequest<ProxyBody>) {
+    pub(super) fn put(self: &Arc<Self>, key: PoolKey, mut conn: H1Conn) {
         let max = self.settings.max_idle_per_endpoint;
-        if max == 0 || sender.is_closed() {
+        if max == 0 {
             return;
         }
+        conn.shrink();
         let mut idle = self.lock();
         let list = idle.entry(key).or_default();
         list.push(Idle {
-            sender,
+            conn,
             since: Instant::now(),
         });
         if list.len() > max {
@@ -176,28 +140,34 @@ impl H1Pool {
         self.start_sweeper();
     }
 
-    /// Wraps a response so that its connection comes back when the body has ended (at once for
-    /// a response without a body). A switched protocol never comes back.
-    fn release_with(
+    /// The response of `head`, whose body reads the rest from `conn` and gives the connection
+    /// back when the exchange ended cleanly. A switched protocol takes the connection instead.
+    fn response(
         self: &Arc<Self>,
         key: PoolKey,
-        sender: http1::SendRequest<ProxyBody>,
-        resp: Response<hyper::body::Incoming>,
+        head: bulkhead_h1_wire::ResponseHead,
+        conn: H1Conn,
+        rest: Option<Sending>,
     ) -> Response<UpstreamBody> {
-        use http_body::Body as _;
-        let release = (resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS).then(|| Release {
+        if head.status == StatusCode::SWITCHING_PROTOCOLS {
+            let mut resp = Response::new(UpstreamBody::empty());
+            *resp.status_mut() = head.status;
+            *resp.version_mut() = head.version;
+            *resp.headers_mut() = head.headers;
+            resp.extensions_mut()
+                .insert(UpstreamUpgrade::new(conn.into_upgraded()));
+            return resp;
+        }
+        let home = Home {
             pool: Arc::clone(self),
             key,
-            sender,
-        });
-        let release = match release {
-            Some(r) if resp.body().is_end_stream() => {
-                r.give_back();
-                None
-            }
-            other => other,
         };
-        resp.map(|inner| UpstreamBody { inner, release })
+        let body = H1Body::new(&head, conn, rest, self.settings.max_buf_size, home);
+        let mut resp = Response::new(UpstreamBody::h1(body));
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        resp
     }
 
     /// Drops idle connections to endpoints not in `live`.
@@ -212,9 +182,7 @@ impl H1Pool {
         let timeout = self.settings.idle_timeout;
         let mut idle = self.lock();
         idle.retain(|_, list| {
-            list.retain(|e| {
-                !e.sender.is_closed() && now.saturating_duration_since(e.since) < timeout
-            });
+            list.retain(|e| now.saturating_duration_since(e.since) < timeout);
             !list.is_empty()
         });
         if idle.is_empty() {
@@ -225,25 +193,14 @@ impl H1Pool {
         true
     }
 
-    /// Opens a connection to `endpoint` (TLS when `tls` is set) and spawns hyper's connection
-    /// task (with upgrades, for WebSocket and other protocol switches).
+    /// Opens a connection to `endpoint` (TLS when `tls` is set).
     async fn connect(
         self: &Arc<Self>,
         endpoint: SocketAddr,
         tls: Option<&Arc<UpstreamTls>>,
-    ) -> Result<http1::SendRequest<ProxyBody>, UpstreamError> {
+    ) -> Result<H1Conn, UpstreamError> {
         let stream = connect_stream(endpoint, tls, self.settings.connect_timeout).await?;
-        let (sender, conn) = http1::Builder::new()
-            .max_buf_size(self.settings.max_buf_size)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| UpstreamError::Connect(Box::new(e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(%endpoint, error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(H1Conn::new(stream, self.settings.max_buf_size))
     }
 
     /// Sweeps expired idle connections while there are any; the task ends with the pool or when

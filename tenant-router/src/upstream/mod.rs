@@ -1,10 +1,12 @@
-//! Upstream connections: pooled HTTP/1.1 keep-alive connections ([`h1_pool`]) and HTTP/2 prior knowledge
-//! (one multiplexed connection per endpoint, [`h2_pool`], for gRPC and `h2c` backends).
+//! Upstream connections: pooled HTTP/1.1 keep-alive connections ([`h1_pool`]), each exchange run in
+//! the request's own task ([`h1_conn`]), and HTTP/2 prior knowledge (one multiplexed hyper
+//! connection per endpoint, [`h2_pool`], for gRPC and `h2c` backends).
 //!
 //! Pools belong to the router, not to a snapshot: a configuration swap keeps warm connections.
 //! Connections are pooled per [`PoolKey`]: endpoint and, for a backend with TLS ([`tls`]), the
 //! identity of its TLS settings.
 
+mod h1_conn;
 mod h1_pool;
 mod h2_pool;
 pub(crate) mod tls;
@@ -22,7 +24,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use tokio_util::either::Either;
 
 /// Why an upstream exchange failed before a response head arrived. The variants say how much of
@@ -103,7 +105,7 @@ async fn connect_stream(
 }
 
 /// A backend connection: plain TCP or TLS over it.
-type MaybeTls =
+pub(crate) type MaybeTls =
     Either<tokio::net::TcpStream, Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>;
 
 /// Whether `e` or one of its sources is an HTTP/2 `REFUSED_STREAM` reset.
@@ -204,14 +206,12 @@ impl Upstreams {
         use futures::FutureExt;
         let pools = self.pools();
         match protocol {
-            BackendProtocol::H2c => Either::Left(pools.h2.send(endpoint, tls, req).map(|sent| {
-                sent.map(|resp| {
-                    resp.map(|inner| UpstreamBody {
-                        inner,
-                        release: None,
-                    })
-                })
-            })),
+            BackendProtocol::H2c => Either::Left(
+                pools
+                    .h2
+                    .send(endpoint, tls, req)
+                    .map(|sent| sent.map(|resp| resp.map(|body| UpstreamBody::H2 { body }))),
+            ),
             BackendProtocol::Http1 | BackendProtocol::Tcp => {
                 Either::Right(h1_pool::send(&pools.h1, endpoint, tls, req))
             }
@@ -227,59 +227,77 @@ impl Upstreams {
     }
 }
 
-pin_project! {
-    /// A backend's response body. An HTTP/1 connection goes back to its pool when the body has
-    /// been read to its end (not when it is dropped half read: hyper then closes the connection).
-    pub(crate) struct UpstreamBody {
-        #[pin]
-        inner: Incoming,
-        release: Option<h1_pool::Release>,
+/// The backend side of a switched protocol (a 101 answer): the connection, the bytes already read
+/// past the 101 head first.
+pub(crate) type Upgraded = bulkhead_proxy_io::Rewind<MaybeTls>;
+
+/// A 101 response's connection, in the response's extensions until the tunnel takes it.
+#[derive(Clone)]
+pub(crate) struct UpstreamUpgrade(Arc<Mutex<Option<Upgraded>>>);
+
+impl UpstreamUpgrade {
+    fn new(upgraded: Upgraded) -> Self {
+        Self(Arc::new(Mutex::new(Some(upgraded))))
     }
 
-    impl PinnedDrop for UpstreamBody {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some(release) = this.release.take() {
-                if this.inner.is_end_stream() {
-                    release.give_back();
-                }
-            }
-        }
+    /// Takes the connection (once).
+    pub(crate) fn take(&self) -> Option<Upgraded> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+pin_project! {
+    /// A backend's response body: HTTP/1.1 read by the request's own task (the connection goes
+    /// back to its pool when the body has been read to its end), or an HTTP/2 stream.
+    #[project = UpstreamBodyProj]
+    pub(crate) enum UpstreamBody {
+        H1 { #[pin] body: h1_conn::H1Body },
+        H2 { #[pin] body: Incoming },
+        Empty,
+    }
+}
+
+impl UpstreamBody {
+    fn h1(body: h1_conn::H1Body) -> Self {
+        Self::H1 { body }
+    }
+
+    fn empty() -> Self {
+        Self::Empty
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        match &frame {
-            Some(Err(_)) => drop(this.release.take()),
-            None => {
-                if let Some(release) = this.release.take() {
-                    release.give_back();
-                }
-            }
-            Some(Ok(_)) if this.inner.is_end_stream() => {
-                if let Some(release) = this.release.take() {
-                    release.give_back();
-                }
-            }
-            Some(Ok(_)) => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            UpstreamBodyProj::H1 { body } => body.poll_frame(cx),
+            UpstreamBodyProj::H2 { body } => body.poll_frame(cx).map_err(Into::into),
+            UpstreamBodyProj::Empty => Poll::Ready(None),
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            Self::H1 { body } => body.is_end_stream(),
+            Self::H2 { body } => body.is_end_stream(),
+            Self::Empty => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            Self::H1 { body } => body.size_hint(),
+            Self::H2 { body } => body.size_hint(),
+            Self::Empty => SizeHint::with_exact(0),
+        }
     }
 }

@@ -4,6 +4,7 @@ mod backend_faults;
 mod backend_tls;
 mod config_swap;
 mod filters;
+mod h1_upstream;
 mod limits;
 mod passthrough;
 mod resilience;
