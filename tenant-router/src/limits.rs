@@ -58,12 +58,13 @@ pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Most idle pooled HTTP/1 connections per backend endpoint and worker (each worker thread keeps a
 /// pool of its own, see `bulkhead_net::workers`).
 pub const DEFAULT_UPSTREAM_MAX_IDLE_PER_ENDPOINT: usize = 128;
-/// hyper refuses an HTTP/1 read buffer smaller than this (client and server side alike).
+/// hyper refuses an HTTP/1 server read buffer smaller than this; also the least an upstream
+/// connection's is.
 pub(crate) const MIN_H1_BUF_SIZE: usize = 8 * 1024;
 /// Largest read buffer of one HTTP/1.1 upstream connection, 64 KiB: it bounds a backend's response
-/// head, and how much of a response body the router reads ahead of a client that does not take it
-/// (hyper's own default is about 400 KiB, which a flood of non-reading HTTP/2 streams multiplies).
-/// A response head larger than this is a 502.
+/// head (and chunked trailers), and the largest single read of a response body, which is read only
+/// as the client takes it (hyper's client read ahead about 400 KiB, which a flood of non-reading
+/// HTTP/2 streams multiplied). A response head larger than this is a 502.
 pub const DEFAULT_UPSTREAM_MAX_BUF_SIZE: usize = 64 * 1024;
 /// A passthrough (raw TLS) connection with no byte in either direction for this long is closed.
 pub const DEFAULT_PASSTHROUGH_IDLE_TIMEOUT: Duration = Duration::from_secs(300);

@@ -1,7 +1,7 @@
 //! Response heads: parsed from the start of a read buffer, framed as RFC 9112 §6.3 says.
 
 use crate::MAX_HEADERS;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use std::mem::MaybeUninit;
@@ -33,6 +33,8 @@ pub struct ResponseHead {
     pub framing: BodyFraming,
     /// Whether the connection may carry another exchange once the body has been read.
     pub keep_alive: bool,
+    /// The reason phrase, when it is not the status code's canonical one (shared bytes).
+    pub reason: Option<Bytes>,
 }
 
 impl ResponseHead {
@@ -89,7 +91,7 @@ pub fn parse_response(
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     // Where each field's name and value lie in the head: start and end of each, as offsets.
     let mut fields = [[0u32; 4]; MAX_HEADERS];
-    let (len, code, minor, count) = {
+    let (len, code, minor, count, reason) = {
         let mut parsed = httparse::Response::new(&mut []);
         let status = httparse::ParserConfig::default()
             .parse_response_with_uninit_headers(&mut parsed, buf, &mut slots[..max_headers])
@@ -118,11 +120,28 @@ pub fn parse_response(
                 at(value) + value.len() as u32,
             ];
         }
+        let code = parsed.code.unwrap_or_default();
+        // A reason phrase of its own (not the canonical one, not empty) is kept, as hyper's client
+        // kept it, so an HTTP/1.1 client sees the backend's.
+        let reason = parsed
+            .reason
+            .filter(|r| {
+                !r.is_empty()
+                    && StatusCode::from_u16(code)
+                        .ok()
+                        .and_then(|s| s.canonical_reason())
+                        != Some(*r)
+            })
+            .map(|r| {
+                let start = at(r.as_bytes());
+                [start, start + r.len() as u32]
+            });
         (
             len,
-            parsed.code.unwrap_or_default(),
+            code,
             parsed.version.unwrap_or_default(),
             parsed.headers.len(),
+            reason,
         )
     };
     let status = StatusCode::from_u16(code)
@@ -151,6 +170,7 @@ pub fn parse_response(
         headers,
         framing,
         keep_alive: keep_alive && facts.persists(version),
+        reason: reason.map(|[start, end]| head.slice(start as usize..end as usize)),
     }))
 }
 
@@ -385,6 +405,20 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn only_a_reason_phrase_of_its_own_is_kept() {
+        assert_eq!(
+            head(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").reason,
+            None
+        );
+        assert_eq!(
+            head(b"HTTP/1.1 200 \r\ncontent-length: 0\r\n\r\n").reason,
+            None
+        );
+        let own = head(b"HTTP/1.1 200 All Good\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(own.reason.as_deref(), Some(&b"All Good"[..]));
     }
 
     #[test]

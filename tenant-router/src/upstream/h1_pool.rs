@@ -167,6 +167,13 @@ impl H1Pool {
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
         *resp.headers_mut() = head.headers;
+        // hyper's server writes a response's own reason phrase to HTTP/1.1 clients.
+        if let Some(reason) = head
+            .reason
+            .and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok())
+        {
+            resp.extensions_mut().insert(reason);
+        }
         resp
     }
 
@@ -175,14 +182,17 @@ impl H1Pool {
         self.lock().retain(|key, _| live.contains(&key.endpoint));
     }
 
-    /// Drops closed and expired idle connections; returns whether any are left (when none are,
-    /// the sweeper stops).
+    /// Drops expired idle connections and those the backend closed (or wrote to); returns
+    /// whether any are left (when none are, the sweeper stops).
     fn sweep(&self) -> bool {
         let now = Instant::now();
         let timeout = self.settings.idle_timeout;
         let mut idle = self.lock();
         idle.retain(|_, list| {
-            list.retain(|e| now.saturating_duration_since(e.since) < timeout);
+            // Also those the backend closed meanwhile: their sockets are not kept until checkout.
+            list.retain_mut(|e| {
+                now.saturating_duration_since(e.since) < timeout && e.conn.is_reusable()
+            });
             !list.is_empty()
         });
         if idle.is_empty() {

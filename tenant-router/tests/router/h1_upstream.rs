@@ -299,3 +299,22 @@ async fn a_backend_answering_while_the_request_body_streams_gets_the_rest_of_it(
         .unwrap();
     assert!(rest.to_bytes().is_empty());
 }
+
+#[tokio::test]
+async fn a_reason_phrase_of_its_own_reaches_http1_clients() {
+    let pki = Pki::new();
+    let (backend, _) = scripted(
+        b"HTTP/1.1 200 All Good\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        false,
+    )
+    .await;
+    let router = router_to(&pki, backend).await;
+    let mut c = h1_tls(&pki, &router, "a.acme.test").await;
+    let req = c
+        .request("GET", "a.acme.test", "/")
+        .body(Default::default())
+        .unwrap();
+    let resp = c.send(req).await.unwrap();
+    let reason = resp.extensions().get::<hyper::ext::ReasonPhrase>();
+    assert_eq!(reason.map(|r| r.as_bytes()), Some(&b"All Good"[..]));
+}
