@@ -179,7 +179,7 @@ impl Sending {
         buf: &mut Vec<u8>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), SendError>> {
-        let written = match self.head_written {
+        let mut written = match self.head_written {
             Some(n) => n,
             None => {
                 let parts = &self.parts;
@@ -193,7 +193,6 @@ impl Sending {
                 0
             }
         };
-        let mut written = written;
         while written < buf.len() {
             self.head_written = Some(written);
             let n = ready!(Pin::new(&mut *io).poll_write(cx, &buf[written..]))?;
