@@ -34,7 +34,9 @@ use crate::metrics::{
 };
 use crate::otel::{Arrival, RequestSpan};
 use crate::outlier::{Health, OutlierPolicy};
-use crate::upstream::{UpstreamBody, UpstreamError, UpstreamUpgrade, Upstreams};
+use crate::upstream::{
+    returns_unanswered_head, UpstreamBody, UpstreamError, UpstreamUpgrade, Upstreams,
+};
 use bulkhead_snapshot::BackendProtocol;
 use http::header::{CONTENT_TYPE, HOST, LOCATION};
 use http::uri::{PathAndQuery, Scheme};
@@ -703,9 +705,14 @@ async fn forward_with_retries(
             Some(b) => Some(request_deadline.map_or(b, |r| r.min(b))),
             None => request_deadline,
         };
-        let again = (retries < max_retries).then(|| copy_head(&outgoing.head));
+        let may_retry = retries < max_retries;
+        // The head for another attempt: an HTTP/1.1 exchange hands back the head it got no
+        // answer to; for the others a copy is made now.
+        let copy = (may_retry && !returns_unanswered_head(backend.protocol))
+            .then(|| copy_head(&outgoing.head));
+        let mut unanswered = None;
         // A body to take back for another attempt; an empty one is made anew instead.
-        let (sent_body, loan) = if again.is_some() && !bodiless {
+        let (sent_body, loan) = if may_retry && !bodiless {
             let (lent, loan) = body::lend(outgoing.body);
             (lent, Some(loan))
         } else {
@@ -720,6 +727,7 @@ async fn forward_with_retries(
                 backend.tls.as_ref(),
                 endpoint.addr,
                 Request::from_parts(outgoing.head, sent_body),
+                &mut unanswered,
             ),
             attempt_deadline,
         )
@@ -750,7 +758,7 @@ async fn forward_with_retries(
         } else {
             return Err(failure);
         };
-        let Some(next_head) = again else {
+        let Some(next_head) = copy.or(unanswered).filter(|_| may_retry) else {
             return Err(failure);
         };
         let Some(next_body) = loan
@@ -1038,7 +1046,13 @@ fn mirror_request(
         let exchange = async {
             let sent = shared
                 .upstreams
-                .send(backend.protocol, backend.tls.as_ref(), endpoint.addr, req)
+                .send(
+                    backend.protocol,
+                    backend.tls.as_ref(),
+                    endpoint.addr,
+                    req,
+                    &mut None,
+                )
                 .await;
             let health = match &sent {
                 Ok(resp) => Some(Health::of_status(resp.status())),

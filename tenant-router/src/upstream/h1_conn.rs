@@ -318,28 +318,37 @@ fn announced_trailers(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-/// An exchange that failed before a response head.
+/// An exchange that failed before a response head. The request comes back either way: the
+/// retry of an idempotent request whose connection failed needs no copy of its head.
 pub(super) enum Failed {
-    /// Not one byte of the request reached the connection; the request comes back whole
-    /// (boxed: the rare path).
+    /// Not one byte of the request reached the connection (boxed: the rare path).
     Unwritten(Box<Sending>, BoxError),
-    /// Anything else.
-    Other(UpstreamError),
+    /// Anything else: the request (or part of it) was written.
+    Other(UpstreamError, Box<Sending>),
+}
+
+impl Sending {
+    /// The request's head, as it was to be sent (framing fields set), for another attempt.
+    pub(super) fn into_head(self) -> http::request::Parts {
+        self.parts
+    }
 }
 
 /// Writes the request on `conn` and reads the response head (skipping interim 1xx answers).
 /// Returns the head, the connection and what is left of the request to write.
 pub(super) async fn exchange(
     mut conn: H1Conn,
-    sending: Sending,
+    mut sending: Sending,
     method: &Method,
     limits: &ResponseLimits,
 ) -> Result<(ResponseHead, H1Conn, Option<Sending>), Failed> {
-    let mut sending = Some(sending);
+    // The request stays here until the answer's head (not dropped once written): a failure
+    // before it hands the head back.
+    let mut written = false;
     let head = poll_fn(|cx| {
-        if let Some(s) = sending.as_mut() {
-            match s.poll_send(&mut conn, cx) {
-                Poll::Ready(Ok(())) => sending = None,
+        if !written {
+            match sending.poll_send(&mut conn, cx) {
+                Poll::Ready(Ok(())) => written = true,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {}
             }
@@ -366,19 +375,20 @@ pub(super) async fn exchange(
     })
     .await;
     match head {
-        Ok(Ok(head)) => Ok((head, conn, sending)),
-        Ok(Err(e)) => Err(Failed::Other(e)),
-        Err(e) => match sending {
-            Some(mut s) if !s.wrote_any && matches!(e, SendError::Io(_)) => {
-                // Encoded again on the next connection.
-                s.head_written = None;
-                Err(Failed::Unwritten(Box::new(s), Box::new(e)))
-            }
-            _ => Err(Failed::Other(match e {
+        Ok(Ok(head)) => Ok((head, conn, (!written).then_some(sending))),
+        Ok(Err(e)) => Err(Failed::Other(e, Box::new(sending))),
+        Err(e) if !sending.wrote_any && matches!(e, SendError::Io(_)) => {
+            // Encoded again on the next connection.
+            sending.head_written = None;
+            Err(Failed::Unwritten(Box::new(sending), Box::new(e)))
+        }
+        Err(e) => {
+            let error = match e {
                 SendError::Io(e) => UpstreamError::Broken(Box::new(e)),
                 other => UpstreamError::Protocol(Box::new(other)),
-            })),
-        },
+            };
+            Err(Failed::Other(error, Box::new(sending)))
+        }
     }
 }
 

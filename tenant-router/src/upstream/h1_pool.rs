@@ -61,12 +61,14 @@ impl std::fmt::Debug for H1Pool {
 /// Sends `req` to `endpoint` (over TLS when `tls` is set) on a pooled connection of the same
 /// TLS identity, or a new one. A request that could not be written at all on a pooled connection
 /// (closed meanwhile) is sent again on another; one a fresh connection could not take is an
-/// [`UpstreamError::Unsent`].
+/// [`UpstreamError::Unsent`]. On any failure the request's head is put in `unanswered`, for
+/// another attempt.
 pub(super) async fn send(
     pool: &Arc<H1Pool>,
     endpoint: SocketAddr,
     tls: Option<&Arc<UpstreamTls>>,
     req: Request<ProxyBody>,
+    unanswered: &mut Option<http::request::Parts>,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
     let key = PoolKey {
         endpoint,
@@ -81,14 +83,25 @@ pub(super) async fn send(
         let (conn, reused) = match pool.checkout(key) {
             Some(conn) => (conn, true),
             // Boxed: connecting is the rare path, and its future would triple this one's size.
-            None => (Box::pin(pool.connect(endpoint, tls)).await?, false),
+            None => match Box::pin(pool.connect(endpoint, tls)).await {
+                Ok(conn) => (conn, false),
+                Err(e) => {
+                    *unanswered = Some(sending.into_head());
+                    return Err(e);
+                }
+            },
         };
-        match h1_conn::exchange(conn, sending, &method, &limits).await {
+        let (error, request) = match h1_conn::exchange(conn, sending, &method, &limits).await {
             Ok((head, conn, rest)) => return Ok(pool.response(key, head, conn, rest)),
-            Err(Failed::Unwritten(unsent, _)) if reused => sending = *unsent,
-            Err(Failed::Unwritten(_, e)) => return Err(UpstreamError::Unsent(e)),
-            Err(Failed::Other(e)) => return Err(e),
-        }
+            Err(Failed::Unwritten(unsent, _)) if reused => {
+                sending = *unsent;
+                continue;
+            }
+            Err(Failed::Unwritten(unsent, e)) => (UpstreamError::Unsent(e), unsent),
+            Err(Failed::Other(e, request)) => (e, request),
+        };
+        *unanswered = Some(request.into_head());
+        return Err(error);
     }
 }
 

@@ -138,6 +138,12 @@ fn is_connection_error(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Whether an exchange with `protocol` hands back the head of a request it failed to get an
+/// answer to (so that retrying it needs no copy made beforehand).
+pub(crate) fn returns_unanswered_head(protocol: BackendProtocol) -> bool {
+    matches!(protocol, BackendProtocol::Http1 | BackendProtocol::Tcp)
+}
+
 /// What a pooled connection is kept under: the endpoint and, for TLS, how it was set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct PoolKey {
@@ -196,12 +202,16 @@ impl Upstreams {
     ///
     /// Not an `async fn`: that would keep its own copy of `req` beside the one in the protocol's
     /// future, and this future is held by every forwarding phase above it.
+    ///
+    /// When the exchange fails before a response head, an HTTP/1.1 upstream puts the request's
+    /// head in `unanswered` (see [`returns_unanswered_head`]); HTTP/2 does not.
     pub(crate) fn send<'a>(
         &'a self,
         protocol: BackendProtocol,
         tls: Option<&'a Arc<tls::UpstreamTls>>,
         endpoint: SocketAddr,
         req: Request<ProxyBody>,
+        unanswered: &'a mut Option<http::request::Parts>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a {
         use futures::FutureExt;
         let pools = self.pools();
@@ -213,7 +223,7 @@ impl Upstreams {
                     .map(|sent| sent.map(|resp| resp.map(|body| UpstreamBody::H2 { body }))),
             ),
             BackendProtocol::Http1 | BackendProtocol::Tcp => {
-                Either::Right(h1_pool::send(&pools.h1, endpoint, tls, req))
+                Either::Right(h1_pool::send(&pools.h1, endpoint, tls, req, unanswered))
             }
         }
     }
