@@ -199,6 +199,21 @@ async fn strict_router(
     .await
 }
 
+/// A TLS connection to `a.acme.test` with ALPN `alpn` that has sent one HTTP/1.1 `GET /`.
+async fn tls_get(
+    pki: &Pki,
+    router: &TestRouter,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut tls = tls_connect(pki, router.https, "a.acme.test", &[alpn])
+        .await
+        .expect("handshake");
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: a.acme.test\r\n\r\n")
+        .await
+        .unwrap();
+    tls
+}
+
 /// Reads until the router closes the connection; `None` when it is still open after [`WAIT`].
 async fn until_closed(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<Vec<u8>> {
     let mut answer = Vec::new();
@@ -278,12 +293,7 @@ async fn alpn_h2_followed_by_an_http1_request_is_not_served() {
     let web = EchoBackend::start("web").await;
     let pki = Pki::new();
     let router = strict_router(&pki, &web, |_| {}).await;
-    let mut tls = tls_connect(&pki, router.https, "a.acme.test", &[b"h2"])
-        .await
-        .expect("handshake");
-    tls.write_all(b"GET / HTTP/1.1\r\nhost: a.acme.test\r\n\r\n")
-        .await
-        .unwrap();
+    let mut tls = tls_get(&pki, &router, b"h2").await;
     let answer = until_closed(&mut tls)
         .await
         .expect("connection error closes");
@@ -538,12 +548,7 @@ async fn a_kept_alive_http1_connection_without_a_next_request_is_closed_by_the_h
     let web = EchoBackend::start("web").await;
     let pki = Pki::new();
     let router = strict_router(&pki, &web, |_| {}).await;
-    let mut tls = tls_connect(&pki, router.https, "a.acme.test", &[b"http/1.1"])
-        .await
-        .expect("handshake");
-    tls.write_all(b"GET / HTTP/1.1\r\nhost: a.acme.test\r\n\r\n")
-        .await
-        .unwrap();
+    let mut tls = tls_get(&pki, &router, b"http/1.1").await;
     let head = read_one_response(&mut tls).await;
     assert!(head.starts_with("HTTP/1.1 "), "{head}");
     let rest = until_closed(&mut tls).await;
