@@ -673,25 +673,29 @@ type StreamBody = http_body_util::Either<ObservedBody, ProxyBody>;
 
 /// One request: answered 503 at once when it is an HTTP/2 stream beyond the router's stream budget
 /// (`streams`), otherwise served, holding its place in the budget until its response ends.
-async fn handle(
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+fn handle(
     streams: Option<Arc<Semaphore>>,
     ctx: Arc<ConnContext>,
     req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<HeldBody<StreamBody>>, Infallible> {
-    let permit = match streams.map(Semaphore::try_acquire_owned) {
-        Some(Err(_)) => {
-            refuse_stream(&ctx);
-            let resp = grpc::local_answer(
-                grpc::is_grpc(req.headers()),
-                local_response(hyper::StatusCode::SERVICE_UNAVAILABLE),
-            );
-            return Ok(resp.map(|b| HeldBody::new(StreamBody::Right(b), None)));
-        }
-        Some(Ok(p)) => Some(p),
-        None => None,
-    };
-    let resp = serve_request(ctx, req).await?;
-    Ok(resp.map(|b| HeldBody::new(StreamBody::Left(b), permit)))
+) -> impl std::future::Future<Output = Result<hyper::Response<HeldBody<StreamBody>>, Infallible>> {
+    // Not an `async fn`, which would keep a second copy of its arguments (see `h1_conn::exchange`).
+    async move {
+        let permit = match streams.map(Semaphore::try_acquire_owned) {
+            Some(Err(_)) => {
+                refuse_stream(&ctx);
+                let resp = grpc::local_answer(
+                    grpc::is_grpc(req.headers()),
+                    local_response(hyper::StatusCode::SERVICE_UNAVAILABLE),
+                );
+                return Ok(resp.map(|b| HeldBody::new(StreamBody::Right(b), None)));
+            }
+            Some(Ok(p)) => Some(p),
+            None => None,
+        };
+        let resp = serve_request(ctx, req).await?;
+        Ok(resp.map(|b| HeldBody::new(StreamBody::Left(b), permit)))
+    }
 }
 
 /// Counts and logs an HTTP/2 stream refused because the router has its most streams in flight.

@@ -46,6 +46,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use refusal::{Answer, Refusal};
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -114,73 +115,77 @@ impl ConnContext {
 static NONE_LABEL: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("-"));
 
 /// Serves one request; never fails (errors become statuses or aborted bodies).
-pub(crate) async fn serve_request(
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+pub(crate) fn serve_request(
     ctx: Arc<ConnContext>,
     req: Request<Incoming>,
-) -> Result<Response<ObservedBody>, Infallible> {
-    let start = Instant::now();
-    let none: Arc<str> = Arc::clone(&NONE_LABEL);
-    let mut record = Box::new(RequestRecord {
-        metrics: Arc::clone(&ctx.shared.metrics),
-        tenant: Arc::clone(&ctx.shared.tenant),
-        route: Arc::clone(&none),
-        series: None,
-        backend: none,
-        status: 0,
-        method: req.method().clone(),
-        target: SentTarget::of(&req),
-        request_id: headers::RequestId::None,
-        start,
-        _in_flight: ctx.activity.begin(),
-        upstream: None,
-        guard: None,
-        span: None,
-        permit: None,
-        client_fault: None,
-        refusal: None,
-        logged: false,
-    });
-    record.span = RequestSpan::start(
-        &req,
-        &Arrival {
-            tenant: &ctx.shared.tenant,
-            scheme: ctx.scheme(),
-            client: ctx.client,
-            host: record.target.host(),
-        },
-    );
-    let grpc = grpc::is_grpc(req.headers());
-    // Boxed: the routing future is ~1.7 KiB (the forwarding phases, ~5 KiB, are boxed by
-    // [`Forward`]), and hyper moves the per-request task (which holds this future) several times
-    // before and after running it; a pointer is cheaper to move.
-    let routed = Box::pin(route_and_forward(&ctx, req, &mut record, start)).await;
-    let (mut response, deadline, refusal) = match routed {
-        Ok((forwarded, deadline)) => (forwarded, deadline, None),
-        Err(answer) => (*answer.response, None, answer.refusal),
-    };
-    if let Some(refusal) = refusal {
-        if let Refusal::Forward(ForwardError::Client(fault)) = refusal {
-            record.client_fault = Some(fault);
+) -> impl Future<Output = Result<Response<ObservedBody>, Infallible>> {
+    // Not an `async fn`, which would keep a second copy of its arguments (see `h1_conn::exchange`).
+    async move {
+        let start = Instant::now();
+        let none: Arc<str> = Arc::clone(&NONE_LABEL);
+        let mut record = Box::new(RequestRecord {
+            metrics: Arc::clone(&ctx.shared.metrics),
+            tenant: Arc::clone(&ctx.shared.tenant),
+            route: Arc::clone(&none),
+            series: None,
+            backend: none,
+            status: 0,
+            method: req.method().clone(),
+            target: SentTarget::of(&req),
+            request_id: headers::RequestId::None,
+            start,
+            _in_flight: ctx.activity.begin(),
+            upstream: None,
+            guard: None,
+            span: None,
+            permit: None,
+            client_fault: None,
+            refusal: None,
+            logged: false,
+        });
+        record.span = RequestSpan::start(
+            &req,
+            &Arrival {
+                tenant: &ctx.shared.tenant,
+                scheme: ctx.scheme(),
+                client: ctx.client,
+                host: record.target.host(),
+            },
+        );
+        let grpc = grpc::is_grpc(req.headers());
+        // Boxed: the routing future is ~1.7 KiB (the forwarding phases, ~5 KiB, are boxed by
+        // [`Forward`]), and hyper moves the per-request task (which holds this future) several times
+        // before and after running it; a pointer is cheaper to move.
+        let routed = Box::pin(route_and_forward(&ctx, req, &mut record, start)).await;
+        let (mut response, deadline, refusal) = match routed {
+            Ok((forwarded, deadline)) => (forwarded, deadline, None),
+            Err(answer) => (*answer.response, None, answer.refusal),
+        };
+        if let Some(refusal) = refusal {
+            if let Refusal::Forward(ForwardError::Client(fault)) = refusal {
+                record.client_fault = Some(fault);
+            }
+            record.refusal = Some((refusal.reason(), refusal.side()));
+            ctx.shared
+                .metrics
+                .request_refusals
+                .get_or_create(&RefusalLabels {
+                    tenant: Arc::clone(&ctx.shared.tenant),
+                    reason: refusal.reason(),
+                })
+                .inc();
+            // The HTTP status stays in metrics and logs; a gRPC client gets the gRPC one.
+            if let (true, Some(status)) = (grpc, refusal.grpc()) {
+                response = grpc::trailers_only(response, status);
+            }
         }
-        record.refusal = Some((refusal.reason(), refusal.side()));
-        ctx.shared
-            .metrics
-            .request_refusals
-            .get_or_create(&RefusalLabels {
-                tenant: Arc::clone(&ctx.shared.tenant),
-                reason: refusal.reason(),
-            })
-            .inc();
-        // The HTTP status stays in metrics and logs; a gRPC client gets the gRPC one.
-        if let (true, Some(status)) = (grpc, refusal.grpc()) {
-            response = grpc::trailers_only(response, status);
-        }
+        record.status = match record.client_fault {
+            Some(fault) => ForwardError::Client(fault).logged_status(),
+            None => response.status().as_u16(),
+        };
+        Ok(response.map(|b| ObservedBody::new(b, deadline, record)))
     }
-    record.status = match record.client_fault {
-        Some(fault) => ForwardError::Client(fault).logged_status(),
-        None => response.status().as_u16(),
-    };
-    Ok(response.map(|b| ObservedBody::new(b, deadline, record)))
 }
 
 /// A response generated by the router itself.
@@ -253,45 +258,49 @@ type Forwarded = (Response<ProxyBody>, Option<Instant>);
 /// Routes one request: [`normalise`], [`authorise_host`] and [`select_route`], then hands it to the
 /// layers (CORS, with the matched rule's policy in the request's extensions) around [`Forward`].
 /// Every way out other than a backend's response is an [`Answer`].
-async fn route_and_forward(
-    ctx: &ConnContext,
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+fn route_and_forward<'a>(
+    ctx: &'a ConnContext,
     mut req: Request<Incoming>,
-    record: &mut RequestRecord,
+    record: &'a mut RequestRecord,
     start: Instant,
-) -> Result<Forwarded, Answer> {
-    normalise(ctx, &mut req, record)?;
-    let host = authorise_host(ctx, &req, record)?;
-    let (vhost, route) = {
-        let facts = RequestFacts {
-            method: req.method(),
-            path: req.uri().path(),
-            query: req.uri().query(),
-            headers: req.headers(),
+) -> impl Future<Output = Result<Forwarded, Answer>> + use<'a> {
+    // Not an `async fn`, which would keep a second copy of its arguments (see `h1_conn::exchange`).
+    async move {
+        normalise(ctx, &mut req, record)?;
+        let host = authorise_host(ctx, &req, record)?;
+        let (vhost, route) = {
+            let facts = RequestFacts {
+                method: req.method(),
+                path: req.uri().path(),
+                query: req.uri().query(),
+                headers: req.headers(),
+            };
+            select_route(&ctx.config, &ctx.entry, &host.host, &facts)?
         };
-        select_route(&ctx.config, &ctx.entry, &host.host, &facts)?
-    };
-    record.route = Arc::clone(&route.label);
-    record.series = Some(Arc::clone(route.series.get_or_init(Arc::default)));
-    if let Some(policy) = route.filters.iter().find_map(|f| match f {
-        CompiledFilter::Cors(c) => Some(Arc::clone(c)),
-        _ => None,
-    }) {
-        req.extensions_mut().insert(cors::RouteCors(policy));
+        record.route = Arc::clone(&route.label);
+        record.series = Some(Arc::clone(route.series.get_or_init(Arc::default)));
+        if let Some(policy) = route.filters.iter().find_map(|f| match f {
+            CompiledFilter::Cors(c) => Some(Arc::clone(c)),
+            _ => None,
+        }) {
+            req.extensions_mut().insert(cors::RouteCors(policy));
+        }
+        let limits = &ctx.shared.limits;
+        let layers = cors::CorsLayer::new(cors::CorsLimits {
+            max_origin_bytes: limits.cors_max_origin_bytes,
+            max_request_headers: limits.cors_max_request_headers,
+        });
+        let mut service = layers.layer(Forward(Some(Routed {
+            ctx,
+            host,
+            vhost,
+            route,
+            record,
+            start,
+        })));
+        service.call(req).await
     }
-    let limits = &ctx.shared.limits;
-    let layers = cors::CorsLayer::new(cors::CorsLimits {
-        max_origin_bytes: limits.cors_max_origin_bytes,
-        max_request_headers: limits.cors_max_request_headers,
-    });
-    let mut service = layers.layer(Forward(Some(Routed {
-        ctx,
-        host,
-        vhost,
-        route,
-        record,
-        start,
-    })));
-    service.call(req).await
 }
 
 /// What route selection found, for the forwarding phases.
@@ -334,114 +343,122 @@ impl<'a> tower_service::Service<Request<Incoming>> for Forward<'a> {
 
 /// Forwards one routed request through its phases: [`plan_filters`], [`pick_endpoint`],
 /// [`build_request`] and [`forward_with_retries`].
-async fn forward_routed(
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+fn forward_routed(
     routed: Routed<'_>,
     mut req: Request<Incoming>,
-) -> Result<Forwarded, Answer> {
-    let Routed {
-        ctx,
-        host,
-        vhost,
-        route,
-        record,
-        start,
-    } = routed;
-    // Hop-by-hop headers go before any filter runs, so `Connection` cannot remove what a filter sets.
-    let upgrade =
-        headers::requested_upgrade(req.headers(), &ctx.shared.limits.boundary.upgrade_protocols);
-    headers::strip_hop_by_hop(req.headers_mut(), false);
-    let (plan, backend) = plan_filters(ctx, &mut req, &host, vhost, route)?;
-    record.backend = Arc::clone(&backend.id);
-    let first = pick_endpoint(ctx, backend, record).map_err(|r| plan.refuse(r))?;
+) -> impl Future<Output = Result<Forwarded, Answer>> + use<'_> {
+    // Not an `async fn`, which would keep a second copy of its arguments (see `h1_conn::exchange`).
+    async move {
+        let Routed {
+            ctx,
+            host,
+            vhost,
+            route,
+            record,
+            start,
+        } = routed;
+        // Hop-by-hop headers go before any filter runs, so `Connection` cannot remove what a filter sets.
+        let upgrade = headers::requested_upgrade(
+            req.headers(),
+            &ctx.shared.limits.boundary.upgrade_protocols,
+        );
+        headers::strip_hop_by_hop(req.headers_mut(), false);
+        let (plan, backend) = plan_filters(ctx, &mut req, &host, vhost, route)?;
+        record.backend = Arc::clone(&backend.id);
+        let first = pick_endpoint(ctx, backend, record).map_err(|r| plan.refuse(r))?;
 
-    let upgrading = match upgrade {
-        headers::UpgradeAsk::Allowed(protocols)
-            if req.version() == Version::HTTP_11 && backend.protocol != BackendProtocol::H2c =>
-        {
-            Some(protocols)
-        }
-        headers::UpgradeAsk::Refused => {
-            boundary::count(ctx, HygieneAction::UpgradeDropped);
-            tracing::debug!(tenant = %ctx.shared.tenant, "upgrade to a protocol that is not allowed removed");
-            None
-        }
-        _ => None,
-    };
-    let client_upgrade = upgrading.is_some().then(|| hyper::upgrade::on(&mut req));
-    let (parts, incoming) = req.into_parts();
-    // Taken apart at once: only the mirror authority is needed later, not the whole value.
-    let BuiltRequest {
-        head: mut parts,
-        host_authority,
-        request_id,
-    } = build_request(ctx, parts, &host.raw, vhost, route, backend, &plan)
-        .map_err(|r| plan.refuse(r))?;
-    if let Some(protocols) = &upgrading {
-        headers::restore_upgrade(&mut parts.headers, protocols.clone());
-    }
-    record.request_id = request_id;
-    if let Some(span) = &record.span {
-        span.inject(&mut parts.headers);
-    }
-    let idle = ctx.shared.limits.body_idle_timeout;
-    let (mut request_body, watch) = body::client_body(incoming, idle);
-    for (mirror, percent) in &plan.mirrors {
-        if *percent < 100 && rand::random_range(0..100) >= *percent {
-            continue;
-        }
-        let Some(slot) = mirror_slot(ctx, mirror) else {
-            continue;
+        let upgrading = match upgrade {
+            headers::UpgradeAsk::Allowed(protocols)
+                if req.version() == Version::HTTP_11
+                    && backend.protocol != BackendProtocol::H2c =>
+            {
+                Some(protocols)
+            }
+            headers::UpgradeAsk::Refused => {
+                boundary::count(ctx, HygieneAction::UpgradeDropped);
+                tracing::debug!(tenant = %ctx.shared.tenant, "upgrade to a protocol that is not allowed removed");
+                None
+            }
+            _ => None,
         };
-        let (forwarded, copy, state) = body::tee(request_body);
-        request_body = forwarded;
-        let copy = MirrorCopy {
-            body: copy,
-            state,
-            slot,
-        };
-        let authority = host_authority.as_ref().and_then(|v| v.to_str().ok());
-        mirror_request(ctx, &parts, authority.unwrap_or_default(), copy, mirror);
-    }
-    let outgoing = Outgoing {
-        head: parts,
-        body: request_body,
-    };
-    let result =
-        forward_with_retries(ctx, backend, route, &first, outgoing, &watch, record, start).await;
-    let (mut resp, deadline) = match result {
-        Ok(forwarded) => {
-            record.upstream = Some(start.elapsed());
-            forwarded
+        let client_upgrade = upgrading.is_some().then(|| hyper::upgrade::on(&mut req));
+        let (parts, incoming) = req.into_parts();
+        // Taken apart at once: only the mirror authority is needed later, not the whole value.
+        let BuiltRequest {
+            head: mut parts,
+            host_authority,
+            request_id,
+        } = build_request(ctx, parts, &host.raw, vhost, route, backend, &plan)
+            .map_err(|r| plan.refuse(r))?;
+        if let Some(protocols) = &upgrading {
+            headers::restore_upgrade(&mut parts.headers, protocols.clone());
         }
-        Err(error) => return Err(plan.refuse(error.into())),
-    };
-    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    match (client_upgrade, &upgrading) {
-        (Some(client_upgrade), Some(asked))
-            if switching && headers::upgrade_accepted(resp.headers(), asked) =>
-        {
-            let upstream = resp
-                .extensions_mut()
-                .remove::<UpstreamUpgrade>()
-                .and_then(|u| u.take());
-            let Some(upstream) = upstream else {
-                count_upstream_error(ctx, backend, UpstreamErrorKind::Protocol);
-                return Err(plan.refuse(Refusal::UnrequestedUpgrade));
+        record.request_id = request_id;
+        if let Some(span) = &record.span {
+            span.inject(&mut parts.headers);
+        }
+        let idle = ctx.shared.limits.body_idle_timeout;
+        let (mut request_body, watch) = body::client_body(incoming, idle);
+        for (mirror, percent) in &plan.mirrors {
+            if *percent < 100 && rand::random_range(0..100) >= *percent {
+                continue;
+            }
+            let Some(slot) = mirror_slot(ctx, mirror) else {
+                continue;
             };
-            let slot = Arc::clone(&ctx.slot);
-            upgrade::bridge(&ctx.shared, slot, client_upgrade, upstream);
+            let (forwarded, copy, state) = body::tee(request_body);
+            request_body = forwarded;
+            let copy = MirrorCopy {
+                body: copy,
+                state,
+                slot,
+            };
+            let authority = host_authority.as_ref().and_then(|v| v.to_str().ok());
+            mirror_request(ctx, &parts, authority.unwrap_or_default(), copy, mirror);
         }
-        _ if switching => {
-            // A backend switching to a protocol nobody asked for (h2c, say) is never relayed.
-            count_upstream_error(ctx, backend, UpstreamErrorKind::Protocol);
-            boundary::count(ctx, HygieneAction::UpgradeRefused);
-            return Err(plan.refuse(Refusal::UnrequestedUpgrade));
+        let outgoing = Outgoing {
+            head: parts,
+            body: request_body,
+        };
+        let result =
+            forward_with_retries(ctx, backend, route, &first, outgoing, &watch, record, start)
+                .await;
+        let (mut resp, deadline) = match result {
+            Ok(forwarded) => {
+                record.upstream = Some(start.elapsed());
+                forwarded
+            }
+            Err(error) => return Err(plan.refuse(error.into())),
+        };
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        match (client_upgrade, &upgrading) {
+            (Some(client_upgrade), Some(asked))
+                if switching && headers::upgrade_accepted(resp.headers(), asked) =>
+            {
+                let upstream = resp
+                    .extensions_mut()
+                    .remove::<UpstreamUpgrade>()
+                    .and_then(|u| u.take());
+                let Some(upstream) = upstream else {
+                    count_upstream_error(ctx, backend, UpstreamErrorKind::Protocol);
+                    return Err(plan.refuse(Refusal::UnrequestedUpgrade));
+                };
+                let slot = Arc::clone(&ctx.slot);
+                upgrade::bridge(&ctx.shared, slot, client_upgrade, upstream);
+            }
+            _ if switching => {
+                // A backend switching to a protocol nobody asked for (h2c, say) is never relayed.
+                count_upstream_error(ctx, backend, UpstreamErrorKind::Protocol);
+                boundary::count(ctx, HygieneAction::UpgradeRefused);
+                return Err(plan.refuse(Refusal::UnrequestedUpgrade));
+            }
+            _ => {}
         }
-        _ => {}
+        headers::strip_hop_by_hop(resp.headers_mut(), switching);
+        let resp = resp.map(body::boxed);
+        Ok((plan.finish(resp), deadline))
     }
-    headers::strip_hop_by_hop(resp.headers_mut(), switching);
-    let resp = resp.map(body::boxed);
-    Ok((plan.finish(resp), deadline))
 }
 
 /// Phase 1: the method and the path's canonical spelling (see [`boundary`]).
@@ -679,114 +696,119 @@ fn copy_head(head: &http::request::Parts) -> http::request::Parts {
 /// a failure the client's own body caused (`watch`): that one is the client's, is never retried and
 /// never counts against the endpoint. Returns the response and the deadline its body must meet.
 #[allow(clippy::too_many_arguments)]
-async fn forward_with_retries(
-    ctx: &ConnContext,
-    backend: &CompiledBackend,
-    route: &CompiledRoute,
-    first: &Arc<EndpointState>,
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+fn forward_with_retries<'a>(
+    ctx: &'a ConnContext,
+    backend: &'a CompiledBackend,
+    route: &'a CompiledRoute,
+    first: &'a Arc<EndpointState>,
     mut outgoing: Outgoing,
-    watch: &ClientBodyWatch,
-    record: &mut RequestRecord,
+    watch: &'a ClientBodyWatch,
+    record: &'a mut RequestRecord,
     start: Instant,
-) -> Result<(Response<UpstreamBody>, Option<Instant>), ForwardError> {
-    let shared = &ctx.shared;
-    let max_retries = shared.limits.max_retries;
-    // `outgoing`'s fields are used in place (moved out per attempt, put back for the next): a
-    // copy in locals would be a second slot in this future, which every attempt is awaited in.
-    let idempotent = is_idempotent(&outgoing.head.method);
-    let body = &outgoing.body;
-    let bodiless = body.is_end_stream() || body.size_hint().exact() == Some(0);
-    let request_deadline = route.request_timeout.map(|t| start + t);
-    let mut endpoint = Arc::clone(first);
-    let mut tried = Vec::new();
-    let mut retries = 0;
-    loop {
-        let attempt_deadline = match route.backend_timeout.map(|t| Instant::now() + t) {
-            Some(b) => Some(request_deadline.map_or(b, |r| r.min(b))),
-            None => request_deadline,
-        };
-        let may_retry = retries < max_retries;
-        // The head for another attempt: an HTTP/1.1 exchange hands back the head it got no
-        // answer to; for the others a copy is made now.
-        let copy = (may_retry && !returns_unanswered_head(backend.protocol))
-            .then(|| copy_head(&outgoing.head));
-        let mut unanswered = None;
-        // A body to take back for another attempt; an empty one is made anew instead.
-        let (sent_body, loan) = if may_retry && !bodiless {
-            let (lent, loan) = body::lend(outgoing.body);
-            (lent, Some(loan))
-        } else {
-            (outgoing.body, None)
-        };
-        record.guard = Some(endpoint.start());
-        // Built in the call: a `let` binding would keep a second slot for the exchange's future
-        // in this one, though moved out (its storage lasts to the end of the scope).
-        let result = with_deadline(
-            shared.upstreams.send(
-                backend.protocol,
-                backend.tls.as_ref(),
-                endpoint.addr,
-                Request::from_parts(outgoing.head, sent_body),
-                &mut unanswered,
-            ),
-            attempt_deadline,
-        )
-        .await;
-        let error = match result {
-            Ok(resp) => {
-                let health = Health::of_status(resp.status());
-                backend.observe(&endpoint, health, &shared.outlier, Instant::now());
-                return Ok((resp, attempt_deadline));
+) -> impl Future<Output = Result<(Response<UpstreamBody>, Option<Instant>), ForwardError>> + use<'a>
+{
+    // Not an `async fn`, which would keep a second copy of its arguments (see `h1_conn::exchange`).
+    async move {
+        let shared = &ctx.shared;
+        let max_retries = shared.limits.max_retries;
+        // `outgoing`'s fields are used in place (moved out per attempt, put back for the next): a
+        // copy in locals would be a second slot in this future, which every attempt is awaited in.
+        let idempotent = is_idempotent(&outgoing.head.method);
+        let body = &outgoing.body;
+        let bodiless = body.is_end_stream() || body.size_hint().exact() == Some(0);
+        let request_deadline = route.request_timeout.map(|t| start + t);
+        let mut endpoint = Arc::clone(first);
+        let mut tried = Vec::new();
+        let mut retries = 0;
+        loop {
+            let attempt_deadline = match route.backend_timeout.map(|t| Instant::now() + t) {
+                Some(b) => Some(request_deadline.map_or(b, |r| r.min(b))),
+                None => request_deadline,
+            };
+            let may_retry = retries < max_retries;
+            // The head for another attempt: an HTTP/1.1 exchange hands back the head it got no
+            // answer to; for the others a copy is made now.
+            let copy = (may_retry && !returns_unanswered_head(backend.protocol))
+                .then(|| copy_head(&outgoing.head));
+            let mut unanswered = None;
+            // A body to take back for another attempt; an empty one is made anew instead.
+            let (sent_body, loan) = if may_retry && !bodiless {
+                let (lent, loan) = body::lend(outgoing.body);
+                (lent, Some(loan))
+            } else {
+                (outgoing.body, None)
+            };
+            record.guard = Some(endpoint.start());
+            // Built in the call: a `let` binding would keep a second slot for the exchange's future
+            // in this one, though moved out (its storage lasts to the end of the scope).
+            let result = with_deadline(
+                shared.upstreams.send(
+                    backend.protocol,
+                    backend.tls.as_ref(),
+                    endpoint.addr,
+                    Request::from_parts(outgoing.head, sent_body),
+                    &mut unanswered,
+                ),
+                attempt_deadline,
+            )
+            .await;
+            let error = match result {
+                Ok(resp) => {
+                    let health = Health::of_status(resp.status());
+                    backend.observe(&endpoint, health, &shared.outlier, Instant::now());
+                    return Ok((resp, attempt_deadline));
+                }
+                Err(SendFailure::Timeout) => {
+                    count_upstream_error(ctx, backend, UpstreamErrorKind::Timeout);
+                    return Err(ForwardError::Upstream(UpstreamErrorKind::Timeout));
+                }
+                Err(SendFailure::Upstream(error)) => {
+                    tracing::debug!(backend = %backend.id, endpoint = %endpoint.addr, %error, "upstream request failed");
+                    error
+                }
+            };
+            let failure = blame(ctx, backend, &endpoint, &error, watch);
+            if !matches!(failure, ForwardError::Upstream(_)) {
+                return Err(failure);
             }
-            Err(SendFailure::Timeout) => {
-                count_upstream_error(ctx, backend, UpstreamErrorKind::Timeout);
-                return Err(ForwardError::Upstream(UpstreamErrorKind::Timeout));
-            }
-            Err(SendFailure::Upstream(error)) => {
-                tracing::debug!(backend = %backend.id, endpoint = %endpoint.addr, %error, "upstream request failed");
-                error
-            }
-        };
-        let failure = blame(ctx, backend, &endpoint, &error, watch);
-        if !matches!(failure, ForwardError::Upstream(_)) {
-            return Err(failure);
+            let reason = if error.nothing_sent() {
+                RetryReason::NotSent
+            } else if error.connection_failed() && idempotent && bodiless {
+                RetryReason::ConnectionFailed
+            } else {
+                return Err(failure);
+            };
+            let Some(next_head) = copy.or(unanswered).filter(|_| may_retry) else {
+                return Err(failure);
+            };
+            let Some(next_body) = loan
+                .and_then(body::BodyLoan::take_back)
+                .or_else(|| bodiless.then(body::empty))
+            else {
+                return Err(failure);
+            };
+            tried.push(endpoint.addr);
+            let next = backend
+                .pick_endpoint_avoiding(&tried)
+                .or_else(|| backend.pick_endpoint())
+                .map(Arc::clone)
+                .unwrap_or(endpoint);
+            outgoing.head = next_head;
+            tracing::debug!(backend = %backend.id, from = ?tried.last(), to = %next.addr, ?reason, "retrying upstream request");
+            shared
+                .metrics
+                .upstream_retries
+                .get_or_create(&RetryLabels {
+                    tenant: Arc::clone(&shared.tenant),
+                    backend: Arc::clone(&backend.id),
+                    reason,
+                })
+                .inc();
+            endpoint = next;
+            outgoing.body = next_body;
+            retries += 1;
         }
-        let reason = if error.nothing_sent() {
-            RetryReason::NotSent
-        } else if error.connection_failed() && idempotent && bodiless {
-            RetryReason::ConnectionFailed
-        } else {
-            return Err(failure);
-        };
-        let Some(next_head) = copy.or(unanswered).filter(|_| may_retry) else {
-            return Err(failure);
-        };
-        let Some(next_body) = loan
-            .and_then(body::BodyLoan::take_back)
-            .or_else(|| bodiless.then(body::empty))
-        else {
-            return Err(failure);
-        };
-        tried.push(endpoint.addr);
-        let next = backend
-            .pick_endpoint_avoiding(&tried)
-            .or_else(|| backend.pick_endpoint())
-            .map(Arc::clone)
-            .unwrap_or(endpoint);
-        outgoing.head = next_head;
-        tracing::debug!(backend = %backend.id, from = ?tried.last(), to = %next.addr, ?reason, "retrying upstream request");
-        shared
-            .metrics
-            .upstream_retries
-            .get_or_create(&RetryLabels {
-                tenant: Arc::clone(&shared.tenant),
-                backend: Arc::clone(&backend.id),
-                reason,
-            })
-            .inc();
-        endpoint = next;
-        outgoing.body = next_body;
-        retries += 1;
     }
 }
 

@@ -15,7 +15,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::TRAILER;
 use http::{HeaderMap, HeaderName, Method, Request};
 use http_body::{Body, Frame, SizeHint};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -336,58 +336,64 @@ impl Sending {
 
 /// Writes the request on `conn` and reads the response head (skipping interim 1xx answers).
 /// Returns the head, the connection and what is left of the request to write.
-pub(super) async fn exchange(
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+pub(super) fn exchange<'a>(
     mut conn: H1Conn,
     mut sending: Sending,
-    method: &Method,
-    limits: &ResponseLimits,
-) -> Result<(ResponseHead, H1Conn, Option<Sending>), Failed> {
-    // The request stays here until the answer's head (not dropped once written): a failure
-    // before it hands the head back.
-    let mut written = false;
-    let head = poll_fn(|cx| {
-        if !written {
-            match sending.poll_send(&mut conn, cx) {
-                Poll::Ready(Ok(())) => written = true,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {}
-            }
-        }
-        loop {
-            match parse_response(&mut conn.buf, method, limits) {
-                Ok(Some(head)) if head.is_interim() => continue,
-                Ok(Some(head)) => return Poll::Ready(Ok(Ok(head))),
-                Ok(None) => {}
-                Err(e) => return Poll::Ready(Ok(Err(UpstreamError::Protocol(Box::new(e))))),
-            }
-            match ready!(conn.poll_fill(cx)) {
-                Ok(0) => {
-                    let closed = io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "backend closed the connection before a response head",
-                    );
-                    return Poll::Ready(Err(SendError::Io(closed)));
+    method: &'a Method,
+    limits: &'a ResponseLimits,
+) -> impl Future<Output = Result<(ResponseHead, H1Conn, Option<Box<Sending>>), Failed>> + use<'a> {
+    // Not an `async fn`: that keeps a copy of its arguments beside the ones it uses, which doubles
+    // this future, and every future above it holds it.
+    async move {
+        // The request stays here until the answer's head (not dropped once written): a failure
+        // before it hands the head back.
+        let mut written = false;
+        let head = poll_fn(|cx| {
+            if !written {
+                match sending.poll_send(&mut conn, cx) {
+                    Poll::Ready(Ok(())) => written = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
                 }
-                Ok(_) => {}
-                Err(e) => return Poll::Ready(Err(SendError::Io(e))),
             }
-        }
-    })
-    .await;
-    match head {
-        Ok(Ok(head)) => Ok((head, conn, (!written).then_some(sending))),
-        Ok(Err(e)) => Err(Failed::Other(e, Box::new(sending))),
-        Err(e) if !sending.wrote_any && matches!(e, SendError::Io(_)) => {
-            // Encoded again on the next connection.
-            sending.head_written = None;
-            Err(Failed::Unwritten(Box::new(sending), Box::new(e)))
-        }
-        Err(e) => {
-            let error = match e {
-                SendError::Io(e) => UpstreamError::Broken(Box::new(e)),
-                other => UpstreamError::Protocol(Box::new(other)),
-            };
-            Err(Failed::Other(error, Box::new(sending)))
+            loop {
+                match parse_response(&mut conn.buf, method, limits) {
+                    Ok(Some(head)) if head.is_interim() => continue,
+                    Ok(Some(head)) => return Poll::Ready(Ok(Ok(head))),
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Ok(Err(UpstreamError::Protocol(Box::new(e))))),
+                }
+                match ready!(conn.poll_fill(cx)) {
+                    Ok(0) => {
+                        let closed = io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "backend closed the connection before a response head",
+                        );
+                        return Poll::Ready(Err(SendError::Io(closed)));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Poll::Ready(Err(SendError::Io(e))),
+                }
+            }
+        })
+        .await;
+        match head {
+            // Boxed: a body still being written is rare, and the response moves several times.
+            Ok(Ok(head)) => Ok((head, conn, (!written).then(|| Box::new(sending)))),
+            Ok(Err(e)) => Err(Failed::Other(e, Box::new(sending))),
+            Err(e) if !sending.wrote_any && matches!(e, SendError::Io(_)) => {
+                // Encoded again on the next connection.
+                sending.head_written = None;
+                Err(Failed::Unwritten(Box::new(sending), Box::new(e)))
+            }
+            Err(e) => {
+                let error = match e {
+                    SendError::Io(e) => UpstreamError::Broken(Box::new(e)),
+                    other => UpstreamError::Protocol(Box::new(other)),
+                };
+                Err(Failed::Other(error, Box::new(sending)))
+            }
         }
     }
 }
@@ -411,7 +417,7 @@ pub(super) struct Home {
 pub(crate) struct H1Body {
     conn: Option<H1Conn>,
     reading: Reading,
-    sending: Option<Sending>,
+    sending: Option<Box<Sending>>,
     keep_alive: bool,
     home: Option<Home>,
 }
@@ -421,7 +427,7 @@ impl H1Body {
     pub(super) fn new(
         head: &ResponseHead,
         conn: H1Conn,
-        sending: Option<Sending>,
+        sending: Option<Box<Sending>>,
         max_trailer_bytes: usize,
         home: Home,
     ) -> Self {

@@ -12,6 +12,7 @@ use crate::body::ProxyBody;
 use bulkhead_h1_wire::{ResponseLimits, MAX_HEADERS};
 use hyper::{Request, Response, StatusCode};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -63,45 +64,49 @@ impl std::fmt::Debug for H1Pool {
 /// (closed meanwhile) is sent again on another; one a fresh connection could not take is an
 /// [`UpstreamError::Unsent`]. On any failure the request's head is put in `unanswered`, for
 /// another attempt.
-pub(super) async fn send(
-    pool: &Arc<H1Pool>,
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+pub(super) fn send<'a>(
+    pool: &'a Arc<H1Pool>,
     endpoint: SocketAddr,
-    tls: Option<&Arc<UpstreamTls>>,
+    tls: Option<&'a Arc<UpstreamTls>>,
     req: Request<ProxyBody>,
-    unanswered: &mut Option<http::request::Parts>,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let key = PoolKey {
-        endpoint,
-        tls: tls.map(|t| t.identity),
-    };
-    let (mut sending, method) = Sending::new(req);
-    let limits = ResponseLimits {
-        max_head_bytes: pool.settings.max_buf_size,
-        max_headers: MAX_HEADERS,
-    };
-    loop {
-        let (conn, reused) = match pool.checkout(key) {
-            Some(conn) => (conn, true),
-            // Boxed: connecting is the rare path, and its future would triple this one's size.
-            None => match Box::pin(pool.connect(endpoint, tls)).await {
-                Ok(conn) => (conn, false),
-                Err(e) => {
-                    *unanswered = Some(sending.into_head());
-                    return Err(e);
+    unanswered: &'a mut Option<http::request::Parts>,
+) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + use<'a> {
+    // Not an `async fn`, which would keep a second copy of its arguments (see `h1_conn::exchange`).
+    async move {
+        let key = PoolKey {
+            endpoint,
+            tls: tls.map(|t| t.identity),
+        };
+        let (mut sending, method) = Sending::new(req);
+        let limits = ResponseLimits {
+            max_head_bytes: pool.settings.max_buf_size,
+            max_headers: MAX_HEADERS,
+        };
+        loop {
+            let (conn, reused) = match pool.checkout(key) {
+                Some(conn) => (conn, true),
+                // Boxed: connecting is the rare path, and its future would triple this one's size.
+                None => match Box::pin(pool.connect(endpoint, tls)).await {
+                    Ok(conn) => (conn, false),
+                    Err(e) => {
+                        *unanswered = Some(sending.into_head());
+                        return Err(e);
+                    }
+                },
+            };
+            let (error, request) = match h1_conn::exchange(conn, sending, &method, &limits).await {
+                Ok((head, conn, rest)) => return Ok(pool.response(key, head, conn, rest)),
+                Err(Failed::Unwritten(unsent, _)) if reused => {
+                    sending = *unsent;
+                    continue;
                 }
-            },
-        };
-        let (error, request) = match h1_conn::exchange(conn, sending, &method, &limits).await {
-            Ok((head, conn, rest)) => return Ok(pool.response(key, head, conn, rest)),
-            Err(Failed::Unwritten(unsent, _)) if reused => {
-                sending = *unsent;
-                continue;
-            }
-            Err(Failed::Unwritten(unsent, e)) => (UpstreamError::Unsent(e), unsent),
-            Err(Failed::Other(e, request)) => (e, request),
-        };
-        *unanswered = Some(request.into_head());
-        return Err(error);
+                Err(Failed::Unwritten(unsent, e)) => (UpstreamError::Unsent(e), unsent),
+                Err(Failed::Other(e, request)) => (e, request),
+            };
+            *unanswered = Some(request.into_head());
+            return Err(error);
+        }
     }
 }
 
@@ -160,7 +165,7 @@ impl H1Pool {
         key: PoolKey,
         head: bulkhead_h1_wire::ResponseHead,
         conn: H1Conn,
-        rest: Option<Sending>,
+        rest: Option<Box<Sending>>,
     ) -> Response<UpstreamBody> {
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
             let mut resp = Response::new(UpstreamBody::empty());

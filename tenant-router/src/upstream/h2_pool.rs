@@ -8,6 +8,7 @@ use hyper::client::conn::http2;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
@@ -27,42 +28,46 @@ pub(super) struct H2Pool {
 }
 
 impl H2Pool {
-    pub(super) async fn send(
-        &self,
+    #[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+    pub(super) fn send<'a>(
+        &'a self,
         endpoint: SocketAddr,
-        tls: Option<&Arc<UpstreamTls>>,
+        tls: Option<&'a Arc<UpstreamTls>>,
         mut req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let key = PoolKey {
-            endpoint,
-            tls: tls.map(|t| t.identity),
-        };
-        if tls.is_some() {
-            https_scheme(&mut req);
-        }
-        let cached = self
-            .senders
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .filter(|s| !s.is_closed())
-            .cloned();
-        let mut sender = match cached {
-            Some(s) => s,
-            // Boxed: connecting is the rare path (see `h1_pool::send`).
-            None => Box::pin(self.connect(key, tls)).await?,
-        };
-        sender
-            .ready()
-            .await
-            .map_err(|e| UpstreamError::Connect(Box::new(e)))?;
-        sender.try_send_request(req).await.map_err(|mut e| {
-            if e.take_message().is_some() {
-                UpstreamError::Unsent(Box::new(e.into_error()))
-            } else {
-                UpstreamError::from_sent(e.into_error())
+    ) -> impl Future<Output = Result<Response<Incoming>, UpstreamError>> + use<'a> {
+        // Not an `async fn`, which would keep a second copy of its arguments (see `h1_conn::exchange`).
+        async move {
+            let key = PoolKey {
+                endpoint,
+                tls: tls.map(|t| t.identity),
+            };
+            if tls.is_some() {
+                https_scheme(&mut req);
             }
-        })
+            let cached = self
+                .senders
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&key)
+                .filter(|s| !s.is_closed())
+                .cloned();
+            let mut sender = match cached {
+                Some(s) => s,
+                // Boxed: connecting is the rare path (see `h1_pool::send`).
+                None => Box::pin(self.connect(key, tls)).await?,
+            };
+            sender
+                .ready()
+                .await
+                .map_err(|e| UpstreamError::Connect(Box::new(e)))?;
+            sender.try_send_request(req).await.map_err(|mut e| {
+                if e.take_message().is_some() {
+                    UpstreamError::Unsent(Box::new(e.into_error()))
+                } else {
+                    UpstreamError::from_sent(e.into_error())
+                }
+            })
+        }
     }
 
     async fn connect(
