@@ -64,19 +64,27 @@ pub fn request_framing(
     }
 }
 
-/// Appends the request head to `out`: `METHOD target HTTP/1.1`, the fields as they are, the empty
-/// line. `target` is the origin form (`/path?query`) or, for `CONNECT`, the authority.
-pub fn encode_request_head(method: &Method, target: &str, headers: &HeaderMap, out: &mut Vec<u8>) {
+/// Appends the request head to `out`: `METHOD target HTTP/1.1`, the fields as they are, then
+/// `extra` (field lines already encoded, `name: value` and CRLF each), the empty line. `target` is
+/// the origin form (`/path?query`) or, for `CONNECT`, the authority.
+pub fn encode_request_head(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    extra: &[u8],
+    out: &mut Vec<u8>,
+) {
     let fields: usize = headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
-    out.reserve(method.as_str().len() + target.len() + 13 + fields);
+    out.reserve(method.as_str().len() + target.len() + 13 + fields + extra.len());
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     crate::write_fields(headers, out);
+    out.extend_from_slice(extra);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -153,10 +161,10 @@ mod tests {
         h.append("x-a", HeaderValue::from_static("1"));
         h.append("x-a", HeaderValue::from_static("2"));
         let mut out = Vec::new();
-        encode_request_head(&Method::GET, "/p?q=1", &h, &mut out);
+        encode_request_head(&Method::GET, "/p?q=1", &h, b"x-b: 3\r\n", &mut out);
         assert_eq!(
             out,
-            b"GET /p?q=1 HTTP/1.1\r\nhost: a.example\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+            b"GET /p?q=1 HTTP/1.1\r\nhost: a.example\r\nx-a: 1\r\nx-a: 2\r\nx-b: 3\r\n\r\n"
         );
     }
 }

@@ -5,7 +5,7 @@
 //!    header (RFC 9110 §7.6.1, `HTTP2-Settings` included), before any route filter runs, so a
 //!    client's `Connection` header cannot remove what a filter sets.
 //! 2. Route filters edit headers.
-//! 3. [`restore_upgrade`] puts back an allowed upgrade; [`add_forwarding`] replaces every
+//! 3. [`restore_upgrade`] puts back an allowed upgrade; [`forwarding`] replaces every
 //!    client-supplied forwarding header (dash or underscore spelling) with the router's own and
 //!    assigns a request id; [`join_cookies`] folds HTTP/2 cookie crumbs into one line for HTTP/1.1
 //!    backends (RFC 9113 §8.2.3).
@@ -232,16 +232,96 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) trusted_hops: usize,
 }
 
-/// Replaces every forwarding header the client sent ([`FORWARDING_HEADERS`], either spelling) with
-/// `X-Forwarded-For` (the last `trusted_hops` entries the client sent, then the client address),
-/// `X-Forwarded-Proto`, `-Host`, `-Port` and `X-Real-IP` (the first `X-Forwarded-For` entry: the
-/// client, or the address the outermost trusted proxy saw); adds an `X-Request-Id` when absent.
-/// Returns the request id and how many client-supplied forwarding fields were dropped
-/// (`X-Forwarded-For` fields not counted when hops are trusted).
-pub(crate) fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) -> (RequestId, usize) {
-    // Room for what is added here and the upstream `Host`, in one step: a parsed head's map is
-    // full, and growing it one insert at a time rehashes it more than once.
-    let _ = headers.try_reserve(FORWARDING_ADDED + 1);
+/// The forwarding fields the router sets on a request ([`forwarding`]). They are kept apart from
+/// the request's own fields: an HTTP/1.1 request writes them straight into its head
+/// ([`ForwardingFields::encode`]) rather than growing its header map by six fields, which costs a
+/// reallocation of the map and a hashed insert each.
+#[derive(Debug, Clone)]
+pub(crate) struct ForwardingFields {
+    xff: Option<HeaderValue>,
+    real_ip: Option<HeaderValue>,
+    proto: &'static str,
+    port: HeaderValue,
+    host: Option<HeaderValue>,
+    /// The id the router made, when the client sent none it could use.
+    request_id: Option<[u8; 32]>,
+}
+
+impl ForwardingFields {
+    /// Calls `field` with each field's name and value, in the order they are written.
+    fn each(&self, mut field: impl FnMut(&'static HeaderName, &[u8])) {
+        if let Some(v) = &self.xff {
+            field(&X_FORWARDED_FOR, v.as_bytes());
+        }
+        if let Some(v) = &self.real_ip {
+            field(&X_REAL_IP, v.as_bytes());
+        }
+        field(&X_FORWARDED_PROTO, self.proto.as_bytes());
+        field(&X_FORWARDED_PORT, self.port.as_bytes());
+        if let Some(v) = &self.host {
+            field(&X_FORWARDED_HOST, v.as_bytes());
+        }
+        if let Some(id) = &self.request_id {
+            field(&X_REQUEST_ID, id);
+        }
+    }
+
+    /// Sets the fields in `headers` (an HTTP/2 request, a mirrored copy).
+    pub(crate) fn insert_into(&self, headers: &mut HeaderMap) {
+        // Room for these and the upstream `Host`, in one step: a parsed head's map is full, and
+        // growing it one insert at a time rehashes it more than once.
+        let _ = headers.try_reserve(FORWARDING_ADDED + 1);
+        if let Some(xff) = &self.xff {
+            headers.insert(X_FORWARDED_FOR.clone(), xff.clone());
+        }
+        if let Some(real_ip) = &self.real_ip {
+            headers.insert(X_REAL_IP.clone(), real_ip.clone());
+        }
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(self.proto),
+        );
+        headers.insert(X_FORWARDED_PORT.clone(), self.port.clone());
+        if let Some(host) = &self.host {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
+        if let Some(id) = self.request_id {
+            // Owned bytes shared from the start: the retry copy of the head clones this value,
+            // and a clone of a plain copy would allocate again.
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id)) {
+                headers.insert(X_REQUEST_ID.clone(), v);
+            }
+        }
+    }
+
+    /// The fields as HTTP/1.1 field lines (`name: value` and CRLF each), written after the
+    /// request's own fields.
+    pub(crate) fn encode(&self) -> bytes::Bytes {
+        let mut out = Vec::with_capacity(ENCODED_CAPACITY);
+        self.each(|name, value| {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        });
+        out.into()
+    }
+}
+
+/// Room for the encoded fields of a request from an IPv4 client with a short host.
+const ENCODED_CAPACITY: usize = 192;
+
+/// Removes every forwarding header the client sent ([`FORWARDING_HEADERS`], either spelling) and
+/// works out the router's own ([`ForwardingFields`]): `X-Forwarded-For` (the last `trusted_hops`
+/// entries the client sent, then the client address), `X-Forwarded-Proto`, `-Host`, `-Port` and
+/// `X-Real-IP` (the first `X-Forwarded-For` entry: the client, or the address the outermost
+/// trusted proxy saw), and an `X-Request-Id` when the client sent no usable one (an unusable one is
+/// removed). Returns the fields, the request id and how many client-supplied forwarding fields were
+/// dropped (`X-Forwarded-For` fields not counted when hops are trusted).
+pub(crate) fn forwarding(
+    headers: &mut HeaderMap,
+    f: &Forwarding<'_>,
+) -> (ForwardingFields, RequestId, usize) {
     let (dropped, xff, real_ip) = if f.trusted_hops == 0 {
         // The common case: the client alone, in a value shared by the connection's requests.
         (
@@ -261,18 +341,16 @@ pub(crate) fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) -> (Re
         let xff = HeaderValue::from_str(&chain.join(", ")).ok();
         (dropped, xff, HeaderValue::from_str(&chain[0]).ok())
     };
-    if let Some(xff) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), xff);
-    }
-    if let Some(real_ip) = real_ip {
-        headers.insert(X_REAL_IP.clone(), real_ip);
-    }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
-    headers.insert(X_FORWARDED_PORT.clone(), f.port.clone());
-    if let Some(host) = f.host {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-    }
-    (request_id(headers), dropped)
+    let (request_id, generated) = request_id(headers);
+    let fields = ForwardingFields {
+        xff,
+        real_ip,
+        proto: f.proto,
+        port: f.port.clone(),
+        host: f.host.cloned(),
+        request_id: generated,
+    };
+    (fields, request_id, dropped)
 }
 
 /// How many fields [`add_forwarding`] may add.
@@ -364,23 +442,22 @@ pub(crate) fn dash_spelling_eq(name: &str, canonical: &str) -> bool {
             .all(|(n, c)| n == c || (n == b'_' && c == b'-'))
 }
 
-/// The client's `X-Request-Id`, or a new random one set on the request.
-fn request_id(headers: &mut HeaderMap) -> RequestId {
+/// The client's `X-Request-Id` (`None` beside it), or a new random one (also returned as bytes to
+/// set; a client's unusable one is removed).
+fn request_id(headers: &mut HeaderMap) -> (RequestId, Option<[u8; 32]>) {
     match headers.get(&X_REQUEST_ID) {
-        Some(id) if !id.is_empty() && id.to_str().is_ok() => RequestId::Client(id.clone()),
-        _ => {
+        Some(id) if !id.is_empty() && id.to_str().is_ok() => (RequestId::Client(id.clone()), None),
+        present => {
+            if present.is_some() {
+                headers.remove(&X_REQUEST_ID);
+            }
             const HEX: &[u8; 16] = b"0123456789abcdef";
             let n = rand::random::<u128>();
             let mut hex = [0u8; 32];
             for (i, digit) in hex.iter_mut().enumerate() {
                 *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
             }
-            // Owned bytes shared from the start: the retry copy of the head clones this value,
-            // and a clone of a plain copy would allocate again.
-            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(hex)) {
-                headers.insert(X_REQUEST_ID.clone(), v);
-            }
-            RequestId::Generated(hex)
+            (RequestId::Generated(hex), Some(hex))
         }
     }
 }
@@ -406,6 +483,37 @@ pub(crate) fn join_cookies(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`forwarding`], with the fields set in `headers` (as an HTTP/2 request has them).
+    fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) -> (RequestId, usize) {
+        let (fields, id, dropped) = super::forwarding(headers, f);
+        fields.insert_into(headers);
+        (id, dropped)
+    }
+
+    #[test]
+    fn encoded_fields_are_the_inserted_ones_in_order() {
+        for hops in [0, 2] {
+            let mut h = spoofed();
+            h.remove(&X_REQUEST_ID);
+            let host = HeaderValue::from_static("shop.example");
+            let mut f: Forwarding<'_> = forwarding(hops);
+            f.host = Some(&host);
+            let (fields, id, _) = super::forwarding(&mut h, &f);
+            let mut inserted = HeaderMap::new();
+            fields.insert_into(&mut inserted);
+            let lines: Vec<u8> = inserted
+                .iter()
+                .flat_map(|(n, v)| [n.as_str().as_bytes(), b": ", v.as_bytes(), b"\r\n"].concat())
+                .collect();
+            assert_eq!(
+                String::from_utf8_lossy(&fields.encode()),
+                String::from_utf8_lossy(&lines)
+            );
+            assert_eq!(inserted.len(), 6, "{inserted:?}");
+            assert_eq!(value(&inserted, "x-request-id"), [id.as_str()]);
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_are_removed_but_te_trailers_stays() {

@@ -389,6 +389,8 @@ fn forward_routed(
             head: mut parts,
             host_authority,
             request_id,
+            extra,
+            mirror_fields,
         } = build_request(ctx, parts, &host.raw, vhost, route, backend, &plan)
             .map_err(|r| plan.refuse(r))?;
         if let Some(protocols) = &upgrading {
@@ -415,10 +417,17 @@ fn forward_routed(
                 slot,
             };
             let authority = host_authority.as_ref().and_then(|v| v.to_str().ok());
-            mirror_request(ctx, &parts, authority.unwrap_or_default(), copy, mirror);
+            let head = MirroredHead {
+                parts: &parts,
+                host: authority.unwrap_or_default(),
+                fields: mirror_fields.as_ref(),
+            };
+            mirror_request(ctx, &head, copy, mirror);
         }
+        drop(mirror_fields);
         let outgoing = Outgoing {
             head: parts,
+            extra,
             body: request_body,
         };
         let result =
@@ -562,6 +571,12 @@ struct BuiltRequest {
     /// plan has some).
     host_authority: Option<HeaderValue>,
     request_id: headers::RequestId,
+    /// Field lines an HTTP/1.1 backend gets after the head's own: the forwarding fields (an HTTP/2
+    /// backend's are in the head).
+    extra: bytes::Bytes,
+    /// The forwarding fields for mirrors, when they are not in the head (only when the plan has
+    /// mirrors).
+    mirror_fields: Option<headers::ForwardingFields>,
 }
 
 /// Phase 6: the upstream request head: rewrites, forwarding headers, `Host` or `:authority`, the
@@ -602,7 +617,7 @@ fn build_request(
             PathAndQuery::try_from(joined).map_err(|_| Refusal::BadHead)?
         }
     };
-    let (request_id, replaced) = headers::add_forwarding(
+    let (fields, request_id, replaced) = headers::forwarding(
         &mut parts.headers,
         &headers::Forwarding {
             client: ctx.client.ip(),
@@ -617,11 +632,15 @@ fn build_request(
         boundary::count(ctx, HygieneAction::ForwardingReplaced);
         tracing::debug!(tenant = %ctx.shared.tenant, replaced, "client-supplied forwarding headers replaced");
     }
-    let host_authority = (!plan.mirrors.is_empty()).then(|| upstream_host.clone());
+    let mirrored = !plan.mirrors.is_empty();
+    let host_authority = mirrored.then(|| upstream_host.clone());
+    let mut extra = bytes::Bytes::new();
+    let mut mirror_fields = None;
     // The URI does not depend on the endpoint, so a retry to another one reuses it: HTTP/1 sends
     // the origin form (the endpoint is the connection's), HTTP/2 the `:authority` of the host.
     parts.uri = match backend.protocol {
         BackendProtocol::H2c => {
+            fields.insert_into(&mut parts.headers);
             parts.headers.remove(HOST);
             parts.version = Version::HTTP_2;
             let authority = upstream_host.to_str().map_err(|_| Refusal::BadHead)?;
@@ -631,6 +650,8 @@ fn build_request(
             parts.headers.insert(HOST, upstream_host);
             headers::join_cookies(&mut parts.headers);
             parts.version = Version::HTTP_11;
+            extra = fields.encode();
+            mirror_fields = mirrored.then_some(fields);
             origin_uri(path_and_query)
         }
     };
@@ -638,6 +659,8 @@ fn build_request(
         head: parts,
         host_authority,
         request_id,
+        extra,
+        mirror_fields,
     })
 }
 
@@ -661,6 +684,8 @@ fn origin_uri(path_and_query: PathAndQuery) -> Uri {
 struct Outgoing {
     /// The head; its URI serves every endpoint of the backend.
     head: http::request::Parts,
+    /// Field lines written after the head's own ([`BuiltRequest::extra`]).
+    extra: bytes::Bytes,
     body: ProxyBody,
 }
 
@@ -730,7 +755,7 @@ fn forward_with_retries<'a>(
             // The head for another attempt: an HTTP/1.1 exchange hands back the head it got no
             // answer to; for the others a copy is made now.
             let copy = (may_retry && !returns_unanswered_head(backend.protocol))
-                .then(|| copy_head(&outgoing.head));
+                .then(|| (copy_head(&outgoing.head), outgoing.extra.clone()));
             let mut unanswered = None;
             // A body to take back for another attempt; an empty one is made anew instead.
             let (sent_body, loan) = if may_retry && !bodiless {
@@ -748,6 +773,7 @@ fn forward_with_retries<'a>(
                     backend.tls.as_ref(),
                     endpoint.addr,
                     Request::from_parts(outgoing.head, sent_body),
+                    std::mem::take(&mut outgoing.extra),
                     &mut unanswered,
                 ),
                 attempt_deadline,
@@ -779,7 +805,7 @@ fn forward_with_retries<'a>(
             } else {
                 return Err(failure);
             };
-            let Some(next_head) = copy.or(unanswered).filter(|_| may_retry) else {
+            let Some((next_head, next_extra)) = copy.or(unanswered).filter(|_| may_retry) else {
                 return Err(failure);
             };
             let Some(next_body) = loan
@@ -795,6 +821,7 @@ fn forward_with_retries<'a>(
                 .map(Arc::clone)
                 .unwrap_or(endpoint);
             outgoing.head = next_head;
+            outgoing.extra = next_extra;
             tracing::debug!(backend = %backend.id, from = ?tried.last(), to = %next.addr, ?reason, "retrying upstream request");
             shared
                 .metrics
@@ -1002,14 +1029,31 @@ fn mirror_slot(
     slot
 }
 
+/// What a mirrored request is made from: the forwarded head.
+#[derive(Clone, Copy)]
+struct MirroredHead<'a> {
+    parts: &'a http::request::Parts,
+    /// The authority the backend gets.
+    host: &'a str,
+    /// The forwarding fields, when they are not in `parts` (an HTTP/1.1 backend's).
+    fields: Option<&'a headers::ForwardingFields>,
+}
+
 /// The mirrored request for `mirror`'s endpoint `endpoint`: the forwarded head, re-addressed.
 fn mirror_head(
-    parts: &http::request::Parts,
-    host: &str,
+    head: &MirroredHead<'_>,
     mirror: &CompiledBackend,
     endpoint: SocketAddr,
 ) -> Option<http::request::Builder> {
+    let MirroredHead {
+        parts,
+        host,
+        fields,
+    } = *head;
     let mut headers = parts.headers.clone();
+    if let Some(fields) = fields {
+        fields.insert_into(&mut headers);
+    }
     let (authority, version) = match mirror.protocol {
         BackendProtocol::H2c => {
             headers.remove(HOST);
@@ -1044,16 +1088,14 @@ fn mirror_head(
 /// body failed, or the mirror fell behind) is not held against the mirror endpoint.
 fn mirror_request(
     ctx: &ConnContext,
-    parts: &http::request::Parts,
-    host: &str,
+    head: &MirroredHead<'_>,
     copy: MirrorCopy,
     mirror: &Arc<CompiledBackend>,
 ) {
     let Some(endpoint) = mirror.pick_endpoint() else {
         return;
     };
-    let Some(Ok(req)) = mirror_head(parts, host, mirror, endpoint.addr).map(|b| b.body(copy.body))
-    else {
+    let Some(Ok(req)) = mirror_head(head, mirror, endpoint.addr).map(|b| b.body(copy.body)) else {
         return;
     };
     let MirrorCopy { state, slot, .. } = copy;
@@ -1073,6 +1115,7 @@ fn mirror_request(
                     backend.tls.as_ref(),
                     endpoint.addr,
                     req,
+                    bytes::Bytes::new(),
                     &mut None,
                 )
                 .await;

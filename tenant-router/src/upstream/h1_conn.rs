@@ -110,6 +110,8 @@ pub(super) struct Sending {
     /// The head (framing fields set), encoded into the connection's head buffer when first
     /// written there.
     parts: http::request::Parts,
+    /// Field lines written after the head's own (the router's forwarding fields).
+    extra: Bytes,
     /// How much of the encoded head is written; `None` until it is encoded on this connection.
     head_written: Option<usize>,
     /// Body bytes to write before the next frame is taken.
@@ -138,9 +140,9 @@ enum SendError {
 }
 
 impl Sending {
-    /// Decides `req`'s body framing and sets the fields that say it. Returns the method too (it
-    /// decides the response's framing).
-    pub(super) fn new(req: Request<ProxyBody>) -> (Self, Method) {
+    /// Decides `req`'s body framing and sets the fields that say it; `extra` are field lines to
+    /// write after the head's own. Returns the method too (it decides the response's framing).
+    pub(super) fn new(req: Request<ProxyBody>, extra: Bytes) -> (Self, Method) {
         let (mut parts, body) = req.into_parts();
         let empty = body.is_end_stream();
         let framing = request_framing(
@@ -156,6 +158,7 @@ impl Sending {
         let method = parts.method.clone();
         let sending = Self {
             parts,
+            extra,
             head_written: None,
             pending: Bytes::new(),
             body: (framing != RequestFraming::Empty).then_some(body),
@@ -189,7 +192,7 @@ impl Sending {
                     parts.uri.path_and_query().map_or("/", |p| p.as_str())
                 };
                 buf.clear();
-                encode_request_head(&parts.method, target, &parts.headers, buf);
+                encode_request_head(&parts.method, target, &parts.headers, &self.extra, buf);
                 0
             }
         };
@@ -328,9 +331,10 @@ pub(super) enum Failed {
 }
 
 impl Sending {
-    /// The request's head, as it was to be sent (framing fields set), for another attempt.
-    pub(super) fn into_head(self) -> http::request::Parts {
-        self.parts
+    /// The request's head, as it was to be sent (framing fields set), and the field lines after
+    /// it, for another attempt.
+    pub(super) fn into_head(self) -> (http::request::Parts, Bytes) {
+        (self.parts, self.extra)
     }
 }
 

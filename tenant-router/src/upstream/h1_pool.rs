@@ -7,9 +7,10 @@
 
 use super::h1_conn::{self, Failed, H1Body, H1Conn, Home, Sending};
 use super::tls::UpstreamTls;
-use super::{connect_stream, PoolKey, UpstreamBody, UpstreamError, UpstreamUpgrade};
+use super::{connect_stream, PoolKey, Unanswered, UpstreamBody, UpstreamError, UpstreamUpgrade};
 use crate::body::ProxyBody;
 use bulkhead_h1_wire::{ResponseLimits, MAX_HEADERS};
+use bytes::Bytes;
 use hyper::{Request, Response, StatusCode};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -59,10 +60,11 @@ impl std::fmt::Debug for H1Pool {
     }
 }
 
-/// Sends `req` to `endpoint` (over TLS when `tls` is set) on a pooled connection of the same
-/// TLS identity, or a new one. A request that could not be written at all on a pooled connection
+/// Sends `req`, with the field lines `extra` after its own, to `endpoint` (over TLS when `tls` is
+/// set) on a pooled connection of the same TLS identity, or a new one. A request that could not be written at all on a pooled connection
 /// (closed meanwhile) is sent again on another; one a fresh connection could not take is an
-/// [`UpstreamError::Unsent`]. On any failure the request's head is put in `unanswered`, for
+/// [`UpstreamError::Unsent`]. On any failure the request's head and `extra` are put in
+/// `unanswered`, for
 /// another attempt.
 #[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
 pub(super) fn send<'a>(
@@ -70,7 +72,8 @@ pub(super) fn send<'a>(
     endpoint: SocketAddr,
     tls: Option<&'a Arc<UpstreamTls>>,
     req: Request<ProxyBody>,
-    unanswered: &'a mut Option<http::request::Parts>,
+    extra: Bytes,
+    unanswered: &'a mut Option<Unanswered>,
 ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + use<'a> {
     // Not an `async fn`, which would keep a second copy of its arguments (see `h1_conn::exchange`).
     async move {
@@ -78,7 +81,7 @@ pub(super) fn send<'a>(
             endpoint,
             tls: tls.map(|t| t.identity),
         };
-        let (mut sending, method) = Sending::new(req);
+        let (mut sending, method) = Sending::new(req, extra);
         let limits = ResponseLimits {
             max_head_bytes: pool.settings.max_buf_size,
             max_headers: MAX_HEADERS,

@@ -203,28 +203,34 @@ impl Upstreams {
     /// Not an `async fn`: that would keep its own copy of `req` beside the one in the protocol's
     /// future, and this future is held by every forwarding phase above it.
     ///
+    /// `extra` are field lines (`name: value` and CRLF each) an HTTP/1.1 upstream writes after
+    /// the request's own fields; an HTTP/2 request carries every field in its map (`extra` must be
+    /// empty).
+    ///
     /// When the exchange fails before a response head, an HTTP/1.1 upstream puts the request's
-    /// head in `unanswered` (see [`returns_unanswered_head`]); HTTP/2 does not.
+    /// head and `extra` in `unanswered` (see [`returns_unanswered_head`]); HTTP/2 does not.
     pub(crate) fn send<'a>(
         &'a self,
         protocol: BackendProtocol,
         tls: Option<&'a Arc<tls::UpstreamTls>>,
         endpoint: SocketAddr,
         req: Request<ProxyBody>,
-        unanswered: &'a mut Option<http::request::Parts>,
+        extra: bytes::Bytes,
+        unanswered: &'a mut Option<Unanswered>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a {
         use futures::FutureExt;
         let pools = self.pools();
         match protocol {
-            BackendProtocol::H2c => Either::Left(
+            BackendProtocol::H2c => Either::Left({
+                debug_assert!(extra.is_empty(), "HTTP/2 fields go in the map");
                 pools
                     .h2
                     .send(endpoint, tls, req)
-                    .map(|sent| sent.map(|resp| resp.map(|body| UpstreamBody::H2 { body }))),
-            ),
-            BackendProtocol::Http1 | BackendProtocol::Tcp => {
-                Either::Right(h1_pool::send(&pools.h1, endpoint, tls, req, unanswered))
-            }
+                    .map(|sent| sent.map(|resp| resp.map(|body| UpstreamBody::H2 { body })))
+            }),
+            BackendProtocol::Http1 | BackendProtocol::Tcp => Either::Right(h1_pool::send(
+                &pools.h1, endpoint, tls, req, extra, unanswered,
+            )),
         }
     }
 
@@ -236,6 +242,9 @@ impl Upstreams {
         }
     }
 }
+
+/// A request head an exchange got no answer to, and the field lines written after it.
+pub(crate) type Unanswered = (http::request::Parts, bytes::Bytes);
 
 /// The backend side of a switched protocol (a 101 answer): the connection, the bytes already read
 /// past the 101 head first.
