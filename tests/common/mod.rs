@@ -68,11 +68,34 @@ impl Standalone {
     }
 
     /// [`Standalone::start`] with extra environment variables for the process.
+    ///
+    /// The listen ports are picked free and released before the process binds them, so another
+    /// process can take one meanwhile (a parallel test's router binding an ephemeral port): a
+    /// start that fails for that reason alone is tried again on other ports.
     pub async fn start_with_env(files: &[(&str, String)], env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let mut dir = tempfile::tempdir().expect("tempdir");
         for (name, content) in files {
             write_file(dir.path(), name, content);
         }
+        for attempt in 1.. {
+            let mut s = Self::spawn(dir, env);
+            if s.ready().await {
+                return s;
+            }
+            let lost_a_port = s.child.try_wait().ok().flatten().is_some()
+                && s.log().contains("Address already in use");
+            assert!(
+                lost_a_port && attempt < 3,
+                "standalone never became ready; log:\n{}",
+                s.log()
+            );
+            dir = std::mem::replace(&mut s.dir, tempfile::tempdir().expect("tempdir"));
+        }
+        unreachable!("the loop returns or fails")
+    }
+
+    /// Starts the binary on the manifests in `dir`, on ports free a moment ago.
+    fn spawn(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log = log_dir.path().join("bulkhead.log");
         let [http, https, admin] = free_addrs();
@@ -88,7 +111,7 @@ impl Standalone {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn bulkhead standalone");
-        let s = Self {
+        Self {
             child,
             dir,
             http,
@@ -96,9 +119,7 @@ impl Standalone {
             admin,
             log,
             _log_dir: log_dir,
-        };
-        s.wait_ready().await;
-        s
+        }
     }
 
     /// The process id of `bulkhead standalone` (to read its memory use from `/proc`).
@@ -106,18 +127,23 @@ impl Standalone {
         self.child.id()
     }
 
-    /// Waits until `/readyz` answers 200.
-    pub async fn wait_ready(&self) {
-        let ok = eventually(SETTLE, || async {
-            let (status, _, _) = http_get(self.admin, "admin", "/readyz").await.ok()?;
-            (status == 200).then_some(())
+    /// Whether `/readyz` answers 200 within the settle time (`false` at once if the process
+    /// exited).
+    async fn ready(&mut self) -> bool {
+        let child = &mut self.child;
+        let admin = self.admin;
+        let answered = eventually(SETTLE, || {
+            let exited = child.try_wait().ok().flatten().is_some();
+            async move {
+                if exited {
+                    return Some(false);
+                }
+                let (status, _, _) = http_get(admin, "admin", "/readyz").await.ok()?;
+                (status == 200).then_some(true)
+            }
         })
         .await;
-        assert!(
-            ok.is_some(),
-            "standalone never became ready; log:\n{}",
-            self.log()
-        );
+        answered == Some(true)
     }
 
     /// The process's log so far.
