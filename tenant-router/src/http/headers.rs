@@ -315,8 +315,8 @@ const ENCODED_CAPACITY: usize = 192;
 /// works out the router's own ([`ForwardingFields`]): `X-Forwarded-For` (the last `trusted_hops`
 /// entries the client sent, then the client address), `X-Forwarded-Proto`, `-Host`, `-Port` and
 /// `X-Real-IP` (the first `X-Forwarded-For` entry: the client, or the address the outermost
-/// trusted proxy saw), and an `X-Request-Id` when the client sent no usable one (an unusable one is
-/// removed). Returns the fields, the request id and how many client-supplied forwarding fields were
+/// trusted proxy saw), and an `X-Request-Id` when the client sent no usable one (see
+/// [`request_id`]; unusable ones are removed). Returns the fields, the request id and how many client-supplied forwarding fields were
 /// dropped (`X-Forwarded-For` fields not counted when hops are trusted).
 pub(crate) fn forwarding(
     headers: &mut HeaderMap,
@@ -442,12 +442,16 @@ pub(crate) fn dash_spelling_eq(name: &str, canonical: &str) -> bool {
             .all(|(n, c)| n == c || (n == b'_' && c == b'-'))
 }
 
-/// The client's `X-Request-Id` (`None` beside it), or a new random one (also returned as bytes to
-/// set; a client's unusable one is removed).
+/// The client's `X-Request-Id` (`None` beside it) when it sent one field, not empty, in text; or
+/// a new random one, also returned as bytes to set (the client's fields are then removed).
 fn request_id(headers: &mut HeaderMap) -> (RequestId, Option<[u8; 32]>) {
-    match headers.get(&X_REQUEST_ID) {
-        Some(id) if !id.is_empty() && id.to_str().is_ok() => (RequestId::Client(id.clone()), None),
-        present => {
+    let mut ids = headers.get_all(&X_REQUEST_ID).iter();
+    match (ids.next(), ids.next()) {
+        // One id per request: what the router logs is what the backend reads.
+        (Some(id), None) if !id.is_empty() && id.to_str().is_ok() => {
+            (RequestId::Client(id.clone()), None)
+        }
+        (present, _) => {
             if present.is_some() {
                 headers.remove(&X_REQUEST_ID);
             }
@@ -607,6 +611,72 @@ mod tests {
                 .collect();
             got.sort();
             proptest::prop_assert_eq!(got, stripped_model(&fields, keep_upgrade));
+        }
+    }
+
+    /// A client head's fields as HTTP/1.1 field lines, the router's own after them as an HTTP/1.1
+    /// backend gets them (`extra`), sorted.
+    fn wire_fields(map: &HeaderMap, extra: &[u8]) -> Vec<(String, String)> {
+        let mut head = Vec::new();
+        bulkhead_h1_wire::encode_request_head(&http::Method::GET, "/", map, extra, &mut head);
+        let mut fields: Vec<(String, String)> = String::from_utf8_lossy(&head)
+            .split("\r\n")
+            .skip(1)
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                let (name, value) = line.split_once(": ").expect("a field line");
+                (name.to_owned(), value.to_owned())
+            })
+            .collect();
+        fields.sort();
+        fields
+    }
+
+    proptest::proptest! {
+        /// Whatever forwarding fields a client sends, in any spelling, an HTTP/1.1 backend gets
+        /// exactly the router's (one of each), and the same fields an HTTP/2 backend would get in
+        /// its map.
+        #[test]
+        fn the_wire_carries_only_the_routers_forwarding_fields(
+            fields in proptest::collection::vec(
+                (proptest::sample::select(vec![
+                    "x-forwarded-for", "x_forwarded_for", "forwarded", "x-real-ip", "x_real_ip",
+                    "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "true-client-ip",
+                    "x-client-ip", "x-request-id", "accept", "cookie", "x-other",
+                ]), proptest::sample::select(vec![
+                    "", "abc", "10.0.0.1", "10.0.0.1, 10.0.0.2", "https", "1", "\u{e9}",
+                ])),
+                0..12,
+            ),
+            hops in 0usize..3,
+            with_host in proptest::bool::ANY,
+        ) {
+            let mut map = HeaderMap::new();
+            for (n, v) in &fields {
+                map.append(HeaderName::from_static(n), HeaderValue::from_bytes(v.as_bytes()).unwrap());
+            }
+            let host = HeaderValue::from_static("shop.example");
+            let mut f: Forwarding<'_> = forwarding(hops);
+            f.host = with_host.then_some(&host);
+            let (ours, id, _) = super::forwarding(&mut map, &f);
+            let h1 = wire_fields(&map, &ours.encode());
+            let mut h2_map = map.clone();
+            ours.insert_into(&mut h2_map);
+            proptest::prop_assert_eq!(&h1, &wire_fields(&h2_map, b""));
+            let count = |name: &str| h1.iter().filter(|(n, _)| n == name).count();
+            for name in ["x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-port", "x-request-id"] {
+                proptest::prop_assert_eq!(count(name), 1, "{}: {:?}", name, h1);
+            }
+            proptest::prop_assert_eq!(count("x-forwarded-host"), usize::from(with_host));
+            for spoofed in ["x_forwarded_for", "forwarded", "x_real_ip", "true-client-ip", "x-client-ip"] {
+                proptest::prop_assert_eq!(count(spoofed), 0, "{}", spoofed);
+            }
+            let sent_id = h1.iter().find(|(n, _)| n == "x-request-id").map(|(_, v)| v.as_str());
+            proptest::prop_assert_eq!(sent_id, Some(id.as_str()));
+            if hops == 0 {
+                let xff = h1.iter().find(|(n, _)| n == "x-forwarded-for").map(|(_, v)| v.as_str());
+                proptest::prop_assert_eq!(xff, Some("192.0.2.7"));
+            }
         }
     }
 
