@@ -76,8 +76,7 @@ pub(crate) async fn serve(
             return;
         }
     };
-    // Latency of small TLS handshake flights matters more than segment count.
-    let _ = client.set_nodelay(true);
+    // `TCP_NODELAY` comes from the listener (`bulkhead_net::bind`).
 
     // Per source first, so that one source over its limits takes nothing from the shared pool.
     let peer_slot = match shared.sources.admit(peer.ip()) {

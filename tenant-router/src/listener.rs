@@ -278,7 +278,7 @@ pub(crate) async fn accept_loop(
         if state.current.load().is_none() {
             continue;
         }
-        let _ = stream.set_nodelay(true);
+        // `TCP_NODELAY` comes from the listener (`bulkhead_net::bind_for_workers`).
         let state = Arc::clone(&state);
         let admission = Arc::clone(&admission);
         tracker.spawn(async move {
