@@ -171,7 +171,7 @@ impl H1Pool {
         rest: Option<Box<Sending>>,
     ) -> Response<UpstreamBody> {
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
-            let mut resp = Response::new(UpstreamBody::empty());
+            let mut resp = Response::new(crate::body::empty());
             *resp.status_mut() = head.status;
             *resp.version_mut() = head.version;
             *resp.headers_mut() = head.headers;
@@ -184,7 +184,7 @@ impl H1Pool {
             key,
         };
         let body = H1Body::new(&head, conn, rest, self.settings.max_buf_size, home);
-        let mut resp = Response::new(UpstreamBody::h1(body));
+        let mut resp = Response::new(crate::body::boxed(body));
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
         *resp.headers_mut() = head.headers;
