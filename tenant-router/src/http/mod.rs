@@ -159,7 +159,12 @@ pub(crate) fn serve_request(
         // a layer applies), and hyper moves the per-request task (which holds this future) several
         // times before and after running it, and keeps an HTTP/1.1 connection's in a box of that
         // size for the connection's life; a pointer is cheaper to move and to keep.
-        let routed = Box::pin(route_and_forward(&ctx, req, &mut record, start)).await;
+        // Written into its box once: `Box::pin(future)` would copy the whole future twice.
+        let routed = Box::into_pin(Box::write(
+            Box::new_uninit(),
+            route_and_forward(&ctx, req, &mut record, start),
+        ))
+        .await;
         let (mut response, deadline, refusal) = match routed {
             Ok((forwarded, deadline)) => (forwarded, deadline, None),
             Err(answer) => (*answer.response, None, answer.refusal),
