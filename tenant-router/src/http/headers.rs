@@ -70,6 +70,11 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             if keep_upgrade && token.eq_ignore_ascii_case(UPGRADE.as_str()) {
                 continue;
             }
+            // Names removed below in any case (`Connection: keep-alive`, the usual token) cost
+            // no lookup here.
+            if token_hop_bit(token) & REMOVED_BY_NAME != 0 {
+                continue;
+            }
             headers.remove(token);
         }
         headers.remove(CONNECTION);
@@ -108,24 +113,41 @@ const HOP_KEEP_ALIVE: u8 = 16;
 const HOP_PROXY_CONNECTION: u8 = 32;
 const HOP_HTTP2_SETTINGS: u8 = 64;
 
-/// The hop-by-hop headers [`strip_hop_by_hop`] removes or rewrites, with their bits
-/// (`Connection` names the others, so without it only these can be present).
-static HOP_BY_HOP: [(&HeaderName, u8); 7] = [
-    (&CONNECTION, HOP_CONNECTION),
-    (&TE, HOP_TE),
-    (&UPGRADE, HOP_UPGRADE),
-    (&TRANSFER_ENCODING, HOP_TRANSFER_ENCODING),
-    (&KEEP_ALIVE, HOP_KEEP_ALIVE),
-    (&PROXY_CONNECTION, HOP_PROXY_CONNECTION),
-    (&HTTP2_SETTINGS, HOP_HTTP2_SETTINGS),
-];
+/// The hop-by-hop fields [`strip_hop_by_hop`] removes whatever their value or a `Connection`
+/// token says.
+const REMOVED_BY_NAME: u8 = HOP_CONNECTION
+    | HOP_KEEP_ALIVE
+    | HOP_PROXY_CONNECTION
+    | HOP_TRANSFER_ENCODING
+    | HOP_HTTP2_SETTINGS;
 
-/// The bit of `name` in [`HOP_BY_HOP`], else 0.
+/// The bit of the hop-by-hop field `name`, else 0. Every name of every message passes through
+/// here, so its length decides first which one name to compare.
 fn hop_by_hop_bit(name: &HeaderName) -> u8 {
-    HOP_BY_HOP
-        .iter()
-        .find(|(hop, _)| *hop == name)
-        .map_or(0, |(_, bit)| *bit)
+    hop_bit(name.as_str(), |a, b| a == b)
+}
+
+/// [`hop_by_hop_bit`] of a `Connection` token, in any case.
+fn token_hop_bit(token: &str) -> u8 {
+    hop_bit(token, str::eq_ignore_ascii_case)
+}
+
+fn hop_bit(name: &str, same: impl Fn(&str, &str) -> bool) -> u8 {
+    let (hop, bit) = match name.len() {
+        2 => (&TE, HOP_TE),
+        7 => (&UPGRADE, HOP_UPGRADE),
+        10 if name.as_bytes()[0].eq_ignore_ascii_case(&b'k') => (&KEEP_ALIVE, HOP_KEEP_ALIVE),
+        10 => (&CONNECTION, HOP_CONNECTION),
+        14 => (&HTTP2_SETTINGS, HOP_HTTP2_SETTINGS),
+        16 => (&PROXY_CONNECTION, HOP_PROXY_CONNECTION),
+        17 => (&TRANSFER_ENCODING, HOP_TRANSFER_ENCODING),
+        _ => return 0,
+    };
+    if same(name, hop.as_str()) {
+        bit
+    } else {
+        0
+    }
 }
 
 /// The comma-separated, trimmed, non-empty tokens of one header value that is text.
@@ -535,6 +557,42 @@ mod tests {
         g.insert(TE, HeaderValue::from_static("gzip"));
         strip_hop_by_hop(&mut g, false);
         assert!(g.is_empty());
+    }
+
+    #[test]
+    fn each_hop_by_hop_name_has_its_bit_in_any_case_and_no_other_name_has_one() {
+        for (name, bit) in [
+            ("connection", HOP_CONNECTION),
+            ("Keep-Alive", HOP_KEEP_ALIVE),
+            ("TE", HOP_TE),
+            ("upgrade", HOP_UPGRADE),
+            ("Transfer-Encoding", HOP_TRANSFER_ENCODING),
+            ("PROXY-CONNECTION", HOP_PROXY_CONNECTION),
+            ("http2-settings", HOP_HTTP2_SETTINGS),
+        ] {
+            assert_eq!(token_hop_bit(name), bit, "{name}");
+            let parsed = HeaderName::from_bytes(name.as_bytes()).expect("name");
+            assert_eq!(hop_by_hop_bit(&parsed), bit, "{name}");
+        }
+        // Same lengths (and first letters) as hop-by-hop names.
+        for name in [
+            "tk",
+            "upgradf",
+            "keep-alivf",
+            "connectiom",
+            "content-md",
+            "http2-settinga",
+            "proxy-connectioo",
+            "transfer-encodinf",
+            "set-cookie",
+            "content-length",
+            "x",
+        ] {
+            assert_eq!(token_hop_bit(name), 0, "{name}");
+            let parsed = HeaderName::from_bytes(name.as_bytes()).expect("name");
+            assert_eq!(hop_by_hop_bit(&parsed), 0, "{name}");
+        }
+        assert_eq!(token_hop_bit(""), 0);
     }
 
     /// Field names for the property below: hop-by-hop ones, ordinary ones and ones that only a
