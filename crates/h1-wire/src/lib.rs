@@ -3,6 +3,7 @@
 //! decodes chunked bodies.
 
 pub mod chunked;
+mod field_name;
 pub mod request;
 pub mod response;
 

@@ -1,5 +1,6 @@
 //! Response heads: parsed from the start of a read buffer, framed as RFC 9112 §6.3 says.
 
+use crate::field_name::field_name;
 use crate::MAX_HEADERS;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -155,7 +156,7 @@ pub fn parse_response(
     let mut headers = HeaderMap::with_capacity(count);
     let mut facts = Facts::default();
     for [name_start, name_end, value_start, value_end] in &fields[..count] {
-        let name = HeaderName::from_bytes(&head[*name_start as usize..*name_end as usize])
+        let name = field_name(&head[*name_start as usize..*name_end as usize])
             .map_err(|_| ResponseError::InvalidField)?;
         let value =
             HeaderValue::from_maybe_shared(head.slice(*value_start as usize..*value_end as usize))
