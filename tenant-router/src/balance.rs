@@ -242,23 +242,28 @@ impl CompiledBackend {
         &self,
         avoid: &[SocketAddr],
     ) -> Option<&Arc<EndpointState>> {
-        pick(&self.endpoints, avoid, Instant::now(), &mut rand::rng())
+        pick(&self.endpoints, avoid, Instant::now, &mut rand::rng())
     }
 
     /// Records what an exchange with `endpoint` (one of this backend's) showed, ejecting it when
     /// its consecutive failures reach the threshold and the backend's cap allows.
+    /// `now` is read only for a failure that may eject (a success needs no time).
     pub(crate) fn observe(
         &self,
         endpoint: &EndpointState,
         health: Health,
         policy: &OutlierPolicy,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
     ) {
         let outlier = &endpoint.outlier;
         match health {
             Health::Success => outlier.record_success(),
             Health::GatewayFailure => {
-                if !outlier.record_failure(policy) || outlier.is_ejected(now) {
+                if !outlier.record_failure(policy) {
+                    return;
+                }
+                let now = now();
+                if outlier.is_ejected(now) {
                     return;
                 }
                 let _deciding = self.ejecting.lock().unwrap_or_else(PoisonError::into_inner);
@@ -300,10 +305,11 @@ fn less_loaded<'a>(a: &'a Arc<EndpointState>, b: &'a Arc<EndpointState>) -> &'a 
 fn pick<'a, R: Rng>(
     endpoints: &'a [Arc<EndpointState>],
     avoid: &[SocketAddr],
-    now: Instant,
+    now: impl Fn() -> Instant,
     rng: &mut R,
 ) -> Option<&'a Arc<EndpointState>> {
-    let usable = |e: &EndpointState| !avoid.contains(&e.addr) && !e.outlier.is_ejected(now);
+    // The clock is read only for an endpoint that has been ejected (see `is_ejected_by`).
+    let usable = |e: &EndpointState| !avoid.contains(&e.addr) && !e.outlier.is_ejected_by(&now);
     // Fast path: two random endpoints, without allocating, when at least one is usable.
     match endpoints.len() {
         0 => return None,
@@ -452,7 +458,7 @@ mod tests {
     /// Reports `n` gateway failures of endpoint `i` at `now`.
     fn fail(b: &CompiledBackend, i: usize, n: u32, now: Instant) {
         for _ in 0..n {
-            b.observe(&b.endpoints[i], Health::GatewayFailure, &policy(), now);
+            b.observe(&b.endpoints[i], Health::GatewayFailure, &policy(), || now);
         }
     }
 
@@ -466,7 +472,7 @@ mod tests {
         let now = Instant::now();
         for _ in 0..100 {
             assert_eq!(
-                pick(&b.endpoints, &[], now, &mut rng).map(|e| e.addr),
+                pick(&b.endpoints, &[], || now, &mut rng).map(|e| e.addr),
                 Some(idle.addr)
             );
         }
@@ -500,7 +506,7 @@ mod tests {
         let b = backend_with(&reg, &[1, 2, 3, 4]);
         let now = Instant::now();
         fail(&b, 0, 4, now);
-        b.observe(&b.endpoints[0], Health::Success, &policy(), now);
+        b.observe(&b.endpoints[0], Health::Success, &policy(), || now);
         fail(&b, 0, 4, now);
         assert!(
             !b.endpoints[0].outlier.is_ejected(now),
@@ -510,12 +516,12 @@ mod tests {
         assert!(b.endpoints[0].outlier.is_ejected(now));
         let mut rng = StdRng::seed_from_u64(5);
         for _ in 0..200 {
-            let e = pick(&b.endpoints, &[], now, &mut rng).map(|e| e.addr);
+            let e = pick(&b.endpoints, &[], || now, &mut rng).map(|e| e.addr);
             assert_ne!(e, Some(addr(1)), "ejected endpoint chosen");
         }
         let later = now + policy().base_ejection_time;
         let seen: std::collections::HashSet<_> = (0..200)
-            .filter_map(|_| pick(&b.endpoints, &[], later, &mut rng).map(|e| e.addr))
+            .filter_map(|_| pick(&b.endpoints, &[], || later, &mut rng).map(|e| e.addr))
             .collect();
         assert!(seen.contains(&addr(1)), "back once the ejection ended");
     }
@@ -554,10 +560,10 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(9);
         let avoid = [addr(3)];
         for _ in 0..50 {
-            let e = pick(&b.endpoints, &avoid, now, &mut rng).map(|e| e.addr);
+            let e = pick(&b.endpoints, &avoid, || now, &mut rng).map(|e| e.addr);
             assert_eq!(e, Some(addr(2)), "least bad of the ejected ones");
         }
-        assert!(pick(&b.endpoints, &[addr(1), addr(2), addr(3)], now, &mut rng).is_none());
+        assert!(pick(&b.endpoints, &[addr(1), addr(2), addr(3)], || now, &mut rng).is_none());
     }
 
     #[test]

@@ -137,7 +137,7 @@ pub(crate) struct RequestRecord {
     pub(crate) request_id: RequestId,
     pub(crate) start: Instant,
     /// Counts the request on its connection until the response ends (idle timeout).
-    pub(crate) _in_flight: InFlight,
+    pub(crate) in_flight: InFlight,
     /// From the start until the upstream's response head arrived (forwarded requests only).
     pub(crate) upstream: Option<Duration>,
     /// Keeps the endpoint's in-flight count up until the response ends.
@@ -172,7 +172,10 @@ impl RequestRecord {
             Some(ClientFault::MalformedBody | ClientFault::Stalled) => Outcome::ClientError,
             None => outcome,
         };
-        let elapsed = self.start.elapsed();
+        let ended = Instant::now();
+        let elapsed = ended.saturating_duration_since(self.start);
+        self.in_flight
+            .ended_at(tokio::time::Instant::from_std(ended));
         if let Some(span) = self.span.take() {
             span.finish(&Completion {
                 status: self.status,

@@ -54,7 +54,10 @@ impl Activity {
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.begun.fetch_add(1, Ordering::AcqRel);
-        InFlight(Arc::clone(self))
+        InFlight {
+            activity: Arc::clone(self),
+            ended: None,
+        }
     }
 
     /// Whether any request has begun on the connection.
@@ -93,13 +96,28 @@ impl Activity {
 
 /// One request in flight; see [`Activity::begin`].
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<Activity>);
+pub(crate) struct InFlight {
+    activity: Arc<Activity>,
+    /// When the request ended, if its owner already read the clock for it.
+    ended: Option<Instant>,
+}
+
+impl InFlight {
+    /// Records that the request ended at `at` (read for its duration), so dropping the guard
+    /// does not read the clock again.
+    pub(crate) fn ended_at(&mut self, at: Instant) {
+        self.ended = Some(at);
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let ms = u64::try_from(self.0.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.0.last_end_ms.fetch_max(ms, Ordering::AcqRel);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let activity = &self.activity;
+        let ended = self.ended.unwrap_or_else(Instant::now);
+        let ms = ended.saturating_duration_since(activity.epoch).as_millis();
+        let ms = u64::try_from(ms).unwrap_or(u64::MAX);
+        activity.last_end_ms.fetch_max(ms, Ordering::AcqRel);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -861,7 +861,7 @@ async fn connect_l4(
                     endpoint,
                     Health::Success,
                     &state.shared.outlier,
-                    Instant::now(),
+                    Instant::now,
                 );
                 return Some((s, endpoint.start()));
             }
@@ -876,7 +876,7 @@ async fn connect_l4(
             endpoint,
             Health::GatewayFailure,
             &state.shared.outlier,
-            Instant::now(),
+            Instant::now,
         );
         failed.push(endpoint.addr);
     }

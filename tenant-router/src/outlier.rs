@@ -113,8 +113,14 @@ impl OutlierState {
 
     /// Whether the endpoint is ejected at `now`.
     pub(crate) fn is_ejected(&self, now: Instant) -> bool {
+        self.is_ejected_by(|| now)
+    }
+
+    /// [`Self::is_ejected`], reading the time only for an endpoint that has been ejected: the
+    /// request path asks this of every endpoint it picks, and most were never ejected.
+    pub(crate) fn is_ejected_by(&self, now: impl FnOnce() -> Instant) -> bool {
         let until = self.ejected_until.load(Ordering::Relaxed);
-        until != 0 && self.stamp(now) < until
+        until != 0 && self.stamp(now()) < until
     }
 
     /// When the current ejection ends (0 when none); orders ejected endpoints from least to most bad.

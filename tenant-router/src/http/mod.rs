@@ -136,7 +136,7 @@ pub(crate) fn serve_request(
             target: SentTarget::of(&req),
             request_id: headers::RequestId::None,
             start,
-            _in_flight: ctx.activity.begin(),
+            in_flight: ctx.activity.begin(),
             upstream: None,
             guard: None,
             span: None,
@@ -793,7 +793,7 @@ fn forward_with_retries<'a>(
             let error = match result {
                 Ok(resp) => {
                     let health = Health::of_status(resp.status());
-                    backend.observe(&endpoint, health, &shared.outlier, Instant::now());
+                    backend.observe(&endpoint, health, &shared.outlier, Instant::now);
                     return Ok((resp, attempt_deadline));
                 }
                 Err(SendFailure::Timeout) => {
@@ -895,8 +895,12 @@ fn blame(
         ForwardError::Overflow(_) => {}
     }
     if failure.side() == FaultSide::Upstream {
-        let now = Instant::now();
-        backend.observe(endpoint, Health::GatewayFailure, &ctx.shared.outlier, now);
+        backend.observe(
+            endpoint,
+            Health::GatewayFailure,
+            &ctx.shared.outlier,
+            Instant::now,
+        );
     }
     failure
 }
@@ -1136,7 +1140,7 @@ fn mirror_request(
                 Err(_) => Some(Health::GatewayFailure),
             };
             if let Some(health) = health {
-                backend.observe(&endpoint, health, &shared.outlier, Instant::now());
+                backend.observe(&endpoint, health, &shared.outlier, Instant::now);
             }
             let resp = sent?;
             // Read and discard the answer so the pooled connection can be reused.
