@@ -51,57 +51,50 @@ const FORWARDING_HEADERS: &[&str] = &[
 /// `trailers`, which gRPC needs) and `Upgrade` (kept, with `Connection: upgrade`, when
 /// `keep_upgrade` is set: a 101 answer).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the names says which are present; most messages carry none, or only
-    // `Connection`, and a lookup per absent name is what this saves.
+    // One pass over the fields says which are present and what `Connection` names; a second
+    // (`retain`) drops them by the hash the map already holds. Most messages carry none, or only
+    // `Connection: keep-alive`, and a lookup per name is what this saves.
     let mut present = 0u8;
-    for name in headers.keys() {
-        present |= hop_by_hop_bit(name);
+    let mut te_trailers = true;
+    let mut te_named = false;
+    // `Connection` values naming fields beyond the fixed set (rare): matched again below.
+    let mut naming: Vec<HeaderValue> = Vec::new();
+    for (name, value) in headers.iter() {
+        let bit = hop_by_hop_bit(name);
+        present |= bit;
+        if bit == HOP_TE {
+            te_trailers &= value.as_bytes().eq_ignore_ascii_case(b"trailers");
+        } else if bit == HOP_CONNECTION {
+            let mut names_other = false;
+            for token in value_tokens(value) {
+                match token_hop_bit(token) {
+                    HOP_TE => te_named = true,
+                    0 => names_other = true,
+                    // Removed (or, `Upgrade` on a 101, kept) by name in any case.
+                    _ => {}
+                }
+            }
+            if names_other {
+                naming.push(value.clone());
+            }
+        }
     }
     if present == 0 {
         return;
     }
-    if present & HOP_CONNECTION != 0 {
-        // The fields `Connection` names, looked up by token (no header name built per token);
-        // the values are shared, so holding them costs no copy.
-        let mut values = headers.get_all(CONNECTION).iter();
-        let first = values.next().cloned();
-        let rest: Vec<HeaderValue> = values.cloned().collect();
-        for token in first.iter().chain(&rest).flat_map(value_tokens) {
-            if keep_upgrade && token.eq_ignore_ascii_case(UPGRADE.as_str()) {
-                continue;
-            }
-            // Names removed below in any case (`Connection: keep-alive`, the usual token) cost
-            // no lookup here.
-            if token_hop_bit(token) & REMOVED_BY_NAME != 0 {
-                continue;
-            }
-            headers.remove(token);
-        }
-        headers.remove(CONNECTION);
-    }
-    for (bit, name) in [
-        (HOP_KEEP_ALIVE, &KEEP_ALIVE),
-        (HOP_PROXY_CONNECTION, &PROXY_CONNECTION),
-        (HOP_TRANSFER_ENCODING, &TRANSFER_ENCODING),
-        (HOP_HTTP2_SETTINGS, &HTTP2_SETTINGS),
-    ] {
-        if present & bit != 0 {
-            headers.remove(name);
-        }
-    }
-    if present & HOP_TE != 0 {
-        let te_trailers = headers
-            .get_all(TE)
+    let keep_te = te_trailers && !te_named;
+    let keep_upgrade = keep_upgrade && present & HOP_UPGRADE != 0;
+    headers.retain(|name, _| match hop_by_hop_bit(name) {
+        HOP_TE => keep_te,
+        HOP_UPGRADE => keep_upgrade,
+        0 => !naming
             .iter()
-            .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-        if !te_trailers {
-            headers.remove(TE);
-        }
-    }
-    if keep_upgrade && headers.contains_key(UPGRADE) {
+            .flat_map(value_tokens)
+            .any(|t| token_hop_bit(t) == 0 && t.eq_ignore_ascii_case(name.as_str())),
+        _ => false,
+    });
+    if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else if present & HOP_UPGRADE != 0 {
-        headers.remove(UPGRADE);
     }
 }
 
@@ -113,26 +106,32 @@ const HOP_KEEP_ALIVE: u8 = 16;
 const HOP_PROXY_CONNECTION: u8 = 32;
 const HOP_HTTP2_SETTINGS: u8 = 64;
 
-/// The hop-by-hop fields [`strip_hop_by_hop`] removes whatever their value or a `Connection`
-/// token says.
-const REMOVED_BY_NAME: u8 = HOP_CONNECTION
-    | HOP_KEEP_ALIVE
-    | HOP_PROXY_CONNECTION
-    | HOP_TRANSFER_ENCODING
-    | HOP_HTTP2_SETTINGS;
-
 /// The bit of the hop-by-hop field `name`, else 0. Every name of every message passes through
-/// here, so its length decides first which one name to compare.
+/// here twice: names the `http` crate knows compare by their index (no bytes are read), the
+/// others by length first.
 fn hop_by_hop_bit(name: &HeaderName) -> u8 {
-    hop_bit(name.as_str(), |a, b| a == b)
+    if name == CONNECTION {
+        HOP_CONNECTION
+    } else if name == TE {
+        HOP_TE
+    } else if name == UPGRADE {
+        HOP_UPGRADE
+    } else if name == TRANSFER_ENCODING {
+        HOP_TRANSFER_ENCODING
+    } else if name == KEEP_ALIVE {
+        HOP_KEEP_ALIVE
+    } else if name == PROXY_CONNECTION {
+        HOP_PROXY_CONNECTION
+    } else if name == HTTP2_SETTINGS {
+        HOP_HTTP2_SETTINGS
+    } else {
+        0
+    }
 }
 
-/// [`hop_by_hop_bit`] of a `Connection` token, in any case.
-fn token_hop_bit(token: &str) -> u8 {
-    hop_bit(token, str::eq_ignore_ascii_case)
-}
-
-fn hop_bit(name: &str, same: impl Fn(&str, &str) -> bool) -> u8 {
+/// [`hop_by_hop_bit`] of a `Connection` token, in any case; its length decides first which one
+/// name to compare.
+fn token_hop_bit(name: &str) -> u8 {
     let (hop, bit) = match name.len() {
         2 => (&TE, HOP_TE),
         7 => (&UPGRADE, HOP_UPGRADE),
@@ -143,7 +142,7 @@ fn hop_bit(name: &str, same: impl Fn(&str, &str) -> bool) -> u8 {
         17 => (&TRANSFER_ENCODING, HOP_TRANSFER_ENCODING),
         _ => return 0,
     };
-    if same(name, hop.as_str()) {
+    if name.eq_ignore_ascii_case(hop.as_str()) {
         bit
     } else {
         0
