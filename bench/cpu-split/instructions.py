@@ -18,6 +18,13 @@ SECONDS, instructions per request completed); with ROLE=edge, E1 = a new TLS con
 completed).
 Dumps are kept in OUT (default target/bench/instructions/<name>.<load>.out) for
 `callgrind_annotate --inclusive=yes`.
+
+PEERS=nginx,haproxy counts the harness's peers the same way, in the same run: their master and
+worker start under callgrind with the harness's own configuration (one worker, one thread), and
+the worker's counters are zeroed and dumped around each load. SIM=1 adds callgrind's cache and
+branch simulation and prints simulated misses per request next to the instructions. Instructions are not time (the
+peers' C code and OpenSSL run at a different number of instructions per cycle than Rust and ring),
+but they repeat exactly, where the peers' user time on this VM spreads more than they differ.
 """
 import os
 import re
@@ -63,11 +70,29 @@ def newest_dump(prefix):
     return dumps[-1] if dumps else None
 
 
-def totals(path):
+def events(path):
+    """Every event of a dump, by name: `Ir` always; with SIM=1 also the simulated cache and
+    branch events (`I1mr`, `D1mr`, `D1mw`, `ILmr`, `DLmr`, `DLmw`, `Bcm`, `Bim`, ...)."""
+    names, values = ["Ir"], None
     for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("totals:") or line.startswith("summary:"):
-            return int(line.split()[1])
-    raise SystemExit(f"no totals in {path}")
+        if line.startswith("events:"):
+            names = line.split()[1:]
+        elif line.startswith("totals:") or line.startswith("summary:"):
+            values = [int(v) for v in line.split()[1:]]
+    if values is None:
+        raise SystemExit(f"no totals in {path}")
+    return dict(zip(names, values))
+
+
+def totals(path):
+    return events(path)["Ir"]
+
+
+# With SIM=1: the simulated misses that cost cycles without costing instructions.
+SIM = os.environ.get("SIM") == "1"
+SIM_FLAGS = ["--cache-sim=yes", "--branch-sim=yes"] if SIM else []
+SIM_ROWS = [("L1 instr. misses", ("I1mr",)), ("L1 data misses", ("D1mr", "D1mw")),
+            ("LL misses", ("ILmr", "DLmr", "DLmw")), ("mispredicted branches", ("Bcm", "Bim"))]
 
 
 def top(path, n, per):
@@ -80,6 +105,75 @@ def top(path, n, per):
             rows.append((int(m.group(1).replace(",", "")), m.group(2), m.group(3)))
     for ir, pct, name in rows[:n]:
         print(f"  {ir / per:9.1f} {pct:>5}%  {name[:150]}")
+
+
+def clear_dumps(prefix):
+    for old in OUT.glob(prefix + ".*"):
+        old.unlink()
+
+
+def under_callgrind(target, prefix):
+    """Starts a harness peer (nginx, HAProxy) with its master and worker under callgrind; waits,
+    longer than the harness does, until it accepts."""
+    plain = B.Managed
+
+    class Callgrind(plain):
+        def __init__(self, name, argv, log_path, **kw):
+            super().__init__(name, ["valgrind", "--tool=callgrind", "--trace-children=yes", *SIM_FLAGS,
+                                    f"--callgrind-out-file={OUT}/{prefix}.%p", *argv], log_path, **kw)
+
+    plain_wait = B.wait_port
+    B.Managed = Callgrind
+    B.wait_port = lambda port, timeout=10.0, proc=None: plain_wait(port, 120.0, proc)
+    try:
+        target.start(T.router_routes() if target.role == "router" else T.edge_routes())
+    finally:
+        B.Managed = plain
+        B.wait_port = plain_wait
+
+
+def worker_pid(root):
+    """The peer's worker: the process of the tree that has no child (master-worker mode)."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        table = B.proc_table()
+        tree = B.tree_pids(root, table)
+        leaves = [p for p in tree if p != root and not any(table[q]["ppid"] == p for q in tree)]
+        if leaves:
+            return leaves[0]
+        time.sleep(0.5)
+    raise SystemExit(f"no worker process under {root}")
+
+
+def count_loads(name, pid, port, loads, n, k, results):
+    """Zeroes `pid`'s callgrind counters, runs each load against `port`, dumps, records
+    instructions per request."""
+    prefix = f"{name}.cg"
+    for load in loads:
+        if load.startswith("E") or load == "R3":
+            wrk_count(port, load, 2)  # warm
+            control(pid, "-z")
+            done = wrk_count(port, load, int(os.environ.get("SECONDS", "10")))
+        else:
+            h2load(port, load, 2000)  # warm: connections, pools, lazily built state
+            control(pid, "-z")
+            done = h2load(port, load, n)
+        time.sleep(0.5)
+        control(pid, "-d")
+        time.sleep(0.5)
+        dump = newest_dump(prefix)
+        final = OUT / f"{name}.{load}.out"
+        dump.rename(final)
+        counted = events(final)
+        per = counted["Ir"] / done
+        results[(name, load)] = per
+        print(f"{name} {load}: {per:,.0f} instructions per request", flush=True)
+        for row, keys in SIM_ROWS if SIM else []:
+            value = sum(counted.get(key, 0) for key in keys) / done
+            results[(name, f"{load} {row}")] = value
+            print(f"{name} {load}: {value:,.1f} {row} per request", flush=True)
+        if k:
+            top(final, k, done)
 
 
 def main():
@@ -96,15 +190,15 @@ def main():
     B.assert_resolves_loopback(B.HOST_A)
     be = T.Backends().start()
     results = {}
+    names = [name for name, _, _ in specs]
     try:
         for i, (name, binary, env) in enumerate(specs):
             port = (22443 if role == "router" else 21443) + i
             prefix = f"{name}.cg"
-            for old in OUT.glob(prefix + ".*"):
-                old.unlink()
+            clear_dumps(prefix)
             up = role.upper()
             os.environ.update({
-                f"CANDIDATE_{up}_CMD": (f"RUST_LOG=warn {env} exec valgrind --tool=callgrind "
+                f"CANDIDATE_{up}_CMD": (f"RUST_LOG=warn {env} exec valgrind --tool=callgrind {' '.join(SIM_FLAGS)} "
                                         f"--callgrind-out-file={OUT}/{prefix}.%p {binary} bench-candidate"),
                 f"CANDIDATE_{up}_ADDR": f"127.0.0.1:{port}", "CANDIDATE_NAME": name,
                 "CANDIDATE_READY_TIMEOUT": "120"})
@@ -113,33 +207,28 @@ def main():
             pid = [p for p in B.tree_pids(c.root_pid, B.proc_table())
                    if B.proc_table()[p]["comm"] not in ("bash", "sh")][0]
             try:
-                for load in loads:
-                    if load.startswith("E") or load == "R3":
-                        wrk_count(port, load, 2)  # warm
-                        control(pid, "-z")
-                        done = wrk_count(port, load, int(os.environ.get("SECONDS", "10")))
-                    else:
-                        h2load(port, load, 2000)  # warm: connections, pools, lazily built state
-                        control(pid, "-z")
-                        done = h2load(port, load, n)
-                    time.sleep(0.5)
-                    control(pid, "-d")
-                    time.sleep(0.5)
-                    dump = newest_dump(prefix)
-                    final = OUT / f"{name}.{load}.out"
-                    dump.rename(final)
-                    per = totals(final) / done
-                    results[(name, load)] = per
-                    print(f"{name} {load}: {per:,.0f} instructions per request", flush=True)
-                    if k:
-                        top(final, k, done)
+                count_loads(name, pid, port, loads, n, k, results)
             finally:
                 c.stop()
+        for peer in filter(None, (p.strip() for p in os.environ.get("PEERS", "").split(","))):
+            name = peer
+            names.append(name)
+            prefix = f"{name}.cg"
+            clear_dumps(prefix)
+            target = T.PEER_CLASSES[(role, peer)]()
+            under_callgrind(target, prefix)
+            try:
+                count_loads(name, worker_pid(target.root_pid), target.port, loads, n, k, results)
+            finally:
+                target.stop()
     finally:
         be.stop()
-    print("\n| load | " + " | ".join(n for n, _, _ in specs) + " |\n|---|" + "---|" * len(specs))
+    print("\n| load | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     for load in loads:
-        print(f"| {load} | " + " | ".join(f"{results.get((n, load), 0):,.0f}" for n, _, _ in specs) + " |")
+        print(f"| {load} | " + " | ".join(f"{results.get((n, load), 0):,.0f}" for n in names) + " |")
+        for row, _ in SIM_ROWS if SIM else []:
+            print(f"| {load} {row} | " + " | ".join(f"{results.get((n, f'{load} {row}'), 0):,.1f}"
+                                                   for n in names) + " |")
 
 
 if __name__ == "__main__":
