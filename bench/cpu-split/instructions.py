@@ -61,13 +61,25 @@ def h2load(port, load, n):
     return n
 
 
+def written_dump(prefix, after, timeout=60.0):
+    """The dump callgrind writes after `after`, once complete (a busy or slow process, like a
+    peer's worker under valgrind, may take a while to write it)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        # Not simply the newest file: callgrind touches the process's (empty) base file too.
+        for dump in sorted(OUT.glob(prefix + ".*"), key=lambda p: p.stat().st_mtime, reverse=True):
+            if dump.stat().st_mtime < after - 1:
+                break
+            text = dump.read_text(errors="replace")
+            if "\ntotals:" in text or "\nsummary:" in text:
+                return dump
+        time.sleep(0.5)
+    seen = [(d.name, d.stat().st_mtime, d.stat().st_size) for d in OUT.glob(prefix + ".*")]
+    raise SystemExit(f"no complete {prefix} dump within {timeout:.0f} s (asked at {after:.1f}: {seen})")
+
+
 def control(pid, *args):
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True, timeout=300)
-
-
-def newest_dump(prefix):
-    dumps = sorted(OUT.glob(prefix + ".*"), key=lambda p: p.stat().st_mtime)
-    return dumps[-1] if dumps else None
 
 
 def events(path):
@@ -159,9 +171,9 @@ def count_loads(name, pid, port, loads, n, k, results):
             control(pid, "-z")
             done = h2load(port, load, n)
         time.sleep(0.5)
+        asked = time.time()
         control(pid, "-d")
-        time.sleep(0.5)
-        dump = newest_dump(prefix)
+        dump = written_dump(prefix, asked)
         final = OUT / f"{name}.{load}.out"
         dump.rename(final)
         counted = events(final)
