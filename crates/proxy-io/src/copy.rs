@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
@@ -114,6 +114,10 @@ where
     let mut last_activity = Instant::now();
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
+    // The waker the idle timer was last polled with. Polling it again with the same waker only
+    // registers what it holds already, so it is polled when it fired or the waker changed, not
+    // on every chunk (a `Sleep` poll costs more than the rest of a small relay step).
+    let mut timer_waker: Option<Waker> = None;
 
     poll_fn(|cx| {
         let mut active = false;
@@ -136,6 +140,12 @@ where
         if active {
             last_activity = Instant::now();
         }
+        let registered = timer_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if registered && !idle_timer.is_elapsed() {
+            return Poll::Pending;
+        }
         // The timer is only moved when it fires, not on every chunk.
         while idle_timer.as_mut().poll(cx).is_ready() {
             let deadline = last_activity + idle;
@@ -147,6 +157,7 @@ where
             }
             idle_timer.as_mut().reset(deadline);
         }
+        timer_waker = Some(cx.waker().clone());
         Poll::Pending
     })
     .await
@@ -505,6 +516,36 @@ mod tests {
         server.shutdown().await.unwrap();
         let stats = task.await.unwrap().unwrap();
         assert_eq!(stats.client_to_server, 10);
+    }
+
+    /// The idle timer fires while bytes still trickle (and is moved on), then the flow stops: the
+    /// relay ends one idle timeout after the last byte, not before and not much after.
+    #[tokio::test(start_paused = true)]
+    async fn silence_after_trickling_times_out_one_idle_period_after_the_last_byte() {
+        let (mut client, mut proxy_a) = tokio::io::duplex(1024);
+        let (mut proxy_b, mut server) = tokio::io::duplex(1024);
+        let idle = Duration::from_secs(10);
+        let task =
+            tokio::spawn(async move { copy_bidirectional(&mut proxy_a, &mut proxy_b, idle).await });
+        for i in 0..5u8 {
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            client.write_all(&[i]).await.unwrap();
+            let mut one = [0u8; 1];
+            server.read_exact(&mut one).await.unwrap();
+        }
+        let last_byte = Instant::now();
+        let ended = tokio::time::timeout(idle * 3, task).await;
+        let err = ended
+            .expect("the relay outlived three idle timeouts")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let silent = last_byte.elapsed();
+        assert!(
+            silent >= idle && silent < idle + Duration::from_secs(1),
+            "{silent:?}"
+        );
+        drop((client, server));
     }
 
     #[tokio::test(start_paused = true)]
