@@ -1,16 +1,25 @@
 //! [`ConcurrencyLimiter`]: at most `limit` concurrent holders per key. A holder is an RAII
 //! [`ConcurrencyGuard`]; a key's entry exists only while it has holders, so the table never holds
 //! more entries than there are open guards.
+//!
+//! A key is hashed once, when its slot is taken: the keyed hash picks the shard and finds the
+//! entry, and the guard keeps it, so giving the slot back hashes nothing. The hash is std's
+//! randomly keyed SipHash, so a peer cannot choose keys that collide (in a shard or in a table).
 
-use crate::shards::Shards;
-use std::collections::HashMap;
-use std::hash::Hash;
-use std::sync::Arc;
+use crate::shards::SHARDS;
+use hashbrown::hash_table::{Entry, HashTable};
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// One shard: `(key, holders)` by the key's hash.
+type Shard<K> = Mutex<HashTable<(K, usize)>>;
 
 /// Counts concurrent holders per key and refuses the holder beyond `limit`.
 #[derive(Debug)]
 pub struct ConcurrencyLimiter<K> {
-    counts: Shards<HashMap<K, usize>>,
+    /// [`SHARDS`] shards, chosen by the same hash that finds a key's entry.
+    shards: Box<[Shard<K>]>,
+    hasher: RandomState,
     limit: usize,
 }
 
@@ -18,7 +27,8 @@ impl<K: Hash + Eq + Clone> ConcurrencyLimiter<K> {
     /// A limiter allowing `limit` concurrent holders per key (0 refuses every one).
     pub fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
-            counts: Shards::new(HashMap::new),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
+            hasher: RandomState::new(),
             limit,
         })
     }
@@ -30,41 +40,60 @@ impl<K: Hash + Eq + Clone> ConcurrencyLimiter<K> {
 
     /// Takes one of `key`'s slots, or `None` when it already has `limit` holders.
     pub fn try_acquire(self: &Arc<Self>, key: K) -> Option<ConcurrencyGuard<K>> {
-        let mut counts = self.counts.lock(&key);
-        let count = counts.entry(key.clone()).or_insert(0);
-        if *count >= self.limit {
-            if *count == 0 {
-                counts.remove(&key);
+        let hash = self.hasher.hash_one(&key);
+        let mut table = self.shard(hash);
+        let rehash = |(k, _): &(K, usize)| self.hasher.hash_one(k);
+        match table.entry(hash, |(k, _)| *k == key, rehash) {
+            Entry::Occupied(mut held) if held.get().1 < self.limit => held.get_mut().1 += 1,
+            Entry::Occupied(_) => return None,
+            Entry::Vacant(_) if self.limit == 0 => return None,
+            Entry::Vacant(free) => {
+                free.insert((key.clone(), 1));
             }
-            return None;
         }
-        *count += 1;
-        drop(counts);
+        drop(table);
         Some(ConcurrencyGuard {
-            limiter: self.clone(),
+            limiter: Arc::clone(self),
             key,
+            hash,
         })
     }
 
     /// Current holders of `key`.
     pub fn holders(&self, key: &K) -> usize {
-        self.counts.lock(key).get(key).copied().unwrap_or(0)
+        let hash = self.hasher.hash_one(key);
+        let table = self.shard(hash);
+        table.find(hash, |(k, _)| k == key).map_or(0, |(_, n)| *n)
     }
 
     /// Keys with at least one holder (the table's size).
     pub fn keys(&self) -> usize {
-        self.counts.each().map(|shard| shard.len()).sum()
+        self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
-    fn release(&self, key: &K) {
-        let mut counts = self.counts.lock(key);
-        if let Some(count) = counts.get_mut(key) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                counts.remove(key);
+    /// The locked shard of a key hash: bits the table's own bucket index (the low ones) and
+    /// control byte (the top seven) do not use, so keys of one shard still spread in its table.
+    fn shard(&self, hash: u64) -> MutexGuard<'_, HashTable<(K, usize)>> {
+        // Below SHARDS, so it fits.
+        let index = usize::try_from((hash >> 32) % SHARDS as u64).unwrap_or(0);
+        lock(&self.shards[index])
+    }
+
+    fn release(&self, key: &K, hash: u64) {
+        let mut table = self.shard(hash);
+        if let Ok(mut held) = table.find_entry(hash, |(k, _)| k == key) {
+            let holders = &mut held.get_mut().1;
+            *holders = holders.saturating_sub(1);
+            if *holders == 0 {
+                held.remove();
             }
         }
     }
+}
+
+/// A poisoned lock only means another thread panicked while it held it; counts stay usable.
+fn lock<T>(shard: &Mutex<T>) -> MutexGuard<'_, T> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One held slot of a key; released when dropped.
@@ -72,6 +101,8 @@ impl<K: Hash + Eq + Clone> ConcurrencyLimiter<K> {
 pub struct ConcurrencyGuard<K: Hash + Eq + Clone> {
     limiter: Arc<ConcurrencyLimiter<K>>,
     key: K,
+    /// The key's hash in the limiter, kept so that the release hashes nothing.
+    hash: u64,
 }
 
 impl<K: Hash + Eq + Clone> ConcurrencyGuard<K> {
@@ -83,7 +114,7 @@ impl<K: Hash + Eq + Clone> ConcurrencyGuard<K> {
 
 impl<K: Hash + Eq + Clone> Drop for ConcurrencyGuard<K> {
     fn drop(&mut self) {
-        self.limiter.release(&self.key);
+        self.limiter.release(&self.key, self.hash);
     }
 }
 
@@ -118,5 +149,35 @@ mod tests {
         let zero = ConcurrencyLimiter::new(0);
         assert!(zero.try_acquire(1).is_none());
         assert_eq!(zero.keys(), 0, "a refusal leaves no entry behind");
+    }
+
+    proptest::proptest! {
+        /// Any sequence of takes and gives back across a few keys agrees with a plain count per
+        /// key: a take succeeds exactly below the limit, and the table holds exactly the keys
+        /// with holders.
+        #[test]
+        fn counts_agree_with_a_plain_model(
+            limit in 0usize..4,
+            steps in proptest::collection::vec((0u8..5, proptest::bool::ANY), 0..80),
+        ) {
+            let limiter = ConcurrencyLimiter::new(limit);
+            let mut held: Vec<Vec<ConcurrencyGuard<u8>>> = (0..5).map(|_| Vec::new()).collect();
+            for (key, take) in steps {
+                let mine = &mut held[usize::from(key)];
+                if take {
+                    let got = limiter.try_acquire(key);
+                    proptest::prop_assert_eq!(got.is_some(), mine.len() < limit);
+                    mine.extend(got);
+                } else {
+                    mine.pop();
+                }
+                for (k, guards) in held.iter().enumerate() {
+                    let k = u8::try_from(k).expect("five keys");
+                    proptest::prop_assert_eq!(limiter.holders(&k), guards.len());
+                }
+                let live = held.iter().filter(|g| !g.is_empty()).count();
+                proptest::prop_assert_eq!(limiter.keys(), live);
+            }
+        }
     }
 }
