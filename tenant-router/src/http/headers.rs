@@ -106,27 +106,25 @@ const HOP_KEEP_ALIVE: u8 = 16;
 const HOP_PROXY_CONNECTION: u8 = 32;
 const HOP_HTTP2_SETTINGS: u8 = 64;
 
+/// Every hop-by-hop field name and its bit.
+static HOP_BY_HOP: [(&HeaderName, u8); 7] = [
+    (&CONNECTION, HOP_CONNECTION),
+    (&TE, HOP_TE),
+    (&UPGRADE, HOP_UPGRADE),
+    (&TRANSFER_ENCODING, HOP_TRANSFER_ENCODING),
+    (&KEEP_ALIVE, HOP_KEEP_ALIVE),
+    (&PROXY_CONNECTION, HOP_PROXY_CONNECTION),
+    (&HTTP2_SETTINGS, HOP_HTTP2_SETTINGS),
+];
+
 /// The bit of the hop-by-hop field `name`, else 0. Every name of every message passes through
 /// here twice: names the `http` crate knows compare by their index (no bytes are read), the
-/// others by length first.
+/// others by their bytes.
 fn hop_by_hop_bit(name: &HeaderName) -> u8 {
-    if name == CONNECTION {
-        HOP_CONNECTION
-    } else if name == TE {
-        HOP_TE
-    } else if name == UPGRADE {
-        HOP_UPGRADE
-    } else if name == TRANSFER_ENCODING {
-        HOP_TRANSFER_ENCODING
-    } else if name == KEEP_ALIVE {
-        HOP_KEEP_ALIVE
-    } else if name == PROXY_CONNECTION {
-        HOP_PROXY_CONNECTION
-    } else if name == HTTP2_SETTINGS {
-        HOP_HTTP2_SETTINGS
-    } else {
-        0
-    }
+    HOP_BY_HOP
+        .iter()
+        .find(|(hop, _)| name == *hop)
+        .map_or(0, |(_, bit)| *bit)
 }
 
 /// [`hop_by_hop_bit`] of a `Connection` token, in any case; its length decides first which one
