@@ -6,7 +6,7 @@
 mod when_woken;
 pub mod workers;
 
-pub use when_woken::{when_woken, WhenWoken};
+pub use when_woken::{when_woken, NotingWaker, WhenWoken};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;

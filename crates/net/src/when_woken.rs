@@ -1,4 +1,5 @@
-//! [`WhenWoken`]: a future polled only after it asked to be.
+//! [`WhenWoken`]: a future polled only after it asked to be, and [`NotingWaker`], the waker that
+//! tells it (and a relay's two directions, in `bulkhead-proxy-io`) which wake-up was its own.
 //!
 //! A connection's task waits for its work and, beside it, for what would end it early: the
 //! shutdown signal, an idle timer. `select!` polls every branch on every wake-up of the task, and
@@ -8,19 +9,17 @@
 //! the router and 2,700 per connection in the edge. Wrapped in [`WhenWoken`], the inner future
 //! is polled once to register, and again only when its own waker fired.
 
-use futures::task::AtomicWaker;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 /// Wraps `inner` so that it is polled only when it woke (see the module documentation).
 pub fn when_woken<F: Future>(inner: F) -> WhenWoken<F> {
     WhenWoken {
         inner,
-        relay: Arc::new(Relay::default()),
-        started: false,
+        wake: NotingWaker::new(),
     }
 }
 
@@ -30,26 +29,7 @@ pin_project_lite::pin_project! {
     pub struct WhenWoken<F> {
         #[pin]
         inner: F,
-        relay: Arc<Relay>,
-        started: bool,
-    }
-}
-
-/// The waker the inner future holds: it notes the wake-up and passes it to the task's own waker.
-#[derive(Debug, Default)]
-struct Relay {
-    woken: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl Wake for Relay {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
+        wake: NotingWaker,
     }
 }
 
@@ -58,15 +38,98 @@ impl<F: Future> Future for WhenWoken<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        // The task's waker first: a wake-up from now on reaches it, so none is lost between the
-        // check below and the return.
-        this.relay.task.register(cx.waker());
-        if *this.started && !this.relay.woken.swap(false, Ordering::AcqRel) {
+        if !this.wake.take_woken(cx.waker()) {
             return Poll::Pending;
         }
-        *this.started = true;
-        let waker = Waker::from(Arc::clone(this.relay));
-        this.inner.poll(&mut Context::from_waker(&waker))
+        this.inner.poll(&mut Context::from_waker(this.wake.waker()))
+    }
+}
+
+/// A waker that notes each wake-up before passing it on to the task's own waker: what lets a
+/// task that waits on several things at once poll only the ones that woke. Starts noted as
+/// woken, so that the first poll reaches everything.
+#[derive(Debug)]
+pub struct NotingWaker {
+    note: Arc<Note>,
+    waker: Waker,
+    /// The task waker `note` passes wake-ups on to, as last stored there: compared on each poll,
+    /// so that storing it (a lock and a clone) happens only when it changed.
+    task: Option<Waker>,
+}
+
+/// What a [`NotingWaker`] shares with the wakers it hands out.
+#[derive(Debug)]
+struct Note {
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for Note {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = task.as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl NotingWaker {
+    /// A noting waker, noted as woken.
+    pub fn new() -> Self {
+        let note = Arc::new(Note {
+            woken: AtomicBool::new(true),
+            task: Mutex::new(None),
+        });
+        Self {
+            waker: Waker::from(Arc::clone(&note)),
+            note,
+            task: None,
+        }
+    }
+
+    /// The waker to poll with: it notes the wake-up and wakes the task last registered.
+    #[inline]
+    pub fn waker(&self) -> &Waker {
+        &self.waker
+    }
+
+    /// Registers `task` as the waker to pass wake-ups on to, then tells whether a wake-up was
+    /// noted since the last call (and clears the note). Registering first means that a wake-up
+    /// from now on reaches `task`, so none is lost between this check and the task's return.
+    // Inlined: a relay runs it for each direction on every poll.
+    #[inline(always)]
+    pub fn take_woken(&mut self, task: &Waker) -> bool {
+        if !self.task.as_ref().is_some_and(|t| t.will_wake(task)) {
+            self.register(task);
+        }
+        // A load first: clearing takes a locked instruction, and most checks find nothing noted.
+        // A wake-up between the load and the store is not lost: the caller polls right after.
+        if !self.note.woken.load(Ordering::Acquire) {
+            return false;
+        }
+        self.note.woken.store(false, Ordering::Release);
+        true
+    }
+
+    #[cold]
+    fn register(&mut self, task: &Waker) {
+        *self
+            .note
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(task.clone());
+        self.task = Some(task.clone());
+    }
+}
+
+impl Default for NotingWaker {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -168,6 +231,55 @@ mod tests {
             .expect("the task saw the cancellation")
             .expect("no panic");
         assert_eq!(outcome, "cancelled");
+    }
+
+    /// Counts the wake-ups it receives, as a task would.
+    struct CountingTask(AtomicUsize);
+
+    impl Wake for CountingTask {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn noting_wakers_note_their_own_wake_ups_and_pass_them_on() {
+        let task = Arc::new(CountingTask(AtomicUsize::new(0)));
+        let task_waker = Waker::from(Arc::clone(&task));
+        let (mut up, mut down) = (NotingWaker::new(), NotingWaker::new());
+        // Both start noted, so the first poll reaches both.
+        assert!(up.take_woken(&task_waker));
+        assert!(down.take_woken(&task_waker));
+        assert!(!up.take_woken(&task_waker));
+        assert!(!down.take_woken(&task_waker));
+
+        down.waker().wake_by_ref();
+        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+        assert!(!up.take_woken(&task_waker));
+        assert!(down.take_woken(&task_waker));
+        assert!(!down.take_woken(&task_waker));
+
+        // By value on purpose: the path a waker stored and then consumed takes.
+        #[allow(clippy::waker_clone_wake)]
+        up.waker().clone().wake();
+        assert_eq!(task.0.load(Ordering::SeqCst), 2);
+        assert!(up.take_woken(&task_waker));
+        assert!(!down.take_woken(&task_waker));
+    }
+
+    #[test]
+    fn wake_ups_go_to_the_task_registered_last() {
+        let first = Arc::new(CountingTask(AtomicUsize::new(0)));
+        let second = Arc::new(CountingTask(AtomicUsize::new(0)));
+        let mut noting = NotingWaker::new();
+        noting.take_woken(&Waker::from(Arc::clone(&first)));
+        noting.take_woken(&Waker::from(Arc::clone(&second)));
+        noting.waker().wake_by_ref();
+        assert_eq!(first.0.load(Ordering::SeqCst), 0);
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]

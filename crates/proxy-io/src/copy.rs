@@ -15,6 +15,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use bulkhead_net::NotingWaker;
+
 /// Most bytes one read takes (the size of each thread's scratch buffer), and most bytes one
 /// direction holds while its writer is blocked.
 pub const MAX_COPY_BUFFER_SIZE: usize = 64 * 1024;
@@ -72,6 +74,7 @@ where
         &mut Pump::new(false),
         &mut Pump::new(false),
         idle,
+        Wakes::Shared,
         observe,
     )
     .await
@@ -81,17 +84,39 @@ where
 /// down.
 pub(crate) trait Flow<R: ?Sized, W: ?Sized> {
     /// Ready(Ok) once the reader hit EOF, everything was written and the writer was shut down.
-    /// Sets `active` when a byte was read or written.
+    /// Sets `turn.active` when a byte was read or written.
     fn poll_flow(
         &mut self,
         cx: &mut Context<'_>,
         reader: Pin<&mut R>,
         writer: Pin<&mut W>,
-        active: &mut bool,
+        turn: &mut Turn<'_>,
     ) -> Poll<io::Result<()>>;
 
     /// Bytes written so far.
     fn written(&self) -> u64;
+}
+
+/// What one poll of a relay lends both its directions.
+pub(crate) struct Turn<'s> {
+    /// Where reads land before they are written: the thread's [`SCRATCH`], borrowed once per
+    /// poll of the relay rather than once per direction.
+    pub(crate) scratch: &'s mut [u8],
+    /// Set when a byte was read or written.
+    pub(crate) active: bool,
+}
+
+/// How a relay's directions are woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wakes {
+    /// Both directions poll with the task's waker, and every poll moves both.
+    Shared,
+    /// Each direction polls with a [`NotingWaker`] of its own and moves only when that one was
+    /// woken, so a wake-up for one socket does not also cost a read attempt on the other (during
+    /// a TLS handshake or a keep-alive exchange, every other poll). Only for I/O types that keep
+    /// their read and write wakers apart, as tokio's `TcpStream` does: with one slot for both, a
+    /// wake-up would reach only the direction that registered last.
+    Split,
 }
 
 /// Runs both directions of a relay with one idle deadline over both, reporting writes to
@@ -102,6 +127,7 @@ pub(crate) async fn relay<A, B, U, D, F>(
     a_to_b: &mut U,
     b_to_a: &mut D,
     idle: Duration,
+    wakes: Wakes,
     mut observe: F,
 ) -> Result<CopyStats, io::Error>
 where
@@ -118,20 +144,26 @@ where
     // registers what it holds already, so it is polled when it fired or the waker changed, not
     // on every chunk (a `Sleep` poll costs more than the rest of a small relay step).
     let mut timer_waker: Option<Waker> = None;
+    let mut split = (wakes == Wakes::Split).then(|| [NotingWaker::new(), NotingWaker::new()]);
+    let (mut up_done, mut down_done) = (false, false);
 
     poll_fn(|cx| {
-        let mut active = false;
-        let before = a_to_b.written();
-        let up = a_to_b.poll_flow(cx, Pin::new(&mut *a), Pin::new(&mut *b), &mut active)?;
-        if a_to_b.written() > before {
-            observe(CopyDirection::ClientToServer, a_to_b.written() - before);
-        }
-        let before = b_to_a.written();
-        let down = b_to_a.poll_flow(cx, Pin::new(&mut *b), Pin::new(&mut *a), &mut active)?;
-        if b_to_a.written() > before {
-            observe(CopyDirection::ServerToClient, b_to_a.written() - before);
-        }
-        if up.is_ready() && down.is_ready() {
+        let [up_wake, down_wake] = split
+            .as_mut()
+            .map_or([None, None], |[u, d]| [Some(u), Some(d)]);
+        let (a, b) = (&mut *a, &mut *b);
+        let active = with_scratch(|scratch| {
+            let turn = &mut Turn {
+                scratch,
+                active: false,
+            };
+            let up = CopyDirection::ClientToServer;
+            up_done = up.poll(a_to_b, up_done, up_wake, cx, a, b, turn, &mut observe)?;
+            let down = CopyDirection::ServerToClient;
+            down_done = down.poll(b_to_a, down_done, down_wake, cx, b, a, turn, &mut observe)?;
+            Ok::<_, io::Error>(turn.active)
+        })?;
+        if up_done && down_done {
             return Poll::Ready(Ok(CopyStats {
                 client_to_server: a_to_b.written(),
                 server_to_client: b_to_a.written(),
@@ -161,6 +193,48 @@ where
         Poll::Pending
     })
     .await
+}
+
+impl CopyDirection {
+    /// Polls `flow` unless it is `done` or, with split wakes (`wake`), was not woken since it was
+    /// last polled; reports what it wrote to `observe`. Returns whether the flow is done.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn poll<R: Unpin, W: Unpin, Fl: Flow<R, W>>(
+        self,
+        flow: &mut Fl,
+        done: bool,
+        wake: Option<&mut NotingWaker>,
+        cx: &Context<'_>,
+        reader: &mut R,
+        writer: &mut W,
+        turn: &mut Turn<'_>,
+        observe: &mut impl FnMut(CopyDirection, u64),
+    ) -> io::Result<bool> {
+        if done {
+            return Ok(true);
+        }
+        let waker = match wake {
+            None => cx.waker(),
+            Some(noting) => {
+                if !noting.take_woken(cx.waker()) {
+                    return Ok(false);
+                }
+                noting.waker()
+            }
+        };
+        let before = flow.written();
+        let polled = flow.poll_flow(
+            &mut Context::from_waker(waker),
+            Pin::new(reader),
+            Pin::new(writer),
+            turn,
+        )?;
+        if flow.written() > before {
+            observe(self, flow.written() - before);
+        }
+        Ok(polled.is_ready())
+    }
 }
 
 /// Shuts the writer's half down (FIN) after its reader's EOF; a peer already gone entirely counts
@@ -201,6 +275,25 @@ std::thread_local! {
     /// Where each read lands before it is written; one per thread, since a pump never holds it
     /// across a suspension point.
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; MAX_COPY_BUFFER_SIZE].into_boxed_slice());
+}
+
+/// Runs `f` with this thread's [`SCRATCH`] buffer.
+fn with_scratch<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    SCRATCH.with(|cell| {
+        let (mut borrowed, mut own);
+        let scratch: &mut [u8] = match cell.try_borrow_mut() {
+            Ok(b) => {
+                borrowed = b;
+                &mut borrowed
+            }
+            // Not reached (a relay never polls another relay), but never a panic either.
+            Err(_) => {
+                own = vec![0; MAX_COPY_BUFFER_SIZE];
+                &mut own
+            }
+        };
+        f(scratch)
+    })
 }
 
 /// What one read-and-write step left to do.
@@ -250,13 +343,13 @@ impl Pump {
         cx: &mut Context<'_>,
         reader: &mut Pin<&mut R>,
         writer: &mut Pin<&mut W>,
-        scratch: &mut [u8],
-        active: &mut bool,
+        turn: &mut Turn<'_>,
     ) -> Poll<io::Result<Step>>
     where
         R: AsyncRead + ?Sized,
         W: AsyncWrite + ?Sized,
     {
+        let scratch = &mut *turn.scratch;
         let mut read_buf = ReadBuf::new(scratch);
         match reader.as_mut().poll_read(cx, &mut read_buf) {
             Poll::Ready(Ok(())) => {}
@@ -275,7 +368,7 @@ impl Pump {
             self.read_done = true;
             return Poll::Ready(Ok(Step::Again));
         }
-        *active = true;
+        turn.active = true;
         self.bulk |= n == scratch.len();
         let mut off = 0;
         while off < n {
@@ -317,7 +410,7 @@ where
         cx: &mut Context<'_>,
         mut reader: Pin<&mut R>,
         mut writer: Pin<&mut W>,
-        active: &mut bool,
+        turn: &mut Turn<'_>,
     ) -> Poll<io::Result<()>> {
         if self.done || self.handed_off {
             return Poll::Ready(Ok(()));
@@ -334,7 +427,7 @@ where
                 self.pos += n;
                 self.written += u64::try_from(n).unwrap_or(u64::MAX);
                 self.need_flush = true;
-                *active = true;
+                turn.active = true;
             }
             if self.pos > 0 {
                 // All written: give the memory back.
@@ -355,16 +448,7 @@ where
                 self.handed_off = true;
                 return Poll::Ready(Ok(()));
             }
-            let step = SCRATCH.with(|cell| match cell.try_borrow_mut() {
-                Ok(mut scratch) => {
-                    self.read_and_write(cx, &mut reader, &mut writer, &mut scratch, active)
-                }
-                // Not reached (a pump never polls another pump), but never a panic either.
-                Err(_) => {
-                    let mut own = vec![0; MAX_COPY_BUFFER_SIZE];
-                    self.read_and_write(cx, &mut reader, &mut writer, &mut own, active)
-                }
-            });
+            let step = self.read_and_write(cx, &mut reader, &mut writer, turn);
             match ready!(step)? {
                 Step::Again => {}
                 // The writer registered for wake-up; the pending bytes go first next time.
@@ -379,14 +463,35 @@ mod tests {
     use super::*;
     use crate::test_support::{random, tcp_pair};
     use sha2::{Digest, Sha256};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
     const IDLE: Duration = Duration::from_secs(30);
 
+    /// Both ways of waking a relay; every relay test runs in each.
+    const MODES: [Wakes; 2] = [Wakes::Shared, Wakes::Split];
+
+    /// The buffered relay between `a` and `b`, woken as `wakes` says.
+    async fn copy_in<A, B>(
+        wakes: Wakes,
+        a: &mut A,
+        b: &mut B,
+        idle: Duration,
+    ) -> io::Result<CopyStats>
+    where
+        A: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (mut up, mut down) = (Pump::new(false), Pump::new(false));
+        relay(a, b, &mut up, &mut down, idle, wakes, |_, _| {}).await
+    }
+
     /// client ⇄ [proxy_a | copy | proxy_b] ⇄ server, all real sockets on 127.0.0.1.
-    async fn relay() -> (
+    async fn relay_in(
+        wakes: Wakes,
+    ) -> (
         TcpStream,
         TcpStream,
         tokio::task::JoinHandle<io::Result<CopyStats>>,
@@ -394,7 +499,7 @@ mod tests {
         let (client, mut proxy_a) = tcp_pair().await;
         let (mut proxy_b, server) = tcp_pair().await;
         let task =
-            tokio::spawn(async move { copy_bidirectional(&mut proxy_a, &mut proxy_b, IDLE).await });
+            tokio::spawn(async move { copy_in(wakes, &mut proxy_a, &mut proxy_b, IDLE).await });
         (client, server, task)
     }
 
@@ -404,159 +509,187 @@ mod tests {
 
     #[tokio::test]
     async fn random_payloads_both_ways_at_once_arrive_unaltered() {
-        let (client, server, task) = relay().await;
-        let up = Arc::new(random(3 * 1024 * 1024 + 17));
-        let down = Arc::new(random(2 * 1024 * 1024 + 5));
-        let (mut cr, mut cw) = client.into_split();
-        let (mut sr, mut sw) = server.into_split();
-        let up2 = up.clone();
-        let down2 = down.clone();
-        let cw_task = tokio::spawn(async move {
-            cw.write_all(&up2).await.unwrap();
-            cw.shutdown().await.unwrap();
-        });
-        let sw_task = tokio::spawn(async move {
-            sw.write_all(&down2).await.unwrap();
-            sw.shutdown().await.unwrap();
-        });
-        let mut got_up = Vec::new();
-        let mut got_down = Vec::new();
-        let (a, b) = tokio::join!(sr.read_to_end(&mut got_up), cr.read_to_end(&mut got_down));
-        a.unwrap();
-        b.unwrap();
-        cw_task.await.unwrap();
-        sw_task.await.unwrap();
-        assert_eq!(digest(&got_up), digest(&up));
-        assert_eq!(digest(&got_down), digest(&down));
-        let stats = task.await.unwrap().unwrap();
-        assert_eq!(
-            stats,
-            CopyStats {
-                client_to_server: up.len() as u64,
-                server_to_client: down.len() as u64
-            }
-        );
+        for wakes in MODES {
+            let (client, server, task) = relay_in(wakes).await;
+            let up = Arc::new(random(3 * 1024 * 1024 + 17));
+            let down = Arc::new(random(2 * 1024 * 1024 + 5));
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let up2 = up.clone();
+            let down2 = down.clone();
+            let cw_task = tokio::spawn(async move {
+                cw.write_all(&up2).await.unwrap();
+                cw.shutdown().await.unwrap();
+            });
+            let sw_task = tokio::spawn(async move {
+                sw.write_all(&down2).await.unwrap();
+                sw.shutdown().await.unwrap();
+            });
+            let mut got_up = Vec::new();
+            let mut got_down = Vec::new();
+            let (a, b) = tokio::join!(sr.read_to_end(&mut got_up), cr.read_to_end(&mut got_down));
+            a.unwrap();
+            b.unwrap();
+            cw_task.await.unwrap();
+            sw_task.await.unwrap();
+            assert_eq!(digest(&got_up), digest(&up));
+            assert_eq!(digest(&got_down), digest(&down));
+            let stats = task.await.unwrap().unwrap();
+            assert_eq!(
+                stats,
+                CopyStats {
+                    client_to_server: up.len() as u64,
+                    server_to_client: down.len() as u64
+                }
+            );
+        }
     }
 
     #[tokio::test]
     async fn client_half_closes_first_then_server_answers() {
-        let (mut client, mut server, task) = relay().await;
-        let request = random(200_000);
-        client.write_all(&request).await.unwrap();
-        client.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        server.read_to_end(&mut got).await.unwrap();
-        assert_eq!(
-            digest(&got),
-            digest(&request),
-            "server saw the FIN after all bytes"
-        );
-        // The other direction still flows after the half-close.
-        let response = random(300_000);
-        server.write_all(&response).await.unwrap();
-        server.shutdown().await.unwrap();
-        let mut back = Vec::new();
-        client.read_to_end(&mut back).await.unwrap();
-        assert_eq!(digest(&back), digest(&response));
-        let stats = task.await.unwrap().unwrap();
-        assert_eq!(
-            (stats.client_to_server, stats.server_to_client),
-            (200_000, 300_000)
-        );
+        for wakes in MODES {
+            let (mut client, mut server, task) = relay_in(wakes).await;
+            let request = random(200_000);
+            client.write_all(&request).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            assert_eq!(
+                digest(&got),
+                digest(&request),
+                "server saw the FIN after all bytes"
+            );
+            // The other direction still flows after the half-close.
+            let response = random(300_000);
+            server.write_all(&response).await.unwrap();
+            server.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            client.read_to_end(&mut back).await.unwrap();
+            assert_eq!(digest(&back), digest(&response));
+            let stats = task.await.unwrap().unwrap();
+            assert_eq!(
+                (stats.client_to_server, stats.server_to_client),
+                (200_000, 300_000)
+            );
+        }
     }
 
     #[tokio::test]
     async fn server_half_closes_first_then_client_keeps_sending() {
-        let (mut client, mut server, task) = relay().await;
-        let banner = random(50_000);
-        server.write_all(&banner).await.unwrap();
-        server.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        client.read_to_end(&mut got).await.unwrap();
-        assert_eq!(digest(&got), digest(&banner));
-        let upload = random(400_000);
-        client.write_all(&upload).await.unwrap();
-        client.shutdown().await.unwrap();
-        let mut up = Vec::new();
-        server.read_to_end(&mut up).await.unwrap();
-        assert_eq!(digest(&up), digest(&upload));
-        let stats = task.await.unwrap().unwrap();
-        assert_eq!(
-            (stats.client_to_server, stats.server_to_client),
-            (400_000, 50_000)
-        );
+        for wakes in MODES {
+            let (mut client, mut server, task) = relay_in(wakes).await;
+            let banner = random(50_000);
+            server.write_all(&banner).await.unwrap();
+            server.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            assert_eq!(digest(&got), digest(&banner));
+            let upload = random(400_000);
+            client.write_all(&upload).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut up = Vec::new();
+            server.read_to_end(&mut up).await.unwrap();
+            assert_eq!(digest(&up), digest(&upload));
+            let stats = task.await.unwrap().unwrap();
+            assert_eq!(
+                (stats.client_to_server, stats.server_to_client),
+                (400_000, 50_000)
+            );
+        }
     }
 
     #[tokio::test]
     async fn idle_connection_times_out_over_tcp() {
-        let (client, mut proxy_a) = tcp_pair().await;
-        let (mut proxy_b, server) = tcp_pair().await;
-        let err = copy_bidirectional(&mut proxy_a, &mut proxy_b, Duration::from_millis(200))
+        for wakes in MODES {
+            let (client, mut proxy_a) = tcp_pair().await;
+            let (mut proxy_b, server) = tcp_pair().await;
+            let err = copy_in(
+                wakes,
+                &mut proxy_a,
+                &mut proxy_b,
+                Duration::from_millis(200),
+            )
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        drop((client, server));
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+            drop((client, server));
+        }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn trickling_traffic_keeps_the_connection_alive_past_the_idle_timeout() {
+    /// A relay woken as `wakes` between in-memory ends, through which the client sends `count`
+    /// single bytes, one every `gap`, each checked at the server. Returns the client, the server
+    /// and the relay's task.
+    async fn trickle(
+        wakes: Wakes,
+        idle: Duration,
+        count: u8,
+        gap: Duration,
+    ) -> (
+        tokio::io::DuplexStream,
+        tokio::io::DuplexStream,
+        tokio::task::JoinHandle<io::Result<CopyStats>>,
+    ) {
         let (mut client, mut proxy_a) = tokio::io::duplex(1024);
         let (mut proxy_b, mut server) = tokio::io::duplex(1024);
-        let idle = Duration::from_secs(10);
         let task =
-            tokio::spawn(async move { copy_bidirectional(&mut proxy_a, &mut proxy_b, idle).await });
-        for i in 0..10u8 {
-            tokio::time::sleep(Duration::from_secs(6)).await;
+            tokio::spawn(async move { copy_in(wakes, &mut proxy_a, &mut proxy_b, idle).await });
+        for i in 0..count {
+            tokio::time::sleep(gap).await;
             client.write_all(&[i]).await.unwrap();
             let mut one = [0u8; 1];
             server.read_exact(&mut one).await.unwrap();
             assert_eq!(one[0], i);
         }
-        client.shutdown().await.unwrap();
-        server.shutdown().await.unwrap();
-        let stats = task.await.unwrap().unwrap();
-        assert_eq!(stats.client_to_server, 10);
+        (client, server, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trickling_traffic_keeps_the_connection_alive_past_the_idle_timeout() {
+        for wakes in MODES {
+            let idle = Duration::from_secs(10);
+            let (mut client, mut server, task) =
+                trickle(wakes, idle, 10, Duration::from_secs(6)).await;
+            client.shutdown().await.unwrap();
+            server.shutdown().await.unwrap();
+            let stats = task.await.unwrap().unwrap();
+            assert_eq!(stats.client_to_server, 10);
+        }
     }
 
     /// The idle timer fires while bytes still trickle (and is moved on), then the flow stops: the
     /// relay ends one idle timeout after the last byte, not before and not much after.
     #[tokio::test(start_paused = true)]
     async fn silence_after_trickling_times_out_one_idle_period_after_the_last_byte() {
-        let (mut client, mut proxy_a) = tokio::io::duplex(1024);
-        let (mut proxy_b, mut server) = tokio::io::duplex(1024);
-        let idle = Duration::from_secs(10);
-        let task =
-            tokio::spawn(async move { copy_bidirectional(&mut proxy_a, &mut proxy_b, idle).await });
-        for i in 0..5u8 {
-            tokio::time::sleep(Duration::from_secs(7)).await;
-            client.write_all(&[i]).await.unwrap();
-            let mut one = [0u8; 1];
-            server.read_exact(&mut one).await.unwrap();
+        for wakes in MODES {
+            let idle = Duration::from_secs(10);
+            let (client, server, task) = trickle(wakes, idle, 5, Duration::from_secs(7)).await;
+            let last_byte = Instant::now();
+            let ended = tokio::time::timeout(idle * 3, task).await;
+            let err = ended
+                .expect("the relay outlived three idle timeouts")
+                .unwrap()
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+            let silent = last_byte.elapsed();
+            assert!(
+                silent >= idle && silent < idle + Duration::from_secs(1),
+                "{silent:?}"
+            );
+            drop((client, server));
         }
-        let last_byte = Instant::now();
-        let ended = tokio::time::timeout(idle * 3, task).await;
-        let err = ended
-            .expect("the relay outlived three idle timeouts")
-            .unwrap()
-            .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        let silent = last_byte.elapsed();
-        assert!(
-            silent >= idle && silent < idle + Duration::from_secs(1),
-            "{silent:?}"
-        );
-        drop((client, server));
     }
 
     #[tokio::test(start_paused = true)]
     async fn half_closed_but_silent_connection_times_out() {
-        let (mut client, mut proxy_a) = tokio::io::duplex(1024);
-        let (mut proxy_b, _server) = tokio::io::duplex(1024);
-        client.shutdown().await.unwrap();
-        let err = copy_bidirectional(&mut proxy_a, &mut proxy_b, Duration::from_secs(10))
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        for wakes in MODES {
+            let (mut client, mut proxy_a) = tokio::io::duplex(1024);
+            let (mut proxy_b, _server) = tokio::io::duplex(1024);
+            client.shutdown().await.unwrap();
+            let err = copy_in(wakes, &mut proxy_a, &mut proxy_b, Duration::from_secs(10))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        }
     }
 
     #[tokio::test]
@@ -572,13 +705,11 @@ mod tests {
             writer: &mut tokio::io::DuplexStream,
         ) -> Poll<io::Result<()>> {
             let mut cx = Context::from_waker(std::task::Waker::noop());
-            Flow::poll_flow(
-                pump,
-                &mut cx,
-                Pin::new(reader),
-                Pin::new(writer),
-                &mut false,
-            )
+            let turn = &mut Turn {
+                scratch: &mut vec![0; MAX_COPY_BUFFER_SIZE],
+                active: false,
+            };
+            Flow::poll_flow(pump, &mut cx, Pin::new(reader), Pin::new(writer), turn)
         }
         assert!(poll(&mut pump, &mut reader, &mut writer).is_pending());
         assert_eq!(
@@ -601,6 +732,99 @@ mod tests {
         sink.read_exact(&mut tail).await.unwrap();
         got.extend_from_slice(&tail);
         assert_eq!(got, data);
+    }
+
+    /// Counts the reads attempted on a stream.
+    struct CountingReads<S> {
+        inner: S,
+        reads: Arc<AtomicUsize>,
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for CountingReads<S> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for CountingReads<S> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// The server answers 50 times while the client stays silent: with split wakes the client's
+    /// socket is read when the relay starts and at its EOF, not on each of the server's writes.
+    #[tokio::test]
+    async fn split_wakes_leave_the_quiet_direction_alone() {
+        for wakes in MODES {
+            let (mut client, proxy_a) = tokio::io::duplex(1024);
+            let (mut proxy_b, mut server) = tokio::io::duplex(1024);
+            let reads = Arc::new(AtomicUsize::new(0));
+            let mut proxy_a = CountingReads {
+                inner: proxy_a,
+                reads: Arc::clone(&reads),
+            };
+            let task =
+                tokio::spawn(async move { copy_in(wakes, &mut proxy_a, &mut proxy_b, IDLE).await });
+            for i in 0..50u8 {
+                server.write_all(&[i]).await.unwrap();
+                let mut one = [0u8; 1];
+                client.read_exact(&mut one).await.unwrap();
+                assert_eq!(one[0], i);
+            }
+            client.shutdown().await.unwrap();
+            server.shutdown().await.unwrap();
+            let stats = task.await.unwrap().unwrap();
+            assert_eq!((stats.client_to_server, stats.server_to_client), (0, 50));
+            let reads = reads.load(Ordering::Relaxed);
+            match wakes {
+                Wakes::Split => assert!(reads <= 4, "{reads} reads of the quiet client"),
+                Wakes::Shared => assert!(reads > 50, "{reads} reads of the quiet client"),
+            }
+        }
+    }
+
+    /// Request and answer in turn, 300 times over TCP: each wake-up lands on the direction that
+    /// has the bytes, and none is lost.
+    #[tokio::test]
+    async fn alternating_exchanges_are_all_relayed() {
+        for wakes in MODES {
+            let (mut client, mut server, task) = relay_in(wakes).await;
+            for i in 0..300u16 {
+                let ask = i.to_be_bytes();
+                client.write_all(&ask).await.unwrap();
+                let mut got = [0u8; 2];
+                server.read_exact(&mut got).await.unwrap();
+                assert_eq!(got, ask);
+                let answer = [got[1], got[0], 7];
+                server.write_all(&answer).await.unwrap();
+                let mut back = [0u8; 3];
+                tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut back))
+                    .await
+                    .expect("an answer was not relayed")
+                    .unwrap();
+                assert_eq!(back, answer);
+            }
+            client.shutdown().await.unwrap();
+            server.shutdown().await.unwrap();
+            let stats = task.await.unwrap().unwrap();
+            assert_eq!((stats.client_to_server, stats.server_to_client), (600, 900));
+        }
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@
 //! that the socket has nothing to read (an empty pipe always has room), and readiness stays exact.
 //! Each pipe asks for [`PIPE_SIZE`] (256 KiB) of capacity.
 
-use crate::copy::{poll_half_close, relay, CopyDirection, CopyStats, Flow, Pump};
+use crate::copy::{poll_half_close, relay, CopyDirection, CopyStats, Flow, Pump, Turn, Wakes};
 use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -37,7 +37,16 @@ pub async fn copy_tcp_bidirectional_observed<F>(
 where
     F: FnMut(CopyDirection, u64),
 {
-    relay(a, b, &mut Hybrid::new(), &mut Hybrid::new(), idle, observe).await
+    relay(
+        a,
+        b,
+        &mut Hybrid::new(),
+        &mut Hybrid::new(),
+        idle,
+        Wakes::Split,
+        observe,
+    )
+    .await
 }
 
 /// One direction: buffered at first, spliced once it proved to be a bulk flow.
@@ -65,12 +74,12 @@ impl Flow<TcpStream, TcpStream> for Hybrid {
         cx: &mut Context<'_>,
         mut reader: Pin<&mut TcpStream>,
         mut writer: Pin<&mut TcpStream>,
-        active: &mut bool,
+        turn: &mut Turn<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
             match self {
                 Self::Buffered(pump) => {
-                    let poll = pump.poll_flow(cx, reader.as_mut(), writer.as_mut(), active);
+                    let poll = pump.poll_flow(cx, reader.as_mut(), writer.as_mut(), turn);
                     if !pump.handed_off() {
                         return poll;
                     }
@@ -86,7 +95,7 @@ impl Flow<TcpStream, TcpStream> for Hybrid {
                         }
                     }
                 }
-                Self::Spliced(pump) => return pump.poll_flow(cx, reader, writer, active),
+                Self::Spliced(pump) => return pump.poll_flow(cx, reader, writer, turn),
             }
         }
     }
@@ -124,7 +133,7 @@ impl SplicePump {
         cx: &mut Context<'_>,
         reader: Pin<&mut TcpStream>,
         mut writer: Pin<&mut TcpStream>,
-        active: &mut bool,
+        turn: &mut Turn<'_>,
     ) -> Poll<io::Result<()>> {
         const FLAGS: SpliceFlags = SpliceFlags::MOVE.union(SpliceFlags::NONBLOCK);
         if self.done {
@@ -141,7 +150,7 @@ impl SplicePump {
                     Ok(0) => self.read_done = true,
                     Ok(n) => {
                         self.in_pipe = n;
-                        *active = true;
+                        turn.active = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Poll::Ready(Err(e)),
@@ -163,7 +172,7 @@ impl SplicePump {
                     Ok(n) => {
                         self.in_pipe -= n;
                         self.written += u64::try_from(n).unwrap_or(u64::MAX);
-                        *active = true;
+                        turn.active = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Poll::Ready(Err(e)),
@@ -211,6 +220,7 @@ mod tests {
                 &mut a_to_b,
                 &mut b_to_a,
                 IDLE,
+                Wakes::Split,
                 |d, n| match d {
                     CopyDirection::ClientToServer => observed.client_to_server += n,
                     CopyDirection::ServerToClient => observed.server_to_client += n,
