@@ -545,27 +545,24 @@ mod tests {
         }
     }
 
+    /// Writes `len` random bytes from `from` and shuts its write half down; checks that `to`
+    /// reads exactly those bytes, then EOF.
+    async fn send_then_close(from: &mut TcpStream, to: &mut TcpStream, len: usize) {
+        let sent = random(len);
+        from.write_all(&sent).await.unwrap();
+        from.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        to.read_to_end(&mut got).await.unwrap();
+        assert_eq!(digest(&got), digest(&sent), "all bytes, then the FIN");
+    }
+
     #[tokio::test]
     async fn client_half_closes_first_then_server_answers() {
         for wakes in MODES {
             let (mut client, mut server, task) = relay_in(wakes).await;
-            let request = random(200_000);
-            client.write_all(&request).await.unwrap();
-            client.shutdown().await.unwrap();
-            let mut got = Vec::new();
-            server.read_to_end(&mut got).await.unwrap();
-            assert_eq!(
-                digest(&got),
-                digest(&request),
-                "server saw the FIN after all bytes"
-            );
+            send_then_close(&mut client, &mut server, 200_000).await;
             // The other direction still flows after the half-close.
-            let response = random(300_000);
-            server.write_all(&response).await.unwrap();
-            server.shutdown().await.unwrap();
-            let mut back = Vec::new();
-            client.read_to_end(&mut back).await.unwrap();
-            assert_eq!(digest(&back), digest(&response));
+            send_then_close(&mut server, &mut client, 300_000).await;
             let stats = task.await.unwrap().unwrap();
             assert_eq!(
                 (stats.client_to_server, stats.server_to_client),
@@ -578,18 +575,8 @@ mod tests {
     async fn server_half_closes_first_then_client_keeps_sending() {
         for wakes in MODES {
             let (mut client, mut server, task) = relay_in(wakes).await;
-            let banner = random(50_000);
-            server.write_all(&banner).await.unwrap();
-            server.shutdown().await.unwrap();
-            let mut got = Vec::new();
-            client.read_to_end(&mut got).await.unwrap();
-            assert_eq!(digest(&got), digest(&banner));
-            let upload = random(400_000);
-            client.write_all(&upload).await.unwrap();
-            client.shutdown().await.unwrap();
-            let mut up = Vec::new();
-            server.read_to_end(&mut up).await.unwrap();
-            assert_eq!(digest(&up), digest(&upload));
+            send_then_close(&mut server, &mut client, 50_000).await;
+            send_then_close(&mut client, &mut server, 400_000).await;
             let stats = task.await.unwrap().unwrap();
             assert_eq!(
                 (stats.client_to_server, stats.server_to_client),
