@@ -1,5 +1,6 @@
-//! The TLS ClientHello: reassembled from handshake records (any number, any TCP split), then parsed
-//! with `tls-parser` for the `server_name` (host_name) and ALPN extensions.
+//! The TLS ClientHello: reassembled from handshake records (any number, any TCP split), its fixed
+//! fields stepped over, then its `server_name` (host_name) and ALPN extensions parsed with
+//! `tls-parser`.
 //!
 //! Limits: records carry at most [`MAX_RECORD_PAYLOAD`] bytes each; the records carrying the
 //! ClientHello end within [`MAX_CLIENT_HELLO`] bytes of the stream start. Work is linear in the bytes
@@ -9,8 +10,7 @@ use crate::{SniffError, MAX_CLIENT_HELLO};
 use bulkhead_hostmatch::{normalize_host, HostError};
 use tls_parser::nom;
 use tls_parser::{
-    parse_tls_extension_alpn_content, parse_tls_extension_sni_content,
-    parse_tls_handshake_client_hello, SNIType, TlsExtension,
+    parse_tls_extension_alpn_content, parse_tls_extension_sni_content, SNIType, TlsExtension,
 };
 
 /// Largest record payload accepted: 2^14 bytes of plaintext plus the 2048 bytes of expansion a
@@ -169,14 +169,13 @@ impl HelloAssembler {
 /// Parses a complete ClientHello handshake message (4-byte header included).
 fn parse_client_hello(message: &[u8]) -> Result<(Option<String>, Vec<String>), SniffError> {
     let body = &message[HANDSHAKE_HEADER_LEN..];
-    let (rest, hello) = parse_tls_handshake_client_hello(body)
-        .map_err(|e| SniffError::Malformed(format!("ClientHello: {}", nom_reason(&e))))?;
+    let (ext, rest) = client_hello_extensions(body)?;
     if !rest.is_empty() {
         return Err(SniffError::malformed(
             "ClientHello has bytes after its extensions",
         ));
     }
-    let mut extensions = hello.ext.unwrap_or_default();
+    let mut extensions = ext.unwrap_or_default();
     let mut sni = None;
     let mut alpn = None;
     while !extensions.is_empty() {
@@ -199,6 +198,54 @@ fn parse_client_hello(message: &[u8]) -> Result<(Option<String>, Vec<String>), S
         }
     }
     Ok((sni.flatten(), alpn.unwrap_or_default()))
+}
+
+/// The extensions block of a ClientHello body (RFC 8446 §4.1.2) and what follows it: steps over
+/// `legacy_version`, `random`, `legacy_session_id` (at most 32 bytes), `cipher_suites` (an even
+/// length) and `legacy_compression_methods` with the checks `tls-parser`'s
+/// `parse_tls_handshake_client_hello` makes (a property test holds the two equal), without
+/// collecting the offered suites and methods into vectors, which the sniffer never reads. The block
+/// is `None` when fewer than its two length bytes, or fewer bytes than they announce, follow.
+fn client_hello_extensions(body: &[u8]) -> Result<(Option<&[u8]>, &[u8]), SniffError> {
+    let truncated = |field| SniffError::Malformed(format!("ClientHello: truncated {field}"));
+    // legacy_version and random.
+    let rest = body.get(2 + 32..).ok_or_else(|| truncated("random"))?;
+    let (&session_id_len, rest) = rest.split_first().ok_or_else(|| truncated("session id"))?;
+    if session_id_len > 32 {
+        return Err(SniffError::malformed(
+            "ClientHello: session id longer than 32 bytes",
+        ));
+    }
+    let rest = rest
+        .get(usize::from(session_id_len)..)
+        .ok_or_else(|| truncated("session id"))?;
+    let (suites_len, rest) = split_u16(rest).ok_or_else(|| truncated("cipher suites"))?;
+    if suites_len % 2 == 1 {
+        return Err(SniffError::malformed(
+            "ClientHello: odd cipher suites length",
+        ));
+    }
+    let rest = rest
+        .get(suites_len..)
+        .ok_or_else(|| truncated("cipher suites"))?;
+    let (&methods_len, rest) = rest
+        .split_first()
+        .ok_or_else(|| truncated("compression methods"))?;
+    let rest = rest
+        .get(usize::from(methods_len)..)
+        .ok_or_else(|| truncated("compression methods"))?;
+    if rest.is_empty() {
+        return Ok((None, rest));
+    }
+    Ok(split_u16(rest)
+        .and_then(|(len, after)| Some((after.get(..len)?, &after[len..])))
+        .map_or((None, rest), |(block, after)| (Some(block), after)))
+}
+
+/// A big-endian `u16` length off the front of `bytes`, and the bytes after it.
+fn split_u16(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let (len, rest) = bytes.split_first_chunk::<2>()?;
+    Some((usize::from(u16::from_be_bytes(*len)), rest))
 }
 
 /// Splits one extension (type, data) off the front of the extensions block.
@@ -569,6 +616,27 @@ pub(crate) mod tests {
         frame(&message)
     }
 
+    /// RFC 8446 caps `legacy_session_id` at 32 bytes: 32 pass, 33 are malformed, as for
+    /// `tls-parser`.
+    #[test]
+    fn a_session_id_over_32_bytes_is_malformed() {
+        for (len, valid) in [(32u8, true), (33, false)] {
+            let mut body = vec![3, 3];
+            body.extend_from_slice(&[0; 32]);
+            body.push(len);
+            body.extend(std::iter::repeat_n(7, usize::from(len)));
+            body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+            let ours = client_hello_extensions(&body);
+            assert_eq!(ours.is_ok(), valid, "session id of {len} bytes");
+            let theirs = tls_parser::parse_tls_handshake_client_hello(&body);
+            assert_eq!(
+                theirs.is_ok(),
+                valid,
+                "tls-parser, session id of {len} bytes"
+            );
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -594,6 +662,54 @@ pub(crate) mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
             let _ = sniff_client_hello(&bytes);
+        }
+
+        /// The fixed fields are stepped over exactly as `tls-parser` parses them: the same
+        /// extensions block and remainder, or an error from both, for bodies built field by field
+        /// with lengths that may lie and a cut anywhere.
+        #[test]
+        fn extensions_are_found_as_tls_parser_finds_them(
+            head in proptest::collection::vec(any::<u8>(), 34),
+            session_id in proptest::collection::vec(any::<u8>(), 0..40),
+            suites in proptest::collection::vec(any::<u8>(), 0..24),
+            methods in proptest::collection::vec(any::<u8>(), 0..4),
+            extensions in proptest::collection::vec(any::<u8>(), 0..40),
+            trailing in proptest::collection::vec(any::<u8>(), 0..3),
+            lies in proptest::collection::vec(-2i32..=2, 4),
+            cut in proptest::option::of(0usize..200),
+        ) {
+            let claimed = |len: usize, lie: i32| len.saturating_add_signed(lie as isize);
+            let mut body = head;
+            body.push(u8::try_from(claimed(session_id.len(), lies[0]) & 0xff).unwrap());
+            body.extend_from_slice(&session_id);
+            body.extend_from_slice(&u16::try_from(claimed(suites.len(), lies[1])).unwrap().to_be_bytes());
+            body.extend_from_slice(&suites);
+            body.push(u8::try_from(claimed(methods.len(), lies[2]) & 0xff).unwrap());
+            body.extend_from_slice(&methods);
+            if !extensions.is_empty() || lies[3] != 0 {
+                body.extend_from_slice(&u16::try_from(claimed(extensions.len(), lies[3])).unwrap().to_be_bytes());
+                body.extend_from_slice(&extensions);
+            }
+            body.extend_from_slice(&trailing);
+            if let Some(cut) = cut {
+                body.truncate(cut);
+            }
+            let ours = client_hello_extensions(&body).ok();
+            let theirs = tls_parser::parse_tls_handshake_client_hello(&body)
+                .ok()
+                .map(|(rest, hello)| (hello.ext, rest));
+            prop_assert_eq!(ours, theirs);
+        }
+
+        #[test]
+        fn arbitrary_bodies_are_read_as_tls_parser_reads_them(
+            body in proptest::collection::vec(any::<u8>(), 0..120),
+        ) {
+            let ours = client_hello_extensions(&body).ok();
+            let theirs = tls_parser::parse_tls_handshake_client_hello(&body)
+                .ok()
+                .map(|(rest, hello)| (hello.ext, rest));
+            prop_assert_eq!(ours, theirs);
         }
 
         #[test]
