@@ -2,24 +2,19 @@
 //! [`ConcurrencyGuard`]; a key's entry exists only while it has holders, so the table never holds
 //! more entries than there are open guards.
 //!
-//! A key is hashed once, when its slot is taken: the keyed hash picks the shard and finds the
-//! entry, and the guard keeps it, so giving the slot back hashes nothing. The hash is std's
-//! randomly keyed SipHash, so a peer cannot choose keys that collide (in a shard or in a table).
+//! A key is hashed once, when its slot is taken (see [`Shards`]), and the guard keeps the hash, so
+//! giving the slot back hashes nothing.
 
-use crate::shards::SHARDS;
+use crate::shards::Shards;
 use hashbrown::hash_table::{Entry, HashTable};
-use std::hash::{BuildHasher, Hash, RandomState};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
-/// One shard: `(key, holders)` by the key's hash.
-type Shard<K> = Mutex<HashTable<(K, usize)>>;
+use std::hash::Hash;
+use std::sync::Arc;
 
 /// Counts concurrent holders per key and refuses the holder beyond `limit`.
 #[derive(Debug)]
 pub struct ConcurrencyLimiter<K> {
-    /// [`SHARDS`] shards, chosen by the same hash that finds a key's entry.
-    shards: Box<[Shard<K>]>,
-    hasher: RandomState,
+    /// `(key, holders)` by the key's hash.
+    shards: Shards<HashTable<(K, usize)>>,
     limit: usize,
 }
 
@@ -27,8 +22,7 @@ impl<K: Hash + Eq + Clone> ConcurrencyLimiter<K> {
     /// A limiter allowing `limit` concurrent holders per key (0 refuses every one).
     pub fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
-            hasher: RandomState::new(),
+            shards: Shards::new(HashTable::new),
             limit,
         })
     }
@@ -40,9 +34,9 @@ impl<K: Hash + Eq + Clone> ConcurrencyLimiter<K> {
 
     /// Takes one of `key`'s slots, or `None` when it already has `limit` holders.
     pub fn try_acquire(self: &Arc<Self>, key: K) -> Option<ConcurrencyGuard<K>> {
-        let hash = self.hasher.hash_one(&key);
-        let mut table = self.shard(hash);
-        let rehash = |(k, _): &(K, usize)| self.hasher.hash_one(k);
+        let hash = self.shards.hash(&key);
+        let mut table = self.shards.lock(hash);
+        let rehash = |(k, _): &(K, usize)| self.shards.hash(k);
         match table.entry(hash, |(k, _)| *k == key, rehash) {
             Entry::Occupied(mut held) if held.get().1 < self.limit => held.get_mut().1 += 1,
             Entry::Occupied(_) => return None,
@@ -61,26 +55,18 @@ impl<K: Hash + Eq + Clone> ConcurrencyLimiter<K> {
 
     /// Current holders of `key`.
     pub fn holders(&self, key: &K) -> usize {
-        let hash = self.hasher.hash_one(key);
-        let table = self.shard(hash);
+        let hash = self.shards.hash(key);
+        let table = self.shards.lock(hash);
         table.find(hash, |(k, _)| k == key).map_or(0, |(_, n)| *n)
     }
 
     /// Keys with at least one holder (the table's size).
     pub fn keys(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
-    }
-
-    /// The locked shard of a key hash: bits the table's own bucket index (the low ones) and
-    /// control byte (the top seven) do not use, so keys of one shard still spread in its table.
-    fn shard(&self, hash: u64) -> MutexGuard<'_, HashTable<(K, usize)>> {
-        // Below SHARDS, so it fits.
-        let index = usize::try_from((hash >> 32) % SHARDS as u64).unwrap_or(0);
-        lock(&self.shards[index])
+        self.shards.each().map(|table| table.len()).sum()
     }
 
     fn release(&self, key: &K, hash: u64) {
-        let mut table = self.shard(hash);
+        let mut table = self.shards.lock(hash);
         if let Ok(mut held) = table.find_entry(hash, |(k, _)| k == key) {
             let holders = &mut held.get_mut().1;
             *holders = holders.saturating_sub(1);
@@ -89,11 +75,6 @@ impl<K: Hash + Eq + Clone> ConcurrencyLimiter<K> {
             }
         }
     }
-}
-
-/// A poisoned lock only means another thread panicked while it held it; counts stay usable.
-fn lock<T>(shard: &Mutex<T>) -> MutexGuard<'_, T> {
-    shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One held slot of a key; released when dropped.

@@ -4,7 +4,7 @@
 //! full of busy buckets a new key is admitted untracked (fail-open, see the crate's README).
 
 use crate::shards::{Shards, SHARDS};
-use std::collections::HashMap;
+use hashbrown::HashTable;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,8 @@ struct Bucket {
 
 #[derive(Debug)]
 struct RateShard<K> {
-    buckets: HashMap<K, Bucket>,
+    /// `(key, bucket)` by the key's hash (see [`Shards`]).
+    buckets: HashTable<(K, Bucket)>,
     last_sweep: Option<Instant>,
 }
 
@@ -58,7 +59,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     pub fn new(limit: RateLimit, capacity: usize) -> Self {
         Self {
             shards: Shards::new(|| RateShard {
-                buckets: HashMap::new(),
+                buckets: HashTable::new(),
                 last_sweep: None,
             }),
             limit,
@@ -69,8 +70,9 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// Takes a token from `key`'s bucket at time `now`.
     pub fn check(&self, key: K, now: Instant) -> RateDecision {
         let limit = self.limit;
-        let mut shard = self.shards.lock(&key);
-        if let Some(bucket) = shard.buckets.get_mut(&key) {
+        let hash = self.shards.hash(&key);
+        let mut shard = self.shards.lock(hash);
+        if let Some((_, bucket)) = shard.buckets.find_mut(hash, |(k, _)| *k == key) {
             refill(bucket, limit, now);
             return if bucket.tokens >= 1.0 {
                 bucket.tokens -= 1.0;
@@ -85,14 +87,13 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         if shard.buckets.len() >= self.shard_capacity && !sweep(&mut shard, limit, now) {
             return RateDecision::Untracked;
         }
-        let tokens = f64::from(limit.burst) - 1.0;
-        shard.buckets.insert(
-            key,
-            Bucket {
-                tokens,
-                updated: now,
-            },
-        );
+        let bucket = Bucket {
+            tokens: f64::from(limit.burst) - 1.0,
+            updated: now,
+        };
+        shard
+            .buckets
+            .insert_unique(hash, (key, bucket), |(k, _)| self.shards.hash(k));
         RateDecision::Allowed
     }
 
@@ -112,14 +113,14 @@ fn refill(bucket: &mut Bucket, limit: RateLimit, now: Instant) {
 
 /// Evicts the buckets that are full again, at most once per [`SWEEP_INTERVAL`]; whether there is
 /// room for one more afterwards.
-fn sweep<K: Hash + Eq>(shard: &mut RateShard<K>, limit: RateLimit, now: Instant) -> bool {
+fn sweep<K>(shard: &mut RateShard<K>, limit: RateLimit, now: Instant) -> bool {
     let before = shard.buckets.len();
     let due = shard
         .last_sweep
         .is_none_or(|last| now.saturating_duration_since(last) >= SWEEP_INTERVAL);
     if due {
         shard.last_sweep = Some(now);
-        shard.buckets.retain(|_, bucket| {
+        shard.buckets.retain(|(_, bucket)| {
             let mut b = *bucket;
             refill(&mut b, limit, now);
             b.tokens < f64::from(limit.burst)
@@ -174,5 +175,44 @@ mod tests {
         let idle = t0 + Duration::from_secs(1);
         assert_eq!(limiter.check(usize::MAX, idle), RateDecision::Allowed);
         assert!(limiter.tracked() <= SHARDS);
+    }
+
+    proptest::proptest! {
+        /// Any sequence of checks across a few keys, at any spacing, decides as a plain token
+        /// bucket per key does (no capacity pressure: the table has room for every key), and the
+        /// table holds exactly the keys checked since their bucket was last full.
+        #[test]
+        fn decisions_agree_with_a_plain_bucket_per_key(
+            per_second in 1u32..50,
+            burst in 0u32..4,
+            steps in proptest::collection::vec((0u8..5, 0u64..400), 0..80),
+        ) {
+            let limit = RateLimit { per_second, burst };
+            let limiter = RateLimiter::new(limit, 1000);
+            let mut model: std::collections::HashMap<u8, Bucket> = std::collections::HashMap::new();
+            let mut now = Instant::now();
+            for (key, gap_ms) in steps {
+                now += Duration::from_millis(gap_ms);
+                let expected = match model.get_mut(&key) {
+                    Some(bucket) => {
+                        refill(bucket, limit, now);
+                        if bucket.tokens >= 1.0 {
+                            bucket.tokens -= 1.0;
+                            RateDecision::Allowed
+                        } else {
+                            RateDecision::Limited
+                        }
+                    }
+                    None if burst == 0 => RateDecision::Limited,
+                    None => {
+                        let tokens = f64::from(burst) - 1.0;
+                        model.insert(key, Bucket { tokens, updated: now });
+                        RateDecision::Allowed
+                    }
+                };
+                proptest::prop_assert_eq!(limiter.check(key, now), expected);
+                proptest::prop_assert_eq!(limiter.tracked(), model.len());
+            }
+        }
     }
 }
