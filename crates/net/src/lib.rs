@@ -9,12 +9,14 @@ pub mod workers;
 pub use when_woken::{when_woken, NotingWaker, WhenWoken};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 
 /// Pending connections the kernel queues per listener before `accept` (tokio's default).
@@ -83,25 +85,45 @@ pub async fn accept_next(
     stop: &CancellationToken,
     name: &str,
 ) -> Option<Accepted> {
-    // `biased`: once stopped, nothing more is accepted, even with a connection already waiting.
-    let permit = tokio::select! {
-        biased;
-        () = stop.cancelled() => return None,
-        permit = Arc::clone(slots).acquire_owned() => permit.ok()?,
-    };
-    loop {
-        tokio::select! {
+    // Once stopped, nothing more is accepted, even with a connection already waiting.
+    if stop.is_cancelled() {
+        return None;
+    }
+    // Under load a slot is free and a connection waits: taken without creating (and registering)
+    // the futures that wait for them and for `stop`, which cost more than the accept itself.
+    let permit = match Arc::clone(slots).try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(TryAcquireError::Closed) => return None,
+        Err(TryAcquireError::NoPermits) => tokio::select! {
             biased;
             () = stop.cancelled() => return None,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    return Some(Accepted { stream, peer: canonical(peer), permit });
-                }
-                Err(e) => {
-                    tracing::warn!(listener = name, error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                }
+            permit = Arc::clone(slots).acquire_owned() => permit.ok()?,
+        },
+    };
+    // One poll, never a wait: a connection already queued, or the listener registered for the next.
+    let mut ready = poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await;
+    loop {
+        let accepted = match ready {
+            Poll::Ready(accepted) => accepted,
+            Poll::Pending => tokio::select! {
+                biased;
+                () = stop.cancelled() => return None,
+                accepted = listener.accept() => accepted,
             },
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                return Some(Accepted {
+                    stream,
+                    peer: canonical(peer),
+                    permit,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(listener = name, error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                ready = Poll::Pending;
+            }
         }
     }
 }
