@@ -15,6 +15,7 @@ use crate::sources::SourceLimits;
 use crate::table::{listener_label, EdgeTable, PortEntry, TenantEntry};
 use crate::upstream_proxy::{client_addresses, looks_like_proxy_header};
 use arc_swap::ArcSwap;
+use bulkhead_net::clock;
 use bulkhead_proxy_io::{
     copy_tcp_bidirectional_observed, encode_v2, CopyDirection, ProxyAddresses,
 };
@@ -27,7 +28,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout_at;
 use tokio_util::sync::CancellationToken;
 
 /// What every connection task shares.
@@ -95,7 +96,7 @@ pub(crate) async fn serve(
     let mut client = client;
     let mut sniffed = Vec::new();
     let sniffing = GaugeGuard::new(&metrics.sniffing);
-    let started = Instant::now();
+    let started = clock::tokio_now();
     let timeout = shared.limits.sniff_timeout;
     let addrs = client_addresses(
         &mut client,
@@ -127,7 +128,7 @@ pub(crate) async fn serve(
             }
         },
     };
-    let remaining = timeout.saturating_sub(started.elapsed());
+    let remaining = timeout.saturating_sub(clock::tokio_now().saturating_duration_since(started));
     let host = sniff(&mut client, &mut sniffed, port, remaining).await;
     drop(sniffing);
     drop(sniff_slot);
@@ -292,9 +293,12 @@ async fn forward(
     };
 
     let relay = async {
-        timeout(limits.idle_timeout, upstream.write_all(&head))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "router did not read"))??;
+        timeout_at(
+            clock::tokio_now() + limits.idle_timeout,
+            upstream.write_all(&head),
+        )
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "router did not read"))??;
         drop(head);
         series.bytes_to_router.inc_by(replayed);
         copy_tcp_bidirectional_observed(&mut client, &mut upstream, limits.idle_timeout, |d, n| {
@@ -344,7 +348,7 @@ async fn connect(
 ) -> Option<(TcpStream, usize)> {
     let (tenant, listener) = (&*entry.tenant, entry.listener);
     let endpoints = &entry.endpoints;
-    let now = std::time::Instant::now();
+    let now = clock::now();
     let mut tried = Tried::default();
     for _ in 0..limits.connect_attempts.max(1) {
         let index = pick_endpoint(
@@ -356,13 +360,15 @@ async fn connect(
         )?;
         tried.insert(index);
         let endpoint = &entry.endpoints[index];
-        let started = Instant::now();
-        match timeout(limits.connect_timeout, TcpStream::connect(endpoint.addr)).await {
+        let started = clock::tokio_now();
+        let deadline = started + limits.connect_timeout;
+        match timeout_at(deadline, TcpStream::connect(endpoint.addr)).await {
             Ok(Ok(stream)) => {
-                entry
-                    .series(metrics)
-                    .connect_duration
-                    .observe(started.elapsed().as_secs_f64());
+                entry.series(metrics).connect_duration.observe(
+                    clock::tokio_now()
+                        .saturating_duration_since(started)
+                        .as_secs_f64(),
+                );
                 endpoint.state.health.connect_succeeded();
                 return Some((stream, index));
             }
@@ -377,15 +383,14 @@ async fn connect(
             .endpoint_series(endpoint, metrics)
             .connect_errors
             .inc();
-        let backoff =
-            endpoint
-                .state
-                .health
-                .connect_failed(std::time::Instant::now(), limits, || {
-                    metrics
-                        .endpoints_failing
-                        .get_or_create_owned(&entry.tenant_labels())
-                });
+        let backoff = endpoint
+            .state
+            .health
+            .connect_failed(clock::now(), limits, || {
+                metrics
+                    .endpoints_failing
+                    .get_or_create_owned(&entry.tenant_labels())
+            });
         tracing::debug!(tenant, listener, endpoint = %endpoint.addr, seconds = backoff.as_secs(), "router endpoint marked failing");
     }
     None

@@ -15,7 +15,6 @@ use bulkhead_source_limit::{
 use prometheus_client::metrics::counter::Counter;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Refusal reason (metric label): the source opened connections faster than its rate.
 pub(crate) const SOURCE_RATE_LIMIT: &str = "source_rate_limit";
@@ -64,7 +63,7 @@ impl SourceLimits {
             return Ok(None);
         }
         let key = SourceKey::of(ip);
-        match self.rate.check(key, Instant::now()) {
+        match self.rate.check(key, bulkhead_net::clock::now()) {
             RateDecision::Allowed => {}
             RateDecision::Untracked => {
                 self.untracked.inc();

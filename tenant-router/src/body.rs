@@ -172,7 +172,7 @@ impl RequestRecord {
             Some(ClientFault::MalformedBody | ClientFault::Stalled) => Outcome::ClientError,
             None => outcome,
         };
-        let ended = Instant::now();
+        let ended = bulkhead_net::clock::now();
         let elapsed = ended.saturating_duration_since(self.start);
         self.in_flight
             .ended_at(tokio::time::Instant::from_std(ended));

@@ -113,7 +113,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let activity = &self.activity;
-        let ended = self.ended.unwrap_or_else(Instant::now);
+        let ended = self.ended.unwrap_or_else(bulkhead_net::clock::tokio_now);
         let ms = ended.saturating_duration_since(activity.epoch).as_millis();
         let ms = u64::try_from(ms).unwrap_or(u64::MAX);
         activity.last_end_ms.fetch_max(ms, Ordering::AcqRel);

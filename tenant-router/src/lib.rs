@@ -36,6 +36,7 @@ mod metrics;
 mod otel;
 mod outlier;
 mod router;
+mod timer;
 mod upstream;
 
 pub use bulkhead_pathnorm::EscapedSlashes;

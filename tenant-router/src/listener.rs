@@ -34,14 +34,14 @@ use bulkhead_proxy_io::{
 use bulkhead_source_limit::{ConcurrencyGuard, ConcurrencyLimiter, SourceKey};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -101,7 +101,7 @@ impl HttpServers {
         let h2 = &self.h2;
         let mut builder = http2::Builder::new(streams);
         builder
-            .timer(TokioTimer::new())
+            .timer(crate::timer::WorkerTimer::default())
             .max_concurrent_streams(h2.max_concurrent_streams)
             .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
             .max_local_error_reset_streams(h2.max_local_error_reset_streams)
@@ -861,7 +861,7 @@ async fn connect_l4(
                     endpoint,
                     Health::Success,
                     &state.shared.outlier,
-                    Instant::now,
+                    bulkhead_net::clock::now,
                 );
                 return Some((s, endpoint.start()));
             }
@@ -876,7 +876,7 @@ async fn connect_l4(
             endpoint,
             Health::GatewayFailure,
             &state.shared.outlier,
-            Instant::now,
+            bulkhead_net::clock::now,
         );
         failed.push(endpoint.addr);
     }

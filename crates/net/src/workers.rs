@@ -67,7 +67,8 @@ impl Workers {
     }
 }
 
-/// `n` current-thread runtimes, with IO and timers: one per worker.
+/// `n` current-thread runtimes, with IO and timers: one per worker. Each refreshes the worker's
+/// [`clock`](crate::clock) when it wakes from waiting for events.
 ///
 /// # Errors
 /// When a runtime cannot start.
@@ -76,6 +77,7 @@ pub fn runtimes(n: usize) -> io::Result<Vec<Runtime>> {
         .map(|_| {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_unpark(crate::clock::refresh)
                 .build()
         })
         .collect()

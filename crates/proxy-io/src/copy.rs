@@ -137,8 +137,8 @@ where
     D: Flow<B, A>,
     F: FnMut(CopyDirection, u64),
 {
-    let mut last_activity = Instant::now();
-    let idle_timer = tokio::time::sleep(idle);
+    let mut last_activity = bulkhead_net::clock::tokio_now();
+    let idle_timer = tokio::time::sleep_until(last_activity + idle);
     tokio::pin!(idle_timer);
     // The waker the idle timer was last polled with. Polling it again with the same waker only
     // registers what it holds already, so it is polled when it fired or the waker changed, not
@@ -170,7 +170,7 @@ where
             }));
         }
         if active {
-            last_activity = Instant::now();
+            last_activity = bulkhead_net::clock::tokio_now();
         }
         let registered = timer_waker
             .as_ref()
@@ -181,6 +181,7 @@ where
         // The timer is only moved when it fires, not on every chunk.
         while idle_timer.as_mut().poll(cx).is_ready() {
             let deadline = last_activity + idle;
+            // A fresh reading here: one lagging behind would re-arm the fired timer in the past.
             if deadline <= Instant::now() {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,

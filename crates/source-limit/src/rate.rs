@@ -108,7 +108,8 @@ fn refill(bucket: &mut Bucket, limit: RateLimit, now: Instant) {
     let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
     bucket.tokens =
         (bucket.tokens + elapsed * f64::from(limit.per_second)).min(f64::from(limit.burst));
-    bucket.updated = now;
+    // Readings from different threads' clocks may arrive out of order: time never goes back.
+    bucket.updated = bucket.updated.max(now);
 }
 
 /// Evicts the buckets that are full again, at most once per [`SWEEP_INTERVAL`]; whether there is
@@ -154,6 +155,23 @@ mod tests {
             "one token per 100 ms"
         );
         assert_eq!(limiter.check("a", later), RateDecision::Limited);
+    }
+
+    #[test]
+    fn a_reading_older_than_the_last_refills_nothing_twice() {
+        // Workers read their own clocks: a check may carry an earlier time than the one before.
+        let limiter = RateLimiter::new(LIMIT, 1000);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limiter.check("a", t0), RateDecision::Allowed);
+        }
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(limiter.check("a", t1), RateDecision::Allowed);
+        let late = t0 + Duration::from_millis(50);
+        assert_eq!(limiter.check("a", late), RateDecision::Limited);
+        // 50 ms after t1 is half a token: the 50 ms before t1 were already counted.
+        let t2 = t1 + Duration::from_millis(50);
+        assert_eq!(limiter.check("a", t2), RateDecision::Limited);
     }
 
     #[test]

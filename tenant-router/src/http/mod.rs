@@ -123,7 +123,7 @@ pub(crate) fn serve_request(
 ) -> impl Future<Output = Result<Response<ObservedBody>, Infallible>> {
     // Not an `async fn`, which would keep a second copy of its arguments (see `h1_conn::exchange`).
     async move {
-        let start = Instant::now();
+        let start = bulkhead_net::clock::now();
         let none: Arc<str> = Arc::clone(&NONE_LABEL);
         let mut record = Box::new(RequestRecord {
             metrics: Arc::clone(&ctx.shared.metrics),
@@ -447,7 +447,7 @@ fn forward_routed(
                 .await;
         let (mut resp, deadline) = match result {
             Ok(forwarded) => {
-                record.upstream = Some(start.elapsed());
+                record.upstream = Some(bulkhead_net::clock::now().saturating_duration_since(start));
                 forwarded
             }
             Err(error) => return Err(plan.refuse(error.into())),
@@ -758,7 +758,10 @@ fn forward_with_retries<'a>(
         let mut tried = Vec::new();
         let mut retries = 0;
         loop {
-            let attempt_deadline = match route.backend_timeout.map(|t| Instant::now() + t) {
+            let attempt_deadline = match route
+                .backend_timeout
+                .map(|t| bulkhead_net::clock::now() + t)
+            {
                 Some(b) => Some(request_deadline.map_or(b, |r| r.min(b))),
                 None => request_deadline,
             };
@@ -793,7 +796,7 @@ fn forward_with_retries<'a>(
             let error = match result {
                 Ok(resp) => {
                     let health = Health::of_status(resp.status());
-                    backend.observe(&endpoint, health, &shared.outlier, Instant::now);
+                    backend.observe(&endpoint, health, &shared.outlier, bulkhead_net::clock::now);
                     return Ok((resp, attempt_deadline));
                 }
                 Err(SendFailure::Timeout) => {
@@ -899,7 +902,7 @@ fn blame(
             endpoint,
             Health::GatewayFailure,
             &ctx.shared.outlier,
-            Instant::now,
+            bulkhead_net::clock::now,
         );
     }
     failure
@@ -1140,7 +1143,7 @@ fn mirror_request(
                 Err(_) => Some(Health::GatewayFailure),
             };
             if let Some(health) = health {
-                backend.observe(&endpoint, health, &shared.outlier, Instant::now);
+                backend.observe(&endpoint, health, &shared.outlier, bulkhead_net::clock::now);
             }
             let resp = sent?;
             // Read and discard the answer so the pooled connection can be reused.

@@ -130,7 +130,7 @@ impl H1Pool {
     /// The newest idle connection under `key` that is still usable. Expired ones and ones the
     /// backend closed (or wrote to) meanwhile are dropped on the way.
     fn checkout(&self, key: PoolKey) -> Option<H1Conn> {
-        let now = Instant::now();
+        let now = bulkhead_net::clock::now();
         loop {
             let Idle { mut conn, since } = self.lock().get_mut(&key)?.pop()?;
             if now.saturating_duration_since(since) < self.settings.idle_timeout
@@ -152,7 +152,7 @@ impl H1Pool {
         let list = idle.entry(key).or_default();
         list.push(Idle {
             conn,
-            since: Instant::now(),
+            since: bulkhead_net::clock::now(),
         });
         if list.len() > max {
             list.remove(0);

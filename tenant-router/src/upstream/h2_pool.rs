@@ -6,7 +6,7 @@ use crate::body::ProxyBody;
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -78,7 +78,7 @@ impl H2Pool {
         let endpoint = key.endpoint;
         let stream = connect_stream(endpoint, tls, self.connect_timeout).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
+            .timer(crate::timer::WorkerTimer::default())
             .keep_alive_interval(self.keep_alive_interval)
             .keep_alive_timeout(self.keep_alive_timeout)
             .handshake(TokioIo::new(stream))
