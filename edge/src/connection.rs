@@ -29,7 +29,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::timeout_at;
-use tokio_util::sync::CancellationToken;
 
 /// What every connection task shares.
 #[derive(Debug)]
@@ -48,8 +47,8 @@ pub(crate) struct Shared {
     pub(crate) sources: SourceLimits,
     /// Slots for connections still sniffing.
     pub(crate) sniff_slots: Arc<Semaphore>,
-    /// Cancelled when the drain deadline passed: every connection ends at once.
-    pub(crate) force_close: CancellationToken,
+    /// Fired when the drain deadline passed: every connection ends at once.
+    pub(crate) hard_stop: bulkhead_net::HardStop,
 }
 
 impl Shared {
@@ -309,8 +308,8 @@ async fn forward(
         })
         .await
     };
-    // Counted when this ends: with the relay's outcome, or `drained` when the hard stop drops the
-    // connection's task mid-relay (its task waits for the stop, so the relay need not as well).
+    // Counted when this ends: with the relay's outcome, or `drained` when the hard stop aborts the
+    // connection's task mid-relay.
     let mut closed = ClosedCount {
         entry,
         metrics,

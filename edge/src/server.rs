@@ -122,7 +122,7 @@ impl Edge {
             sources,
             accept_proxy_from: config.accept_proxy_from.clone(),
             refusals: RefusalTally::default(),
-            force_close: CancellationToken::new(),
+            hard_stop: bulkhead_net::HardStop::new(),
         });
         // Snapshots are applied on a thread of their own, off the workers that relay bytes.
         let mut applier = {
@@ -154,6 +154,7 @@ impl Edge {
                         port,
                         Arc::clone(shared),
                         tracker.clone(),
+                        shared.hard_stop.group(),
                         Arc::clone(slots),
                         shutdown.clone(),
                     )
@@ -191,7 +192,7 @@ impl Edge {
                 open = tracker.len(),
                 "drain timeout reached: closing the remaining connections"
             );
-            shared.force_close.cancel();
+            shared.hard_stop.stop();
             tracker.wait().await;
         }
         shared.refusals.log_summary();
@@ -239,6 +240,7 @@ async fn accept_loop(
     port: EdgePort,
     shared: Arc<Shared>,
     tracker: TaskTracker,
+    stops: bulkhead_net::StopGroup,
     slots: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
@@ -251,17 +253,12 @@ async fn accept_loop(
             permit: slot,
         } = accepted;
         let shared = shared.clone();
-        tracker.spawn(async move {
+        // Ended by the hard stop with an abort: the task waits on nothing else.
+        stops.spawn(&tracker, async move {
             let _slot = slot;
-            let force_close = shared.force_close.clone();
-            tokio::select! {
-                biased;
-                // Boxed: the connection's future (1.6 KiB) is then allocated once and never
-                // moved, where tokio would copy it into the task and again on each stage change.
-                () = Box::pin(serve(stream, peer, port, shared)) => {}
-                // Polled when the token fires, not on each of the connection's wake-ups.
-                () = bulkhead_net::when_woken(force_close.cancelled()) => {}
-            }
+            // Boxed: the connection's future (1.6 KiB) is then allocated once and never moved,
+            // where tokio would copy it into the task and again on each stage change.
+            Box::pin(serve(stream, peer, port, shared)).await;
         });
     }
 }

@@ -4,9 +4,11 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+mod stop;
 mod when_woken;
 pub mod workers;
 
+pub use stop::{HardStop, StopGroup};
 pub use when_woken::{when_woken, NotingWaker, WhenWoken};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
