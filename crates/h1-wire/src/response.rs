@@ -28,7 +28,9 @@ pub struct ResponseHead {
     /// HTTP/1.0 or HTTP/1.1.
     pub version: Version,
     /// The header fields, their values sharing the read buffer's bytes. `Content-Length` is
-    /// removed when `Transfer-Encoding` overrides it.
+    /// removed when `Transfer-Encoding` overrides it, and a `Connection` field that says no more
+    /// than `keep-alive` or `close` is taken into [`keep_alive`](Self::keep_alive) and not kept
+    /// (it is hop-by-hop: a proxy would strip it, at the cost of a pass over the fields).
     pub headers: HeaderMap,
     /// How the body is delimited.
     pub framing: BodyFraming,
@@ -161,8 +163,9 @@ pub fn parse_response(
         let value =
             HeaderValue::from_maybe_shared(head.slice(*value_start as usize..*value_end as usize))
                 .map_err(|_| ResponseError::InvalidField)?;
-        facts.note(&name, &value);
-        headers.append(name, value);
+        if facts.note(&name, &value) {
+            headers.append(name, value);
+        }
     }
     let (framing, keep_alive) = framing(status, version, method, &facts, &mut headers)?;
     Ok(Some(ResponseHead {
@@ -190,18 +193,25 @@ struct Facts {
 }
 
 impl Facts {
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+    /// Notes a field; whether to keep it (all but a `Connection` of persistence tokens alone).
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> bool {
         if *name == CONTENT_LENGTH {
             self.bad_length |= add_length(&mut self.length, value).is_err();
         } else if *name == TRANSFER_ENCODING {
             self.transfer_encoding = Some(last_coding_is_chunked(value));
         } else if *name == CONNECTION {
+            let mut only_persistence = true;
             for token in value.as_bytes().split(|b| *b == b',') {
                 let token = token.trim_ascii();
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                let close = token.eq_ignore_ascii_case(b"close");
+                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                self.close |= close;
+                self.keep_alive |= keep_alive;
+                only_persistence &= close || keep_alive;
             }
+            return !only_persistence;
         }
+        true
     }
 
     /// Whether `Connection` lets the connection persist: HTTP/1.1 unless `close`, HTTP/1.0 only
@@ -433,6 +443,34 @@ mod tests {
             head(b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\nconnection: keep-alive\r\n\r\n")
                 .keep_alive
         );
+    }
+
+    #[test]
+    fn a_connection_field_of_persistence_tokens_alone_is_not_kept() {
+        let kept = |field: &[u8]| {
+            let mut bytes = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n".to_vec();
+            bytes.extend_from_slice(field);
+            bytes.extend_from_slice(b"\r\nx-other: 1\r\n\r\n");
+            let head = head(&bytes);
+            assert_eq!(head.headers["x-other"], "1");
+            head.headers
+                .get_all(CONNECTION)
+                .iter()
+                .map(|v| v.to_str().unwrap_or_default().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert!(kept(b"Connection: keep-alive").is_empty());
+        assert!(kept(b"connection: Keep-Alive , CLOSE").is_empty());
+        // Anything else stays for the hop-by-hop stripping that reads it (fields it names, an
+        // upgrade).
+        assert_eq!(
+            kept(b"connection: keep-alive, x-other"),
+            ["keep-alive, x-other"]
+        );
+        assert_eq!(kept(b"connection: upgrade"), ["upgrade"]);
+        assert_eq!(kept(b"connection:"), [""]);
+        let two = kept(b"connection: close\r\nconnection: x-trace");
+        assert_eq!(two, ["x-trace"]);
     }
 
     #[test]
