@@ -317,13 +317,19 @@ impl ForwardingFields {
     }
 
     /// The fields as HTTP/1.1 field lines (`name: value` and CRLF each), written after the
-    /// request's own fields.
-    pub(crate) fn encode(&self) -> bytes::Bytes {
+    /// request's own fields; `host` first when given (a request whose map has no `Host`).
+    pub(crate) fn encode(&self, host: Option<&HeaderValue>) -> bytes::Bytes {
+        const HOST_PREFIX: &[u8] = b"host: ";
         // Sized exactly: `Bytes` takes a full vector as it is, where a vector with spare room
         // costs it an allocation of its own.
-        let mut len = 0;
+        let mut len = host.map_or(0, |h| HOST_PREFIX.len() + h.len() + 2);
         self.each(|prefix, value| len += prefix.len() + value.len() + 2);
         let mut out = Vec::with_capacity(len);
+        if let Some(host) = host {
+            out.extend_from_slice(HOST_PREFIX);
+            out.extend_from_slice(host.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         self.each(|prefix, value| {
             out.extend_from_slice(prefix);
             out.extend_from_slice(value);
@@ -533,8 +539,17 @@ mod tests {
                 .flat_map(|(n, v)| [n.as_str().as_bytes(), b": ", v.as_bytes(), b"\r\n"].concat())
                 .collect();
             assert_eq!(
-                String::from_utf8_lossy(&fields.encode()),
+                String::from_utf8_lossy(&fields.encode(None)),
                 String::from_utf8_lossy(&lines)
+            );
+            // A request without `Host` in its map (HTTP/2) gets it first, on the wire.
+            let upstream = HeaderValue::from_static("backend.internal:8080");
+            assert_eq!(
+                String::from_utf8_lossy(&fields.encode(Some(&upstream))),
+                format!(
+                    "host: backend.internal:8080\r\n{}",
+                    String::from_utf8_lossy(&lines)
+                )
             );
             assert_eq!(inserted.len(), 6, "{inserted:?}");
             assert_eq!(value(&inserted, "x-request-id"), [id.as_str()]);
@@ -717,7 +732,7 @@ mod tests {
             let mut f: Forwarding<'_> = forwarding(hops);
             f.host = with_host.then_some(&host);
             let (ours, id, _) = super::forwarding(&mut map, &f);
-            let h1 = wire_fields(&map, &ours.encode());
+            let h1 = wire_fields(&map, &ours.encode(None));
             let mut h2_map = map.clone();
             ours.insert_into(&mut h2_map);
             proptest::prop_assert_eq!(&h1, &wire_fields(&h2_map, b""));

@@ -658,10 +658,19 @@ fn build_request(
             absolute_uri(authority, path_and_query).map_err(|_| Refusal::BadHead)?
         }
         BackendProtocol::Http1 | BackendProtocol::Tcp => {
-            parts.headers.insert(HOST, upstream_host);
+            // An HTTP/1 request's one `Host` (a second was refused) is replaced where it stands.
+            // An HTTP/2 request's map has none and is full as decoded: `Host` goes on the wire
+            // with the forwarding fields instead of growing (and rehashing) the map.
+            let host_line = match parts.headers.get_mut(HOST) {
+                Some(host) => {
+                    *host = upstream_host;
+                    None
+                }
+                None => Some(upstream_host),
+            };
             headers::join_cookies(&mut parts.headers);
             parts.version = Version::HTTP_11;
-            extra = fields.encode();
+            extra = fields.encode(host_line.as_ref());
             mirror_fields = mirrored.then_some(fields);
             origin_uri(path_and_query)
         }

@@ -318,3 +318,83 @@ async fn a_reason_phrase_of_its_own_reaches_http1_clients() {
     let reason = resp.extensions().get::<hyper::ext::ReasonPhrase>();
     assert_eq!(reason.map(|r| r.as_bytes()), Some(&b"All Good"[..]));
 }
+
+/// A backend that answers each request with the request's head, as the bytes it received.
+async fn head_echo() -> SocketAddr {
+    serve_each(|mut s| async move {
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = seen.drain(..end + 4).collect();
+                let mut answer =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", head.len())
+                        .into_bytes();
+                answer.extend_from_slice(&head);
+                if s.write_all(&answer).await.is_err() {
+                    return;
+                }
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+}
+
+/// The `Host` lines of a request head as the backend received it.
+fn host_lines(head: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(head)
+        .split("\r\n")
+        .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_backend_gets_one_host_line_from_http2_and_http1_clients() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let pki = Pki::new();
+    let router = router_to(&pki, head_echo().await).await;
+
+    // HTTP/2: the request has `:authority`, no `Host`; the HTTP/1.1 backend needs one.
+    let tls = tls_connect(&pki, router.https, "a.acme.test", &[b"h2"])
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..2 {
+        let req = http::Request::get("https://a.acme.test/h2?q=1")
+            .version(http::Version::HTTP_2)
+            .header("x-client", "h2")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let head = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&head);
+        assert!(text.starts_with("GET /h2?q=1 HTTP/1.1\r\n"), "{text}");
+        assert_eq!(host_lines(&head), ["host: a.acme.test"], "{text}");
+        assert!(text.contains("\r\nx-client: h2\r\n"), "{text}");
+        assert!(text.contains("\r\nx-forwarded-proto: https\r\n"), "{text}");
+    }
+
+    // HTTP/1.1: the client's own `Host` is the one the backend gets, where it stood.
+    let mut c = h1_tls(&pki, &router, "a.acme.test").await;
+    let req = c
+        .request("GET", "a.acme.test", "/h1")
+        .header("x-client", "h1")
+        .body(Default::default())
+        .unwrap();
+    let resp = c.send(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let head = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&head);
+    assert_eq!(host_lines(&head), ["host: a.acme.test"], "{text}");
+    assert!(text.contains("\r\nx-client: h1\r\n"), "{text}");
+}
