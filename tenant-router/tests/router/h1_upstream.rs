@@ -239,7 +239,7 @@ impl http_body::Body for ChannelBody {
 #[tokio::test]
 async fn a_backend_answering_while_the_request_body_streams_gets_the_rest_of_it() {
     use hyper::service::service_fn;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::TokioIo;
     // The backend echoes the body as it arrives: its answer's head leaves before the request body
     // has, and each echoed piece needs the router to keep writing the request meanwhile.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -256,14 +256,7 @@ async fn a_backend_answering_while_the_request_body_streams_gets_the_rest_of_it(
     });
     let pki = Pki::new();
     let router = router_to(&pki, backend).await;
-    let tls = tls_connect(&pki, router.https, "a.acme.test", &[b"h2"])
-        .await
-        .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2_client(&pki, &router).await;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let req = http::Request::post("https://a.acme.test/echo")
         .version(http::Version::HTTP_2)
@@ -319,6 +312,25 @@ async fn a_reason_phrase_of_its_own_reaches_http1_clients() {
     assert_eq!(reason.map(|r| r.as_bytes()), Some(&b"All Good"[..]));
 }
 
+/// An HTTP/2 connection to `router`'s TLS listener as `a.acme.test`, driven by a task of its own.
+async fn h2_client<B>(pki: &Pki, router: &TestRouter) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let tls = tls_connect(pki, router.https, "a.acme.test", &[b"h2"])
+        .await
+        .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 /// A backend that answers each request with the request's head, as the bytes it received.
 async fn head_echo() -> SocketAddr {
     serve_each(|mut s| async move {
@@ -355,19 +367,11 @@ fn host_lines(head: &[u8]) -> Vec<String> {
 
 #[tokio::test]
 async fn the_backend_gets_one_host_line_from_http2_and_http1_clients() {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let pki = Pki::new();
     let router = router_to(&pki, head_echo().await).await;
 
     // HTTP/2: the request has `:authority`, no `Host`; the HTTP/1.1 backend needs one.
-    let tls = tls_connect(&pki, router.https, "a.acme.test", &[b"h2"])
-        .await
-        .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2_client(&pki, &router).await;
     for _ in 0..2 {
         let req = http::Request::get("https://a.acme.test/h2?q=1")
             .version(http::Version::HTTP_2)
