@@ -33,28 +33,33 @@ pub fn refresh() {
 /// not a worker. Never earlier than a value it returned before on the same thread.
 #[inline]
 pub fn now() -> Instant {
-    CACHED.with(|c| match c.get() {
-        None => Instant::now(),
-        Some((at, left)) if left > 0 => {
-            c.set(Some((at, left - 1)));
-            at
-        }
-        Some(_) => {
-            let at = Instant::now();
-            c.set(Some((at, READS_PER_REFRESH)));
-            at
-        }
-    })
+    CACHED.with(use_reading).unwrap_or_else(Instant::now)
 }
 
 /// [`now`] as tokio's `Instant`; on a thread that is not a worker, `tokio::time::Instant::now()`
 /// (which follows a paused test clock).
 #[inline]
 pub fn tokio_now() -> tokio::time::Instant {
-    CACHED.with(|c| match c.get() {
-        None => tokio::time::Instant::now(),
-        Some(_) => tokio::time::Instant::from_std(now()),
-    })
+    CACHED
+        .with(use_reading)
+        .map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std)
+}
+
+/// One use of the thread's reading (read afresh once it served its calls); `None` on a thread
+/// that never refreshed.
+#[inline]
+fn use_reading(cached: &Cell<Option<(Instant, u8)>>) -> Option<Instant> {
+    match cached.get()? {
+        (at, left) if left > 0 => {
+            cached.set(Some((at, left - 1)));
+            Some(at)
+        }
+        _ => {
+            let at = Instant::now();
+            cached.set(Some((at, READS_PER_REFRESH)));
+            Some(at)
+        }
+    }
 }
 
 #[cfg(test)]
