@@ -1,7 +1,9 @@
-//! The process allocator: the system's `malloc`, with over-aligned small blocks served without
-//! `memalign` (see the crate README).
+//! The process allocator: the system's `malloc`, with a per-thread cache of freed blocks up to
+//! 8 KiB ([`cache`]) and over-aligned small blocks served without `memalign` (see the crate README).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+
+pub mod cache;
 
 /// What `malloc` aligns every block to on the platforms Bulkhead runs on (x86_64, aarch64 Linux).
 const MALLOC_ALIGN: usize = 16;
@@ -12,8 +14,9 @@ const MAX_SHIFTED_SIZE: usize = 1 << 20;
 /// Bytes before an aligned block that hold its `malloc` block's start.
 const HEADER: usize = std::mem::size_of::<usize>();
 
-/// The global allocator of Bulkhead's binaries: [`System`], except that over-aligned blocks of up
-/// to 1 MiB come from a plain `malloc` block, aligned inside it.
+/// The global allocator of Bulkhead's binaries: [`System`], except that freed blocks of up to 8 KiB
+/// are kept per thread for the next allocation of their size ([`cache`]), and over-aligned blocks
+/// of up to 1 MiB come from a plain `malloc` block, aligned inside it.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Malloc;
 
@@ -30,10 +33,15 @@ fn outer(layout: Layout) -> Option<Layout> {
     Layout::from_size_align(layout.size().checked_add(layout.align())?, MALLOC_ALIGN).ok()
 }
 
-// SAFETY: every block is either the system allocator's own (same layout both ways) or lies inside
-// a live `malloc` block whose start is stored right before it; see `alloc` and `dealloc`.
+// SAFETY: every block is either the system allocator's own (same layout both ways), a `malloc`
+// block of its size class's full size (`cache`), or lies inside a live `malloc` block whose start
+// is stored right before it; see `alloc` and `dealloc`.
 unsafe impl GlobalAlloc for Malloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if cache::cached(layout) {
+            // SAFETY: the caller's contract for `layout` is passed on unchanged.
+            return unsafe { cache::alloc(layout, false) };
+        }
         if !shifted(layout) {
             // SAFETY: the caller's contract for `layout` is passed on unchanged.
             return unsafe { System.alloc(layout) };
@@ -58,6 +66,10 @@ unsafe impl GlobalAlloc for Malloc {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if cache::cached(layout) {
+            // SAFETY: allocated by `cache::alloc` or `cache::realloc` with this layout.
+            return unsafe { cache::dealloc(ptr, layout) };
+        }
         if !shifted(layout) {
             // SAFETY: allocated by `System` with this layout (see `alloc`).
             return unsafe { System.dealloc(ptr, layout) };
@@ -71,6 +83,10 @@ unsafe impl GlobalAlloc for Malloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if cache::cached(layout) {
+            // SAFETY: as in `alloc`.
+            return unsafe { cache::alloc(layout, true) };
+        }
         if !shifted(layout) {
             // SAFETY: as in `alloc`.
             return unsafe { System.alloc_zeroed(layout) };
@@ -87,6 +103,10 @@ unsafe impl GlobalAlloc for Malloc {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY (both arms): the caller's contract; a new size keeps the alignment.
         let grown = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        if cache::cached(grown) {
+            // A cached size's class may be larger than the size (`cache::realloc_size`).
+            return unsafe { System.realloc(ptr, layout, cache::realloc_size(new_size)) };
+        }
         if !shifted(layout) && !shifted(grown) {
             return unsafe { System.realloc(ptr, layout, new_size) };
         }
@@ -103,7 +123,8 @@ unsafe impl GlobalAlloc for Malloc {
 }
 
 /// Gives the pages of freed heap memory back to the system (glibc's `malloc_trim(0)`); a no-op
-/// where the C library has no such call. Returns whether any memory was released.
+/// where the C library has no such call. Returns whether any memory was released. The calling
+/// thread's cached blocks ([`cache::flush`]) go back to `malloc` first.
 ///
 /// glibc returns the top of a heap to the system only above a threshold that it raises each time a
 /// large `mmap`ed block is freed, and never the free pages inside a heap. A data plane calls this
@@ -112,6 +133,7 @@ unsafe impl GlobalAlloc for Malloc {
 /// walk over the free blocks of every arena, under each arena's lock: for occasional events, not for
 /// a request path.
 pub fn release_free_memory() -> bool {
+    cache::flush();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {

@@ -82,6 +82,10 @@ pub struct Accepted {
 /// `slots` (connections beyond them wait in the kernel's backlog), then for a connection on
 /// `listener`. `None` once `stop` is cancelled or `slots` closed. A failed `accept` is logged
 /// (with `listener` as the listener's name) and retried after [`ACCEPT_ERROR_BACKOFF`].
+///
+/// The thread that accepts serves the connection, so from its first connection on it keeps the
+/// small blocks it frees for the next requests ([`bulkhead_alloc::cache`]); what it did before
+/// (start-up, with its one-off allocations) is not kept.
 pub async fn accept_next(
     listener: &TcpListener,
     slots: &Arc<Semaphore>,
@@ -116,6 +120,7 @@ pub async fn accept_next(
         };
         match accepted {
             Ok((stream, peer)) => {
+                bulkhead_alloc::cache::enable();
                 return Some(Accepted {
                     stream,
                     peer: canonical(peer),
