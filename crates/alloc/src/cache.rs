@@ -5,7 +5,8 @@
 //! then allocates 100 again. Past the seventh, every block went to glibc's bins and back
 //! (`_int_malloc`, `_int_free`, `malloc_consolidate`: about 200 instructions each way), and so did
 //! every block above 1,032 bytes (the boxed routing future, hyper's 8 KiB read buffers). This cache
-//! keeps up to [`MAX_PER_CLASS`] blocks of each size class and [`MAX_BYTES`] in all per thread, on a
+//! keeps up to [`MAX_PER_CLASS`] blocks of each size class (more of the smallest, up to
+//! [`SMALL_CLASS_BYTES`] of them) and [`MAX_BYTES`] in all per thread, on a
 //! free list threaded through the blocks themselves.
 //!
 //! Blocks are `malloc`'s own. A freed block joins the class of the size it was allocated for, and
@@ -47,6 +48,22 @@ const LARGE_STEP: usize = 256;
 const CLASSES: usize = 1 + SMALL_CLASSES + (MAX_CACHED_SIZE - LARGE_BASE) / LARGE_STEP;
 /// Blocks kept per class at most: an HTTP/2 connection's requests in flight, and some.
 pub(crate) const MAX_PER_CLASS: u32 = 256;
+/// Bytes a class of small blocks may hold beyond [`MAX_PER_CLASS`] blocks: an HTTP/2 request has
+/// four blocks of 24 bytes, so 100 requests in flight free 400.
+pub(crate) const SMALL_CLASS_BYTES: usize = 32 * 1024;
+/// Blocks kept per class at most.
+const LIMITS: [u32; CLASSES] = {
+    let mut limits = [MAX_PER_CLASS; CLASSES];
+    let mut class = 1;
+    while class < CLASSES {
+        let fit = SMALL_CLASS_BYTES / class_size(class);
+        if fit > MAX_PER_CLASS as usize {
+            limits[class] = fit as u32;
+        }
+        class += 1;
+    }
+    limits
+};
 /// Bytes kept per thread at most, over all classes.
 pub(crate) const MAX_BYTES: usize = 1024 * 1024;
 
@@ -90,7 +107,7 @@ pub(crate) fn realloc_size(size: usize) -> usize {
 }
 
 /// The least usable size of the blocks of `class`.
-fn class_size(class: usize) -> usize {
+const fn class_size(class: usize) -> usize {
     if class <= SMALL_CLASSES {
         16 * class + 8
     } else {
@@ -130,7 +147,7 @@ impl Cache {
     fn push(&mut self, class: usize, block: *mut u8) -> bool {
         let size = class_size(class);
         let bin = &mut self.bins[class];
-        if bin.len >= MAX_PER_CLASS || self.bytes + size > MAX_BYTES {
+        if bin.len >= LIMITS[class] || self.bytes + size > MAX_BYTES {
             return false;
         }
         // SAFETY: `block` is a free block of at least 16 bytes, 16-aligned.
@@ -437,8 +454,13 @@ mod tests {
                     }
                 }
             };
-            burst(24, 3 * MAX_PER_CLASS as usize);
-            assert_eq!(cached_bytes(), MAX_PER_CLASS as usize * 24);
+            burst(24, 3 * LIMITS[1] as usize);
+            assert_eq!(cached_bytes(), SMALL_CLASS_BYTES / 24 * 24);
+            burst(200, 3 * MAX_PER_CLASS as usize);
+            assert_eq!(
+                cached_bytes(),
+                SMALL_CLASS_BYTES / 24 * 24 + MAX_PER_CLASS as usize * 200
+            );
             burst(8192, 2 * MAX_BYTES / 8192);
             assert!(cached_bytes() <= MAX_BYTES, "{} bytes kept", cached_bytes());
             assert!(
