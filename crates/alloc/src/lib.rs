@@ -49,8 +49,10 @@ unsafe impl GlobalAlloc for Malloc {
         let Some(outer) = outer(layout) else {
             return std::ptr::null_mut();
         };
-        // SAFETY: `outer` has a non-zero size (it includes `align`).
-        let raw = unsafe { System.alloc(outer) };
+        // SAFETY: `outer` has a non-zero size (it includes `align`). Through `self`, so a small
+        // one comes from the thread's cache like any other block (tokio's tasks and socket
+        // registrations are such blocks).
+        let raw = unsafe { self.alloc(outer) };
         if raw.is_null() {
             return raw;
         }
@@ -77,8 +79,8 @@ unsafe impl GlobalAlloc for Malloc {
         // SAFETY: `alloc` stored the `malloc` block's start right before `ptr`.
         let raw = unsafe { ptr.sub(HEADER).cast::<*mut u8>().read() };
         if let Some(outer) = outer(layout) {
-            // SAFETY: `raw` was allocated by `System` with exactly `outer`.
-            unsafe { System.dealloc(raw, outer) };
+            // SAFETY: `raw` was allocated by `self.alloc` with exactly `outer`.
+            unsafe { self.dealloc(raw, outer) };
         }
     }
 
