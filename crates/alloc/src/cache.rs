@@ -11,9 +11,9 @@
 //!
 //! Blocks are `malloc`'s own. A freed block joins the class of the size it was allocated for, and
 //! an allocation takes a block of the least class that holds its size. Up to 1,032 bytes the
-//! classes are `malloc`'s own 16-byte steps: the usable size `malloc` gives a request is a function
-//! of the request, so every block of a class holds the class's size, and a request gets a block of
-//! the size `malloc` would have given it. Above, classes go in 256-byte steps, a freed block joins
+//! classes are `malloc`'s own 16-byte steps: `malloc` gives a request at least its chunk, whose
+//! size is a function of the request, so every block of a class holds the class's size, and a
+//! request gets a block of the size `malloc` would have given it. Above, classes go in 256-byte steps, a freed block joins
 //! the class its usable size serves, and a thread that keeps blocks allocates (and reallocates)
 //! such a block at its class's size, up to 255 bytes more than asked for, so that it serves its
 //! size again; other threads allocate the size asked for. A block may be freed on another thread
