@@ -34,8 +34,8 @@ fn outer(layout: Layout) -> Option<Layout> {
 }
 
 // SAFETY: every block is either the system allocator's own (same layout both ways), a `malloc`
-// block of its size class's full size (`cache`), or lies inside a live `malloc` block whose start
-// is stored right before it; see `alloc` and `dealloc`.
+// block that holds at least its size class's size (`cache`), or lies inside a live `malloc` block
+// whose start is stored right before it; see `alloc` and `dealloc`.
 unsafe impl GlobalAlloc for Malloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if cache::cached(layout) {
@@ -69,7 +69,8 @@ unsafe impl GlobalAlloc for Malloc {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if cache::cached(layout) {
-            // SAFETY: allocated by `cache::alloc` or `cache::realloc` with this layout.
+            // SAFETY: allocated by `cache::alloc`, or reallocated at `cache::realloc_size`, with
+            // this layout.
             return unsafe { cache::dealloc(ptr, layout) };
         }
         if !shifted(layout) {
