@@ -287,8 +287,9 @@ pub fn flush() {
     with_cache(Cache::flush);
 }
 
-/// Bytes the calling thread's cache holds.
-pub fn cached_bytes() -> usize {
+/// Bytes the calling thread's cache holds (for the tests of the limits).
+#[cfg(test)]
+fn cached_bytes() -> usize {
     with_cache(|cache| cache.bytes).unwrap_or(0)
 }
 
