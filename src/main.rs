@@ -57,7 +57,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli: Cli = process::parse_args();
     // The edge and the router serve connections on a runtime per worker; the rest shares one.
     let threads = match cli.command {
         Command::DataPlane(_) => process::Threads::PerWorker,

@@ -30,6 +30,15 @@ pub enum Threads {
     Shared,
 }
 
+/// Parses the command line on a thread of its own. clap's derived parsers build every argument on
+/// the stack, tens of kilobytes for the edge's and router's flags, and the main thread's stack
+/// pages stay resident (anonymous memory) for the life of the process, where a finished thread's
+/// stack is unmapped. `--help`, `--version` and usage errors exit the process from that thread.
+pub fn parse_args<P: clap::Parser + Send>() -> P {
+    std::thread::scope(|scope| scope.spawn(P::parse).join())
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// Installs logging, starts the runtimes (one worker: a current-thread runtime either way), runs
 /// `work` on this thread's with trace export (when an OTLP endpoint is configured) and flushes the
 /// traces at the end.
@@ -41,6 +50,9 @@ where
     F: Future<Output = anyhow::Result<()>>,
 {
     telemetry::init(log_format);
+    // On the heap: a subcommand's future is tens of kilobytes, and each move on the way into
+    // `block_on` would take as much of the main thread's stack, which stays resident after.
+    let work = Box::pin(work);
     let workers = worker_threads();
     if threads == Threads::Shared && workers > 1 {
         let runtime = tokio::runtime::Builder::new_multi_thread()

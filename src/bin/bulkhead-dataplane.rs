@@ -17,7 +17,7 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli: Cli = process::parse_args();
     process::run(
         cli.log.log_format,
         process::Threads::PerWorker,

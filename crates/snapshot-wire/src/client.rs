@@ -184,7 +184,9 @@ where
         last_payload: None,
         status,
     };
-    let task = tokio::spawn(link.run());
+    // Boxed before it is spawned: the link's future is kilobytes, and each move through `spawn`
+    // would take as much of the caller's stack (the main thread's, whose pages stay resident).
+    let task = tokio::spawn(Box::pin(link.run()));
     Ok((
         subscription,
         ClientDriver {
