@@ -1129,6 +1129,13 @@ fn dockerfile_builds_one_non_root_image() {
             .unwrap_or_else(|| panic!("{from}: not pinnable by a build argument"));
         assert!(args.contains(arg), "{from}: ARG {arg} has no default");
     }
+    // A profile-guided build takes the profile `bench/pgo/build.sh` makes, by a build argument
+    // that defaults to none (a plain release build).
+    assert!(text.lines().any(|l| l == "ARG PGO_PROFILE="), "{text}");
+    assert!(
+        text.contains(r#"RUSTFLAGS="-Cprofile-use=/src/$PGO_PROFILE""#),
+        "{text}"
+    );
     // The program the edge and router pods run is built and copied into the image.
     let program = bulkhead_operator::children::ROUTER_PROGRAM;
     let name = program.trim_start_matches('/');
