@@ -34,8 +34,9 @@ pub enum Threads {
 /// the stack, tens of kilobytes for the edge's and router's flags, and the main thread's stack
 /// pages stay resident (anonymous memory) for the life of the process, where a finished thread's
 /// stack is unmapped. `--help`, `--version` and usage errors exit the process from that thread.
-pub fn parse_args<P: clap::Parser + Send>() -> P {
-    std::thread::scope(|scope| scope.spawn(P::parse).join())
+pub fn parse_args<P: clap::Parser + Send + 'static>() -> P {
+    std::thread::spawn(P::parse)
+        .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
