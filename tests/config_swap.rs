@@ -1,5 +1,5 @@
 //! Live configuration changes: editing, adding and deleting manifest files changes routing without a
-//! restart and without breaking open connections; bad input is reported and the last good
+//! restart and without breaking open connections (whose next requests follow it); bad input is reported and the last good
 //! configuration keeps serving.
 
 mod common;
@@ -92,13 +92,26 @@ async fn editing_adding_and_deleting_manifests_changes_routing_live() {
         bh.log()
     );
 
-    // The connection opened before all of this still carries requests.
+    // The connection opened before all of this still carries requests, routed by the current
+    // configuration: the deleted route is gone for it too.
     let (status, body) = open
         .get("www.acme.test", "/")
         .await
         .expect("open connection survives");
-    assert_eq!(status, 200, "{body}");
-    assert!(answer_field(&body, "backend").is_some());
+    assert_eq!(
+        (status, answer_field(&body, "backend").as_deref()),
+        (200, Some("v2")),
+        "{body}"
+    );
+    let (status, body) = open
+        .get("www.acme.test", "/new/page")
+        .await
+        .expect("open connection survives");
+    assert_eq!(
+        (status, answer_field(&body, "backend").as_deref()),
+        (200, Some("v2")),
+        "the deleted route still served on an open connection: {body}"
+    );
 }
 
 #[tokio::test]

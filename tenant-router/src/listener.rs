@@ -13,7 +13,7 @@
 use crate::balance::OutstandingGuard;
 use crate::body::{ObservedBody, ProxyBody};
 use crate::compile::tls::ClientAuth;
-use crate::compile::{CompiledConfig, CompiledPassthrough, SniTarget};
+use crate::compile::{CompiledPassthrough, SniTarget};
 use crate::conn_streams::{ConnStreams, WithStreams};
 use crate::http::{grpc, local_response};
 use crate::http::{serve_request, ConnContext, Entry, Shared};
@@ -24,7 +24,6 @@ use crate::metrics::{
 };
 use crate::metrics::{LimitLabels, RequestLimit};
 use crate::outlier::Health;
-use arc_swap::ArcSwapOption;
 use bulkhead_hostmatch::HostPattern;
 use bulkhead_proxy_io::cidr::{any_contains, Cidr};
 use bulkhead_proxy_io::{
@@ -140,7 +139,6 @@ enum HttpVersion {
 #[derive(Debug)]
 pub(crate) struct ListenerState {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) current: ArcSwapOption<CompiledConfig>,
     pub(crate) servers: HttpServers,
     pub(crate) expect_proxy: bool,
     /// The peers allowed to send the PROXY header (see `RouterConfig::accept_proxy_from`).
@@ -275,7 +273,7 @@ pub(crate) async fn accept_loop(
             peer,
             permit: pending,
         } = accepted;
-        if state.current.load().is_none() {
+        if state.shared.current.load().is_none() {
             continue;
         }
         // `TCP_NODELAY` comes from the listener (`bulkhead_net::bind_for_workers`).
@@ -386,39 +384,49 @@ async fn serve_tls_connection(state: &ListenerState, conn: Accepted) -> Connecti
         }
     };
     // (Always set: connections are accepted only once a configuration is served.)
-    let Some(config) = state.current.load_full() else {
+    let Some(config) = state.shared.current.load_full() else {
         return ConnectionOutcome::UnknownSni;
     };
+    // The name decides the listener and the handshake; the configuration is not kept past it (a
+    // connection's requests are routed by the one current when each arrives).
     let target = match hello.sni.as_deref() {
         Some(name) => config.sni.lookup(name),
         None => config.sni.get_pattern(&HostPattern::Any),
-    };
+    }
+    .cloned();
     match target {
         None => {
+            drop(config);
             tracing::debug!(tenant = %state.shared.tenant, %client, sni = ?hello.sni, "SNI not served");
             let _ = stream.write_all(&UNRECOGNIZED_NAME_ALERT).await;
             let _ = stream.shutdown().await;
             ConnectionOutcome::UnknownSni
         }
         Some(SniTarget::Passthrough(route)) => {
-            passthrough(state, Arc::clone(route), stream, buf, client).await
+            drop(config);
+            passthrough(state, route, stream, buf, client).await
         }
         Some(SniTarget::Terminate {
             listener,
             client_auth,
         }) => {
-            let (listener, client_auth) = (Arc::clone(listener), client_auth.clone());
+            let server = match &client_auth {
+                Some(auth) => Some(Arc::clone(&auth.tls)),
+                None => config.tls.clone(),
+            };
+            drop(config);
             let conn = Accepted {
                 stream,
                 buf,
                 client,
                 slot,
             };
-            terminate(state, config, conn, listener, client_auth).await
+            terminate(state, server, conn, listener, client_auth).await
         }
         Some(SniTarget::TerminateTcp(route)) => {
-            let route = Arc::clone(route);
-            terminate_tcp(state, &config, route, stream, buf, client).await
+            let server = config.tcp_tls.clone();
+            drop(config);
+            terminate_tcp(state, server, route, stream, buf, client).await
         }
     }
 }
@@ -480,13 +488,13 @@ fn ack_now(stream: &TcpStream) {
 /// a backend endpoint, both ways, with half-close and the passthrough idle deadline.
 async fn terminate_tcp(
     state: &ListenerState,
-    config: &CompiledConfig,
+    server: Option<Arc<rustls::ServerConfig>>,
     route: Arc<CompiledPassthrough>,
     stream: TcpStream,
     buf: Vec<u8>,
     client: SocketAddr,
 ) -> ConnectionOutcome {
-    let mut tls = match handshake(state, config.tcp_tls.clone(), stream, buf, client).await {
+    let mut tls = match handshake(state, server, stream, buf, client).await {
         Ok(tls) => tls,
         Err(outcome) => return outcome,
     };
@@ -511,7 +519,7 @@ async fn terminate_tcp(
 /// HTTP with the verified client identity, if any.
 async fn terminate(
     state: &ListenerState,
-    config: Arc<CompiledConfig>,
+    server: Option<Arc<rustls::ServerConfig>>,
     conn: Accepted,
     listener: Arc<str>,
     client_auth: Option<Arc<ClientAuth>>,
@@ -522,15 +530,13 @@ async fn terminate(
         client,
         slot,
     } = conn;
-    let server = match &client_auth {
-        Some(auth) => Some(Arc::clone(&auth.tls)),
-        None => config.tls.clone(),
-    };
     let tls = match handshake(state, server, stream, buf, client).await {
         Ok(tls) => tls,
         Err(outcome) => return outcome,
     };
-    let client_cert = client_auth.and_then(|auth| auth.identity(tls.get_ref().1));
+    let client_cert = client_auth
+        .as_ref()
+        .and_then(|auth| auth.identity(tls.get_ref().1));
     let version = match tls.get_ref().1.alpn_protocol() {
         Some(b"h2") => Some(HttpVersion::H2),
         Some(b"http/1.1") => Some(HttpVersion::H1),
@@ -538,8 +544,10 @@ async fn terminate(
     };
     let ctx = ConnContext {
         shared: Arc::clone(&state.shared),
-        config,
-        entry: Entry::Tls { listener },
+        entry: Entry::Tls {
+            listener,
+            client_auth: client_auth.map(|auth| Arc::clone(&auth.terms)),
+        },
         client,
         client_ip: crate::http::headers::ip_value(client.ip()),
         activity: Activity::new(),
@@ -557,13 +565,8 @@ async fn serve_plain_connection(state: &ListenerState, conn: Accepted) -> Connec
         client,
         slot,
     } = conn;
-    // (Always set: connections are accepted only once a configuration is served.)
-    let Some(config) = state.current.load_full() else {
-        return ConnectionOutcome::Http;
-    };
     let ctx = ConnContext {
         shared: Arc::clone(&state.shared),
-        config,
         entry: Entry::Plain,
         client,
         client_ip: crate::http::headers::ip_value(client.ip()),

@@ -89,6 +89,9 @@ pub(crate) enum HostRefusal {
     OtherTenant,
     /// A name another listener serves than the one the connection's SNI selected (421, GEP-3567).
     Misdirected,
+    /// A name of the connection's listener whose client certificate validation changed since the
+    /// connection's handshake (421: a new connection is validated the new way).
+    ValidationChanged,
 }
 
 /// Why the router answered a request itself (see [`crate::http::refusal`]).
@@ -355,6 +358,7 @@ snake_case_labels! {
         NotOwned => "not_owned",
         OtherTenant => "other_tenant",
         Misdirected => "misdirected",
+        ValidationChanged => "validation_changed",
     }
 }
 

@@ -150,10 +150,10 @@ impl Router {
                     .max_mirrors_in_flight
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
+            current: ArcSwapOption::empty(),
         });
         let state = Arc::new(ListenerState {
             shared: Arc::clone(&shared),
-            current: ArcSwapOption::empty(),
             servers: HttpServers::new(&config.limits),
             expect_proxy: config.expect_proxy,
             accept_proxy_from: config.accept_proxy_from.clone(),
@@ -190,7 +190,7 @@ impl Router {
                     ready.set(true);
                 }
                 snapshots.ack(snapshot.version, outcome);
-                if state.current.load().is_some() {
+                if state.shared.current.load().is_some() {
                     if let Some((https, http)) = listeners.take() {
                         let listeners =
                             [(https, ListenerLabel::Https), (http, ListenerLabel::Http)];
@@ -295,7 +295,7 @@ impl SnapshotApplier {
     fn apply(&self, state: &ListenerState, snapshot: &TenantSnapshot) -> Result<(), String> {
         let metrics = &state.shared.metrics;
         let tenant = &state.shared.tenant;
-        if let Some(current) = state.current.load().as_ref() {
+        if let Some(current) = state.shared.current.load().as_ref() {
             if current.version == snapshot.version
                 && !snapshot.hash.is_empty()
                 && current.hash == snapshot.hash
@@ -323,7 +323,7 @@ impl SnapshotApplier {
         ) {
             Ok(compiled) => {
                 let live = h2_endpoints(&compiled);
-                state.current.store(Some(Arc::new(compiled)));
+                state.shared.current.store(Some(Arc::new(compiled)));
                 self.registry.prune();
                 self.certificates.prune();
                 state.shared.upstreams.retain(&live);

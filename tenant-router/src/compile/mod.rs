@@ -59,7 +59,7 @@ pub(crate) enum Ownership {
 }
 
 /// What an SNI leads to.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum SniTarget {
     /// Terminate TLS (the certificate is [`CompiledConfig::tls`]'s, chosen by the same SNI).
     Terminate {

@@ -167,6 +167,9 @@ pub(crate) struct ClientAuth {
     /// The strict verifier, to check again after an `AllowInsecureFallback` handshake.
     verifier: Arc<dyn ClientCertVerifier>,
     mode: ClientValidationMode,
+    /// What it was compiled from: a connection keeps it, and its requests are misdirected once
+    /// the listener's validation differs ([`crate::http`]'s host checks).
+    pub(crate) terms: Arc<ClientValidation>,
 }
 
 impl ClientAuth {
@@ -206,6 +209,7 @@ impl ClientAuth {
             tls,
             verifier,
             mode: validation.mode,
+            terms: Arc::new(validation.clone()),
         })
     }
 

@@ -11,6 +11,11 @@
 //! | a name outside the tenant's grants | 421 | `not_owned` |
 //! | a more specific name another tenant owns inside them | 421 | `other_tenant` |
 //! | on TLS, a host another listener serves than the SNI's, or no listener serves (GEP-3567) | 421 | `misdirected` |
+//! | on TLS, a host of the SNI's listener, whose client certificate validation is no longer the one the connection was handshaken under | 421 | `validation_changed` |
+//!
+//! Each request is checked against the configuration current when it arrives: a connection keeps
+//! only what its handshake fixed (the listener, the validation), so a change reaches its next
+//! request, and a change to what the handshake fixed sends the client to a new connection.
 //!
 //! A request by IP address (`Host: 192.0.2.1:8080`, as clients of a load balancer and the Gateway
 //! API conformance suite send it) names no host: only a tenant granted `*` owns it, and it is
@@ -25,6 +30,7 @@ use super::{ConnContext, Entry};
 use crate::compile::{CompiledConfig, Ownership, SniTarget};
 use crate::metrics::{HostRefusal, HostRefusalLabels};
 use bulkhead_hostmatch::Host;
+use bulkhead_snapshot::ClientValidation;
 use http::header::HOST;
 use http::{HeaderValue, Request, StatusCode, Version};
 use std::sync::Arc;
@@ -36,7 +42,7 @@ impl HostRefusal {
             Self::Missing | Self::Duplicate | Self::Invalid | Self::AuthorityMismatch => {
                 StatusCode::BAD_REQUEST
             }
-            Self::NotOwned | Self::OtherTenant | Self::Misdirected => {
+            Self::NotOwned | Self::OtherTenant | Self::Misdirected | Self::ValidationChanged => {
                 StatusCode::MISDIRECTED_REQUEST
             }
         }
@@ -107,19 +113,24 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Result<RequestHost, HostRefus
     }
 }
 
-/// Whether this tenant may answer a request for `host` on this connection (the 421 rows of the
-/// module table).
-pub(crate) fn authorise(ctx: &ConnContext, host: &Host) -> Result<(), HostRefusal> {
-    match ctx.config.owned.lookup_host(host) {
+/// Whether this tenant may answer a request for `host` on this connection under `config`, the
+/// configuration current for the request (the 421 rows of the module table).
+pub(crate) fn authorise(
+    ctx: &ConnContext,
+    config: &CompiledConfig,
+    host: &Host,
+) -> Result<(), HostRefusal> {
+    match config.owned.lookup_host(host) {
         Some(Ownership::Tenant) => {}
         Some(Ownership::OtherTenant) => return Err(HostRefusal::OtherTenant),
         None => return Err(HostRefusal::NotOwned),
     }
     match &ctx.entry {
-        Entry::Tls { listener } if is_misdirected(&ctx.config, listener, host) => {
-            Err(HostRefusal::Misdirected)
-        }
-        _ => Ok(()),
+        Entry::Tls {
+            listener,
+            client_auth,
+        } => on_listener(config, listener, client_auth.as_ref(), host),
+        Entry::Plain => Ok(()),
     }
 }
 
@@ -128,12 +139,36 @@ pub(crate) fn authorise(ctx: &ConnContext, host: &Host) -> Result<(), HostRefusa
 /// whose hostname matches the host most specifically, `*` (a listener without hostname) included.
 /// A host another listener serves, a passthrough / TCP name, or a host no listener serves is
 /// misdirected, even when one certificate covers every name.
-fn is_misdirected(config: &CompiledConfig, listener: &Arc<str>, host: &Host) -> bool {
+///
+/// A host of that listener is refused too (`ValidationChanged`) when the listener's client
+/// certificate validation is not the one the connection was `handshaken` under (added, removed or
+/// changed since): the client opens a new connection, whose handshake applies it. An open
+/// connection never routes past a check its handshake skipped.
+fn on_listener(
+    config: &CompiledConfig,
+    listener: &Arc<str>,
+    handshaken: Option<&Arc<ClientValidation>>,
+    host: &Host,
+) -> Result<(), HostRefusal> {
     match config.sni.lookup_host(host) {
         Some(SniTarget::Terminate {
-            listener: other, ..
-        }) => other != listener,
-        None | Some(SniTarget::Passthrough(_) | SniTarget::TerminateTcp(_)) => true,
+            listener: other,
+            client_auth,
+        }) if other == listener => {
+            let now = client_auth.as_ref().map(|a| &a.terms);
+            let same = match (now, handshaken) {
+                (None, None) => true,
+                // The same compiled validation, or an equal one compiled again since.
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                _ => false,
+            };
+            if same {
+                Ok(())
+            } else {
+                Err(HostRefusal::ValidationChanged)
+            }
+        }
+        _ => Err(HostRefusal::Misdirected),
     }
 }
 

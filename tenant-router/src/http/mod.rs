@@ -38,7 +38,8 @@ use crate::outlier::{Health, OutlierPolicy};
 use crate::upstream::{
     returns_unanswered_head, UpstreamBody, UpstreamError, UpstreamUpgrade, Upstreams,
 };
-use bulkhead_snapshot::BackendProtocol;
+use arc_swap::ArcSwapOption;
+use bulkhead_snapshot::{BackendProtocol, ClientValidation};
 use http::header::{CONTENT_TYPE, HOST, LOCATION};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -71,6 +72,9 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTracker,
     /// Permits for mirrored requests in flight ([`RouterLimits::max_mirrors_in_flight`]).
     pub(crate) mirror_slots: Arc<tokio::sync::Semaphore>,
+    /// The configuration being served: taken by each new connection (its listener and TLS terms)
+    /// and by each request (its routing), so that a change reaches open connections' next requests.
+    pub(crate) current: ArcSwapOption<CompiledConfig>,
 }
 
 /// How the connection reached the HTTP layer.
@@ -80,16 +84,19 @@ pub(crate) enum Entry {
     Tls {
         /// The Gateway listener the connection's SNI selected (`namespace/gateway/listener`).
         listener: Arc<str>,
+        /// The client certificate validation the handshake was made under (`None`: none asked).
+        client_auth: Option<Arc<ClientValidation>>,
     },
     /// Through the plain HTTP listener.
     Plain,
 }
 
-/// One client connection's view: the configuration it loaded when it was accepted.
+/// One client connection's view. It holds no configuration: each request is routed by the one
+/// current when it arrives ([`Shared::current`]); what the connection fixed at its handshake (the
+/// listener, the client certificate validation) is checked against it ([`host::authorise`]).
 #[derive(Debug)]
 pub(crate) struct ConnContext {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) config: Arc<CompiledConfig>,
     pub(crate) entry: Entry,
     pub(crate) client: SocketAddr,
     /// The client's address as a header value (`X-Forwarded-For`, `X-Real-IP`), made once.
@@ -276,7 +283,15 @@ fn route_and_forward<'a>(
     // Not an `async fn`, which would keep a second copy of its arguments (see `h1_conn::exchange`).
     async move {
         normalise(ctx, &mut req, record)?;
-        let host = authorise_host(ctx, &req, record)?;
+        // The configuration current now, kept until the response ends: a change reaches an open
+        // connection's next request, and one in flight finishes on what it started with.
+        // (Always set: connections are accepted only once a configuration is served.)
+        let config = ctx
+            .shared
+            .current
+            .load_full()
+            .ok_or(Refusal::NoVirtualHost)?;
+        let host = authorise_host(ctx, &config, &req, record)?;
         let (vhost, route) = {
             let facts = RequestFacts {
                 method: req.method(),
@@ -284,7 +299,7 @@ fn route_and_forward<'a>(
                 query: req.uri().query(),
                 headers: req.headers(),
             };
-            select_route(&ctx.config, &ctx.entry, &host.host, &facts)?
+            select_route(&config, &ctx.entry, &host.host, &facts)?
         };
         record.route = Arc::clone(&route.label);
         record.series = Some(Arc::clone(route.series.get_or_init(Arc::default)));
@@ -500,12 +515,14 @@ fn normalise<B>(
 /// Phase 2: the request's host, and whether this connection may be answered for it (see [`host`]).
 fn authorise_host<B>(
     ctx: &ConnContext,
+    config: &CompiledConfig,
     req: &Request<B>,
     record: &RequestRecord,
 ) -> Result<host::RequestHost, Refusal> {
     let host =
         host::request_host(req).map_err(|refusal| refusal.refuse(ctx, record.target.host()))?;
-    host::authorise(ctx, &host.host).map_err(|refusal| refusal.refuse(ctx, &host.name()))?;
+    host::authorise(ctx, config, &host.host)
+        .map_err(|refusal| refusal.refuse(ctx, &host.name()))?;
     Ok(host)
 }
 
@@ -1312,6 +1329,7 @@ mod selection {
         );
         let tls = Entry::Tls {
             listener: Arc::from("acme/gw/https"),
+            client_auth: None,
         };
         assert_eq!(
             select(&c, &tls, "www.acme.test", Method::GET, "/"),

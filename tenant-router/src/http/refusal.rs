@@ -70,6 +70,8 @@ impl Refusal {
     /// Who caused it.
     pub(crate) fn side(self) -> FaultSide {
         match self {
+            // Not the client's doing: the listener changed under its connection.
+            Self::Host(HostRefusal::ValidationChanged) => FaultSide::Configuration,
             Self::Method
             | Self::BadPath
             | Self::Host(_)
@@ -187,6 +189,12 @@ mod tests {
                 Refusal::Host(HostRefusal::OtherTenant),
                 421,
                 FaultSide::Client,
+                "misdirected",
+            ),
+            (
+                Refusal::Host(HostRefusal::ValidationChanged),
+                421,
+                FaultSide::Configuration,
                 "misdirected",
             ),
             (

@@ -180,7 +180,7 @@ async fn refusing_endpoint_is_retried_around_and_ejected() {
     let mut router = router;
     let v2 = snapshot_for(2, &[web.addr, refusing], &[("other", &[other.addr])]);
     router.publish(v2).await.expect("v2 accepted");
-    drop(c); // a connection serves the configuration it started with
+    drop(c); // (an open connection would take the change too; a new one is what clients open)
     let mut c = h1_plain(&router).await;
     for _ in 0..BATCH {
         assert_eq!(send(&mut c, "GET", "/", b"").await.status, StatusCode::OK);

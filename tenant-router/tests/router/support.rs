@@ -87,6 +87,21 @@ impl Pki {
         }
     }
 
+    /// The test CA's certificate, PEM (also usable as a client-certificate trust anchor).
+    pub fn ca_pem(&self) -> &str {
+        self.authority.cert_pem()
+    }
+
+    /// A client configuration trusting the test CA, presenting a client certificate it issued,
+    /// and offering `alpn`.
+    pub fn client_config_presenting(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let identity = self
+            .authority
+            .issue(&["client.acme.test"])
+            .expect("client leaf");
+        tls::client_config_presenting(self.authority.cert_pem(), &identity, alpn)
+    }
+
     /// A client configuration trusting the test CA and offering `alpn`.
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
         tls::client_config(self.authority.cert_pem(), alpn)
