@@ -283,8 +283,9 @@ fn route_and_forward<'a>(
     // Not an `async fn`, which would keep a second copy of its arguments (see `h1_conn::exchange`).
     async move {
         normalise(ctx, &mut req, record)?;
-        // The configuration current now, kept until the response ends: a change reaches an open
-        // connection's next request, and one in flight finishes on what it started with.
+        // The configuration current now, kept until the response head: a change reaches an open
+        // connection's next request, and one in flight finishes on what it started with (its
+        // body needs none of it).
         // (Always set: connections are accepted only once a configuration is served.)
         let config = ctx
             .shared
